@@ -1,0 +1,256 @@
+//! The vipd heartbeat, wire format version 1.
+//!
+//! A heartbeat is the payload of one UDP datagram, all integers big-endian:
+//!
+//! ```text
+//!  0      magic        u32  0x56495044 ("VIPD")
+//!  4      version      u8   1
+//!  5      flags        u8   FLAG_LEAVING | FLAG_MATURE
+//!  6      auth_len     u16  length of the MAC trailer that follows the header (0: none)
+//!  8      cluster_id   u32  which cluster this node belongs to (wide: no 8-bit VRID clashes)
+//! 12      node_id      u32  the sender, unique in the cluster, never 0
+//! 16      incarnation  u64  changes every time the sender's daemon starts
+//! 24      sequence     u64  +1 per heartbeat within one incarnation
+//! 32      interval_us  u32  the sender's heartbeat interval, microseconds
+//! 36      weight       u16  the sender's placement weight
+//! 38      reserved     u16  0 on send, ignored on receipt
+//! 40      view_digest  u64  digest of the sender's membership view (0: not computed)
+//! 48      auth         [u8; auth_len]  reserved for a MAC trailer
+//! ```
+//!
+//! [`Heartbeat::parse`] is the one parser: the daemon calls it on slices, the XDP program
+//! on a bounds-checked `[u8; HEADER_LEN]` read straight from the packet.
+
+/// "VIPD" in ASCII.
+pub const MAGIC: u32 = 0x5649_5044;
+/// The wire format version this crate reads and writes.
+pub const VERSION: u8 = 1;
+/// Bytes in the fixed header (everything but the MAC trailer).
+pub const HEADER_LEN: usize = 48;
+/// Default UDP port heartbeats are sent to.
+pub const DEFAULT_PORT: u16 = 7846;
+
+/// The sender is stopping on purpose: peers adopt its VIPs at once.
+pub const FLAG_LEAVING: u8 = 0x01;
+/// The sender has been up for its hold-down and may be given VIPs.
+pub const FLAG_MATURE: u8 = 0x02;
+
+/// One heartbeat's header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Bitwise OR of `FLAG_*`.
+    pub flags: u8,
+    /// Length of the MAC trailer after the header.
+    pub auth_len: u16,
+    /// The cluster the sender belongs to.
+    pub cluster_id: u32,
+    /// The sender's node id (non-zero).
+    pub node_id: u32,
+    /// Changes whenever the sender restarts.
+    pub incarnation: u64,
+    /// Per-incarnation sequence number.
+    pub sequence: u64,
+    /// The sender's heartbeat interval in microseconds.
+    pub interval_us: u32,
+    /// The sender's placement weight.
+    pub weight: u16,
+    /// Digest of the sender's membership view.
+    pub view_digest: u64,
+}
+
+/// Why a frame is not a heartbeat of our cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Shorter than the header, or than header plus the announced trailer.
+    Truncated,
+    /// The magic number is wrong: not a vipd heartbeat.
+    BadMagic,
+    /// A wire format version this build does not read.
+    BadVersion(u8),
+    /// A well-formed heartbeat of another cluster.
+    ForeignCluster(u32),
+    /// Node id 0 is reserved.
+    BadNodeId,
+}
+
+#[inline(always)]
+fn be16(b: &[u8; HEADER_LEN], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline(always)]
+fn be32(b: &[u8; HEADER_LEN], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[inline(always)]
+fn be64(b: &[u8; HEADER_LEN], at: usize) -> u64 {
+    (be32(b, at) as u64) << 32 | be32(b, at + 4) as u64
+}
+
+impl Heartbeat {
+    /// Whether the LEAVING flag is set.
+    pub fn is_leaving(&self) -> bool {
+        self.flags & FLAG_LEAVING != 0
+    }
+
+    /// Parses a fixed-size header and checks it belongs to `cluster_id`.
+    ///
+    /// `payload_len` is the whole UDP payload's length, used to check the MAC trailer
+    /// announced by `auth_len` is present.
+    #[inline(always)]
+    pub fn parse_header(
+        b: &[u8; HEADER_LEN],
+        payload_len: usize,
+        cluster_id: u32,
+    ) -> Result<Self, ParseError> {
+        if be32(b, 0) != MAGIC {
+            return Err(ParseError::BadMagic);
+        }
+        if b[4] != VERSION {
+            return Err(ParseError::BadVersion(b[4]));
+        }
+        let hb = Heartbeat {
+            flags: b[5],
+            auth_len: be16(b, 6),
+            cluster_id: be32(b, 8),
+            node_id: be32(b, 12),
+            incarnation: be64(b, 16),
+            sequence: be64(b, 24),
+            interval_us: be32(b, 32),
+            weight: be16(b, 36),
+            view_digest: be64(b, 40),
+        };
+        if payload_len < HEADER_LEN + hb.auth_len as usize {
+            return Err(ParseError::Truncated);
+        }
+        if hb.cluster_id != cluster_id {
+            return Err(ParseError::ForeignCluster(hb.cluster_id));
+        }
+        if hb.node_id == 0 {
+            return Err(ParseError::BadNodeId);
+        }
+        Ok(hb)
+    }
+
+    /// Parses a whole UDP payload and checks it belongs to `cluster_id`.
+    pub fn parse(payload: &[u8], cluster_id: u32) -> Result<Self, ParseError> {
+        let header: &[u8; HEADER_LEN] = payload
+            .get(..HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(ParseError::Truncated)?;
+        Self::parse_header(header, payload.len(), cluster_id)
+    }
+
+    /// Writes the header (without trailer) in wire format.
+    pub fn write(&self, out: &mut [u8; HEADER_LEN]) {
+        out[0..4].copy_from_slice(&MAGIC.to_be_bytes());
+        out[4] = VERSION;
+        out[5] = self.flags;
+        out[6..8].copy_from_slice(&self.auth_len.to_be_bytes());
+        out[8..12].copy_from_slice(&self.cluster_id.to_be_bytes());
+        out[12..16].copy_from_slice(&self.node_id.to_be_bytes());
+        out[16..24].copy_from_slice(&self.incarnation.to_be_bytes());
+        out[24..32].copy_from_slice(&self.sequence.to_be_bytes());
+        out[32..36].copy_from_slice(&self.interval_us.to_be_bytes());
+        out[36..38].copy_from_slice(&self.weight.to_be_bytes());
+        out[38..40].copy_from_slice(&0u16.to_be_bytes());
+        out[40..48].copy_from_slice(&self.view_digest.to_be_bytes());
+    }
+
+    /// The header in wire format.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0; HEADER_LEN];
+        self.write(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Heartbeat {
+        Heartbeat {
+            flags: FLAG_MATURE,
+            auth_len: 0,
+            cluster_id: 0xC0FF_EE01,
+            node_id: 7,
+            incarnation: 0x0102_0304_0506_0708,
+            sequence: u64::MAX - 3,
+            interval_us: 100_000,
+            weight: 300,
+            view_digest: 0xDEAD_BEEF_F00D_CAFE,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let hb = sample();
+        assert_eq!(Heartbeat::parse(&hb.to_bytes(), hb.cluster_id), Ok(hb));
+        let leaving = Heartbeat { flags: FLAG_LEAVING, ..hb };
+        let parsed = Heartbeat::parse(&leaving.to_bytes(), hb.cluster_id).unwrap();
+        assert!(parsed.is_leaving());
+    }
+
+    #[test]
+    fn layout_is_big_endian_and_fixed() {
+        let b = sample().to_bytes();
+        assert_eq!(&b[0..4], b"VIPD");
+        assert_eq!(b[4], 1);
+        assert_eq!(&b[12..16], &[0, 0, 0, 7]);
+        assert_eq!(&b[16..24], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&b[38..40], &[0, 0]);
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let b = sample().to_bytes();
+        for len in 0..HEADER_LEN {
+            assert_eq!(
+                Heartbeat::parse(&b[..len], sample().cluster_id),
+                Err(ParseError::Truncated),
+                "length {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_trailer_is_truncation() {
+        let hb = Heartbeat { auth_len: 16, ..sample() };
+        let mut buf = [0u8; HEADER_LEN + 16];
+        hb.write((&mut buf[..HEADER_LEN]).try_into().unwrap());
+        for len in HEADER_LEN..HEADER_LEN + 16 {
+            assert_eq!(Heartbeat::parse(&buf[..len], hb.cluster_id), Err(ParseError::Truncated));
+        }
+        assert_eq!(Heartbeat::parse(&buf, hb.cluster_id), Ok(hb));
+    }
+
+    #[test]
+    fn wrong_magic_version_cluster_node_rejected() {
+        let hb = sample();
+        let mut b = hb.to_bytes();
+        b[0] ^= 0xff;
+        assert_eq!(Heartbeat::parse(&b, hb.cluster_id), Err(ParseError::BadMagic));
+
+        let mut b = hb.to_bytes();
+        b[4] = 2;
+        assert_eq!(Heartbeat::parse(&b, hb.cluster_id), Err(ParseError::BadVersion(2)));
+
+        assert_eq!(
+            Heartbeat::parse(&hb.to_bytes(), 1),
+            Err(ParseError::ForeignCluster(hb.cluster_id))
+        );
+
+        let zero = Heartbeat { node_id: 0, ..hb };
+        assert_eq!(Heartbeat::parse(&zero.to_bytes(), hb.cluster_id), Err(ParseError::BadNodeId));
+    }
+
+    #[test]
+    fn longer_payloads_are_accepted() {
+        let hb = sample();
+        let mut buf = [0u8; 200];
+        buf[..HEADER_LEN].copy_from_slice(&hb.to_bytes());
+        assert_eq!(Heartbeat::parse(&buf, hb.cluster_id), Ok(hb));
+    }
+}

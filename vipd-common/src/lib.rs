@@ -1,0 +1,12 @@
+//! Types shared by the vipd daemon and its XDP program.
+//!
+//! - [`heartbeat`]: the vipd heartbeat frame (version 1), built by the daemon and read by
+//!   the XDP program with the same parser.
+//! - [`maps`]: the layout of the BPF maps both sides use (peer table, counters, events).
+//!
+//! The crate is `#![no_std]` so the eBPF program can use it; the `user` feature adds the
+//! userspace-only trait impls (`aya::Pod`).
+#![no_std]
+
+pub mod heartbeat;
+pub mod maps;

@@ -1,0 +1,198 @@
+//! Layout of the BPF maps shared by the XDP program and the daemon.
+//!
+//! All values are `#[repr(C)]` with explicit padding so both sides agree byte for byte.
+
+/// Name of the peer table: `HashMap<u32 node_id, PeerState>`.
+pub const PEERS_MAP: &str = "PEERS";
+/// Name of the per-CPU counters: `PerCpuArray<u64>`, indexed by [`Counter`].
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Name of the ring buffer of [`PeerEvent`]s.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the one-entry configuration array: `Array<XdpConfig>`.
+pub const CONFIG_MAP: &str = "CONFIG";
+
+/// Most peers the peer table holds.
+pub const MAX_PEERS: u32 = 1024;
+/// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 64 * 1024;
+
+/// What the XDP program needs to know about this node; written once before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// Heartbeats of other clusters are counted and passed.
+    pub cluster_id: u32,
+    /// Our own node id: heartbeats carrying it are counted (duplicate id or loop).
+    pub node_id: u32,
+    /// Silence after which a peer heard again is reported as returned, nanoseconds.
+    pub dead_ns: u64,
+    /// UDP destination port of heartbeats.
+    pub port: u16,
+    /// Padding.
+    pub _pad: [u8; 6],
+}
+
+/// What the XDP program knows about one peer, keyed by node id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerState {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the last heartbeat was accepted.
+    pub last_seen_ns: u64,
+    /// When this incarnation of the peer was first heard.
+    pub first_seen_ns: u64,
+    /// The peer's current incarnation.
+    pub incarnation: u64,
+    /// Sequence number of the last heartbeat.
+    pub sequence: u64,
+    /// The peer's view digest from its last heartbeat.
+    pub view_digest: u64,
+    /// Heartbeats accepted from this peer (all incarnations).
+    pub received: u64,
+    /// Heartbeats missing from the sequence (within one incarnation).
+    pub missed: u64,
+    /// The peer's node id.
+    pub node_id: u32,
+    /// The peer's heartbeat interval, microseconds.
+    pub interval_us: u32,
+    /// The peer's placement weight.
+    pub weight: u16,
+    /// The flags of the last heartbeat (`heartbeat::FLAG_*`).
+    pub flags: u8,
+    /// Padding.
+    pub _pad: [u8; 5],
+}
+
+/// Why the XDP program woke the daemon.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// First heartbeat ever from this node id.
+    NewPeer = 1,
+    /// The peer's flags changed (LEAVING set, MATURE set, ...).
+    FlagsChanged = 2,
+    /// The peer restarted: a new incarnation.
+    Restarted = 3,
+    /// Sequence numbers were skipped.
+    SequenceGap = 4,
+    /// Heard again after a silence longer than the dead interval.
+    Returned = 5,
+}
+
+impl EventKind {
+    /// Decodes the `kind` byte of a [`PeerEvent`].
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::NewPeer,
+            2 => Self::FlagsChanged,
+            3 => Self::Restarted,
+            4 => Self::SequenceGap,
+            5 => Self::Returned,
+            _ => return None,
+        })
+    }
+}
+
+/// One state change, pushed to the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerEvent {
+    /// `bpf_ktime_get_ns()` of the heartbeat that caused it.
+    pub ts_ns: u64,
+    /// The peer's incarnation.
+    pub incarnation: u64,
+    /// The heartbeat's sequence number.
+    pub sequence: u64,
+    /// The sequence number before it (for gaps and restarts).
+    pub prev_sequence: u64,
+    /// The peer.
+    pub node_id: u32,
+    /// An [`EventKind`].
+    pub kind: u8,
+    /// The heartbeat's flags.
+    pub flags: u8,
+    /// The flags before it.
+    pub prev_flags: u8,
+    /// Padding.
+    pub _pad: u8,
+}
+
+/// Indices into the per-CPU counters array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Heartbeats of our cluster from another node, recorded and dropped.
+    HeartbeatAccepted = 0,
+    /// Frames to the heartbeat port that are not valid heartbeats.
+    HeartbeatMalformed = 1,
+    /// Valid heartbeats of another cluster.
+    ForeignCluster = 2,
+    /// Heartbeats carrying our own node id (a duplicate id on the segment).
+    OwnNodeId = 3,
+    /// Everything else, passed untouched.
+    OtherTraffic = 4,
+    /// Events lost because the ring buffer was full.
+    EventsLost = 5,
+    /// Heartbeats not recorded because the peer table was full.
+    PeerTableFull = 6,
+}
+
+/// Number of slots in the counters array.
+pub const COUNTER_SLOTS: u32 = 8;
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; 7] = [
+        Counter::HeartbeatAccepted,
+        Counter::HeartbeatMalformed,
+        Counter::ForeignCluster,
+        Counter::OwnNodeId,
+        Counter::OtherTraffic,
+        Counter::EventsLost,
+        Counter::PeerTableFull,
+    ];
+
+    /// A short snake_case name for logs and status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::HeartbeatAccepted => "heartbeats_accepted",
+            Counter::HeartbeatMalformed => "heartbeats_malformed",
+            Counter::ForeignCluster => "foreign_cluster",
+            Counter::OwnNodeId => "own_node_id",
+            Counter::OtherTraffic => "other_traffic",
+            Counter::EventsLost => "events_lost",
+            Counter::PeerTableFull => "peer_table_full",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: plain #[repr(C)] structs of integers with explicit padding: any bit pattern
+    // is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for XdpConfig {}
+    unsafe impl aya::Pod for PeerState {}
+    unsafe impl aya::Pod for PeerEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn sizes_have_no_implicit_padding() {
+        assert_eq!(size_of::<XdpConfig>(), 24);
+        assert_eq!(size_of::<PeerState>(), 7 * 8 + 4 + 4 + 2 + 1 + 5);
+        assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
+    }
+
+    #[test]
+    fn event_kinds_round_trip() {
+        for k in 1..=5u8 {
+            assert_eq!(EventKind::from_u8(k).unwrap() as u8, k);
+        }
+        assert_eq!(EventKind::from_u8(0), None);
+        assert_eq!(EventKind::from_u8(6), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! vipd's XDP program.
+//!
+//! Parses Ethernet → IPv4/IPv6 → UDP → vipd heartbeat with bounds checks on every read.
+//! A heartbeat of our cluster from another node updates that peer's entry in `PEERS`
+//! (last-seen time, sequence, incarnation, flags, weight, counts), pushes a `PeerEvent`
+//! to `EVENTS` when the peer's state changes, and is dropped: the daemon never has to read
+//! it. Everything else is passed untouched. `COUNTERS` counts each outcome per CPU.
+#![no_std]
+#![no_main]
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::XdpContext,
+};
+use aya_log_ebpf::info;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    udp::UdpHdr,
+};
+use vipd_common::{
+    heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, ParseError},
+    maps::{
+        COUNTER_SLOTS, Counter, EVENTS_BYTES, EventKind, MAX_PEERS, PeerEvent, PeerState,
+        XdpConfig,
+    },
+};
+
+#[map(name = "PEERS")]
+static PEERS: HashMap<u32, PeerState> = HashMap::with_max_entries(MAX_PEERS, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "CONFIG")]
+static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPPROTO_UDP: u8 = 17;
+
+/// Entry point: never aborts a frame, whatever happens in parsing.
+#[xdp]
+pub fn vipd(ctx: XdpContext) -> u32 {
+    match classify(&ctx) {
+        Some(action) => action,
+        None => {
+            count(Counter::OtherTraffic);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[inline(always)]
+fn count(c: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: a per-CPU slot, written only from this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// A pointer to a `T` at `offset` in the frame, if the whole `T` lies inside it.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+/// Returns the verdict for a heartbeat-port frame, or `None` for other traffic.
+#[inline(always)]
+fn classify(ctx: &XdpContext) -> Option<u32> {
+    let config = CONFIG.get(0)?;
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: ptr_at checked the header lies inside the frame.
+    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let udp_off = match ether_type {
+        ETH_P_IPV4 => {
+            let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
+            // SAFETY: as above.
+            let ip = unsafe { &*ip };
+            // Our heartbeats carry no IP options and are never fragmented.
+            if ip.vihl != 0x45 || ip.proto != IPPROTO_UDP || u16::from_be_bytes(ip.frags) & 0x3fff != 0
+            {
+                return None;
+            }
+            EthHdr::LEN + Ipv4Hdr::LEN
+        }
+        ETH_P_IPV6 => {
+            let ip: *const Ipv6Hdr = ptr_at(ctx, EthHdr::LEN)?;
+            // SAFETY: as above.
+            if unsafe { (*ip).next_hdr } != IPPROTO_UDP {
+                return None;
+            }
+            EthHdr::LEN + Ipv6Hdr::LEN
+        }
+        _ => return None,
+    };
+    let udp: *const UdpHdr = ptr_at(ctx, udp_off)?;
+    // SAFETY: as above.
+    let udp = unsafe { &*udp };
+    if u16::from_be_bytes(udp.dst) != config.port {
+        return None;
+    }
+    // From here on the frame is addressed to the heartbeat port.
+    let payload_len = (u16::from_be_bytes(udp.len) as usize).saturating_sub(UdpHdr::LEN);
+    let Some(header) = ptr_at::<[u8; HEADER_LEN]>(ctx, udp_off + UdpHdr::LEN) else {
+        count(Counter::HeartbeatMalformed);
+        return Some(xdp_action::XDP_PASS);
+    };
+    // SAFETY: ptr_at checked all HEADER_LEN bytes lie inside the frame.
+    let hb = match Heartbeat::parse_header(unsafe { &*header }, payload_len, config.cluster_id) {
+        Ok(hb) => hb,
+        Err(ParseError::ForeignCluster(_)) => {
+            count(Counter::ForeignCluster);
+            return Some(xdp_action::XDP_PASS);
+        }
+        Err(_) => {
+            count(Counter::HeartbeatMalformed);
+            return Some(xdp_action::XDP_PASS);
+        }
+    };
+    if hb.node_id == config.node_id {
+        count(Counter::OwnNodeId);
+        return Some(xdp_action::XDP_PASS);
+    }
+    record(ctx, &hb, config);
+    Some(xdp_action::XDP_DROP)
+}
+
+/// Updates the peer table for one accepted heartbeat and reports state changes.
+#[inline(always)]
+fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
+    count(Counter::HeartbeatAccepted);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut event = PeerEvent {
+        ts_ns: now,
+        incarnation: hb.incarnation,
+        sequence: hb.sequence,
+        node_id: hb.node_id,
+        flags: hb.flags,
+        ..PeerEvent::default()
+    };
+    match PEERS.get_ptr_mut(hb.node_id) {
+        Some(peer) => {
+            // SAFETY: a valid map value pointer; concurrent writers only race on counts.
+            let peer = unsafe { &mut *peer };
+            event.prev_sequence = peer.sequence;
+            event.prev_flags = peer.flags;
+            let kind = if peer.incarnation != hb.incarnation {
+                peer.first_seen_ns = now;
+                Some(EventKind::Restarted)
+            } else if now.saturating_sub(peer.last_seen_ns) > config.dead_ns {
+                Some(EventKind::Returned)
+            } else if peer.flags != hb.flags {
+                Some(EventKind::FlagsChanged)
+            } else if hb.sequence > peer.sequence.wrapping_add(1) {
+                peer.missed += hb.sequence - peer.sequence - 1;
+                Some(EventKind::SequenceGap)
+            } else {
+                None
+            };
+            peer.last_seen_ns = now;
+            peer.incarnation = hb.incarnation;
+            peer.sequence = hb.sequence;
+            peer.view_digest = hb.view_digest;
+            peer.interval_us = hb.interval_us;
+            peer.weight = hb.weight;
+            peer.flags = hb.flags;
+            peer.received += 1;
+            if let Some(kind) = kind {
+                event.kind = kind as u8;
+                emit(&event);
+            }
+        }
+        None => {
+            let peer = PeerState {
+                last_seen_ns: now,
+                first_seen_ns: now,
+                incarnation: hb.incarnation,
+                sequence: hb.sequence,
+                view_digest: hb.view_digest,
+                received: 1,
+                node_id: hb.node_id,
+                interval_us: hb.interval_us,
+                weight: hb.weight,
+                flags: hb.flags,
+                ..PeerState::default()
+            };
+            if PEERS.insert(hb.node_id, peer, 0).is_err() {
+                count(Counter::PeerTableFull);
+                return;
+            }
+            info!(ctx, "vipd: new peer {} (leaving={})", hb.node_id, hb.flags & FLAG_LEAVING);
+            event.kind = EventKind::NewPeer as u8;
+            emit(&event);
+        }
+    }
+}
+
+#[inline(always)]
+fn emit(event: &PeerEvent) {
+    if EVENTS.output::<PeerEvent>(event, 0).is_err() {
+        count(Counter::EventsLost);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

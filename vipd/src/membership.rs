@@ -1,0 +1,223 @@
+//! Who is in the cluster, decided from what the XDP program recorded.
+//!
+//! Pure logic: the daemon feeds it snapshots of the peer table with the current
+//! CLOCK_MONOTONIC time, and it answers which peers joined or left the *view* (the set of
+//! nodes VIPs are placed on) and why. A peer is in the view while it is
+//! - alive: heard within the dead interval (timestamps are taken in the kernel, so a
+//!   daemon that was not scheduled on time does not mistake a healthy peer for dead);
+//! - mature: it says so in its heartbeats (FLAG_MATURE), once up for its hold-down;
+//! - not leaving (FLAG_LEAVING): a node stopping on purpose leaves the view at once.
+
+use std::collections::BTreeMap;
+
+use vipd_common::{
+    heartbeat::{FLAG_LEAVING, FLAG_MATURE},
+    maps::PeerState,
+};
+
+/// Why a peer left the view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeftBecause {
+    /// No heartbeat for the dead interval; `last_seen_ns` is the last one heard.
+    Timeout { last_seen_ns: u64 },
+    /// It sent LEAVING.
+    Leaving,
+    /// It restarted (a new incarnation that is not yet mature).
+    Restarted,
+    /// It stopped claiming maturity.
+    NotMature,
+}
+
+/// A change of the view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// The peer entered the view.
+    Joined { node_id: u32 },
+    /// The peer left the view.
+    Left { node_id: u32, because: LeftBecause },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    state: PeerState,
+    in_view: bool,
+}
+
+/// The membership view kept by one node.
+#[derive(Debug)]
+pub struct Membership {
+    dead_ns: u64,
+    peers: BTreeMap<u32, Peer>,
+}
+
+impl Membership {
+    /// A view with no peers; a peer silent for `dead_ns` is declared dead.
+    pub fn new(dead_ns: u64) -> Self {
+        Self { dead_ns, peers: BTreeMap::new() }
+    }
+
+    fn alive(&self, state: &PeerState, now_ns: u64) -> bool {
+        now_ns.saturating_sub(state.last_seen_ns) < self.dead_ns
+    }
+
+    fn qualifies(&self, state: &PeerState, now_ns: u64) -> bool {
+        self.alive(state, now_ns)
+            && state.flags & FLAG_MATURE != 0
+            && state.flags & FLAG_LEAVING == 0
+    }
+
+    /// Feeds the peer table as read at `now_ns`; returns the view's changes, in node order.
+    pub fn observe(
+        &mut self,
+        table: impl IntoIterator<Item = PeerState>,
+        now_ns: u64,
+    ) -> Vec<Transition> {
+        for state in table {
+            let previous = self.peers.get(&state.node_id).copied();
+            let in_view = previous.is_some_and(|p| p.in_view);
+            self.peers.insert(state.node_id, Peer { state, in_view });
+        }
+        let mut out = Vec::new();
+        let dead_ns = self.dead_ns;
+        let decisions: Vec<(u32, bool, PeerState)> = self
+            .peers
+            .iter()
+            .map(|(&id, p)| (id, self.qualifies(&p.state, now_ns), p.state))
+            .collect();
+        for (node_id, qualifies, state) in decisions {
+            let peer = self.peers.get_mut(&node_id).expect("present");
+            if qualifies == peer.in_view {
+                continue;
+            }
+            peer.in_view = qualifies;
+            if qualifies {
+                out.push(Transition::Joined { node_id });
+                continue;
+            }
+            let because = if now_ns.saturating_sub(state.last_seen_ns) >= dead_ns {
+                LeftBecause::Timeout { last_seen_ns: state.last_seen_ns }
+            } else if state.flags & FLAG_LEAVING != 0 {
+                LeftBecause::Leaving
+            } else if state.first_seen_ns >= now_ns.saturating_sub(dead_ns) {
+                LeftBecause::Restarted
+            } else {
+                LeftBecause::NotMature
+            };
+            out.push(Transition::Left { node_id, because });
+        }
+        out
+    }
+
+    /// The peers in the view, in node order.
+    pub fn view_peers(&self) -> Vec<u32> {
+        self.peers.iter().filter(|(_, p)| p.in_view).map(|(&id, _)| id).collect()
+    }
+
+    /// When the earliest peer in the view would time out, if any (CLOCK_MONOTONIC ns).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.peers
+            .values()
+            .filter(|p| p.in_view)
+            .map(|p| p.state.last_seen_ns + self.dead_ns)
+            .min()
+    }
+
+    /// The last state seen for a peer.
+    pub fn peer(&self, node_id: u32) -> Option<&PeerState> {
+        self.peers.get(&node_id).map(|p| &p.state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const DEAD: u64 = 300 * MS;
+
+    fn peer(node_id: u32, last_seen_ns: u64, flags: u8) -> PeerState {
+        PeerState { node_id, last_seen_ns, first_seen_ns: 0, flags, ..PeerState::default() }
+    }
+
+    #[test]
+    fn mature_alive_peer_joins_once() {
+        let mut m = Membership::new(DEAD);
+        let t = m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1001 * MS);
+        assert_eq!(t, vec![Transition::Joined { node_id: 2 }]);
+        assert!(m.observe([peer(2, 1100 * MS, FLAG_MATURE)], 1101 * MS).is_empty());
+        assert_eq!(m.view_peers(), vec![2]);
+        assert_eq!(m.next_deadline(), Some(1100 * MS + DEAD));
+    }
+
+    #[test]
+    fn immature_peer_stays_out() {
+        let mut m = Membership::new(DEAD);
+        assert!(m.observe([peer(2, 1000 * MS, 0)], 1001 * MS).is_empty());
+        assert!(m.view_peers().is_empty());
+        assert_eq!(m.next_deadline(), None);
+    }
+
+    #[test]
+    fn silence_for_the_dead_interval_is_a_timeout() {
+        let mut m = Membership::new(DEAD);
+        m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
+        // One nanosecond before the deadline: still alive.
+        assert!(m.observe([], 1000 * MS + DEAD - 1).is_empty());
+        let t = m.observe([], 1000 * MS + DEAD);
+        assert_eq!(
+            t,
+            vec![Transition::Left {
+                node_id: 2,
+                because: LeftBecause::Timeout { last_seen_ns: 1000 * MS }
+            }]
+        );
+        assert!(m.view_peers().is_empty());
+    }
+
+    #[test]
+    fn a_late_daemon_does_not_declare_a_fresh_peer_dead() {
+        // The daemon wakes long after the deadline it had computed, but the kernel kept
+        // stamping heartbeats meanwhile: the peer is alive.
+        let mut m = Membership::new(DEAD);
+        m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
+        assert!(m.observe([peer(2, 5000 * MS, FLAG_MATURE)], 5001 * MS).is_empty());
+    }
+
+    #[test]
+    fn leaving_leaves_at_once() {
+        let mut m = Membership::new(DEAD);
+        m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
+        let t = m.observe([peer(2, 1010 * MS, FLAG_MATURE | FLAG_LEAVING)], 1010 * MS);
+        assert_eq!(t, vec![Transition::Left { node_id: 2, because: LeftBecause::Leaving }]);
+    }
+
+    #[test]
+    fn restart_within_dead_interval_leaves_until_mature_again() {
+        let mut m = Membership::new(DEAD);
+        m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
+        let restarted = PeerState { first_seen_ns: 1050 * MS, ..peer(2, 1050 * MS, 0) };
+        let t = m.observe([restarted], 1050 * MS);
+        assert_eq!(t, vec![Transition::Left { node_id: 2, because: LeftBecause::Restarted }]);
+        let mature = PeerState { first_seen_ns: 1050 * MS, ..peer(2, 2050 * MS, FLAG_MATURE) };
+        assert_eq!(m.observe([mature], 2050 * MS), vec![Transition::Joined { node_id: 2 }]);
+    }
+
+    #[test]
+    fn returning_peer_rejoins() {
+        let mut m = Membership::new(DEAD);
+        m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
+        m.observe([], 2000 * MS);
+        let t = m.observe([peer(2, 3000 * MS, FLAG_MATURE)], 3000 * MS);
+        assert_eq!(t, vec![Transition::Joined { node_id: 2 }]);
+    }
+
+    #[test]
+    fn transitions_come_in_node_order() {
+        let mut m = Membership::new(DEAD);
+        let t = m.observe(
+            [peer(9, 10 * MS, FLAG_MATURE), peer(3, 10 * MS, FLAG_MATURE)],
+            10 * MS,
+        );
+        assert_eq!(t, vec![Transition::Joined { node_id: 3 }, Transition::Joined { node_id: 9 }]);
+    }
+}

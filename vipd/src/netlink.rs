@@ -1,0 +1,154 @@
+//! Adding and removing VIPs on the interface, over rtnetlink.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    Handle,
+    packet_route::{
+        address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage},
+        link::LinkAttribute,
+    },
+};
+
+use crate::vip::Vip;
+
+/// Errors talking to the kernel's routing netlink.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// Opening the netlink socket failed.
+    #[error("opening a netlink socket: {0}")]
+    Connect(#[source] std::io::Error),
+    /// No interface of that name in this network namespace.
+    #[error("no interface named {0:?} in this network namespace")]
+    NoSuchInterface(String),
+    /// The interface has no Ethernet address.
+    #[error("interface {0:?} has no 6-byte hardware address (vipd needs an Ethernet link)")]
+    NotEthernet(String),
+    /// A request failed.
+    #[error("{what}: {source}")]
+    Request { what: String, source: rtnetlink::Error },
+}
+
+/// Whether an address add changed anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Added {
+    /// The address was added.
+    New,
+    /// It was already there (EEXIST): nothing to do.
+    AlreadyPresent,
+}
+
+/// A netlink handle bound to one interface.
+#[derive(Clone)]
+pub struct Link {
+    handle: Handle,
+    /// The interface's index.
+    pub index: u32,
+    /// The interface's name.
+    pub name: String,
+    /// The interface's MAC address.
+    pub mac: [u8; 6],
+}
+
+impl Link {
+    /// Opens a netlink connection (spawned on the current tokio runtime) and looks up `name`.
+    pub async fn open(name: &str) -> Result<Self, NetlinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        tokio::spawn(conn);
+        let mut links = handle.link().get().match_name(name.to_string()).execute();
+        let msg = match links.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Err(NetlinkError::NoSuchInterface(name.into())),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+                return Err(NetlinkError::NoSuchInterface(name.into()));
+            }
+            Err(source) => {
+                return Err(NetlinkError::Request { what: format!("RTM_GETLINK {name}"), source });
+            }
+        };
+        let mac = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
+                _ => None,
+            })
+            .ok_or_else(|| NetlinkError::NotEthernet(name.into()))?;
+        Ok(Self { handle, index: msg.header.index, name: name.into(), mac })
+    }
+
+    /// The addresses configured on this interface, with their prefix lengths.
+    pub async fn addresses(&self) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(self.index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("RTM_GETADDR {}", self.name),
+                source,
+            })?;
+        Ok(msgs.iter().filter_map(|m| Some((address_of(m)?, m.header.prefix_len))).collect())
+    }
+
+    /// Adds a VIP (IPv6 without duplicate address detection, so it is usable at once).
+    pub async fn add(&self, vip: &Vip) -> Result<Added, NetlinkError> {
+        let mut req = self.handle.address().add(self.index, vip.addr, vip.prefix_len);
+        if vip.addr.is_ipv6() {
+            let msg = req.message_mut();
+            msg.header.flags |= AddressHeaderFlags::Nodad;
+            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(Added::New),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {
+                Ok(Added::AlreadyPresent)
+            }
+            Err(source) => Err(NetlinkError::Request {
+                what: format!("adding {vip} to {}", self.name),
+                source,
+            }),
+        }
+    }
+
+    /// Removes a VIP; `false` if it was not there.
+    pub async fn remove(&self, vip: &Vip) -> Result<bool, NetlinkError> {
+        let what = || format!("removing {vip} from {}", self.name);
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(self.index)
+            .set_address_filter(vip.addr)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Request { what: what(), source })?;
+        let mut removed = false;
+        for msg in msgs.into_iter().filter(|m| m.header.prefix_len == vip.prefix_len) {
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => removed = true,
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {}
+                Err(source) => return Err(NetlinkError::Request { what: what(), source }),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    local.or_else(|| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })
+}

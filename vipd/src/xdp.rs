@@ -1,0 +1,214 @@
+//! Loading the XDP program, attaching it, and pinning its maps under bpffs.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{Xdp, XdpMode},
+};
+use tracing::{info, warn};
+use vipd_common::maps::{
+    COUNTER_SLOTS, COUNTERS_MAP, CONFIG_MAP, Counter, EVENTS_MAP, PEERS_MAP, PeerState, XdpConfig,
+};
+
+/// The XDP object built by `vipd/build.rs`.
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vipd"));
+
+/// bpffs's f_type (`BPF_FS_MAGIC`).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// How to attach: `auto` tries native (driver) mode and falls back to generic (skb).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native if the driver supports it, else generic.
+    Auto,
+    /// Native XDP in the driver only.
+    Driver,
+    /// Generic XDP in the network stack only.
+    Skb,
+}
+
+/// The loaded program, attached, with its maps.
+pub struct LoadedXdp {
+    // Owns the program and its link: dropping it detaches the program.
+    _ebpf: Ebpf,
+    /// Peer table written by the program.
+    pub peers: HashMap<MapData, u32, PeerState>,
+    /// Per-CPU counters, indexed by `Counter`.
+    pub counters: PerCpuArray<MapData, u64>,
+    /// "driver" or "skb".
+    pub mode: &'static str,
+    /// Where the maps are pinned.
+    pub pin_dir: PathBuf,
+}
+
+/// Where and how to load.
+pub struct XdpSettings<'a> {
+    /// Interface to attach to.
+    pub interface: &'a str,
+    /// Attach mode.
+    pub mode: AttachMode,
+    /// Per-instance pin directory, e.g. `/sys/fs/bpf/vipd/eth0-1`.
+    pub pin_dir: &'a Path,
+    /// Written to the program's CONFIG map before attaching.
+    pub config: XdpConfig,
+}
+
+/// Loads, configures, attaches and pins; replaces stale pins of the same instance.
+/// Returns the state-change event ring buffer separately, to be polled on its own.
+pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, RingBuf<MapData>)> {
+    prepare_pin_dir(settings.pin_dir)?;
+    let mut ebpf = Ebpf::load(PROGRAM).context(
+        "loading the XDP program (needs CAP_BPF and CAP_NET_ADMIN, and a kernel with BTF)",
+    )?;
+    match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => spawn_log_reader(logger),
+        Err(e) => warn!("XDP program logs unavailable: {e}"),
+    }
+    {
+        let map = ebpf.map_mut(CONFIG_MAP).context("CONFIG map missing from the object")?;
+        let mut config: Array<_, XdpConfig> = Array::try_from(map)?;
+        config.set(0, settings.config, 0).context("writing the XDP CONFIG map")?;
+    }
+    for (name, file) in
+        [(PEERS_MAP, "peers"), (COUNTERS_MAP, "counters"), (EVENTS_MAP, "events"), (CONFIG_MAP, "config")]
+    {
+        let path = settings.pin_dir.join(file);
+        let map = ebpf.map(name).with_context(|| format!("{name} map missing from the object"))?;
+        map.pin(&path).with_context(|| format!("pinning {name} at {}", path.display()))?;
+    }
+    let program: &mut Xdp = ebpf
+        .program_mut("vipd")
+        .context("program `vipd` missing from the object")?
+        .try_into()?;
+    program.load().context("loading the XDP program into the kernel (verifier)")?;
+    let mode = attach(program, settings.interface, settings.mode)?;
+    info!(interface = settings.interface, mode, pins = %settings.pin_dir.display(), "XDP program attached");
+
+    let peers = HashMap::try_from(ebpf.take_map(PEERS_MAP).context("PEERS")?)?;
+    let counters = PerCpuArray::try_from(ebpf.take_map(COUNTERS_MAP).context("COUNTERS")?)?;
+    let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS")?)?;
+    Ok((LoadedXdp { _ebpf: ebpf, peers, counters, mode, pin_dir: settings.pin_dir.into() }, events))
+}
+
+fn attach(program: &mut Xdp, interface: &str, mode: AttachMode) -> anyhow::Result<&'static str> {
+    let try_mode = |program: &mut Xdp, m: XdpMode| program.attach(interface, m).map(|_| ());
+    match mode {
+        AttachMode::Driver => try_mode(program, XdpMode::Driver)
+            .with_context(|| format!("attaching XDP to {interface} in driver mode"))
+            .map(|()| "driver"),
+        AttachMode::Skb => try_mode(program, XdpMode::Skb)
+            .with_context(|| format!("attaching XDP to {interface} in generic (skb) mode"))
+            .map(|()| "skb"),
+        AttachMode::Auto => match try_mode(program, XdpMode::Driver) {
+            Ok(()) => Ok("driver"),
+            Err(aya::programs::ProgramError::UnknownInterface { name }) => {
+                bail!("no interface named {name:?} in this network namespace")
+            }
+            Err(e) => {
+                info!(interface, "native XDP unavailable ({e}); using generic (skb) mode");
+                try_mode(program, XdpMode::Skb)
+                    .with_context(|| format!("attaching XDP to {interface} (driver and skb mode)"))
+                    .map(|()| "skb")
+            }
+        },
+    }
+}
+
+/// Mounts bpffs on /sys/fs/bpf if needed, and empties the instance's pin directory.
+fn prepare_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
+    let bpffs = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(bpffs) && fs_type(bpffs)? != BPF_FS_MAGIC {
+        mount_bpffs(bpffs)?;
+    }
+    fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+    if fs_type(pin_dir)? != BPF_FS_MAGIC {
+        bail!("{} is not on a bpf filesystem (mount -t bpf bpf <dir>)", pin_dir.display());
+    }
+    let mut stale = Vec::new();
+    for entry in fs::read_dir(pin_dir).with_context(|| format!("reading {}", pin_dir.display()))? {
+        let path = entry?.path();
+        fs::remove_file(&path).with_context(|| format!("removing stale pin {}", path.display()))?;
+        stale.push(path);
+    }
+    if !stale.is_empty() {
+        warn!(pins = ?stale, "replaced pinned maps left by an earlier run of this instance");
+    }
+    fs::set_permissions(pin_dir, fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Removes the instance's pins (on a clean exit).
+pub fn remove_pins(pin_dir: &Path) {
+    if let Err(e) = fs::remove_dir_all(pin_dir) {
+        warn!("removing {}: {e}", pin_dir.display());
+    }
+}
+
+fn fs_type(path: &Path) -> anyhow::Result<i64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statfs is plain data; zeroed is valid, and c is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statfs({})", path.display()));
+    }
+    Ok(st.f_type as i64)
+}
+
+fn mount_bpffs(at: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(at).with_context(|| format!("creating {}", at.display()))?;
+    let target = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())?;
+    // SAFETY: all pointers are valid NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("mount -t bpf bpf {} (bpffs unavailable)", at.display()));
+    }
+    info!("mounted bpffs on {}", at.display());
+    Ok(())
+}
+
+fn spawn_log_reader(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring buffer's fd and moves into the AsyncFd.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let Ok(mut fd) = registered else {
+        warn!("XDP program logs unavailable: cannot poll the log ring buffer");
+        return;
+    };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}
+
+impl LoadedXdp {
+    /// A snapshot of the peer table (entries that fail to read are skipped).
+    pub fn peer_table(&self) -> Vec<PeerState> {
+        self.peers.iter().filter_map(Result::ok).map(|(_, v)| v).collect()
+    }
+
+    /// Each counter summed over CPUs.
+    pub fn counters(&self) -> Vec<(Counter, u64)> {
+        Counter::ALL
+            .iter()
+            .filter(|c| (**c as u32) < COUNTER_SLOTS)
+            .map(|&c| {
+                let total = self.counters.get(&(c as u32), 0).map_or(0, |v| v.iter().sum());
+                (c, total)
+            })
+            .collect()
+    }
+}

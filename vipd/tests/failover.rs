@@ -1,0 +1,251 @@
+//! Two vipd nodes and a client in network namespaces: takeover on a hard failure, handover
+//! on a graceful stop, and the XDP program's pinned maps read back with bpftool.
+//!
+//! These run as root (CI does); elsewhere they print why they skip.
+
+use std::{net::UdpSocket, path::Path, time::Duration};
+
+use anyhow::Context as _;
+use xtask::lab::{Host, Lab, privileged, wait_until};
+
+const VIP1: &str = "192.0.2.201";
+const VIP2: &str = "192.0.2.202";
+const MAC1: &str = "02:00:00:00:00:0b";
+const MAC2: &str = "02:00:00:00:00:0c";
+/// Generous bound for anything that should take milliseconds (CI machines are slow).
+const SETTLE: Duration = Duration::from_secs(10);
+const PORT: u16 = vipd_common::heartbeat::DEFAULT_PORT;
+
+struct Cluster {
+    lab: Lab,
+    n1: Host,
+    n2: Host,
+    client: Host,
+}
+
+fn cluster(tag: &str) -> anyhow::Result<Cluster> {
+    let mut lab = Lab::new(tag)?;
+    let n1 = lab.add_host("n1", "192.0.2.11/24", MAC1)?;
+    let n2 = lab.add_host("n2", "192.0.2.12/24", MAC2)?;
+    let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
+    Ok(Cluster { lab, n1, n2, client })
+}
+
+/// Starts vipd on `host` (node `id`), heartbeating by unicast to `peer`; returns its proc id.
+fn start_vipd(lab: &mut Lab, host: &Host, id: u32, peer: &Host, run: &str) -> anyhow::Result<usize> {
+    let instance = format!("{}-{}", lab.prefix(), host.name);
+    let args = [
+        "run", "--interface", "eth0", "--node-id", &id.to_string(), "--vip", VIP1, "--vip", VIP2,
+        "--peer", &peer.addr, "--interval", "50ms", "--hold-down", "300ms", "--instance", &instance,
+    ];
+    let log = format!("{}-{run}", host.name);
+    let proc = lab.spawn(host, &log, Path::new(env!("CARGO_BIN_EXE_vipd")), &args)?;
+    lab.proc(proc).wait_for_line(&["XDP program attached"], SETTLE)?;
+    Ok(proc)
+}
+
+/// Waits until each VIP is configured on exactly the expected host.
+fn wait_for_placement(c: &Cluster, expected: &[(&str, &Host)]) -> anyhow::Result<()> {
+    let hosts = [&c.n1, &c.n2];
+    wait_until(&format!("placement {:?}", expected.iter().map(|(v, h)| (v, &h.name)).collect::<Vec<_>>()), SETTLE, || {
+        for (vip, owner) in expected {
+            for h in hosts {
+                if c.lab.has_address(h, vip)? != (h.name == owner.name) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    })
+    .with_context(|| {
+        format!(
+            "n1 has {:?}, n2 has {:?}",
+            c.lab.addresses(&c.n1).unwrap_or_default(),
+            c.lab.addresses(&c.n2).unwrap_or_default()
+        )
+    })
+}
+
+fn wait_for_ping(c: &Cluster, vip: &str) -> anyhow::Result<()> {
+    wait_until(&format!("{vip} answering the client"), SETTLE, || c.lab.ping(&c.client, vip))
+}
+
+#[test]
+fn hard_failure_moves_vip_to_survivor_and_restart_rebalances() -> anyhow::Result<()> {
+    if !privileged("hard_failure_moves_vip_to_survivor_and_restart_rebalances") {
+        return Ok(());
+    }
+    let mut c = cluster("vf")?;
+    let (n1, n2) = (c.n1.clone(), c.n2.clone());
+    let p1 = start_vipd(&mut c.lab, &n1, 1, &n2, "first")?;
+    let _p2 = start_vipd(&mut c.lab, &n2, 2, &n1, "first")?;
+
+    // The rule: sorted VIPs over sorted live nodes, so node 1 holds .201, node 2 .202.
+    wait_for_placement(&c, &[(VIP1, &n1), (VIP2, &n2)])?;
+    wait_for_ping(&c, VIP1)?;
+    wait_for_ping(&c, VIP2)?;
+    assert_eq!(c.lab.neighbour_mac(&c.client, VIP1)?.as_deref(), Some(MAC1));
+    assert_eq!(c.lab.neighbour_mac(&c.client, VIP2)?.as_deref(), Some(MAC2));
+
+    // Hard failure: SIGKILL (no LEAVING) and the link cut.
+    c.lab.proc(p1).signal(libc::SIGKILL)?;
+    c.lab.set_link(&n1, false)?;
+    c.lab.proc(p1).wait_exit(SETTLE).ok();
+
+    wait_until("node 2 holding both VIPs", SETTLE, || {
+        Ok(c.lab.has_address(&n2, VIP1)? && c.lab.has_address(&n2, VIP2)?)
+    })?;
+    // The gratuitous ARP, not a re-resolution, rewrites the client's entry: no traffic
+    // from the client is needed for it.
+    wait_until("the client's neighbour entry for VIP1 to hold node 2's MAC", SETTLE, || {
+        Ok(c.lab.neighbour_mac(&c.client, VIP1)?.as_deref() == Some(MAC2))
+    })?;
+    wait_for_ping(&c, VIP1)?;
+    let log2 = c.lab.proc(_p2).output();
+    assert!(log2.contains(r#"event="peer_lost" peer=1 reason="timeout""#), "{log2}");
+
+    // Node 1 returns (its crashed run left VIP1 on eth0: start-up must clean it).
+    assert!(c.lab.has_address(&n1, VIP1)?, "SIGKILL leaves the address behind");
+    c.lab.set_link(&n1, true)?;
+    let p1b = start_vipd(&mut c.lab, &n1, 1, &n2, "second")?;
+    c.lab.proc(p1b).wait_for_line(&["removed a VIP left on eth0 by an earlier run"], SETTLE)?;
+    wait_for_placement(&c, &[(VIP1, &n1), (VIP2, &n2)])?;
+    wait_until("the client's neighbour entry for VIP1 to hold node 1's MAC", SETTLE, || {
+        Ok(c.lab.neighbour_mac(&c.client, VIP1)?.as_deref() == Some(MAC1))
+    })?;
+    wait_for_ping(&c, VIP1)?;
+    wait_for_ping(&c, VIP2)?;
+    Ok(())
+}
+
+#[test]
+fn graceful_stop_hands_over_at_once_on_leaving() -> anyhow::Result<()> {
+    if !privileged("graceful_stop_hands_over_at_once_on_leaving") {
+        return Ok(());
+    }
+    let mut c = cluster("vg")?;
+    let (n1, n2) = (c.n1.clone(), c.n2.clone());
+    let p1 = start_vipd(&mut c.lab, &n1, 1, &n2, "first")?;
+    let p2 = start_vipd(&mut c.lab, &n2, 2, &n1, "first")?;
+    wait_for_placement(&c, &[(VIP1, &n1), (VIP2, &n2)])?;
+
+    c.lab.proc(p1).signal(libc::SIGTERM)?;
+    assert!(c.lab.proc(p1).wait_exit(SETTLE)?, "vipd exits 0 on SIGTERM");
+    // Node 1 released its VIP on the way out; node 2 adopted it because of LEAVING.
+    assert!(!c.lab.has_address(&n1, VIP1)?);
+    wait_for_placement(&c, &[(VIP1, &n2), (VIP2, &n2)])?;
+    let line = c.lab.proc(p2).wait_for_line(&["peer_lost", "peer=1"], SETTLE)?;
+    assert!(line.contains(r#"reason="LEAVING""#), "{line}");
+    assert!(c.lab.proc(p2).output().contains("peer sent LEAVING"));
+    wait_for_ping(&c, VIP1)?;
+    // Its pins are gone with it.
+    assert!(!Path::new(&format!("/sys/fs/bpf/vipd/{}-n1", c.lab.prefix())).exists());
+    Ok(())
+}
+
+/// `bpftool -j map dump pinned <path>` as JSON.
+fn bpftool_dump(path: &str) -> anyhow::Result<serde_json::Value> {
+    let out = xtask::lab::run("bpftool", &["-j", "map", "dump", "pinned", path])?;
+    serde_json::from_str(&out).with_context(|| format!("bpftool output: {out}"))
+}
+
+/// Bytes from bpftool's `["0x2a", …]` arrays.
+fn bytes(v: &serde_json::Value) -> Vec<u8> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+        .collect()
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// A counter summed over CPUs, from a dump of the per-CPU counters array.
+fn counter(dump: &serde_json::Value, index: u32) -> u64 {
+    dump.as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| bytes(&e["key"]) == index.to_le_bytes())
+        .and_then(|e| e["values"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|cpu| le_u64(&bytes(&cpu["value"]), 0))
+        .sum()
+}
+
+fn stopped_field(log: &str, field: &str) -> anyhow::Result<u64> {
+    let line = log.lines().find(|l| l.contains(" stopped ")).context("no 'stopped' line")?;
+    let value = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{field}=")))
+        .with_context(|| format!("no {field} in {line}"))?;
+    Ok(value.parse()?)
+}
+
+#[test]
+fn pinned_maps_count_what_was_sent() -> anyhow::Result<()> {
+    use vipd_common::maps::Counter;
+    if !privileged("pinned_maps_count_what_was_sent") {
+        return Ok(());
+    }
+    let mut c = cluster("vm")?;
+    let (n1, n2, client) = (c.n1.clone(), c.n2.clone(), c.client.clone());
+    let p1 = start_vipd(&mut c.lab, &n1, 1, &n2, "first")?;
+    let p2 = start_vipd(&mut c.lab, &n2, 2, &n1, "first")?;
+    c.lab.proc(p1).wait_for_line(&["peer joined the view", "peer=2"], SETTLE)?;
+
+    // Bad input at the heartbeat port: counted and passed, never recorded.
+    let target = format!("{}:{PORT}", n1.addr);
+    let foreign = vipd_common::heartbeat::Heartbeat {
+        cluster_id: 99,
+        node_id: 5,
+        ..Default::default()
+    };
+    c.lab.in_netns(&client, || {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        for garbage in [&b"hello"[..], &[0u8; 48][..], &[0xffu8; 100][..]] {
+            s.send_to(garbage, &target)?;
+        }
+        s.send_to(&foreign.to_bytes(), &target)?;
+        s.send_to(&foreign.to_bytes(), &target)?;
+        Ok(())
+    })?;
+    let pin = format!("/sys/fs/bpf/vipd/{}-n1", c.lab.prefix());
+    wait_until("bad frames counted", SETTLE, || {
+        let d = bpftool_dump(&format!("{pin}/counters"))?;
+        Ok(counter(&d, Counter::HeartbeatMalformed as u32) == 3
+            && counter(&d, Counter::ForeignCluster as u32) == 2)
+    })?;
+
+    c.lab.proc(p2).signal(libc::SIGTERM)?;
+    assert!(c.lab.proc(p2).wait_exit(SETTLE)?);
+    let log2 = c.lab.proc(p2).output();
+    let sent = stopped_field(&log2, "heartbeats_sent")?;
+    let last_sequence = stopped_field(&log2, "last_sequence")?;
+    assert_eq!(stopped_field(&log2, "heartbeats_failed")?, 0);
+
+    // Node 2 sent only to node 1, which was listening before node 2 started.
+    let counters = bpftool_dump(&format!("{pin}/counters"))?;
+    assert_eq!(counter(&counters, Counter::HeartbeatAccepted as u32), sent, "{counters}");
+    assert_eq!(counter(&counters, Counter::OwnNodeId as u32), 0);
+
+    let peers = bpftool_dump(&format!("{pin}/peers"))?;
+    let entry = peers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| bytes(&e["key"]) == 2u32.to_le_bytes())
+        .with_context(|| format!("no entry for node 2 in {peers}"))?;
+    let v = bytes(&entry["value"]);
+    // PeerState: last_seen, first_seen, incarnation, sequence, view_digest, received, missed,
+    // node_id u32, interval_us u32, weight u16, flags u8.
+    assert_eq!(le_u64(&v, 24), last_sequence, "sequence");
+    assert_eq!(le_u64(&v, 40), sent, "received");
+    assert_eq!(le_u64(&v, 48), 0, "missed");
+    assert_eq!(u32::from_le_bytes(v[56..60].try_into()?), 2, "node_id");
+    assert_eq!(u32::from_le_bytes(v[60..64].try_into()?), 50_000, "interval_us");
+    assert_eq!(v[66] & vipd_common::heartbeat::FLAG_LEAVING, vipd_common::heartbeat::FLAG_LEAVING);
+    Ok(())
+}

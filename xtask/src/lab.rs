@@ -1,0 +1,320 @@
+//! A lab of hosts in network namespaces, joined by a bridge in a "switch" namespace.
+//!
+//! Every name is unique (`<tag><pid>x<counter>-<host>`), and [`Lab`]'s `Drop` kills the
+//! processes it started and deletes its namespaces even when a test panics. Addresses are
+//! whatever the caller gives: use the documentation ranges (192.0.2.0/24, 2001:db8::/32).
+
+use std::{
+    fs::File,
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One host: a network namespace with `eth0` plugged into the lab's bridge.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Short name given by the caller ("n1", "client").
+    pub name: String,
+    /// The network namespace's name.
+    pub netns: String,
+    /// The address on eth0, without prefix.
+    pub addr: String,
+    /// eth0's MAC address.
+    pub mac: String,
+}
+
+/// A process started in a host.
+pub struct Proc {
+    /// The child; its stdout and stderr go to `log`.
+    pub child: Child,
+    /// Where its output is written.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Sends `sig` (e.g. `libc::SIGTERM`) to the process.
+    pub fn signal(&self, sig: i32) -> anyhow::Result<()> {
+        // SAFETY: kill(2) with a pid we own.
+        if unsafe { libc::kill(self.child.id() as i32, sig) } != 0 {
+            return Err(std::io::Error::last_os_error()).context(format!("kill({sig})"));
+        }
+        Ok(())
+    }
+
+    /// Waits (at most `timeout`) for the process to exit; returns whether it did, successfully.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            if Instant::now() >= deadline {
+                bail!("process {} did not exit within {timeout:?}", self.child.id());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The output so far.
+    pub fn output(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits (at most `timeout`) for a line containing every one of `needles`; returns it.
+    pub fn wait_for_line(&self, needles: &[&str], timeout: Duration) -> anyhow::Result<String> {
+        let mut found = None;
+        wait_until(&format!("a log line with {needles:?} in {}", self.log.display()), timeout, || {
+            found = self
+                .output()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .map(str::to_string);
+            Ok(found.is_some())
+        })
+        .with_context(|| format!("log so far:\n{}", self.output()))?;
+        Ok(found.unwrap_or_default())
+    }
+}
+
+/// A set of namespaces on one bridge, torn down on drop.
+pub struct Lab {
+    prefix: String,
+    switch: String,
+    hosts: Vec<Host>,
+    procs: Vec<Proc>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    /// Creates the switch namespace with its bridge; `tag` is a short word for the names.
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let prefix = format!(
+            "{tag}{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(format!("vipd-lab-{prefix}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let switch = format!("{prefix}-sw");
+        let lab = Self { prefix, switch: switch.clone(), hosts: Vec::new(), procs: Vec::new(), dir };
+        run("ip", &["netns", "add", &switch])?;
+        lab.ip(&switch, &["link", "add", "br0", "type", "bridge"])?;
+        lab.ip(&switch, &["link", "set", "br0", "up"])?;
+        Ok(lab)
+    }
+
+    /// The unique prefix of this lab's names (also good for vipd instance names).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A directory for this lab's logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds a host named `name` with `addr_cidr` (e.g. "192.0.2.11/24") and `mac` on eth0.
+    pub fn add_host(&mut self, name: &str, addr_cidr: &str, mac: &str) -> anyhow::Result<Host> {
+        let netns = format!("{}-{name}", self.prefix);
+        run("ip", &["netns", "add", &netns])?;
+        let host = Host {
+            name: name.into(),
+            netns: netns.clone(),
+            addr: addr_cidr.split('/').next().unwrap_or(addr_cidr).into(),
+            mac: mac.into(),
+        };
+        self.hosts.push(host.clone());
+        let port = format!("p-{name}");
+        run("ip", &[
+            "link", "add", "eth0", "netns", &netns, "address", mac, "type", "veth", "peer", "name",
+            &port, "netns", &self.switch,
+        ])?;
+        self.ip(&self.switch, &["link", "set", &port, "master", "br0"])?;
+        self.ip(&self.switch, &["link", "set", &port, "up"])?;
+        self.ip(&netns, &["link", "set", "lo", "up"])?;
+        self.ip(&netns, &["addr", "add", addr_cidr, "dev", "eth0"])?;
+        self.ip(&netns, &["link", "set", "eth0", "up"])?;
+        Ok(host)
+    }
+
+    /// Runs `ip -n <netns> args…` and returns its stdout.
+    pub fn ip(&self, netns: &str, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["-n", netns];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Runs a command inside `host` (`ip netns exec`) and returns its output, whatever
+    /// its exit status.
+    pub fn exec(&self, host: &Host, program: &str, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", &host.netns, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("ip netns exec {} {program} {args:?}", host.netns))
+    }
+
+    /// Whether one ping from `from` to `addr` gets an answer within a second.
+    pub fn ping(&self, from: &Host, addr: &str) -> anyhow::Result<bool> {
+        let flag = if addr.contains(':') { "-6" } else { "-4" };
+        Ok(self.exec(from, "ping", &[flag, "-c1", "-W1", "-n", "-q", addr])?.status.success())
+    }
+
+    /// Sets `host`'s eth0 up or down.
+    pub fn set_link(&self, host: &Host, up: bool) -> anyhow::Result<()> {
+        self.ip(&host.netns, &["link", "set", "eth0", if up { "up" } else { "down" }])?;
+        Ok(())
+    }
+
+    /// The addresses on `host`'s eth0, as "addr/len".
+    pub fn addresses(&self, host: &Host) -> anyhow::Result<Vec<String>> {
+        let out = self.ip(&host.netns, &["-o", "addr", "show", "dev", "eth0"])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace().skip_while(|w| *w != "inet" && *w != "inet6");
+                words.next()?;
+                words.next().map(str::to_string)
+            })
+            .collect())
+    }
+
+    /// Whether `host` has `addr` (without prefix) on eth0.
+    pub fn has_address(&self, host: &Host, addr: &str) -> anyhow::Result<bool> {
+        Ok(self.addresses(host)?.iter().any(|a| a.split('/').next() == Some(addr)))
+    }
+
+    /// The MAC in `host`'s neighbour entry for `addr`, if any.
+    pub fn neighbour_mac(&self, host: &Host, addr: &str) -> anyhow::Result<Option<String>> {
+        let out = self.ip(&host.netns, &["neigh", "show", addr, "dev", "eth0"])?;
+        Ok(out.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).map(str::to_string))
+    }
+
+    /// Starts `program args…` inside `host` with nsenter (which keeps the host's /sys, so
+    /// bpffs stays visible), output to `<lab dir>/<log_name>.log`.
+    pub fn spawn(
+        &mut self,
+        host: &Host,
+        log_name: &str,
+        program: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<usize> {
+        let log = self.dir.join(format!("{log_name}.log"));
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", host.netns))
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("nsenter --net {} {}", host.netns, program.display()))?;
+        self.procs.push(Proc { child, log });
+        Ok(self.procs.len() - 1)
+    }
+
+    /// A process started with [`Lab::spawn`].
+    pub fn proc(&mut self, id: usize) -> &mut Proc {
+        &mut self.procs[id]
+    }
+
+    /// Runs `f` on a thread that has entered `host`'s network namespace.
+    pub fn in_netns<T: Send>(
+        &self,
+        host: &Host,
+        f: impl FnOnce() -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T> {
+        let path = format!("/run/netns/{}", host.netns);
+        let ns = File::open(&path).with_context(|| format!("opening {path}"))?;
+        thread::scope(|s| {
+            s.spawn(|| {
+                use std::os::fd::AsRawFd as _;
+                // SAFETY: setns on this thread only, with a namespace fd we hold open.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("setns({path})"));
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| bail!("thread in {path} panicked"))
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        for h in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", &h.netns]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.switch]).status();
+    }
+}
+
+/// Runs a command; its stdout on success, an error with its stderr otherwise.
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {program} {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Polls `check` every 10 ms until it returns true; fails after `timeout`.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// True when running as root. Outside CI, prints why a privileged test is skipped and
+/// returns false; in CI (`CI` set) a missing privilege is a failure, never a skip.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid never fails.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: CI must run the privileged tests as root");
+    }
+    eprintln!("skipping {test}: needs root (network namespaces, XDP, bpffs)");
+    false
+}
