@@ -9,7 +9,13 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("vipd has no parent directory"))?
         .join("vipd-ebpf");
-    let root = root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
-    let package = Package { name: "vipd-ebpf", root_dir: root, ..Package::default() };
+    let root = root
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
+    let package = Package {
+        name: "vipd-ebpf",
+        root_dir: root,
+        ..Package::default()
+    };
     aya_build::build_ebpf([package], Toolchain::default())
 }

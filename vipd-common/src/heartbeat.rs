@@ -188,7 +188,10 @@ mod tests {
     fn round_trip() {
         let hb = sample();
         assert_eq!(Heartbeat::parse(&hb.to_bytes(), hb.cluster_id), Ok(hb));
-        let leaving = Heartbeat { flags: FLAG_LEAVING, ..hb };
+        let leaving = Heartbeat {
+            flags: FLAG_LEAVING,
+            ..hb
+        };
         let parsed = Heartbeat::parse(&leaving.to_bytes(), hb.cluster_id).unwrap();
         assert!(parsed.is_leaving());
     }
@@ -217,11 +220,17 @@ mod tests {
 
     #[test]
     fn missing_trailer_is_truncation() {
-        let hb = Heartbeat { auth_len: 16, ..sample() };
+        let hb = Heartbeat {
+            auth_len: 16,
+            ..sample()
+        };
         let mut buf = [0u8; HEADER_LEN + 16];
         hb.write((&mut buf[..HEADER_LEN]).try_into().unwrap());
         for len in HEADER_LEN..HEADER_LEN + 16 {
-            assert_eq!(Heartbeat::parse(&buf[..len], hb.cluster_id), Err(ParseError::Truncated));
+            assert_eq!(
+                Heartbeat::parse(&buf[..len], hb.cluster_id),
+                Err(ParseError::Truncated)
+            );
         }
         assert_eq!(Heartbeat::parse(&buf, hb.cluster_id), Ok(hb));
     }
@@ -231,11 +240,17 @@ mod tests {
         let hb = sample();
         let mut b = hb.to_bytes();
         b[0] ^= 0xff;
-        assert_eq!(Heartbeat::parse(&b, hb.cluster_id), Err(ParseError::BadMagic));
+        assert_eq!(
+            Heartbeat::parse(&b, hb.cluster_id),
+            Err(ParseError::BadMagic)
+        );
 
         let mut b = hb.to_bytes();
         b[4] = 2;
-        assert_eq!(Heartbeat::parse(&b, hb.cluster_id), Err(ParseError::BadVersion(2)));
+        assert_eq!(
+            Heartbeat::parse(&b, hb.cluster_id),
+            Err(ParseError::BadVersion(2))
+        );
 
         assert_eq!(
             Heartbeat::parse(&hb.to_bytes(), 1),
@@ -243,7 +258,10 @@ mod tests {
         );
 
         let zero = Heartbeat { node_id: 0, ..hb };
-        assert_eq!(Heartbeat::parse(&zero.to_bytes(), hb.cluster_id), Err(ParseError::BadNodeId));
+        assert_eq!(
+            Heartbeat::parse(&zero.to_bytes(), hb.cluster_id),
+            Err(ParseError::BadNodeId)
+        );
     }
 
     #[test]

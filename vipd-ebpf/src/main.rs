@@ -26,8 +26,7 @@ use network_types::{
 use vipd_common::{
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, ParseError},
     maps::{
-        COUNTER_SLOTS, Counter, EVENTS_BYTES, EventKind, MAX_PEERS, PeerEvent, PeerState,
-        XdpConfig,
+        COUNTER_SLOTS, Counter, EVENTS_BYTES, EventKind, MAX_PEERS, PeerEvent, PeerState, XdpConfig,
     },
 };
 
@@ -91,7 +90,9 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
             // SAFETY: as above.
             let ip = unsafe { &*ip };
             // Our heartbeats carry no IP options and are never fragmented.
-            if ip.vihl != 0x45 || ip.proto != IPPROTO_UDP || u16::from_be_bytes(ip.frags) & 0x3fff != 0
+            if ip.vihl != 0x45
+                || ip.proto != IPPROTO_UDP
+                || u16::from_be_bytes(ip.frags) & 0x3fff != 0
             {
                 return None;
             }
@@ -203,7 +204,12 @@ fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
                 count(Counter::PeerTableFull);
                 return;
             }
-            info!(ctx, "vipd: new peer {} (leaving={})", hb.node_id, hb.flags & FLAG_LEAVING);
+            info!(
+                ctx,
+                "vipd: new peer {} (leaving={})",
+                hb.node_id,
+                hb.flags & FLAG_LEAVING
+            );
             event.kind = EventKind::NewPeer as u8;
             emit(&event);
         }
@@ -217,7 +223,8 @@ fn emit(event: &PeerEvent) {
     }
 }
 
-#[cfg(not(test))]
+// On the host (clippy) a dependency links std, which has its own handler.
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}

@@ -16,8 +16,11 @@ pub const GARP_LEN: usize = 42;
 pub const NA_LEN: usize = 14 + 40 + 24 + 8;
 
 /// When announcements are repeated after the first burst, counted from the takeover.
-pub const REPEATS: [Duration; 3] =
-    [Duration::from_millis(50), Duration::from_millis(250), Duration::from_millis(1000)];
+pub const REPEATS: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+    Duration::from_millis(1000),
+];
 /// Frames in the first burst.
 pub const BURST: usize = 3;
 
@@ -102,7 +105,11 @@ impl Announcer {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh, owned descriptor.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) }, ifindex, mac })
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            ifindex,
+            mac,
+        })
     }
 
     /// Sends one announcement for `ip`: a GARP (IPv4) or an unsolicited NA (IPv6).
@@ -132,7 +139,11 @@ impl Announcer {
                 size_of::<libc::sockaddr_ll>() as u32,
             )
         };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 }
 

@@ -134,8 +134,14 @@ impl TryFrom<RunArgs> for Config {
         if let Some(w) = vips.windows(2).find(|w| w[0].addr == w[1].addr) {
             return Err(format!("VIP {} is listed twice", w[0].addr));
         }
-        if let Some(p) = a.peers.iter().find(|p| p.is_multicast() || p.is_unspecified()) {
-            return Err(format!("--peer {p} must be a unicast address (use --group for multicast)"));
+        if let Some(p) = a
+            .peers
+            .iter()
+            .find(|p| p.is_multicast() || p.is_unspecified())
+        {
+            return Err(format!(
+                "--peer {p} must be a unicast address (use --group for multicast)"
+            ));
         }
         if let Some(g) = a.group.filter(|g| !g.is_multicast()) {
             return Err(format!("--group {g} is not a multicast address"));
@@ -146,7 +152,9 @@ impl TryFrom<RunArgs> for Config {
             None if destinations.is_empty() => destinations.push(DEFAULT_GROUP_V4.into()),
             None => {}
         }
-        let instance = a.instance.unwrap_or_else(|| format!("{}-{}", a.interface, a.node_id));
+        let instance = a
+            .instance
+            .unwrap_or_else(|| format!("{}-{}", a.interface, a.node_id));
         if instance.is_empty() || instance.contains('/') || instance.starts_with('.') {
             return Err(format!("--instance {instance:?} must be a plain file name"));
         }
@@ -171,7 +179,8 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(["vipd", "run"].iter().chain(args)).map_err(|e| e.to_string())?;
+        let cli =
+            Cli::try_parse_from(["vipd", "run"].iter().chain(args)).map_err(|e| e.to_string())?;
         let Command::Run(run) = cli.command;
         Config::try_from(run)
     }
@@ -188,8 +197,21 @@ mod tests {
 
     #[test]
     fn peers_replace_multicast() {
-        let c = parse(&["-i", "e", "-n", "2", "--vip", "192.0.2.1", "--peer", "192.0.2.11"]).unwrap();
-        assert_eq!(c.destinations, vec!["192.0.2.11".parse::<IpAddr>().unwrap()]);
+        let c = parse(&[
+            "-i",
+            "e",
+            "-n",
+            "2",
+            "--vip",
+            "192.0.2.1",
+            "--peer",
+            "192.0.2.11",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.destinations,
+            vec!["192.0.2.11".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ pub fn realtime_ns() -> u64 {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid out-pointer; these clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -28,6 +31,11 @@ pub struct MonotonicTimer;
 impl FormatTime for MonotonicTimer {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
         let ns = monotonic_ns();
-        write!(w, "{}.{:06}", ns / 1_000_000_000, ns % 1_000_000_000 / 1_000)
+        write!(
+            w,
+            "{}.{:06}",
+            ns / 1_000_000_000,
+            ns % 1_000_000_000 / 1_000
+        )
     }
 }

@@ -83,7 +83,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ..Heartbeat::default()
         },
     )
-    .with_context(|| format!("opening heartbeat sockets on {} port {}", cfg.interface, cfg.port))?;
+    .with_context(|| {
+        format!(
+            "opening heartbeat sockets on {} port {}",
+            cfg.interface, cfg.port
+        )
+    })?;
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
@@ -147,7 +152,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let now = monotonic_ns();
             if !state.mature && now >= state.mature_at {
                 state.mature = true;
-                info!(node = cfg.node_id, "hold-down over: this node now takes its share of VIPs");
+                info!(
+                    node = cfg.node_id,
+                    "hold-down over: this node now takes its share of VIPs"
+                );
                 // Tell peers at once, so they hand over this node's VIPs together with it.
                 let _ = sender.send(state.flags());
             }
@@ -156,15 +164,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
 
-    info!(reason = stop_reason, "stopping: sending LEAVING and releasing VIPs");
+    info!(
+        reason = stop_reason,
+        "stopping: sending LEAVING and releasing VIPs"
+    );
     for _ in 0..LEAVING_BURST {
         if let Err(e) = sender.send(FLAG_LEAVING) {
             warn!("sending LEAVING heartbeat: {e}");
         }
     }
     state.release_all().await;
-    let counters: Vec<String> =
-        loaded.counters().iter().map(|(c, v)| format!("{}={v}", c.name())).collect();
+    let counters: Vec<String> = loaded
+        .counters()
+        .iter()
+        .map(|(c, v)| format!("{}={v}", c.name()))
+        .collect();
     info!(
         heartbeats_sent = sender.sent,
         heartbeats_failed = sender.failed,
@@ -231,13 +245,20 @@ impl State<'_> {
             .copied()
             .collect();
         // Take over first: that is the urgent half.
-        let to_take: Vec<Vip> =
-            mine.iter().filter(|v| !self.held.contains_key(&v.addr)).copied().collect();
+        let to_take: Vec<Vip> = mine
+            .iter()
+            .filter(|v| !self.held.contains_key(&v.addr))
+            .copied()
+            .collect();
         for vip in to_take {
             self.take(vip).await;
         }
-        let to_release: Vec<IpAddr> =
-            self.held.keys().filter(|a| !mine.iter().any(|v| v.addr == **a)).copied().collect();
+        let to_release: Vec<IpAddr> = self
+            .held
+            .keys()
+            .filter(|a| !mine.iter().any(|v| v.addr == **a))
+            .copied()
+            .collect();
         for addr in to_release {
             let owner = assignment.get(&addr).copied();
             self.release(addr, owner).await;
@@ -284,7 +305,9 @@ impl State<'_> {
     }
 
     async fn release(&mut self, addr: IpAddr, new_owner: Option<u32>) {
-        let Some(held) = self.held.remove(&addr) else { return };
+        let Some(held) = self.held.remove(&addr) else {
+            return;
+        };
         held.repeats.abort();
         match self.link.remove(&held.vip).await {
             Ok(_) => info!(vip = %addr, new_owner, "released VIP"),
@@ -336,13 +359,25 @@ fn log_event(item: &[u8]) {
             info!(peer = ev.node_id, mono_ns = ev.ts_ns, "peer sent LEAVING")
         }
         Some(EventKind::FlagsChanged) => {
-            debug!(peer = ev.node_id, flags = ev.flags, prev = ev.prev_flags, "peer flags changed")
+            debug!(
+                peer = ev.node_id,
+                flags = ev.flags,
+                prev = ev.prev_flags,
+                "peer flags changed"
+            )
         }
-        Some(EventKind::Restarted) => info!(peer = ev.node_id, incarnation = ev.incarnation,
-            last_sequence = ev.prev_sequence, "peer restarted"),
+        Some(EventKind::Restarted) => info!(
+            peer = ev.node_id,
+            incarnation = ev.incarnation,
+            last_sequence = ev.prev_sequence,
+            "peer restarted"
+        ),
         Some(EventKind::Returned) => info!(peer = ev.node_id, "peer heard again after silence"),
-        Some(EventKind::SequenceGap) => debug!(peer = ev.node_id,
-            missed = ev.sequence.saturating_sub(ev.prev_sequence + 1), "heartbeats missed"),
+        Some(EventKind::SequenceGap) => debug!(
+            peer = ev.node_id,
+            missed = ev.sequence.saturating_sub(ev.prev_sequence + 1),
+            "heartbeats missed"
+        ),
         None => warn!(kind = ev.kind, "unknown event from the XDP program"),
     }
 }
@@ -371,7 +406,8 @@ async fn remove_leftovers(link: &Link, vips: &[Vip]) -> anyhow::Result<()> {
 /// Fails with a clear message unless we hold the capabilities vipd needs.
 fn check_privileges() -> anyhow::Result<()> {
     const NEEDED: [(u32, &str); 3] = [(12, "CAP_NET_ADMIN"), (13, "CAP_NET_RAW"), (39, "CAP_BPF")];
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let eff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))

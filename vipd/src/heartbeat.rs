@@ -49,14 +49,34 @@ impl Sender {
         let v4 = if v4_dest.is_empty() {
             None
         } else {
-            Some((socket(interface, ifindex, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?, v4_dest))
+            Some((
+                socket(
+                    interface,
+                    ifindex,
+                    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+                )?,
+                v4_dest,
+            ))
         };
         let v6 = if v6_dest.is_empty() {
             None
         } else {
-            Some((socket(interface, ifindex, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))?, v6_dest))
+            Some((
+                socket(
+                    interface,
+                    ifindex,
+                    SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+                )?,
+                v6_dest,
+            ))
         };
-        Ok(Self { v4, v6, template, sent: 0, failed: 0 })
+        Ok(Self {
+            v4,
+            v6,
+            template,
+            sent: 0,
+            failed: 0,
+        })
     }
 
     /// Sends the next heartbeat with `flags` to every destination; returns the first error.
@@ -90,7 +110,11 @@ fn is_link_local_v6(a: &Ipv6Addr) -> bool {
 }
 
 fn socket(interface: &str, ifindex: u32, bind: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if bind.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if bind.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if bind.is_ipv6() {
         s.set_only_v6(true)?;

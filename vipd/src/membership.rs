@@ -53,7 +53,10 @@ pub struct Membership {
 impl Membership {
     /// A view with no peers; a peer silent for `dead_ns` is declared dead.
     pub fn new(dead_ns: u64) -> Self {
-        Self { dead_ns, peers: BTreeMap::new() }
+        Self {
+            dead_ns,
+            peers: BTreeMap::new(),
+        }
     }
 
     fn alive(&self, state: &PeerState, now_ns: u64) -> bool {
@@ -95,7 +98,9 @@ impl Membership {
                 continue;
             }
             let because = if now_ns.saturating_sub(state.last_seen_ns) >= dead_ns {
-                LeftBecause::Timeout { last_seen_ns: state.last_seen_ns }
+                LeftBecause::Timeout {
+                    last_seen_ns: state.last_seen_ns,
+                }
             } else if state.flags & FLAG_LEAVING != 0 {
                 LeftBecause::Leaving
             } else if state.first_seen_ns >= now_ns.saturating_sub(dead_ns) {
@@ -110,7 +115,11 @@ impl Membership {
 
     /// The peers in the view, in node order.
     pub fn view_peers(&self) -> Vec<u32> {
-        self.peers.iter().filter(|(_, p)| p.in_view).map(|(&id, _)| id).collect()
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.in_view)
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// When the earliest peer in the view would time out, if any (CLOCK_MONOTONIC ns).
@@ -136,7 +145,13 @@ mod tests {
     const DEAD: u64 = 300 * MS;
 
     fn peer(node_id: u32, last_seen_ns: u64, flags: u8) -> PeerState {
-        PeerState { node_id, last_seen_ns, first_seen_ns: 0, flags, ..PeerState::default() }
+        PeerState {
+            node_id,
+            last_seen_ns,
+            first_seen_ns: 0,
+            flags,
+            ..PeerState::default()
+        }
     }
 
     #[test]
@@ -144,7 +159,10 @@ mod tests {
         let mut m = Membership::new(DEAD);
         let t = m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1001 * MS);
         assert_eq!(t, vec![Transition::Joined { node_id: 2 }]);
-        assert!(m.observe([peer(2, 1100 * MS, FLAG_MATURE)], 1101 * MS).is_empty());
+        assert!(
+            m.observe([peer(2, 1100 * MS, FLAG_MATURE)], 1101 * MS)
+                .is_empty()
+        );
         assert_eq!(m.view_peers(), vec![2]);
         assert_eq!(m.next_deadline(), Some(1100 * MS + DEAD));
     }
@@ -168,7 +186,9 @@ mod tests {
             t,
             vec![Transition::Left {
                 node_id: 2,
-                because: LeftBecause::Timeout { last_seen_ns: 1000 * MS }
+                because: LeftBecause::Timeout {
+                    last_seen_ns: 1000 * MS
+                }
             }]
         );
         assert!(m.view_peers().is_empty());
@@ -180,7 +200,10 @@ mod tests {
         // stamping heartbeats meanwhile: the peer is alive.
         let mut m = Membership::new(DEAD);
         m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
-        assert!(m.observe([peer(2, 5000 * MS, FLAG_MATURE)], 5001 * MS).is_empty());
+        assert!(
+            m.observe([peer(2, 5000 * MS, FLAG_MATURE)], 5001 * MS)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -188,18 +211,39 @@ mod tests {
         let mut m = Membership::new(DEAD);
         m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
         let t = m.observe([peer(2, 1010 * MS, FLAG_MATURE | FLAG_LEAVING)], 1010 * MS);
-        assert_eq!(t, vec![Transition::Left { node_id: 2, because: LeftBecause::Leaving }]);
+        assert_eq!(
+            t,
+            vec![Transition::Left {
+                node_id: 2,
+                because: LeftBecause::Leaving
+            }]
+        );
     }
 
     #[test]
     fn restart_within_dead_interval_leaves_until_mature_again() {
         let mut m = Membership::new(DEAD);
         m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
-        let restarted = PeerState { first_seen_ns: 1050 * MS, ..peer(2, 1050 * MS, 0) };
+        let restarted = PeerState {
+            first_seen_ns: 1050 * MS,
+            ..peer(2, 1050 * MS, 0)
+        };
         let t = m.observe([restarted], 1050 * MS);
-        assert_eq!(t, vec![Transition::Left { node_id: 2, because: LeftBecause::Restarted }]);
-        let mature = PeerState { first_seen_ns: 1050 * MS, ..peer(2, 2050 * MS, FLAG_MATURE) };
-        assert_eq!(m.observe([mature], 2050 * MS), vec![Transition::Joined { node_id: 2 }]);
+        assert_eq!(
+            t,
+            vec![Transition::Left {
+                node_id: 2,
+                because: LeftBecause::Restarted
+            }]
+        );
+        let mature = PeerState {
+            first_seen_ns: 1050 * MS,
+            ..peer(2, 2050 * MS, FLAG_MATURE)
+        };
+        assert_eq!(
+            m.observe([mature], 2050 * MS),
+            vec![Transition::Joined { node_id: 2 }]
+        );
     }
 
     #[test]
@@ -218,6 +262,12 @@ mod tests {
             [peer(9, 10 * MS, FLAG_MATURE), peer(3, 10 * MS, FLAG_MATURE)],
             10 * MS,
         );
-        assert_eq!(t, vec![Transition::Joined { node_id: 3 }, Transition::Joined { node_id: 9 }]);
+        assert_eq!(
+            t,
+            vec![
+                Transition::Joined { node_id: 3 },
+                Transition::Joined { node_id: 9 }
+            ]
+        );
     }
 }

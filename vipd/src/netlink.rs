@@ -27,7 +27,10 @@ pub enum NetlinkError {
     NotEthernet(String),
     /// A request failed.
     #[error("{what}: {source}")]
-    Request { what: String, source: rtnetlink::Error },
+    Request {
+        what: String,
+        source: rtnetlink::Error,
+    },
 }
 
 /// Whether an address add changed anything.
@@ -64,7 +67,10 @@ impl Link {
                 return Err(NetlinkError::NoSuchInterface(name.into()));
             }
             Err(source) => {
-                return Err(NetlinkError::Request { what: format!("RTM_GETLINK {name}"), source });
+                return Err(NetlinkError::Request {
+                    what: format!("RTM_GETLINK {name}"),
+                    source,
+                });
             }
         };
         let mac = msg
@@ -75,7 +81,12 @@ impl Link {
                 _ => None,
             })
             .ok_or_else(|| NetlinkError::NotEthernet(name.into()))?;
-        Ok(Self { handle, index: msg.header.index, name: name.into(), mac })
+        Ok(Self {
+            handle,
+            index: msg.header.index,
+            name: name.into(),
+            mac,
+        })
     }
 
     /// The addresses configured on this interface, with their prefix lengths.
@@ -92,16 +103,23 @@ impl Link {
                 what: format!("RTM_GETADDR {}", self.name),
                 source,
             })?;
-        Ok(msgs.iter().filter_map(|m| Some((address_of(m)?, m.header.prefix_len))).collect())
+        Ok(msgs
+            .iter()
+            .filter_map(|m| Some((address_of(m)?, m.header.prefix_len)))
+            .collect())
     }
 
     /// Adds a VIP (IPv6 without duplicate address detection, so it is usable at once).
     pub async fn add(&self, vip: &Vip) -> Result<Added, NetlinkError> {
-        let mut req = self.handle.address().add(self.index, vip.addr, vip.prefix_len);
+        let mut req = self
+            .handle
+            .address()
+            .add(self.index, vip.addr, vip.prefix_len);
         if vip.addr.is_ipv6() {
             let msg = req.message_mut();
             msg.header.flags |= AddressHeaderFlags::Nodad;
-            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match req.execute().await {
             Ok(()) => Ok(Added::New),
@@ -127,13 +145,24 @@ impl Link {
             .execute()
             .try_collect()
             .await
-            .map_err(|source| NetlinkError::Request { what: what(), source })?;
+            .map_err(|source| NetlinkError::Request {
+                what: what(),
+                source,
+            })?;
         let mut removed = false;
-        for msg in msgs.into_iter().filter(|m| m.header.prefix_len == vip.prefix_len) {
+        for msg in msgs
+            .into_iter()
+            .filter(|m| m.header.prefix_len == vip.prefix_len)
+        {
             match self.handle.address().del(msg).execute().await {
                 Ok(()) => removed = true,
                 Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {}
-                Err(source) => return Err(NetlinkError::Request { what: what(), source }),
+                Err(source) => {
+                    return Err(NetlinkError::Request {
+                        what: what(),
+                        source,
+                    });
+                }
             }
         }
         Ok(removed)

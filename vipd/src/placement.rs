@@ -18,7 +18,10 @@ pub fn assign(vips: &[IpAddr], view: &[u32]) -> BTreeMap<IpAddr, u32> {
     if nodes.is_empty() {
         return BTreeMap::new();
     }
-    vips.into_iter().enumerate().map(|(i, vip)| (vip, nodes[i % nodes.len()])).collect()
+    vips.into_iter()
+        .enumerate()
+        .map(|(i, vip)| (vip, nodes[i % nodes.len()]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -65,7 +68,10 @@ mod tests {
         for n in a.values() {
             *counts.entry(*n).or_insert(0) += 1;
         }
-        let (min, max) = (counts.values().min().unwrap(), counts.values().max().unwrap());
+        let (min, max) = (
+            counts.values().min().unwrap(),
+            counts.values().max().unwrap(),
+        );
         assert!(max - min <= 1, "{counts:?}");
     }
 }

@@ -19,8 +19,9 @@ impl FromStr for Vip {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr =
-            addr.parse().map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix_len = match prefix {
             None => max,
@@ -31,7 +32,9 @@ impl FromStr for Vip {
                 .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
         };
         if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
-            return Err(format!("{s:?} cannot be a VIP (unspecified, multicast or loopback)"));
+            return Err(format!(
+                "{s:?} cannot be a VIP (unspecified, multicast or loopback)"
+            ));
         }
         Ok(Self { addr, prefix_len })
     }
@@ -52,12 +55,23 @@ mod tests {
         assert_eq!("192.0.2.201".parse::<Vip>().unwrap().prefix_len, 32);
         assert_eq!("2001:db8::1".parse::<Vip>().unwrap().prefix_len, 128);
         assert_eq!("192.0.2.201/24".parse::<Vip>().unwrap().prefix_len, 24);
-        assert_eq!("192.0.2.201/24".parse::<Vip>().unwrap().to_string(), "192.0.2.201/24");
+        assert_eq!(
+            "192.0.2.201/24".parse::<Vip>().unwrap().to_string(),
+            "192.0.2.201/24"
+        );
     }
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["", "foo", "192.0.2.1/33", "192.0.2.1/x", "0.0.0.0", "224.0.0.1", "::1"] {
+        for bad in [
+            "",
+            "foo",
+            "192.0.2.1/33",
+            "192.0.2.1/x",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+        ] {
             assert!(bad.parse::<Vip>().is_err(), "{bad}");
         }
     }

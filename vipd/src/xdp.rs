@@ -14,7 +14,7 @@ use aya::{
 };
 use tracing::{info, warn};
 use vipd_common::maps::{
-    COUNTER_SLOTS, COUNTERS_MAP, CONFIG_MAP, Counter, EVENTS_MAP, PEERS_MAP, PeerState, XdpConfig,
+    CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP, PEERS_MAP, PeerState, XdpConfig,
 };
 
 /// The XDP object built by `vipd/build.rs`.
@@ -72,29 +72,50 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, RingBuf<Ma
         Err(e) => warn!("XDP program logs unavailable: {e}"),
     }
     {
-        let map = ebpf.map_mut(CONFIG_MAP).context("CONFIG map missing from the object")?;
+        let map = ebpf
+            .map_mut(CONFIG_MAP)
+            .context("CONFIG map missing from the object")?;
         let mut config: Array<_, XdpConfig> = Array::try_from(map)?;
-        config.set(0, settings.config, 0).context("writing the XDP CONFIG map")?;
+        config
+            .set(0, settings.config, 0)
+            .context("writing the XDP CONFIG map")?;
     }
-    for (name, file) in
-        [(PEERS_MAP, "peers"), (COUNTERS_MAP, "counters"), (EVENTS_MAP, "events"), (CONFIG_MAP, "config")]
-    {
+    for (name, file) in [
+        (PEERS_MAP, "peers"),
+        (COUNTERS_MAP, "counters"),
+        (EVENTS_MAP, "events"),
+        (CONFIG_MAP, "config"),
+    ] {
         let path = settings.pin_dir.join(file);
-        let map = ebpf.map(name).with_context(|| format!("{name} map missing from the object"))?;
-        map.pin(&path).with_context(|| format!("pinning {name} at {}", path.display()))?;
+        let map = ebpf
+            .map(name)
+            .with_context(|| format!("{name} map missing from the object"))?;
+        map.pin(&path)
+            .with_context(|| format!("pinning {name} at {}", path.display()))?;
     }
     let program: &mut Xdp = ebpf
         .program_mut("vipd")
         .context("program `vipd` missing from the object")?
         .try_into()?;
-    program.load().context("loading the XDP program into the kernel (verifier)")?;
+    program
+        .load()
+        .context("loading the XDP program into the kernel (verifier)")?;
     let mode = attach(program, settings.interface, settings.mode)?;
     info!(interface = settings.interface, mode, pins = %settings.pin_dir.display(), "XDP program attached");
 
     let peers = HashMap::try_from(ebpf.take_map(PEERS_MAP).context("PEERS")?)?;
     let counters = PerCpuArray::try_from(ebpf.take_map(COUNTERS_MAP).context("COUNTERS")?)?;
     let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS")?)?;
-    Ok((LoadedXdp { _ebpf: ebpf, peers, counters, mode, pin_dir: settings.pin_dir.into() }, events))
+    Ok((
+        LoadedXdp {
+            _ebpf: ebpf,
+            peers,
+            counters,
+            mode,
+            pin_dir: settings.pin_dir.into(),
+        },
+        events,
+    ))
 }
 
 fn attach(program: &mut Xdp, interface: &str, mode: AttachMode) -> anyhow::Result<&'static str> {
@@ -112,7 +133,10 @@ fn attach(program: &mut Xdp, interface: &str, mode: AttachMode) -> anyhow::Resul
                 bail!("no interface named {name:?} in this network namespace")
             }
             Err(e) => {
-                info!(interface, "native XDP unavailable ({e}); using generic (skb) mode");
+                info!(
+                    interface,
+                    "native XDP unavailable ({e}); using generic (skb) mode"
+                );
                 try_mode(program, XdpMode::Skb)
                     .with_context(|| format!("attaching XDP to {interface} (driver and skb mode)"))
                     .map(|()| "skb")
@@ -129,7 +153,10 @@ fn prepare_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
     }
     fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
     if fs_type(pin_dir)? != BPF_FS_MAGIC {
-        bail!("{} is not on a bpf filesystem (mount -t bpf bpf <dir>)", pin_dir.display());
+        bail!(
+            "{} is not on a bpf filesystem (mount -t bpf bpf <dir>)",
+            pin_dir.display()
+        );
     }
     let mut stale = Vec::new();
     for entry in fs::read_dir(pin_dir).with_context(|| format!("reading {}", pin_dir.display()))? {
@@ -167,7 +194,13 @@ fn mount_bpffs(at: &Path) -> anyhow::Result<()> {
     let target = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())?;
     // SAFETY: all pointers are valid NUL-terminated strings.
     let rc = unsafe {
-        libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(std::io::Error::last_os_error())
@@ -197,7 +230,11 @@ fn spawn_log_reader(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
 impl LoadedXdp {
     /// A snapshot of the peer table (entries that fail to read are skipped).
     pub fn peer_table(&self) -> Vec<PeerState> {
-        self.peers.iter().filter_map(Result::ok).map(|(_, v)| v).collect()
+        self.peers
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// Each counter summed over CPUs.
@@ -206,7 +243,10 @@ impl LoadedXdp {
             .iter()
             .filter(|c| (**c as u32) < COUNTER_SLOTS)
             .map(|&c| {
-                let total = self.counters.get(&(c as u32), 0).map_or(0, |v| v.iter().sum());
+                let total = self
+                    .counters
+                    .get(&(c as u32), 0)
+                    .map_or(0, |v| v.iter().sum());
                 (c, total)
             })
             .collect()

@@ -28,35 +28,72 @@ fn cluster(tag: &str) -> anyhow::Result<Cluster> {
     let n1 = lab.add_host("n1", "192.0.2.11/24", MAC1)?;
     let n2 = lab.add_host("n2", "192.0.2.12/24", MAC2)?;
     let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
-    Ok(Cluster { lab, n1, n2, client })
+    Ok(Cluster {
+        lab,
+        n1,
+        n2,
+        client,
+    })
 }
 
 /// Starts vipd on `host` (node `id`), heartbeating by unicast to `peer`; returns its proc id.
-fn start_vipd(lab: &mut Lab, host: &Host, id: u32, peer: &Host, run: &str) -> anyhow::Result<usize> {
+fn start_vipd(
+    lab: &mut Lab,
+    host: &Host,
+    id: u32,
+    peer: &Host,
+    run: &str,
+) -> anyhow::Result<usize> {
     let instance = format!("{}-{}", lab.prefix(), host.name);
     let args = [
-        "run", "--interface", "eth0", "--node-id", &id.to_string(), "--vip", VIP1, "--vip", VIP2,
-        "--peer", &peer.addr, "--interval", "50ms", "--hold-down", "300ms", "--instance", &instance,
+        "run",
+        "--interface",
+        "eth0",
+        "--node-id",
+        &id.to_string(),
+        "--vip",
+        VIP1,
+        "--vip",
+        VIP2,
+        "--peer",
+        &peer.addr,
+        "--interval",
+        "50ms",
+        "--hold-down",
+        "300ms",
+        "--instance",
+        &instance,
     ];
     let log = format!("{}-{run}", host.name);
     let proc = lab.spawn(host, &log, Path::new(env!("CARGO_BIN_EXE_vipd")), &args)?;
-    lab.proc(proc).wait_for_line(&["XDP program attached"], SETTLE)?;
+    lab.proc(proc)
+        .wait_for_line(&["XDP program attached"], SETTLE)?;
     Ok(proc)
 }
 
 /// Waits until each VIP is configured on exactly the expected host.
 fn wait_for_placement(c: &Cluster, expected: &[(&str, &Host)]) -> anyhow::Result<()> {
     let hosts = [&c.n1, &c.n2];
-    wait_until(&format!("placement {:?}", expected.iter().map(|(v, h)| (v, &h.name)).collect::<Vec<_>>()), SETTLE, || {
-        for (vip, owner) in expected {
-            for h in hosts {
-                if c.lab.has_address(h, vip)? != (h.name == owner.name) {
-                    return Ok(false);
+    wait_until(
+        &format!(
+            "placement {:?}",
+            expected
+                .iter()
+                .map(|(v, h)| (v, &h.name))
+                .collect::<Vec<_>>()
+        ),
+        SETTLE,
+        || {
+            for (vip, owner) in expected {
+                for h in hosts {
+                    if c.lab.has_address(h, vip)? != (h.name == owner.name) {
+                        return Ok(false);
+                    }
                 }
             }
-        }
-        Ok(true)
-    })
+            Ok(true)
+        },
+    )
     .with_context(|| {
         format!(
             "n1 has {:?}, n2 has {:?}",
@@ -67,7 +104,9 @@ fn wait_for_placement(c: &Cluster, expected: &[(&str, &Host)]) -> anyhow::Result
 }
 
 fn wait_for_ping(c: &Cluster, vip: &str) -> anyhow::Result<()> {
-    wait_until(&format!("{vip} answering the client"), SETTLE, || c.lab.ping(&c.client, vip))
+    wait_until(&format!("{vip} answering the client"), SETTLE, || {
+        c.lab.ping(&c.client, vip)
+    })
 }
 
 #[test]
@@ -97,22 +136,34 @@ fn hard_failure_moves_vip_to_survivor_and_restart_rebalances() -> anyhow::Result
     })?;
     // The gratuitous ARP, not a re-resolution, rewrites the client's entry: no traffic
     // from the client is needed for it.
-    wait_until("the client's neighbour entry for VIP1 to hold node 2's MAC", SETTLE, || {
-        Ok(c.lab.neighbour_mac(&c.client, VIP1)?.as_deref() == Some(MAC2))
-    })?;
+    wait_until(
+        "the client's neighbour entry for VIP1 to hold node 2's MAC",
+        SETTLE,
+        || Ok(c.lab.neighbour_mac(&c.client, VIP1)?.as_deref() == Some(MAC2)),
+    )?;
     wait_for_ping(&c, VIP1)?;
     let log2 = c.lab.proc(_p2).output();
-    assert!(log2.contains(r#"event="peer_lost" peer=1 reason="timeout""#), "{log2}");
+    assert!(
+        log2.contains(r#"event="peer_lost" peer=1 reason="timeout""#),
+        "{log2}"
+    );
 
     // Node 1 returns (its crashed run left VIP1 on eth0: start-up must clean it).
-    assert!(c.lab.has_address(&n1, VIP1)?, "SIGKILL leaves the address behind");
+    assert!(
+        c.lab.has_address(&n1, VIP1)?,
+        "SIGKILL leaves the address behind"
+    );
     c.lab.set_link(&n1, true)?;
     let p1b = start_vipd(&mut c.lab, &n1, 1, &n2, "second")?;
-    c.lab.proc(p1b).wait_for_line(&["removed a VIP left on eth0 by an earlier run"], SETTLE)?;
+    c.lab
+        .proc(p1b)
+        .wait_for_line(&["removed a VIP left on eth0 by an earlier run"], SETTLE)?;
     wait_for_placement(&c, &[(VIP1, &n1), (VIP2, &n2)])?;
-    wait_until("the client's neighbour entry for VIP1 to hold node 1's MAC", SETTLE, || {
-        Ok(c.lab.neighbour_mac(&c.client, VIP1)?.as_deref() == Some(MAC1))
-    })?;
+    wait_until(
+        "the client's neighbour entry for VIP1 to hold node 1's MAC",
+        SETTLE,
+        || Ok(c.lab.neighbour_mac(&c.client, VIP1)?.as_deref() == Some(MAC1)),
+    )?;
     wait_for_ping(&c, VIP1)?;
     wait_for_ping(&c, VIP2)?;
     Ok(())
@@ -134,7 +185,10 @@ fn graceful_stop_hands_over_at_once_on_leaving() -> anyhow::Result<()> {
     // Node 1 released its VIP on the way out; node 2 adopted it because of LEAVING.
     assert!(!c.lab.has_address(&n1, VIP1)?);
     wait_for_placement(&c, &[(VIP1, &n2), (VIP2, &n2)])?;
-    let line = c.lab.proc(p2).wait_for_line(&["peer_lost", "peer=1"], SETTLE)?;
+    let line = c
+        .lab
+        .proc(p2)
+        .wait_for_line(&["peer_lost", "peer=1"], SETTLE)?;
     assert!(line.contains(r#"reason="LEAVING""#), "{line}");
     assert!(c.lab.proc(p2).output().contains("peer sent LEAVING"));
     wait_for_ping(&c, VIP1)?;
@@ -176,7 +230,10 @@ fn counter(dump: &serde_json::Value, index: u32) -> u64 {
 }
 
 fn stopped_field(log: &str, field: &str) -> anyhow::Result<u64> {
-    let line = log.lines().find(|l| l.contains(" stopped ")).context("no 'stopped' line")?;
+    let line = log
+        .lines()
+        .find(|l| l.contains(" stopped "))
+        .context("no 'stopped' line")?;
     let value = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix(&format!("{field}=")))
@@ -194,7 +251,9 @@ fn pinned_maps_count_what_was_sent() -> anyhow::Result<()> {
     let (n1, n2, client) = (c.n1.clone(), c.n2.clone(), c.client.clone());
     let p1 = start_vipd(&mut c.lab, &n1, 1, &n2, "first")?;
     let p2 = start_vipd(&mut c.lab, &n2, 2, &n1, "first")?;
-    c.lab.proc(p1).wait_for_line(&["peer joined the view", "peer=2"], SETTLE)?;
+    c.lab
+        .proc(p1)
+        .wait_for_line(&["peer joined the view", "peer=2"], SETTLE)?;
 
     // Bad input at the heartbeat port: counted and passed, never recorded.
     let target = format!("{}:{PORT}", n1.addr);
@@ -228,7 +287,11 @@ fn pinned_maps_count_what_was_sent() -> anyhow::Result<()> {
 
     // Node 2 sent only to node 1, which was listening before node 2 started.
     let counters = bpftool_dump(&format!("{pin}/counters"))?;
-    assert_eq!(counter(&counters, Counter::HeartbeatAccepted as u32), sent, "{counters}");
+    assert_eq!(
+        counter(&counters, Counter::HeartbeatAccepted as u32),
+        sent,
+        "{counters}"
+    );
     assert_eq!(counter(&counters, Counter::OwnNodeId as u32), 0);
 
     let peers = bpftool_dump(&format!("{pin}/peers"))?;
@@ -245,7 +308,14 @@ fn pinned_maps_count_what_was_sent() -> anyhow::Result<()> {
     assert_eq!(le_u64(&v, 40), sent, "received");
     assert_eq!(le_u64(&v, 48), 0, "missed");
     assert_eq!(u32::from_le_bytes(v[56..60].try_into()?), 2, "node_id");
-    assert_eq!(u32::from_le_bytes(v[60..64].try_into()?), 50_000, "interval_us");
-    assert_eq!(v[66] & vipd_common::heartbeat::FLAG_LEAVING, vipd_common::heartbeat::FLAG_LEAVING);
+    assert_eq!(
+        u32::from_le_bytes(v[60..64].try_into()?),
+        50_000,
+        "interval_us"
+    );
+    assert_eq!(
+        v[66] & vipd_common::heartbeat::FLAG_LEAVING,
+        vipd_common::heartbeat::FLAG_LEAVING
+    );
     Ok(())
 }

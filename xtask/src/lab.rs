@@ -57,7 +57,10 @@ impl Proc {
                 return Ok(status.success());
             }
             if Instant::now() >= deadline {
-                bail!("process {} did not exit within {timeout:?}", self.child.id());
+                bail!(
+                    "process {} did not exit within {timeout:?}",
+                    self.child.id()
+                );
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -75,14 +78,18 @@ impl Proc {
     /// Waits (at most `timeout`) for a line containing every one of `needles`; returns it.
     pub fn wait_for_line(&self, needles: &[&str], timeout: Duration) -> anyhow::Result<String> {
         let mut found = None;
-        wait_until(&format!("a log line with {needles:?} in {}", self.log.display()), timeout, || {
-            found = self
-                .output()
-                .lines()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-                .map(str::to_string);
-            Ok(found.is_some())
-        })
+        wait_until(
+            &format!("a log line with {needles:?} in {}", self.log.display()),
+            timeout,
+            || {
+                found = self
+                    .output()
+                    .lines()
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                    .map(str::to_string);
+                Ok(found.is_some())
+            },
+        )
         .with_context(|| format!("log so far:\n{}", self.output()))?;
         Ok(found.unwrap_or_default())
     }
@@ -108,7 +115,13 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("vipd-lab-{prefix}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let switch = format!("{prefix}-sw");
-        let lab = Self { prefix, switch: switch.clone(), hosts: Vec::new(), procs: Vec::new(), dir };
+        let lab = Self {
+            prefix,
+            switch: switch.clone(),
+            hosts: Vec::new(),
+            procs: Vec::new(),
+            dir,
+        };
         run("ip", &["netns", "add", &switch])?;
         lab.ip(&switch, &["link", "add", "br0", "type", "bridge"])?;
         lab.ip(&switch, &["link", "set", "br0", "up"])?;
@@ -137,10 +150,25 @@ impl Lab {
         };
         self.hosts.push(host.clone());
         let port = format!("p-{name}");
-        run("ip", &[
-            "link", "add", "eth0", "netns", &netns, "address", mac, "type", "veth", "peer", "name",
-            &port, "netns", &self.switch,
-        ])?;
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                &netns,
+                "address",
+                mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &self.switch,
+            ],
+        )?;
         self.ip(&self.switch, &["link", "set", &port, "master", "br0"])?;
         self.ip(&self.switch, &["link", "set", &port, "up"])?;
         self.ip(&netns, &["link", "set", "lo", "up"])?;
@@ -170,12 +198,18 @@ impl Lab {
     /// Whether one ping from `from` to `addr` gets an answer within a second.
     pub fn ping(&self, from: &Host, addr: &str) -> anyhow::Result<bool> {
         let flag = if addr.contains(':') { "-6" } else { "-4" };
-        Ok(self.exec(from, "ping", &[flag, "-c1", "-W1", "-n", "-q", addr])?.status.success())
+        Ok(self
+            .exec(from, "ping", &[flag, "-c1", "-W1", "-n", "-q", addr])?
+            .status
+            .success())
     }
 
     /// Sets `host`'s eth0 up or down.
     pub fn set_link(&self, host: &Host, up: bool) -> anyhow::Result<()> {
-        self.ip(&host.netns, &["link", "set", "eth0", if up { "up" } else { "down" }])?;
+        self.ip(
+            &host.netns,
+            &["link", "set", "eth0", if up { "up" } else { "down" }],
+        )?;
         Ok(())
     }
 
@@ -185,7 +219,9 @@ impl Lab {
         Ok(out
             .lines()
             .filter_map(|l| {
-                let mut words = l.split_whitespace().skip_while(|w| *w != "inet" && *w != "inet6");
+                let mut words = l
+                    .split_whitespace()
+                    .skip_while(|w| *w != "inet" && *w != "inet6");
                 words.next()?;
                 words.next().map(str::to_string)
             })
@@ -194,13 +230,20 @@ impl Lab {
 
     /// Whether `host` has `addr` (without prefix) on eth0.
     pub fn has_address(&self, host: &Host, addr: &str) -> anyhow::Result<bool> {
-        Ok(self.addresses(host)?.iter().any(|a| a.split('/').next() == Some(addr)))
+        Ok(self
+            .addresses(host)?
+            .iter()
+            .any(|a| a.split('/').next() == Some(addr)))
     }
 
     /// The MAC in `host`'s neighbour entry for `addr`, if any.
     pub fn neighbour_mac(&self, host: &Host, addr: &str) -> anyhow::Result<Option<String>> {
         let out = self.ip(&host.netns, &["neigh", "show", addr, "dev", "eth0"])?;
-        Ok(out.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).map(str::to_string))
+        Ok(out
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_string))
     }
 
     /// Starts `program args…` inside `host` with nsenter (which keeps the host's /sys, so
@@ -265,7 +308,9 @@ impl Drop for Lab {
         for h in &self.hosts {
             let _ = Command::new("ip").args(["netns", "del", &h.netns]).status();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.switch]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.switch])
+            .status();
     }
 }
 

@@ -1,0 +1,108 @@
+//! Bad input gets a clear error and a non-zero exit: never a panic, never a hang.
+
+use std::{
+    path::Path,
+    process::{Command, Output},
+    time::Duration,
+};
+
+use xtask::lab::{Lab, privileged};
+
+const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+
+fn assert_clean_failure(out: &Output, code: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn vipd(args: &[&str]) -> Output {
+    Command::new(VIPD)
+        .args(args)
+        .output()
+        .expect("running vipd")
+}
+
+#[test]
+fn malformed_cli_values_are_usage_errors() {
+    let base = ["run", "-i", "eth0", "--vip", "192.0.2.1"];
+    let with = |extra: &[&str]| vipd(&[&base[..], extra].concat());
+    assert_clean_failure(&with(&["-n", "0"]), 2, "--node-id");
+    assert_clean_failure(&with(&["-n", "1", "--interval", "fast"]), 2, "--interval");
+    assert_clean_failure(
+        &with(&["-n", "1", "--vip", "300.1.1.1"]),
+        2,
+        "not an IPv4 or IPv6",
+    );
+    assert_clean_failure(&vipd(&["run", "-i", "eth0", "-n", "1"]), 2, "--vip");
+    assert_clean_failure(
+        &with(&["-n", "1", "--interval", "100ms", "--dead-interval", "100ms"]),
+        1,
+        "must be longer than --interval",
+    );
+}
+
+#[test]
+fn runtime_errors_are_clear() -> anyhow::Result<()> {
+    if !privileged("runtime_errors_are_clear") {
+        return Ok(());
+    }
+    let mut lab = Lab::new("ve")?;
+    let host = lab.add_host("h", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let instance = format!("{}-h", lab.prefix());
+    let run = |lab: &mut Lab, name: &str, args: &[&str]| -> anyhow::Result<String> {
+        let mut full = vec!["run", "-n", "1", "--instance", &instance];
+        full.extend_from_slice(args);
+        let p = lab.spawn(&host, name, Path::new(VIPD), &full)?;
+        assert!(
+            !lab.proc(p).wait_exit(Duration::from_secs(10))?,
+            "must fail"
+        );
+        Ok(lab.proc(p).output())
+    };
+
+    let out = run(
+        &mut lab,
+        "nosuch",
+        &["-i", "nosuch0", "--vip", "192.0.2.201"],
+    )?;
+    assert!(out.contains("no interface named \"nosuch0\""), "{out}");
+
+    // A VIP that is somebody's real address (other prefix) is refused, not removed.
+    lab.ip(
+        &host.netns,
+        &["addr", "add", "192.0.2.201/24", "dev", "eth0"],
+    )?;
+    let out = run(
+        &mut lab,
+        "conflict",
+        &["-i", "eth0", "--vip", "192.0.2.201"],
+    )?;
+    assert!(
+        out.contains("192.0.2.201/24 is already configured on eth0"),
+        "{out}"
+    );
+    assert!(
+        lab.has_address(&host, "192.0.2.201")?,
+        "the real address is left alone"
+    );
+
+    // Without privileges (as nobody, with no capabilities).
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .args([VIPD, "run", "-i", "lo", "-n", "1", "--vip", "192.0.2.201"])
+        .output()?;
+    assert_clean_failure(
+        &out,
+        1,
+        "missing privileges: CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF",
+    );
+    Ok(())
+}
