@@ -13,13 +13,16 @@
 //! 24      sequence     u64  +1 per heartbeat within one incarnation
 //! 32      interval_us  u32  the sender's heartbeat interval, microseconds
 //! 36      weight       u16  the sender's placement weight
-//! 38      reserved     u16  0 on send, ignored on receipt
+//! 38      state_len    u16  length of the state section after the header (0: none)
 //! 40      view_digest  u64  digest of the sender's membership view (0: not computed)
-//! 48      auth         [u8; auth_len]  reserved for a MAC trailer
+//! 48      state        [u8; state_len]  which VIPs the sender holds, see [`State`]
+//!  …      auth         [u8; auth_len]   reserved for a MAC trailer
 //! ```
 //!
 //! [`Heartbeat::parse`] is the one parser: the daemon calls it on slices, the XDP program
-//! on a bounds-checked `[u8; HEADER_LEN]` read straight from the packet.
+//! on a bounds-checked `[u8; HEADER_LEN]` read straight from the packet. The XDP program
+//! consumes plain heartbeats and passes those with a state section up to the daemon, which
+//! sends one whenever what it holds changes, and now and then as a refresh.
 
 /// "VIPD" in ASCII.
 pub const MAGIC: u32 = 0x5649_5044;
@@ -54,6 +57,8 @@ pub struct Heartbeat {
     pub interval_us: u32,
     /// The sender's placement weight.
     pub weight: u16,
+    /// Length of the state section that follows the header.
+    pub state_len: u16,
     /// Digest of the sender's membership view.
     pub view_digest: u64,
 }
@@ -119,9 +124,10 @@ impl Heartbeat {
             sequence: be64(b, 24),
             interval_us: be32(b, 32),
             weight: be16(b, 36),
+            state_len: be16(b, 38),
             view_digest: be64(b, 40),
         };
-        if payload_len < HEADER_LEN + hb.auth_len as usize {
+        if payload_len < HEADER_LEN + hb.state_len as usize + hb.auth_len as usize {
             return Err(ParseError::Truncated);
         }
         if hb.cluster_id != cluster_id {
@@ -154,7 +160,7 @@ impl Heartbeat {
         out[24..32].copy_from_slice(&self.sequence.to_be_bytes());
         out[32..36].copy_from_slice(&self.interval_us.to_be_bytes());
         out[36..38].copy_from_slice(&self.weight.to_be_bytes());
-        out[38..40].copy_from_slice(&0u16.to_be_bytes());
+        out[38..40].copy_from_slice(&self.state_len.to_be_bytes());
         out[40..48].copy_from_slice(&self.view_digest.to_be_bytes());
     }
 
@@ -164,6 +170,102 @@ impl Heartbeat {
         self.write(&mut out);
         out
     }
+}
+
+/// Bytes before the bitmap in a state section.
+pub const STATE_HEADER_LEN: usize = 6;
+
+/// A state section: which VIPs of the pool the sender holds.
+///
+/// ```text
+/// 0  pool_digest  u32  digest of the sorted VIP list (see [`pool_digest`]): bit i means
+///                      the i-th VIP of *that* list, so a node with another list ignores it
+/// 4  vip_count    u16  number of VIPs in the pool
+/// 6  bitmap       [u8; ceil(vip_count / 8)]  bit i (LSB first) set: holds VIP i
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct State<'a> {
+    /// Digest of the pool the bitmap indexes.
+    pub pool_digest: u32,
+    /// Number of VIPs in the pool.
+    pub vip_count: u16,
+    /// The bitmap.
+    pub bitmap: &'a [u8],
+}
+
+impl<'a> State<'a> {
+    /// Bytes a state section for `vip_count` VIPs takes.
+    pub const fn len_for(vip_count: u16) -> usize {
+        STATE_HEADER_LEN + (vip_count as usize).div_ceil(8)
+    }
+
+    /// Parses a state section (exactly `state_len` bytes).
+    pub fn parse(b: &'a [u8]) -> Result<Self, ParseError> {
+        if b.len() < STATE_HEADER_LEN {
+            return Err(ParseError::Truncated);
+        }
+        let pool_digest = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let vip_count = u16::from_be_bytes([b[4], b[5]]);
+        let bitmap = &b[STATE_HEADER_LEN..];
+        if bitmap.len() != (vip_count as usize).div_ceil(8) {
+            return Err(ParseError::Truncated);
+        }
+        Ok(Self {
+            pool_digest,
+            vip_count,
+            bitmap,
+        })
+    }
+
+    /// Whether the sender holds VIP number `i` of the pool.
+    pub fn holds(&self, i: usize) -> bool {
+        i < self.vip_count as usize && self.bitmap[i / 8] & (1 << (i % 8)) != 0
+    }
+
+    /// Writes a state section into `out` (at least `len_for(vip_count)` bytes); `holds(i)`
+    /// says whether VIP `i` is held. Returns the bytes written.
+    pub fn write(
+        out: &mut [u8],
+        pool_digest: u32,
+        vip_count: u16,
+        holds: impl Fn(usize) -> bool,
+    ) -> usize {
+        let len = Self::len_for(vip_count);
+        out[..len].fill(0);
+        out[0..4].copy_from_slice(&pool_digest.to_be_bytes());
+        out[4..6].copy_from_slice(&vip_count.to_be_bytes());
+        for i in 0..vip_count as usize {
+            if holds(i) {
+                out[STATE_HEADER_LEN + i / 8] |= 1 << (i % 8);
+            }
+        }
+        len
+    }
+}
+
+/// FNV-1a, 64 bits: the digest of views and pools (not cryptographic: it detects
+/// disagreement, it does not authenticate).
+pub fn fnv1a64(chunks: &[&[u8]]) -> u64 {
+    chunks
+        .iter()
+        .fold(FNV_OFFSET, |h, c| fnv1a64_continue(h, c))
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Digest of a membership view: its node ids, sorted.
+pub fn view_digest(sorted_ids: &[u32]) -> u64 {
+    sorted_ids
+        .iter()
+        .fold(FNV_OFFSET, |h, id| fnv1a64_continue(h, &id.to_be_bytes()))
+}
+
+fn fnv1a64_continue(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 #[cfg(test)]
@@ -180,6 +282,7 @@ mod tests {
             sequence: u64::MAX - 3,
             interval_us: 100_000,
             weight: 300,
+            state_len: 0,
             view_digest: 0xDEAD_BEEF_F00D_CAFE,
         }
     }
@@ -262,6 +365,50 @@ mod tests {
             Heartbeat::parse(&zero.to_bytes(), hb.cluster_id),
             Err(ParseError::BadNodeId)
         );
+    }
+
+    #[test]
+    fn state_section_round_trip_and_truncation() {
+        let mut buf = [0u8; 64];
+        let n = State::write(&mut buf, 0xABCD_0123, 11, |i| i == 0 || i == 9 || i == 10);
+        assert_eq!(n, State::len_for(11));
+        assert_eq!(n, 8);
+        let s = State::parse(&buf[..n]).unwrap();
+        assert_eq!((s.pool_digest, s.vip_count), (0xABCD_0123, 11));
+        let held: [bool; 12] = core::array::from_fn(|i| s.holds(i));
+        assert_eq!(held.iter().filter(|h| **h).count(), 3);
+        assert!(held[0] && held[9] && held[10] && !held[11]);
+        for len in 0..n {
+            assert_eq!(
+                State::parse(&buf[..len]),
+                Err(ParseError::Truncated),
+                "length {len}"
+            );
+        }
+        assert_eq!(State::parse(&buf[..n + 1]), Err(ParseError::Truncated));
+    }
+
+    #[test]
+    fn heartbeat_with_state_needs_its_state_bytes() {
+        let hb = Heartbeat {
+            state_len: 8,
+            ..sample()
+        };
+        let mut buf = [0u8; HEADER_LEN + 8];
+        hb.write((&mut buf[..HEADER_LEN]).try_into().unwrap());
+        assert_eq!(
+            Heartbeat::parse(&buf[..HEADER_LEN + 7], hb.cluster_id),
+            Err(ParseError::Truncated)
+        );
+        assert_eq!(Heartbeat::parse(&buf, hb.cluster_id), Ok(hb));
+    }
+
+    #[test]
+    fn digests_differ_for_different_views() {
+        assert_ne!(view_digest(&[1, 2]), view_digest(&[1, 3]));
+        assert_ne!(view_digest(&[1, 2]), view_digest(&[12]));
+        assert_eq!(view_digest(&[1, 2]), view_digest(&[1, 2]));
+        assert_ne!(fnv1a64(&[b"a"]), fnv1a64(&[b"b"]));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! A heartbeat of our cluster from another node updates that peer's entry in `PEERS`
 //! (last-seen time, sequence, incarnation, flags, weight, counts), pushes a `PeerEvent`
 //! to `EVENTS` when the peer's state changes, and is dropped: the daemon never has to read
-//! it. Everything else is passed untouched. `COUNTERS` counts each outcome per CPU.
+//! it. A heartbeat that carries a state section (what the sender holds, sent on change) is
+//! recorded too but passed up to the daemon's socket. Everything else is passed untouched.
+//! `COUNTERS` counts each outcome per CPU.
 #![no_std]
 #![no_main]
 
@@ -137,7 +139,11 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
         return Some(xdp_action::XDP_PASS);
     }
     record(ctx, &hb, config);
-    Some(xdp_action::XDP_DROP)
+    if hb.state_len > 0 {
+        Some(xdp_action::XDP_PASS)
+    } else {
+        Some(xdp_action::XDP_DROP)
+    }
 }
 
 /// Updates the peer table for one accepted heartbeat and reports state changes.

@@ -7,22 +7,12 @@ use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    time::Duration,
 };
 
 /// Length of a gratuitous ARP frame (Ethernet + ARP, without padding).
 pub const GARP_LEN: usize = 42;
 /// Length of an unsolicited NA frame (Ethernet + IPv6 + NA + target link-layer option).
 pub const NA_LEN: usize = 14 + 40 + 24 + 8;
-
-/// When announcements are repeated after the first burst, counted from the takeover.
-pub const REPEATS: [Duration; 3] = [
-    Duration::from_millis(50),
-    Duration::from_millis(250),
-    Duration::from_millis(1000),
-];
-/// Frames in the first burst.
-pub const BURST: usize = 3;
 
 /// A gratuitous ARP request: "who has `ip`? tell `ip`", from `mac`, broadcast.
 pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; GARP_LEN] {

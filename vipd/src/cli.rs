@@ -67,9 +67,31 @@ pub struct RunArgs {
     pub dead_interval: Option<Duration>,
 
     /// How long a starting node waits before it takes VIPs (and before peers give it
-    /// VIPs back): it learns the cluster first, and a restarting node does not flap.
+    /// VIPs back); the wait starts again whenever the interface regains carrier, so a
+    /// flapping node does not drag VIPs back and forth.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub hold_down: Duration,
+
+    /// This node's placement weight: its share of the pool is proportional to it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub weight: u16,
+
+    /// Do not move VIPs to rebalance: a VIP stays where it is until its holder leaves.
+    #[arg(long)]
+    pub no_preempt: bool,
+
+    /// Gratuitous ARPs / unsolicited NAs sent at once on takeover.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub announce_burst: u16,
+
+    /// When to announce again after a takeover (comma-separated, from the takeover).
+    #[arg(long, default_value = "50ms,250ms,1s", value_delimiter = ',',
+          value_parser = humantime::parse_duration)]
+    pub announce_repeats: Vec<Duration>,
+
+    /// Re-announce every held VIP this often, so stale ARP caches converge (0s: never).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub announce_refresh: Duration,
 
     /// Name of this instance: maps are pinned in <pin-root>/<instance>
     /// [default: <interface>-<node-id>].
@@ -84,6 +106,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub xdp_mode: AttachMode,
 }
+
+/// Most VIPs in one pool (the state section of a heartbeat must fit in one datagram).
+pub const MAX_VIPS: usize = 10_000;
 
 /// A validated configuration for one daemon.
 #[derive(Clone, Debug)]
@@ -106,6 +131,16 @@ pub struct Config {
     pub dead_interval: Duration,
     /// Hold-down before taking or getting VIPs.
     pub hold_down: Duration,
+    /// Placement weight.
+    pub weight: u16,
+    /// Rebalance by moving VIPs (false: only orphaned VIPs move).
+    pub preempt: bool,
+    /// Announcements at takeover.
+    pub announce_burst: u16,
+    /// Repeats after a takeover.
+    pub announce_repeats: Vec<Duration>,
+    /// Periodic re-announcement (None: off).
+    pub announce_refresh: Option<Duration>,
     /// Pin directory of this instance.
     pub pin_dir: PathBuf,
     /// XDP attach mode.
@@ -128,6 +163,9 @@ impl TryFrom<RunArgs> for Config {
         }
         if a.interval > Duration::from_secs(3600) || dead_interval.as_nanos() > u64::MAX as u128 {
             return Err("--interval and --dead-interval must be at most an hour".into());
+        }
+        if a.vips.len() > MAX_VIPS {
+            return Err(format!("at most {MAX_VIPS} VIPs per pool"));
         }
         let mut vips = a.vips;
         vips.sort();
@@ -169,6 +207,11 @@ impl TryFrom<RunArgs> for Config {
             interval: a.interval,
             dead_interval,
             hold_down: a.hold_down,
+            weight: a.weight,
+            preempt: !a.no_preempt,
+            announce_burst: a.announce_burst,
+            announce_repeats: a.announce_repeats,
+            announce_refresh: Some(a.announce_refresh).filter(|d| !d.is_zero()),
             xdp_mode: a.xdp_mode,
         })
     }

@@ -1,12 +1,16 @@
 //! The daemon: one loop that feeds kernel-recorded peer state into [`Membership`], places
-//! VIPs on the resulting view, and performs the actions (add/announce, release).
+//! the pool on the resulting view, and performs the actions (add and announce, release).
+//!
+//! Wake-ups: an XDP event (new peer, LEAVING, restart, return), this node's heartbeat
+//! tick, the earliest peer deadline, a heartbeat with a state section (what a peer holds),
+//! a carrier change, the announce refresh, or a signal.
 //!
 //! Timeline log lines (target `vipd::timeline`, CLOCK_MONOTONIC nanoseconds, the clock of
 //! the XDP program's timestamps): `peer_lost` (with the peer's last heartbeat),
 //! `address_added`, `first_announce`.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -21,29 +25,40 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 use vipd_common::{
-    heartbeat::{FLAG_LEAVING, FLAG_MATURE, Heartbeat},
-    maps::{EventKind, PeerEvent, XdpConfig},
+    heartbeat::{
+        FLAG_LEAVING, FLAG_MATURE, HEADER_LEN, Heartbeat, State as WireState, fnv1a64, view_digest,
+    },
+    maps::{EventKind, PeerEvent, PeerState, XdpConfig},
 };
 
 use crate::{
-    announce::{self, Announcer},
+    announce::Announcer,
     cli::Config,
     clock::{monotonic_ns, realtime_ns},
-    heartbeat::Sender,
+    heartbeat::{Heartbeats, MAX_DATAGRAM},
     membership::{LeftBecause, Membership, Transition},
-    netlink::{Added, Link},
-    placement,
+    netlink::{Added, CarrierWatch, Link},
+    placement::{self, Member},
     vip::Vip,
     xdp,
 };
 
 /// LEAVING heartbeats sent on a graceful stop (more than one, in case one is lost).
 const LEAVING_BURST: usize = 3;
+/// Heartbeats that carry the state section after it changes (in case one is lost).
+const STATE_BURST: u8 = 3;
+/// How often the state section is sent anyway.
+const STATE_REFRESH: Duration = Duration::from_secs(2);
 
 /// A VIP this node holds, with the task repeating its announcements.
 struct Held {
     vip: Vip,
     repeats: JoinHandle<()>,
+}
+
+/// What a peer last said it holds.
+struct PeerHoldings {
+    vips: BTreeSet<IpAddr>,
 }
 
 /// Runs until SIGTERM or SIGINT; then leaves the cluster cleanly.
@@ -69,7 +84,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Announcer::open(link.index, link.mac)
             .context("opening an AF_PACKET socket for gratuitous ARP (needs CAP_NET_RAW)")?,
     );
-    let mut sender = Sender::open(
+    let mut heartbeats = Heartbeats::open(
         &cfg.interface,
         link.index,
         cfg.port,
@@ -79,7 +94,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             node_id: cfg.node_id,
             incarnation: realtime_ns(),
             interval_us: cfg.interval.as_micros().min(u32::MAX as u128) as u32,
-            weight: 1,
+            weight: cfg.weight,
             ..Heartbeat::default()
         },
     )
@@ -89,16 +104,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.interface, cfg.port
         )
     })?;
+    let mut carrier = CarrierWatch::open(link.index)?;
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which outlives
-    // every use of the registration.
+    // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which outlives every
+    // use of the registration.
     let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
         .map_err(std::io::Error::from)
         .context("polling the XDP event ring buffer")?;
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut refresh = tokio::time::interval(cfg.announce_refresh.unwrap_or(Duration::MAX / 4));
+    refresh.reset();
 
     info!(
         node = cfg.node_id,
@@ -108,19 +126,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         interval = ?cfg.interval,
         dead_interval = ?cfg.dead_interval,
         hold_down = ?cfg.hold_down,
+        weight = cfg.weight,
+        preempt = cfg.preempt,
+        carrier = link.carrier,
         "vipd started"
     );
 
+    let pool: Vec<IpAddr> = cfg.vips.iter().map(|v| v.addr).collect();
     let mut state = State {
+        pool_digest: pool_digest(&cfg.vips),
+        pool,
         cfg: &cfg,
         link: &link,
         announcer,
         membership: Membership::new(dead_ns),
         mature_at: monotonic_ns() + cfg.hold_down.as_nanos() as u64,
         mature: false,
+        carrier: link.carrier,
         held: BTreeMap::new(),
+        peers: BTreeMap::new(),
+        conflicts: BTreeSet::new(),
+        view_digest: 0,
+        views_agree: true,
+        state_burst: STATE_BURST,
+        last_state_sent: Instant::now(),
+        pool_mismatch_logged: BTreeSet::new(),
     };
-    let mut link_error_logged = false;
+    let mut send_error_logged = false;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     let stop_reason = loop {
         let wake = state.next_wake();
         let reconcile = tokio::select! {
@@ -130,37 +163,58 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             guard = events.readable_mut() => {
                 let mut guard = guard.context("waiting on the XDP event ring buffer")?;
                 while let Some(item) = guard.get_inner_mut().next() {
-                    log_event(&item);
+                    state.on_event(&item);
                 }
                 guard.clear_ready();
                 true
             }
+            up = carrier.next() => {
+                let up = up.context("the kernel closed the link notification socket")?;
+                state.on_carrier(up).await
+            }
+            received = heartbeats.recv(&mut buf) => {
+                match received {
+                    Ok(n) => state.on_datagram(&buf[..n]),
+                    Err(e) => { debug!("receiving heartbeats: {e}"); false }
+                }
+            }
             _ = ticker.tick() => {
-                match sender.send(state.flags()) {
-                    Ok(()) => link_error_logged = false,
-                    Err(e) if !link_error_logged => {
+                let section = state.state_section_due();
+                match heartbeats.send(state.flags(), state.view_digest, &section) {
+                    Ok(()) => send_error_logged = false,
+                    Err(e) if !send_error_logged => {
                         warn!("sending heartbeats on {}: {e}", cfg.interface);
-                        link_error_logged = true;
+                        send_error_logged = true;
                     }
                     Err(_) => {}
                 }
+                false
+            }
+            _ = refresh.tick() => {
+                state.refresh_announcements();
                 false
             }
             _ = sleep_until(wake.into()) => true,
         };
         if reconcile {
             let now = monotonic_ns();
-            if !state.mature && now >= state.mature_at {
+            if state.carrier && !state.mature && now >= state.mature_at {
                 state.mature = true;
                 info!(
                     node = cfg.node_id,
                     "hold-down over: this node now takes its share of VIPs"
                 );
-                // Tell peers at once, so they hand over this node's VIPs together with it.
-                let _ = sender.send(state.flags());
+                // Tell peers at once, so they hand over this node's share together with it.
+                state.state_burst = STATE_BURST;
+                let section = state.state_section_due();
+                let _ = heartbeats.send(state.flags(), state.view_digest, &section);
             }
             let table = loaded.peer_table();
-            state.update(table, now).await;
+            if state.update(table, now).await {
+                // What we hold changed: say so now rather than at the next tick.
+                let section = state.state_section_due();
+                let _ = heartbeats.send(state.flags(), state.view_digest, &section);
+            }
         }
     };
 
@@ -169,7 +223,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "stopping: sending LEAVING and releasing VIPs"
     );
     for _ in 0..LEAVING_BURST {
-        if let Err(e) = sender.send(FLAG_LEAVING) {
+        if let Err(e) = heartbeats.send(FLAG_LEAVING, state.view_digest, &[]) {
             warn!("sending LEAVING heartbeat: {e}");
         }
     }
@@ -180,9 +234,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .map(|(c, v)| format!("{}={v}", c.name()))
         .collect();
     info!(
-        heartbeats_sent = sender.sent,
-        heartbeats_failed = sender.failed,
-        last_sequence = sender.sequence(),
+        heartbeats_sent = heartbeats.sent,
+        heartbeats_failed = heartbeats.failed,
+        last_sequence = heartbeats.sequence(),
         xdp_mode = loaded.mode,
         counters = counters.join(" "),
         "stopped"
@@ -191,15 +245,35 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Digest of the pool (addresses and prefixes, sorted), so nodes with different VIP lists
+/// do not misread each other's state sections.
+fn pool_digest(vips: &[Vip]) -> u32 {
+    let text: Vec<String> = vips.iter().map(ToString::to_string).collect();
+    let bytes: Vec<&[u8]> = text.iter().map(String::as_bytes).collect();
+    fnv1a64(&bytes) as u32
+}
+
 /// What the loop needs between wake-ups.
 struct State<'a> {
     cfg: &'a Config,
     link: &'a Link,
     announcer: Arc<Announcer>,
+    /// The pool, sorted (bit i of a state section is `pool[i]`).
+    pool: Vec<IpAddr>,
+    pool_digest: u32,
     membership: Membership,
     mature_at: u64,
     mature: bool,
+    carrier: bool,
     held: BTreeMap<IpAddr, Held>,
+    peers: BTreeMap<u32, PeerHoldings>,
+    /// Held VIPs that a peer claims too.
+    conflicts: BTreeSet<IpAddr>,
+    view_digest: u64,
+    views_agree: bool,
+    state_burst: u8,
+    last_state_sent: Instant,
+    pool_mismatch_logged: BTreeSet<u32>,
 }
 
 impl State<'_> {
@@ -207,11 +281,26 @@ impl State<'_> {
         if self.mature { FLAG_MATURE } else { 0 }
     }
 
+    /// The state section to put in the next heartbeat, if one is due.
+    fn state_section_due(&mut self) -> Vec<u8> {
+        if self.state_burst == 0 && self.last_state_sent.elapsed() < STATE_REFRESH {
+            return Vec::new();
+        }
+        self.state_burst = self.state_burst.saturating_sub(1);
+        self.last_state_sent = Instant::now();
+        let count = self.pool.len() as u16;
+        let mut out = vec![0u8; WireState::len_for(count)];
+        WireState::write(&mut out, self.pool_digest, count, |i| {
+            self.held.contains_key(&self.pool[i])
+        });
+        out
+    }
+
     /// The next moment something can change without a packet: a peer's deadline, or the
     /// end of our hold-down.
     fn next_wake(&self) -> Instant {
         let mut at = self.membership.next_deadline();
-        if !self.mature {
+        if self.carrier && !self.mature {
             at = Some(at.map_or(self.mature_at, |a| a.min(self.mature_at)));
         }
         let now_ns = monotonic_ns();
@@ -221,22 +310,159 @@ impl State<'_> {
         }
     }
 
-    async fn update(&mut self, table: Vec<vipd_common::maps::PeerState>, now: u64) {
+    /// An event from the XDP program.
+    fn on_event(&mut self, item: &[u8]) {
+        if item.len() < size_of::<PeerEvent>() {
+            warn!(len = item.len(), "short event from the XDP program");
+            return;
+        }
+        // SAFETY: PeerEvent is plain old data and the item holds at least that many bytes.
+        let ev: PeerEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        let kind = EventKind::from_u8(ev.kind);
+        match kind {
+            Some(EventKind::NewPeer) => {
+                info!(peer = ev.node_id, mono_ns = ev.ts_ns, "new peer heard")
+            }
+            Some(EventKind::FlagsChanged) if ev.flags & FLAG_LEAVING != 0 => {
+                info!(peer = ev.node_id, mono_ns = ev.ts_ns, "peer sent LEAVING")
+            }
+            Some(EventKind::FlagsChanged) => {
+                debug!(
+                    peer = ev.node_id,
+                    flags = ev.flags,
+                    prev = ev.prev_flags,
+                    "peer flags changed"
+                )
+            }
+            Some(EventKind::Restarted) => {
+                self.peers.remove(&ev.node_id);
+                info!(
+                    peer = ev.node_id,
+                    incarnation = ev.incarnation,
+                    last_sequence = ev.prev_sequence,
+                    "peer restarted"
+                )
+            }
+            Some(EventKind::Returned) => info!(peer = ev.node_id, "peer heard again after silence"),
+            Some(EventKind::SequenceGap) => debug!(
+                peer = ev.node_id,
+                missed = ev.sequence.saturating_sub(ev.prev_sequence + 1),
+                "heartbeats missed"
+            ),
+            None => warn!(kind = ev.kind, "unknown event from the XDP program"),
+        }
+        if matches!(
+            kind,
+            Some(EventKind::NewPeer | EventKind::Restarted | EventKind::Returned)
+        ) {
+            // It needs to learn what we hold.
+            self.state_burst = STATE_BURST;
+        }
+    }
+
+    /// A datagram on the heartbeat port that the XDP program passed up; returns whether
+    /// to reconcile.
+    fn on_datagram(&mut self, payload: &[u8]) -> bool {
+        let Ok(hb) = Heartbeat::parse(payload, self.cfg.cluster_id) else {
+            return false;
+        };
+        if hb.node_id == self.cfg.node_id || hb.state_len == 0 {
+            return false;
+        }
+        let section = &payload[HEADER_LEN..HEADER_LEN + hb.state_len as usize];
+        let Ok(state) = WireState::parse(section) else {
+            debug!(peer = hb.node_id, "malformed state section");
+            return false;
+        };
+        if state.pool_digest != self.pool_digest || state.vip_count as usize != self.pool.len() {
+            if self.pool_mismatch_logged.insert(hb.node_id) {
+                warn!(
+                    peer = hb.node_id,
+                    "peer has a different VIP list: its holdings are ignored \
+                    (every node of a pool must list the same VIPs)"
+                );
+            }
+            return false;
+        }
+        let vips: BTreeSet<IpAddr> = self
+            .pool
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| state.holds(*i))
+            .map(|(_, v)| *v)
+            .collect();
+        let changed = self.peers.get(&hb.node_id).is_none_or(|p| p.vips != vips);
+        self.peers.insert(hb.node_id, PeerHoldings { vips });
+        changed
+    }
+
+    /// Carrier changed; returns whether to reconcile.
+    async fn on_carrier(&mut self, up: bool) -> bool {
+        if up == self.carrier {
+            return false;
+        }
+        self.carrier = up;
+        if up {
+            // Start the hold-down again: a flapping link must not drag VIPs around.
+            self.mature_at = monotonic_ns() + self.cfg.hold_down.as_nanos() as u64;
+            info!(interface = %self.link.name, hold_down = ?self.cfg.hold_down,
+                "carrier back: taking VIPs again after the hold-down");
+        } else {
+            self.mature = false;
+            warn!(interface = %self.link.name, "carrier lost: releasing all VIPs");
+            self.release_all().await;
+        }
+        true
+    }
+
+    /// Feeds a peer table snapshot; places and acts. Returns whether what we hold changed.
+    async fn update(&mut self, table: Vec<PeerState>, now: u64) -> bool {
         let transitions = self.membership.observe(table, now);
         for t in &transitions {
             log_transition(t, now, &self.membership);
         }
-        let mut view = self.membership.view_peers();
-        if self.mature {
-            view.push(self.cfg.node_id);
+        let mut members: Vec<Member> = self
+            .membership
+            .view_peers()
+            .into_iter()
+            .map(|id| Member {
+                id,
+                weight: self
+                    .membership
+                    .peer(id)
+                    .map_or(1, |p| u32::from(p.weight.max(1))),
+            })
+            .collect();
+        if self.mature && self.carrier {
+            members.push(Member {
+                id: self.cfg.node_id,
+                weight: u32::from(self.cfg.weight),
+            });
         }
-        self.apply(&view).await;
-    }
+        members.sort();
+        self.check_views(&members);
 
-    /// Makes the held VIPs match the placement for `view`.
-    async fn apply(&mut self, view: &[u32]) {
-        let addrs: Vec<IpAddr> = self.cfg.vips.iter().map(|v| v.addr).collect();
-        let assignment = placement::assign(&addrs, view);
+        // Who holds what now: our own addresses and what members said in their heartbeats;
+        // a VIP claimed twice counts as the lower id's.
+        let mut holders: BTreeMap<IpAddr, u32> = BTreeMap::new();
+        let claims = self.held.keys().map(|v| (*v, self.cfg.node_id)).chain(
+            self.peers
+                .iter()
+                .filter(|(id, _)| members.iter().any(|m| m.id == **id))
+                .flat_map(|(id, p)| p.vips.iter().map(move |v| (*v, *id))),
+        );
+        for (vip, id) in claims {
+            holders
+                .entry(vip)
+                .and_modify(|h| *h = (*h).min(id))
+                .or_insert(id);
+        }
+        self.track_conflicts();
+
+        if !self.carrier {
+            return false;
+        }
+        let assignment = placement::place(&self.pool, &members, &holders, self.cfg.preempt);
         let mine: Vec<Vip> = self
             .cfg
             .vips
@@ -244,6 +470,7 @@ impl State<'_> {
             .filter(|v| assignment.get(&v.addr) == Some(&self.cfg.node_id))
             .copied()
             .collect();
+        let mut changed = false;
         // Take over first: that is the urgent half.
         let to_take: Vec<Vip> = mine
             .iter()
@@ -251,7 +478,7 @@ impl State<'_> {
             .copied()
             .collect();
         for vip in to_take {
-            self.take(vip).await;
+            changed |= self.take(vip).await;
         }
         let to_release: Vec<IpAddr> = self
             .held
@@ -260,12 +487,110 @@ impl State<'_> {
             .copied()
             .collect();
         for addr in to_release {
-            let owner = assignment.get(&addr).copied();
-            self.release(addr, owner).await;
+            self.release(addr, assignment.get(&addr).copied()).await;
+            changed = true;
+        }
+        if changed {
+            self.state_burst = STATE_BURST;
+        }
+        changed
+    }
+
+    /// Logs when the members' view digests stop or start agreeing with ours.
+    fn check_views(&mut self, members: &[Member]) {
+        let ids: Vec<u32> = members.iter().map(|m| m.id).collect();
+        self.view_digest = view_digest(&ids);
+        let differing: Vec<u32> = ids
+            .iter()
+            .filter(|id| **id != self.cfg.node_id)
+            .filter(|id| {
+                self.membership
+                    .peer(**id)
+                    .is_some_and(|p| p.view_digest != self.view_digest)
+            })
+            .copied()
+            .collect();
+        let agree = differing.is_empty();
+        if agree != self.views_agree {
+            self.views_agree = agree;
+            if agree {
+                info!(view = ?ids, "membership views agree");
+            } else {
+                info!(view = ?ids, differing = ?differing, "membership views differ");
+            }
         }
     }
 
-    async fn take(&mut self, vip: Vip) {
+    /// Re-announces held VIPs that stopped being claimed by a peer: after a split brain the
+    /// segment must learn our MAC again.
+    fn track_conflicts(&mut self) {
+        let claimed_by_peers: BTreeSet<IpAddr> = self
+            .peers
+            .values()
+            .flat_map(|p| p.vips.iter().copied())
+            .collect();
+        let now: BTreeSet<IpAddr> = self
+            .held
+            .keys()
+            .filter(|v| claimed_by_peers.contains(v))
+            .copied()
+            .collect();
+        for vip in now.difference(&self.conflicts) {
+            warn!(vip = %vip, "VIP claimed by another node too (split brain?)");
+            self.state_burst = STATE_BURST;
+        }
+        let resolved: Vec<IpAddr> = self
+            .conflicts
+            .difference(&now)
+            .filter(|v| self.held.contains_key(v))
+            .copied()
+            .collect();
+        for vip in resolved {
+            info!(vip = %vip, "conflict resolved: announcing again");
+            self.announce(vip);
+        }
+        self.conflicts = now;
+    }
+
+    /// Sends the burst for `vip` and schedules its repeats; returns the first send's time.
+    fn announce(&mut self, vip: IpAddr) -> Option<u64> {
+        let mut first = None;
+        for _ in 0..self.cfg.announce_burst {
+            match self.announcer.announce(vip) {
+                Ok(()) => {
+                    first.get_or_insert_with(monotonic_ns);
+                }
+                Err(e) => warn!("announcing {vip}: {e}"),
+            }
+        }
+        let announcer = Arc::clone(&self.announcer);
+        let repeats = self.cfg.announce_repeats.clone();
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(async move {
+            for after in repeats {
+                tokio::time::sleep_until(start + after).await;
+                if let Err(e) = announcer.announce(vip) {
+                    debug!("repeating announcement of {vip}: {e}");
+                }
+            }
+        });
+        match self.held.get_mut(&vip) {
+            Some(held) => std::mem::replace(&mut held.repeats, task).abort(),
+            None => task.abort(),
+        }
+        first
+    }
+
+    fn refresh_announcements(&self) {
+        for vip in self.held.keys() {
+            if let Err(e) = self.announcer.announce(*vip) {
+                debug!("refreshing the announcement of {vip}: {e}");
+            }
+        }
+    }
+
+    /// Adds and announces a VIP; returns whether it is now held.
+    async fn take(&mut self, vip: Vip) -> bool {
         match self.link.add(&vip).await {
             Ok(added) => {
                 let mono_ns = monotonic_ns();
@@ -275,33 +600,21 @@ impl State<'_> {
             Err(e) => {
                 // Not held: the next reconcile tries again.
                 warn!("taking over {vip}: {e}");
-                return;
+                return false;
             }
         }
-        let mut first = None;
-        for _ in 0..announce::BURST {
-            match self.announcer.announce(vip.addr) {
-                Ok(()) => {
-                    first.get_or_insert_with(monotonic_ns);
-                }
-                Err(e) => warn!("announcing {}: {e}", vip.addr),
-            }
-        }
-        if let Some(mono_ns) = first {
+        self.held.insert(
+            vip.addr,
+            Held {
+                vip,
+                repeats: tokio::spawn(async {}),
+            },
+        );
+        if let Some(mono_ns) = self.announce(vip.addr) {
             info!(target: "vipd::timeline", event = "first_announce", vip = %vip.addr, mono_ns,
-                burst = announce::BURST, "announced VIP");
+                burst = self.cfg.announce_burst, "announced VIP");
         }
-        let announcer = Arc::clone(&self.announcer);
-        let start = tokio::time::Instant::now();
-        let repeats = tokio::spawn(async move {
-            for after in announce::REPEATS {
-                tokio::time::sleep_until(start + after).await;
-                if let Err(e) = announcer.announce(vip.addr) {
-                    debug!("repeating announcement of {}: {e}", vip.addr);
-                }
-            }
-        });
-        self.held.insert(vip.addr, Held { vip, repeats });
+        true
     }
 
     async fn release(&mut self, addr: IpAddr, new_owner: Option<u32>) {
@@ -342,43 +655,6 @@ fn log_transition(t: &Transition, now: u64, membership: &Membership) {
                 silence_us = now.saturating_sub(last_seen_ns) / 1000,
                 "peer left the view ({reason})");
         }
-    }
-}
-
-fn log_event(item: &[u8]) {
-    if item.len() < size_of::<PeerEvent>() {
-        warn!(len = item.len(), "short event from the XDP program");
-        return;
-    }
-    // SAFETY: PeerEvent is plain old data and the item holds at least that many bytes.
-    let ev: PeerEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-    let leaving = ev.flags & FLAG_LEAVING != 0;
-    match EventKind::from_u8(ev.kind) {
-        Some(EventKind::NewPeer) => info!(peer = ev.node_id, mono_ns = ev.ts_ns, "new peer heard"),
-        Some(EventKind::FlagsChanged) if leaving => {
-            info!(peer = ev.node_id, mono_ns = ev.ts_ns, "peer sent LEAVING")
-        }
-        Some(EventKind::FlagsChanged) => {
-            debug!(
-                peer = ev.node_id,
-                flags = ev.flags,
-                prev = ev.prev_flags,
-                "peer flags changed"
-            )
-        }
-        Some(EventKind::Restarted) => info!(
-            peer = ev.node_id,
-            incarnation = ev.incarnation,
-            last_sequence = ev.prev_sequence,
-            "peer restarted"
-        ),
-        Some(EventKind::Returned) => info!(peer = ev.node_id, "peer heard again after silence"),
-        Some(EventKind::SequenceGap) => debug!(
-            peer = ev.node_id,
-            missed = ev.sequence.saturating_sub(ev.prev_sequence + 1),
-            "heartbeats missed"
-        ),
-        None => warn!(kind = ev.kind, "unknown event from the XDP program"),
     }
 }
 

@@ -1,29 +1,36 @@
-//! Sending heartbeats: unicast to each configured peer and/or to a link-local multicast
-//! group, out of the cluster interface only.
+//! Sending and receiving heartbeats: unicast to each configured peer and/or to a
+//! link-local multicast group, on the cluster interface only.
+//!
+//! Plain heartbeats are consumed by the XDP program; the sockets here only receive the
+//! ones with a state section (what the sender holds), which the program passes up.
 
 use std::{
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6},
 };
 
 use socket2::{Domain, Protocol, Socket, Type};
-use vipd_common::heartbeat::Heartbeat;
+use tokio::net::UdpSocket;
+use vipd_common::heartbeat::{HEADER_LEN, Heartbeat};
 
 /// The default IPv4 multicast group (link-local, unassigned by IANA).
 pub const DEFAULT_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 199);
 
-/// Sends this node's heartbeats.
-pub struct Sender {
+/// Largest heartbeat datagram we build or read.
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// This node's heartbeat sockets.
+pub struct Heartbeats {
     v4: Option<(UdpSocket, Vec<SocketAddr>)>,
     v6: Option<(UdpSocket, Vec<SocketAddr>)>,
     template: Heartbeat,
-    /// Heartbeats handed to the kernel so far.
+    /// Datagrams handed to the kernel so far.
     pub sent: u64,
     /// Sends that failed (link down, no route, ...).
     pub failed: u64,
 }
 
-impl Sender {
+impl Heartbeats {
     /// Opens sockets bound to `port` on `interface` for the given destinations.
     pub fn open(
         interface: &str,
@@ -32,62 +39,60 @@ impl Sender {
         destinations: &[IpAddr],
         template: Heartbeat,
     ) -> io::Result<Self> {
-        let dest = |pred: fn(&IpAddr) -> bool| -> Vec<SocketAddr> {
-            destinations
+        let open = |v6: bool| -> io::Result<Option<(UdpSocket, Vec<SocketAddr>)>> {
+            let dests: Vec<SocketAddr> = destinations
                 .iter()
-                .filter(|a| pred(a))
+                .filter(|a| a.is_ipv6() == v6)
                 .map(|&a| match a {
-                    IpAddr::V6(v6) if is_link_local_v6(&v6) => {
-                        SocketAddr::V6(SocketAddrV6::new(v6, port, 0, ifindex))
+                    IpAddr::V6(a) if is_link_local_v6(&a) => {
+                        SocketAddr::V6(SocketAddrV6::new(a, port, 0, ifindex))
                     }
                     a => SocketAddr::new(a, port),
                 })
-                .collect()
-        };
-        let v4_dest = dest(IpAddr::is_ipv4);
-        let v6_dest = dest(IpAddr::is_ipv6);
-        let v4 = if v4_dest.is_empty() {
-            None
-        } else {
-            Some((
-                socket(
-                    interface,
-                    ifindex,
-                    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
-                )?,
-                v4_dest,
-            ))
-        };
-        let v6 = if v6_dest.is_empty() {
-            None
-        } else {
-            Some((
-                socket(
-                    interface,
-                    ifindex,
-                    SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
-                )?,
-                v6_dest,
-            ))
+                .collect();
+            if dests.is_empty() {
+                return Ok(None);
+            }
+            let any: IpAddr = if v6 {
+                Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                Ipv4Addr::UNSPECIFIED.into()
+            };
+            let sock = socket(interface, ifindex, SocketAddr::new(any, port))?;
+            for group in dests
+                .iter()
+                .map(SocketAddr::ip)
+                .filter(IpAddr::is_multicast)
+            {
+                join(&sock, group, ifindex)?;
+            }
+            Ok(Some((sock, dests)))
         };
         Ok(Self {
-            v4,
-            v6,
+            v4: open(false)?,
+            v6: open(true)?,
             template,
             sent: 0,
             failed: 0,
         })
     }
 
-    /// Sends the next heartbeat with `flags` to every destination; returns the first error.
-    pub fn send(&mut self, flags: u8) -> io::Result<()> {
+    /// Sends the next heartbeat with `flags`, `view_digest` and an optional state section
+    /// to every destination; returns the first error.
+    pub fn send(&mut self, flags: u8, view_digest: u64, state: &[u8]) -> io::Result<()> {
         self.template.sequence += 1;
         self.template.flags = flags;
-        let bytes = self.template.to_bytes();
+        self.template.view_digest = view_digest;
+        self.template.state_len = state.len() as u16;
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let len = HEADER_LEN + state.len();
+        let header: &mut [u8; HEADER_LEN] = (&mut buf[..HEADER_LEN]).try_into().expect("size");
+        self.template.write(header);
+        buf[HEADER_LEN..len].copy_from_slice(state);
         let mut first_err = None;
         for (sock, dests) in self.v4.iter().chain(self.v6.iter()) {
             for d in dests {
-                match sock.send_to(&bytes, d) {
+                match sock.try_send_to(&buf[..len], *d) {
                     Ok(_) => self.sent += 1,
                     Err(e) => {
                         self.failed += 1;
@@ -102,6 +107,38 @@ impl Sender {
     /// The sequence number of the last heartbeat sent.
     pub fn sequence(&self) -> u64 {
         self.template.sequence
+    }
+
+    /// Receives the next datagram that reached a socket (a heartbeat with a state section,
+    /// or anything else the XDP program passed). Never resolves if there are no sockets.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match (&self.v4, &self.v6) {
+            (Some((a, _)), Some((b, _))) => {
+                let mut buf2 = [0u8; MAX_DATAGRAM];
+                tokio::select! {
+                    r = a.recv(buf) => r,
+                    r = b.recv(&mut buf2) => {
+                        let n = r?.min(buf.len());
+                        buf[..n].copy_from_slice(&buf2[..n]);
+                        Ok(n)
+                    }
+                }
+            }
+            (Some((s, _)), None) | (None, Some((s, _))) => s.recv(buf).await,
+            (None, None) => std::future::pending().await,
+        }
+    }
+}
+
+/// Joins `group` on the interface, so its frames are accepted (and the state heartbeats
+/// sent to it reach this socket).
+fn join(sock: &UdpSocket, group: IpAddr, ifindex: u32) -> io::Result<()> {
+    let s = socket2::SockRef::from(sock);
+    match group {
+        IpAddr::V4(g) => {
+            s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))
+        }
+        IpAddr::V6(g) => s.join_multicast_v6(&g, ifindex),
     }
 }
 
@@ -126,9 +163,7 @@ fn socket(interface: &str, ifindex: u32, bind: SocketAddr) -> io::Result<UdpSock
         s.set_multicast_ttl_v4(1)?;
     }
     s.bind_device(Some(interface.as_bytes()))?;
-    // Heartbeats are consumed by XDP; this socket only owns the port (no ICMP unreachable).
-    s.set_recv_buffer_size(4096)?;
     s.set_nonblocking(true)?;
     s.bind(&bind.into())?;
-    Ok(s.into())
+    UdpSocket::from_std(s.into())
 }

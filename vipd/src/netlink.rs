@@ -2,12 +2,14 @@
 
 use std::net::IpAddr;
 
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _, channel::mpsc::UnboundedReceiver};
 use rtnetlink::{
-    Handle,
+    Handle, MulticastGroup,
+    packet_core::{NetlinkMessage, NetlinkPayload},
     packet_route::{
+        RouteNetlinkMessage,
         address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage},
-        link::LinkAttribute,
+        link::{LinkAttribute, LinkFlags, LinkMessage},
     },
 };
 
@@ -52,6 +54,8 @@ pub struct Link {
     pub name: String,
     /// The interface's MAC address.
     pub mac: [u8; 6],
+    /// Whether it had carrier (up, lower layer up) when opened.
+    pub carrier: bool,
 }
 
 impl Link {
@@ -82,6 +86,7 @@ impl Link {
             })
             .ok_or_else(|| NetlinkError::NotEthernet(name.into()))?;
         Ok(Self {
+            carrier: has_carrier(&msg),
             handle,
             index: msg.header.index,
             name: name.into(),
@@ -180,4 +185,43 @@ fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
             _ => None,
         })
     })
+}
+
+fn has_carrier(msg: &LinkMessage) -> bool {
+    msg.header
+        .flags
+        .contains(LinkFlags::Up | LinkFlags::LowerUp)
+}
+
+/// Carrier changes of one interface, from the kernel's link notifications.
+pub struct CarrierWatch {
+    index: u32,
+    messages: UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+}
+
+impl CarrierWatch {
+    /// Subscribes to link notifications (spawned on the current tokio runtime).
+    pub fn open(index: u32) -> Result<Self, NetlinkError> {
+        let (conn, _handle, messages) =
+            rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
+                .map_err(NetlinkError::Connect)?;
+        tokio::spawn(conn);
+        Ok(Self { index, messages })
+    }
+
+    /// The next carrier state of the interface (`true`: up); `None` if the kernel closed
+    /// the subscription.
+    pub async fn next(&mut self) -> Option<bool> {
+        loop {
+            let (msg, _) = self.messages.next().await?;
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = msg.payload
+                && link.header.index == self.index
+            {
+                return Some(has_carrier(&link));
+            }
+        }
+    }
 }

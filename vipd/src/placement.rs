@@ -1,77 +1,402 @@
-//! Which node holds which VIP, computed from the membership view alone.
+//! Which node holds which VIP: weighted, balanced, minimal movement, deterministic.
 //!
-//! The rule (a later placement will add weights and minimal movement): sort the VIPs by
-//! address and the live node ids numerically; VIP number `i` goes to node number
-//! `i mod n`. Every node that has the same view computes the same assignment, so no
-//! coordination round is needed before a takeover.
+//! Inputs are the membership view (node ids and weights), the pool, and who holds each VIP
+//! now (learned from the holders' heartbeats). Every node that has the same inputs computes
+//! the same assignment, whatever the order it learned them in, so a takeover needs no
+//! coordination round.
+//!
+//! With `W` the sum of weights and `N` the number of VIPs, node `i`'s fair share is
+//! `N·wᵢ/W`; it gets `⌊share⌋` or `⌈share⌉` VIPs (balanced within one). Within those bounds
+//! it keeps as many of the VIPs it holds as it can, so:
+//! - when a node leaves, only its VIPs move;
+//! - when a node joins, only as many VIPs move as balance needs, and they move to it.
+//!
+//! A VIP claimed by two nodes (after a split brain) counts as held by the lower node id.
+//! Without preemption (`preempt = false`) nodes keep everything they hold, and only orphaned
+//! VIPs are placed (on the nodes furthest below their share).
+//!
+//! Worked examples (equal weights, `v1 < v2 < …`, nodes numbered by id):
+//! - 2 nodes, 2 VIPs, from nothing: node 1 {v1}, node 2 {v2}. Node 2 dies: node 1 {v1, v2}.
+//!   Node 2 returns: v2 moves back (node 1 is above its share of 1).
+//! - 2 nodes, 3 VIPs: shares 1.5: node 1 {v1, v2}, node 2 {v3}; the node with the lower
+//!   id breaks the tie for the odd VIP.
+//! - 3 nodes, 6 VIPs: node 1 {v1, v2}, node 2 {v3, v4}, node 3 {v5, v6}. Node 3 dies:
+//!   shares 3, v5 goes to node 1 and v6 to node 2; nothing else moves. Node 2 dies too:
+//!   node 1 holds all six. Both return: two each again, each returning node taking VIPs
+//!   from node 1 only.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap},
+    net::IpAddr,
+};
 
-/// Assigns every VIP to one node of `view`; empty if the view is empty.
-pub fn assign(vips: &[IpAddr], view: &[u32]) -> BTreeMap<IpAddr, u32> {
-    let mut nodes = view.to_vec();
-    nodes.sort_unstable();
-    nodes.dedup();
-    let mut vips = vips.to_vec();
-    vips.sort_unstable();
-    vips.dedup();
-    if nodes.is_empty() {
+/// A member of the view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Member {
+    /// Node id.
+    pub id: u32,
+    /// Placement weight, at least 1 (0 is treated as 1).
+    pub weight: u32,
+}
+
+/// One node's bounds and counts during placement.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    id: u32,
+    /// N·w (the share scaled by W).
+    scaled_share: u128,
+    lo: usize,
+    hi: usize,
+    held: usize,
+    /// How many VIPs it will hold.
+    target: usize,
+}
+
+impl Slot {
+    /// How far above its share it would be with `count` VIPs, scaled by W.
+    fn excess(&self, count: usize, total_weight: u128) -> i128 {
+        count as i128 * total_weight as i128 - self.scaled_share as i128
+    }
+}
+
+/// Assigns every VIP of `pool` to one member; empty if there are no members.
+///
+/// `holders` says who holds each VIP now (entries for non-members are ignored).
+pub fn place(
+    pool: &[IpAddr],
+    members: &[Member],
+    holders: &BTreeMap<IpAddr, u32>,
+    preempt: bool,
+) -> BTreeMap<IpAddr, u32> {
+    let mut pool = pool.to_vec();
+    pool.sort_unstable();
+    pool.dedup();
+    let mut members: Vec<Member> = members.to_vec();
+    members.sort_unstable();
+    members.dedup_by_key(|m| m.id);
+    if members.is_empty() {
         return BTreeMap::new();
     }
-    vips.into_iter()
+    let n = pool.len() as u128;
+    let total_weight: u128 = members.iter().map(|m| u128::from(m.weight.max(1))).sum();
+
+    // What each member holds now, in pool order.
+    let index: BTreeMap<u32, usize> = members.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+    let mut held: Vec<Vec<IpAddr>> = vec![Vec::new(); members.len()];
+    for vip in &pool {
+        if let Some(&i) = holders.get(vip).and_then(|id| index.get(id)) {
+            held[i].push(*vip);
+        }
+    }
+    let mut slots: Vec<Slot> = members
+        .iter()
+        .zip(&held)
+        .map(|(m, h)| {
+            let scaled_share = n * u128::from(m.weight.max(1));
+            let lo = (scaled_share / total_weight) as usize;
+            let hi = lo + usize::from(scaled_share % total_weight != 0);
+            Slot {
+                id: m.id,
+                scaled_share,
+                lo,
+                hi,
+                held: h.len(),
+                target: 0,
+            }
+        })
+        .collect();
+
+    if preempt {
+        balanced_targets(&mut slots, pool.len(), total_weight);
+    } else {
+        sticky_targets(&mut slots, pool.len(), total_weight);
+    }
+
+    // Each member keeps the lowest of the VIPs it holds, up to its target; the rest are
+    // dealt in pool order to the members still below target, in member order.
+    let mut out = BTreeMap::new();
+    for (slot, h) in slots.iter().zip(&held) {
+        for vip in h.iter().take(slot.target) {
+            out.insert(*vip, slot.id);
+        }
+    }
+    let mut receivers = slots.iter().flat_map(|s| {
+        let kept = s.held.min(s.target);
+        std::iter::repeat_n(s.id, s.target - kept)
+    });
+    for vip in &pool {
+        if !out.contains_key(vip) {
+            let id = receivers.next().expect("targets add up to the pool size");
+            out.insert(*vip, id);
+        }
+    }
+    out
+}
+
+/// Targets within [lo, hi] that sum to `n` and keep as many held VIPs as possible.
+fn balanced_targets(slots: &mut [Slot], n: usize, total_weight: u128) {
+    for s in slots.iter_mut() {
+        s.target = s.held.clamp(s.lo, s.hi);
+    }
+    let mut sum: usize = slots.iter().map(|s| s.target).sum();
+    // Too many: lower the members furthest above their share (those holding more than
+    // their floor) until the total fits.
+    while sum > n {
+        let s = slots
+            .iter_mut()
+            .filter(|s| s.target > s.lo)
+            .max_by_key(|s| (s.excess(s.target, total_weight), Reverse(s.id)))
+            .expect("the floors sum to at most n");
+        s.target -= 1;
+        sum -= 1;
+    }
+    // Too few: raise the members furthest below their share, up to their ceiling.
+    raise(slots, n - sum, total_weight, |s| s.target < s.hi);
+}
+
+/// Targets that never take a VIP away from its holder; orphans fill the emptiest members.
+fn sticky_targets(slots: &mut [Slot], n: usize, total_weight: u128) {
+    for s in slots.iter_mut() {
+        s.target = s.held;
+    }
+    let sum: usize = slots.iter().map(|s| s.target).sum();
+    raise(slots, n - sum, total_weight, |_| true);
+}
+
+/// Adds `count` to the targets, one at a time, to the eligible member furthest below its
+/// share (lowest id on ties).
+fn raise(slots: &mut [Slot], count: usize, total_weight: u128, eligible: impl Fn(&Slot) -> bool) {
+    let mut heap: BinaryHeap<(Reverse<i128>, Reverse<u32>, usize)> = slots
+        .iter()
         .enumerate()
-        .map(|(i, vip)| (vip, nodes[i % nodes.len()]))
-        .collect()
+        .filter(|(_, s)| eligible(s))
+        .map(|(i, s)| {
+            (
+                Reverse(s.excess(s.target + 1, total_weight)),
+                Reverse(s.id),
+                i,
+            )
+        })
+        .collect();
+    for _ in 0..count {
+        let (_, _, i) = heap.pop().expect("the ceilings sum to at least n");
+        slots[i].target += 1;
+        if eligible(&slots[i]) {
+            let s = &slots[i];
+            heap.push((
+                Reverse(s.excess(s.target + 1, total_weight)),
+                Reverse(s.id),
+                i,
+            ));
+        }
+    }
+}
+
+/// Each member's count of VIPs in an assignment (members with none included).
+pub fn counts(assignment: &BTreeMap<IpAddr, u32>, members: &[Member]) -> BTreeMap<u32, usize> {
+    let mut c: BTreeMap<u32, usize> = members.iter().map(|m| (m.id, 0)).collect();
+    for id in assignment.values() {
+        *c.entry(*id).or_default() += 1;
+    }
+    c
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
+    use proptest::prelude::*;
+
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+    fn pool(n: usize) -> Vec<IpAddr> {
+        (0..n as u32)
+            .map(|i| IpAddr::V4(Ipv4Addr::from(0xC000_0200 + i)))
+            .collect()
     }
 
-    #[test]
-    fn two_nodes_two_vips_one_each() {
-        let vips = [ip("192.0.2.202"), ip("192.0.2.201")];
-        let a = assign(&vips, &[2, 1]);
-        assert_eq!(a[&ip("192.0.2.201")], 1);
-        assert_eq!(a[&ip("192.0.2.202")], 2);
+    fn members(ids: &[u32]) -> Vec<Member> {
+        ids.iter().map(|&id| Member { id, weight: 1 }).collect()
     }
 
-    #[test]
-    fn survivor_takes_everything() {
-        let vips = [ip("192.0.2.201"), ip("192.0.2.202"), ip("2001:db8::201")];
-        let a = assign(&vips, &[2]);
-        assert!(a.values().all(|&n| n == 2));
-        assert_eq!(a.len(), 3);
+    fn ids_of(a: &BTreeMap<IpAddr, u32>, id: u32) -> Vec<IpAddr> {
+        a.iter()
+            .filter(|(_, n)| **n == id)
+            .map(|(v, _)| *v)
+            .collect()
     }
 
-    #[test]
-    fn independent_of_input_order() {
-        let v1 = [ip("192.0.2.1"), ip("192.0.2.3"), ip("192.0.2.2")];
-        let v2 = [ip("192.0.2.3"), ip("192.0.2.2"), ip("192.0.2.1")];
-        assert_eq!(assign(&v1, &[3, 1, 2]), assign(&v2, &[2, 3, 1]));
+    fn fresh(p: &[IpAddr], m: &[Member]) -> BTreeMap<IpAddr, u32> {
+        place(p, m, &BTreeMap::new(), true)
     }
 
-    #[test]
-    fn empty_view_assigns_nothing() {
-        assert!(assign(&[ip("192.0.2.1")], &[]).is_empty());
-    }
-
-    #[test]
-    fn balanced_within_one() {
-        let vips: Vec<IpAddr> = (1..=7).map(|i| ip(&format!("192.0.2.{i}"))).collect();
-        let a = assign(&vips, &[1, 2, 3]);
-        let mut counts = BTreeMap::new();
-        for n in a.values() {
-            *counts.entry(*n).or_insert(0) += 1;
+    /// Every member within one VIP of its weighted share.
+    fn assert_balanced(a: &BTreeMap<IpAddr, u32>, m: &[Member], n: usize) {
+        let w: u128 = m.iter().map(|m| u128::from(m.weight.max(1))).sum();
+        for (id, count) in counts(a, m) {
+            let weight = u128::from(m.iter().find(|x| x.id == id).unwrap().weight.max(1));
+            let scaled = n as u128 * weight;
+            let (lo, hi) = (scaled / w, scaled.div_ceil(w));
+            assert!(
+                (lo..=hi).contains(&(count as u128)),
+                "node {id} holds {count}, share {}/{w}",
+                scaled
+            );
         }
-        let (min, max) = (
-            counts.values().min().unwrap(),
-            counts.values().max().unwrap(),
+    }
+
+    #[test]
+    fn worked_examples() {
+        let p = pool(2);
+        let a = fresh(&p, &members(&[1, 2]));
+        assert_eq!((ids_of(&a, 1), ids_of(&a, 2)), (vec![p[0]], vec![p[1]]));
+        let alone = place(&p, &members(&[1]), &a, true);
+        assert_eq!(ids_of(&alone, 1), p);
+        let back = place(&p, &members(&[1, 2]), &alone, true);
+        assert_eq!(back, a);
+
+        let p = pool(3);
+        let a = fresh(&p, &members(&[1, 2]));
+        assert_eq!(
+            (ids_of(&a, 1), ids_of(&a, 2)),
+            (vec![p[0], p[1]], vec![p[2]])
         );
-        assert!(max - min <= 1, "{counts:?}");
+
+        let p = pool(6);
+        let three = fresh(&p, &members(&[1, 2, 3]));
+        assert_eq!(ids_of(&three, 3), vec![p[4], p[5]]);
+        let two = place(&p, &members(&[1, 2]), &three, true);
+        assert_eq!(ids_of(&two, 1), vec![p[0], p[1], p[4]]);
+        assert_eq!(ids_of(&two, 2), vec![p[2], p[3], p[5]]);
+        let one = place(&p, &members(&[1]), &two, true);
+        assert_eq!(ids_of(&one, 1), p);
+        let again = place(&p, &members(&[1, 2, 3]), &one, true);
+        assert_eq!(
+            counts(&again, &members(&[1, 2, 3]))
+                .values()
+                .collect::<Vec<_>>(),
+            [&2, &2, &2]
+        );
+    }
+
+    #[test]
+    fn double_claims_go_to_the_lower_id() {
+        let p = pool(2);
+        // After a split brain, both claim everything; node 1 counts as the holder.
+        let holders: BTreeMap<IpAddr, u32> = p.iter().map(|v| (*v, 1)).collect();
+        let a = place(&p, &members(&[1, 2]), &holders, true);
+        assert_eq!(a[&p[0]], 1);
+        assert_eq!(a[&p[1]], 2);
+    }
+
+    #[test]
+    fn no_preempt_keeps_what_is_held() {
+        let p = pool(4);
+        let alone = fresh(&p, &members(&[1]));
+        let a = place(&p, &members(&[1, 2]), &alone, false);
+        assert_eq!(a, alone, "the joiner gets nothing while the holder lives");
+        let gone = place(&p, &members(&[2, 3]), &a, false);
+        assert_eq!(
+            counts(&gone, &members(&[2, 3]))
+                .values()
+                .collect::<Vec<_>>(),
+            [&2, &2]
+        );
+    }
+
+    #[test]
+    fn weights_are_respected() {
+        let p = pool(10);
+        let m = [
+            Member { id: 1, weight: 3 },
+            Member { id: 2, weight: 1 },
+            Member { id: 3, weight: 1 },
+        ];
+        let a = fresh(&p, &m);
+        assert_eq!(counts(&a, &m)[&1], 6);
+        assert_balanced(&a, &m, 10);
+    }
+
+    fn view() -> impl Strategy<Value = (Vec<Member>, usize)> {
+        (
+            proptest::collection::btree_map(1u32..10_000, 1u32..8, 1..=64),
+            0usize..=10_000,
+        )
+            .prop_map(|(m, n)| {
+                (
+                    m.into_iter()
+                        .map(|(id, weight)| Member { id, weight })
+                        .collect(),
+                    n,
+                )
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn deterministic_and_order_independent((m, n) in view(), seed in any::<u64>()) {
+            let p = pool(n);
+            let a = fresh(&p, &m);
+            let mut shuffled_m = m.clone();
+            let mut shuffled_p = p.clone();
+            // A cheap deterministic shuffle.
+            let k = (seed as usize) % shuffled_m.len().max(1);
+            shuffled_m.rotate_left(k);
+            shuffled_m.reverse();
+            shuffled_p.reverse();
+            prop_assert_eq!(&a, &fresh(&shuffled_p, &shuffled_m));
+            prop_assert_eq!(a.len(), n);
+            assert_balanced(&a, &m, n);
+        }
+
+        #[test]
+        fn a_leave_moves_only_the_leavers_vips((m, n) in view(), pick in any::<usize>()) {
+            prop_assume!(m.len() >= 2);
+            let p = pool(n);
+            let before = fresh(&p, &m);
+            let gone = m[pick % m.len()].id;
+            let rest: Vec<Member> = m.iter().copied().filter(|x| x.id != gone).collect();
+            let after = place(&p, &rest, &before, true);
+            assert_balanced(&after, &rest, n);
+            for (vip, owner) in &before {
+                if *owner != gone {
+                    prop_assert_eq!(after[vip], *owner, "{} moved off a survivor", vip);
+                }
+            }
+        }
+
+        #[test]
+        fn a_join_moves_the_minimum_to_the_joiner((m, n) in view(), pick in any::<usize>()) {
+            prop_assume!(m.len() >= 2);
+            let p = pool(n);
+            let joiner = m[pick % m.len()];
+            let old: Vec<Member> = m.iter().copied().filter(|x| x.id != joiner.id).collect();
+            let before = fresh(&p, &old);
+            let after = place(&p, &m, &before, true);
+            assert_balanced(&after, &m, n);
+            let moved: Vec<&IpAddr> = before.keys().filter(|v| before[*v] != after[*v]).collect();
+            for v in &moved {
+                prop_assert_eq!(after[*v], joiner.id, "{} moved between old members", v);
+            }
+            // The joiner gets its floor, or more only where old members were forced down.
+            let w: u128 = m.iter().map(|x| u128::from(x.weight)).sum();
+            let floor = (n as u128 * u128::from(joiner.weight) / w) as usize;
+            let forced: usize = old.iter().map(|x| {
+                let hi = (n as u128 * u128::from(x.weight)).div_ceil(w) as usize;
+                ids_of(&before, x.id).len().saturating_sub(hi)
+            }).sum();
+            prop_assert_eq!(moved.len(), floor.max(forced));
+        }
+
+        #[test]
+        fn placing_again_changes_nothing((m, n) in view()) {
+            let p = pool(n);
+            let a = fresh(&p, &m);
+            prop_assert_eq!(&place(&p, &m, &a, true), &a);
+            prop_assert_eq!(&place(&p, &m, &a, false), &a);
+        }
     }
 }
