@@ -171,10 +171,47 @@ impl Lab {
         )?;
         self.ip(&self.switch, &["link", "set", &port, "master", "br0"])?;
         self.ip(&self.switch, &["link", "set", &port, "up"])?;
+        // No duplicate address detection: IPv6 (link-local too) is usable at once.
+        self.sysctl(&host, "net.ipv6.conf.eth0.accept_dad", "0")?;
+        // Keep IPv6 addresses across link down/up, as a real host's configuration would.
+        self.sysctl(&host, "net.ipv6.conf.eth0.keep_addr_on_down", "1")?;
         self.ip(&netns, &["link", "set", "lo", "up"])?;
         self.ip(&netns, &["addr", "add", addr_cidr, "dev", "eth0"])?;
         self.ip(&netns, &["link", "set", "eth0", "up"])?;
         Ok(host)
+    }
+
+    /// Adds another address to `host`'s eth0 (IPv6 without duplicate address detection).
+    pub fn add_address(&self, host: &Host, addr_cidr: &str) -> anyhow::Result<()> {
+        let mut args = vec!["addr", "add", addr_cidr, "dev", "eth0"];
+        if addr_cidr.contains(':') {
+            args.push("nodad");
+        }
+        self.ip(&host.netns, &args)?;
+        Ok(())
+    }
+
+    /// Sets a sysctl inside `host`.
+    pub fn sysctl(&self, host: &Host, key: &str, value: &str) -> anyhow::Result<()> {
+        let out = self.exec(host, "sysctl", &["-qw", &format!("{key}={value}")])?;
+        if !out.status.success() {
+            bail!(
+                "sysctl {key}={value} in {}: {}",
+                host.netns,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets the switch-side port of `host` up or down: the host's eth0 loses carrier.
+    pub fn set_switch_port(&self, host: &Host, up: bool) -> anyhow::Result<()> {
+        let port = format!("p-{}", host.name);
+        self.ip(
+            &self.switch,
+            &["link", "set", &port, if up { "up" } else { "down" }],
+        )?;
+        Ok(())
     }
 
     /// Runs `ip -n <netns> args…` and returns its stdout.

@@ -1,0 +1,388 @@
+//! Pool mode in network namespaces: N VIPs over M nodes, balanced and weighted, with
+//! minimal movement on failures, IPv6, a flapping link, and divergent views converging.
+//!
+//! These run as root (CI does); elsewhere they print why they skip.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use anyhow::Context as _;
+use xtask::lab::{Host, Lab, privileged, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(15);
+
+struct Pool {
+    lab: Lab,
+    nodes: Vec<Host>,
+    client: Host,
+    vips: Vec<String>,
+    procs: BTreeMap<String, usize>,
+}
+
+impl Pool {
+    /// `n` nodes (192.0.2.1x, 2001:db8::1x) and a client; `vips` is the pool.
+    fn new(tag: &str, n: usize, vips: &[&str]) -> anyhow::Result<Self> {
+        let mut lab = Lab::new(tag)?;
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let h = lab.add_host(
+                &format!("n{i}"),
+                &format!("192.0.2.{}/24", 10 + i),
+                &format!("02:00:00:00:00:{:02x}", 10 + i),
+            )?;
+            lab.add_address(&h, &format!("2001:db8::{}/64", 10 + i))?;
+            nodes.push(h);
+        }
+        let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
+        lab.add_address(&client, "2001:db8::100/64")?;
+        Ok(Self {
+            lab,
+            nodes,
+            client,
+            vips: vips.iter().map(|v| v.to_string()).collect(),
+            procs: BTreeMap::new(),
+        })
+    }
+
+    /// Starts vipd on node `i` (1-based) with `extra` flags.
+    fn start(&mut self, i: usize, run: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let host = self.nodes[i - 1].clone();
+        let instance = format!("{}-{}", self.lab.prefix(), host.name);
+        let id = i.to_string();
+        let mut args = vec![
+            "run",
+            "-i",
+            "eth0",
+            "-n",
+            &id,
+            "--instance",
+            &instance,
+            "--interval",
+            "50ms",
+        ];
+        for v in &self.vips {
+            args.extend(["--vip", v.as_str()]);
+        }
+        args.extend_from_slice(extra);
+        let p = self.lab.spawn(
+            &host,
+            &format!("{}-{run}", host.name),
+            Path::new(env!("CARGO_BIN_EXE_vipd")),
+            &args,
+        )?;
+        self.lab
+            .proc(p)
+            .wait_for_line(&["XDP program attached"], SETTLE)?;
+        self.procs.insert(host.name.clone(), p);
+        Ok(())
+    }
+
+    /// Hard failure of node `i`: SIGKILL and its link cut.
+    fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        let host = self.nodes[i - 1].clone();
+        let p = self.procs[&host.name];
+        self.lab.proc(p).signal(libc::SIGKILL)?;
+        self.lab.set_link(&host, false)?;
+        self.lab.proc(p).wait_exit(SETTLE).ok();
+        Ok(())
+    }
+
+    /// Who holds each VIP among `live` nodes (1-based), once every VIP is on exactly one of
+    /// them and node `live[k]` holds `counts[k]` VIPs.
+    fn wait_counts(
+        &self,
+        live: &[usize],
+        counts: &[usize],
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut owners = BTreeMap::new();
+        let mut last = String::new();
+        wait_until(
+            &format!("VIP counts {counts:?} on nodes {live:?}"),
+            SETTLE,
+            || {
+                owners.clear();
+                for vip in &self.vips {
+                    let addr = vip.split('/').next().unwrap_or(vip);
+                    let on: Vec<&Host> = live
+                        .iter()
+                        .map(|i| &self.nodes[i - 1])
+                        .filter(|h| self.lab.has_address(h, addr).unwrap_or(false))
+                        .collect();
+                    if on.len() != 1 {
+                        last = format!(
+                            "{vip} on {:?}",
+                            on.iter().map(|h| &h.name).collect::<Vec<_>>()
+                        );
+                        return Ok(false);
+                    }
+                    owners.insert(addr.to_string(), on[0].name.clone());
+                }
+                let have: Vec<usize> = live
+                    .iter()
+                    .map(|i| {
+                        owners
+                            .values()
+                            .filter(|o| **o == self.nodes[i - 1].name)
+                            .count()
+                    })
+                    .collect();
+                last = format!("counts {have:?}");
+                Ok(have == counts)
+            },
+        )
+        .with_context(|| format!("last seen: {last}"))?;
+        Ok(owners)
+    }
+
+    /// Every VIP answers the client, from the MAC of the node holding it.
+    fn wait_answering(&self, owners: &BTreeMap<String, String>) -> anyhow::Result<()> {
+        for (vip, owner) in owners {
+            let mac = &self
+                .nodes
+                .iter()
+                .find(|h| h.name == *owner)
+                .expect("owner")
+                .mac;
+            wait_until(&format!("{vip} answering from {owner}"), SETTLE, || {
+                Ok(self.lab.ping(&self.client, vip)?
+                    && self.lab.neighbour_mac(&self.client, vip)?.as_deref() == Some(mac.as_str()))
+            })
+            .with_context(|| {
+                format!(
+                    "ping: {:?}, client's entry: {:?}",
+                    self.lab.ping(&self.client, vip),
+                    self.lab.ip(&self.client.netns, &["neigh", "show", vip])
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn log(&mut self, node: &str) -> String {
+        let p = self.procs[node];
+        self.lab.proc(p).output()
+    }
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn three_nodes_six_vips_spread_and_return_over_ipv4_and_ipv6() -> anyhow::Result<()> {
+    if !privileged("three_nodes_six_vips_spread_and_return_over_ipv4_and_ipv6") {
+        return Ok(());
+    }
+    let vips = [
+        "192.0.2.201",
+        "192.0.2.202",
+        "192.0.2.203",
+        "2001:db8::201",
+        "2001:db8::202",
+        "2001:db8::203",
+    ];
+    let mut p = Pool::new("vp", 3, &vips)?;
+    // Heartbeats over IPv6 link-local multicast: the XDP program parses IPv6 too.
+    let flags = ["--group", "ff02::7846", "--hold-down", "500ms"];
+    for i in 1..=3 {
+        p.start(i, "first", &flags)?;
+    }
+    let before = p.wait_counts(&[1, 2, 3], &[2, 2, 2])?;
+    p.wait_answering(&before)?;
+
+    // n3 dies: its two VIPs go one to n1 and one to n2; nothing else moves.
+    p.kill(3)?;
+    let after = p.wait_counts(&[1, 2], &[3, 3])?;
+    for (vip, owner) in &before {
+        if owner != "n3" {
+            assert_eq!(&after[vip], owner, "{vip} moved off a survivor");
+        }
+    }
+    p.wait_answering(&after)?;
+
+    // n2 dies too: n1 holds all six.
+    p.kill(2)?;
+    let alone = p.wait_counts(&[1], &[6])?;
+    p.wait_answering(&alone)?;
+
+    // Both return (their crashed runs' addresses are cleaned at start): 2 each again,
+    // every moved VIP coming from n1.
+    for i in [2, 3] {
+        p.lab.set_link(&p.nodes[i - 1].clone(), true)?;
+        p.start(i, "second", &flags)?;
+    }
+    let back = p.wait_counts(&[1, 2, 3], &[2, 2, 2])?;
+    p.wait_answering(&back)?;
+    Ok(())
+}
+
+#[test]
+fn five_weighted_nodes_hold_shares_by_weight() -> anyhow::Result<()> {
+    if !privileged("five_weighted_nodes_hold_shares_by_weight") {
+        return Ok(());
+    }
+    let vips: Vec<String> = (201..=210).map(|i| format!("192.0.2.{i}")).collect();
+    let vips: Vec<&str> = vips.iter().map(String::as_str).collect();
+    let mut p = Pool::new("vw", 5, &vips)?;
+    let weights = ["1", "1", "2", "2", "4"];
+    for (i, w) in weights.iter().enumerate() {
+        // Default transport: IPv4 link-local multicast.
+        p.start(i + 1, "first", &["--weight", w, "--hold-down", "500ms"])?;
+    }
+    // 10 VIPs over weights 1+1+2+2+4: shares are exactly the weights.
+    let owners = p.wait_counts(&[1, 2, 3, 4, 5], &[1, 1, 2, 2, 4])?;
+    p.wait_answering(&owners)?;
+
+    // The heavy node dies: its 4 VIPs spread by weight (shares 10/6·w: 1.7, 1.7, 3.3, 3.3),
+    // and only its VIPs move.
+    p.kill(5)?;
+    // The light nodes are furthest below their shares, so they get the two odd VIPs.
+    let after = p.wait_counts(&[1, 2, 3, 4], &[2, 2, 3, 3])?;
+    for (vip, owner) in &owners {
+        if owner != "n5" {
+            assert_eq!(&after[vip], owner, "{vip} moved off a survivor");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_flapping_link_does_not_drag_vips_back_and_forth() -> anyhow::Result<()> {
+    if !privileged("a_flapping_link_does_not_drag_vips_back_and_forth") {
+        return Ok(());
+    }
+    let mut p = Pool::new("vl", 3, &["192.0.2.201", "192.0.2.202", "192.0.2.203"])?;
+    let flags = ["--hold-down", "1500ms", "--dead-interval", "150ms"];
+    for i in 1..=3 {
+        p.start(i, "first", &flags)?;
+    }
+    p.wait_counts(&[1, 2, 3], &[1, 1, 1])?;
+    let taken = |p: &mut Pool, n: &str| count(&p.log(n), r#"event="address_added""#);
+    let released = |p: &mut Pool, n: &str| count(&p.log(n), "released VIP");
+    let (t1, t2, t3) = (
+        taken(&mut p, "n1"),
+        taken(&mut p, "n2"),
+        taken(&mut p, "n3"),
+    );
+    let (r1, r2, r3) = (
+        released(&mut p, "n1"),
+        released(&mut p, "n2"),
+        released(&mut p, "n3"),
+    );
+
+    // n3's switch port flaps 6 times: 300 ms down (twice the dead interval), 300 ms up
+    // (well inside the hold-down). The schedule is the stimulus, not a synchronisation.
+    let n3 = p.nodes[2].clone();
+    for _ in 0..6 {
+        p.lab.set_switch_port(&n3, false)?;
+        std::thread::sleep(Duration::from_millis(300));
+        p.lab.set_switch_port(&n3, true)?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // After a hold-down of stability n3 gets one VIP back.
+    let after = p.wait_counts(&[1, 2, 3], &[1, 1, 1])?;
+    p.wait_answering(&after)?;
+
+    // Over the whole episode: n3's VIP went to a survivor once and n3 got one VIP back
+    // once; n3 took nothing while flapping.
+    let survivors_took = taken(&mut p, "n1") + taken(&mut p, "n2") - t1 - t2;
+    assert_eq!(
+        survivors_took, 1,
+        "survivors took over more than n3's one VIP"
+    );
+    assert_eq!(taken(&mut p, "n3") - t3, 1, "n3 took VIPs while flapping");
+    assert_eq!(
+        released(&mut p, "n3") - r3,
+        1,
+        "n3 released its VIP once, at the first carrier loss"
+    );
+    assert_eq!(
+        released(&mut p, "n1") + released(&mut p, "n2") - r1 - r2,
+        1,
+        "one VIP given back"
+    );
+    assert_eq!(count(&p.log("n3"), "carrier lost"), 6);
+    Ok(())
+}
+
+#[test]
+fn divergent_views_converge_to_one_owner_and_reannounce() -> anyhow::Result<()> {
+    if !privileged("divergent_views_converge_to_one_owner_and_reannounce") {
+        return Ok(());
+    }
+    let mut p = Pool::new("vd", 2, &["192.0.2.201", "192.0.2.202"])?;
+    p.start(
+        1,
+        "first",
+        &["--peer", "192.0.2.12", "--hold-down", "300ms"],
+    )?;
+    p.start(
+        2,
+        "first",
+        &["--peer", "192.0.2.11", "--hold-down", "300ms"],
+    )?;
+    let owners = p.wait_counts(&[1, 2], &[1, 1])?;
+    let n1_vip = owners
+        .iter()
+        .find(|(_, o)| *o == "n1")
+        .map(|(v, _)| v.clone())
+        .context("n1's VIP")?;
+
+    // n1's heartbeats stop reaching n2 (n2's still reach n1): n2 declares n1 dead and
+    // takes its VIP while n1 keeps it. The views differ.
+    let n1 = p.nodes[0].clone();
+    let nft = |p: &Pool, args: &[&str]| -> anyhow::Result<()> {
+        let out = p.lab.exec(&n1, "nft", args)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    nft(&p, &["add", "table", "inet", "vipdtest"])?;
+    nft(
+        &p,
+        &[
+            "add",
+            "chain",
+            "inet",
+            "vipdtest",
+            "out",
+            "{ type filter hook output priority 0; }",
+        ],
+    )?;
+    nft(
+        &p,
+        &[
+            "add",
+            "rule",
+            "inet",
+            "vipdtest",
+            "out",
+            "ip",
+            "daddr",
+            "192.0.2.12",
+            "udp",
+            "dport",
+            "7846",
+            "drop",
+        ],
+    )?;
+    wait_until("both nodes holding n1's VIP", SETTLE, || {
+        Ok(p.lab.has_address(&p.nodes[0], &n1_vip)? && p.lab.has_address(&p.nodes[1], &n1_vip)?)
+    })?;
+    p.lab
+        .proc(p.procs["n1"])
+        .wait_for_line(&["claimed by another node too"], SETTLE)?;
+
+    // Heal: as soon as the views agree, one owner per VIP (the lower id keeps it), and n1
+    // announces it again so the client's stale entry (n2's MAC) is corrected.
+    nft(&p, &["delete", "table", "inet", "vipdtest"])?;
+    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
+    assert_eq!(healed[&n1_vip], "n1");
+    p.lab
+        .proc(p.procs["n1"])
+        .wait_for_line(&["conflict resolved: announcing again"], SETTLE)?;
+    p.wait_answering(&healed)?;
+    Ok(())
+}
