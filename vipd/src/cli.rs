@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use vipd_common::heartbeat::DEFAULT_PORT;
 
-use crate::{heartbeat::DEFAULT_GROUP_V4, vip::Vip, xdp::AttachMode};
+use crate::{heartbeat::DEFAULT_GROUP_V4, placement::Member, vip::Vip, xdp::AttachMode};
 
 /// vipd: keeps the virtual IPs of a round-robin DNS name alive, moving them from failed
 /// nodes to live ones within milliseconds. Heartbeats are parsed by an XDP program.
@@ -23,6 +23,58 @@ pub enum Command {
     /// Run the failover daemon on one interface (needs root, or CAP_BPF, CAP_NET_ADMIN and
     /// CAP_NET_RAW).
     Run(RunArgs),
+    /// Capacity planner: each node's share of a pool now, and after every combination of
+    /// up to k node failures, with the worst-case load multiplier (VIPs held after the
+    /// failures ÷ VIPs held now). Uses the daemon's own placement.
+    Plan(PlanArgs),
+}
+
+/// `vipd plan` flags.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A node as ID or ID:WEIGHT (repeat, or comma-separate).
+    #[arg(long = "node", value_delimiter = ',', value_parser = parse_member,
+          required_unless_present = "nodes")]
+    pub node: Vec<Member>,
+
+    /// Shorthand for --node 1,2,…,N (all weight 1).
+    #[arg(long, conflicts_with = "node", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub nodes: Option<u32>,
+
+    /// The pool's VIPs (repeat, or comma-separate) …
+    #[arg(long = "vip", value_delimiter = ',', required_unless_present = "vips")]
+    pub vip: Vec<Vip>,
+
+    /// … or just how many there are.
+    #[arg(long, conflicts_with = "vip")]
+    pub vips: Option<usize>,
+
+    /// Plan for up to this many simultaneous node failures.
+    #[arg(short = 'k', long, default_value_t = 1)]
+    pub failures: usize,
+
+    /// Plan for a pool run with --no-preempt.
+    #[arg(long)]
+    pub no_preempt: bool,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_member(s: &str) -> Result<Member, String> {
+    let (id, weight) = s.split_once(':').unwrap_or((s, "1"));
+    let id: u32 = id
+        .parse()
+        .ok()
+        .filter(|&i| i > 0)
+        .ok_or("node ids are whole numbers from 1")?;
+    let weight: u32 = weight
+        .parse()
+        .ok()
+        .filter(|&w| (1..=u32::from(u16::MAX)).contains(&w))
+        .ok_or("weights are whole numbers from 1 to 65535")?;
+    Ok(Member { id, weight })
 }
 
 /// `vipd run` flags.
@@ -224,7 +276,9 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli =
             Cli::try_parse_from(["vipd", "run"].iter().chain(args)).map_err(|e| e.to_string())?;
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
         Config::try_from(run)
     }
 

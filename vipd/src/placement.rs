@@ -95,7 +95,7 @@ pub fn place(
         .map(|(m, h)| {
             let scaled_share = n * u128::from(m.weight.max(1));
             let lo = (scaled_share / total_weight) as usize;
-            let hi = lo + usize::from(scaled_share % total_weight != 0);
+            let hi = lo + usize::from(!scaled_share.is_multiple_of(total_weight));
             Slot {
                 id: m.id,
                 scaled_share,

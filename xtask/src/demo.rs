@@ -65,8 +65,9 @@ pub fn run() -> anyhow::Result<()> {
             .wait_for_line(&["XDP program attached"], WAIT)?
             .trim()
     );
-    wait_placement(&lab, &nodes, &[(VIPS[0], "n1"), (VIPS[1], "n2")])?;
+    let owners = wait_one_each(&lab, &nodes)?;
     show(&lab, &nodes, &client)?;
+    let n1_vip = if owners[0] == "n1" { VIPS[0] } else { VIPS[1] };
 
     step("Hard failure of n1: SIGKILL, then its link cut");
     lab.proc(p1).signal(libc::SIGKILL)?;
@@ -75,25 +76,27 @@ pub fn run() -> anyhow::Result<()> {
     let reachable = [n2.clone()];
     wait_placement(&lab, &reachable, &[(VIPS[0], "n2"), (VIPS[1], "n2")])?;
     wait_until("the client to learn n2's MAC for the VIP", WAIT, || {
-        Ok(lab.neighbour_mac(&client, VIPS[0])?.as_deref() == Some(n2.mac.as_str()))
+        Ok(lab.neighbour_mac(&client, n1_vip)?.as_deref() == Some(n2.mac.as_str()))
     })?;
-    timeline(lab.proc(p2), VIPS[0])?;
+    timeline(lab.proc(p2), n1_vip)?;
     show(&lab, &reachable, &client)?;
 
-    step("n1 comes back: link up, vipd restarted; after its hold-down it gets its VIP back");
+    step("n1 comes back: link up, vipd restarted; after its hold-down it gets one VIP back");
     lab.set_link(&n1, true)?;
     let p1 = start(&mut lab, &n1, 1, "second")?;
-    wait_placement(&lab, &nodes, &[(VIPS[0], "n1"), (VIPS[1], "n2")])?;
-    wait_until("the client to learn n1's MAC again", WAIT, || {
-        Ok(lab.neighbour_mac(&client, VIPS[0])?.as_deref() == Some(n1.mac.as_str()))
+    let owners = wait_one_each(&lab, &nodes)?;
+    let n1_vip = if owners[0] == "n1" { VIPS[0] } else { VIPS[1] };
+    wait_until("the client to learn n1's MAC", WAIT, || {
+        Ok(lab.neighbour_mac(&client, n1_vip)?.as_deref() == Some(n1.mac.as_str()))
     })?;
     show(&lab, &nodes, &client)?;
+    let n2_vip = if n1_vip == VIPS[0] { VIPS[1] } else { VIPS[0] };
 
     step("Graceful stop of n2 (SIGTERM): it sends LEAVING, n1 adopts at once, no dead interval");
     lab.proc(p2).signal(libc::SIGTERM)?;
     lab.proc(p2).wait_exit(WAIT)?;
     wait_placement(&lab, &nodes, &[(VIPS[0], "n1"), (VIPS[1], "n1")])?;
-    timeline(lab.proc(p1), VIPS[1])?;
+    timeline(lab.proc(p1), n2_vip)?;
     show(&lab, &nodes, &client)?;
 
     step("Tearing down the lab");
@@ -117,6 +120,27 @@ fn build_vipd() -> anyhow::Result<PathBuf> {
         bail!("cargo build failed ({status}); did you run ./scripts/setup.sh?");
     }
     Ok(workspace_root().join("target/release/vipd"))
+}
+
+/// Waits until each VIP is on exactly one node and each node holds one; returns the
+/// holder of each VIP.
+fn wait_one_each(lab: &Lab, nodes: &[Host]) -> anyhow::Result<Vec<String>> {
+    let mut owners = Vec::new();
+    wait_until("one VIP on each node", WAIT, || {
+        owners.clear();
+        for vip in VIPS {
+            let on: Vec<&Host> = nodes
+                .iter()
+                .filter(|n| lab.has_address(n, vip).unwrap_or(false))
+                .collect();
+            if on.len() != 1 {
+                return Ok(false);
+            }
+            owners.push(on[0].name.clone());
+        }
+        Ok(owners[0] != owners[1])
+    })?;
+    Ok(owners)
 }
 
 fn wait_placement(lab: &Lab, nodes: &[Host], expected: &[(&str, &str)]) -> anyhow::Result<()> {
