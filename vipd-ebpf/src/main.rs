@@ -14,9 +14,9 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    btf_maps::{Array, HashMap, PerCpuArray, RingBuf},
     helpers::bpf_ktime_get_ns,
-    macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use aya_log_ebpf::info;
@@ -32,17 +32,18 @@ use vipd_common::{
     },
 };
 
-#[map(name = "PEERS")]
-static PEERS: HashMap<u32, PeerState> = HashMap::with_max_entries(MAX_PEERS, 0);
+// BTF map definitions: `bpftool map dump` prints the values' named fields.
+#[btf_map]
+static PEERS: HashMap<u32, PeerState, { MAX_PEERS as usize }> = HashMap::new();
 
-#[map(name = "COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+#[btf_map]
+static COUNTERS: PerCpuArray<u64, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
 
-#[map(name = "EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+#[btf_map]
+static EVENTS: RingBuf<PeerEvent, { EVENTS_BYTES as usize }> = RingBuf::new();
 
-#[map(name = "CONFIG")]
-static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
+#[btf_map]
+static CONFIG: Array<XdpConfig, 1> = Array::new();
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -224,7 +225,7 @@ fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
 
 #[inline(always)]
 fn emit(event: &PeerEvent) {
-    if EVENTS.output::<PeerEvent>(event, 0).is_err() {
+    if EVENTS.output(*event, 0).is_err() {
         count(Counter::EventsLost);
     }
 }

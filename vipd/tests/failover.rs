@@ -214,29 +214,24 @@ fn bpftool_dump(path: &str) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&out).with_context(|| format!("bpftool output: {out}"))
 }
 
-/// Bytes from bpftool's `["0x2a", …]` arrays.
-fn bytes(v: &serde_json::Value) -> Vec<u8> {
-    v.as_array()
+/// The entries of a bpftool JSON dump, as named by the maps' BTF (`formatted`).
+fn entries(dump: &serde_json::Value) -> Vec<&serde_json::Value> {
+    dump.as_array()
         .into_iter()
         .flatten()
-        .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+        .map(|e| &e["formatted"])
         .collect()
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
 /// A counter summed over CPUs, from a dump of the per-CPU counters array.
 fn counter(dump: &serde_json::Value, index: u32) -> u64 {
-    dump.as_array()
+    entries(dump)
         .into_iter()
-        .flatten()
-        .find(|e| bytes(&e["key"]) == index.to_le_bytes())
+        .find(|e| e["key"] == index)
         .and_then(|e| e["values"].as_array())
         .into_iter()
         .flatten()
-        .map(|cpu| le_u64(&bytes(&cpu["value"]), 0))
+        .filter_map(|cpu| cpu["value"].as_u64())
         .sum()
 }
 
@@ -306,26 +301,19 @@ fn pinned_maps_count_what_was_sent() -> anyhow::Result<()> {
     assert_eq!(counter(&counters, Counter::OwnNodeId as u32), 0);
 
     let peers = bpftool_dump(&format!("{pin}/peers"))?;
-    let entry = peers
-        .as_array()
+    let entry = entries(&peers)
         .into_iter()
-        .flatten()
-        .find(|e| bytes(&e["key"]) == 2u32.to_le_bytes())
+        .find(|e| e["key"] == 2)
         .with_context(|| format!("no entry for node 2 in {peers}"))?;
-    let v = bytes(&entry["value"]);
-    // PeerState: last_seen, first_seen, incarnation, sequence, view_digest, received, missed,
-    // node_id u32, interval_us u32, weight u16, flags u8.
-    assert_eq!(le_u64(&v, 24), last_sequence, "sequence");
-    assert_eq!(le_u64(&v, 40), sent, "received");
-    assert_eq!(le_u64(&v, 48), 0, "missed");
-    assert_eq!(u32::from_le_bytes(v[56..60].try_into()?), 2, "node_id");
+    let peer = &entry["value"];
+    assert_eq!(peer["node_id"], 2);
+    assert_eq!(peer["sequence"], last_sequence);
+    assert_eq!(peer["received"], sent);
+    assert_eq!(peer["missed"], 0);
+    assert_eq!(peer["interval_us"], 50_000);
+    let flags = peer["flags"].as_u64().context("flags")? as u8;
     assert_eq!(
-        u32::from_le_bytes(v[60..64].try_into()?),
-        50_000,
-        "interval_us"
-    );
-    assert_eq!(
-        v[66] & vipd_common::heartbeat::FLAG_LEAVING,
+        flags & vipd_common::heartbeat::FLAG_LEAVING,
         vipd_common::heartbeat::FLAG_LEAVING
     );
     Ok(())

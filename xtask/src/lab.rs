@@ -18,6 +18,10 @@ use anyhow::{Context as _, bail};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// vipd's default pin root: the lab removes `<PIN_ROOT>/<lab prefix>-*` when dropped, so
+/// name vipd instances `<lab prefix>-<host>`.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/vipd";
+
 /// One host: a network namespace with `eth0` plugged into the lab's bridge.
 #[derive(Clone, Debug)]
 pub struct Host {
