@@ -1,14 +1,22 @@
-//! Command line: `vipd run …`, parsed with clap and validated into a [`Config`].
+//! Command line, parsed with clap. `run` and `check-config` read the configuration file
+//! and apply their flags on top of it.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use vipd_common::heartbeat::DEFAULT_PORT;
 
-use crate::{heartbeat::DEFAULT_GROUP_V4, placement::Member, vip::Vip, xdp::AttachMode};
+use crate::{
+    config::{Config, DEFAULT_CONFIG, Dur, File},
+    placement::Member,
+    vip::Vip,
+    xdp::AttachMode,
+};
 
 /// vipd: keeps the virtual IPs of a round-robin DNS name alive, moving them from failed
 /// nodes to live ones within milliseconds. Heartbeats are parsed by an XDP program.
+///
+/// Every node of a pool runs `vipd run` with its own node id and the same VIPs, from
+/// /etc/vipd/vipd.toml or flags. Needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW).
 #[derive(Debug, Parser)]
 #[command(name = "vipd", version, propagate_version = true)]
 pub struct Cli {
@@ -20,13 +28,208 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the failover daemon on one interface (needs root, or CAP_BPF, CAP_NET_ADMIN and
-    /// CAP_NET_RAW).
+    /// Run the failover daemon. SIGHUP reloads the configuration (only what changed is
+    /// touched; an invalid file is rejected and the running configuration kept);
+    /// SIGTERM/SIGINT leave the cluster cleanly (LEAVING, VIPs released).
     Run(RunArgs),
+    /// Validate the configuration (file and flags) and print the effective configuration.
+    CheckConfig(RunArgs),
+    /// Show a running node: peers, VIP owners, XDP counters, view agreement.
+    Status(StatusArgs),
+    /// Print the round-robin DNS records (A/AAAA) for the pool's VIPs.
+    Zone(ZoneArgs),
     /// Capacity planner: each node's share of a pool now, and after every combination of
     /// up to k node failures, with the worst-case load multiplier (VIPs held after the
     /// failures ÷ VIPs held now). Uses the daemon's own placement.
     Plan(PlanArgs),
+}
+
+/// Flags of `run` and `check-config`; each overrides the configuration file's key.
+#[derive(Debug, Args, Default, Clone)]
+pub struct RunArgs {
+    /// Configuration file [default: /etc/vipd/vipd.toml, if it exists].
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+
+    /// The cluster interface: heartbeats are sent and parsed here, VIPs are added here
+    /// ([node] interface).
+    #[arg(short, long)]
+    pub interface: Option<String>,
+
+    /// This node's id: unique in the cluster, 1 or more ([node] id).
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub node_id: Option<u32>,
+
+    /// A VIP of the pool (repeat, or comma-separate); every node lists the same VIPs.
+    /// `192.0.2.201` is added as /32, `2001:db8::201` as /128; `ADDR/LEN` sets the prefix
+    /// ([pool] vips).
+    #[arg(long = "vip", value_delimiter = ',')]
+    pub vips: Vec<Vip>,
+
+    /// A peer to send heartbeats to by unicast (repeat, or comma-separate). With peers,
+    /// no multicast is sent unless --group is given too ([heartbeat] peers).
+    #[arg(long = "peer", value_delimiter = ',')]
+    pub peers: Vec<IpAddr>,
+
+    /// Multicast group for heartbeats [default: 224.0.0.199 when there are no peers].
+    #[arg(long)]
+    pub group: Option<IpAddr>,
+
+    /// Cluster id: nodes only listen to heartbeats of their own cluster [default: 1].
+    #[arg(long)]
+    pub cluster_id: Option<u32>,
+
+    /// UDP port of heartbeats [default: 7846].
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Time between heartbeats (e.g. 100ms, 1s, 500us) [default: 100ms].
+    #[arg(long)]
+    pub interval: Option<Dur>,
+
+    /// Silence after which a peer is declared dead [default: 3 × interval].
+    #[arg(long)]
+    pub dead_interval: Option<Dur>,
+
+    /// How long a node waits before it takes VIPs (and before peers give it VIPs back),
+    /// after it starts and whenever its interface regains carrier, so a flapping node
+    /// does not drag VIPs back and forth [default: 1s].
+    #[arg(long)]
+    pub hold_down: Option<Dur>,
+
+    /// This node's placement weight: its share of the pool is proportional to it
+    /// [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub weight: Option<u16>,
+
+    /// Do not move VIPs to rebalance: a VIP stays where it is until its holder leaves.
+    #[arg(long)]
+    pub no_preempt: bool,
+
+    /// Gratuitous ARPs / unsolicited NAs sent at once on takeover [default: 3].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub announce_burst: Option<u16>,
+
+    /// When to announce again after a takeover, comma-separated [default: 50ms,250ms,1s].
+    #[arg(long, value_delimiter = ',')]
+    pub announce_repeats: Vec<Dur>,
+
+    /// Re-announce every held VIP this often, so stale ARP caches converge (0s: never)
+    /// [default: 60s].
+    #[arg(long)]
+    pub announce_refresh: Option<Dur>,
+
+    /// Name of this instance: maps are pinned in <pin-root>/<instance>, the control socket
+    /// is /run/vipd/<instance>.sock [default: <interface>-<node-id>].
+    #[arg(long)]
+    pub instance: Option<String>,
+
+    /// bpffs directory under which each instance pins its maps [default: /sys/fs/bpf/vipd].
+    #[arg(long)]
+    pub pin_root: Option<PathBuf>,
+
+    /// XDP attach mode [default: auto].
+    #[arg(long, value_enum)]
+    pub xdp_mode: Option<AttachMode>,
+
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9797 [default: off].
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+impl RunArgs {
+    /// The configuration file to read, if any: --config, else the default if it exists.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            let default = PathBuf::from(DEFAULT_CONFIG);
+            default.exists().then_some(default)
+        })
+    }
+
+    /// Reads the file (if any), applies the flags, validates.
+    pub fn load(&self) -> Result<Config, String> {
+        let mut file = match self.config_path() {
+            Some(path) => File::load(&path)?,
+            None => File::default(),
+        };
+        self.apply(&mut file);
+        Config::from_file(file)
+    }
+
+    fn apply(&self, f: &mut File) {
+        fn set<T: Clone>(slot: &mut Option<T>, flag: &Option<T>) {
+            if flag.is_some() {
+                slot.clone_from(flag);
+            }
+        }
+        set(&mut f.node.interface, &self.interface);
+        set(&mut f.node.id, &self.node_id);
+        set(&mut f.node.weight, &self.weight);
+        set(&mut f.node.instance, &self.instance);
+        if !self.vips.is_empty() {
+            f.pool.vips = Some(self.vips.clone());
+        }
+        if self.no_preempt {
+            f.pool.preempt = Some(false);
+        }
+        if !self.peers.is_empty() {
+            f.heartbeat.peers = Some(self.peers.clone());
+        }
+        set(&mut f.heartbeat.group, &self.group);
+        set(&mut f.heartbeat.cluster_id, &self.cluster_id);
+        set(&mut f.heartbeat.port, &self.port);
+        set(&mut f.heartbeat.interval, &self.interval);
+        set(&mut f.heartbeat.dead_interval, &self.dead_interval);
+        set(&mut f.heartbeat.hold_down, &self.hold_down);
+        set(&mut f.announce.burst, &self.announce_burst);
+        if !self.announce_repeats.is_empty() {
+            f.announce.repeats = Some(self.announce_repeats.clone());
+        }
+        set(&mut f.announce.refresh, &self.announce_refresh);
+        set(&mut f.xdp.pin_root, &self.pin_root);
+        set(&mut f.xdp.mode, &self.xdp_mode);
+        set(&mut f.metrics.listen, &self.metrics);
+    }
+}
+
+/// `vipd status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The instance to ask (as given to `vipd run`).
+    #[arg(long, required_unless_present = "config")]
+    pub instance: Option<String>,
+
+    /// …or the configuration file it runs with (the instance is derived from it).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vipd zone` flags.
+#[derive(Debug, Args)]
+pub struct ZoneArgs {
+    /// The record name, e.g. `www` or `www.example.com.`.
+    #[arg(long)]
+    pub name: String,
+
+    /// Time to live of the records, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: u32,
+
+    /// The pool's VIPs (otherwise read from the configuration file).
+    #[arg(long = "vip", value_delimiter = ',')]
+    pub vips: Vec<Vip>,
+
+    /// Configuration file [default: /etc/vipd/vipd.toml].
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `vipd plan` flags.
@@ -77,209 +280,20 @@ fn parse_member(s: &str) -> Result<Member, String> {
     Ok(Member { id, weight })
 }
 
-/// `vipd run` flags.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The cluster interface: heartbeats are sent and parsed here, VIPs are added here.
-    #[arg(short, long)]
-    pub interface: String,
-
-    /// This node's id: unique in the cluster, 1 or more.
-    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub node_id: u32,
-
-    /// A VIP of the pool (repeat, or comma-separate). Every node lists the same VIPs.
-    /// `192.0.2.201` is added as /32, `2001:db8::201` as /128; `ADDR/LEN` sets the prefix.
-    #[arg(long = "vip", required = true, value_delimiter = ',')]
-    pub vips: Vec<Vip>,
-
-    /// A peer to send heartbeats to by unicast (repeat, or comma-separate). With peers,
-    /// no multicast is sent unless --group is given too.
-    #[arg(long = "peer", value_delimiter = ',')]
-    pub peers: Vec<IpAddr>,
-
-    /// Multicast group for heartbeats [default: 224.0.0.199 when no --peer is given].
-    #[arg(long)]
-    pub group: Option<IpAddr>,
-
-    /// Cluster id: nodes only listen to heartbeats of their own cluster.
-    #[arg(long, default_value_t = 1)]
-    pub cluster_id: u32,
-
-    /// UDP port of heartbeats.
-    #[arg(long, default_value_t = DEFAULT_PORT)]
-    pub port: u16,
-
-    /// Time between heartbeats (e.g. 100ms, 1s, 500us).
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
-    pub interval: Duration,
-
-    /// Silence after which a peer is declared dead [default: 3 × interval].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub dead_interval: Option<Duration>,
-
-    /// How long a starting node waits before it takes VIPs (and before peers give it
-    /// VIPs back); the wait starts again whenever the interface regains carrier, so a
-    /// flapping node does not drag VIPs back and forth.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub hold_down: Duration,
-
-    /// This node's placement weight: its share of the pool is proportional to it.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub weight: u16,
-
-    /// Do not move VIPs to rebalance: a VIP stays where it is until its holder leaves.
-    #[arg(long)]
-    pub no_preempt: bool,
-
-    /// Gratuitous ARPs / unsolicited NAs sent at once on takeover.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
-    pub announce_burst: u16,
-
-    /// When to announce again after a takeover (comma-separated, from the takeover).
-    #[arg(long, default_value = "50ms,250ms,1s", value_delimiter = ',',
-          value_parser = humantime::parse_duration)]
-    pub announce_repeats: Vec<Duration>,
-
-    /// Re-announce every held VIP this often, so stale ARP caches converge (0s: never).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub announce_refresh: Duration,
-
-    /// Name of this instance: maps are pinned in <pin-root>/<instance>
-    /// [default: <interface>-<node-id>].
-    #[arg(long)]
-    pub instance: Option<String>,
-
-    /// bpffs directory under which each instance pins its maps.
-    #[arg(long, default_value = "/sys/fs/bpf/vipd")]
-    pub pin_root: PathBuf,
-
-    /// XDP attach mode.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    pub xdp_mode: AttachMode,
-}
-
-/// Most VIPs in one pool (the state section of a heartbeat must fit in one datagram).
-pub const MAX_VIPS: usize = 10_000;
-
-/// A validated configuration for one daemon.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Cluster interface.
-    pub interface: String,
-    /// This node.
-    pub node_id: u32,
-    /// The pool, sorted, no duplicates.
-    pub vips: Vec<Vip>,
-    /// Heartbeat destinations (peers and/or group).
-    pub destinations: Vec<IpAddr>,
-    /// Cluster id.
-    pub cluster_id: u32,
-    /// Heartbeat port.
-    pub port: u16,
-    /// Heartbeat interval.
-    pub interval: Duration,
-    /// Dead interval.
-    pub dead_interval: Duration,
-    /// Hold-down before taking or getting VIPs.
-    pub hold_down: Duration,
-    /// Placement weight.
-    pub weight: u16,
-    /// Rebalance by moving VIPs (false: only orphaned VIPs move).
-    pub preempt: bool,
-    /// Announcements at takeover.
-    pub announce_burst: u16,
-    /// Repeats after a takeover.
-    pub announce_repeats: Vec<Duration>,
-    /// Periodic re-announcement (None: off).
-    pub announce_refresh: Option<Duration>,
-    /// Pin directory of this instance.
-    pub pin_dir: PathBuf,
-    /// XDP attach mode.
-    pub xdp_mode: AttachMode,
-}
-
-impl TryFrom<RunArgs> for Config {
-    type Error = String;
-
-    fn try_from(a: RunArgs) -> Result<Self, String> {
-        if a.interval.is_zero() {
-            return Err("--interval must be more than zero".into());
-        }
-        let dead_interval = a.dead_interval.unwrap_or(a.interval * 3);
-        if dead_interval <= a.interval {
-            return Err(format!(
-                "--dead-interval ({dead_interval:?}) must be longer than --interval ({:?})",
-                a.interval
-            ));
-        }
-        if a.interval > Duration::from_secs(3600) || dead_interval.as_nanos() > u64::MAX as u128 {
-            return Err("--interval and --dead-interval must be at most an hour".into());
-        }
-        if a.vips.len() > MAX_VIPS {
-            return Err(format!("at most {MAX_VIPS} VIPs per pool"));
-        }
-        let mut vips = a.vips;
-        vips.sort();
-        if let Some(w) = vips.windows(2).find(|w| w[0].addr == w[1].addr) {
-            return Err(format!("VIP {} is listed twice", w[0].addr));
-        }
-        if let Some(p) = a
-            .peers
-            .iter()
-            .find(|p| p.is_multicast() || p.is_unspecified())
-        {
-            return Err(format!(
-                "--peer {p} must be a unicast address (use --group for multicast)"
-            ));
-        }
-        if let Some(g) = a.group.filter(|g| !g.is_multicast()) {
-            return Err(format!("--group {g} is not a multicast address"));
-        }
-        let mut destinations = a.peers;
-        match a.group {
-            Some(g) => destinations.push(g),
-            None if destinations.is_empty() => destinations.push(DEFAULT_GROUP_V4.into()),
-            None => {}
-        }
-        let instance = a
-            .instance
-            .unwrap_or_else(|| format!("{}-{}", a.interface, a.node_id));
-        if instance.is_empty() || instance.contains('/') || instance.starts_with('.') {
-            return Err(format!("--instance {instance:?} must be a plain file name"));
-        }
-        Ok(Config {
-            pin_dir: a.pin_root.join(instance),
-            interface: a.interface,
-            node_id: a.node_id,
-            vips,
-            destinations,
-            cluster_id: a.cluster_id,
-            port: a.port,
-            interval: a.interval,
-            dead_interval,
-            hold_down: a.hold_down,
-            weight: a.weight,
-            preempt: !a.no_preempt,
-            announce_burst: a.announce_burst,
-            announce_repeats: a.announce_repeats,
-            announce_refresh: Some(a.announce_refresh).filter(|d| !d.is_zero()),
-            xdp_mode: a.xdp_mode,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::heartbeat::DEFAULT_GROUP_V4;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        let cli =
-            Cli::try_parse_from(["vipd", "run"].iter().chain(args)).map_err(|e| e.to_string())?;
+        let cli = Cli::try_parse_from(["vipd", "run", "--config", "/dev/null"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
         let Command::Run(run) = cli.command else {
             panic!("not run")
         };
-        Config::try_from(run)
+        run.load()
     }
 
     #[test]
@@ -287,9 +301,9 @@ mod tests {
         let c = parse(&["-i", "eth0", "-n", "1", "--vip", "192.0.2.202,192.0.2.201"]).unwrap();
         assert_eq!(c.interval, Duration::from_millis(100));
         assert_eq!(c.dead_interval, Duration::from_millis(300));
-        assert_eq!(c.destinations, vec![IpAddr::from(DEFAULT_GROUP_V4)]);
+        assert_eq!(c.destinations(), vec![IpAddr::from(DEFAULT_GROUP_V4)]);
         assert_eq!(c.vips[0].to_string(), "192.0.2.201/32");
-        assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/vipd/eth0-1"));
+        assert_eq!(c.pin_dir(), PathBuf::from("/sys/fs/bpf/vipd/eth0-1"));
     }
 
     #[test]
@@ -306,9 +320,29 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.destinations,
+            c.destinations(),
             vec!["192.0.2.11".parse::<IpAddr>().unwrap()]
         );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("vipd-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vipd.toml");
+        std::fs::write(
+            &path,
+            "[node]\nid = 3\ninterface = \"eth1\"\n[pool]\nvips = [\"192.0.2.9\"]\n",
+        )
+        .unwrap();
+        let cli =
+            Cli::try_parse_from(["vipd", "run", "-c", path.to_str().unwrap(), "-n", "4"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        let c = run.load().unwrap();
+        assert_eq!((c.node_id, c.interface.as_str()), (4, "eth1"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -324,5 +358,6 @@ mod tests {
         assert!(with(&["--group", "192.0.2.9"]).is_err());
         assert!(with(&["--instance", "../x"]).is_err());
         assert!(with(&["--vip", "not-an-ip"]).is_err());
+        assert!(parse(&["--config", "/nonexistent/vipd.toml"]).is_err());
     }
 }

@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use tokio::{
-    io::{Interest, unix::AsyncFd},
+    io::{AsyncReadExt as _, AsyncWriteExt as _, Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     task::JoinHandle,
     time::{MissedTickBehavior, sleep_until},
@@ -33,10 +33,15 @@ use vipd_common::{
 
 use crate::{
     announce::Announcer,
-    cli::Config,
+    cli::RunArgs,
     clock::{monotonic_ns, realtime_ns},
+    config::Config,
+    control::{self, CheckStatus, PeerStatus, Status, VipStatus},
+    health,
     heartbeat::{Heartbeats, MAX_DATAGRAM},
+    hooks::Hooks,
     membership::{LeftBecause, Membership, Transition},
+    metrics::{self, Metrics, PeerLabel, ReasonLabel, VipLabel},
     netlink::{Added, CarrierWatch, Link},
     placement::{self, Member},
     vip::Vip,
@@ -61,8 +66,9 @@ struct PeerHoldings {
     vips: BTreeSet<IpAddr>,
 }
 
-/// Runs until SIGTERM or SIGINT; then leaves the cluster cleanly.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// Runs until SIGTERM or SIGINT; then leaves the cluster cleanly. `args` are re-applied
+/// to the configuration file on SIGHUP.
+pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     check_privileges()?;
     let link = Link::open(&cfg.interface).await?;
     remove_leftovers(&link, &cfg.vips).await?;
@@ -71,7 +77,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (loaded, events) = xdp::load(&xdp::XdpSettings {
         interface: &cfg.interface,
         mode: cfg.xdp_mode,
-        pin_dir: &cfg.pin_dir,
+        pin_dir: &cfg.pin_dir(),
         config: XdpConfig {
             cluster_id: cfg.cluster_id,
             node_id: cfg.node_id,
@@ -88,7 +94,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg.interface,
         link.index,
         cfg.port,
-        &cfg.destinations,
+        &cfg.destinations(),
         Heartbeat {
             cluster_id: cfg.cluster_id,
             node_id: cfg.node_id,
@@ -105,9 +111,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )
     })?;
     let mut carrier = CarrierWatch::open(link.index)?;
+    let control = control::bind(&cfg.instance)?;
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = cfg.metrics {
+        let counters = Arc::clone(&loaded.counters);
+        let m = Arc::clone(&metrics);
+        metrics::serve(addr, Arc::clone(&metrics), move || {
+            m.sync_xdp(&xdp::sum_counters(&counters))
+        })
+        .await
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    }
+    let (health_tx, mut health_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut health_tasks = health::spawn(&cfg.checks, health_tx.clone());
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
     // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which outlives every
     // use of the registration.
     let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
@@ -122,7 +142,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         node = cfg.node_id,
         interface = %cfg.interface,
         vips = ?cfg.vips.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        destinations = ?cfg.destinations,
+        destinations = ?cfg.destinations(),
         interval = ?cfg.interval,
         dead_interval = ?cfg.dead_interval,
         hold_down = ?cfg.hold_down,
@@ -136,7 +156,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut state = State {
         pool_digest: pool_digest(&cfg.vips),
         pool,
-        cfg: &cfg,
+        hooks: Hooks::new(
+            cfg.hook.clone(),
+            cfg.hook_timeout,
+            cfg.node_id,
+            &cfg.instance,
+            &cfg.interface,
+        ),
+        health: health::Tracker::new(&cfg.checks),
+        metrics: Arc::clone(&metrics),
+        node_state: "",
+        last_loss_ns: None,
+        cfg: cfg.clone(),
         link: &link,
         announcer,
         membership: Membership::new(dead_ns),
@@ -160,6 +191,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             biased;
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                if let Some(new) = state.reload(&args) {
+                    heartbeats.set_weight(new.weight);
+                    refresh = tokio::time::interval(new.announce_refresh.unwrap_or(Duration::MAX / 4));
+                    refresh.reset();
+                    health_tasks.iter().for_each(JoinHandle::abort);
+                    health_tasks = health::spawn(&new.checks, health_tx.clone());
+                }
+                true
+            }
+            accepted = control.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let status = state.status(&loaded);
+                    tokio::spawn(answer(stream, status));
+                }
+                false
+            }
+            Some((check, passed)) = health_rx.recv() => state.on_check(check, passed),
             guard = events.readable_mut() => {
                 let mut guard = guard.context("waiting on the XDP event ring buffer")?;
                 while let Some(item) = guard.get_inner_mut().next() {
@@ -183,7 +232,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 match heartbeats.send(state.flags(), state.view_digest, &section) {
                     Ok(()) => send_error_logged = false,
                     Err(e) if !send_error_logged => {
-                        warn!("sending heartbeats on {}: {e}", cfg.interface);
+                        warn!("sending heartbeats on {}: {e}", state.cfg.interface);
                         send_error_logged = true;
                     }
                     Err(_) => {}
@@ -242,7 +291,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "stopped"
     );
     xdp::remove_pins(&loaded.pin_dir);
+    let _ = std::fs::remove_file(control::socket_path(&state.cfg.instance));
+    // Give hooks of the last events a moment to start (they run detached).
+    tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
+}
+
+/// Answers one control connection with the status, as JSON.
+async fn answer(mut stream: tokio::net::UnixStream, status: Status) {
+    let mut request = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut request)).await;
+    if let Ok(json) = serde_json::to_vec(&status) {
+        let _ = stream.write_all(&json).await;
+    }
 }
 
 /// Digest of the pool (addresses and prefixes, sorted), so nodes with different VIP lists
@@ -255,7 +316,14 @@ fn pool_digest(vips: &[Vip]) -> u32 {
 
 /// What the loop needs between wake-ups.
 struct State<'a> {
-    cfg: &'a Config,
+    cfg: Config,
+    hooks: Hooks,
+    health: health::Tracker,
+    metrics: Arc<Metrics>,
+    /// Last node state reported (active, holding-down, withdrawn, fault).
+    node_state: &'static str,
+    /// When the last peer loss was declared, for the takeover latency.
+    last_loss_ns: Option<u64>,
     link: &'a Link,
     announcer: Arc<Announcer>,
     /// The pool, sorted (bit i of a state section is `pool[i]`).
@@ -277,8 +345,154 @@ struct State<'a> {
 }
 
 impl State<'_> {
+    /// Whether this node takes VIPs: past its hold-down, with carrier, and healthy.
+    fn active(&self) -> bool {
+        self.mature && self.carrier && self.health.healthy_or_unchecked()
+    }
+
     fn flags(&self) -> u8 {
-        if self.mature { FLAG_MATURE } else { 0 }
+        if self.active() { FLAG_MATURE } else { 0 }
+    }
+
+    /// The node state for logs, hooks and status.
+    fn state_name(&self) -> &'static str {
+        if !self.carrier {
+            "fault"
+        } else if !self.health.healthy_or_unchecked() {
+            "withdrawn"
+        } else if !self.mature {
+            "holding-down"
+        } else {
+            "active"
+        }
+    }
+
+    /// A health check result; returns whether to reconcile.
+    fn on_check(&mut self, index: usize, passed: bool) -> bool {
+        let Some(now_healthy) = self.health.record(index, passed) else {
+            return false;
+        };
+        let name = self.cfg.checks.get(index).map_or("?", |c| c.name.as_str());
+        if now_healthy {
+            info!(check = name, "health check passing");
+        } else {
+            warn!(check = name, "health check failing");
+        }
+        self.state_burst = STATE_BURST;
+        true
+    }
+
+    /// Re-reads the configuration for SIGHUP; returns the new one if it was applied.
+    fn reload(&mut self, args: &RunArgs) -> Option<Config> {
+        let new = match args.load() {
+            Ok(new) => new,
+            Err(e) => {
+                warn!("reload rejected, keeping the running configuration: {e}");
+                return None;
+            }
+        };
+        if let Some(what) = self.cfg.needs_restart(&new) {
+            warn!(
+                "reload rejected, keeping the running configuration: changing {what} needs a restart"
+            );
+            return None;
+        }
+        if new == self.cfg {
+            info!("reload: configuration unchanged");
+            return None;
+        }
+        info!("configuration reloaded");
+        self.pool = new.vips.iter().map(|v| v.addr).collect();
+        self.pool_digest = pool_digest(&new.vips);
+        self.hooks = Hooks::new(
+            new.hook.clone(),
+            new.hook_timeout,
+            new.node_id,
+            &new.instance,
+            &new.interface,
+        );
+        if new.checks != self.cfg.checks {
+            self.health = health::Tracker::new(&new.checks);
+        }
+        self.cfg = new.clone();
+        self.state_burst = STATE_BURST;
+        Some(new)
+    }
+
+    /// A snapshot for `vipd status`.
+    fn status(&self, loaded: &xdp::LoadedXdp) -> Status {
+        let now = monotonic_ns();
+        let view = self.view_ids();
+        let peers = self
+            .membership
+            .peers()
+            .map(|(p, in_view)| PeerStatus {
+                id: p.node_id,
+                last_seen_ms_ago: now.saturating_sub(p.last_seen_ns) as f64 / 1e6,
+                in_view,
+                state: peer_state(p, now, self.cfg.dead_interval).into(),
+                weight: p.weight,
+                same_view: p.view_digest == self.view_digest,
+                received: p.received,
+                missed: p.missed,
+            })
+            .collect();
+        let vips = self
+            .cfg
+            .vips
+            .iter()
+            .map(|v| {
+                let owner = if self.held.contains_key(&v.addr) {
+                    Some(self.cfg.node_id)
+                } else {
+                    self.peers
+                        .iter()
+                        .filter(|(id, _)| view.contains(id))
+                        .find(|(_, p)| p.vips.contains(&v.addr))
+                        .map(|(id, _)| *id)
+                };
+                VipStatus {
+                    vip: v.to_string(),
+                    owner,
+                }
+            })
+            .collect();
+        let checks = self
+            .cfg
+            .checks
+            .iter()
+            .zip(self.health.states())
+            .map(|(c, (healthy, _))| CheckStatus {
+                name: c.name.clone(),
+                healthy,
+            })
+            .collect();
+        Status {
+            node_id: self.cfg.node_id,
+            instance: self.cfg.instance.clone(),
+            interface: self.cfg.interface.clone(),
+            xdp_mode: loaded.mode.into(),
+            state: self.state_name().into(),
+            view,
+            views_agree: self.views_agree,
+            peers,
+            vips,
+            checks,
+            counters: loaded
+                .counters()
+                .iter()
+                .map(|(c, v)| (c.name().to_string(), *v))
+                .collect(),
+        }
+    }
+
+    fn view_ids(&self) -> Vec<u32> {
+        let mut ids = self.membership.view_peers();
+        if self.active() {
+            ids.push(self.cfg.node_id);
+        }
+        ids.sort_unstable();
+        ids
     }
 
     /// The state section to put in the next heartbeat, if one is due.
@@ -415,12 +629,25 @@ impl State<'_> {
         true
     }
 
+    /// Reports a node state change (logs, hook, metric).
+    fn report_state(&mut self) {
+        let state = self.state_name();
+        if state != self.node_state {
+            info!(state, "node state");
+            self.node_state = state;
+            self.hooks.node_state(state);
+            self.metrics.active.set(i64::from(state == "active"));
+        }
+    }
+
     /// Feeds a peer table snapshot; places and acts. Returns whether what we hold changed.
     async fn update(&mut self, table: Vec<PeerState>, now: u64) -> bool {
         let transitions = self.membership.observe(table, now);
         for t in &transitions {
             log_transition(t, now, &self.membership);
+            self.count_transition(t, now);
         }
+        self.report_state();
         let mut members: Vec<Member> = self
             .membership
             .view_peers()
@@ -460,8 +687,11 @@ impl State<'_> {
         self.track_conflicts();
 
         if !self.carrier {
+            // Nothing to place on a dead link (everything was released on carrier loss).
             return false;
         }
+        // Not active (holding down, or withdrawn by a failing check): we are not a member,
+        // so placement gives us nothing and whatever we hold is released below.
         let assignment = placement::place(&self.pool, &members, &holders, self.cfg.preempt);
         let mine: Vec<Vip> = self
             .cfg
@@ -559,18 +789,23 @@ impl State<'_> {
             match self.announcer.announce(vip) {
                 Ok(()) => {
                     first.get_or_insert_with(monotonic_ns);
+                    self.metrics.announcements.inc();
                 }
                 Err(e) => warn!("announcing {vip}: {e}"),
             }
         }
         let announcer = Arc::clone(&self.announcer);
+        let metrics = Arc::clone(&self.metrics);
         let repeats = self.cfg.announce_repeats.clone();
         let start = tokio::time::Instant::now();
         let task = tokio::spawn(async move {
             for after in repeats {
                 tokio::time::sleep_until(start + after).await;
-                if let Err(e) = announcer.announce(vip) {
-                    debug!("repeating announcement of {vip}: {e}");
+                match announcer.announce(vip) {
+                    Ok(()) => {
+                        metrics.announcements.inc();
+                    }
+                    Err(e) => debug!("repeating announcement of {vip}: {e}"),
                 }
             }
         });
@@ -583,8 +818,51 @@ impl State<'_> {
 
     fn refresh_announcements(&self) {
         for vip in self.held.keys() {
-            if let Err(e) = self.announcer.announce(*vip) {
-                debug!("refreshing the announcement of {vip}: {e}");
+            match self.announcer.announce(*vip) {
+                Ok(()) => {
+                    self.metrics.announcements.inc();
+                }
+                Err(e) => debug!("refreshing the announcement of {vip}: {e}"),
+            }
+        }
+    }
+
+    /// Metrics for one view change.
+    fn count_transition(&mut self, t: &Transition, now: u64) {
+        match *t {
+            Transition::Joined { node_id } => {
+                self.metrics
+                    .peer_up
+                    .get_or_create(&PeerLabel {
+                        peer: node_id.to_string(),
+                    })
+                    .set(1);
+            }
+            Transition::Left { node_id, because } => {
+                self.metrics
+                    .peer_up
+                    .get_or_create(&PeerLabel {
+                        peer: node_id.to_string(),
+                    })
+                    .set(0);
+                let reason = match because {
+                    LeftBecause::Timeout { last_seen_ns } => {
+                        self.metrics
+                            .detection_seconds
+                            .observe(now.saturating_sub(last_seen_ns) as f64 / 1e9);
+                        "timeout"
+                    }
+                    LeftBecause::Leaving => "leaving",
+                    LeftBecause::Restarted => "restarted",
+                    LeftBecause::NotMature => "withdrawn",
+                };
+                self.metrics
+                    .failovers
+                    .get_or_create(&ReasonLabel {
+                        reason: reason.into(),
+                    })
+                    .inc();
+                self.last_loss_ns = Some(now);
             }
         }
     }
@@ -613,7 +891,22 @@ impl State<'_> {
         if let Some(mono_ns) = self.announce(vip.addr) {
             info!(target: "vipd::timeline", event = "first_announce", vip = %vip.addr, mono_ns,
                 burst = self.cfg.announce_burst, "announced VIP");
+            if let Some(loss) = self
+                .last_loss_ns
+                .filter(|l| mono_ns.saturating_sub(*l) < 1_000_000_000)
+            {
+                self.metrics
+                    .takeover_seconds
+                    .observe((mono_ns - loss) as f64 / 1e9);
+            }
         }
+        self.metrics
+            .vip_owned
+            .get_or_create(&VipLabel {
+                vip: vip.addr.to_string(),
+            })
+            .set(1);
+        self.hooks.vip_acquired(vip.addr);
         true
     }
 
@@ -622,6 +915,13 @@ impl State<'_> {
             return;
         };
         held.repeats.abort();
+        self.metrics
+            .vip_owned
+            .get_or_create(&VipLabel {
+                vip: addr.to_string(),
+            })
+            .set(0);
+        self.hooks.vip_released(addr);
         match self.link.remove(&held.vip).await {
             Ok(_) => info!(vip = %addr, new_owner, "released VIP"),
             Err(e) => warn!("releasing {}: {e}", held.vip),
@@ -703,4 +1003,17 @@ fn check_privileges() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A peer's state for status: up, holding-down, leaving or down.
+fn peer_state(p: &PeerState, now: u64, dead: Duration) -> &'static str {
+    if now.saturating_sub(p.last_seen_ns) >= dead.as_nanos() as u64 {
+        "down"
+    } else if p.flags & FLAG_LEAVING != 0 {
+        "leaving"
+    } else if p.flags & FLAG_MATURE != 0 {
+        "up"
+    } else {
+        "holding-down"
+    }
 }

@@ -104,6 +104,11 @@ impl Heartbeats {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Changes the weight announced from the next heartbeat on.
+    pub fn set_weight(&mut self, weight: u16) {
+        self.template.weight = weight;
+    }
+
     /// The sequence number of the last heartbeat sent.
     pub fn sequence(&self) -> u64 {
         self.template.sequence

@@ -3,9 +3,14 @@
 mod announce;
 mod cli;
 mod clock;
+mod config;
+mod control;
 mod daemon;
+mod health;
 mod heartbeat;
+mod hooks;
 mod membership;
+mod metrics;
 mod netlink;
 mod placement;
 mod plan;
@@ -15,22 +20,18 @@ mod xdp;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, Config, MAX_VIPS, PlanArgs};
+use crate::{
+    cli::{Cli, Command, PlanArgs, RunArgs, ZoneArgs},
+    config::{File, MAX_VIPS},
+};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("VIPD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_timer(clock::MonotonicTimer)
-        .with_ansi(false)
-        .init();
     let result = match cli.command {
-        Command::Run(args) => match Config::try_from(args) {
-            Ok(cfg) => run(cfg),
-            Err(e) => Err(anyhow::anyhow!("invalid configuration: {e}")),
-        },
+        Command::Run(args) => run(args),
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Status(args) => control::print_status(&args),
+        Command::Zone(args) => print_zone(&args),
         Command::Plan(args) => print_plan(args),
     };
     match result {
@@ -42,12 +43,65 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cfg: Config) -> anyhow::Result<()> {
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_env("VIPD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_timer(clock::MonotonicTimer);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_json);
+    let cfg = args
+        .load()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("starting the tokio runtime: {e}"))?;
-    rt.block_on(daemon::run(cfg))
+    rt.block_on(daemon::run(cfg, args))
+}
+
+fn check_config(args: &RunArgs) -> anyhow::Result<()> {
+    let cfg = args
+        .load()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let source = args.config_path().map_or("flags only".into(), |p| {
+        format!("{} and flags", p.display())
+    });
+    println!("# vipd: the configuration is valid. Effective configuration ({source}):");
+    print!("{}", cfg.to_toml());
+    Ok(())
+}
+
+fn print_zone(args: &ZoneArgs) -> anyhow::Result<()> {
+    let vips = if args.vips.is_empty() {
+        let path = args
+            .config
+            .clone()
+            .unwrap_or_else(|| config::DEFAULT_CONFIG.into());
+        let file = File::load(&path).map_err(|e| anyhow::anyhow!(e))?;
+        file.pool.vips.unwrap_or_default()
+    } else {
+        args.vips.clone()
+    };
+    anyhow::ensure!(
+        !vips.is_empty(),
+        "no VIPs: give --vip or a configuration with [pool] vips"
+    );
+    let mut vips = vips;
+    vips.sort();
+    println!("; round-robin records for the vipd pool: publish VIPs, never node addresses");
+    for v in vips {
+        let kind = if v.addr.is_ipv4() { "A" } else { "AAAA" };
+        println!("{}\t{}\tIN\t{kind}\t{}", args.name, args.ttl, v.addr);
+    }
+    Ok(())
 }
 
 fn print_plan(args: PlanArgs) -> anyhow::Result<()> {

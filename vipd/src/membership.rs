@@ -131,6 +131,11 @@ impl Membership {
             .min()
     }
 
+    /// Every peer heard, with whether it is in the view, in node order.
+    pub fn peers(&self) -> impl Iterator<Item = (&PeerState, bool)> {
+        self.peers.values().map(|p| (&p.state, p.in_view))
+    }
+
     /// The last state seen for a peer.
     pub fn peer(&self, node_id: u32) -> Option<&PeerState> {
         self.peers.get(&node_id).map(|p| &p.state)

@@ -4,6 +4,7 @@ use std::{
     fs,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use anyhow::{Context as _, bail};
@@ -24,7 +25,10 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/v
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// How to attach: `auto` tries native (driver) mode and falls back to generic (skb).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Native if the driver supports it, else generic.
     Auto,
@@ -40,8 +44,8 @@ pub struct LoadedXdp {
     _ebpf: Ebpf,
     /// Peer table written by the program.
     pub peers: HashMap<MapData, u32, PeerState>,
-    /// Per-CPU counters, indexed by `Counter`.
-    pub counters: PerCpuArray<MapData, u64>,
+    /// Per-CPU counters, indexed by `Counter` (shared with the metrics endpoint).
+    pub counters: Arc<Mutex<PerCpuArray<MapData, u64>>>,
     /// "driver" or "skb".
     pub mode: &'static str,
     /// Where the maps are pinned.
@@ -104,7 +108,9 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, RingBuf<Ma
     info!(interface = settings.interface, mode, pins = %settings.pin_dir.display(), "XDP program attached");
 
     let peers = HashMap::try_from(ebpf.take_map(PEERS_MAP).context("PEERS")?)?;
-    let counters = PerCpuArray::try_from(ebpf.take_map(COUNTERS_MAP).context("COUNTERS")?)?;
+    let counters = Arc::new(Mutex::new(PerCpuArray::try_from(
+        ebpf.take_map(COUNTERS_MAP).context("COUNTERS")?,
+    )?));
     let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS")?)?;
     Ok((
         LoadedXdp {
@@ -239,16 +245,21 @@ impl LoadedXdp {
 
     /// Each counter summed over CPUs.
     pub fn counters(&self) -> Vec<(Counter, u64)> {
-        Counter::ALL
-            .iter()
-            .filter(|c| (**c as u32) < COUNTER_SLOTS)
-            .map(|&c| {
-                let total = self
-                    .counters
-                    .get(&(c as u32), 0)
-                    .map_or(0, |v| v.iter().sum());
-                (c, total)
-            })
-            .collect()
+        sum_counters(&self.counters)
     }
+}
+
+/// Each counter of a per-CPU counters map, summed over CPUs.
+pub fn sum_counters(counters: &Mutex<PerCpuArray<MapData, u64>>) -> Vec<(Counter, u64)> {
+    let counters = counters.lock().unwrap_or_else(|e| e.into_inner());
+    Counter::ALL
+        .iter()
+        .filter(|c| (**c as u32) < COUNTER_SLOTS)
+        .map(|&c| {
+            (
+                c,
+                counters.get(&(c as u32), 0).map_or(0, |v| v.iter().sum()),
+            )
+        })
+        .collect()
 }

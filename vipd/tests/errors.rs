@@ -35,11 +35,22 @@ fn malformed_cli_values_are_usage_errors() {
         2,
         "not an IPv4 or IPv6",
     );
-    assert_clean_failure(&vipd(&["run", "-i", "eth0", "-n", "1"]), 2, "--vip");
+    // The VIPs may come from the configuration file, so their absence is a configuration
+    // error rather than a usage error.
+    assert_clean_failure(
+        &vipd(&["run", "--config", "/dev/null", "-i", "eth0", "-n", "1"]),
+        1,
+        "no VIPs: set [pool] vips or --vip",
+    );
+    assert_clean_failure(
+        &vipd(&["run", "--config", "/nonexistent/vipd.toml"]),
+        1,
+        "/nonexistent/vipd.toml",
+    );
     assert_clean_failure(
         &with(&["-n", "1", "--interval", "100ms", "--dead-interval", "100ms"]),
         1,
-        "must be longer than --interval",
+        "must be longer than the heartbeat interval",
     );
 }
 

@@ -1,0 +1,619 @@
+//! Configuration: the TOML file (`/etc/vipd/vipd.toml` by default), command-line flags
+//! that override it, and the validated [`Config`] the daemon runs with.
+//!
+//! Unknown keys are errors that name the key's path (`heartbeat.intervall`), and
+//! `vipd check-config` prints the effective configuration in the same format, so its output
+//! is itself a valid configuration file.
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use vipd_common::heartbeat::DEFAULT_PORT;
+
+use crate::{heartbeat::DEFAULT_GROUP_V4, vip::Vip, xdp::AttachMode};
+
+/// Where the configuration file is read from when `--config` is not given (if it exists).
+pub const DEFAULT_CONFIG: &str = "/etc/vipd/vipd.toml";
+/// Most VIPs in one pool (the state section of a heartbeat must fit in one datagram).
+pub const MAX_VIPS: usize = 10_000;
+
+/// A duration written as text: "100ms", "1s", "500us".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s)
+            .map(Dur)
+            .map_err(|e| format!("{s:?}: {e}"))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Vip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Vip {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The configuration file. Every key is optional; flags override keys.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct File {
+    /// This node.
+    pub node: NodeSection,
+    /// Heartbeats and failure detection.
+    pub heartbeat: HeartbeatSection,
+    /// The VIPs.
+    pub pool: PoolSection,
+    /// Gratuitous ARP / unsolicited NA schedule.
+    pub announce: AnnounceSection,
+    /// XDP attachment and pins.
+    pub xdp: XdpSection,
+    /// Prometheus metrics.
+    pub metrics: MetricsSection,
+    /// Health checks: a failing node withdraws from the pool.
+    #[serde(rename = "check", skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+    /// A command run on VIP and node state changes.
+    pub hooks: HooksSection,
+}
+
+/// `[node]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Node id, unique in the cluster, 1 or more.
+    pub id: Option<u32>,
+    /// The cluster interface.
+    pub interface: Option<String>,
+    /// Placement weight.
+    pub weight: Option<u16>,
+    /// Instance name (pins and control socket).
+    pub instance: Option<String>,
+}
+
+/// `[heartbeat]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatSection {
+    /// Time between heartbeats.
+    pub interval: Option<Dur>,
+    /// Silence after which a peer is dead.
+    pub dead_interval: Option<Dur>,
+    /// Wait before taking VIPs after start or carrier return.
+    pub hold_down: Option<Dur>,
+    /// Unicast peers.
+    pub peers: Option<Vec<IpAddr>>,
+    /// Multicast group.
+    pub group: Option<IpAddr>,
+    /// Cluster id.
+    pub cluster_id: Option<u32>,
+    /// UDP port.
+    pub port: Option<u16>,
+}
+
+/// `[pool]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSection {
+    /// The VIPs (the same list on every node).
+    pub vips: Option<Vec<Vip>>,
+    /// Move VIPs to rebalance (false: only orphaned VIPs move).
+    pub preempt: Option<bool>,
+}
+
+/// `[announce]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnounceSection {
+    /// Frames sent at once on takeover.
+    pub burst: Option<u16>,
+    /// Repeats after a takeover.
+    pub repeats: Option<Vec<Dur>>,
+    /// Periodic refresh ("0s": off).
+    pub refresh: Option<Dur>,
+}
+
+/// `[xdp]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XdpSection {
+    /// auto, driver or skb.
+    pub mode: Option<AttachMode>,
+    /// bpffs directory for pins.
+    pub pin_root: Option<PathBuf>,
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Address to serve Prometheus metrics on (e.g. "127.0.0.1:9797"); none: off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[hooks]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksSection {
+    /// Program run (with arguments, no shell) on every event; details in `VIPD_*`
+    /// environment variables.
+    pub command: Option<Vec<String>>,
+    /// How long a hook may run before it is killed.
+    pub timeout: Option<Dur>,
+}
+
+/// One `[[check]]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// A name for logs and status.
+    pub name: String,
+    /// `command` (exit 0), `tcp` (connect) or `http` (GET answered with `status`).
+    #[serde(rename = "type")]
+    pub kind: CheckType,
+    /// For `command`: the program and its arguments (no shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// For `tcp` and `http`: where to connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<SocketAddr>,
+    /// For `http`: the request path [default: /].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// For `http`: the expected status [default: 200].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Time between checks.
+    #[serde(default = "default_check_interval")]
+    pub interval: Dur,
+    /// A check not done within this fails.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    /// Successes in a row that make a failed check healthy again.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Failures in a row that make a healthy check fail.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+/// The `type` of a check.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckType {
+    /// A program that must exit 0.
+    Command,
+    /// A TCP connection that must be accepted.
+    Tcp,
+    /// An HTTP GET that must answer with the expected status.
+    Http,
+}
+
+/// What a check does, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Run argv; pass on exit 0.
+    Command(Vec<String>),
+    /// Connect; pass if accepted.
+    Tcp(SocketAddr),
+    /// GET path; pass on the status.
+    Http {
+        address: SocketAddr,
+        path: String,
+        status: u16,
+    },
+}
+
+impl Check {
+    /// The validated kind, or what is missing.
+    pub fn probe(&self) -> Result<CheckKind, String> {
+        let missing =
+            |what: &str| format!("check {:?} of type {:?} needs {what}", self.name, self.kind);
+        Ok(match self.kind {
+            CheckType::Command => match &self.command {
+                Some(c) if !c.is_empty() => CheckKind::Command(c.clone()),
+                _ => return Err(missing("a non-empty command")),
+            },
+            CheckType::Tcp => CheckKind::Tcp(self.address.ok_or_else(|| missing("an address"))?),
+            CheckType::Http => CheckKind::Http {
+                address: self.address.ok_or_else(|| missing("an address"))?,
+                path: self.path.clone().unwrap_or_else(|| "/".into()),
+                status: self.status.unwrap_or(200),
+            },
+        })
+    }
+}
+
+fn default_check_interval() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_check_timeout() -> Dur {
+    Dur(Duration::from_millis(500))
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    2
+}
+
+impl File {
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses configuration text; errors name the offending key's path.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let de = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let inner = inner.trim();
+            if path == "." {
+                inner.to_string()
+            } else {
+                format!("at {path}: {inner}")
+            }
+        })
+    }
+}
+
+/// A validated configuration for one daemon.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Cluster interface.
+    pub interface: String,
+    /// This node.
+    pub node_id: u32,
+    /// Instance name.
+    pub instance: String,
+    /// The pool, sorted, no duplicates.
+    pub vips: Vec<Vip>,
+    /// Unicast peers.
+    pub peers: Vec<IpAddr>,
+    /// Multicast group, if any.
+    pub group: Option<IpAddr>,
+    /// Cluster id.
+    pub cluster_id: u32,
+    /// Heartbeat port.
+    pub port: u16,
+    /// Heartbeat interval.
+    pub interval: Duration,
+    /// Dead interval.
+    pub dead_interval: Duration,
+    /// Hold-down before taking or getting VIPs.
+    pub hold_down: Duration,
+    /// Placement weight.
+    pub weight: u16,
+    /// Rebalance by moving VIPs (false: only orphaned VIPs move).
+    pub preempt: bool,
+    /// Announcements at takeover.
+    pub announce_burst: u16,
+    /// Repeats after a takeover.
+    pub announce_repeats: Vec<Duration>,
+    /// Periodic re-announcement (None: off).
+    pub announce_refresh: Option<Duration>,
+    /// Where maps are pinned: `<pin_root>/<instance>`.
+    pub pin_root: PathBuf,
+    /// XDP attach mode.
+    pub xdp_mode: AttachMode,
+    /// Prometheus listen address.
+    pub metrics: Option<SocketAddr>,
+    /// Health checks.
+    pub checks: Vec<Check>,
+    /// Hook command.
+    pub hook: Option<Vec<String>>,
+    /// Hook timeout.
+    pub hook_timeout: Duration,
+}
+
+impl Config {
+    /// Heartbeat destinations: the peers, and the group (the default group if neither).
+    pub fn destinations(&self) -> Vec<IpAddr> {
+        let mut d = self.peers.clone();
+        match self.group {
+            Some(g) => d.push(g),
+            None if d.is_empty() => d.push(DEFAULT_GROUP_V4.into()),
+            None => {}
+        }
+        d
+    }
+
+    /// Per-instance pin directory.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_root.join(&self.instance)
+    }
+
+    /// Validates a merged file (flags already applied) and fills in defaults.
+    pub fn from_file(f: File) -> Result<Self, String> {
+        let node_id = f.node.id.ok_or("no node id: set [node] id or --node-id")?;
+        if node_id == 0 {
+            return Err("the node id must be 1 or more".into());
+        }
+        let interface = f
+            .node
+            .interface
+            .ok_or("no interface: set [node] interface or --interface")?;
+        let interval = f
+            .heartbeat
+            .interval
+            .map_or(Duration::from_millis(100), |d| d.0);
+        if interval.is_zero() {
+            return Err("the heartbeat interval must be more than zero".into());
+        }
+        let dead_interval = f.heartbeat.dead_interval.map_or(interval * 3, |d| d.0);
+        if dead_interval <= interval {
+            return Err(format!(
+                "the dead interval ({dead_interval:?}) must be longer than the heartbeat interval ({interval:?})"
+            ));
+        }
+        if interval > Duration::from_secs(3600) || dead_interval > Duration::from_secs(3 * 3600) {
+            return Err("the heartbeat and dead intervals must be at most an hour or so".into());
+        }
+        let mut vips = f.pool.vips.unwrap_or_default();
+        if vips.is_empty() {
+            return Err("no VIPs: set [pool] vips or --vip".into());
+        }
+        if vips.len() > MAX_VIPS {
+            return Err(format!("at most {MAX_VIPS} VIPs per pool"));
+        }
+        vips.sort();
+        if let Some(w) = vips.windows(2).find(|w| w[0].addr == w[1].addr) {
+            return Err(format!("VIP {} is listed twice", w[0].addr));
+        }
+        let peers = f.heartbeat.peers.unwrap_or_default();
+        if let Some(p) = peers
+            .iter()
+            .find(|p| p.is_multicast() || p.is_unspecified())
+        {
+            return Err(format!(
+                "peer {p} must be a unicast address (use the group for multicast)"
+            ));
+        }
+        if let Some(g) = f.heartbeat.group.filter(|g| !g.is_multicast()) {
+            return Err(format!("group {g} is not a multicast address"));
+        }
+        let weight = f.node.weight.unwrap_or(1);
+        if weight == 0 {
+            return Err("the weight must be 1 or more".into());
+        }
+        let instance = f
+            .node
+            .instance
+            .unwrap_or_else(|| format!("{interface}-{node_id}"));
+        if instance.is_empty() || instance.contains('/') || instance.starts_with('.') {
+            return Err(format!("instance {instance:?} must be a plain file name"));
+        }
+        let burst = f.announce.burst.unwrap_or(3);
+        if !(1..=100).contains(&burst) {
+            return Err("the announce burst must be 1 to 100".into());
+        }
+        for c in &f.checks {
+            if c.rise == 0 || c.fall == 0 || c.interval.0.is_zero() || c.timeout.0.is_zero() {
+                return Err(format!(
+                    "check {:?}: rise, fall, interval and timeout must be more than zero",
+                    c.name
+                ));
+            }
+            c.probe()?;
+        }
+        if f.hooks.command.as_ref().is_some_and(Vec::is_empty) {
+            return Err("hooks.command is empty".into());
+        }
+        Ok(Config {
+            interface,
+            node_id,
+            instance,
+            vips,
+            peers,
+            group: f.heartbeat.group,
+            cluster_id: f.heartbeat.cluster_id.unwrap_or(1),
+            port: f.heartbeat.port.unwrap_or(DEFAULT_PORT),
+            interval,
+            dead_interval,
+            hold_down: f
+                .heartbeat
+                .hold_down
+                .map_or(Duration::from_secs(1), |d| d.0),
+            weight,
+            preempt: f.pool.preempt.unwrap_or(true),
+            announce_burst: burst,
+            announce_repeats: f.announce.repeats.map_or_else(
+                || {
+                    vec![
+                        Duration::from_millis(50),
+                        Duration::from_millis(250),
+                        Duration::from_secs(1),
+                    ]
+                },
+                |r| r.into_iter().map(|d| d.0).collect(),
+            ),
+            announce_refresh: Some(f.announce.refresh.map_or(Duration::from_secs(60), |d| d.0))
+                .filter(|d| !d.is_zero()),
+            pin_root: f.xdp.pin_root.unwrap_or_else(|| "/sys/fs/bpf/vipd".into()),
+            xdp_mode: f.xdp.mode.unwrap_or(AttachMode::Auto),
+            metrics: f.metrics.listen,
+            checks: f.checks,
+            hook: f.hooks.command,
+            hook_timeout: f.hooks.timeout.map_or(Duration::from_secs(10), |d| d.0),
+        })
+    }
+
+    /// The effective configuration as a file (every key filled in).
+    pub fn to_file(&self) -> File {
+        File {
+            node: NodeSection {
+                id: Some(self.node_id),
+                interface: Some(self.interface.clone()),
+                weight: Some(self.weight),
+                instance: Some(self.instance.clone()),
+            },
+            heartbeat: HeartbeatSection {
+                interval: Some(Dur(self.interval)),
+                dead_interval: Some(Dur(self.dead_interval)),
+                hold_down: Some(Dur(self.hold_down)),
+                peers: Some(self.peers.clone()),
+                group: self.group,
+                cluster_id: Some(self.cluster_id),
+                port: Some(self.port),
+            },
+            pool: PoolSection {
+                vips: Some(self.vips.clone()),
+                preempt: Some(self.preempt),
+            },
+            announce: AnnounceSection {
+                burst: Some(self.announce_burst),
+                repeats: Some(self.announce_repeats.iter().map(|d| Dur(*d)).collect()),
+                refresh: Some(Dur(self.announce_refresh.unwrap_or_default())),
+            },
+            xdp: XdpSection {
+                mode: Some(self.xdp_mode),
+                pin_root: Some(self.pin_root.clone()),
+            },
+            metrics: MetricsSection {
+                listen: self.metrics,
+            },
+            checks: self.checks.clone(),
+            hooks: HooksSection {
+                command: self.hook.clone(),
+                timeout: Some(Dur(self.hook_timeout)),
+            },
+        }
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.to_file())
+            .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// What a reload to `new` cannot change without a restart, if anything.
+    pub fn needs_restart(&self, new: &Config) -> Option<&'static str> {
+        if self.interface != new.interface {
+            Some("the interface")
+        } else if self.node_id != new.node_id {
+            Some("the node id")
+        } else if self.instance != new.instance || self.pin_root != new.pin_root {
+            Some("the instance or pin root")
+        } else if self.cluster_id != new.cluster_id || self.port != new.port {
+            Some("the cluster id or port")
+        } else if self.peers != new.peers || self.group != new.group {
+            Some("the heartbeat peers or group")
+        } else if self.xdp_mode != new.xdp_mode {
+            Some("the XDP mode")
+        } else if self.metrics != new.metrics {
+            Some("the metrics address")
+        } else if self.interval != new.interval || self.dead_interval != new.dead_interval {
+            Some("the heartbeat or dead interval")
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../dist/vipd.toml");
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let c = Config::from_file(File::parse(EXAMPLE).unwrap()).unwrap();
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.vips.len(), 3);
+        assert_eq!(c.checks.len(), 1);
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::from_file(File::parse(EXAMPLE).unwrap()).unwrap();
+        let again = Config::from_file(File::parse(&c.to_toml()).unwrap()).unwrap();
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let e = File::parse("[heartbeat]\nintervall = \"1s\"\n").unwrap_err();
+        assert!(e.contains("heartbeat.intervall"), "{e}");
+        let e = File::parse("[pool]\nvips = [\"192.0.2.1\", \"nonsense\"]\n").unwrap_err();
+        assert!(e.contains("pool.vips"), "{e}");
+        let e = File::parse("[[check]]\nname = \"x\"\ntype = \"ftp\"\n").unwrap_err();
+        assert!(e.contains("check[0].type"), "{e}");
+        let e =
+            File::parse("[[check]]\nname = \"x\"\ntype = \"tcp\"\nadress = \"x\"\n").unwrap_err();
+        assert!(e.contains("adress"), "{e}");
+        assert!(e.contains("check"), "{e}");
+        let e = File::parse("[nodes]\n").unwrap_err();
+        assert!(e.contains("nodes"), "{e}");
+    }
+
+    #[test]
+    fn missing_and_bad_values_are_explained() {
+        let base = "[node]\nid = 1\ninterface = \"eth0\"\n";
+        let cfg = |extra: &str| Config::from_file(File::parse(&format!("{base}{extra}")).unwrap());
+        assert!(cfg("").unwrap_err().contains("no VIPs"));
+        assert!(
+            cfg("[pool]\nvips=[\"192.0.2.1\",\"192.0.2.1\"]")
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            cfg("[pool]\nvips=[\"192.0.2.1\"]\n[heartbeat]\ninterval=\"1s\"\ndead_interval=\"1s\"")
+                .unwrap_err()
+                .contains("longer")
+        );
+        let ok = cfg("[pool]\nvips=[\"192.0.2.1\"]").unwrap();
+        assert_eq!(ok.destinations(), vec![IpAddr::from(DEFAULT_GROUP_V4)]);
+        assert_eq!(ok.pin_dir(), PathBuf::from("/sys/fs/bpf/vipd/eth0-1"));
+    }
+
+    #[test]
+    fn reload_rules() {
+        let c = Config::from_file(File::parse(EXAMPLE).unwrap()).unwrap();
+        let mut vips_changed = c.clone();
+        vips_changed.vips.pop();
+        assert_eq!(c.needs_restart(&vips_changed), None);
+        let mut other_if = c.clone();
+        other_if.interface = "eth9".into();
+        assert_eq!(c.needs_restart(&other_if), Some("the interface"));
+    }
+}

@@ -1,0 +1,273 @@
+//! The control socket (`/run/vipd/<instance>.sock`, root only) and `vipd status`.
+//!
+//! The daemon answers one JSON [`Status`] per connection. When no daemon answers, `vipd
+//! status` falls back to the pinned maps, which outlive a crashed daemon.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    os::unix::{fs::PermissionsExt as _, net::UnixStream},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::{cli::StatusArgs, config::File};
+
+/// Directory of control sockets.
+pub const RUN_DIR: &str = "/run/vipd";
+
+/// The control socket of an instance.
+pub fn socket_path(instance: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{instance}.sock"))
+}
+
+/// What a running node reports.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// This node.
+    pub node_id: u32,
+    /// Instance name.
+    pub instance: String,
+    /// Cluster interface.
+    pub interface: String,
+    /// "driver" or "skb".
+    pub xdp_mode: String,
+    /// active, holding-down, withdrawn (health checks), fault (no carrier).
+    pub state: String,
+    /// The view: node ids VIPs are placed on.
+    pub view: Vec<u32>,
+    /// Whether every member's view digest equals ours.
+    pub views_agree: bool,
+    /// The peers heard.
+    pub peers: Vec<PeerStatus>,
+    /// Each VIP and who holds it, as far as this node knows.
+    pub vips: Vec<VipStatus>,
+    /// Health checks.
+    pub checks: Vec<CheckStatus>,
+    /// XDP counters, summed over CPUs.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// One peer in [`Status`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Node id.
+    pub id: u32,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ms_ago: f64,
+    /// In this node's view.
+    pub in_view: bool,
+    /// up, holding-down (not mature), leaving, down.
+    pub state: String,
+    /// Placement weight.
+    pub weight: u16,
+    /// Whether its view digest equals ours.
+    pub same_view: bool,
+    /// Heartbeats received, and missed in sequence.
+    pub received: u64,
+    /// Heartbeats missing from its sequence.
+    pub missed: u64,
+}
+
+/// One VIP in [`Status`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VipStatus {
+    /// Address/prefix.
+    pub vip: String,
+    /// The node holding it, if known.
+    pub owner: Option<u32>,
+}
+
+/// One health check in [`Status`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CheckStatus {
+    /// Its name.
+    pub name: String,
+    /// Passing (None: no result yet).
+    pub healthy: Option<bool>,
+}
+
+/// Binds the control socket (directory 0700, socket 0600), replacing a stale one.
+pub fn bind(instance: &str) -> anyhow::Result<tokio::net::UnixListener> {
+    std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+    std::fs::set_permissions(RUN_DIR, std::fs::Permissions::from_mode(0o700))?;
+    let path = socket_path(instance);
+    if path.exists() {
+        if UnixStream::connect(&path).is_ok() {
+            anyhow::bail!(
+                "another vipd runs instance {instance:?} ({} answers)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing stale {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// `vipd status`.
+pub fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
+    let instance = match (&args.instance, &args.config) {
+        (Some(i), _) => i.clone(),
+        (None, Some(path)) => {
+            let cfg = crate::cli::RunArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            }
+            .load()
+            .map_err(|e| anyhow::anyhow!(e))?;
+            cfg.instance
+        }
+        (None, None) => anyhow::bail!("give --instance or --config"),
+    };
+    let status = match ask(&instance) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "vipd: no answer on {} ({e:#}); reading the pinned maps instead",
+                socket_path(&instance).display()
+            );
+            from_pins(&instance, args.config.as_deref())?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", table(&status));
+    }
+    Ok(())
+}
+
+fn ask(instance: &str) -> anyhow::Result<Status> {
+    let path = socket_path(instance);
+    let mut s =
+        UnixStream::connect(&path).with_context(|| format!("connecting to {}", path.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"status\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    serde_json::from_str(&text).context("reading the daemon's answer")
+}
+
+/// What the pins tell without a daemon: peers and counters.
+fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
+    use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+    use vipd_common::{
+        heartbeat::{FLAG_LEAVING, FLAG_MATURE},
+        maps::{Counter, PeerState},
+    };
+    let root = config
+        .and_then(|p| File::load(p).ok())
+        .and_then(|f| f.xdp.pin_root)
+        .unwrap_or_else(|| "/sys/fs/bpf/vipd".into());
+    let dir = root.join(instance);
+    let open = |name: &str| -> anyhow::Result<Map> {
+        let data = MapData::from_pin(dir.join(name))
+            .with_context(|| format!("opening {}", dir.join(name).display()))?;
+        Ok(Map::from_map_data(data)?)
+    };
+    let peers: HashMap<MapData, u32, PeerState> = HashMap::try_from(open("peers")?)?;
+    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(open("counters")?)?;
+    let now = crate::clock::monotonic_ns();
+    let mut status = Status {
+        instance: instance.into(),
+        state: "unknown (no daemon answered; from the pinned maps)".into(),
+        ..Status::default()
+    };
+    for (id, p) in peers.iter().filter_map(Result::ok) {
+        let flags = if p.flags & FLAG_LEAVING != 0 {
+            "leaving"
+        } else if p.flags & FLAG_MATURE != 0 {
+            "up"
+        } else {
+            "holding-down"
+        };
+        status.peers.push(PeerStatus {
+            id,
+            last_seen_ms_ago: now.saturating_sub(p.last_seen_ns) as f64 / 1e6,
+            state: flags.into(),
+            weight: p.weight,
+            received: p.received,
+            missed: p.missed,
+            ..PeerStatus::default()
+        });
+    }
+    for c in Counter::ALL {
+        let total = counters.get(&(c as u32), 0).map_or(0, |v| v.iter().sum());
+        status.counters.insert(c.name().into(), total);
+    }
+    Ok(status)
+}
+
+/// A human rendering of a status.
+pub fn table(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "node {} on {} (instance {}, XDP {}): {}",
+        s.node_id, s.interface, s.instance, s.xdp_mode, s.state
+    );
+    let _ = writeln!(
+        t,
+        "view {:?}, {}",
+        s.view,
+        if s.views_agree {
+            "all members agree"
+        } else {
+            "VIEWS DIFFER"
+        }
+    );
+    let _ = writeln!(
+        t,
+        "\n{:<6} {:<13} {:>12} {:>7} {:>6} {:>10} {:>7}",
+        "peer", "state", "last seen", "in view", "weight", "received", "missed"
+    );
+    for p in &s.peers {
+        let _ = writeln!(
+            t,
+            "{:<6} {:<13} {:>9.1} ms {:>7} {:>6} {:>10} {:>7}",
+            p.id,
+            p.state,
+            p.last_seen_ms_ago,
+            if p.in_view { "yes" } else { "no" },
+            p.weight,
+            p.received,
+            p.missed
+        );
+    }
+    if !s.vips.is_empty() {
+        let _ = writeln!(t, "\n{:<24} owner", "vip");
+        for v in &s.vips {
+            let owner = v.owner.map_or("-".to_string(), |o| o.to_string());
+            let mine = if v.owner == Some(s.node_id) {
+                " (this node)"
+            } else {
+                ""
+            };
+            let _ = writeln!(t, "{:<24} {owner}{mine}", v.vip);
+        }
+    }
+    if !s.checks.is_empty() {
+        let _ = writeln!(t, "\ncheck");
+        for c in &s.checks {
+            let state = match c.healthy {
+                Some(true) => "passing",
+                Some(false) => "FAILING",
+                None => "pending",
+            };
+            let _ = writeln!(t, "{:<24} {state}", c.name);
+        }
+    }
+    let _ = writeln!(t, "\nXDP counters");
+    for (k, v) in &s.counters {
+        let _ = writeln!(t, "  {k:<22} {v}");
+    }
+    t
+}

@@ -1,0 +1,241 @@
+//! Prometheus metrics, in the exposition format of the `prometheus-client` crate, served
+//! at `GET /metrics` on the configured address.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
+use tracing::{info, warn};
+use vipd_common::maps::Counter as XdpCounter;
+
+/// `peer` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// Node id.
+    pub peer: String,
+}
+
+/// `vip` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VipLabel {
+    /// The address.
+    pub vip: String,
+}
+
+/// `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// timeout, leaving, restarted, not_mature.
+    pub reason: String,
+}
+
+/// `kind` and `verdict` labels of XDP packet counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PacketLabel {
+    /// What the program saw.
+    pub kind: String,
+    /// What it did: drop or pass.
+    pub verdict: String,
+}
+
+/// Every metric vipd exports.
+pub struct Metrics {
+    registry: Registry,
+    /// 1 while the peer is in this node's view.
+    pub peer_up: Family<PeerLabel, Gauge>,
+    /// 1 while this node holds the VIP.
+    pub vip_owned: Family<VipLabel, Gauge>,
+    /// Peers lost from the view, by reason (each one moves its VIPs).
+    pub failovers: Family<ReasonLabel, Counter>,
+    /// Last heartbeat heard → loss declared, for timeouts.
+    pub detection_seconds: Histogram,
+    /// Loss declared → first announcement of an adopted VIP.
+    pub takeover_seconds: Histogram,
+    /// Gratuitous ARPs and unsolicited NAs sent.
+    pub announcements: Counter,
+    /// 1 while this node takes VIPs (mature, carrier, healthy).
+    pub active: Gauge,
+    xdp_packets: Family<PacketLabel, Counter>,
+    xdp_seen: Mutex<[u64; 8]>,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vipd");
+        let m = Self {
+            peer_up: Family::default(),
+            vip_owned: Family::default(),
+            failovers: Family::default(),
+            detection_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            takeover_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
+            announcements: Counter::default(),
+            active: Gauge::default(),
+            xdp_packets: Family::default(),
+            xdp_seen: Mutex::new([0; 8]),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "peer_up",
+            "Peer is in this node's membership view",
+            m.peer_up.clone(),
+        );
+        registry.register("vip_owned", "This node holds the VIP", m.vip_owned.clone());
+        registry.register(
+            "failovers",
+            "Peers lost from the view, by reason",
+            m.failovers.clone(),
+        );
+        registry.register(
+            "detection_latency_seconds",
+            "From a peer's last heartbeat to its loss being declared (timeouts)",
+            m.detection_seconds.clone(),
+        );
+        registry.register(
+            "takeover_latency_seconds",
+            "From a loss being declared to the first announcement of an adopted VIP",
+            m.takeover_seconds.clone(),
+        );
+        registry.register(
+            "announcements",
+            "Gratuitous ARPs and unsolicited NAs sent",
+            m.announcements.clone(),
+        );
+        registry.register(
+            "active",
+            "This node takes VIPs (mature, carrier, healthy)",
+            m.active.clone(),
+        );
+        registry.register(
+            "xdp_packets",
+            "Frames seen by the XDP program, by kind and verdict",
+            m.xdp_packets.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Brings the XDP packet counters up to the totals read from the map.
+    pub fn sync_xdp(&self, totals: &[(XdpCounter, u64)]) {
+        let mut seen = self.xdp_seen.lock().unwrap_or_else(|e| e.into_inner());
+        for &(c, total) in totals {
+            let (kind, verdict) = match c {
+                XdpCounter::HeartbeatAccepted => ("heartbeat", "drop"),
+                XdpCounter::HeartbeatMalformed => ("malformed", "pass"),
+                XdpCounter::ForeignCluster => ("foreign_cluster", "pass"),
+                XdpCounter::OwnNodeId => ("own_node_id", "pass"),
+                XdpCounter::OtherTraffic => ("other", "pass"),
+                XdpCounter::EventsLost | XdpCounter::PeerTableFull => continue,
+            };
+            let slot = &mut seen[c as usize];
+            let label = PacketLabel {
+                kind: kind.into(),
+                verdict: verdict.into(),
+            };
+            self.xdp_packets
+                .get_or_create(&label)
+                .inc_by(total.saturating_sub(*slot));
+            *slot = total.max(*slot);
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            warn!("encoding metrics: {e}");
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr`; `refresh` is called before each scrape.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    refresh: impl Fn() + Send + Sync + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(%addr, "serving Prometheus metrics at /metrics");
+    let refresh = Arc::new(refresh);
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = Arc::clone(&metrics);
+            let refresh = Arc::clone(&refresh);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let read =
+                    tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+                let Ok(Ok(n)) = read else { return };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let response = if request.starts_with("GET /metrics ")
+                    || request.starts_with("GET /metrics?")
+                {
+                    refresh();
+                    let body = metrics.render();
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .into()
+                };
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_names_with_prefix_and_xdp_deltas() {
+        let m = Metrics::new();
+        m.peer_up
+            .get_or_create(&PeerLabel { peer: "2".into() })
+            .set(1);
+        m.failovers
+            .get_or_create(&ReasonLabel {
+                reason: "timeout".into(),
+            })
+            .inc();
+        m.sync_xdp(&[(XdpCounter::HeartbeatAccepted, 10)]);
+        m.sync_xdp(&[(XdpCounter::HeartbeatAccepted, 15)]);
+        let text = m.render();
+        assert!(text.contains("vipd_peer_up{peer=\"2\"} 1"), "{text}");
+        assert!(
+            text.contains("vipd_failovers_total{reason=\"timeout\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vipd_xdp_packets_total{kind=\"heartbeat\",verdict=\"drop\"} 15"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vipd_detection_latency_seconds_bucket"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
