@@ -415,6 +415,7 @@ impl State<'_> {
             self.health = health::Tracker::new(&new.checks);
         }
         self.cfg = new.clone();
+        self.pool_mismatch_logged.clear();
         self.state_burst = STATE_BURST;
         Some(new)
     }
@@ -660,7 +661,7 @@ impl State<'_> {
                     .map_or(1, |p| u32::from(p.weight.max(1))),
             })
             .collect();
-        if self.mature && self.carrier {
+        if self.active() {
             members.push(Member {
                 id: self.cfg.node_id,
                 weight: u32::from(self.cfg.weight),

@@ -1,0 +1,395 @@
+//! Operating vipd: configuration files, status, metrics, health checks, hooks, reload.
+//!
+//! The namespace tests run as root (CI does); elsewhere they print why they skip.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use xtask::lab::{Host, Lab, privileged, wait_until};
+
+const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+const SETTLE: Duration = Duration::from_secs(15);
+const VIPS: [&str; 2] = ["192.0.2.201", "192.0.2.202"];
+
+fn two_nodes(tag: &str) -> anyhow::Result<(Lab, Host, Host, Host)> {
+    let mut lab = Lab::new(tag)?;
+    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
+    Ok((lab, n1, n2, client))
+}
+
+/// Writes a configuration file for node `id` on `host` (peer: `peer`), plus `extra` TOML.
+fn write_config(
+    lab: &Lab,
+    host: &Host,
+    id: u32,
+    peer: &Host,
+    extra: &str,
+) -> anyhow::Result<PathBuf> {
+    let path = lab.dir().join(format!("{}.toml", host.name));
+    let text = format!(
+        "[node]\nid = {id}\ninterface = \"eth0\"\ninstance = \"{}-{}\"\n\n\
+         [heartbeat]\ninterval = \"50ms\"\nhold_down = \"300ms\"\npeers = [\"{}\"]\n\n\
+         [pool]\nvips = [\"{}\", \"{}\"]\n\n{extra}",
+        lab.prefix(),
+        host.name,
+        peer.addr,
+        VIPS[0],
+        VIPS[1]
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn start(lab: &mut Lab, host: &Host, config: &Path, extra: &[&str]) -> anyhow::Result<usize> {
+    let mut args = vec!["run", "--config", config.to_str().context("path")?];
+    args.extend_from_slice(extra);
+    let p = lab.spawn(host, &format!("{}-vipd", host.name), Path::new(VIPD), &args)?;
+    lab.proc(p).wait_for_line(&["vipd started"], SETTLE)?;
+    Ok(p)
+}
+
+fn held(lab: &Lab, host: &Host) -> usize {
+    VIPS.iter()
+        .filter(|v| lab.has_address(host, v).unwrap_or(false))
+        .count()
+}
+
+fn status_json(instance: &str) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(VIPD)
+        .args(["status", "--json", "--instance", instance])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "vipd status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_and_names_bad_keys() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("vipd-check-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[node]\nid = 2\ninterface = \"eth0\"\n[pool]\nvips = [\"192.0.2.201\"]\n",
+    )?;
+    let out = Command::new(VIPD)
+        .args([
+            "check-config",
+            "-c",
+            good.to_str().unwrap(),
+            "--weight",
+            "3",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("weight = 3"),
+        "flags override the file: {text}"
+    );
+    assert!(
+        text.contains("dead_interval = \"300ms\""),
+        "defaults are filled in: {text}"
+    );
+    // The effective configuration is itself a valid configuration.
+    let effective = dir.join("effective.toml");
+    std::fs::write(&effective, text.as_bytes())?;
+    let again = Command::new(VIPD)
+        .args(["check-config", "-c", effective.to_str().unwrap()])
+        .output()?;
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[node]\nid = 2\n[heartbeat]\nintervall = \"1s\"\n")?;
+    let out = Command::new(VIPD)
+        .args(["check-config", "-c", bad.to_str().unwrap()])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("heartbeat.intervall"), "{err}");
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+#[test]
+fn zone_prints_round_robin_records() -> anyhow::Result<()> {
+    let out = Command::new(VIPD)
+        .args([
+            "zone",
+            "--name",
+            "www",
+            "--ttl",
+            "30",
+            "--vip",
+            "2001:db8::1,192.0.2.202,192.0.2.201",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    let records: Vec<&str> = text.lines().filter(|l| !l.starts_with(';')).collect();
+    assert_eq!(
+        records,
+        [
+            "www\t30\tIN\tA\t192.0.2.201",
+            "www\t30\tIN\tA\t192.0.2.202",
+            "www\t30\tIN\tAAAA\t2001:db8::1"
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn status_and_metrics_describe_a_running_pair() -> anyhow::Result<()> {
+    if !privileged("status_and_metrics_describe_a_running_pair") {
+        return Ok(());
+    }
+    let (mut lab, n1, n2, _client) = two_nodes("os")?;
+    let c1 = write_config(
+        &lab,
+        &n1,
+        1,
+        &n2,
+        "[metrics]\nlisten = \"127.0.0.1:9797\"\n",
+    )?;
+    let c2 = write_config(&lab, &n2, 2, &n1, "")?;
+    let p1 = start(&mut lab, &n1, &c1, &[])?;
+    start(&mut lab, &n2, &c2, &[])?;
+    wait_until("one VIP each", SETTLE, || {
+        Ok(held(&lab, &n1) == 1 && held(&lab, &n2) == 1)
+    })?;
+
+    let instance = format!("{}-n1", lab.prefix());
+    let mut status = serde_json::Value::Null;
+    wait_until("status: both in the view, views agreeing", SETTLE, || {
+        status = status_json(&instance)?;
+        Ok(status["view"] == serde_json::json!([1, 2]) && status["views_agree"] == true)
+    })
+    .with_context(|| format!("{status:#}"))?;
+    assert_eq!(status["state"], "active");
+    assert_eq!(status["peers"][0]["id"], 2);
+    assert_eq!(status["peers"][0]["state"], "up");
+    let owners: Vec<u64> = status["vips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["owner"].as_u64())
+        .collect();
+    assert_eq!(owners.len(), 2, "{status:#}");
+    assert!(status["counters"]["heartbeats_accepted"].as_u64().unwrap() > 0);
+    let table = Command::new(VIPD)
+        .args(["status", "--instance", &instance])
+        .output()?;
+    assert!(String::from_utf8_lossy(&table.stdout).contains("all members agree"));
+
+    // Scrape the metrics endpoint from inside n1's namespace.
+    let text = lab.in_netns(&n1, || {
+        let mut s = TcpStream::connect("127.0.0.1:9797")?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    })?;
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("vipd_peer_up{peer=\"2\"} 1"), "{text}");
+    assert!(text.contains("vipd_active 1"), "{text}");
+    let owned = text
+        .lines()
+        .filter(|l| l.starts_with("vipd_vip_owned{") && l.ends_with(" 1"))
+        .count();
+    assert_eq!(owned, 1, "{text}");
+    assert!(text.contains("vipd_announcements_total"), "{text}");
+    let heartbeats = text
+        .lines()
+        .find(|l| l.starts_with("vipd_xdp_packets_total{kind=\"heartbeat\",verdict=\"drop\"}"))
+        .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .with_context(|| format!("no heartbeat counter in {text}"))?;
+    assert!(heartbeats > 0);
+
+    // Without a daemon, status falls back to the pinned maps.
+    lab.proc(p1).signal(libc::SIGKILL)?;
+    lab.proc(p1).wait_exit(SETTLE).ok();
+    let out = Command::new(VIPD)
+        .args(["status", "--json", "--instance", &instance])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading the pinned maps"));
+    let pins: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(pins["peers"][0]["id"], 2);
+    Ok(())
+}
+
+/// A TCP responder inside `host`'s namespace, accepting until dropped.
+struct Responder {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Responder {
+    fn start(lab: &Lab, host: &Host, addr: &'static str) -> anyhow::Result<Self> {
+        let listener = lab.in_netns(host, || Ok(TcpListener::bind(addr)?))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            // Bounded: stops when told, polling every 10 ms.
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => drop(s),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_failing_check_moves_vips_away_and_hooks_see_every_event() -> anyhow::Result<()> {
+    if !privileged("a_failing_check_moves_vips_away_and_hooks_see_every_event") {
+        return Ok(());
+    }
+    let (mut lab, n1, n2, client) = two_nodes("oh")?;
+    let events = lab.dir().join("n1-events.log");
+    let hook = format!(
+        "[[check]]\nname = \"web\"\ntype = \"tcp\"\naddress = \"127.0.0.1:8080\"\ninterval = \"100ms\"\n\
+         timeout = \"100ms\"\nrise = 2\nfall = 2\n\n[hooks]\ncommand = [\"/bin/sh\", \"-c\", \
+         \"echo \\\"$VIPD_EVENT $VIPD_VIP $VIPD_STATE\\\" >> {}\"]\ntimeout = \"5s\"\n",
+        events.display()
+    );
+    let c1 = write_config(&lab, &n1, 1, &n2, &hook)?;
+    let c2 = write_config(&lab, &n2, 2, &n1, "")?;
+    let web = Responder::start(&lab, &n1, "127.0.0.1:8080")?;
+    let p1 = start(&mut lab, &n1, &c1, &[])?;
+    start(&mut lab, &n2, &c2, &[])?;
+    wait_until("one VIP each", SETTLE, || {
+        Ok(held(&lab, &n1) == 1 && held(&lab, &n2) == 1)
+    })?;
+    let n1_vip = VIPS
+        .iter()
+        .find(|v| lab.has_address(&n1, v).unwrap_or(false))
+        .copied()
+        .context("n1's VIP")?;
+
+    // The responder stops: n1 withdraws, its VIP moves to n2 and answers from there.
+    drop(web);
+    wait_until("n2 holding both VIPs", SETTLE, || {
+        Ok(held(&lab, &n1) == 0 && held(&lab, &n2) == 2)
+    })?;
+    lab.proc(p1)
+        .wait_for_line(&["health check failing", "web"], SETTLE)?;
+    wait_until("the VIP answering the client from n2", SETTLE, || {
+        Ok(lab.ping(&client, n1_vip)?
+            && lab.neighbour_mac(&client, n1_vip)?.as_deref() == Some(n2.mac.as_str()))
+    })?;
+
+    // It comes back: after `rise` passes n1 takes its share again.
+    let _web = Responder::start(&lab, &n1, "127.0.0.1:8080")?;
+    wait_until("one VIP each again", SETTLE, || {
+        Ok(held(&lab, &n1) == 1 && held(&lab, &n2) == 1)
+    })?;
+
+    let log = || std::fs::read_to_string(&events).unwrap_or_default();
+    wait_until("the hook to record the comeback", SETTLE, || {
+        Ok(log().matches("vip_acquired").count() >= 2
+            && log().matches("node_state  active").count() >= 2)
+    })
+    .with_context(log)?;
+    let log = log();
+    for expected in [
+        "node_state  holding-down",
+        "node_state  active",
+        "node_state  withdrawn",
+        "vip_released ",
+    ] {
+        assert!(log.contains(expected), "{expected:?} missing from:\n{log}");
+    }
+    assert!(log.contains(&format!("vip_released {n1_vip}")), "{log}");
+    Ok(())
+}
+
+#[test]
+fn sighup_applies_a_new_pool_and_rejects_a_bad_file() -> anyhow::Result<()> {
+    if !privileged("sighup_applies_a_new_pool_and_rejects_a_bad_file") {
+        return Ok(());
+    }
+    let (mut lab, n1, n2, _client) = two_nodes("or")?;
+    let c1 = write_config(&lab, &n1, 1, &n2, "")?;
+    let c2 = write_config(&lab, &n2, 2, &n1, "")?;
+    let p1 = start(&mut lab, &n1, &c1, &[])?;
+    let p2 = start(&mut lab, &n2, &c2, &[])?;
+    wait_until("one VIP each", SETTLE, || {
+        Ok(held(&lab, &n1) == 1 && held(&lab, &n2) == 1)
+    })?;
+
+    // A third VIP on both nodes: placed without touching the two that did not move.
+    for (path, p) in [(&c1, p1), (&c2, p2)] {
+        let text = std::fs::read_to_string(path)?.replace(
+            &format!("\"{}\"]", VIPS[1]),
+            &format!("\"{}\", \"192.0.2.203\"]", VIPS[1]),
+        );
+        std::fs::write(path, text)?;
+        lab.proc(p).signal(libc::SIGHUP)?;
+    }
+    wait_until("192.0.2.203 on exactly one node", SETTLE, || {
+        Ok(lab.has_address(&n1, "192.0.2.203")? != lab.has_address(&n2, "192.0.2.203")?)
+    })?;
+    for p in [p1, p2] {
+        let log = lab.proc(p).output();
+        let (_, after) = log
+            .split_once("configuration reloaded")
+            .context("no reload logged")?;
+        assert!(
+            !after.contains("released VIP"),
+            "a VIP moved on reload:\n{log}"
+        );
+    }
+
+    // A broken file is rejected and the node keeps running as it was.
+    std::fs::write(&c1, "[node]\nid = \"one\"\n")?;
+    lab.proc(p1).signal(libc::SIGHUP)?;
+    lab.proc(p1).wait_for_line(
+        &["reload rejected, keeping the running configuration"],
+        SETTLE,
+    )?;
+    assert!(lab.proc(p1).child.try_wait()?.is_none(), "still running");
+    Ok(())
+}
