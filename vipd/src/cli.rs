@@ -28,21 +28,63 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the failover daemon. SIGHUP reloads the configuration (only what changed is
+    /// Run the failover daemon
+    ///
+    /// SIGHUP reloads the configuration (only what changed is
     /// touched; an invalid file is rejected and the running configuration kept);
     /// SIGTERM/SIGINT leave the cluster cleanly (LEAVING, VIPs released).
+    #[command(after_long_help = RUN_EXAMPLES)]
     Run(RunArgs),
-    /// Validate the configuration (file and flags) and print the effective configuration.
+    /// Validate the configuration and print the effective configuration
+    ///
+    /// The file and flags are merged and checked; the output is itself a valid configuration file. Exits 1 on an error, naming the key.
+    #[command(after_long_help = "EXAMPLE:\n    vipd check-config --config /etc/vipd/vipd.toml")]
     CheckConfig(RunArgs),
-    /// Show a running node: peers, VIP owners, XDP counters, view agreement.
+    /// Show a running node: peers, VIP owners, checks, XDP counters
+    ///
+    /// Shows its state, the peers (last heard, in the view or not), who
+    /// holds each VIP, health checks, XDP counters, and whether the members' views agree.
+    /// Asks the daemon's control socket (/run/vipd/<instance>.sock, root only); with no
+    /// daemon answering, reads the pinned maps instead.
+    #[command(
+        after_long_help = "EXAMPLES:\n    vipd status --instance eth0-1\n    vipd status --config /etc/vipd/vipd.toml --json"
+    )]
     Status(StatusArgs),
-    /// Print the round-robin DNS records (A/AAAA) for the pool's VIPs.
+    /// Print the round-robin DNS records (A/AAAA) for the pool
+    ///
+    /// Publish the VIPs, never the nodes' own addresses.
+    #[command(
+        after_long_help = "EXAMPLE:\n    vipd zone --name www --ttl 60 --config /etc/vipd/vipd.toml"
+    )]
     Zone(ZoneArgs),
-    /// Capacity planner: each node's share of a pool now, and after every combination of
+    /// Capacity planner: each node's share now and after up to k failures
+    ///
+    /// Each node's share of a pool now, and after every combination of
     /// up to k node failures, with the worst-case load multiplier (VIPs held after the
     /// failures ÷ VIPs held now). Uses the daemon's own placement.
+    #[command(
+        after_long_help = "EXAMPLES:\n    vipd plan --nodes 2 --vips 3\n    vipd plan --node 1:1,2:1,3:2 --vips 8 -k 2 --json"
+    )]
     Plan(PlanArgs),
 }
+
+const RUN_EXAMPLES: &str = "EXAMPLES:
+    Two nodes, two VIPs, multicast heartbeats (run the same on node 2 with -n 2):
+        vipd run -i eth0 -n 1 --vip 192.0.2.201,192.0.2.202
+
+    Unicast heartbeats (clouds without multicast), faster detection:
+        vipd run -i eth0 -n 1 --vip 192.0.2.201,192.0.2.202 --peer 192.0.2.12 \\
+                 --interval 20ms --dead-interval 60ms
+
+    From the configuration file, as the systemd unit does:
+        vipd run --config /etc/vipd/vipd.toml
+
+SIGNALS:
+    SIGHUP           reload the configuration (invalid or restart-only changes are rejected)
+    SIGTERM, SIGINT  send LEAVING, release VIPs, detach, exit
+
+ENVIRONMENT:
+    VIPD_LOG         log filter (info, debug, vipd=debug, ...)";
 
 /// Flags of `run` and `check-config`; each overrides the configuration file's key.
 #[derive(Debug, Args, Default, Clone)]

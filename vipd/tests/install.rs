@@ -1,0 +1,48 @@
+//! `scripts/install.sh` stages the binary, the systemd unit and the example configuration.
+
+use std::{path::Path, process::Command};
+
+#[test]
+fn install_script_stages_binary_unit_and_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dest = std::env::temp_dir().join(format!("vipd-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dest);
+    let run = || {
+        Command::new("bash")
+            .arg(root.join("scripts/install.sh"))
+            .env("DESTDIR", &dest)
+            .env("VIPD_BIN", env!("CARGO_BIN_EXE_vipd"))
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit = std::fs::read_to_string(dest.join("etc/systemd/system/vipd.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/sbin/vipd run --config /etc/vipd/vipd.toml"));
+    assert!(unit.contains("CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_NET_RAW CAP_PERFMON"));
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    // The staged binary runs and accepts the staged configuration.
+    let check = Command::new(dest.join("usr/local/sbin/vipd"))
+        .args(["check-config", "--config"])
+        .arg(dest.join("etc/vipd/vipd.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // A second run keeps the (possibly edited) configuration.
+    std::fs::write(dest.join("etc/vipd/vipd.toml"), "# edited\n").unwrap();
+    assert!(run().status.success());
+    assert_eq!(
+        std::fs::read_to_string(dest.join("etc/vipd/vipd.toml")).unwrap(),
+        "# edited\n"
+    );
+    assert!(dest.join("etc/vipd/vipd.toml.example").exists());
+    std::fs::remove_dir_all(&dest).unwrap();
+}
