@@ -135,6 +135,9 @@ pub struct PoolSection {
     pub vips: Option<Vec<Vip>>,
     /// Move VIPs to rebalance (false: only orphaned VIPs move).
     pub preempt: Option<bool>,
+    /// A preferred node for some VIPs: `{ "192.0.2.201" = 1 }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred: Option<std::collections::BTreeMap<IpAddr, u32>>,
 }
 
 /// `[announce]`
@@ -325,6 +328,8 @@ pub struct Config {
     pub weight: u16,
     /// Rebalance by moving VIPs (false: only orphaned VIPs move).
     pub preempt: bool,
+    /// Preferred node per VIP.
+    pub preferred: std::collections::BTreeMap<IpAddr, u32>,
     /// Announcements at takeover.
     pub announce_burst: u16,
     /// Repeats after a takeover.
@@ -411,6 +416,18 @@ impl Config {
         if let Some(g) = f.heartbeat.group.filter(|g| !g.is_multicast()) {
             return Err(format!("group {g} is not a multicast address"));
         }
+        let preferred = f.pool.preferred.unwrap_or_default();
+        if let Some(vip) = preferred
+            .keys()
+            .find(|a| !vips.iter().any(|v| v.addr == **a))
+        {
+            return Err(format!(
+                "pool.preferred names {vip}, which is not in pool.vips"
+            ));
+        }
+        if preferred.values().any(|&n| n == 0) {
+            return Err("pool.preferred: node ids are 1 or more".into());
+        }
         let weight = f.node.weight.unwrap_or(1);
         if weight == 0 {
             return Err("the weight must be 1 or more".into());
@@ -455,6 +472,7 @@ impl Config {
                 .map_or(Duration::from_secs(1), |d| d.0),
             weight,
             preempt: f.pool.preempt.unwrap_or(true),
+            preferred,
             announce_burst: burst,
             announce_repeats: f.announce.repeats.map_or_else(
                 || {
@@ -498,6 +516,7 @@ impl Config {
             pool: PoolSection {
                 vips: Some(self.vips.clone()),
                 preempt: Some(self.preempt),
+                preferred: Some(self.preferred.clone()).filter(|p| !p.is_empty()),
             },
             announce: AnnounceSection {
                 burst: Some(self.announce_burst),
@@ -601,6 +620,13 @@ mod tests {
                 .unwrap_err()
                 .contains("longer")
         );
+        assert!(
+            cfg("[pool]\nvips=[\"192.0.2.1\"]\npreferred={\"192.0.2.2\"=1}")
+                .unwrap_err()
+                .contains("not in pool.vips")
+        );
+        let pref = cfg("[pool]\nvips=[\"192.0.2.1\"]\npreferred={\"192.0.2.1\"=2}").unwrap();
+        assert_eq!(pref.preferred.len(), 1);
         let ok = cfg("[pool]\nvips=[\"192.0.2.1\"]").unwrap();
         assert_eq!(ok.destinations(), vec![IpAddr::from(DEFAULT_GROUP_V4)]);
         assert_eq!(ok.pin_dir(), PathBuf::from("/sys/fs/bpf/vipd/eth0-1"));

@@ -693,7 +693,13 @@ impl State<'_> {
         }
         // Not active (holding down, or withdrawn by a failing check): we are not a member,
         // so placement gives us nothing and whatever we hold is released below.
-        let assignment = placement::place(&self.pool, &members, &holders, self.cfg.preempt);
+        let assignment = placement::place_preferring(
+            &self.pool,
+            &members,
+            &holders,
+            &self.cfg.preferred,
+            self.cfg.preempt,
+        );
         let mine: Vec<Vip> = self
             .cfg
             .vips

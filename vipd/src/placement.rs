@@ -69,6 +69,20 @@ pub fn place(
     holders: &BTreeMap<IpAddr, u32>,
     preempt: bool,
 ) -> BTreeMap<IpAddr, u32> {
+    place_preferring(pool, members, holders, &BTreeMap::new(), preempt)
+}
+
+/// [`place`], with a preferred node for some VIPs: the counts are the same, but a member
+/// that must give VIPs up gives up first those preferred by another member, and VIPs that
+/// move go to their preferred member when it has room. So a VIP returns to its preferred
+/// node whenever placement moves VIPs to that node anyway.
+pub fn place_preferring(
+    pool: &[IpAddr],
+    members: &[Member],
+    holders: &BTreeMap<IpAddr, u32>,
+    preferred: &BTreeMap<IpAddr, u32>,
+    preempt: bool,
+) -> BTreeMap<IpAddr, u32> {
     let mut pool = pool.to_vec();
     pool.sort_unstable();
     pool.dedup();
@@ -113,23 +127,46 @@ pub fn place(
         sticky_targets(&mut slots, pool.len(), total_weight);
     }
 
-    // Each member keeps the lowest of the VIPs it holds, up to its target; the rest are
-    // dealt in pool order to the members still below target, in member order.
+    // Each member keeps, up to its target, the VIPs it holds: first those it is preferred
+    // for, then those nobody else prefers, then the rest, lowest address first. The others
+    // are dealt in pool order: to their preferred member if it has room, else to the
+    // members still below target, in member order.
+    let prefers_other = |vip: &IpAddr, id: u32| match preferred.get(vip) {
+        Some(&p) if p == id => 0,
+        Some(p) if index.contains_key(p) => 2,
+        _ => 1,
+    };
     let mut out = BTreeMap::new();
-    for (slot, h) in slots.iter().zip(&held) {
+    let mut room: Vec<usize> = Vec::with_capacity(slots.len());
+    for (slot, h) in slots.iter().zip(&mut held) {
+        h.sort_by_key(|vip| (prefers_other(vip, slot.id), *vip));
         for vip in h.iter().take(slot.target) {
             out.insert(*vip, slot.id);
         }
+        room.push(slot.target - slot.held.min(slot.target));
     }
-    let mut receivers = slots.iter().flat_map(|s| {
-        let kept = s.held.min(s.target);
-        std::iter::repeat_n(s.id, s.target - kept)
-    });
-    for vip in &pool {
-        if !out.contains_key(vip) {
-            let id = receivers.next().expect("targets add up to the pool size");
-            out.insert(*vip, id);
+    let orphans: Vec<IpAddr> = pool
+        .iter()
+        .filter(|v| !out.contains_key(*v))
+        .copied()
+        .collect();
+    let mut rest = Vec::new();
+    for vip in orphans {
+        match preferred.get(&vip).and_then(|p| index.get(p)) {
+            Some(&i) if room[i] > 0 => {
+                room[i] -= 1;
+                out.insert(vip, slots[i].id);
+            }
+            _ => rest.push(vip),
         }
+    }
+    let mut receivers = slots
+        .iter()
+        .zip(&room)
+        .flat_map(|(s, &r)| std::iter::repeat_n(s.id, r));
+    for vip in rest {
+        let id = receivers.next().expect("targets add up to the pool size");
+        out.insert(vip, id);
     }
     out
 }
@@ -306,6 +343,27 @@ mod tests {
     }
 
     #[test]
+    fn preferred_nodes_get_their_vips_when_balance_allows() {
+        let p = pool(4);
+        let m = members(&[1, 2]);
+        // v0 and v1 prefer node 2, v3 prefers node 1.
+        let pref = BTreeMap::from([(p[0], 2), (p[1], 2), (p[3], 1)]);
+        let a = place_preferring(&p, &m, &BTreeMap::new(), &pref, true);
+        assert_eq!((a[&p[0]], a[&p[1]], a[&p[3]]), (2, 2, 1));
+        assert_eq!(counts(&a, &m).values().collect::<Vec<_>>(), [&2, &2]);
+        // Node 2 leaves and returns: its preferred VIPs come back to it.
+        let alone = place_preferring(&p, &members(&[1]), &a, &pref, true);
+        let back = place_preferring(&p, &m, &alone, &pref, true);
+        assert_eq!(back, a);
+        // A preference for a node that is not a member changes nothing.
+        let ghost = BTreeMap::from([(p[0], 9)]);
+        assert_eq!(
+            place_preferring(&p, &m, &BTreeMap::new(), &ghost, true),
+            fresh(&p, &m)
+        );
+    }
+
+    #[test]
     fn weights_are_respected() {
         let p = pool(10);
         let m = [
@@ -389,6 +447,26 @@ mod tests {
                 ids_of(&before, x.id).len().saturating_sub(hi)
             }).sum();
             prop_assert_eq!(moved.len(), floor.max(forced));
+        }
+
+        #[test]
+        fn preferences_keep_the_leave_guarantee((m, n) in view(), pick in any::<usize>(), seed in any::<u32>()) {
+            prop_assume!(m.len() >= 2);
+            let p = pool(n);
+            // Every third VIP prefers some member.
+            let pref: BTreeMap<IpAddr, u32> = p.iter().enumerate().filter(|(i, _)| i % 3 == 0)
+                .map(|(i, v)| (*v, m[(i + seed as usize) % m.len()].id)).collect();
+            let before = place_preferring(&p, &m, &BTreeMap::new(), &pref, true);
+            assert_balanced(&before, &m, n);
+            let gone = m[pick % m.len()].id;
+            let rest: Vec<Member> = m.iter().copied().filter(|x| x.id != gone).collect();
+            let after = place_preferring(&p, &rest, &before, &pref, true);
+            assert_balanced(&after, &rest, n);
+            for (vip, owner) in &before {
+                if *owner != gone {
+                    prop_assert_eq!(after[vip], *owner);
+                }
+            }
         }
 
         #[test]
