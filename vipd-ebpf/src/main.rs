@@ -61,6 +61,12 @@ pub fn vipd(ctx: XdpContext) -> u32 {
     }
 }
 
+/// An empty program, the baseline of `cargo xtask bench xdp` (never attached).
+#[xdp]
+pub fn vipd_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn count(c: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(c as u32) {
@@ -174,8 +180,8 @@ fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
                 Some(EventKind::Returned)
             } else if peer.flags != hb.flags {
                 Some(EventKind::FlagsChanged)
-            } else if hb.sequence > peer.sequence.wrapping_add(1) {
-                peer.missed += hb.sequence - peer.sequence - 1;
+            } else if hb.sequence > peer.sequence && hb.sequence - peer.sequence > 1 {
+                peer.missed = peer.missed.saturating_add(hb.sequence - peer.sequence - 1);
                 Some(EventKind::SequenceGap)
             } else {
                 None

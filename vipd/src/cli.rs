@@ -66,6 +66,26 @@ pub enum Command {
         after_long_help = "EXAMPLES:\n    vipd plan --nodes 2 --vips 3\n    vipd plan --node 1:1,2:1,3:2 --vips 8 -k 2 --json"
     )]
     Plan(PlanArgs),
+    /// Per-packet cost of the XDP program (used by `cargo xtask bench xdp`; needs root).
+    #[command(hide = true)]
+    BenchXdp {
+        /// Runs per frame kind.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
+    /// Time placement for a large pool (used by `cargo xtask bench placement`).
+    #[command(hide = true)]
+    BenchPlacement {
+        /// Nodes.
+        #[arg(long, default_value_t = 64)]
+        nodes: u32,
+        /// VIPs.
+        #[arg(long, default_value_t = 10_000)]
+        vips: u32,
+        /// Repetitions of each measurement.
+        #[arg(long, default_value_t = 20)]
+        repeat: u32,
+    },
 }
 
 const RUN_EXAMPLES: &str = "EXAMPLES:

@@ -439,6 +439,23 @@ impl Config {
         if instance.is_empty() || instance.contains('/') || instance.starts_with('.') {
             return Err(format!("instance {instance:?} must be a plain file name"));
         }
+        // Bounds that keep timer arithmetic far from overflow.
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(86_400);
+        let too_long = |what: &str, d: Option<&Dur>, max: Duration| match d {
+            Some(d) if d.0 > max => Err(format!("{what} must be at most {}", Dur(max))),
+            _ => Ok(()),
+        };
+        too_long("heartbeat.hold_down", f.heartbeat.hold_down.as_ref(), DAY)?;
+        too_long("announce.refresh", f.announce.refresh.as_ref(), DAY)?;
+        too_long("hooks.timeout", f.hooks.timeout.as_ref(), HOUR)?;
+        for r in f.announce.repeats.iter().flatten() {
+            too_long("announce.repeats", Some(r), HOUR)?;
+        }
+        for c in &f.checks {
+            too_long("check interval", Some(&c.interval), HOUR)?;
+            too_long("check timeout", Some(&c.timeout), HOUR)?;
+        }
         let burst = f.announce.burst.unwrap_or(3);
         if !(1..=100).contains(&burst) {
             return Err("the announce burst must be 1 to 100".into());
@@ -627,6 +644,11 @@ mod tests {
         );
         let pref = cfg("[pool]\nvips=[\"192.0.2.1\"]\npreferred={\"192.0.2.1\"=2}").unwrap();
         assert_eq!(pref.preferred.len(), 1);
+        assert!(
+            cfg("[pool]\nvips=[\"192.0.2.1\"]\n[announce]\nrefresh=\"1000years\"")
+                .unwrap_err()
+                .contains("at most")
+        );
         let ok = cfg("[pool]\nvips=[\"192.0.2.1\"]").unwrap();
         assert_eq!(ok.destinations(), vec![IpAddr::from(DEFAULT_GROUP_V4)]);
         assert_eq!(ok.pin_dir(), PathBuf::from("/sys/fs/bpf/vipd/eth0-1"));

@@ -52,6 +52,8 @@ use crate::{
 const LEAVING_BURST: usize = 3;
 /// Heartbeats that carry the state section after it changes (in case one is lost).
 const STATE_BURST: u8 = 3;
+/// A period long enough to mean "never" without overflowing `Instant`.
+const DAY: Duration = Duration::from_secs(86_400);
 /// How often the state section is sent anyway.
 const STATE_REFRESH: Duration = Duration::from_secs(2);
 
@@ -123,7 +125,8 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("serving metrics on {addr}"))?;
     }
     let (health_tx, mut health_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut health_tasks = health::spawn(&cfg.checks, health_tx.clone());
+    let mut health_generation = 0u64;
+    let mut health_tasks = health::spawn(&cfg.checks, health_generation, health_tx.clone());
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
@@ -135,7 +138,8 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         .context("polling the XDP event ring buffer")?;
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut refresh = tokio::time::interval(cfg.announce_refresh.unwrap_or(Duration::MAX / 4));
+    let mut refresh_on = cfg.announce_refresh.is_some();
+    let mut refresh = tokio::time::interval(cfg.announce_refresh.unwrap_or(DAY));
     refresh.reset();
 
     info!(
@@ -191,42 +195,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             biased;
             _ = sigterm.recv() => break "SIGTERM",
             _ = sigint.recv() => break "SIGINT",
-            _ = sighup.recv() => {
-                if let Some(new) = state.reload(&args) {
-                    heartbeats.set_weight(new.weight);
-                    refresh = tokio::time::interval(new.announce_refresh.unwrap_or(Duration::MAX / 4));
-                    refresh.reset();
-                    health_tasks.iter().for_each(JoinHandle::abort);
-                    health_tasks = health::spawn(&new.checks, health_tx.clone());
-                }
-                true
-            }
-            accepted = control.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let status = state.status(&loaded);
-                    tokio::spawn(answer(stream, status));
-                }
-                false
-            }
-            Some((check, passed)) = health_rx.recv() => state.on_check(check, passed),
-            guard = events.readable_mut() => {
-                let mut guard = guard.context("waiting on the XDP event ring buffer")?;
-                while let Some(item) = guard.get_inner_mut().next() {
-                    state.on_event(&item);
-                }
-                guard.clear_ready();
-                true
-            }
-            up = carrier.next() => {
-                let up = up.context("the kernel closed the link notification socket")?;
-                state.on_carrier(up).await
-            }
-            received = heartbeats.recv(&mut buf) => {
-                match received {
-                    Ok(n) => state.on_datagram(&buf[..n]),
-                    Err(e) => { debug!("receiving heartbeats: {e}"); false }
-                }
-            }
+            // Heartbeats before anything a peer (or a flood) could keep busy.
             _ = ticker.tick() => {
                 let section = state.state_section_due();
                 match heartbeats.send(state.flags(), state.view_digest, &section) {
@@ -239,7 +208,54 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 }
                 false
             }
-            _ = refresh.tick() => {
+            guard = events.readable_mut() => {
+                let Ok(mut guard) = guard else {
+                    break "the XDP event ring buffer failed";
+                };
+                while let Some(item) = guard.get_inner_mut().next() {
+                    state.on_event(&item);
+                }
+                guard.clear_ready();
+                true
+            }
+            up = carrier.next() => {
+                let Some(up) = up else {
+                    break "the kernel closed the link notification socket";
+                };
+                state.on_carrier(up).await
+            }
+            Some((generation, check, passed)) = health_rx.recv() => {
+                generation == health_generation && state.on_check(check, passed)
+            }
+            _ = sighup.recv() => {
+                let old_checks = state.cfg.checks.clone();
+                if let Some(new) = state.reload(&args) {
+                    heartbeats.set_weight(new.weight);
+                    refresh_on = new.announce_refresh.is_some();
+                    refresh = tokio::time::interval(new.announce_refresh.unwrap_or(DAY));
+                    refresh.reset();
+                    if new.checks != old_checks {
+                        health_generation += 1;
+                        health_tasks.iter().for_each(JoinHandle::abort);
+                        health_tasks = health::spawn(&new.checks, health_generation, health_tx.clone());
+                    }
+                }
+                true
+            }
+            accepted = control.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let status = state.status(&loaded);
+                    tokio::spawn(answer(stream, status));
+                }
+                false
+            }
+            received = heartbeats.recv(&mut buf) => {
+                match received {
+                    Ok(n) => state.on_datagram(&buf[..n]),
+                    Err(e) => { debug!("receiving heartbeats: {e}"); false }
+                }
+            }
+            _ = refresh.tick(), if refresh_on => {
                 state.refresh_announcements();
                 false
             }
@@ -412,7 +428,7 @@ impl State<'_> {
             &new.interface,
         );
         if new.checks != self.cfg.checks {
-            self.health = health::Tracker::new(&new.checks);
+            self.health = self.health.carry_over(&self.cfg.checks, &new.checks);
         }
         self.cfg = new.clone();
         self.pool_mismatch_logged.clear();
@@ -561,7 +577,9 @@ impl State<'_> {
             Some(EventKind::Returned) => info!(peer = ev.node_id, "peer heard again after silence"),
             Some(EventKind::SequenceGap) => debug!(
                 peer = ev.node_id,
-                missed = ev.sequence.saturating_sub(ev.prev_sequence + 1),
+                missed = ev
+                    .sequence
+                    .saturating_sub(ev.prev_sequence.saturating_add(1)),
                 "heartbeats missed"
             ),
             None => warn!(kind = ev.kind, "unknown event from the XDP program"),
@@ -582,6 +600,11 @@ impl State<'_> {
             return false;
         };
         if hb.node_id == self.cfg.node_id || hb.state_len == 0 {
+            return false;
+        }
+        if self.membership.peer(hb.node_id).is_none() {
+            // Not (yet) in the peer table: a spoofed or brand-new id; its state arrives
+            // again in the next heartbeats that carry it.
             return false;
         }
         let section = &payload[HEADER_LEN..HEADER_LEN + hb.state_len as usize];
@@ -685,7 +708,7 @@ impl State<'_> {
                 .and_modify(|h| *h = (*h).min(id))
                 .or_insert(id);
         }
-        self.track_conflicts();
+        self.track_conflicts(&members);
 
         if !self.carrier {
             // Nothing to place on a dead link (everything was released on carrier loss).
@@ -760,11 +783,12 @@ impl State<'_> {
 
     /// Re-announces held VIPs that stopped being claimed by a peer: after a split brain the
     /// segment must learn our MAC again.
-    fn track_conflicts(&mut self) {
+    fn track_conflicts(&mut self, members: &[Member]) {
         let claimed_by_peers: BTreeSet<IpAddr> = self
             .peers
-            .values()
-            .flat_map(|p| p.vips.iter().copied())
+            .iter()
+            .filter(|(id, _)| members.iter().any(|m| m.id == **id))
+            .flat_map(|(_, p)| p.vips.iter().copied())
             .collect();
         let now: BTreeSet<IpAddr> = self
             .held
@@ -930,8 +954,16 @@ impl State<'_> {
             .set(0);
         self.hooks.vip_released(addr);
         match self.link.remove(&held.vip).await {
-            Ok(_) => info!(vip = %addr, new_owner, "released VIP"),
-            Err(e) => warn!("releasing {}: {e}", held.vip),
+            Ok(true) => info!(vip = %addr, new_owner, "released VIP"),
+            Ok(false) => {
+                warn!(vip = %held.vip, "released VIP, which was no longer on the interface")
+            }
+            Err(e) => {
+                // Still on the interface: keep it as held, so the next reconcile retries
+                // and peers are not told it is free while it is not.
+                warn!("releasing {}: {e}; will retry", held.vip);
+                self.held.insert(addr, held);
+            }
         }
     }
 

@@ -13,8 +13,13 @@ use crate::config::{Check, CheckKind};
 
 // Checks are validated with the configuration; an invalid one never gets here.
 
-/// Starts one task per check; each sends `(index, passed)` after every probe.
-pub fn spawn(checks: &[Check], tx: UnboundedSender<(usize, bool)>) -> Vec<JoinHandle<()>> {
+/// Starts one task per check; each sends `(generation, index, passed)` after every probe
+/// (the generation tells results of checks replaced by a reload from current ones).
+pub fn spawn(
+    checks: &[Check],
+    generation: u64,
+    tx: UnboundedSender<(u64, usize, bool)>,
+) -> Vec<JoinHandle<()>> {
     checks
         .iter()
         .cloned()
@@ -29,7 +34,7 @@ pub fn spawn(checks: &[Check], tx: UnboundedSender<(usize, bool)>) -> Vec<JoinHa
                     let passed = tokio::time::timeout(check.timeout.0, probe(&kind))
                         .await
                         .unwrap_or(false);
-                    if tx.send((i, passed)).is_err() {
+                    if tx.send((generation, i, passed)).is_err() {
                         return;
                     }
                 }
@@ -104,6 +109,18 @@ impl Tracker {
                 })
                 .collect(),
         }
+    }
+
+    /// A tracker for `new` checks that keeps the state of every check also in `old`
+    /// (same definition), so a reload that touches one check does not reset the others.
+    pub fn carry_over(&self, old: &[Check], new: &[Check]) -> Self {
+        let mut t = Self::new(new);
+        for (i, check) in new.iter().enumerate() {
+            if let Some(j) = old.iter().position(|o| o == check) {
+                t.checks[i] = self.checks[j];
+            }
+        }
+        t
     }
 
     /// Records a probe result; returns the check's new state if it changed.
@@ -184,6 +201,21 @@ mod tests {
         assert!(!t.healthy());
         assert_eq!(t.record(0, true), None);
         assert_eq!(t.record(0, true), Some(true), "second success in a row");
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_unchanged_checks() {
+        let (a, b) = (
+            check(1, 1),
+            Check {
+                name: "other".into(),
+                ..check(1, 1)
+            },
+        );
+        let mut t = Tracker::new(std::slice::from_ref(&a));
+        t.record(0, true);
+        let t2 = t.carry_over(std::slice::from_ref(&a), &[b.clone(), a.clone()]);
+        assert_eq!(t2.states(), vec![(None, 0), (Some(true), 0)]);
     }
 
     #[test]

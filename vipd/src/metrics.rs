@@ -173,14 +173,22 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await?;
     info!(%addr, "serving Prometheus metrics at /metrics");
     let refresh = Arc::new(refresh);
+    // A scraper or two is normal; more at once are refused rather than allowed to use up
+    // the daemon's file descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(8));
     Ok(tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                 continue;
             };
             let metrics = Arc::clone(&metrics);
             let refresh = Arc::clone(&refresh);
             tokio::spawn(async move {
+                let _permit = permit;
                 let mut buf = [0u8; 2048];
                 let read =
                     tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;

@@ -140,37 +140,27 @@ impl Link {
 
     /// Removes a VIP; `false` if it was not there.
     pub async fn remove(&self, vip: &Vip) -> Result<bool, NetlinkError> {
-        let what = || format!("removing {vip} from {}", self.name);
-        let msgs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(self.index)
-            .set_address_filter(vip.addr)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::Request {
-                what: what(),
-                source,
-            })?;
-        let mut removed = false;
-        for msg in msgs
-            .into_iter()
-            .filter(|m| m.header.prefix_len == vip.prefix_len)
-        {
-            match self.handle.address().del(msg).execute().await {
-                Ok(()) => removed = true,
-                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {}
-                Err(source) => {
-                    return Err(NetlinkError::Request {
-                        what: what(),
-                        source,
-                    });
-                }
+        // One RTM_DELADDR, no dump: releasing many VIPs must stay cheap.
+        let msg = match vip.addr {
+            IpAddr::V4(a) => rtnetlink::AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+                .index(self.index)
+                .address(a, vip.prefix_len)
+                .build(),
+            IpAddr::V6(a) => rtnetlink::AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+                .index(self.index)
+                .address(a, vip.prefix_len)
+                .build(),
+        };
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {
+                Ok(false)
             }
+            Err(source) => Err(NetlinkError::Request {
+                what: format!("removing {vip} from {}", self.name),
+                source,
+            }),
         }
-        Ok(removed)
     }
 }
 
@@ -196,6 +186,7 @@ fn has_carrier(msg: &LinkMessage) -> bool {
 /// Carrier changes of one interface, from the kernel's link notifications.
 pub struct CarrierWatch {
     index: u32,
+    handle: Handle,
     messages: UnboundedReceiver<(
         NetlinkMessage<RouteNetlinkMessage>,
         rtnetlink::sys::SocketAddr,
@@ -205,11 +196,14 @@ pub struct CarrierWatch {
 impl CarrierWatch {
     /// Subscribes to link notifications (spawned on the current tokio runtime).
     pub fn open(index: u32) -> Result<Self, NetlinkError> {
-        let (conn, _handle, messages) =
-            rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
-                .map_err(NetlinkError::Connect)?;
+        let (conn, handle, messages) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
+            .map_err(NetlinkError::Connect)?;
         tokio::spawn(conn);
-        Ok(Self { index, messages })
+        Ok(Self {
+            index,
+            handle,
+            messages,
+        })
     }
 
     /// The next carrier state of the interface (`true`: up); `None` if the kernel closed
@@ -217,10 +211,20 @@ impl CarrierWatch {
     pub async fn next(&mut self) -> Option<bool> {
         loop {
             let (msg, _) = self.messages.next().await?;
-            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = msg.payload
-                && link.header.index == self.index
-            {
-                return Some(has_carrier(&link));
+            match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link))
+                    if link.header.index == self.index =>
+                {
+                    return Some(has_carrier(&link));
+                }
+                // Notifications were lost (socket overrun): ask for the current state.
+                NetlinkPayload::Overrun(_) => {
+                    let mut links = self.handle.link().get().match_index(self.index).execute();
+                    if let Ok(Some(link)) = links.try_next().await {
+                        return Some(has_carrier(&link));
+                    }
+                }
+                _ => {}
             }
         }
     }

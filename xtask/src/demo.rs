@@ -109,7 +109,8 @@ fn step(text: &str) {
     println!("\n==> {text}");
 }
 
-fn build_vipd() -> anyhow::Result<PathBuf> {
+/// Builds vipd (release) and returns its path.
+pub fn build_vipd() -> anyhow::Result<PathBuf> {
     step("Building vipd (release)");
     let status = Command::new(env!("CARGO"))
         .current_dir(workspace_root())

@@ -44,10 +44,11 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Sends `sig` (e.g. `libc::SIGTERM`) to the process.
+    /// Sends `sig` (e.g. `libc::SIGTERM`) to the process and its children (its own
+    /// process group).
     pub fn signal(&self, sig: i32) -> anyhow::Result<()> {
-        // SAFETY: kill(2) with a pid we own.
-        if unsafe { libc::kill(self.child.id() as i32, sig) } != 0 {
+        // SAFETY: kill(2) of a process group we created.
+        if unsafe { libc::kill(-(self.child.id() as i32), sig) } != 0 {
             return Err(std::io::Error::last_os_error()).context(format!("kill({sig})"));
         }
         Ok(())
@@ -298,7 +299,9 @@ impl Lab {
     ) -> anyhow::Result<usize> {
         let log = self.dir.join(format!("{log_name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        use std::os::unix::process::CommandExt as _;
         let child = Command::new("nsenter")
+            .process_group(0)
             .arg(format!("--net=/run/netns/{}", host.netns))
             .arg(program)
             .args(args)
@@ -343,6 +346,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for p in &mut self.procs {
+            let _ = p.signal(libc::SIGKILL);
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
