@@ -3,6 +3,7 @@
 //! - [`heartbeat`]: the vipd heartbeat frame (version 1), built by the daemon and read by
 //!   the XDP program with the same parser.
 //! - [`maps`]: the layout of the BPF maps both sides use (peer table, counters, events).
+//! - [`vrrp`]: VRRPv3 advertisements (RFC 5798), for VRRP mode.
 //!
 //! The crate is `#![no_std]` so the eBPF program can use it; the `user` feature adds the
 //! userspace-only trait impls (`aya::Pod`).
@@ -10,3 +11,4 @@
 
 pub mod heartbeat;
 pub mod maps;
+pub mod vrrp;

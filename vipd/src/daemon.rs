@@ -275,7 +275,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 let _ = heartbeats.send(state.flags(), state.view_digest, &section);
             }
             let table = loaded.peer_table();
-            if state.update(table, now).await {
+            if state.update(table, now, &mut heartbeats).await {
                 // What we hold changed: say so now rather than at the next tick.
                 let section = state.state_section_due();
                 let _ = heartbeats.send(state.flags(), state.view_digest, &section);
@@ -318,7 +318,7 @@ async fn answer(mut stream: tokio::net::UnixStream, status: Status) {
     let mut request = [0u8; 64];
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut request)).await;
     if let Ok(json) = serde_json::to_vec(&status) {
-        let _ = stream.write_all(&json).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&json)).await;
     }
 }
 
@@ -363,7 +363,7 @@ struct State<'a> {
 impl State<'_> {
     /// Whether this node takes VIPs: past its hold-down, with carrier, and healthy.
     fn active(&self) -> bool {
-        self.mature && self.carrier && self.health.healthy_or_unchecked()
+        self.mature && self.carrier && self.health.healthy()
     }
 
     fn flags(&self) -> u8 {
@@ -374,7 +374,7 @@ impl State<'_> {
     fn state_name(&self) -> &'static str {
         if !self.carrier {
             "fault"
-        } else if !self.health.healthy_or_unchecked() {
+        } else if !self.health.healthy() {
             "withdrawn"
         } else if !self.mature {
             "holding-down"
@@ -653,6 +653,15 @@ impl State<'_> {
         true
     }
 
+    /// Sends a heartbeat if one is due: a long batch of address changes must not make the
+    /// peers declare this node dead.
+    fn heartbeat_if_due(&mut self, heartbeats: &mut Heartbeats) {
+        if heartbeats.since_last_send() >= self.cfg.interval {
+            let section = self.state_section_due();
+            let _ = heartbeats.send(self.flags(), self.view_digest, &section);
+        }
+    }
+
     /// Reports a node state change (logs, hook, metric).
     fn report_state(&mut self) {
         let state = self.state_name();
@@ -665,7 +674,13 @@ impl State<'_> {
     }
 
     /// Feeds a peer table snapshot; places and acts. Returns whether what we hold changed.
-    async fn update(&mut self, table: Vec<PeerState>, now: u64) -> bool {
+    /// `heartbeats` is used to keep heartbeats going while many VIPs are added or removed.
+    async fn update(
+        &mut self,
+        table: Vec<PeerState>,
+        now: u64,
+        heartbeats: &mut Heartbeats,
+    ) -> bool {
         let transitions = self.membership.observe(table, now);
         for t in &transitions {
             log_transition(t, now, &self.membership);
@@ -739,6 +754,7 @@ impl State<'_> {
             .collect();
         for vip in to_take {
             changed |= self.take(vip).await;
+            self.heartbeat_if_due(heartbeats);
         }
         let to_release: Vec<IpAddr> = self
             .held
@@ -748,6 +764,7 @@ impl State<'_> {
             .collect();
         for addr in to_release {
             self.release(addr, assignment.get(&addr).copied()).await;
+            self.heartbeat_if_due(heartbeats);
             changed = true;
         }
         if changed {

@@ -148,14 +148,9 @@ impl Tracker {
         }
     }
 
-    /// Whether every check is healthy (and has reported at least once).
+    /// Whether every check is healthy (and has reported at least once); true with no checks.
     pub fn healthy(&self) -> bool {
         self.checks.iter().all(|c| c.healthy == Some(true))
-    }
-
-    /// Like [`Tracker::healthy`]: true when there are no checks at all.
-    pub fn healthy_or_unchecked(&self) -> bool {
-        self.healthy()
     }
 
     /// Each check's state: healthy, and how many results in a row point the other way.

@@ -28,6 +28,7 @@ pub struct Heartbeats {
     pub sent: u64,
     /// Sends that failed (link down, no route, ...).
     pub failed: u64,
+    last_send: std::time::Instant,
 }
 
 impl Heartbeats {
@@ -74,6 +75,7 @@ impl Heartbeats {
             template,
             sent: 0,
             failed: 0,
+            last_send: std::time::Instant::now(),
         })
     }
 
@@ -81,6 +83,7 @@ impl Heartbeats {
     /// to every destination; returns the first error.
     pub fn send(&mut self, flags: u8, view_digest: u64, state: &[u8]) -> io::Result<()> {
         self.template.sequence += 1;
+        self.last_send = std::time::Instant::now();
         self.template.flags = flags;
         self.template.view_digest = view_digest;
         self.template.state_len = state.len() as u16;
@@ -102,6 +105,11 @@ impl Heartbeats {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Time since the last heartbeat was sent.
+    pub fn since_last_send(&self) -> std::time::Duration {
+        self.last_send.elapsed()
     }
 
     /// Changes the weight announced from the next heartbeat on.

@@ -15,6 +15,7 @@ mod netlink;
 mod placement;
 mod plan;
 mod vip;
+mod vrrp;
 mod xdp;
 
 use clap::Parser as _;

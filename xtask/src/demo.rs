@@ -183,45 +183,21 @@ fn show(lab: &Lab, nodes: &[Host], client: &Host) -> anyhow::Result<()> {
 
 /// Prints the survivor's failover timeline for `vip` from its log.
 fn timeline(survivor: &Proc, vip: &str) -> anyhow::Result<()> {
-    let log = survivor.output();
-    let field = |line: &str, name: &str| -> Option<u64> {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}="))?.parse().ok())
-    };
-    let lost = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("event=\"peer_lost\""));
-    let added = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("event=\"address_added\"") && l.contains(vip));
-    let announced = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("event=\"first_announce\"") && l.contains(vip));
-    let (Some(lost), Some(added), Some(announced)) = (lost, added, announced) else {
+    let Some(t) = xtask::timeline::last_takeover(&survivor.output(), None, vip) else {
         println!("  (timeline lines not found in the survivor's log)");
         return Ok(());
     };
-    let reason = lost
-        .split("reason=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or("?");
-    let t0 = field(lost, "last_seen_mono_ns").unwrap_or(0);
+    let t0 = t.last_seen_ns;
+    let reason = &t.reason;
     let ms = |t: Option<u64>| t.map_or(f64::NAN, |t| t.saturating_sub(t0) as f64 / 1e6);
     println!(
         "  Failover timeline from the survivor's log (CLOCK_MONOTONIC, ms after the last heartbeat heard):"
     );
     let rows = [
         ("last heartbeat from the peer".to_string(), Some(t0)),
-        (format!("loss detected ({reason})"), field(lost, "mono_ns")),
-        (format!("address {vip} added"), field(added, "mono_ns")),
-        (
-            "first gratuitous ARP sent".to_string(),
-            field(announced, "mono_ns"),
-        ),
+        (format!("loss detected ({reason})"), Some(t.detected_ns)),
+        (format!("address {vip} added"), t.added_ns),
+        ("first gratuitous ARP sent".to_string(), t.announced_ns),
     ];
     for (label, t) in rows {
         println!("    {label:<34} {:9.3}", ms(t));

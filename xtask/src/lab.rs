@@ -17,6 +17,60 @@ use std::{
 use anyhow::{Context as _, bail};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM stop every lab wait with an error instead of killing the
+/// process, so labs unwind and `Drop` removes their namespaces, processes and pins.
+pub fn handle_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_interrupt as *const () as libc::sighandler_t) };
+    }
+}
+
+fn check_interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Removes what labs of processes that no longer exist left behind (an interrupted run):
+/// their namespaces, the processes inside them, and their pins.
+fn remove_stale_labs() {
+    let Ok(list) = run("ip", &["netns", "list"]) else {
+        return;
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        // Lab names are <letters><pid>x<counter>-<host>.
+        let Some(prefix) = name.split('-').next() else {
+            continue;
+        };
+        let digits: String = prefix
+            .chars()
+            .skip_while(|c| c.is_ascii_alphabetic())
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let Ok(pid) = digits.parse::<u32>() else {
+            continue;
+        };
+        if !prefix.contains('x') || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(pids) = run("ip", &["netns", "pids", name]) {
+            for p in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) of a process left in a namespace of a dead lab.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
+        let _ = run("ip", &["netns", "del", name]);
+        remove_pins(prefix);
+    }
+}
 
 /// vipd's default pin root: the lab removes `<PIN_ROOT>/<lab prefix>-*` when dropped, so
 /// name vipd instances `<lab prefix>-<host>`.
@@ -58,6 +112,7 @@ impl Proc {
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<bool> {
         let deadline = Instant::now() + timeout;
         loop {
+            check_interrupted()?;
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status.success());
             }
@@ -112,6 +167,7 @@ pub struct Lab {
 impl Lab {
     /// Creates the switch namespace with its bridge; `tag` is a short word for the names.
     pub fn new(tag: &str) -> anyhow::Result<Self> {
+        remove_stale_labs();
         let prefix = format!(
             "{tag}{}x{}",
             std::process::id(),
@@ -356,6 +412,23 @@ impl Drop for Lab {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.switch])
             .status();
+        // Pins of vipd instances named after this lab, left by the processes killed above.
+        remove_pins(&self.prefix);
+    }
+}
+
+/// Removes `<PIN_ROOT>/<prefix>-*`.
+fn remove_pins(prefix: &str) {
+    if let Ok(dir) = std::fs::read_dir(PIN_ROOT) {
+        for entry in dir.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 
@@ -385,6 +458,7 @@ pub fn wait_until(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
+        check_interrupted()?;
         if check()? {
             return Ok(());
         }

@@ -101,7 +101,12 @@ enum BenchTask {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().task {
+    let task = Cli::parse().task;
+    if matches!(task, Task::Demo | Task::Bench { .. }) {
+        // Ctrl-C unwinds the lab (namespaces, processes, pins) instead of leaking it.
+        xtask::lab::handle_interrupts();
+    }
+    match task {
         Task::BuildEbpf => {
             let object = build_ebpf()?;
             println!("{}", object.display());
@@ -211,13 +216,22 @@ fn bench_failover(runs: usize, quick: bool, rate: u32) -> anyhow::Result<()> {
         (bench::failover::System::ALL.to_vec(), runs)
     };
     let mut all = Vec::new();
+    let mut failures = serde_json::Map::new();
     for system in systems {
         println!("==> {} × {runs}", system.name());
-        all.extend(bench::failover::run(system, runs, rate, &vipd, &xtask)?);
+        // One system failing (say, one that never settles) must not lose the others.
+        match bench::failover::run(system, runs, rate, &vipd, &xtask) {
+            Ok(r) => all.extend(r),
+            Err(e) => {
+                println!("  {} failed: {e:#}", system.name());
+                failures.insert(system.name().into(), format!("{e:#}").into());
+            }
+        }
     }
     let table = bench::failover_table(&all, &machine);
     println!("\n{table}");
-    let json = serde_json::json!({ "machine": machine, "rate": rate, "runs": all });
+    let json =
+        serde_json::json!({ "machine": machine, "rate": rate, "runs": all, "failed": failures });
     let (j, m) = bench::write_results(
         if quick { "failover-smoke" } else { "failover" },
         &json,

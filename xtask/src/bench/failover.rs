@@ -29,7 +29,8 @@ pub enum System {
     KeepalivedFast,
     /// keepalived, VRRPv3, advert_int 1 (its default).
     KeepalivedDefault,
-    /// ucarp at its fastest: advbase 0 with skews 1-3 (adverts every 4-12 ms).
+    /// ucarp at its fastest stable setting: advbase 1 (advbase 0 with a skew is accepted,
+    /// but flaps: thousands of state changes a minute with no failure at all).
     UcarpFast,
 }
 
@@ -50,7 +51,7 @@ impl System {
             System::VipdFast => "vipd (fastest: 2ms/8ms)",
             System::KeepalivedFast => "keepalived VRRPv3 (advert_int 0.01)",
             System::KeepalivedDefault => "keepalived VRRPv3 (advert_int 1, default)",
-            System::UcarpFast => "ucarp (advbase 0, advskew 1-3)",
+            System::UcarpFast => "ucarp (advbase 1, its fastest stable setting)",
         }
     }
 
@@ -58,10 +59,17 @@ impl System {
     fn probe_duration(self) -> Duration {
         match self {
             System::VipdDefault => Duration::from_millis(1500),
-            System::VipdFast | System::KeepalivedFast | System::UcarpFast => {
-                Duration::from_millis(1000)
-            }
-            System::KeepalivedDefault => Duration::from_millis(6000),
+            System::VipdFast | System::KeepalivedFast => Duration::from_millis(1000),
+            System::KeepalivedDefault | System::UcarpFast => Duration::from_millis(6000),
+        }
+    }
+
+    /// How long the owner must stay unchanged before a run: longer than an election or
+    /// preemption takes.
+    fn settle(self) -> Duration {
+        match self {
+            System::KeepalivedDefault | System::UcarpFast => Duration::from_secs(5),
+            _ => Duration::from_millis(1500),
         }
     }
 
@@ -133,7 +141,7 @@ pub fn run(
     }
     let mut results = Vec::new();
     for r in 0..runs {
-        let owner = wait_single_owner(&lab, &nodes)?;
+        let owner = wait_stable_owner(&lab, &nodes, system.settle())?;
         let out = lab.dir().join(format!("probe-{r}.json"));
         let duration = system.probe_duration();
         let args = [
@@ -282,7 +290,7 @@ fn start_daemon(
                 "-d",
                 down.to_str().context("path")?,
                 "-b",
-                "0",
+                "1",
                 "-k",
                 &skew,
                 "-P",
@@ -294,18 +302,24 @@ fn start_daemon(
     Ok(p)
 }
 
-fn wait_single_owner(lab: &Lab, nodes: &[Node]) -> anyhow::Result<usize> {
-    let mut owner = 0;
-    wait_until("the VIP on exactly one server", WAIT, || {
+/// The server holding the VIP, once exactly one has held it for `settle` without change
+/// (so a pending preemption or election is over before the next failure).
+fn wait_stable_owner(lab: &Lab, nodes: &[Node], settle: Duration) -> anyhow::Result<usize> {
+    let mut owner = None;
+    let mut since = std::time::Instant::now();
+    wait_until("the VIP on exactly one server, stably", WAIT * 2, || {
         let on: Vec<usize> = (0..nodes.len())
             .filter(|&i| lab.has_address(&nodes[i].host, VIP).unwrap_or(false))
             .collect();
-        owner = on.first().copied().unwrap_or(0);
-        Ok(on.len() == 1)
+        let now = (on.len() == 1).then(|| on[0]);
+        if now != owner {
+            owner = now;
+            since = std::time::Instant::now();
+        }
+        Ok(owner.is_some() && since.elapsed() >= settle)
     })?;
-    Ok(owner)
+    Ok(owner.unwrap_or(0))
 }
-
 fn wait_single_owner_except(lab: &Lab, nodes: &[Node], failed: usize) -> anyhow::Result<usize> {
     let mut owner = 0;
     wait_until("a survivor holding the VIP", WAIT, || {
@@ -320,29 +334,11 @@ fn wait_single_owner_except(lab: &Lab, nodes: &[Node], failed: usize) -> anyhow:
 
 /// Detection and takeover times (µs) for the loss of `peer`, from the new owner's log.
 fn timeline(log: &str, peer: u32) -> (Option<f64>, Option<f64>) {
-    let field = |line: &str, name: &str| -> Option<u64> {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}="))?.parse().ok())
-    };
-    let lost = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("event=\"peer_lost\"") && l.contains(&format!("peer={peer} ")));
-    let Some(lost) = lost else {
-        return (None, None);
-    };
-    let (Some(last_seen), Some(detected)) =
-        (field(lost, "last_seen_mono_ns"), field(lost, "mono_ns"))
-    else {
-        return (None, None);
-    };
-    let announce = log
-        .lines()
-        .filter(|l| l.contains("event=\"first_announce\"") && l.contains(VIP))
-        .filter_map(|l| field(l, "mono_ns"))
-        .find(|&t| t >= detected);
-    (
-        Some(detected.saturating_sub(last_seen) as f64 / 1e3),
-        announce.map(|a| (a - detected) as f64 / 1e3),
-    )
+    match xtask::timeline::last_takeover(log, Some(peer), VIP) {
+        Some(t) => (
+            Some(t.detected_ns.saturating_sub(t.last_seen_ns) as f64 / 1e3),
+            t.announced_ns.map(|a| (a - t.detected_ns) as f64 / 1e3),
+        ),
+        None => (None, None),
+    }
 }

@@ -1,0 +1,265 @@
+//! VRRPv3 advertisements (RFC 5798, section 5): parsing, building and the checksum.
+//!
+//! ```text
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! |Version| Type  | Virtual Rtr ID|   Priority    |Count IPvX Addr|
+//! |(rsvd) |     Max Adver Int     |          Checksum             |
+//! |                       IPvX Address(es)                        |
+//! ```
+//!
+//! Carried in IP protocol 112 to 224.0.0.18 / ff02::12 with TTL / hop limit 255. The
+//! checksum covers the VRRP message and the IPv4 or IPv6 pseudo-header (section 5.2.8).
+//! Groundwork for VRRP mode: the same parser is meant for the XDP program.
+
+/// IP protocol number of VRRP.
+pub const IPPROTO_VRRP: u8 = 112;
+/// VRRP version this module reads and writes.
+pub const VERSION: u8 = 3;
+/// The only VRRPv3 packet type: ADVERTISEMENT.
+pub const TYPE_ADVERTISEMENT: u8 = 1;
+/// Bytes before the addresses.
+pub const HEADER_LEN: usize = 8;
+/// Priority of the address owner.
+pub const PRIORITY_OWNER: u8 = 255;
+/// Priority a master sends when it stops (the backups take over at once).
+pub const PRIORITY_STOP: u8 = 0;
+
+/// Address family of an advertisement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4: 4-byte addresses.
+    V4,
+    /// IPv6: 16-byte addresses.
+    V6,
+}
+
+impl Family {
+    /// Bytes per address.
+    pub const fn addr_len(self) -> usize {
+        match self {
+            Family::V4 => 4,
+            Family::V6 => 16,
+        }
+    }
+}
+
+/// The fixed part of a VRRPv3 advertisement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advert {
+    /// Virtual Rtr ID, 1-255.
+    pub vrid: u8,
+    /// Priority: 1-254 for backups, 255 for the address owner, 0 for a master stopping.
+    pub priority: u8,
+    /// Count IPvX Addr: how many addresses follow.
+    pub count: u8,
+    /// Max Adver Int, centiseconds (12 bits).
+    pub max_adver_int_cs: u16,
+    /// Checksum as received.
+    pub checksum: u16,
+}
+
+/// Why a frame is not a valid VRRPv3 advertisement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpError {
+    /// Shorter than its header or than its announced addresses.
+    Truncated,
+    /// Not version 3.
+    BadVersion(u8),
+    /// Not an ADVERTISEMENT.
+    BadType(u8),
+    /// VRID 0 is invalid.
+    BadVrid,
+    /// No addresses, or an advertisement interval of zero.
+    BadFields,
+    /// The checksum does not match.
+    BadChecksum,
+}
+
+impl Advert {
+    /// Parses and checks the fields of a VRRP message (without its checksum: see
+    /// [`checksum_v4`] / [`checksum_v6`] over the same bytes, which must be 0).
+    pub fn parse(msg: &[u8], family: Family) -> Result<Self, VrrpError> {
+        let h: &[u8; HEADER_LEN] = msg
+            .get(..HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(VrrpError::Truncated)?;
+        let version = h[0] >> 4;
+        if version != VERSION {
+            return Err(VrrpError::BadVersion(version));
+        }
+        if h[0] & 0x0f != TYPE_ADVERTISEMENT {
+            return Err(VrrpError::BadType(h[0] & 0x0f));
+        }
+        let a = Advert {
+            vrid: h[1],
+            priority: h[2],
+            count: h[3],
+            max_adver_int_cs: u16::from_be_bytes([h[4], h[5]]) & 0x0fff,
+            checksum: u16::from_be_bytes([h[6], h[7]]),
+        };
+        if a.vrid == 0 {
+            return Err(VrrpError::BadVrid);
+        }
+        if a.count == 0 || a.max_adver_int_cs == 0 {
+            return Err(VrrpError::BadFields);
+        }
+        if msg.len() < HEADER_LEN + a.count as usize * family.addr_len() {
+            return Err(VrrpError::Truncated);
+        }
+        Ok(a)
+    }
+
+    /// Writes the header with a zero checksum; the caller appends the addresses and then
+    /// stores the checksum at bytes 6..8.
+    pub fn write_header(&self, out: &mut [u8; HEADER_LEN]) {
+        out[0] = (VERSION << 4) | TYPE_ADVERTISEMENT;
+        out[1] = self.vrid;
+        out[2] = self.priority;
+        out[3] = self.count;
+        out[4..6].copy_from_slice(&(self.max_adver_int_cs & 0x0fff).to_be_bytes());
+        out[6..8].copy_from_slice(&[0, 0]);
+    }
+}
+
+/// One's complement sum of 16-bit words (an odd last byte padded with zero), unfolded.
+fn sum16(bytes: &[u8]) -> u32 {
+    let mut sum = 0u32;
+    let mut chunks = bytes.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The VRRPv3 checksum of `msg` sent from `src` to `dst` over IPv4. Over a message whose
+/// checksum field is zero it is the value to store; over a received message it is 0 when
+/// the checksum is right.
+pub fn checksum_v4(src: [u8; 4], dst: [u8; 4], msg: &[u8]) -> u16 {
+    let pseudo = sum16(&src) + sum16(&dst) + u32::from(IPPROTO_VRRP) + msg.len() as u32;
+    fold(pseudo + sum16(msg))
+}
+
+/// The VRRPv3 checksum of `msg` sent from `src` to `dst` over IPv6 (see [`checksum_v4`]).
+pub fn checksum_v6(src: [u8; 16], dst: [u8; 16], msg: &[u8]) -> u16 {
+    let pseudo = sum16(&src) + sum16(&dst) + msg.len() as u32 + u32::from(IPPROTO_VRRP);
+    fold(pseudo + sum16(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: [u8; 4] = [192, 0, 2, 11];
+    const DST: [u8; 4] = [224, 0, 0, 18];
+
+    /// An advert for VRID 51, priority 100, 1 s, with 192.0.2.200, checksummed.
+    fn sample_v4() -> [u8; 12] {
+        let mut m = [0u8; 12];
+        let a = Advert {
+            vrid: 51,
+            priority: 100,
+            count: 1,
+            max_adver_int_cs: 100,
+            checksum: 0,
+        };
+        a.write_header((&mut m[..HEADER_LEN]).try_into().unwrap());
+        m[8..12].copy_from_slice(&[192, 0, 2, 200]);
+        let c = checksum_v4(SRC, DST, &m);
+        m[6..8].copy_from_slice(&c.to_be_bytes());
+        m
+    }
+
+    #[test]
+    fn round_trip_and_checksum() {
+        let m = sample_v4();
+        let a = Advert::parse(&m, Family::V4).unwrap();
+        assert_eq!(
+            (a.vrid, a.priority, a.count, a.max_adver_int_cs),
+            (51, 100, 1, 100)
+        );
+        assert_eq!(m[0], 0x31);
+        assert_eq!(
+            checksum_v4(SRC, DST, &m),
+            0,
+            "a right checksum sums to zero"
+        );
+        let mut bad = m;
+        bad[2] = 101;
+        assert_ne!(checksum_v4(SRC, DST, &bad), 0);
+        assert_ne!(
+            checksum_v4([192, 0, 2, 12], DST, &m),
+            0,
+            "the pseudo-header counts"
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_bad_field_is_rejected() {
+        let m = sample_v4();
+        for len in 0..m.len() {
+            assert_eq!(
+                Advert::parse(&m[..len], Family::V4),
+                Err(VrrpError::Truncated),
+                "{len}"
+            );
+        }
+        let with = |i: usize, v: u8| {
+            let mut b = m;
+            b[i] = v;
+            Advert::parse(&b, Family::V4)
+        };
+        assert_eq!(with(0, 0x21), Err(VrrpError::BadVersion(2)));
+        assert_eq!(with(0, 0x32), Err(VrrpError::BadType(2)));
+        assert_eq!(with(1, 0), Err(VrrpError::BadVrid));
+        assert_eq!(with(3, 0), Err(VrrpError::BadFields));
+        assert_eq!(
+            with(3, 2),
+            Err(VrrpError::Truncated),
+            "count says 2 addresses"
+        );
+        assert_eq!(
+            Advert::parse(&m, Family::V6),
+            Err(VrrpError::Truncated),
+            "v6 needs 16 bytes"
+        );
+    }
+
+    #[test]
+    fn ipv6_checksum_verifies() {
+        let src = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11,
+        ];
+        let mut dst = [0u8; 16];
+        dst[0] = 0xff;
+        dst[1] = 0x02;
+        dst[15] = 0x12;
+        let mut m = [0u8; 24];
+        let a = Advert {
+            vrid: 7,
+            priority: 255,
+            count: 1,
+            max_adver_int_cs: 1,
+            checksum: 0,
+        };
+        a.write_header((&mut m[..HEADER_LEN]).try_into().unwrap());
+        m[8..24].copy_from_slice(&src);
+        let c = checksum_v6(src, dst, &m);
+        m[6..8].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(checksum_v6(src, dst, &m), 0);
+        assert_eq!(
+            Advert::parse(&m, Family::V6).unwrap().priority,
+            PRIORITY_OWNER
+        );
+    }
+}

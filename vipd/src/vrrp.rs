@@ -1,0 +1,337 @@
+//! The VRRPv3 state machine of RFC 5798, section 6.4, as pure logic: events and a clock
+//! in, actions out. Names follow the RFC (times in centiseconds, as on the wire).
+//!
+//! Groundwork for VRRP mode (issue 4): the daemon does not drive it yet.
+#![cfg_attr(
+    not(test),
+    expect(dead_code, reason = "VRRP mode is not wired into the daemon yet")
+)]
+
+use std::net::IpAddr;
+
+/// Section 6.4's three states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpState {
+    /// Waiting for a Startup event.
+    Initialize,
+    /// Monitoring the Master.
+    Backup,
+    /// Forwarding for the VIPs and sending ADVERTISEMENTs.
+    Master,
+}
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpEvent {
+    /// The group was started.
+    Startup,
+    /// The group is being stopped.
+    Shutdown,
+    /// An ADVERTISEMENT for this VRID arrived (already validated).
+    Advert {
+        /// Its Priority.
+        priority: u8,
+        /// Its Max Adver Int, centiseconds.
+        max_adver_int_cs: u16,
+        /// Its source address (the sender's primary address).
+        source: IpAddr,
+    },
+}
+
+/// What to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpAction {
+    /// Send an ADVERTISEMENT with this priority.
+    SendAdvert {
+        /// Priority field (0 when stopping).
+        priority: u8,
+    },
+    /// Become the owner of the VIPs: add them and send gratuitous ARP / unsolicited NA.
+    TakeVips,
+    /// Stop owning the VIPs: remove them.
+    ReleaseVips,
+}
+
+/// One virtual router's parameters and state. Times are centiseconds on a monotonic clock.
+#[derive(Clone, Debug)]
+pub struct VirtualRouter {
+    /// Priority: 1-254, or 255 for the address owner.
+    pub priority: u8,
+    /// Advertisement_Interval: how often a Master sends, centiseconds.
+    pub advertisement_interval: u16,
+    /// Preempt_Mode: a higher-priority Backup preempts a lower-priority Master.
+    pub preempt: bool,
+    /// This router's primary address (ties between equal priorities).
+    pub primary: IpAddr,
+    /// Master_Adver_Interval: the Master's advertisement interval, as learnt.
+    pub master_adver_interval: u16,
+    /// The current state.
+    pub state: VrrpState,
+    /// When the Master_Down_Timer fires, if running.
+    pub master_down_at: Option<u64>,
+    /// When the Adver_Timer fires, if running.
+    pub adver_at: Option<u64>,
+}
+
+impl VirtualRouter {
+    /// A router in Initialize.
+    pub fn new(priority: u8, advertisement_interval: u16, preempt: bool, primary: IpAddr) -> Self {
+        Self {
+            priority,
+            advertisement_interval,
+            preempt,
+            primary,
+            master_adver_interval: advertisement_interval,
+            state: VrrpState::Initialize,
+            master_down_at: None,
+            adver_at: None,
+        }
+    }
+
+    /// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256.
+    pub fn skew_time(&self) -> u64 {
+        (256 - u64::from(self.priority)) * u64::from(self.master_adver_interval) / 256
+    }
+
+    /// Master_Down_Interval = (3 * Master_Adver_Interval) + Skew_Time.
+    pub fn master_down_interval(&self) -> u64 {
+        3 * u64::from(self.master_adver_interval) + self.skew_time()
+    }
+
+    /// The next moment a timer fires, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        match (self.master_down_at, self.adver_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn become_master(&mut self, now: u64, out: &mut Vec<VrrpAction>) {
+        out.push(VrrpAction::SendAdvert {
+            priority: self.priority,
+        });
+        out.push(VrrpAction::TakeVips);
+        self.adver_at = Some(now + u64::from(self.advertisement_interval));
+        self.master_down_at = None;
+        self.state = VrrpState::Master;
+    }
+
+    fn become_backup(&mut self, now: u64, master_adver_interval: u16) {
+        self.master_adver_interval = master_adver_interval;
+        self.master_down_at = Some(now + self.master_down_interval());
+        self.adver_at = None;
+        self.state = VrrpState::Backup;
+    }
+
+    /// Feeds one event at `now`; returns the actions, in order.
+    pub fn handle(&mut self, event: VrrpEvent, now: u64) -> Vec<VrrpAction> {
+        let mut out = Vec::new();
+        match (self.state, event) {
+            // 6.4.1: Startup.
+            (VrrpState::Initialize, VrrpEvent::Startup) => {
+                if self.priority == 255 {
+                    self.become_master(now, &mut out);
+                } else {
+                    self.become_backup(now, self.advertisement_interval);
+                }
+            }
+            (VrrpState::Initialize, _) => {}
+            // 6.4.2: Backup.
+            (VrrpState::Backup, VrrpEvent::Shutdown) => {
+                self.master_down_at = None;
+                self.state = VrrpState::Initialize;
+            }
+            (VrrpState::Backup, VrrpEvent::Advert { priority: 0, .. }) => {
+                self.master_down_at = Some(now + self.skew_time());
+            }
+            (
+                VrrpState::Backup,
+                VrrpEvent::Advert {
+                    priority,
+                    max_adver_int_cs,
+                    ..
+                },
+            ) => {
+                if !self.preempt || priority >= self.priority {
+                    self.become_backup(now, max_adver_int_cs);
+                }
+                // Otherwise discard: a lower-priority Master will be preempted when the
+                // Master_Down_Timer fires.
+            }
+            (VrrpState::Backup, VrrpEvent::Startup) => {}
+            // 6.4.3: Master.
+            (VrrpState::Master, VrrpEvent::Shutdown) => {
+                self.adver_at = None;
+                out.push(VrrpAction::SendAdvert { priority: 0 });
+                out.push(VrrpAction::ReleaseVips);
+                self.state = VrrpState::Initialize;
+            }
+            (VrrpState::Master, VrrpEvent::Advert { priority: 0, .. }) => {
+                out.push(VrrpAction::SendAdvert {
+                    priority: self.priority,
+                });
+                self.adver_at = Some(now + u64::from(self.advertisement_interval));
+            }
+            (
+                VrrpState::Master,
+                VrrpEvent::Advert {
+                    priority,
+                    max_adver_int_cs,
+                    source,
+                },
+            ) => {
+                let wins = priority > self.priority
+                    || (priority == self.priority && source > self.primary);
+                if wins {
+                    out.push(VrrpAction::ReleaseVips);
+                    self.become_backup(now, max_adver_int_cs);
+                }
+            }
+            (VrrpState::Master, VrrpEvent::Startup) => {}
+        }
+        out
+    }
+
+    /// Fires the timers due at `now`; returns the actions.
+    pub fn tick(&mut self, now: u64) -> Vec<VrrpAction> {
+        let mut out = Vec::new();
+        if self.state == VrrpState::Backup && self.master_down_at.is_some_and(|t| t <= now) {
+            // 6.4.2: Master_Down_Timer fired.
+            self.become_master(now, &mut out);
+        } else if self.state == VrrpState::Master && self.adver_at.is_some_and(|t| t <= now) {
+            // 6.4.3: Adver_Timer fired.
+            out.push(VrrpAction::SendAdvert {
+                priority: self.priority,
+            });
+            self.adver_at = Some(now + u64::from(self.advertisement_interval));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use VrrpAction::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn router(priority: u8, preempt: bool) -> VirtualRouter {
+        VirtualRouter::new(priority, 100, preempt, ip("192.0.2.12"))
+    }
+
+    fn advert(priority: u8, source: &str) -> VrrpEvent {
+        VrrpEvent::Advert {
+            priority,
+            max_adver_int_cs: 100,
+            source: ip(source),
+        }
+    }
+
+    #[test]
+    fn skew_and_master_down_interval_follow_the_rfc() {
+        let r = router(100, true);
+        // Skew_Time = ((256 - 100) * 100) / 256 = 60 cs; Master_Down = 3 * 100 + 60.
+        assert_eq!(r.skew_time(), 60);
+        assert_eq!(r.master_down_interval(), 360);
+        assert_eq!(router(254, true).skew_time(), 0);
+    }
+
+    #[test]
+    fn startup_owner_is_master_at_once_others_backup() {
+        let mut owner = router(255, true);
+        assert_eq!(
+            owner.handle(VrrpEvent::Startup, 0),
+            vec![SendAdvert { priority: 255 }, TakeVips]
+        );
+        assert_eq!(owner.state, VrrpState::Master);
+        let mut b = router(100, true);
+        assert!(b.handle(VrrpEvent::Startup, 0).is_empty());
+        assert_eq!((b.state, b.master_down_at), (VrrpState::Backup, Some(360)));
+    }
+
+    #[test]
+    fn backup_becomes_master_when_the_master_down_timer_fires() {
+        let mut b = router(100, true);
+        b.handle(VrrpEvent::Startup, 0);
+        assert!(b.tick(359).is_empty());
+        assert_eq!(b.tick(360), vec![SendAdvert { priority: 100 }, TakeVips]);
+        assert_eq!((b.state, b.adver_at), (VrrpState::Master, Some(460)));
+        assert_eq!(b.tick(460), vec![SendAdvert { priority: 100 }]);
+    }
+
+    #[test]
+    fn adverts_reset_the_master_down_timer_and_teach_the_interval() {
+        let mut b = router(100, true);
+        b.handle(VrrpEvent::Startup, 0);
+        b.handle(
+            VrrpEvent::Advert {
+                priority: 200,
+                max_adver_int_cs: 10,
+                source: ip("192.0.2.11"),
+            },
+            300,
+        );
+        assert_eq!(b.master_adver_interval, 10);
+        // 3 * 10 + (156 * 10) / 256 = 36.
+        assert_eq!(b.master_down_at, Some(336));
+    }
+
+    #[test]
+    fn priority_zero_means_take_over_after_skew_time() {
+        let mut b = router(100, true);
+        b.handle(VrrpEvent::Startup, 0);
+        b.handle(advert(0, "192.0.2.11"), 50);
+        assert_eq!(b.master_down_at, Some(50 + 60));
+        assert_eq!(b.tick(110), vec![SendAdvert { priority: 100 }, TakeVips]);
+    }
+
+    #[test]
+    fn preempting_backup_ignores_a_lower_master_non_preempting_does_not() {
+        let mut pre = router(200, true);
+        pre.handle(VrrpEvent::Startup, 0);
+        let down = pre.master_down_at;
+        pre.handle(advert(100, "192.0.2.11"), 100);
+        assert_eq!(pre.master_down_at, down, "discarded: it will preempt");
+        let mut nopre = router(200, false);
+        nopre.handle(VrrpEvent::Startup, 0);
+        nopre.handle(advert(100, "192.0.2.11"), 100);
+        assert!(nopre.master_down_at > down, "accepted: it stays backup");
+    }
+
+    #[test]
+    fn master_yields_to_higher_priority_or_higher_address_on_a_tie() {
+        let mut m = router(100, true);
+        m.handle(VrrpEvent::Startup, 0);
+        m.tick(360);
+        assert!(m.handle(advert(50, "192.0.2.99"), 400).is_empty());
+        assert!(
+            m.handle(advert(100, "192.0.2.1"), 400).is_empty(),
+            "lower address loses a tie"
+        );
+        assert_eq!(m.handle(advert(100, "192.0.2.13"), 400), vec![ReleaseVips]);
+        assert_eq!(m.state, VrrpState::Backup);
+        let mut m2 = router(100, true);
+        m2.handle(VrrpEvent::Startup, 0);
+        m2.tick(360);
+        assert_eq!(m2.handle(advert(150, "192.0.2.1"), 400), vec![ReleaseVips]);
+    }
+
+    #[test]
+    fn master_answers_priority_zero_and_shuts_down_with_it() {
+        let mut m = router(100, true);
+        m.handle(VrrpEvent::Startup, 0);
+        m.tick(360);
+        assert_eq!(
+            m.handle(advert(0, "192.0.2.11"), 400),
+            vec![SendAdvert { priority: 100 }]
+        );
+        assert_eq!(
+            m.handle(VrrpEvent::Shutdown, 410),
+            vec![SendAdvert { priority: 0 }, ReleaseVips]
+        );
+        assert_eq!((m.state, m.next_deadline()), (VrrpState::Initialize, None));
+    }
+}

@@ -1,0 +1,75 @@
+//! Reading vipd's failover timeline (`vipd::timeline` log lines) back from a log, for the
+//! demo and the benchmarks.
+
+/// One takeover, as the new owner logged it (CLOCK_MONOTONIC nanoseconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// Why the peer left the view: timeout, LEAVING, ...
+    pub reason: String,
+    /// The kernel's timestamp of the peer's last heartbeat.
+    pub last_seen_ns: u64,
+    /// When the loss was declared.
+    pub detected_ns: u64,
+    /// When the VIP was added, if it was after the loss.
+    pub added_ns: Option<u64>,
+    /// When its first announcement went out, if it was after the loss.
+    pub announced_ns: Option<u64>,
+}
+
+/// The value of `name=<number>` in a log line.
+pub fn field(line: &str, name: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}="))?.parse().ok())
+}
+
+/// The last loss of a peer (of `peer`, if given) in `log`, and the takeover of `vip` after it.
+pub fn last_takeover(log: &str, peer: Option<u32>, vip: &str) -> Option<Takeover> {
+    let lost = log.lines().rev().find(|l| {
+        l.contains("event=\"peer_lost\"") && peer.is_none_or(|p| l.contains(&format!("peer={p} ")))
+    })?;
+    let detected_ns = field(lost, "mono_ns")?;
+    let after = |event: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains(&format!("event=\"{event}\"")) && l.contains(&format!("vip={vip} "))
+            })
+            .filter_map(|l| field(l, "mono_ns"))
+            .find(|&t| t >= detected_ns)
+    };
+    Some(Takeover {
+        reason: lost
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?")
+            .into(),
+        last_seen_ns: field(lost, "last_seen_mono_ns")?,
+        detected_ns,
+        added_ns: after("address_added"),
+        announced_ns: after("first_announce"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_takeover_after_the_loss() {
+        let log = "\
+1.0 INFO vipd::timeline: took over VIP event=\"address_added\" vip=192.0.2.201 mono_ns=5 already_present=false
+2.0 INFO vipd::timeline: peer left the view (timeout) event=\"peer_lost\" peer=1 reason=\"timeout\" last_seen_mono_ns=100 mono_ns=400 silence_us=300
+2.1 INFO vipd::timeline: took over VIP event=\"address_added\" vip=192.0.2.201 mono_ns=410 already_present=false
+2.2 INFO vipd::timeline: announced VIP event=\"first_announce\" vip=192.0.2.201 mono_ns=420 burst=3
+";
+        let t = last_takeover(log, Some(1), "192.0.2.201").unwrap();
+        assert_eq!(t.reason, "timeout");
+        assert_eq!((t.last_seen_ns, t.detected_ns), (100, 400));
+        assert_eq!((t.added_ns, t.announced_ns), (Some(410), Some(420)));
+        assert_eq!(last_takeover(log, Some(2), "192.0.2.201"), None);
+        assert_eq!(
+            last_takeover(log, None, "192.0.2.202").unwrap().added_ns,
+            None
+        );
+    }
+}
