@@ -249,7 +249,8 @@ pub fn failover_plot(runs: &[failover::Run], path: &std::path::Path) -> anyhow::
         .iter()
         .map(|r| r.probe.longest_unanswered_us / 1e3)
         .collect();
-    let top = outages.iter().copied().fold(1.0, f64::max) * 2.0;
+    // Headroom above the data for the legend.
+    let top = outages.iter().copied().fold(1.0, f64::max) * 40.0;
     let bottom = outages.iter().copied().fold(top, f64::min).max(0.01) / 2.0;
     let mut chart = ChartBuilder::on(&root)
         .caption(
@@ -286,6 +287,7 @@ pub fn failover_plot(runs: &[failover::Run], path: &std::path::Path) -> anyhow::
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
