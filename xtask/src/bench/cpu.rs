@@ -6,7 +6,6 @@
 
 use std::{path::Path, time::Duration};
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use xtask::lab::{Host, Lab};
 
@@ -106,27 +105,11 @@ fn measure(daemon: Daemon, window: Duration, vipd: &Path) -> anyhow::Result<CpuR
                         200 + g
                     );
                 }
-                let dir = lab.dir().join(format!("ka-{}", host.name));
-                std::fs::create_dir_all(&dir)?;
-                let path = dir.join("keepalived.conf");
-                std::fs::write(&path, conf)?;
-                let (pid, vrrp) = (dir.join("k.pid"), dir.join("v.pid"));
-                let args = [
-                    "-n",
-                    "-l",
-                    "-P",
-                    "-f",
-                    path.to_str().context("path")?,
-                    "-p",
-                    pid.to_str().context("path")?,
-                    "-r",
-                    vrrp.to_str().context("path")?,
-                ];
-                let p = lab.spawn(
+                let p = super::spawn_keepalived(
+                    &mut lab,
                     host,
                     &format!("keepalived-{}", host.name),
-                    Path::new("keepalived"),
-                    &args,
+                    &conf,
                 )?;
                 lab.proc(p)
                     .wait_for_line(&["Startup complete"], Duration::from_secs(20))?;

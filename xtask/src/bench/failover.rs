@@ -235,33 +235,14 @@ fn start_daemon(
             } else {
                 "1"
             };
-            let dir = lab.dir().join(&log);
-            std::fs::create_dir_all(&dir)?;
-            let conf = dir.join("keepalived.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "global_defs {{\n    vrrp_version 3\n    router_id {}\n}}\n\
-                     vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n\
-                     \x20   priority {}\n    advert_int {advert}\n    virtual_ipaddress {{\n        {VIP}/32 dev eth0\n    }}\n}}\n",
-                    host.name,
-                    250 - 50 * id,
-                ),
-            )?;
-            let (pid, vrrp_pid) = (dir.join("keepalived.pid"), dir.join("vrrp.pid"));
-            let args = [
-                "-n",
-                "-l",
-                "-D",
-                "-P",
-                "-f",
-                conf.to_str().context("path")?,
-                "-p",
-                pid.to_str().context("path")?,
-                "-r",
-                vrrp_pid.to_str().context("path")?,
-            ];
-            lab.spawn(host, &log, Path::new("keepalived"), &args)?
+            let conf = format!(
+                "global_defs {{\n    vrrp_version 3\n    router_id {}\n}}\n\
+                 vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n\
+                 \x20   priority {}\n    advert_int {advert}\n    virtual_ipaddress {{\n        {VIP}/32 dev eth0\n    }}\n}}\n",
+                host.name,
+                250 - 50 * id,
+            );
+            super::spawn_keepalived(lab, host, &log, &conf)?
         }
         System::UcarpFast => {
             let dir = lab.dir().join(&log);
