@@ -44,13 +44,7 @@ fn start_vipd(
     peer: &Host,
     run: &str,
 ) -> anyhow::Result<usize> {
-    let instance = format!("{}-{}", lab.prefix(), host.name);
     let args = [
-        "run",
-        "--interface",
-        "eth0",
-        "--node-id",
-        &id.to_string(),
         "--vip",
         VIP1,
         "--vip",
@@ -61,11 +55,9 @@ fn start_vipd(
         "50ms",
         "--hold-down",
         "300ms",
-        "--instance",
-        &instance,
     ];
     let log = format!("{}-{run}", host.name);
-    let proc = lab.spawn(host, &log, Path::new(env!("CARGO_BIN_EXE_vipd")), &args)?;
+    let proc = lab.spawn_vipd(host, id, &log, Path::new(env!("CARGO_BIN_EXE_vipd")), &args)?;
     lab.proc(proc)
         .wait_for_line(&["XDP program attached"], SETTLE)?;
     Ok(proc)

@@ -46,27 +46,17 @@ impl Pool {
     /// Starts vipd on node `i` (1-based) with `extra` flags.
     fn start(&mut self, i: usize, run: &str, extra: &[&str]) -> anyhow::Result<()> {
         let host = self.nodes[i - 1].clone();
-        let instance = format!("{}-{}", self.lab.prefix(), host.name);
-        let id = i.to_string();
-        let mut args = vec![
-            "run",
-            "-i",
-            "eth0",
-            "-n",
-            &id,
-            "--instance",
-            &instance,
-            "--interval",
-            "50ms",
-        ];
+        let mut args = vec!["--interval", "50ms"];
         for v in &self.vips {
             args.extend(["--vip", v.as_str()]);
         }
         args.extend_from_slice(extra);
-        let p = self.lab.spawn(
+        let vipd = Path::new(env!("CARGO_BIN_EXE_vipd"));
+        let p = self.lab.spawn_vipd(
             &host,
+            i as u32,
             &format!("{}-{run}", host.name),
-            Path::new(env!("CARGO_BIN_EXE_vipd")),
+            vipd,
             &args,
         )?;
         self.lab

@@ -35,22 +35,8 @@ pub fn run() -> anyhow::Result<()> {
     ));
 
     let start = |lab: &mut Lab, host: &Host, id: u32, run: &str| -> anyhow::Result<usize> {
-        let instance = format!("{}-{}", lab.prefix(), host.name);
-        let id = id.to_string();
-        let args = [
-            "run",
-            "-i",
-            "eth0",
-            "-n",
-            &id,
-            "--vip",
-            VIPS[0],
-            "--vip",
-            VIPS[1],
-            "--instance",
-            &instance,
-        ];
-        let p = lab.spawn(host, &format!("{}-{run}", host.name), &vipd, &args)?;
+        let args = ["--vip", VIPS[0], "--vip", VIPS[1]];
+        let p = lab.spawn_vipd(host, id, &format!("{}-{run}", host.name), &vipd, &args)?;
         lab.proc(p).wait_for_line(&["vipd started"], WAIT)?;
         Ok(p)
     };

@@ -370,6 +370,23 @@ impl Lab {
         Ok(self.procs.len() - 1)
     }
 
+    /// Starts `vipd run` in `host` as node `id` on its eth0, with `extra` flags. The
+    /// instance is named `<lab prefix>-<host>`, so the lab removes its pins when dropped.
+    pub fn spawn_vipd(
+        &mut self,
+        host: &Host,
+        id: u32,
+        log_name: &str,
+        vipd: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<usize> {
+        let id = id.to_string();
+        let instance = format!("{}-{}", self.prefix, host.name);
+        let mut args = vec!["run", "-i", "eth0", "-n", &id, "--instance", &instance];
+        args.extend_from_slice(extra);
+        self.spawn(host, log_name, vipd, &args)
+    }
+
     /// A process started with [`Lab::spawn`].
     pub fn proc(&mut self, id: usize) -> &mut Proc {
         &mut self.procs[id]

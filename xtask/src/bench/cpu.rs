@@ -59,29 +59,16 @@ fn measure(daemon: Daemon, window: Duration, vipd: &Path) -> anyhow::Result<CpuR
             Daemon::Vipd => {
                 // The measured node h0 runs vipd's defaults (100 ms heartbeats); the 8 peers
                 // send every 1 ms (with a dead interval that tolerates h0's 100 ms).
-                let instance = format!("{}-{}", lab.prefix(), host.name);
-                let id = (i + 1).to_string();
                 let pool: Vec<String> = (0..=PEERS)
                     .map(|k| format!("192.0.2.{}", 200 + k))
                     .collect();
                 let pool = pool.join(",");
-                let mut args = vec![
-                    "run",
-                    "-i",
-                    "eth0",
-                    "-n",
-                    &id,
-                    "--vip",
-                    &pool,
-                    "--instance",
-                    &instance,
-                    "--hold-down",
-                    "200ms",
-                ];
+                let mut args = vec!["--vip", &pool, "--hold-down", "200ms"];
                 if i > 0 {
                     args.extend(["--interval", "1ms", "--dead-interval", "500ms"]);
                 }
-                let p = lab.spawn(host, &format!("vipd-{}", host.name), vipd, &args)?;
+                let log = format!("vipd-{}", host.name);
+                let p = lab.spawn_vipd(host, i as u32 + 1, &log, vipd, &args)?;
                 lab.proc(p)
                     .wait_for_line(&["vipd started"], Duration::from_secs(20))?;
                 p

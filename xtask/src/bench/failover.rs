@@ -209,25 +209,11 @@ fn start_daemon(
     let log = format!("{system:?}-{}-{run}", host.name);
     let p = match system {
         System::VipdDefault | System::VipdFast => {
-            let instance = format!("{}-{}", lab.prefix(), host.name);
-            let id = id.to_string();
-            let mut args = vec![
-                "run",
-                "-i",
-                "eth0",
-                "-n",
-                &id,
-                "--vip",
-                VIP,
-                "--instance",
-                &instance,
-                "--hold-down",
-                "300ms",
-            ];
+            let mut args = vec!["--vip", VIP, "--hold-down", "300ms"];
             if system == System::VipdFast {
                 args.extend(["--interval", "2ms", "--dead-interval", "8ms"]);
             }
-            lab.spawn(host, &log, vipd, &args)?
+            lab.spawn_vipd(host, id, &log, vipd, &args)?
         }
         System::KeepalivedFast | System::KeepalivedDefault => {
             let advert = if system == System::KeepalivedFast {
