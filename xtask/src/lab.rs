@@ -153,6 +153,43 @@ impl Proc {
         .with_context(|| format!("log so far:\n{}", self.output()))?;
         Ok(found.unwrap_or_default())
     }
+
+    /// How many lines of the output so far contain every one of `needles`.
+    pub fn count_lines(&self, needles: &[&str]) -> usize {
+        self.output()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Waits (at most `timeout`) until at least `count` lines contain every one of
+    /// `needles` (e.g. the second time a state is entered); returns the `count`th.
+    pub fn wait_for_lines(
+        &self,
+        needles: &[&str],
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let mut found = None;
+        wait_until(
+            &format!(
+                "{count} log line(s) with {needles:?} in {}",
+                self.log.display()
+            ),
+            timeout,
+            || {
+                found = self
+                    .output()
+                    .lines()
+                    .filter(|l| needles.iter().all(|n| l.contains(n)))
+                    .nth(count.saturating_sub(1))
+                    .map(str::to_string);
+                Ok(found.is_some())
+            },
+        )
+        .with_context(|| format!("log so far:\n{}", self.output()))?;
+        Ok(found.unwrap_or_default())
+    }
 }
 
 /// A set of namespaces on one bridge, torn down on drop.
@@ -186,6 +223,22 @@ impl Lab {
         run("ip", &["netns", "add", &switch])?;
         lab.ip(&switch, &["link", "add", "br0", "type", "bridge"])?;
         lab.ip(&switch, &["link", "set", "br0", "up"])?;
+        // A switch forwards frames as they are: with bridge netfilter on (the default where
+        // it is built in) IP frames are trimmed to their IP length on the way through,
+        // which would hide Ethernet padding from the receivers.
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &switch,
+                "sysctl",
+                "-qew",
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-ip6tables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
+            ],
+        )?;
         Ok(lab)
     }
 
@@ -385,6 +438,123 @@ impl Lab {
         let mut args = vec!["run", "-i", "eth0", "-n", &id, "--instance", &instance];
         args.extend_from_slice(extra);
         self.spawn(host, log_name, vipd, &args)
+    }
+
+    /// Starts keepalived (VRRP only, in the foreground, logging to the console) in `host`
+    /// with the configuration text `conf`; its files go to `<lab dir>/<log_name>/`, its
+    /// output to `<lab dir>/<log_name>.log`. Signals reach its VRRP child too (one process
+    /// group), so SIGKILL is a hard failure of the whole daemon.
+    pub fn spawn_keepalived(
+        &mut self,
+        host: &Host,
+        log_name: &str,
+        conf: &str,
+    ) -> anyhow::Result<usize> {
+        let dir = self.dir.join(log_name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("keepalived.conf");
+        std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;
+        let (pid, vrrp) = (dir.join("keepalived.pid"), dir.join("vrrp.pid"));
+        let text = |p: &Path| p.to_str().context("non-UTF-8 path").map(str::to_owned);
+        let (path, pid, vrrp) = (text(&path)?, text(&pid)?, text(&vrrp)?);
+        let args = ["-n", "-l", "-P", "-f", &path, "-p", &pid, "-r", &vrrp];
+        self.spawn(host, log_name, Path::new("keepalived"), &args)
+    }
+
+    /// Starts tcpdump on `host`'s eth0, writing the frames that match `filter` (a pcap
+    /// filter such as `"ip proto 112"`) to `<lab dir>/<name>.pcap` packet by packet (read it
+    /// with [`crate::pcap::Capture::read`] while it runs). It stops after `max_packets`
+    /// or `timeout`, whichever comes first; returns once it listens, with its process id
+    /// and the capture's path.
+    pub fn spawn_capture(
+        &mut self,
+        host: &Host,
+        name: &str,
+        filter: &str,
+        max_packets: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<(usize, PathBuf)> {
+        let pcap = self.dir.join(format!("{name}.pcap"));
+        let secs = timeout.as_secs().max(1).to_string();
+        let count = max_packets.to_string();
+        let path = pcap.to_str().context("non-UTF-8 path")?.to_owned();
+        let args = [
+            "--signal=TERM",
+            &secs,
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-n",
+            "-U",
+            "-Z",
+            "root",
+            "-c",
+            &count,
+            "-w",
+            &path,
+            filter,
+        ];
+        let p = self.spawn(host, name, Path::new("timeout"), &args)?;
+        self.procs[p].wait_for_line(&["listening on"], Duration::from_secs(10))?;
+        Ok((p, pcap))
+    }
+
+    /// Sends each of `frames` (complete Ethernet frames, header included) as it is out of
+    /// `host`'s `ifname`, with a raw packet socket: no checksum or length is fixed up.
+    pub fn send_frames(&self, host: &Host, ifname: &str, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+        let name = std::ffi::CString::new(ifname)?;
+        self.in_netns(host, || {
+            // SAFETY: a NUL-terminated name.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if index == 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("{ifname} in {}", host.netns));
+            }
+            // Protocol 0: this socket only sends, it receives nothing.
+            // SAFETY: plain socket(2).
+            let fd =
+                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error()).context("socket(AF_PACKET)");
+            }
+            // SAFETY: a descriptor we just opened and nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            for (i, frame) in frames.iter().enumerate() {
+                if frame.len() < 14 {
+                    bail!(
+                        "frame {i}: {} bytes, shorter than an Ethernet header",
+                        frame.len()
+                    );
+                }
+                // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+                let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_protocol = u16::from_be_bytes([frame[12], frame[13]]).to_be();
+                addr.sll_ifindex = index as i32;
+                addr.sll_halen = 6;
+                addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+                // SAFETY: the buffer and the address are valid for the lengths given.
+                let sent = unsafe {
+                    libc::sendto(
+                        fd.as_raw_fd(),
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        std::ptr::from_ref(&addr).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                    )
+                };
+                if sent < 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .with_context(|| format!("sending frame {i} on {ifname}"));
+                }
+                if sent as usize != frame.len() {
+                    bail!("frame {i}: sent {sent} of {} bytes", frame.len());
+                }
+            }
+            Ok(())
+        })
     }
 
     /// A process started with [`Lab::spawn`].

@@ -92,12 +92,7 @@ fn measure(daemon: Daemon, window: Duration, vipd: &Path) -> anyhow::Result<CpuR
                         200 + g
                     );
                 }
-                let p = super::spawn_keepalived(
-                    &mut lab,
-                    host,
-                    &format!("keepalived-{}", host.name),
-                    &conf,
-                )?;
+                let p = lab.spawn_keepalived(host, &format!("keepalived-{}", host.name), &conf)?;
                 lab.proc(p)
                     .wait_for_line(&["Startup complete"], Duration::from_secs(20))?;
                 p

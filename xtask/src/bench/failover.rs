@@ -228,7 +228,7 @@ fn start_daemon(
                 host.name,
                 250 - 50 * id,
             );
-            super::spawn_keepalived(lab, host, &log, &conf)?
+            lab.spawn_keepalived(host, &log, &conf)?
         }
         System::UcarpFast => {
             let dir = lab.dir().join(&log);

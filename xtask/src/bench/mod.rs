@@ -10,8 +10,6 @@ use std::{fmt::Write as _, path::PathBuf, process::Command};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use xtask::lab::{Host, Lab};
-
 use crate::workspace_root;
 
 /// The machine a result was measured on.
@@ -55,26 +53,6 @@ impl Machine {
             self.cores, self.cpu, self.kernel
         )
     }
-}
-
-/// Starts keepalived (VRRP only, in the foreground, logging to the console) in `host` with
-/// the configuration text `conf`; its files go to `<lab dir>/<log>/`. Returns the lab's id
-/// of the process.
-pub fn spawn_keepalived(
-    lab: &mut Lab,
-    host: &Host,
-    log: &str,
-    conf: &str,
-) -> anyhow::Result<usize> {
-    let dir = lab.dir().join(log);
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("keepalived.conf");
-    std::fs::write(&path, conf)?;
-    let (pid, vrrp) = (dir.join("keepalived.pid"), dir.join("vrrp.pid"));
-    let text = |p: &std::path::Path| p.to_str().context("non-UTF-8 path").map(str::to_owned);
-    let (path, pid, vrrp) = (text(&path)?, text(&pid)?, text(&vrrp)?);
-    let args = ["-n", "-l", "-P", "-f", &path, "-p", &pid, "-r", &vrrp];
-    lab.spawn(host, log, std::path::Path::new("keepalived"), &args)
 }
 
 /// Runs `vipd <args>` (release build) and parses its JSON output.

@@ -1,0 +1,993 @@
+//! VRRP mode (VRRPv3, RFC 5798) in network namespaces, against keepalived as the reference
+//! implementation: takeover on a hard failure (IPv4 and IPv6), graceful handover with
+//! priority-0 adverts checked byte by byte on the wire, preemption both ways and its
+//! absence, and crafted bad adverts counted by the XDP program and ignored.
+//!
+//! These run as root (CI does); elsewhere they print why they skip. They take turns (one
+//! lab at a time): with 100 ms adverts a starved scheduler could fake a master failure.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+    process::Command,
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use anyhow::{Context as _, ensure};
+use vipd_common::vrrp::{self, Advert, Family};
+use xtask::{
+    lab::{Host, Lab, privileged, wait_until},
+    pcap::{Capture, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Ethernet, Ipv4, Ipv6, parse_mac},
+};
+
+const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+/// Generous bound for anything that takes a fraction of a second (CI machines are slow).
+const WAIT: Duration = Duration::from_secs(20);
+const VRID: u8 = 51;
+const VIP4: &str = "192.0.2.200";
+const VIP4_CIDR: &str = "192.0.2.200/24";
+const VIP6: &str = "2001:db8::200";
+const VIP6_CIDR: &str = "2001:db8::200/64";
+const GROUP4: [u8; 4] = [224, 0, 0, 18];
+const GROUP4_MAC: [u8; 6] = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
+const GROUP6_MAC: [u8; 6] = [0x33, 0x33, 0x00, 0x00, 0x00, 0x12];
+/// The advert interval of every router in these tests, in centiseconds (100 ms).
+const INTERVAL_CS: u16 = 10;
+/// keepalived's log lines on entering a state.
+const KA_MASTER: &str = "Entering MASTER STATE";
+const KA_BACKUP: &str = "Entering BACKUP STATE";
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One namespace lab at a time (a failed test does not stop the others).
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// keepalived on `k`, vipd on `v`, and a client.
+struct Routers {
+    lab: Lab,
+    k: Host,
+    v: Host,
+    client: Host,
+}
+
+fn routers(tag: &str, ipv6: bool) -> anyhow::Result<Routers> {
+    let mut lab = Lab::new(tag)?;
+    let k = lab.add_host("k", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let v = lab.add_host("v", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
+    if ipv6 {
+        lab.add_address(&k, "2001:db8::11/64")?;
+        lab.add_address(&v, "2001:db8::12/64")?;
+        lab.add_address(&client, "2001:db8::100/64")?;
+    }
+    Ok(Routers { lab, k, v, client })
+}
+
+/// A keepalived configuration: VRRPv3, VRID 51, 100 ms adverts, one VIP, starting as backup.
+fn keepalived_conf(host: &Host, priority: u8, vip_cidr: &str, nopreempt: bool) -> String {
+    format!(
+        "global_defs {{\n    vrrp_version 3\n    router_id {}\n}}\n\
+         vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {VRID}\n\
+         \x20   priority {priority}\n    advert_int 0.1\n{}    virtual_ipaddress {{\n        {vip_cidr} dev eth0\n    }}\n}}\n",
+        host.name,
+        if nopreempt { "    nopreempt\n" } else { "" },
+    )
+}
+
+/// Starts keepalived and waits until it runs its VRRP instance (in BACKUP, init).
+fn start_keepalived(lab: &mut Lab, host: &Host, log: &str, conf: &str) -> anyhow::Result<usize> {
+    let p = lab.spawn_keepalived(host, log, conf)?;
+    lab.proc(p).wait_for_line(&["Startup complete"], WAIT)?;
+    Ok(p)
+}
+
+/// Starts `vipd run --vrrp 51,priority=…,vip=…,interval=100ms<extra>` and waits for its
+/// first transition (out of initialize, at start-up).
+fn start_vipd(
+    lab: &mut Lab,
+    host: &Host,
+    log: &str,
+    priority: u8,
+    vip_cidr: &str,
+    extra: &str,
+) -> anyhow::Result<usize> {
+    let spec = format!("{VRID},priority={priority},vip={vip_cidr},interval=100ms{extra}");
+    let p = lab.spawn_vipd(host, 1, log, Path::new(VIPD), &["--vrrp", &spec])?;
+    lab.proc(p)
+        .wait_for_line(&["vrrp state", "vrid=51", "reason=startup"], WAIT)?;
+    Ok(p)
+}
+
+/// Stops a process with SIGTERM; it must exit 0.
+fn stop(lab: &mut Lab, p: usize) -> anyhow::Result<()> {
+    lab.proc(p).signal(libc::SIGTERM)?;
+    let ok = lab.proc(p).wait_exit(WAIT)?;
+    ensure!(ok, "exited with an error:\n{}", lab.proc(p).output());
+    Ok(())
+}
+
+/// Needles of vipd's transition lines for VRID 51 in `family` into state `to`.
+fn vipd_to<'a>(family: &'a str, to: &'a str) -> [&'a str; 4] {
+    ["vrrp state", "vrid=51", family, to]
+}
+
+/// `vipd status --json` of the vipd instance on `host`.
+fn status(lab: &Lab, host: &Host) -> anyhow::Result<serde_json::Value> {
+    let instance = format!("{}-{}", lab.prefix(), host.name);
+    let out = Command::new(VIPD)
+        .args(["status", "--json", "--instance", &instance])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "vipd status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The status of VRID 51 in `family` ("ipv4", "ipv6").
+fn group<'a>(status: &'a serde_json::Value, family: &str) -> anyhow::Result<&'a serde_json::Value> {
+    status["vrrp"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["vrid"] == u64::from(VRID) && g["family"] == family)
+        .with_context(|| format!("no VRID {VRID} {family} in the status: {status:#}"))
+}
+
+/// An XDP counter from the status.
+fn counter(status: &serde_json::Value, name: &str) -> anyhow::Result<u64> {
+    status["counters"][name]
+        .as_u64()
+        .with_context(|| format!("no counter {name} in the status: {status:#}"))
+}
+
+/// Every `vrrp_*` counter of the status.
+fn vrrp_counters(
+    status: &serde_json::Value,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let counters = status["counters"]
+        .as_object()
+        .with_context(|| format!("no counters in the status: {status:#}"))?;
+    Ok(counters
+        .iter()
+        .filter(|(k, _)| k.starts_with("vrrp_"))
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(u64::MAX)))
+        .collect())
+}
+
+/// Waits until VRID 51 of vipd on `host` is in `state` with `master` as the master.
+fn wait_group(
+    lab: &Lab,
+    host: &Host,
+    family: &str,
+    state: &str,
+    master: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut last = serde_json::Value::Null;
+    wait_until(
+        &format!("vipd's VRID {VRID} {family} in {state}, master {master:?}"),
+        WAIT,
+        || {
+            last = status(lab, host)?;
+            let g = group(&last, family)?;
+            Ok(g["state"] == state && master.is_none_or(|m| g["master"] == m))
+        },
+    )
+    .with_context(|| format!("last status: {last:#}"))?;
+    Ok(last)
+}
+
+/// Waits until `vip` is on `owner` and on none of `others`.
+fn wait_vip_only_on(lab: &Lab, vip: &str, owner: &Host, others: &[&Host]) -> anyhow::Result<()> {
+    wait_until(&format!("{vip} on {} only", owner.name), WAIT, || {
+        Ok(lab.has_address(owner, vip)?
+            && others
+                .iter()
+                .all(|h| !lab.has_address(h, vip).unwrap_or(true)))
+    })
+    .with_context(|| {
+        format!(
+            "{} has {:?}; {:?}",
+            owner.name,
+            lab.addresses(owner).unwrap_or_default(),
+            others
+                .iter()
+                .map(|h| (h.name.clone(), lab.addresses(h).unwrap_or_default()))
+                .collect::<Vec<_>>()
+        )
+    })
+}
+
+fn assert_vip_only_on(lab: &Lab, vip: &str, owner: &Host, others: &[&Host]) -> anyhow::Result<()> {
+    ensure!(
+        lab.has_address(owner, vip)?,
+        "{vip} is not on {}: {:?}",
+        owner.name,
+        lab.addresses(owner)?
+    );
+    for h in others {
+        ensure!(
+            !lab.has_address(h, vip)?,
+            "{vip} is on {} too: {:?}",
+            h.name,
+            lab.addresses(h)?
+        );
+    }
+    Ok(())
+}
+
+/// Waits until the client's neighbour entry for `vip` holds `owner`'s MAC (announced:
+/// the client sends nothing first) and then until its ping to `vip` is answered.
+fn wait_client_reaches(c: &Routers, vip: &str, owner: &Host) -> anyhow::Result<()> {
+    wait_until(
+        &format!(
+            "the client's neighbour entry for {vip} to hold {}'s MAC",
+            owner.name
+        ),
+        WAIT,
+        || Ok(c.lab.neighbour_mac(&c.client, vip)?.as_deref() == Some(owner.mac.as_str())),
+    )?;
+    wait_until(&format!("{vip} answering the client"), WAIT, || {
+        c.lab.ping(&c.client, vip)
+    })?;
+    ensure!(
+        c.lab.neighbour_mac(&c.client, vip)?.as_deref() == Some(owner.mac.as_str()),
+        "the client's entry for {vip} changed from {}'s MAC",
+        owner.name
+    );
+    Ok(())
+}
+
+/// The first link-local address of `host`'s eth0.
+fn link_local(lab: &Lab, host: &Host) -> anyhow::Result<Ipv6Addr> {
+    lab.addresses(host)?
+        .iter()
+        .filter_map(|a| a.split('/').next()?.parse::<Ipv6Addr>().ok())
+        .find(|a| a.segments()[0] == 0xfe80)
+        .with_context(|| format!("no link-local address on {}", host.name))
+}
+
+/// A VRRP advert seen on the wire, with the headers it came in.
+#[derive(Debug)]
+struct Seen {
+    /// Index of the packet in the capture.
+    index: usize,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    /// TTL or hop limit.
+    ttl: u8,
+    src: IpAddr,
+    dst: IpAddr,
+    advert: Advert,
+    addrs: Vec<IpAddr>,
+}
+
+/// Every VRRP advert in the capture at `path`, each checked as a receiver must: an
+/// advert that does not parse with [`Advert::parse`], whose VRRP checksum (over the
+/// pseudo-header from its IP header) is not zero, or whose IPv4 header checksum is wrong
+/// is an error that shows the frame.
+fn adverts(path: &Path) -> anyhow::Result<Vec<Seen>> {
+    let capture = Capture::read(path)?;
+    ensure!(capture.link_type == xtask::pcap::LINKTYPE_ETHERNET);
+    let mut out = Vec::new();
+    for (index, p) in capture.packets.iter().enumerate() {
+        let bad = |why: String| {
+            anyhow::anyhow!(
+                "packet {index} of {}: {why}: {:02x?}",
+                path.display(),
+                p.data
+            )
+        };
+        let eth = Ethernet::parse(&p.data).ok_or_else(|| bad("short frame".into()))?;
+        let (family, ttl, src, dst, msg, checksum) = match eth.ethertype {
+            ETHERTYPE_IPV4 => {
+                let ip = Ipv4::parse(eth.payload).ok_or_else(|| bad("bad IPv4".into()))?;
+                if ip.protocol != vrrp::IPPROTO_VRRP {
+                    continue;
+                }
+                if !ip.header_checksum_ok {
+                    return Err(bad("wrong IPv4 header checksum".into()));
+                }
+                (
+                    Family::V4,
+                    ip.ttl,
+                    IpAddr::from(ip.src),
+                    IpAddr::from(ip.dst),
+                    ip.payload,
+                    vrrp::checksum_v4(ip.src, ip.dst, ip.payload),
+                )
+            }
+            ETHERTYPE_IPV6 => {
+                let ip = Ipv6::parse(eth.payload).ok_or_else(|| bad("bad IPv6".into()))?;
+                if ip.next_header != vrrp::IPPROTO_VRRP {
+                    continue;
+                }
+                (
+                    Family::V6,
+                    ip.hop_limit,
+                    IpAddr::from(ip.src),
+                    IpAddr::from(ip.dst),
+                    ip.payload,
+                    vrrp::checksum_v6(ip.src, ip.dst, ip.payload),
+                )
+            }
+            _ => continue,
+        };
+        let advert = Advert::parse(msg, family).map_err(|e| bad(format!("{e:?}")))?;
+        if checksum != 0 {
+            return Err(bad(format!("VRRP checksum off by {checksum:#06x}")));
+        }
+        let addrs = msg[vrrp::HEADER_LEN..]
+            .chunks_exact(family.addr_len())
+            .take(usize::from(advert.count))
+            .map(|a| match family {
+                Family::V4 => IpAddr::from(<[u8; 4]>::try_from(a).unwrap_or_default()),
+                Family::V6 => IpAddr::from(<[u8; 16]>::try_from(a).unwrap_or_default()),
+            })
+            .collect();
+        out.push(Seen {
+            index,
+            src_mac: eth.src,
+            dst_mac: eth.dst,
+            ttl,
+            src,
+            dst,
+            advert,
+            addrs,
+        });
+    }
+    Ok(out)
+}
+
+/// The adverts in the capture at `path` sent by `host` (by its MAC).
+fn adverts_from(path: &Path, host: &Host) -> anyhow::Result<Vec<Seen>> {
+    let mac = parse_mac(&host.mac)?;
+    Ok(adverts(path)?
+        .into_iter()
+        .filter(|s| s.src_mac == mac)
+        .collect())
+}
+
+/// Checks what every advert of VRID 51 from `host` must be: to the VRRP group at its
+/// multicast MAC, TTL / hop limit 255, from `src`, the one VIP, 100 ms, and a priority of
+/// `priority` or 0.
+fn check_adverts(seen: &[Seen], src: IpAddr, vip: &str, priority: u8) -> anyhow::Result<()> {
+    let vip: IpAddr = vip.parse()?;
+    for s in seen {
+        let (group, group_mac) = match src {
+            IpAddr::V4(_) => (IpAddr::from(GROUP4), GROUP4_MAC),
+            IpAddr::V6(_) => (
+                IpAddr::from(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)),
+                GROUP6_MAC,
+            ),
+        };
+        let a = &s.advert;
+        ensure!(
+            s.dst_mac == group_mac
+                && s.dst == group
+                && s.src == src
+                && s.ttl == 255
+                && a.vrid == VRID
+                && (a.priority == priority || a.priority == vrrp::PRIORITY_STOP)
+                && a.count == 1
+                && s.addrs == [vip]
+                && a.max_adver_int_cs == INTERVAL_CS,
+            "advert (packet {}) is not what was configured: {s:?}",
+            s.index
+        );
+    }
+    Ok(())
+}
+
+/// An Ethernet frame carrying `vrrp_msg` in IPv4 from `src` (`src_mac`) to 224.0.0.18
+/// with `ttl`, padded to the 60-byte minimum as a NIC would.
+fn ipv4_frame(src_mac: [u8; 6], src: [u8; 4], ttl: u8, vrrp_msg: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&GROUP4_MAC);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    let total = (20 + vrrp_msg.len()) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[1] = 0xc0; // DSCP CS6, as routers send their protocols
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+    ip[8] = ttl;
+    ip[9] = vrrp::IPPROTO_VRRP;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&GROUP4);
+    let c = xtask::pcap::internet_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(vrrp_msg);
+    if f.len() < 60 {
+        f.resize(60, 0);
+    }
+    f
+}
+
+/// A VRRPv3 message (`advert` and `addrs`) from `src` to 224.0.0.18, with `edit` applied
+/// before its checksum is computed and stored (when it still has room for one).
+fn vrrp_msg(
+    advert: Advert,
+    addrs: &[[u8; 4]],
+    src: [u8; 4],
+    edit: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    let mut header = [0u8; vrrp::HEADER_LEN];
+    advert.write_header(&mut header);
+    let mut m = header.to_vec();
+    for a in addrs {
+        m.extend_from_slice(a);
+    }
+    edit(&mut m);
+    if m.len() >= vrrp::HEADER_LEN {
+        m[6..8].copy_from_slice(&[0, 0]);
+        let c = vrrp::checksum_v4(src, GROUP4, &m);
+        m[6..8].copy_from_slice(&c.to_be_bytes());
+    }
+    m
+}
+
+fn v4(addr: &str) -> anyhow::Result<[u8; 4]> {
+    Ok(addr.parse::<Ipv4Addr>()?.octets())
+}
+
+/// What a VRID 51 advert of the tests carries: 100 ms, one address.
+fn advert(vrid: u8, priority: u8) -> Advert {
+    Advert {
+        vrid,
+        priority,
+        count: 1,
+        max_adver_int_cs: INTERVAL_CS,
+        checksum: 0,
+    }
+}
+
+/// The reference side on its own (no vipd): keepalived's adverts, IPv4 and IPv6, parse
+/// with vipd_common's decoder and their checksums verify, including the priority-0 adverts
+/// of its shutdown; and frames sent with [`Lab::send_frames`] reach another host byte for
+/// byte. The other tests rely on all of this.
+#[test]
+fn keepalived_adverts_decode_and_injected_frames_arrive_intact() -> anyhow::Result<()> {
+    if !privileged("keepalived_adverts_decode_and_injected_frames_arrive_intact") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vrk", true)?;
+    let (k, client) = (c.k.clone(), c.client.clone());
+    let injector = c
+        .lab
+        .add_host("inj", "192.0.2.50/24", "02:00:00:00:00:32")?;
+
+    let (capture, pcap) = c.lab.spawn_capture(
+        &client,
+        "capture",
+        "ip proto 112 or ip6 proto 112",
+        5000,
+        Duration::from_secs(120),
+    )?;
+    let mut conf = keepalived_conf(&k, 200, VIP4_CIDR, false);
+    conf += &keepalived_conf(&k, 200, VIP6_CIDR, false)
+        .split_once("vrrp_instance VI_1")
+        .map(|(_, instance)| format!("vrrp_instance VI_6{instance}"))
+        .context("instance")?;
+    let ka = start_keepalived(&mut c.lab, &k, "keepalived", &conf)?;
+    c.lab.proc(ka).wait_for_lines(&[KA_MASTER], 2, WAIT)?;
+    wait_until("5 adverts of each family from k", WAIT, || {
+        let seen = adverts_from(&pcap, &k)?;
+        Ok(seen.iter().filter(|s| s.src.is_ipv4()).count() >= 5
+            && seen.iter().filter(|s| s.src.is_ipv6()).count() >= 5)
+    })?;
+    stop(&mut c.lab, ka)?;
+    wait_until("priority-0 adverts of both families from k", WAIT, || {
+        let seen = adverts_from(&pcap, &k)?;
+        Ok([true, false].iter().all(|&v4| {
+            seen.iter()
+                .any(|s| s.src.is_ipv4() == v4 && s.advert.priority == vrrp::PRIORITY_STOP)
+        }))
+    })?;
+    let seen = adverts_from(&pcap, &k)?;
+    let (v4s, v6s): (Vec<Seen>, Vec<Seen>) = seen.into_iter().partition(|s| s.src.is_ipv4());
+    check_adverts(&v4s, IpAddr::from(v4(&k.addr)?), VIP4, 200)?;
+    check_adverts(&v6s, IpAddr::from(link_local(&c.lab, &k)?), VIP6, 200)?;
+    c.lab.proc(capture).signal(libc::SIGTERM)?;
+    c.lab.proc(capture).wait_exit(WAIT)?;
+
+    // Injected frames: a right advert and one with its checksum broken arrive as sent.
+    let (capture, pcap) = c.lab.spawn_capture(
+        &client,
+        "injected",
+        &format!("ether src {}", injector.mac),
+        10,
+        Duration::from_secs(60),
+    )?;
+    let src = v4(&injector.addr)?;
+    let mac = parse_mac(&injector.mac)?;
+    let vip = v4(VIP4)?;
+    let good = ipv4_frame(
+        mac,
+        src,
+        255,
+        &vrrp_msg(advert(VRID, 254), &[vip], src, |_| {}),
+    );
+    let mut broken = good.clone();
+    broken[14 + 20 + 7] ^= 0x5a;
+    let frames = vec![good, broken];
+    c.lab.send_frames(&injector, "eth0", &frames)?;
+    let mut captured = Vec::new();
+    wait_until("the injected frames on the client", WAIT, || {
+        captured = Capture::read(&pcap)?.packets;
+        Ok(captured.len() >= frames.len())
+    })?;
+    let got: Vec<&[u8]> = captured.iter().map(|p| p.data.as_slice()).collect();
+    ensure!(
+        got == frames.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        "sent {frames:02x?}, captured {got:02x?}"
+    );
+    let seen = adverts(&pcap);
+    let err = seen
+        .expect_err("the broken frame must fail the checksum")
+        .to_string();
+    ensure!(
+        err.contains("packet 1") && err.contains("VRRP checksum"),
+        "{err}"
+    );
+    let first = Ipv4::parse(Ethernet::parse(&frames[0]).context("eth")?.payload).context("ip")?;
+    ensure!(vrrp::checksum_v4(first.src, first.dst, first.payload) == 0);
+    c.lab.proc(capture).signal(libc::SIGTERM)?;
+    Ok(())
+}
+
+#[test]
+fn keepalived_master_vipd_backup_takes_over_on_hard_failure() -> anyhow::Result<()> {
+    if !privileged("keepalived_master_vipd_backup_takes_over_on_hard_failure") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vrh", false)?;
+    let (k, v) = (c.k.clone(), c.v.clone());
+    let ka = start_keepalived(
+        &mut c.lab,
+        &k,
+        "keepalived",
+        &keepalived_conf(&k, 200, VIP4_CIDR, false),
+    )?;
+    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    wait_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
+
+    let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, VIP4_CIDR, "")?;
+    c.lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=backup"), WAIT)?;
+    let st = wait_group(&c.lab, &v, "ipv4", "backup", Some(&k.addr))?;
+    let g = group(&st, "ipv4")?;
+    assert_eq!(g["priority"], 100, "{st:#}");
+    assert_eq!(g["vips"], serde_json::json!([VIP4_CIDR]), "{st:#}");
+    wait_until("vipd counting keepalived's adverts", WAIT, || {
+        Ok(counter(&status(&c.lab, &v)?, "vrrp_accepted")? >= 5)
+    })?;
+    assert_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
+    wait_client_reaches(&c, VIP4, &k)?;
+
+    // Hard failure of the master: link cut, keepalived (and its VRRP child) killed.
+    c.lab.set_link(&k, false)?;
+    c.lab.proc(ka).signal(libc::SIGKILL)?;
+    let line = c
+        .lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    assert!(
+        line.contains("from=backup") && line.contains("reason=master_down"),
+        "{line}"
+    );
+    wait_until("the VIP on v", WAIT, || c.lab.has_address(&v, VIP4))?;
+    wait_client_reaches(&c, VIP4, &v)?;
+    wait_group(&c.lab, &v, "ipv4", "master", None)?;
+    Ok(())
+}
+
+#[test]
+fn vipd_master_keepalived_backup_and_graceful_handover() -> anyhow::Result<()> {
+    if !privileged("vipd_master_keepalived_backup_and_graceful_handover") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vrg", false)?;
+    let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
+    let (capture, pcap) = c.lab.spawn_capture(
+        &client,
+        "capture",
+        "ip proto 112",
+        5000,
+        Duration::from_secs(120),
+    )?;
+    let vipd = start_vipd(&mut c.lab, &v, "vipd", 200, VIP4_CIDR, "")?;
+    c.lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    wait_vip_only_on(&c.lab, VIP4, &v, &[&k])?;
+
+    let ka = start_keepalived(
+        &mut c.lab,
+        &k,
+        "keepalived",
+        &keepalived_conf(&k, 100, VIP4_CIDR, false),
+    )?;
+    c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
+    // Time passes, measured in vipd's adverts: 20 more of them.
+    let before = adverts_from(&pcap, &v)?.len();
+    wait_until("20 more adverts from vipd", WAIT, || {
+        Ok(adverts_from(&pcap, &v)?.len() >= before + 20)
+    })?;
+    let ka_log = c.lab.proc(ka).output();
+    assert!(
+        !ka_log.contains(KA_MASTER),
+        "keepalived took over:\n{ka_log}"
+    );
+    assert_vip_only_on(&c.lab, VIP4, &v, &[&k])?;
+    wait_client_reaches(&c, VIP4, &v)?;
+    wait_group(&c.lab, &v, "ipv4", "master", None)?;
+
+    // Graceful stop: priority 0 goes out, keepalived takes over at once.
+    stop(&mut c.lab, vipd)?;
+    let log = c.lab.proc(vipd).output();
+    assert!(
+        log.lines().any(|l| {
+            l.contains("vrrp state") && l.contains("from=master") && l.contains("reason=shutdown")
+        }),
+        "{log}"
+    );
+    assert!(!c.lab.has_address(&v, VIP4)?, "vipd left its VIP behind");
+    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    wait_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
+    wait_client_reaches(&c, VIP4, &k)?;
+    wait_until("a priority-0 advert from v on the wire", WAIT, || {
+        Ok(adverts_from(&pcap, &v)?
+            .iter()
+            .any(|s| s.advert.priority == vrrp::PRIORITY_STOP))
+    })?;
+    c.lab.proc(capture).signal(libc::SIGTERM)?;
+    c.lab.proc(capture).wait_exit(WAIT)?;
+
+    // Every advert vipd sent, byte by byte; keepalived's are decoded and checked as well.
+    let from_v = adverts_from(&pcap, &v)?;
+    ensure!(from_v.len() >= 20, "{} adverts from v", from_v.len());
+    check_adverts(&from_v, IpAddr::from(v4(&v.addr)?), VIP4, 200)?;
+    let first_stop = from_v
+        .iter()
+        .position(|s| s.advert.priority == vrrp::PRIORITY_STOP)
+        .context("no priority-0 advert")?;
+    ensure!(
+        from_v[first_stop..]
+            .iter()
+            .all(|s| s.advert.priority == vrrp::PRIORITY_STOP),
+        "vipd advertised priority 200 after priority 0"
+    );
+    check_adverts(
+        &adverts_from(&pcap, &k)?,
+        IpAddr::from(v4(&k.addr)?),
+        VIP4,
+        100,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn preemption_both_ways_and_no_preempt() -> anyhow::Result<()> {
+    if !privileged("preemption_both_ways_and_no_preempt") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vrp", false)?;
+    let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
+    let lab = &mut c.lab;
+
+    // (a) vipd at 200 preempts keepalived at 100.
+    let ka = start_keepalived(
+        lab,
+        &k,
+        "ka-100",
+        &keepalived_conf(&k, 100, VIP4_CIDR, false),
+    )?;
+    lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    wait_vip_only_on(lab, VIP4, &k, &[&v])?;
+    let vipd = start_vipd(lab, &v, "vipd-200", 200, VIP4_CIDR, "")?;
+    lab.proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    // The first BACKUP line is keepalived's start-up ("(init)"), the second its preemption.
+    lab.proc(ka).wait_for_lines(&[KA_BACKUP], 2, WAIT)?;
+    wait_vip_only_on(lab, VIP4, &v, &[&k])?;
+
+    // (b) keepalived at 250 preempts vipd at 200.
+    stop(lab, ka)?;
+    let ka = start_keepalived(
+        lab,
+        &k,
+        "ka-250",
+        &keepalived_conf(&k, 250, VIP4_CIDR, false),
+    )?;
+    lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    let line = lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=backup"), WAIT)?;
+    assert!(
+        line.contains("from=master") && line.contains("reason=preempted"),
+        "{line}"
+    );
+    wait_vip_only_on(lab, VIP4, &k, &[&v])?;
+    wait_group(lab, &v, "ipv4", "backup", Some(&k.addr))?;
+    stop(lab, vipd)?;
+    stop(lab, ka)?;
+
+    // (c) vipd at 200 with preempt=no leaves keepalived at 100 the master.
+    let ka = start_keepalived(
+        lab,
+        &k,
+        "ka-100-again",
+        &keepalived_conf(&k, 100, VIP4_CIDR, false),
+    )?;
+    lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    wait_vip_only_on(lab, VIP4, &k, &[&v])?;
+    let vipd = start_vipd(lab, &v, "vipd-200-nopreempt", 200, VIP4_CIDR, ",preempt=no")?;
+    let st = wait_group(lab, &v, "ipv4", "backup", Some(&k.addr))?;
+    let before = counter(&st, "vrrp_accepted")?;
+    wait_until("vipd accepting 20 more adverts", WAIT, || {
+        Ok(counter(&status(lab, &v)?, "vrrp_accepted")? >= before + 20)
+    })?;
+    let log = lab.proc(vipd).output();
+    assert_eq!(
+        lab.proc(vipd).count_lines(&["vrrp state", "to=master"]),
+        0,
+        "vipd preempted with preempt=no:\n{log}"
+    );
+    assert_vip_only_on(lab, VIP4, &k, &[&v])?;
+    wait_group(lab, &v, "ipv4", "backup", Some(&k.addr))?;
+    stop(lab, vipd)?;
+    stop(lab, ka)?;
+
+    // (d) keepalived at 200 with nopreempt leaves vipd at 100 the master.
+    let vipd = start_vipd(lab, &v, "vipd-100", 100, VIP4_CIDR, "")?;
+    lab.proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    wait_vip_only_on(lab, VIP4, &v, &[&k])?;
+    let (capture, pcap) = lab.spawn_capture(
+        &client,
+        "capture-d",
+        "ip proto 112",
+        5000,
+        Duration::from_secs(120),
+    )?;
+    let ka = start_keepalived(
+        lab,
+        &k,
+        "ka-200-nopreempt",
+        &keepalived_conf(&k, 200, VIP4_CIDR, true),
+    )?;
+    lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
+    let before = adverts_from(&pcap, &v)?.len();
+    wait_until("20 more adverts from vipd", WAIT, || {
+        Ok(adverts_from(&pcap, &v)?.len() >= before + 20)
+    })?;
+    let ka_log = lab.proc(ka).output();
+    assert!(
+        !ka_log.contains(KA_MASTER),
+        "keepalived preempted with nopreempt:\n{ka_log}"
+    );
+    assert_eq!(
+        lab.proc(vipd).count_lines(&["vrrp state", "to=backup"]),
+        1,
+        "{}",
+        lab.proc(vipd).output()
+    );
+    assert_eq!(
+        lab.proc(vipd).count_lines(&["vrrp state", "to=master"]),
+        1,
+        "{}",
+        lab.proc(vipd).output()
+    );
+    assert_vip_only_on(lab, VIP4, &v, &[&k])?;
+    check_adverts(
+        &adverts_from(&pcap, &v)?,
+        IpAddr::from(v4(&v.addr)?),
+        VIP4,
+        100,
+    )?;
+    lab.proc(capture).signal(libc::SIGTERM)?;
+    Ok(())
+}
+
+#[test]
+fn ipv6_keepalived_master_vipd_backup_takes_over() -> anyhow::Result<()> {
+    if !privileged("ipv6_keepalived_master_vipd_backup_takes_over") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vr6", true)?;
+    let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
+    let (_capture, pcap) = c.lab.spawn_capture(
+        &client,
+        "capture",
+        "ip6 proto 112",
+        5000,
+        Duration::from_secs(120),
+    )?;
+    let ka = start_keepalived(
+        &mut c.lab,
+        &k,
+        "keepalived",
+        &keepalived_conf(&k, 200, VIP6_CIDR, false),
+    )?;
+    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    wait_vip_only_on(&c.lab, VIP6, &k, &[&v])?;
+
+    let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, VIP6_CIDR, "")?;
+    c.lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv6", "to=backup"), WAIT)?;
+    let k_ll = link_local(&c.lab, &k)?.to_string();
+    wait_group(&c.lab, &v, "ipv6", "backup", Some(&k_ll))?;
+    wait_until("vipd counting keepalived's adverts", WAIT, || {
+        Ok(counter(&status(&c.lab, &v)?, "vrrp_accepted")? >= 5)
+    })?;
+    assert_vip_only_on(&c.lab, VIP6, &k, &[&v])?;
+    wait_client_reaches(&c, VIP6, &k)?;
+
+    c.lab.set_link(&k, false)?;
+    c.lab.proc(ka).signal(libc::SIGKILL)?;
+    let line = c
+        .lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv6", "to=master"), WAIT)?;
+    assert!(line.contains("reason=master_down"), "{line}");
+    wait_until("the VIP on v", WAIT, || c.lab.has_address(&v, VIP6))?;
+    wait_client_reaches(&c, VIP6, &v)?;
+    wait_group(&c.lab, &v, "ipv6", "master", None)?;
+
+    // vipd's IPv6 adverts: from its link-local address to ff02::12, hop limit 255.
+    wait_until("5 adverts from v", WAIT, || {
+        Ok(adverts_from(&pcap, &v)?.len() >= 5)
+    })?;
+    let v_ll = link_local(&c.lab, &v)?;
+    check_adverts(&adverts_from(&pcap, &v)?, IpAddr::from(v_ll), VIP6, 100)?;
+    Ok(())
+}
+
+#[test]
+fn bad_vrrp_adverts_are_counted_and_ignored() -> anyhow::Result<()> {
+    if !privileged("bad_vrrp_adverts_are_counted_and_ignored") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut lab = Lab::new("vrb")?;
+    let v = lab.add_host("v", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let injector = lab.add_host("inj", "192.0.2.50/24", "02:00:00:00:00:32")?;
+    let vipd = start_vipd(&mut lab, &v, "vipd", 100, VIP4_CIDR, "")?;
+    lab.proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    wait_until("the VIP on v", WAIT, || lab.has_address(&v, VIP4))?;
+
+    let src = v4(&injector.addr)?;
+    let mac = parse_mac(&injector.mac)?;
+    let vip = v4(VIP4)?;
+    // Each would make vipd step down (priority 254 > 100) if it were accepted.
+    let frame = |ttl: u8, a: Advert, addrs: &[[u8; 4]], edit: &dyn Fn(&mut Vec<u8>)| {
+        ipv4_frame(mac, src, ttl, &vrrp_msg(a, addrs, src, edit))
+    };
+    let ok = advert(VRID, 254);
+    // The right checksum plus one.
+    let mut bad_checksum = frame(255, ok, &[vip], &|_| {});
+    let at = 14 + 20 + 6;
+    let sum = u16::from_be_bytes([bad_checksum[at], bad_checksum[at + 1]]).wrapping_add(1);
+    bad_checksum[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    let bad: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("TTL 254", "vrrp_bad_ttl", frame(254, ok, &[vip], &|_| {})),
+        (
+            "version 2",
+            "vrrp_bad_version",
+            frame(255, ok, &[vip], &|m| m[0] = 0x21),
+        ),
+        (
+            "type 2",
+            "vrrp_bad_version",
+            frame(255, ok, &[vip], &|m| m[0] = 0x32),
+        ),
+        (
+            "6-byte message",
+            "vrrp_malformed",
+            frame(255, ok, &[vip], &|m| m.truncate(6)),
+        ),
+        (
+            "count 2, one address",
+            "vrrp_malformed",
+            frame(255, Advert { count: 2, ..ok }, &[vip], &|_| {}),
+        ),
+        (
+            "count 0",
+            "vrrp_malformed",
+            frame(255, Advert { count: 0, ..ok }, &[vip], &|_| {}),
+        ),
+        (
+            "interval 0",
+            "vrrp_malformed",
+            frame(
+                255,
+                Advert {
+                    max_adver_int_cs: 0,
+                    ..ok
+                },
+                &[vip],
+                &|_| {},
+            ),
+        ),
+        ("checksum off by one", "vrrp_bad_checksum", bad_checksum),
+        (
+            "VRID 52",
+            "vrrp_unknown_vrid",
+            frame(255, advert(52, 254), &[vip], &|_| {}),
+        ),
+    ];
+    for (what, expected, f) in &bad {
+        let before = vrrp_counters(&status(&lab, &v)?)?;
+        ensure!(
+            before.contains_key(*expected),
+            "no {expected} in {before:?}"
+        );
+        lab.send_frames(&injector, "eth0", std::slice::from_ref(f))?;
+        let mut after = before.clone();
+        wait_until(&format!("the {what} advert counted"), WAIT, || {
+            after = vrrp_counters(&status(&lab, &v)?)?;
+            Ok(after != before)
+        })
+        .with_context(|| format!("frame {f:02x?}"))?;
+        let changed: Vec<(&String, u64, u64)> = after
+            .iter()
+            .filter(|(k, n)| before.get(*k) != Some(n))
+            .map(|(k, n)| (k, before.get(k).copied().unwrap_or(0), *n))
+            .collect();
+        ensure!(
+            changed
+                == [(
+                    &expected.to_string(),
+                    before[*expected],
+                    before[*expected] + 1
+                )],
+            "the {what} advert should count once in {expected}; counters that changed \
+             (name, before, after): {changed:?}; frame {f:02x?}"
+        );
+    }
+    let st = status(&lab, &v)?;
+    assert_eq!(counter(&st, "vrrp_accepted")?, 0, "{st:#}");
+    let g = group(&st, "ipv4")?;
+    assert_eq!(g["state"], "master", "{st:#}");
+    let log = lab.proc(vipd).output();
+    assert_eq!(
+        lab.proc(vipd).count_lines(&["vrrp state", "to=backup"]),
+        1,
+        "only the start-up transition to backup:\n{log}"
+    );
+    assert!(lab.has_address(&v, VIP4)?);
+
+    // Positive control: the same advert without a defect makes vipd step down, and once
+    // the injector is silent vipd takes over again.
+    let good = frame(255, ok, &[vip], &|_| {});
+    lab.send_frames(&injector, "eth0", &[good])?;
+    let line = lab
+        .proc(vipd)
+        .wait_for_lines(&vipd_to("family=ipv4", "to=backup"), 2, WAIT)?;
+    assert!(
+        line.contains("from=master") && line.contains("reason=preempted"),
+        "{line}"
+    );
+    let line = lab
+        .proc(vipd)
+        .wait_for_lines(&vipd_to("family=ipv4", "to=master"), 2, WAIT)?;
+    assert!(line.contains("reason=master_down"), "{line}");
+    assert_eq!(counter(&status(&lab, &v)?, "vrrp_accepted")?, 1);
+    wait_until("the VIP back on v", WAIT, || lab.has_address(&v, VIP4))?;
+    Ok(())
+}
