@@ -11,6 +11,14 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the one-entry configuration array: `Array<XdpConfig>`.
 pub const CONFIG_MAP: &str = "CONFIG";
 
+/// Name of the VRRP groups this node runs: `HashMap<u32 key, VrrpGroup>` (see [`vrrp_key`]),
+/// written by the daemon.
+pub const VRRP_GROUPS_MAP: &str = "VRRP_GROUPS";
+/// Name of what the XDP program heard per VRRP group: `HashMap<u32 key, VrrpSeen>`.
+pub const VRRP_SEEN_MAP: &str = "VRRP_SEEN";
+/// Name of the ring buffer of [`VrrpNotice`]s.
+pub const VRRP_EVENTS_MAP: &str = "VRRP_EVENTS";
+
 /// Most peers the peer table holds.
 pub const MAX_PEERS: u32 = 1024;
 /// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
@@ -60,6 +68,78 @@ pub struct PeerState {
     pub flags: u8,
     /// Padding.
     pub _pad: [u8; 5],
+}
+
+/// Most VRRP groups: every VRID, for IPv4 and IPv6.
+pub const MAX_VRRP_GROUPS: u32 = 512;
+/// Size of the VRRP ring buffer in bytes.
+pub const VRRP_EVENTS_BYTES: u32 = 16 * 1024;
+
+/// Key of a VRRP group in the maps: the address family (4 or 6) and the VRID.
+pub const fn vrrp_key(ipv6: bool, vrid: u8) -> u32 {
+    (if ipv6 { 6 << 8 } else { 4 << 8 }) | vrid as u32
+}
+
+/// `VrrpGroup::state` values.
+pub const VRRP_INITIALIZE: u8 = 0;
+/// Backup.
+pub const VRRP_BACKUP: u8 = 1;
+/// Master.
+pub const VRRP_MASTER: u8 = 2;
+
+/// A VRRP group this node runs, as the XDP program needs it; the daemon rewrites it on
+/// every state change.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VrrpGroup {
+    /// Our primary address (IPv4 in the first four bytes), for ties.
+    pub primary: [u8; 16],
+    /// Our priority.
+    pub priority: u8,
+    /// 1: Preempt_Mode.
+    pub preempt: u8,
+    /// `VRRP_INITIALIZE`, `VRRP_BACKUP` or `VRRP_MASTER`.
+    pub state: u8,
+    /// Padding.
+    pub _pad: [u8; 5],
+}
+
+/// What the XDP program last heard of a group's Master, written only by it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VrrpSeen {
+    /// `bpf_ktime_get_ns()` of the last advert that restarts the Master_Down_Timer.
+    pub last_seen_ns: u64,
+    /// Valid adverts received for this group.
+    pub received: u64,
+    /// The Master's address (IPv4 in the first four bytes).
+    pub master: [u8; 16],
+    /// Its priority.
+    pub priority: u8,
+    /// Padding.
+    pub _pad: u8,
+    /// Its advertisement interval, centiseconds.
+    pub max_adver_int_cs: u16,
+    /// Padding.
+    pub _pad2: [u8; 4],
+}
+
+/// An advert that needs the daemon (`vrrp::Notice`), pushed to the VRRP ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VrrpNotice {
+    /// `bpf_ktime_get_ns()` at arrival.
+    pub ts_ns: u64,
+    /// The sender's address (IPv4 in the first four bytes).
+    pub source: [u8; 16],
+    /// The group's key ([`vrrp_key`]).
+    pub key: u32,
+    /// A `vrrp::Notice`.
+    pub kind: u8,
+    /// The advert's priority.
+    pub priority: u8,
+    /// The advert's interval, centiseconds.
+    pub max_adver_int_cs: u16,
 }
 
 /// Why the XDP program woke the daemon.
@@ -134,14 +214,26 @@ pub enum Counter {
     EventsLost = 5,
     /// Heartbeats not recorded because the peer table was full.
     PeerTableFull = 6,
+    /// Valid VRRP adverts for one of our groups.
+    VrrpAccepted = 9,
+    /// VRRP adverts whose TTL / hop limit is not 255 (sent from off-link).
+    VrrpBadTtl = 10,
+    /// VRRP packets of another version or type.
+    VrrpBadVersion = 11,
+    /// VRRP adverts that are truncated or have a zero VRID, count or interval.
+    VrrpMalformed = 12,
+    /// VRRP adverts with a wrong checksum.
+    VrrpBadChecksum = 13,
+    /// Valid VRRP adverts for a VRID this node does not run.
+    VrrpUnknownVrid = 14,
 }
 
 /// Number of slots in the counters array.
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 13] = [
         Counter::HeartbeatAccepted,
         Counter::HeartbeatMalformed,
         Counter::ForeignCluster,
@@ -149,6 +241,12 @@ impl Counter {
         Counter::OtherTraffic,
         Counter::EventsLost,
         Counter::PeerTableFull,
+        Counter::VrrpAccepted,
+        Counter::VrrpBadTtl,
+        Counter::VrrpBadVersion,
+        Counter::VrrpMalformed,
+        Counter::VrrpBadChecksum,
+        Counter::VrrpUnknownVrid,
     ];
 
     /// A short snake_case name for logs and status output.
@@ -161,6 +259,12 @@ impl Counter {
             Counter::OtherTraffic => "other_traffic",
             Counter::EventsLost => "events_lost",
             Counter::PeerTableFull => "peer_table_full",
+            Counter::VrrpAccepted => "vrrp_accepted",
+            Counter::VrrpBadTtl => "vrrp_bad_ttl",
+            Counter::VrrpBadVersion => "vrrp_bad_version",
+            Counter::VrrpMalformed => "vrrp_malformed",
+            Counter::VrrpBadChecksum => "vrrp_bad_checksum",
+            Counter::VrrpUnknownVrid => "vrrp_unknown_vrid",
         }
     }
 }
@@ -173,6 +277,9 @@ mod user {
     unsafe impl aya::Pod for XdpConfig {}
     unsafe impl aya::Pod for PeerState {}
     unsafe impl aya::Pod for PeerEvent {}
+    unsafe impl aya::Pod for VrrpGroup {}
+    unsafe impl aya::Pod for VrrpSeen {}
+    unsafe impl aya::Pod for VrrpNotice {}
 }
 
 #[cfg(test)]
@@ -185,6 +292,9 @@ mod tests {
         assert_eq!(size_of::<XdpConfig>(), 24);
         assert_eq!(size_of::<PeerState>(), 7 * 8 + 4 + 4 + 2 + 1 + 5);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
+        assert_eq!(size_of::<VrrpGroup>(), 24);
+        assert_eq!(size_of::<VrrpSeen>(), 8 + 8 + 16 + 1 + 1 + 2 + 4);
+        assert_eq!(size_of::<VrrpNotice>(), 8 + 16 + 4 + 4);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! Carried in IP protocol 112 to 224.0.0.18 / ff02::12 with TTL / hop limit 255. The
 //! checksum covers the VRRP message and the IPv4 or IPv6 pseudo-header (section 5.2.8).
-//! Groundwork for VRRP mode: the same parser is meant for the XDP program.
+//! The XDP program and the daemon share the parser and [`judge`], the per-advert decision.
 
 /// IP protocol number of VRRP.
 pub const IPPROTO_VRRP: u8 = 112;
@@ -84,6 +84,17 @@ impl Advert {
             .get(..HEADER_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or(VrrpError::Truncated)?;
+        Self::parse_header(h, msg.len(), family)
+    }
+
+    /// Parses and checks the fixed header of a message `msg_len` bytes long (the XDP
+    /// program reads the header straight from the packet).
+    #[inline(always)]
+    pub fn parse_header(
+        h: &[u8; HEADER_LEN],
+        msg_len: usize,
+        family: Family,
+    ) -> Result<Self, VrrpError> {
         let version = h[0] >> 4;
         if version != VERSION {
             return Err(VrrpError::BadVersion(version));
@@ -104,7 +115,7 @@ impl Advert {
         if a.count == 0 || a.max_adver_int_cs == 0 {
             return Err(VrrpError::BadFields);
         }
-        if msg.len() < HEADER_LEN + a.count as usize * family.addr_len() {
+        if msg_len < HEADER_LEN + a.count as usize * family.addr_len() {
             return Err(VrrpError::Truncated);
         }
         Ok(a)
@@ -122,7 +133,165 @@ impl Advert {
     }
 }
 
+/// What the receiving router is doing, as the XDP program needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Local<'a> {
+    /// Our priority.
+    pub priority: u8,
+    /// Preempt_Mode.
+    pub preempt: bool,
+    /// Whether we are Master (otherwise Backup or Initialize).
+    pub master: bool,
+    /// Our primary address, for ties (IPv4 in the first four bytes, the rest zero).
+    pub primary: &'a [u8; 16],
+}
+
+/// Why an advertisement should wake the daemon.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The Master is stopping (priority 0): take over after Skew_Time.
+    PriorityZero = 1,
+    /// We are Master and the sender outranks us: become Backup.
+    Outranked = 2,
+    /// We are Backup and the Master changed (first advert, another address, priority or
+    /// interval): learn Master_Adver_Interval.
+    MasterChanged = 3,
+}
+
+impl Notice {
+    /// Decodes the `kind` byte of an event.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::PriorityZero,
+            2 => Self::Outranked,
+            3 => Self::MasterChanged,
+            _ => return None,
+        })
+    }
+}
+
+/// What to do with a valid advertisement (RFC 5798 sections 6.4.2 and 6.4.3, the part that
+/// does not need timers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Restart the Master_Down_Timer: record this advert as the Master's latest.
+    pub refresh: bool,
+    /// Wake the daemon.
+    pub notice: Option<Notice>,
+}
+
+/// The Master last recorded for a group, to tell a change from a repeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen<'a> {
+    /// Its address.
+    pub source: &'a [u8; 16],
+    /// Its priority.
+    pub priority: u8,
+    /// Its advertisement interval, centiseconds.
+    pub max_adver_int_cs: u16,
+}
+
+/// Judges one valid advertisement from `source` against what we are doing. Backups are
+/// refreshed silently by adverts that hold them back; only changes wake the daemon.
+#[inline(always)]
+pub fn judge(local: &Local, advert: &Advert, source: &[u8; 16], seen: Option<&Seen>) -> Verdict {
+    if advert.priority == PRIORITY_STOP {
+        return Verdict {
+            refresh: false,
+            notice: Some(Notice::PriorityZero),
+        };
+    }
+    if local.master {
+        // 6.4.3: a higher priority, or an equal one from a higher address, wins.
+        let outranks = advert.priority > local.priority
+            || (advert.priority == local.priority && gt16(source, local.primary));
+        return Verdict {
+            refresh: outranks,
+            notice: if outranks {
+                Some(Notice::Outranked)
+            } else {
+                None
+            },
+        };
+    }
+    // 6.4.2: a preempting Backup discards a lower-priority Master's adverts, so its
+    // Master_Down_Timer fires and it takes over.
+    if local.preempt && advert.priority < local.priority {
+        return Verdict {
+            refresh: false,
+            notice: None,
+        };
+    }
+    let changed = match seen {
+        None => true,
+        Some(s) => {
+            !eq16(s.source, source)
+                || s.priority != advert.priority
+                || s.max_adver_int_cs != advert.max_adver_int_cs
+        }
+    };
+    Verdict {
+        refresh: true,
+        notice: if changed {
+            Some(Notice::MasterChanged)
+        } else {
+            None
+        },
+    }
+}
+
+#[inline(always)]
+fn eq16(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `a > b` as big-endian numbers (addresses compare this way).
+#[inline(always)]
+fn gt16(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if a[i] != b[i] {
+            return a[i] > b[i];
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The sum of the pseudo-header's words for [`checksum_v4`]: add the message's words and
+/// fold to check a received message in pieces.
+#[inline(always)]
+pub fn pseudo_sum_v4(src: [u8; 4], dst: [u8; 4], msg_len: usize) -> u32 {
+    sum16(&src) + sum16(&dst) + u32::from(IPPROTO_VRRP) + msg_len as u32
+}
+
+/// As [`pseudo_sum_v4`], over IPv6.
+#[inline(always)]
+pub fn pseudo_sum_v6(src: [u8; 16], dst: [u8; 16], msg_len: usize) -> u32 {
+    sum16(&src) + sum16(&dst) + msg_len as u32 + u32::from(IPPROTO_VRRP)
+}
+
+/// Folds a one's complement sum to the 16-bit checksum (0 over a right message).
+#[inline(always)]
+pub fn fold(mut sum: u32) -> u16 {
+    let mut i = 0;
+    while sum > 0xffff && i < 4 {
+        sum = (sum & 0xffff) + (sum >> 16);
+        i += 1;
+    }
+    !(sum as u16)
+}
+
 /// One's complement sum of 16-bit words (an odd last byte padded with zero), unfolded.
+#[inline(always)]
 fn sum16(bytes: &[u8]) -> u32 {
     let mut sum = 0u32;
     let mut chunks = bytes.chunks_exact(2);
@@ -135,25 +304,16 @@ fn sum16(bytes: &[u8]) -> u32 {
     sum
 }
 
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// The VRRPv3 checksum of `msg` sent from `src` to `dst` over IPv4. Over a message whose
 /// checksum field is zero it is the value to store; over a received message it is 0 when
 /// the checksum is right.
 pub fn checksum_v4(src: [u8; 4], dst: [u8; 4], msg: &[u8]) -> u16 {
-    let pseudo = sum16(&src) + sum16(&dst) + u32::from(IPPROTO_VRRP) + msg.len() as u32;
-    fold(pseudo + sum16(msg))
+    fold(pseudo_sum_v4(src, dst, msg.len()) + sum16(msg))
 }
 
 /// The VRRPv3 checksum of `msg` sent from `src` to `dst` over IPv6 (see [`checksum_v4`]).
 pub fn checksum_v6(src: [u8; 16], dst: [u8; 16], msg: &[u8]) -> u16 {
-    let pseudo = sum16(&src) + sum16(&dst) + msg.len() as u32 + u32::from(IPPROTO_VRRP);
-    fold(pseudo + sum16(msg))
+    fold(pseudo_sum_v6(src, dst, msg.len()) + sum16(msg))
 }
 
 #[cfg(test)]
@@ -233,6 +393,104 @@ mod tests {
             Err(VrrpError::Truncated),
             "v6 needs 16 bytes"
         );
+    }
+
+    const PRIMARY: [u8; 16] = [192, 0, 2, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    fn local(priority: u8, preempt: bool, master: bool) -> Local<'static> {
+        Local {
+            priority,
+            preempt,
+            master,
+            primary: &PRIMARY,
+        }
+    }
+
+    fn advert(priority: u8) -> Advert {
+        Advert {
+            vrid: 51,
+            priority,
+            count: 1,
+            max_adver_int_cs: 100,
+            checksum: 0,
+        }
+    }
+
+    fn addr(last: u8) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[192, 0, 2, last]);
+        a
+    }
+
+    #[test]
+    fn judge_priority_zero_always_wakes_and_never_refreshes() {
+        for master in [false, true] {
+            let v = judge(&local(100, true, master), &advert(0), &addr(11), None);
+            assert_eq!((v.refresh, v.notice), (false, Some(Notice::PriorityZero)));
+        }
+    }
+
+    #[test]
+    fn judge_master_wakes_only_when_outranked() {
+        let m = local(100, true, true);
+        let j = |p, from| judge(&m, &advert(p), &addr(from), None);
+        assert_eq!(j(99, 200).notice, None, "lower priority: discarded");
+        assert_eq!(j(100, 11).notice, None, "tie from a lower address");
+        assert_eq!(
+            j(100, 13).notice,
+            Some(Notice::Outranked),
+            "tie, higher address"
+        );
+        assert_eq!(j(101, 1).notice, Some(Notice::Outranked));
+        assert!(j(101, 1).refresh);
+    }
+
+    #[test]
+    fn judge_backup_refreshes_silently_and_wakes_on_change() {
+        let b = local(100, true, false);
+        let first = judge(&b, &advert(200), &addr(11), None);
+        assert_eq!(
+            (first.refresh, first.notice),
+            (true, Some(Notice::MasterChanged))
+        );
+        let eleven = addr(11);
+        let seen = Seen {
+            source: &eleven,
+            priority: 200,
+            max_adver_int_cs: 100,
+        };
+        let again = judge(&b, &advert(200), &addr(11), Some(&seen));
+        assert_eq!(
+            (again.refresh, again.notice),
+            (true, None),
+            "no wake-up per advert"
+        );
+        let other = judge(&b, &advert(200), &addr(13), Some(&seen));
+        assert_eq!(other.notice, Some(Notice::MasterChanged));
+        let slower = Advert {
+            max_adver_int_cs: 200,
+            ..advert(200)
+        };
+        assert_eq!(
+            judge(&b, &slower, &addr(11), Some(&seen)).notice,
+            Some(Notice::MasterChanged)
+        );
+        let equal = judge(&b, &advert(100), &addr(11), None);
+        assert!(equal.refresh, "equal priority holds a backup back");
+    }
+
+    #[test]
+    fn judge_preempting_backup_ignores_a_lower_master() {
+        let v = judge(&local(150, true, false), &advert(100), &addr(11), None);
+        assert_eq!((v.refresh, v.notice), (false, None));
+        let v = judge(&local(150, false, false), &advert(100), &addr(11), None);
+        assert!(v.refresh, "no-preempt: any master holds it back");
+    }
+
+    #[test]
+    fn checksum_in_pieces_matches() {
+        let m = sample_v4();
+        assert_eq!(fold(pseudo_sum_v4(SRC, DST, m.len()) + sum16(&m)), 0);
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! to `EVENTS` when the peer's state changes, and is dropped: the daemon never has to read
 //! it. A heartbeat that carries a state section (what the sender holds, sent on change) is
 //! recorded too but passed up to the daemon's socket. Everything else is passed untouched.
+//! VRRPv3 adverts (IP protocol 112) for the groups in `VRRP_GROUPS` are validated (version,
+//! type, TTL 255, length, checksum with the pseudo-header) and judged with
+//! `vipd_common::vrrp::judge`: an advert that holds a Backup back only refreshes
+//! `VRRP_SEEN`; priority 0, a Master being outranked, or a new Master push a `VrrpNotice`
+//! to `VRRP_EVENTS`. VRRP frames are always passed (nothing on the host reads them).
 //! `COUNTERS` counts each outcome per CPU.
 #![no_std]
 #![no_main]
@@ -28,8 +33,11 @@ use network_types::{
 use vipd_common::{
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, ParseError},
     maps::{
-        COUNTER_SLOTS, Counter, EVENTS_BYTES, EventKind, MAX_PEERS, PeerEvent, PeerState, XdpConfig,
+        COUNTER_SLOTS, Counter, EVENTS_BYTES, EventKind, MAX_PEERS, MAX_VRRP_GROUPS, PeerEvent,
+        PeerState, VRRP_EVENTS_BYTES, VRRP_MASTER, VrrpGroup, VrrpNotice, VrrpSeen, XdpConfig,
+        vrrp_key,
     },
+    vrrp::{self, Advert, Family, IPPROTO_VRRP, Local, Seen, VrrpError},
 };
 
 // BTF map definitions: `bpftool map dump` prints the values' named fields.
@@ -44,6 +52,19 @@ static EVENTS: RingBuf<PeerEvent, { EVENTS_BYTES as usize }> = RingBuf::new();
 
 #[btf_map]
 static CONFIG: Array<XdpConfig, 1> = Array::new();
+
+#[btf_map]
+static VRRP_GROUPS: HashMap<u32, VrrpGroup, { MAX_VRRP_GROUPS as usize }> = HashMap::new();
+
+#[btf_map]
+static VRRP_SEEN: HashMap<u32, VrrpSeen, { MAX_VRRP_GROUPS as usize }> = HashMap::new();
+
+#[btf_map]
+static VRRP_EVENTS: RingBuf<VrrpNotice, { VRRP_EVENTS_BYTES as usize }> = RingBuf::new();
+
+/// Longest VRRP message checksummed here: 64 IPv4 or 16 IPv6 addresses. Longer adverts are
+/// counted as malformed.
+const VRRP_MAX_WORDS: usize = (vrrp::HEADER_LEN + 16 * 16) / 2;
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -98,6 +119,9 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
             let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
             // SAFETY: as above.
             let ip = unsafe { &*ip };
+            if ip.proto == IPPROTO_VRRP {
+                return Some(vrrp_v4(ctx, ip));
+            }
             // Our heartbeats carry no IP options and are never fragmented.
             if ip.vihl != 0x45
                 || ip.proto != IPPROTO_UDP
@@ -110,7 +134,11 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
         ETH_P_IPV6 => {
             let ip: *const Ipv6Hdr = ptr_at(ctx, EthHdr::LEN)?;
             // SAFETY: as above.
-            if unsafe { (*ip).next_hdr } != IPPROTO_UDP {
+            let ip = unsafe { &*ip };
+            if ip.next_hdr == IPPROTO_VRRP {
+                return Some(vrrp_v6(ctx, ip));
+            }
+            if ip.next_hdr != IPPROTO_UDP {
                 return None;
             }
             EthHdr::LEN + Ipv6Hdr::LEN
@@ -153,8 +181,9 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     }
 }
 
-/// Updates the peer table for one accepted heartbeat and reports state changes.
-#[inline(always)]
+/// Updates the peer table for one accepted heartbeat and reports state changes. Not
+/// inlined, for the same reason as `vrrp_advert`.
+#[inline(never)]
 fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
     count(Counter::HeartbeatAccepted);
     // SAFETY: a helper without arguments.
@@ -227,6 +256,198 @@ fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
             emit(&event);
         }
     }
+}
+
+/// A VRRP packet over IPv4 (header without options, not fragmented).
+#[inline(always)]
+fn vrrp_v4(ctx: &XdpContext, ip: &Ipv4Hdr) -> u32 {
+    let total = u16::from_be_bytes(ip.tot_len) as usize;
+    if ip.vihl != 0x45 || u16::from_be_bytes(ip.frags) & 0x3fff != 0 || total < Ipv4Hdr::LEN {
+        count(Counter::VrrpMalformed);
+        return xdp_action::XDP_PASS;
+    }
+    let mut packet = VrrpPacket {
+        family: Family::V4,
+        msg_len: total - Ipv4Hdr::LEN,
+        ttl: ip.ttl,
+        pseudo: vrrp::pseudo_sum_v4(ip.src_addr, ip.dst_addr, total - Ipv4Hdr::LEN),
+        source: [0; 16],
+    };
+    packet.source[..4].copy_from_slice(&ip.src_addr);
+    vrrp_advert(ctx, &packet)
+}
+
+/// A VRRP packet over IPv6 (no extension headers).
+#[inline(always)]
+fn vrrp_v6(ctx: &XdpContext, ip: &Ipv6Hdr) -> u32 {
+    let len = u16::from_be_bytes(ip.payload_len) as usize;
+    let packet = VrrpPacket {
+        family: Family::V6,
+        msg_len: len,
+        ttl: ip.hop_limit,
+        pseudo: vrrp::pseudo_sum_v6(ip.src_addr, ip.dst_addr, len),
+        source: ip.src_addr,
+    };
+    vrrp_advert(ctx, &packet)
+}
+
+/// What the IP layer tells about a VRRP packet (a struct: BPF calls take 5 arguments).
+struct VrrpPacket {
+    family: Family,
+    /// Bytes after the IP header.
+    msg_len: usize,
+    /// TTL or hop limit.
+    ttl: u8,
+    /// Sum of the pseudo-header's words.
+    pseudo: u32,
+    /// Source address (IPv4 in the first four bytes).
+    source: [u8; 16],
+}
+
+/// Validates a VRRP advert `msg_len` bytes long after the IP header, and records it if it
+/// is for one of our groups. Always passes the frame: nothing on this host reads VRRP, so
+/// the kernel discards it, and capture tools still see it. Not inlined, so its stack frame
+/// does not add to the heartbeat path's (the verifier allows 512 bytes along a call chain).
+#[inline(never)]
+fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
+    let VrrpPacket {
+        family,
+        msg_len,
+        ttl,
+        pseudo,
+        ref source,
+    } = *packet;
+    let ip_len = match family {
+        Family::V4 => Ipv4Hdr::LEN,
+        Family::V6 => Ipv6Hdr::LEN,
+    };
+    let off = EthHdr::LEN + ip_len;
+    let Some(header) = ptr_at::<[u8; vrrp::HEADER_LEN]>(ctx, off) else {
+        count(Counter::VrrpMalformed);
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: ptr_at checked the header lies inside the frame.
+    let advert = match Advert::parse_header(unsafe { &*header }, msg_len, family) {
+        Ok(a) => a,
+        Err(VrrpError::BadVersion(_) | VrrpError::BadType(_)) => {
+            count(Counter::VrrpBadVersion);
+            return xdp_action::XDP_PASS;
+        }
+        Err(_) => {
+            count(Counter::VrrpMalformed);
+            return xdp_action::XDP_PASS;
+        }
+    };
+    let key = vrrp_key(family == Family::V6, advert.vrid);
+    // SAFETY: a map value pointer, only read here (the daemon replaces values whole).
+    let Some(group) = (unsafe { VRRP_GROUPS.get(key) }) else {
+        count(Counter::VrrpUnknownVrid);
+        return xdp_action::XDP_PASS;
+    };
+    if ttl != 255 {
+        count(Counter::VrrpBadTtl);
+        return xdp_action::XDP_PASS;
+    }
+    // Addresses are 4 or 16 bytes, so a VRRP message has an even length.
+    if msg_len > VRRP_MAX_WORDS * 2
+        || msg_len % 2 == 1
+        || ctx.data() + off + msg_len > ctx.data_end()
+    {
+        count(Counter::VrrpMalformed);
+        return xdp_action::XDP_PASS;
+    }
+    if !checksum_ok(ctx, off, msg_len, pseudo) {
+        count(Counter::VrrpBadChecksum);
+        return xdp_action::XDP_PASS;
+    }
+    count(Counter::VrrpAccepted);
+    let local = Local {
+        priority: group.priority,
+        preempt: group.preempt != 0,
+        master: group.state == VRRP_MASTER,
+        primary: &group.primary,
+    };
+    // SAFETY: a bpf_ktime_get_ns call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let seen = VRRP_SEEN.get_ptr_mut(key);
+    let verdict = match seen {
+        // SAFETY: a map value pointer; the XDP program is its only writer.
+        Some(p) => unsafe {
+            let p = &*p;
+            vrrp::judge(
+                &local,
+                &advert,
+                source,
+                Some(&Seen {
+                    source: &p.master,
+                    priority: p.priority,
+                    max_adver_int_cs: p.max_adver_int_cs,
+                }),
+            )
+        },
+        None => vrrp::judge(&local, &advert, source, None),
+    };
+    if verdict.refresh {
+        match seen {
+            // SAFETY: as above.
+            Some(p) => unsafe {
+                let p = &mut *p;
+                p.last_seen_ns = now;
+                p.received += 1;
+                p.master = *source;
+                p.priority = advert.priority;
+                p.max_adver_int_cs = advert.max_adver_int_cs;
+            },
+            None => {
+                let record = VrrpSeen {
+                    last_seen_ns: now,
+                    received: 1,
+                    master: *source,
+                    priority: advert.priority,
+                    max_adver_int_cs: advert.max_adver_int_cs,
+                    ..VrrpSeen::default()
+                };
+                let _ = VRRP_SEEN.insert(key, record, 0);
+            }
+        }
+    }
+    if let Some(notice) = verdict.notice {
+        match VRRP_EVENTS.reserve(0) {
+            Some(mut entry) => {
+                entry.write(VrrpNotice {
+                    ts_ns: now,
+                    source: *source,
+                    key,
+                    kind: notice as u8,
+                    priority: advert.priority,
+                    max_adver_int_cs: advert.max_adver_int_cs,
+                });
+                entry.submit(0);
+            }
+            None => count(Counter::EventsLost),
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Whether the VRRP message at `off`, `len` bytes (even, at most `VRRP_MAX_WORDS` words,
+/// all in the frame), sums to zero with the pseudo-header's `pseudo`.
+#[inline(always)]
+fn checksum_ok(ctx: &XdpContext, off: usize, len: usize, pseudo: u32) -> bool {
+    let mut sum = pseudo;
+    let words = len / 2;
+    for i in 0..VRRP_MAX_WORDS {
+        if i >= words {
+            break;
+        }
+        let Some(w) = ptr_at::<[u8; 2]>(ctx, off + 2 * i) else {
+            return false;
+        };
+        // SAFETY: ptr_at checked both bytes lie inside the frame.
+        let w = unsafe { *w };
+        sum += u32::from(u16::from_be_bytes(w));
+    }
+    vrrp::fold(sum) == 0
 }
 
 #[inline(always)]

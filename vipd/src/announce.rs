@@ -110,7 +110,13 @@ impl Announcer {
         }
     }
 
-    fn send(&self, frame: &[u8], protocol: u16) -> io::Result<()> {
+    /// This interface's MAC address, the frames' source.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Sends one whole Ethernet frame with EtherType `protocol`.
+    pub fn send(&self, frame: &[u8], protocol: u16) -> io::Result<()> {
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;

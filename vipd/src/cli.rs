@@ -128,6 +128,13 @@ pub struct RunArgs {
     #[arg(long = "vip", value_delimiter = ',')]
     pub vips: Vec<Vip>,
 
+    /// A VRRP group (VRRP mode, repeat for more): `VRID,key=value,…` with `priority=1-255`
+    /// [100], `vip=ADDR[/LEN]` (repeat; one family per group), `interval=1s` (advert
+    /// interval, whole centiseconds), `preempt=yes|no` [yes], `accept=yes|no` [yes]; e.g.
+    /// `--vrrp 51,priority=150,vip=192.0.2.200/24,interval=100ms` ([[vrrp]]).
+    #[arg(long = "vrrp", value_parser = crate::config::Vrrp::parse_spec)]
+    pub vrrp: Vec<crate::config::Vrrp>,
+
     /// A peer to send heartbeats to by unicast (repeat, or comma-separate). With peers,
     /// no multicast is sent unless --group is given too ([heartbeat] peers).
     #[arg(long = "peer", value_delimiter = ',')]
@@ -234,6 +241,9 @@ impl RunArgs {
         set(&mut f.node.instance, &self.instance);
         if !self.vips.is_empty() {
             f.pool.vips = Some(self.vips.clone());
+        }
+        if !self.vrrp.is_empty() {
+            f.vrrp = self.vrrp.clone();
         }
         if self.no_preempt {
             f.pool.preempt = Some(false);

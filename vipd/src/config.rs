@@ -91,6 +91,138 @@ pub struct File {
     pub checks: Vec<Check>,
     /// A command run on VIP and node state changes.
     pub hooks: HooksSection,
+    /// VRRP groups (VRRP mode, instead of a pool).
+    #[serde(rename = "vrrp", skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<Vrrp>,
+}
+
+/// One `[[vrrp]]` group: a VRRPv3 virtual router (RFC 5798), like a keepalived
+/// `vrrp_instance`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Vrrp {
+    /// Virtual Router ID, 1-255 (unique per family on the segment).
+    pub vrid: u8,
+    /// 1-254, or 255 for the owner of the addresses [default: 100].
+    #[serde(default = "default_vrrp_priority")]
+    pub priority: u8,
+    /// The group's addresses, all IPv4 or all IPv6.
+    pub vips: Vec<Vip>,
+    /// How often the Master advertises; whole centiseconds [default: 1s].
+    #[serde(default = "default_advert_interval")]
+    pub advert_interval: Dur,
+    /// A higher-priority Backup takes over from a lower-priority Master [default: true].
+    #[serde(default = "yes")]
+    pub preempt: bool,
+    /// Accept_Mode: as a non-owner Master, accept packets addressed to the VIPs
+    /// [default: true, like keepalived without vrrp_strict]. When false, an nftables rule
+    /// drops them (pings and services on the VIP stop answering).
+    #[serde(default = "yes")]
+    pub accept: bool,
+}
+
+impl Vrrp {
+    /// Whether the group is IPv6.
+    pub fn ipv6(&self) -> bool {
+        self.vips.first().is_some_and(|v| v.addr.is_ipv6())
+    }
+
+    /// "ipv4" or "ipv6".
+    pub fn family(&self) -> &'static str {
+        if self.ipv6() { "ipv6" } else { "ipv4" }
+    }
+
+    /// The advertisement interval in centiseconds.
+    pub fn interval_cs(&self) -> u16 {
+        (self.advert_interval.0.as_millis() / 10) as u16
+    }
+
+    /// Parses the `--vrrp` form: `VRID` then comma-separated `key=value`: `priority`,
+    /// `vip` (repeat), `interval`, `preempt` and `accept` (yes/no).
+    pub fn parse_spec(spec: &str) -> Result<Self, String> {
+        let mut parts = spec.split(',').map(str::trim);
+        let vrid = parts
+            .next()
+            .and_then(|v| v.parse::<u8>().ok())
+            .ok_or_else(|| format!("{spec:?}: starts with the VRID (1-255)"))?;
+        let mut g = Vrrp {
+            vrid,
+            priority: default_vrrp_priority(),
+            vips: Vec::new(),
+            advert_interval: default_advert_interval(),
+            preempt: true,
+            accept: true,
+        };
+        let yes_no = |k: &str, v: &str| match v {
+            "yes" | "true" | "on" => Ok(true),
+            "no" | "false" | "off" => Ok(false),
+            _ => Err(format!("{k}={v:?}: yes or no")),
+        };
+        for part in parts.filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected key=value"))?;
+            match k {
+                "priority" | "prio" => {
+                    g.priority = v.parse().map_err(|_| format!("priority={v:?}: 1-255"))?;
+                }
+                "vip" => g.vips.push(v.parse()?),
+                "interval" => g.advert_interval = v.parse()?,
+                "preempt" => g.preempt = yes_no(k, v)?,
+                "accept" => g.accept = yes_no(k, v)?,
+                _ => {
+                    return Err(format!(
+                        "unknown key {k:?} (priority, vip, interval, preempt, accept)"
+                    ));
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    fn validate(&mut self) -> Result<(), String> {
+        let at = format!("vrrp group {}", self.vrid);
+        if self.vrid == 0 {
+            return Err("vrrp: the VRID must be 1 to 255".into());
+        }
+        if self.priority == 0 {
+            return Err(format!(
+                "{at}: priority must be 1 to 255 (0 is sent only by a stopping Master)"
+            ));
+        }
+        if self.vips.is_empty() {
+            return Err(format!("{at}: no vips"));
+        }
+        if self.vips.iter().any(|v| v.addr.is_ipv6() != self.ipv6()) {
+            return Err(format!(
+                "{at}: mixes IPv4 and IPv6 addresses (use one group per family, as VRRP does)"
+            ));
+        }
+        let ms = self.advert_interval.0.as_millis();
+        if !self.advert_interval.0.as_nanos().is_multiple_of(10_000_000)
+            || !(10..=40_950).contains(&ms)
+        {
+            return Err(format!(
+                "{at}: advert_interval must be whole centiseconds from 10ms to 40.95s (it is {})",
+                self.advert_interval
+            ));
+        }
+        self.vips.sort();
+        if let Some(w) = self.vips.windows(2).find(|w| w[0].addr == w[1].addr) {
+            return Err(format!("{at}: VIP {} is listed twice", w[0].addr));
+        }
+        Ok(())
+    }
+}
+
+fn default_vrrp_priority() -> u8 {
+    100
+}
+fn default_advert_interval() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn yes() -> bool {
+    true
 }
 
 /// `[node]`
@@ -348,6 +480,8 @@ pub struct Config {
     pub hook: Option<Vec<String>>,
     /// Hook timeout.
     pub hook_timeout: Duration,
+    /// VRRP groups: when any, the daemon runs in VRRP mode (and the pool is empty).
+    pub vrrp: Vec<Vrrp>,
 }
 
 impl Config {
@@ -394,8 +528,37 @@ impl Config {
             return Err("the heartbeat and dead intervals must be at most an hour or so".into());
         }
         let mut vips = f.pool.vips.unwrap_or_default();
-        if vips.is_empty() {
-            return Err("no VIPs: set [pool] vips or --vip".into());
+        let mut vrrp = f.vrrp;
+        if vips.is_empty() && vrrp.is_empty() {
+            return Err(
+                "no VIPs: set [pool] vips or --vip, or declare [[vrrp]] groups or --vrrp".into(),
+            );
+        }
+        if !vips.is_empty() && !vrrp.is_empty() {
+            return Err(
+                "a node runs either a pool or VRRP groups, not both: remove [pool] vips or the [[vrrp]] groups"
+                    .into(),
+            );
+        }
+        for g in &mut vrrp {
+            g.validate()?;
+        }
+        let mut keys: Vec<(bool, u8)> = vrrp.iter().map(|g| (g.ipv6(), g.vrid)).collect();
+        keys.sort();
+        if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "vrrp: VRID {} is declared twice for {}",
+                w[0].1,
+                if w[0].0 { "IPv6" } else { "IPv4" }
+            ));
+        }
+        let mut all: Vec<IpAddr> = vrrp
+            .iter()
+            .flat_map(|g| g.vips.iter().map(|v| v.addr))
+            .collect();
+        all.sort();
+        if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("vrrp: {} is in two groups", w[0]));
         }
         if vips.len() > MAX_VIPS {
             return Err(format!("at most {MAX_VIPS} VIPs per pool"));
@@ -509,6 +672,7 @@ impl Config {
             checks: f.checks,
             hook: f.hooks.command,
             hook_timeout: f.hooks.timeout.map_or(Duration::from_secs(10), |d| d.0),
+            vrrp,
         })
     }
 
@@ -552,6 +716,7 @@ impl Config {
                 command: self.hook.clone(),
                 timeout: Some(Dur(self.hook_timeout)),
             },
+            vrrp: self.vrrp.clone(),
         }
     }
 
@@ -579,6 +744,8 @@ impl Config {
             Some("the metrics address")
         } else if self.interval != new.interval || self.dead_interval != new.dead_interval {
             Some("the heartbeat or dead interval")
+        } else if self.vrrp != new.vrrp || self.vrrp.is_empty() != new.vrrp.is_empty() {
+            Some("the VRRP groups")
         } else {
             None
         }
@@ -663,5 +830,93 @@ mod tests {
         let mut other_if = c.clone();
         other_if.interface = "eth9".into();
         assert_eq!(c.needs_restart(&other_if), Some("the interface"));
+    }
+
+    const VRRP: &str = r#"
+[node]
+id = 1
+interface = "eth0"
+
+[[vrrp]]
+vrid = 51
+priority = 150
+vips = ["192.0.2.200/24"]
+advert_interval = "100ms"
+preempt = false
+
+[[vrrp]]
+vrid = 51
+vips = ["2001:db8::200/64"]
+"#;
+
+    #[test]
+    fn vrrp_groups_parse_default_and_round_trip() {
+        let c = Config::from_file(File::parse(VRRP).unwrap()).unwrap();
+        assert!(c.vips.is_empty());
+        assert_eq!(c.vrrp.len(), 2);
+        let (v4, v6) = (&c.vrrp[0], &c.vrrp[1]);
+        assert_eq!(
+            (v4.priority, v4.interval_cs(), v4.preempt),
+            (150, 10, false)
+        );
+        assert_eq!(
+            (v6.priority, v6.interval_cs(), v6.preempt),
+            (100, 100, true)
+        );
+        assert!(v6.ipv6() && !v4.ipv6() && v6.accept);
+        let again = Config::from_file(File::parse(&c.to_toml()).unwrap()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn vrrp_spec_matches_the_file_form() {
+        let g = Vrrp::parse_spec("51,priority=150,vip=192.0.2.200/24,interval=100ms,preempt=no")
+            .unwrap();
+        let c = Config::from_file(File::parse(VRRP).unwrap()).unwrap();
+        assert_eq!(g, c.vrrp[0]);
+        for bad in [
+            "",
+            "x",
+            "300",
+            "51,prio=300",
+            "51,vip",
+            "51,colour=red",
+            "51,preempt=maybe",
+        ] {
+            assert!(Vrrp::parse_spec(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_vrrp_groups_are_refused_with_the_reason() {
+        let bad = |group: &str, needle: &str| {
+            let text = format!("[node]\nid = 1\ninterface = \"eth0\"\n[[vrrp]]\n{group}\n");
+            let err = File::parse(&text)
+                .and_then(Config::from_file)
+                .expect_err(group);
+            assert!(err.contains(needle), "{group}: {err}");
+        };
+        bad("vrid = 0\nvips = [\"192.0.2.1\"]", "VRID");
+        bad("vrid = 256\nvips = [\"192.0.2.1\"]", "vrrp");
+        bad("vrid = 1\npriority = 0\nvips = [\"192.0.2.1\"]", "priority");
+        bad("vrid = 1\nvips = []", "no vips");
+        bad("vrid = 1\nvips = [\"192.0.2.1\", \"2001:db8::1\"]", "mixes");
+        bad(
+            "vrid = 1\nvips = [\"192.0.2.1\"]\nadvert_interval = \"15ms\"",
+            "centiseconds",
+        );
+        bad(
+            "vrid = 1\nvips = [\"192.0.2.1\"]\nadvert_interval = \"1m\"",
+            "centiseconds",
+        );
+        bad("vrid = 1\nvips = [\"192.0.2.1\"]\ncolour = 1", "colour");
+        bad(
+            "vrid = 1\nvips = [\"192.0.2.1\"]\n[[vrrp]]\nvrid = 1\nvips = [\"192.0.2.2\"]",
+            "twice",
+        );
+        bad(
+            "vrid = 1\nvips = [\"192.0.2.1\"]\n[pool]\nvips = [\"192.0.2.9\"]",
+            "not both",
+        );
     }
 }

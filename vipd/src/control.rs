@@ -49,6 +49,32 @@ pub struct Status {
     pub checks: Vec<CheckStatus>,
     /// XDP counters, summed over CPUs.
     pub counters: BTreeMap<String, u64>,
+    /// VRRP groups (VRRP mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<VrrpStatus>,
+}
+
+/// One VRRP group in [`Status`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    /// Virtual Rtr ID.
+    pub vrid: u8,
+    /// "ipv4" or "ipv6".
+    pub family: String,
+    /// "initialize", "backup" or "master".
+    pub state: String,
+    /// Our priority.
+    pub priority: u8,
+    /// The Master's address: ours when Master, the last one heard when Backup.
+    pub master: Option<String>,
+    /// The Master's priority as last heard (ours when Master).
+    pub master_priority: Option<u8>,
+    /// Milliseconds since the Master was last heard (Backup).
+    pub master_seen_ms_ago: Option<f64>,
+    /// Adverts from the Master counted by the XDP program.
+    pub adverts_received: u64,
+    /// The group's addresses.
+    pub vips: Vec<String>,
 }
 
 /// One peer in [`Status`].
@@ -214,21 +240,52 @@ pub fn table(s: &Status) -> String {
         "node {} on {} (instance {}, XDP {}): {}",
         s.node_id, s.interface, s.instance, s.xdp_mode, s.state
     );
-    let _ = writeln!(
-        t,
-        "view {:?}, {}",
-        s.view,
-        if s.views_agree {
-            "all members agree"
-        } else {
-            "VIEWS DIFFER"
+    if !s.vrrp.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n{:<5} {:<5} {:<10} {:>4}  {:<26} {:>12} {:>9}  vips",
+            "vrid", "af", "state", "prio", "master (prio)", "last heard", "adverts"
+        );
+        for g in &s.vrrp {
+            let master = match (&g.master, g.master_priority) {
+                (Some(m), Some(p)) => format!("{m} ({p})"),
+                (Some(m), None) => m.clone(),
+                _ => "-".into(),
+            };
+            let heard = g
+                .master_seen_ms_ago
+                .map_or("-".into(), |ms| format!("{ms:.1} ms"));
+            let _ = writeln!(
+                t,
+                "{:<5} {:<5} {:<10} {:>4}  {:<26} {:>12} {:>9}  {}",
+                g.vrid,
+                g.family,
+                g.state,
+                g.priority,
+                master,
+                heard,
+                g.adverts_received,
+                g.vips.join(" ")
+            );
         }
-    );
-    let _ = writeln!(
-        t,
-        "\n{:<6} {:<13} {:>12} {:>7} {:>6} {:>10} {:>7}",
-        "peer", "state", "last seen", "in view", "weight", "received", "missed"
-    );
+    }
+    if s.vrrp.is_empty() || !s.peers.is_empty() {
+        let _ = writeln!(
+            t,
+            "view {:?}, {}",
+            s.view,
+            if s.views_agree {
+                "all members agree"
+            } else {
+                "VIEWS DIFFER"
+            }
+        );
+        let _ = writeln!(
+            t,
+            "\n{:<6} {:<13} {:>12} {:>7} {:>6} {:>10} {:>7}",
+            "peer", "state", "last seen", "in view", "weight", "received", "missed"
+        );
+    }
     for p in &s.peers {
         let _ = writeln!(
             t,

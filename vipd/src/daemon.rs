@@ -76,7 +76,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     remove_leftovers(&link, &cfg.vips).await?;
 
     let dead_ns = cfg.dead_interval.as_nanos() as u64;
-    let (loaded, events) = xdp::load(&xdp::XdpSettings {
+    let (loaded, rings) = xdp::load(&xdp::XdpSettings {
         interface: &cfg.interface,
         mode: cfg.xdp_mode,
         pin_dir: &cfg.pin_dir(),
@@ -133,7 +133,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
     // SAFETY: the ring buffer owns its fd and moves into the AsyncFd, which outlives every
     // use of the registration.
-    let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+    let mut events = unsafe { AsyncFd::register_with_interest(rings.events, Interest::READABLE) }
         .map_err(std::io::Error::from)
         .context("polling the XDP event ring buffer")?;
     let mut ticker = tokio::time::interval(cfg.interval);
@@ -314,7 +314,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Answers one control connection with the status, as JSON.
-async fn answer(mut stream: tokio::net::UnixStream, status: Status) {
+pub(crate) async fn answer(mut stream: tokio::net::UnixStream, status: Status) {
     let mut request = [0u8; 64];
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut request)).await;
     if let Ok(json) = serde_json::to_vec(&status) {
@@ -500,6 +500,7 @@ impl State<'_> {
                 .iter()
                 .map(|(c, v)| (c.name().to_string(), *v))
                 .collect(),
+            vrrp: Vec::new(),
         }
     }
 
@@ -1016,7 +1017,7 @@ fn log_transition(t: &Transition, now: u64, membership: &Membership) {
 
 /// Removes VIPs of this pool that a crashed earlier run left behind; refuses to touch an
 /// address that is configured with another prefix (it is somebody's real address).
-async fn remove_leftovers(link: &Link, vips: &[Vip]) -> anyhow::Result<()> {
+pub(crate) async fn remove_leftovers(link: &Link, vips: &[Vip]) -> anyhow::Result<()> {
     let present = link.addresses().await?;
     for vip in vips {
         for &(addr, len) in present.iter().filter(|(a, _)| *a == vip.addr) {
@@ -1036,7 +1037,7 @@ async fn remove_leftovers(link: &Link, vips: &[Vip]) -> anyhow::Result<()> {
 }
 
 /// Fails with a clear message unless we hold the capabilities vipd needs.
-fn check_privileges() -> anyhow::Result<()> {
+pub(crate) fn check_privileges() -> anyhow::Result<()> {
     const NEEDED: [(u32, &str); 3] = [(12, "CAP_NET_ADMIN"), (13, "CAP_NET_RAW"), (39, "CAP_BPF")];
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;

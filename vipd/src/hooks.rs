@@ -52,7 +52,23 @@ impl Hooks {
         self.fire("node_state", None, Some(state));
     }
 
+    /// Reports a VRRP group's new state (`initialize`, `backup`, `master`), with its VRID
+    /// in `VIPD_VRID`.
+    pub fn vrrp_state(&self, vrid: u8, state: &str) {
+        self.fire_with("vrrp_state", None, Some(state), Some(vrid));
+    }
+
     fn fire(&self, event: &'static str, vip: Option<IpAddr>, state: Option<&str>) {
+        self.fire_with(event, vip, state, None);
+    }
+
+    fn fire_with(
+        &self,
+        event: &'static str,
+        vip: Option<IpAddr>,
+        state: Option<&str>,
+        vrid: Option<u8>,
+    ) {
         let Some(argv) = self.command.clone() else {
             return;
         };
@@ -62,6 +78,7 @@ impl Hooks {
             .env("VIPD_EVENT", event)
             .env("VIPD_VIP", vip.map(|v| v.to_string()).unwrap_or_default())
             .env("VIPD_STATE", state.unwrap_or_default())
+            .env("VIPD_VRID", vrid.map(|v| v.to_string()).unwrap_or_default())
             .stdin(Stdio::null())
             .kill_on_drop(true);
         let timeout = self.timeout;

@@ -71,7 +71,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("starting the tokio runtime: {e}"))?;
-    rt.block_on(daemon::run(cfg, args))
+    if cfg.vrrp.is_empty() {
+        rt.block_on(daemon::run(cfg, args))
+    } else {
+        rt.block_on(vrrp::run::run(cfg))
+    }
 }
 
 fn check_config(args: &RunArgs) -> anyhow::Result<()> {

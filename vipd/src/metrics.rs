@@ -22,7 +22,7 @@ use tokio::{
     net::TcpListener,
 };
 use tracing::{info, warn};
-use vipd_common::maps::Counter as XdpCounter;
+use vipd_common::maps::{COUNTER_SLOTS, Counter as XdpCounter};
 
 /// `peer` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,7 +72,7 @@ pub struct Metrics {
     /// 1 while this node takes VIPs (mature, carrier, healthy).
     pub active: Gauge,
     xdp_packets: Family<PacketLabel, Counter>,
-    xdp_seen: Mutex<[u64; 8]>,
+    xdp_seen: Mutex<[u64; COUNTER_SLOTS as usize]>,
 }
 
 impl Metrics {
@@ -88,7 +88,7 @@ impl Metrics {
             announcements: Counter::default(),
             active: Gauge::default(),
             xdp_packets: Family::default(),
-            xdp_seen: Mutex::new([0; 8]),
+            xdp_seen: Mutex::new([0; COUNTER_SLOTS as usize]),
             registry: Registry::default(),
         };
         registry.register(
@@ -140,6 +140,12 @@ impl Metrics {
                 XdpCounter::ForeignCluster => ("foreign_cluster", "pass"),
                 XdpCounter::OwnNodeId => ("own_node_id", "pass"),
                 XdpCounter::OtherTraffic => ("other", "pass"),
+                XdpCounter::VrrpAccepted => ("vrrp", "pass"),
+                XdpCounter::VrrpBadTtl => ("vrrp_bad_ttl", "pass"),
+                XdpCounter::VrrpBadVersion => ("vrrp_bad_version", "pass"),
+                XdpCounter::VrrpMalformed => ("vrrp_malformed", "pass"),
+                XdpCounter::VrrpBadChecksum => ("vrrp_bad_checksum", "pass"),
+                XdpCounter::VrrpUnknownVrid => ("vrrp_unknown_vrid", "pass"),
                 XdpCounter::EventsLost | XdpCounter::PeerTableFull => continue,
             };
             let slot = &mut seen[c as usize];

@@ -15,7 +15,8 @@ use aya::{
 };
 use tracing::{info, warn};
 use vipd_common::maps::{
-    CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP, PEERS_MAP, PeerState, XdpConfig,
+    CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP, PEERS_MAP, PeerState,
+    VRRP_EVENTS_MAP, VRRP_GROUPS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpSeen, XdpConfig,
 };
 
 /// The XDP object built by `vipd/build.rs`.
@@ -46,6 +47,10 @@ pub struct LoadedXdp {
     pub peers: HashMap<MapData, u32, PeerState>,
     /// Per-CPU counters, indexed by `Counter` (shared with the metrics endpoint).
     pub counters: Arc<Mutex<PerCpuArray<MapData, u64>>>,
+    /// The VRRP groups this node runs (VRRP mode), written by the daemon.
+    pub vrrp_groups: HashMap<MapData, u32, VrrpGroup>,
+    /// What the program last heard of each group's Master.
+    pub vrrp_seen: HashMap<MapData, u32, VrrpSeen>,
     /// "driver" or "skb".
     pub mode: &'static str,
     /// Where the maps are pinned.
@@ -64,9 +69,16 @@ pub struct XdpSettings<'a> {
     pub config: XdpConfig,
 }
 
+/// The program's ring buffers, each polled on its own.
+pub struct Rings {
+    /// Peer state changes (pool mode).
+    pub events: RingBuf<MapData>,
+    /// VRRP adverts that need the daemon (VRRP mode).
+    pub vrrp: RingBuf<MapData>,
+}
+
 /// Loads, configures, attaches and pins; replaces stale pins of the same instance.
-/// Returns the state-change event ring buffer separately, to be polled on its own.
-pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, RingBuf<MapData>)> {
+pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
     prepare_pin_dir(settings.pin_dir)?;
     let mut ebpf = Ebpf::load(PROGRAM).context(
         "loading the XDP program (needs CAP_BPF and CAP_NET_ADMIN, and a kernel with BTF)",
@@ -89,6 +101,9 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, RingBuf<Ma
         (COUNTERS_MAP, "counters"),
         (EVENTS_MAP, "events"),
         (CONFIG_MAP, "config"),
+        (VRRP_GROUPS_MAP, "vrrp_groups"),
+        (VRRP_SEEN_MAP, "vrrp_seen"),
+        (VRRP_EVENTS_MAP, "vrrp_events"),
     ] {
         let path = settings.pin_dir.join(file);
         let map = ebpf
@@ -112,15 +127,20 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, RingBuf<Ma
         ebpf.take_map(COUNTERS_MAP).context("COUNTERS")?,
     )?));
     let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS")?)?;
+    let vrrp = RingBuf::try_from(ebpf.take_map(VRRP_EVENTS_MAP).context("VRRP_EVENTS")?)?;
+    let vrrp_groups = HashMap::try_from(ebpf.take_map(VRRP_GROUPS_MAP).context("VRRP_GROUPS")?)?;
+    let vrrp_seen = HashMap::try_from(ebpf.take_map(VRRP_SEEN_MAP).context("VRRP_SEEN")?)?;
     Ok((
         LoadedXdp {
             _ebpf: ebpf,
             peers,
             counters,
+            vrrp_groups,
+            vrrp_seen,
             mode,
             pin_dir: settings.pin_dir.into(),
         },
-        events,
+        Rings { events, vrrp },
     ))
 }
 

@@ -1,11 +1,7 @@
 //! The VRRPv3 state machine of RFC 5798, section 6.4, as pure logic: events and a clock
-//! in, actions out. Names follow the RFC (times in centiseconds, as on the wire).
-//!
-//! Groundwork for VRRP mode (issue 4): the daemon does not drive it yet.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "VRRP mode is not wired into the daemon yet")
-)]
+//! in, actions out. Names follow the RFC; intervals are centiseconds, as on the wire, and
+//! times are nanoseconds on a monotonic clock (the XDP program's), so Skew_Time keeps its
+//! fraction of a centisecond.
 
 use std::net::IpAddr;
 
@@ -52,7 +48,10 @@ pub enum VrrpAction {
     ReleaseVips,
 }
 
-/// One virtual router's parameters and state. Times are centiseconds on a monotonic clock.
+/// Nanoseconds per centisecond.
+pub const CS: u64 = 10_000_000;
+
+/// One virtual router's parameters and state. Times are nanoseconds on a monotonic clock.
 #[derive(Clone, Debug)]
 pub struct VirtualRouter {
     /// Priority: 1-254, or 255 for the address owner.
@@ -88,14 +87,14 @@ impl VirtualRouter {
         }
     }
 
-    /// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256.
+    /// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256, in nanoseconds.
     pub fn skew_time(&self) -> u64 {
-        (256 - u64::from(self.priority)) * u64::from(self.master_adver_interval) / 256
+        (256 - u64::from(self.priority)) * u64::from(self.master_adver_interval) * CS / 256
     }
 
-    /// Master_Down_Interval = (3 * Master_Adver_Interval) + Skew_Time.
+    /// Master_Down_Interval = (3 * Master_Adver_Interval) + Skew_Time, in nanoseconds.
     pub fn master_down_interval(&self) -> u64 {
-        3 * u64::from(self.master_adver_interval) + self.skew_time()
+        3 * u64::from(self.master_adver_interval) * CS + self.skew_time()
     }
 
     /// The next moment a timer fires, if any.
@@ -111,7 +110,7 @@ impl VirtualRouter {
             priority: self.priority,
         });
         out.push(VrrpAction::TakeVips);
-        self.adver_at = Some(now + u64::from(self.advertisement_interval));
+        self.adver_at = Some(now + u64::from(self.advertisement_interval) * CS);
         self.master_down_at = None;
         self.state = VrrpState::Master;
     }
@@ -170,7 +169,7 @@ impl VirtualRouter {
                 out.push(VrrpAction::SendAdvert {
                     priority: self.priority,
                 });
-                self.adver_at = Some(now + u64::from(self.advertisement_interval));
+                self.adver_at = Some(now + u64::from(self.advertisement_interval) * CS);
             }
             (
                 VrrpState::Master,
@@ -203,7 +202,7 @@ impl VirtualRouter {
             out.push(VrrpAction::SendAdvert {
                 priority: self.priority,
             });
-            self.adver_at = Some(now + u64::from(self.advertisement_interval));
+            self.adver_at = Some(now + u64::from(self.advertisement_interval) * CS);
         }
         out
     }
@@ -213,6 +212,13 @@ impl VirtualRouter {
 mod tests {
     use super::*;
     use VrrpAction::*;
+
+    const fn cs(n: u64) -> u64 {
+        n * CS
+    }
+
+    /// Master_Down_Interval of a priority-100 router at 1 s adverts.
+    const DOWN: u64 = cs(300) + cs(156 * 100) / 256;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -233,103 +239,119 @@ mod tests {
     #[test]
     fn skew_and_master_down_interval_follow_the_rfc() {
         let r = router(100, true);
-        // Skew_Time = ((256 - 100) * 100) / 256 = 60 cs; Master_Down = 3 * 100 + 60.
-        assert_eq!(r.skew_time(), 60);
-        assert_eq!(r.master_down_interval(), 360);
-        assert_eq!(router(254, true).skew_time(), 0);
+        // Skew_Time = ((256 - 100) * 100) / 256 = 60.9 cs; Master_Down = 3 * 100 + 60.9.
+        assert_eq!(r.skew_time(), cs(156 * 100) / 256);
+        assert_eq!(r.master_down_interval(), cs(300) + cs(156 * 100) / 256);
+        assert_eq!(router(255, true).skew_time(), cs(100) / 256);
     }
 
     #[test]
     fn startup_owner_is_master_at_once_others_backup() {
         let mut owner = router(255, true);
         assert_eq!(
-            owner.handle(VrrpEvent::Startup, 0),
+            owner.handle(VrrpEvent::Startup, cs(0)),
             vec![SendAdvert { priority: 255 }, TakeVips]
         );
         assert_eq!(owner.state, VrrpState::Master);
         let mut b = router(100, true);
-        assert!(b.handle(VrrpEvent::Startup, 0).is_empty());
-        assert_eq!((b.state, b.master_down_at), (VrrpState::Backup, Some(360)));
+        assert!(b.handle(VrrpEvent::Startup, cs(0)).is_empty());
+        assert_eq!((b.state, b.master_down_at), (VrrpState::Backup, Some(DOWN)));
     }
 
     #[test]
     fn backup_becomes_master_when_the_master_down_timer_fires() {
         let mut b = router(100, true);
-        b.handle(VrrpEvent::Startup, 0);
-        assert!(b.tick(359).is_empty());
-        assert_eq!(b.tick(360), vec![SendAdvert { priority: 100 }, TakeVips]);
-        assert_eq!((b.state, b.adver_at), (VrrpState::Master, Some(460)));
-        assert_eq!(b.tick(460), vec![SendAdvert { priority: 100 }]);
+        b.handle(VrrpEvent::Startup, cs(0));
+        assert!(b.tick(DOWN - 1).is_empty());
+        assert_eq!(b.tick(DOWN), vec![SendAdvert { priority: 100 }, TakeVips]);
+        assert_eq!(
+            (b.state, b.adver_at),
+            (VrrpState::Master, Some(DOWN + cs(100)))
+        );
+        assert_eq!(b.tick(DOWN + cs(100)), vec![SendAdvert { priority: 100 }]);
     }
 
     #[test]
     fn adverts_reset_the_master_down_timer_and_teach_the_interval() {
         let mut b = router(100, true);
-        b.handle(VrrpEvent::Startup, 0);
+        b.handle(VrrpEvent::Startup, cs(0));
         b.handle(
             VrrpEvent::Advert {
                 priority: 200,
                 max_adver_int_cs: 10,
                 source: ip("192.0.2.11"),
             },
-            300,
+            cs(300),
         );
         assert_eq!(b.master_adver_interval, 10);
-        // 3 * 10 + (156 * 10) / 256 = 36.
-        assert_eq!(b.master_down_at, Some(336));
+        // 3 * 10 + (156 * 10) / 256 = 36.1 cs after the advert.
+        assert_eq!(
+            b.master_down_at,
+            Some(cs(300) + cs(30) + cs(156 * 10) / 256)
+        );
     }
 
     #[test]
     fn priority_zero_means_take_over_after_skew_time() {
         let mut b = router(100, true);
-        b.handle(VrrpEvent::Startup, 0);
-        b.handle(advert(0, "192.0.2.11"), 50);
-        assert_eq!(b.master_down_at, Some(50 + 60));
-        assert_eq!(b.tick(110), vec![SendAdvert { priority: 100 }, TakeVips]);
+        b.handle(VrrpEvent::Startup, cs(0));
+        b.handle(advert(0, "192.0.2.11"), cs(50));
+        let skew = cs(156 * 100) / 256;
+        assert_eq!(b.master_down_at, Some(cs(50) + skew));
+        assert_eq!(
+            b.tick(cs(50) + skew),
+            vec![SendAdvert { priority: 100 }, TakeVips]
+        );
     }
 
     #[test]
     fn preempting_backup_ignores_a_lower_master_non_preempting_does_not() {
         let mut pre = router(200, true);
-        pre.handle(VrrpEvent::Startup, 0);
+        pre.handle(VrrpEvent::Startup, cs(0));
         let down = pre.master_down_at;
-        pre.handle(advert(100, "192.0.2.11"), 100);
+        pre.handle(advert(100, "192.0.2.11"), cs(100));
         assert_eq!(pre.master_down_at, down, "discarded: it will preempt");
         let mut nopre = router(200, false);
-        nopre.handle(VrrpEvent::Startup, 0);
-        nopre.handle(advert(100, "192.0.2.11"), 100);
+        nopre.handle(VrrpEvent::Startup, cs(0));
+        nopre.handle(advert(100, "192.0.2.11"), cs(100));
         assert!(nopre.master_down_at > down, "accepted: it stays backup");
     }
 
     #[test]
     fn master_yields_to_higher_priority_or_higher_address_on_a_tie() {
         let mut m = router(100, true);
-        m.handle(VrrpEvent::Startup, 0);
-        m.tick(360);
-        assert!(m.handle(advert(50, "192.0.2.99"), 400).is_empty());
+        m.handle(VrrpEvent::Startup, cs(0));
+        m.tick(DOWN);
+        assert!(m.handle(advert(50, "192.0.2.99"), cs(400)).is_empty());
         assert!(
-            m.handle(advert(100, "192.0.2.1"), 400).is_empty(),
+            m.handle(advert(100, "192.0.2.1"), cs(400)).is_empty(),
             "lower address loses a tie"
         );
-        assert_eq!(m.handle(advert(100, "192.0.2.13"), 400), vec![ReleaseVips]);
+        assert_eq!(
+            m.handle(advert(100, "192.0.2.13"), cs(400)),
+            vec![ReleaseVips]
+        );
         assert_eq!(m.state, VrrpState::Backup);
         let mut m2 = router(100, true);
-        m2.handle(VrrpEvent::Startup, 0);
-        m2.tick(360);
-        assert_eq!(m2.handle(advert(150, "192.0.2.1"), 400), vec![ReleaseVips]);
+        m2.handle(VrrpEvent::Startup, cs(0));
+        m2.tick(DOWN);
+        assert_eq!(
+            m2.handle(advert(150, "192.0.2.1"), cs(400)),
+            vec![ReleaseVips]
+        );
     }
 
     #[test]
     fn master_answers_priority_zero_and_shuts_down_with_it() {
         let mut m = router(100, true);
-        m.handle(VrrpEvent::Startup, 0);
-        m.tick(360);
+        m.handle(VrrpEvent::Startup, cs(0));
+        m.tick(DOWN);
         assert_eq!(
-            m.handle(advert(0, "192.0.2.11"), 400),
+            m.handle(advert(0, "192.0.2.11"), cs(400)),
             vec![SendAdvert { priority: 100 }]
         );
         assert_eq!(
-            m.handle(VrrpEvent::Shutdown, 410),
+            m.handle(VrrpEvent::Shutdown, cs(410)),
             vec![SendAdvert { priority: 0 }, ReleaseVips]
         );
         assert_eq!((m.state, m.next_deadline()), (VrrpState::Initialize, None));

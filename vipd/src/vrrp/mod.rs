@@ -1,0 +1,12 @@
+//! VRRP mode: VRRPv3 (RFC 5798) virtual routers, one per `[[vrrp]]` group, interoperable
+//! with keepalived.
+//!
+//! - [`fsm`]: the section 6.4 state machine, pure, with a fake clock in its tests.
+//! - [`advert`]: building the advertisement frames this node sends.
+//! - [`run`]: the daemon loop. The XDP program validates and judges received adverts
+//!   (`vipd_common::vrrp`), so a Backup is woken only by a change, a priority-0 advert or
+//!   its own Master_Down_Timer, which it checks against the kernel's last-heard time.
+
+pub mod advert;
+pub mod fsm;
+pub mod run;
