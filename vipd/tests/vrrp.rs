@@ -220,25 +220,26 @@ fn assert_vip_only_on(lab: &Lab, vip: &str, owner: &Host, others: &[&Host]) -> a
     Ok(())
 }
 
-/// Waits until the client's neighbour entry for `vip` holds `owner`'s MAC (announced:
-/// the client sends nothing first) and then until its ping to `vip` is answered.
+/// Waits until the client's ping to `vip` is answered and its neighbour entry for `vip`
+/// holds `owner`'s MAC. (Gratuitous ARP / unsolicited NA only update an entry the client
+/// already has: the ping makes one the first time.)
 fn wait_client_reaches(c: &Routers, vip: &str, owner: &Host) -> anyhow::Result<()> {
+    wait_until(&format!("{vip} answering the client"), WAIT, || {
+        c.lab.ping(&c.client, vip)
+    })?;
+    let mut mac = None;
     wait_until(
         &format!(
             "the client's neighbour entry for {vip} to hold {}'s MAC",
             owner.name
         ),
         WAIT,
-        || Ok(c.lab.neighbour_mac(&c.client, vip)?.as_deref() == Some(owner.mac.as_str())),
-    )?;
-    wait_until(&format!("{vip} answering the client"), WAIT, || {
-        c.lab.ping(&c.client, vip)
-    })?;
-    ensure!(
-        c.lab.neighbour_mac(&c.client, vip)?.as_deref() == Some(owner.mac.as_str()),
-        "the client's entry for {vip} changed from {}'s MAC",
-        owner.name
-    );
+        || {
+            mac = c.lab.neighbour_mac(&c.client, vip)?;
+            Ok(mac.as_deref() == Some(owner.mac.as_str()))
+        },
+    )
+    .with_context(|| format!("it holds {mac:?}"))?;
     Ok(())
 }
 
@@ -561,9 +562,6 @@ fn keepalived_master_vipd_backup_takes_over_on_hard_failure() -> anyhow::Result<
     wait_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
 
     let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, VIP4_CIDR, "")?;
-    c.lab
-        .proc(vipd)
-        .wait_for_line(&vipd_to("family=ipv4", "to=backup"), WAIT)?;
     let st = wait_group(&c.lab, &v, "ipv4", "backup", Some(&k.addr))?;
     let g = group(&st, "ipv4")?;
     assert_eq!(g["priority"], 100, "{st:#}");
@@ -573,6 +571,14 @@ fn keepalived_master_vipd_backup_takes_over_on_hard_failure() -> anyhow::Result<
     })?;
     assert_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
     wait_client_reaches(&c, VIP4, &k)?;
+    assert_eq!(
+        c.lab
+            .proc(vipd)
+            .count_lines(&vipd_to("family=ipv4", "to=master")),
+        0,
+        "vipd took over from a live master:\n{}",
+        c.lab.proc(vipd).output()
+    );
 
     // Hard failure of the master: link cut, keepalived (and its VRRP child) killed.
     c.lab.set_link(&k, false)?;
@@ -712,9 +718,10 @@ fn preemption_both_ways_and_no_preempt() -> anyhow::Result<()> {
         &keepalived_conf(&k, 250, VIP4_CIDR, false),
     )?;
     lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    // The first transition to backup is vipd's start-up.
     let line = lab
         .proc(vipd)
-        .wait_for_line(&vipd_to("family=ipv4", "to=backup"), WAIT)?;
+        .wait_for_lines(&vipd_to("family=ipv4", "to=backup"), 2, WAIT)?;
     assert!(
         line.contains("from=master") && line.contains("reason=preempted"),
         "{line}"
@@ -826,9 +833,6 @@ fn ipv6_keepalived_master_vipd_backup_takes_over() -> anyhow::Result<()> {
     wait_vip_only_on(&c.lab, VIP6, &k, &[&v])?;
 
     let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, VIP6_CIDR, "")?;
-    c.lab
-        .proc(vipd)
-        .wait_for_line(&vipd_to("family=ipv6", "to=backup"), WAIT)?;
     let k_ll = link_local(&c.lab, &k)?.to_string();
     wait_group(&c.lab, &v, "ipv6", "backup", Some(&k_ll))?;
     wait_until("vipd counting keepalived's adverts", WAIT, || {
@@ -836,6 +840,14 @@ fn ipv6_keepalived_master_vipd_backup_takes_over() -> anyhow::Result<()> {
     })?;
     assert_vip_only_on(&c.lab, VIP6, &k, &[&v])?;
     wait_client_reaches(&c, VIP6, &k)?;
+    assert_eq!(
+        c.lab
+            .proc(vipd)
+            .count_lines(&vipd_to("family=ipv6", "to=master")),
+        0,
+        "vipd took over from a live master:\n{}",
+        c.lab.proc(vipd).output()
+    );
 
     c.lab.set_link(&k, false)?;
     c.lab.proc(ka).signal(libc::SIGKILL)?;
