@@ -227,6 +227,18 @@ fn wait_client_reaches(c: &Routers, vip: &str, owner: &Host) -> anyhow::Result<(
     wait_until(&format!("{vip} answering the client"), WAIT, || {
         c.lab.ping(&c.client, vip)
     })?;
+    wait_client_entry(c, vip, owner)
+}
+
+/// After a takeover: waits until the client's existing neighbour entry for `vip` holds
+/// the new `owner`'s MAC before the client sends anything (so the new owner's gratuitous
+/// ARP / unsolicited NA did it, not a new resolution), then for its ping to be answered.
+fn wait_client_follows(c: &Routers, vip: &str, owner: &Host) -> anyhow::Result<()> {
+    wait_client_entry(c, vip, owner)?;
+    wait_client_reaches(c, vip, owner)
+}
+
+fn wait_client_entry(c: &Routers, vip: &str, owner: &Host) -> anyhow::Result<()> {
     let mut mac = None;
     wait_until(
         &format!(
@@ -239,8 +251,7 @@ fn wait_client_reaches(c: &Routers, vip: &str, owner: &Host) -> anyhow::Result<(
             Ok(mac.as_deref() == Some(owner.mac.as_str()))
         },
     )
-    .with_context(|| format!("it holds {mac:?}"))?;
-    Ok(())
+    .with_context(|| format!("it holds {mac:?}"))
 }
 
 /// The first link-local address of `host`'s eth0.
@@ -592,7 +603,7 @@ fn keepalived_master_vipd_backup_takes_over_on_hard_failure() -> anyhow::Result<
         "{line}"
     );
     wait_until("the VIP on v", WAIT, || c.lab.has_address(&v, VIP4))?;
-    wait_client_reaches(&c, VIP4, &v)?;
+    wait_client_follows(&c, VIP4, &v)?;
     wait_group(&c.lab, &v, "ipv4", "master", None)?;
     Ok(())
 }
@@ -651,7 +662,7 @@ fn vipd_master_keepalived_backup_and_graceful_handover() -> anyhow::Result<()> {
     assert!(!c.lab.has_address(&v, VIP4)?, "vipd left its VIP behind");
     c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
     wait_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
-    wait_client_reaches(&c, VIP4, &k)?;
+    wait_client_follows(&c, VIP4, &k)?;
     wait_until("a priority-0 advert from v on the wire", WAIT, || {
         Ok(adverts_from(&pcap, &v)?
             .iter()
@@ -857,7 +868,7 @@ fn ipv6_keepalived_master_vipd_backup_takes_over() -> anyhow::Result<()> {
         .wait_for_line(&vipd_to("family=ipv6", "to=master"), WAIT)?;
     assert!(line.contains("reason=master_down"), "{line}");
     wait_until("the VIP on v", WAIT, || c.lab.has_address(&v, VIP6))?;
-    wait_client_reaches(&c, VIP6, &v)?;
+    wait_client_follows(&c, VIP6, &v)?;
     wait_group(&c.lab, &v, "ipv6", "master", None)?;
 
     // vipd's IPv6 adverts: from its link-local address to ff02::12, hop limit 255.
