@@ -303,6 +303,19 @@ pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
             _pad: [0; 6],
         };
         config.set(0, cfg, 0)?;
+        // A Backup of VRID 51 (IPv4) at priority 100: the bench's advert, at priority 200,
+        // holds it back (validated, checksummed, recorded, no notice after the first).
+        let map = ebpf
+            .map_mut(VRRP_GROUPS_MAP)
+            .context("VRRP_GROUPS map missing")?;
+        let mut groups: HashMap<_, u32, VrrpGroup> = HashMap::try_from(map)?;
+        let group = VrrpGroup {
+            priority: 100,
+            preempt: 1,
+            state: vipd_common::maps::VRRP_BACKUP,
+            ..VrrpGroup::default()
+        };
+        groups.insert(vipd_common::maps::vrrp_key(false, 51), group, 0)?;
     }
     for name in ["vipd", "vipd_pass"] {
         let p: &mut Xdp = ebpf
@@ -316,7 +329,12 @@ pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
     for (program, label, frame) in [
         ("vipd_pass", "baseline: empty XDP_PASS program", &frames[0]),
         ("vipd", "vipd heartbeat (recorded, dropped)", &frames[0]),
-        ("vipd", "VRRP advert (passed)", &frames[1]),
+        (
+            "vipd",
+            "VRRP advert of our group (checked, recorded, passed)",
+            &frames[1],
+        ),
+        ("vipd", "VRRP advert, other VRID (passed)", &frames[4]),
         ("vipd", "ARP request (passed)", &frames[2]),
         ("vipd", "unrelated TCP segment (passed)", &frames[3]),
     ] {
@@ -337,9 +355,9 @@ pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
     Ok(out)
 }
 
-/// Test frames: a heartbeat from node 2 of cluster 1, a VRRPv3 advert, an ARP request, a
-/// TCP SYN (all padded to Ethernet's minimum).
-fn bench_frames() -> [Vec<u8>; 4] {
+/// Test frames: a heartbeat from node 2 of cluster 1, a VRRPv3 advert for VRID 51, an ARP
+/// request, a TCP SYN, an advert for VRID 52 (all padded to Ethernet's minimum).
+fn bench_frames() -> [Vec<u8>; 5] {
     use vipd_common::heartbeat::{DEFAULT_PORT, Heartbeat};
     let eth = |ethertype: u16| {
         let mut f = vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2];
@@ -371,9 +389,21 @@ fn bench_frames() -> [Vec<u8>; 4] {
     heartbeat.extend_from_slice(&((8 + hb.len()) as u16).to_be_bytes());
     heartbeat.extend_from_slice(&[0, 0]);
     heartbeat.extend_from_slice(&hb);
-    let mut vrrp = eth(0x0800);
-    vrrp.extend(ipv4(112, 12));
-    vrrp.extend_from_slice(&[0x31, 51, 100, 1, 0, 100, 0, 0, 192, 0, 2, 200]);
+    let vrrp_frame = |vrid: u8| {
+        let vips = ["192.0.2.200".parse().expect("address")];
+        crate::vrrp::advert::frame(
+            [2, 0, 0, 0, 0, 2],
+            &crate::vrrp::advert::AdvertSpec {
+                vrid,
+                priority: 200,
+                interval_cs: 100,
+                source: "192.0.2.12".parse().expect("address"),
+                vips: &vips,
+            },
+        )
+        .0
+    };
+    let (vrrp, other_vrid) = (vrrp_frame(51), vrrp_frame(52));
     let mut arp = eth(0x0806);
     arp.extend_from_slice(&[
         0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 2, 192, 0, 2, 12, 0, 0, 0, 0, 0, 0, 192, 0, 2, 200,
@@ -383,7 +413,7 @@ fn bench_frames() -> [Vec<u8>; 4] {
     tcp.extend_from_slice(&[
         0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
     ]);
-    [heartbeat, vrrp, arp, tcp].map(|mut f| {
+    [heartbeat, vrrp, arp, tcp, other_vrid].map(|mut f| {
         f.resize(f.len().max(60), 0);
         f
     })
