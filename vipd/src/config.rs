@@ -869,6 +869,14 @@ vips = ["2001:db8::200/64"]
     }
 
     #[test]
+    fn the_vrrp_example_config_is_valid() {
+        let text = include_str!("../../dist/vipd-vrrp.toml");
+        let c = Config::from_file(File::parse(text).unwrap()).unwrap();
+        assert_eq!(c.vrrp.len(), 2);
+        assert!(c.vrrp[1].ipv6());
+    }
+
+    #[test]
     fn vrrp_spec_matches_the_file_form() {
         let g = Vrrp::parse_spec("51,priority=150,vip=192.0.2.200/24,interval=100ms,preempt=no")
             .unwrap();

@@ -32,7 +32,7 @@ use vipd_common::{
 
 use super::{
     advert::{self, AdvertSpec},
-    fsm::{VirtualRouter, VrrpAction, VrrpEvent, VrrpState},
+    fsm::{Heard, VirtualRouter, VrrpAction, VrrpEvent, VrrpState},
 };
 use crate::{
     announce::Announcer,
@@ -526,37 +526,32 @@ impl Runtime {
             if !due {
                 continue;
             }
+            let mut heard = None;
             if g.router.state == VrrpState::Backup {
                 let seen = self.loaded.vrrp_seen.get(&g.key, 0).ok();
-                if let Some(seen) = seen.filter(|s| s.last_seen_ns > g.stopped_at) {
-                    let master = ip_of(&seen.master, g.cfg.ipv6());
-                    let at = seen.last_seen_ns.min(now);
-                    let g = &mut self.groups[i];
-                    g.router.handle(
-                        VrrpEvent::Advert {
-                            priority: seen.priority,
-                            max_adver_int_cs: seen.max_adver_int_cs,
-                            source: master,
-                        },
-                        at,
-                    );
-                    if g.router.next_deadline().is_some_and(|t| t > now) {
-                        continue; // The Master is alive: re-armed from its last advert.
-                    }
-                }
-                let g = &mut self.groups[i];
+                // Sightings before a priority-0 advert (or our own start) are void.
+                heard = seen
+                    .filter(|s| s.last_seen_ns > g.stopped_at)
+                    .map(|s| Heard {
+                        at: s.last_seen_ns.min(now),
+                        priority: s.priority,
+                        max_adver_int_cs: s.max_adver_int_cs,
+                        source: ip_of(&s.master, g.cfg.ipv6()),
+                    });
+            }
+            let before = self.groups[i].router.state;
+            let actions = self.groups[i].router.expire(now, heard);
+            let g = &mut self.groups[i];
+            if before == VrrpState::Backup && g.router.state == VrrpState::Master {
                 if g.reason != "priority_zero" {
                     g.reason = "master_down";
                 }
-                let last = seen.map_or(0, |s| s.last_seen_ns);
                 info!(target: "vipd::timeline", event = "master_down", vrid = g.cfg.vrid,
-                    mono_ns = now, last_seen_ns = last, "Master_Down_Timer fired");
+                    mono_ns = now, last_seen_ns = heard.map_or(0, |h| h.at),
+                    "Master_Down_Timer fired");
                 g.master = None;
             }
-            let before = self.groups[i].router.state;
-            let actions = self.groups[i].router.tick(now);
             self.after(i, before, actions).await;
-            self.groups[i].reason = "startup";
         }
     }
 
