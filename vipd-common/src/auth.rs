@@ -214,7 +214,10 @@ mod tests {
     #[test]
     fn paper_vectors() {
         // Appendix A of "SipHash: a fast short-input PRF": key 00..0f, message 00..0e.
-        assert_eq!(siphash24(paper_key(), &counting(15)[..15]), 0xa129_ca61_49be_45e5);
+        assert_eq!(
+            siphash24(paper_key(), &counting(15)[..15]),
+            0xa129_ca61_49be_45e5
+        );
         // The reference implementation's vectors.h (message 00..len-1), first entries.
         let expected = [
             0x726f_db47_dd0e_0e31,
@@ -223,7 +226,11 @@ mod tests {
             0x8567_6696_d7fb_7e2d,
         ];
         for (len, want) in expected.iter().enumerate() {
-            assert_eq!(siphash24(paper_key(), &counting(len)[..len]), *want, "{len}");
+            assert_eq!(
+                siphash24(paper_key(), &counting(len)[..len]),
+                *want,
+                "{len}"
+            );
         }
     }
 

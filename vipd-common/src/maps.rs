@@ -28,8 +28,13 @@ pub struct XdpConfig {
     pub dead_ns: u64,
     /// UDP destination port of heartbeats.
     pub port: u16,
+    /// 1: heartbeats must carry a valid MAC trailer (see [`crate::auth`]) and are refused
+    /// when replayed; 0: no authentication.
+    pub auth: u8,
     /// Padding.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 5],
+    /// The shared SipHash key as (k0, k1), when `auth` is 1.
+    pub auth_key: [u64; 2],
 }
 
 /// What the XDP program knows about one peer, keyed by node id.
@@ -134,14 +139,20 @@ pub enum Counter {
     EventsLost = 5,
     /// Heartbeats not recorded because the peer table was full.
     PeerTableFull = 6,
+    /// With authentication on: heartbeats without a trailer or with a wrong header MAC,
+    /// passed and never recorded.
+    HeartbeatBadAuth = 7,
+    /// With authentication on: heartbeats of a known peer older than the last one recorded
+    /// (an earlier incarnation, or a sequence not above the last), passed, never recorded.
+    HeartbeatReplayed = 8,
 }
 
-/// Number of slots in the counters array.
-pub const COUNTER_SLOTS: u32 = 8;
+/// Number of slots in the counters array (room for more counters without a layout change).
+pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 9] = [
         Counter::HeartbeatAccepted,
         Counter::HeartbeatMalformed,
         Counter::ForeignCluster,
@@ -149,6 +160,8 @@ impl Counter {
         Counter::OtherTraffic,
         Counter::EventsLost,
         Counter::PeerTableFull,
+        Counter::HeartbeatBadAuth,
+        Counter::HeartbeatReplayed,
     ];
 
     /// A short snake_case name for logs and status output.
@@ -161,6 +174,8 @@ impl Counter {
             Counter::OtherTraffic => "other_traffic",
             Counter::EventsLost => "events_lost",
             Counter::PeerTableFull => "peer_table_full",
+            Counter::HeartbeatBadAuth => "heartbeats_bad_auth",
+            Counter::HeartbeatReplayed => "heartbeats_replayed",
         }
     }
 }
@@ -182,9 +197,17 @@ mod tests {
 
     #[test]
     fn sizes_have_no_implicit_padding() {
-        assert_eq!(size_of::<XdpConfig>(), 24);
+        assert_eq!(size_of::<XdpConfig>(), 4 + 4 + 8 + 2 + 1 + 5 + 2 * 8);
         assert_eq!(size_of::<PeerState>(), 7 * 8 + 4 + 4 + 2 + 1 + 5);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
+    }
+
+    #[test]
+    fn counters_are_in_index_order_and_fit() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{}", c.name());
+        }
+        assert!(Counter::ALL.len() as u32 <= COUNTER_SLOTS);
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             node_id: cfg.node_id,
             dead_ns,
             port: cfg.port,
-            _pad: [0; 6],
+            ..XdpConfig::default()
         },
     })?;
     let announcer = Arc::new(

@@ -22,7 +22,7 @@ use tokio::{
     net::TcpListener,
 };
 use tracing::{info, warn};
-use vipd_common::maps::Counter as XdpCounter;
+use vipd_common::maps::{COUNTER_SLOTS, Counter as XdpCounter};
 
 /// `peer` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,8 +71,10 @@ pub struct Metrics {
     pub announcements: Counter,
     /// 1 while this node takes VIPs (mature, carrier, healthy).
     pub active: Gauge,
+    /// State sections ignored by the daemon, by reason (`bad_auth`, `replayed`).
+    pub state_rejected: Family<ReasonLabel, Counter>,
     xdp_packets: Family<PacketLabel, Counter>,
-    xdp_seen: Mutex<[u64; 8]>,
+    xdp_seen: Mutex<[u64; COUNTER_SLOTS as usize]>,
 }
 
 impl Metrics {
@@ -87,8 +89,9 @@ impl Metrics {
             takeover_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
             announcements: Counter::default(),
             active: Gauge::default(),
+            state_rejected: Family::default(),
             xdp_packets: Family::default(),
-            xdp_seen: Mutex::new([0; 8]),
+            xdp_seen: Mutex::new([0; COUNTER_SLOTS as usize]),
             registry: Registry::default(),
         };
         registry.register(
@@ -123,6 +126,11 @@ impl Metrics {
             m.active.clone(),
         );
         registry.register(
+            "state_sections_rejected",
+            "State sections (what a peer holds) ignored because they failed authentication",
+            m.state_rejected.clone(),
+        );
+        registry.register(
             "xdp_packets",
             "Frames seen by the XDP program, by kind and verdict",
             m.xdp_packets.clone(),
@@ -140,9 +148,13 @@ impl Metrics {
                 XdpCounter::ForeignCluster => ("foreign_cluster", "pass"),
                 XdpCounter::OwnNodeId => ("own_node_id", "pass"),
                 XdpCounter::OtherTraffic => ("other", "pass"),
+                XdpCounter::HeartbeatBadAuth => ("bad_auth", "pass"),
+                XdpCounter::HeartbeatReplayed => ("replayed", "pass"),
                 XdpCounter::EventsLost | XdpCounter::PeerTableFull => continue,
             };
-            let slot = &mut seen[c as usize];
+            let Some(slot) = seen.get_mut(c as usize) else {
+                continue;
+            };
             let label = PacketLabel {
                 kind: kind.into(),
                 verdict: verdict.into(),
