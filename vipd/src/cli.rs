@@ -66,6 +66,19 @@ pub enum Command {
         after_long_help = "EXAMPLES:\n    vipd plan --nodes 2 --vips 3\n    vipd plan --node 1:1,2:1,3:2 --vips 8 -k 2 --json"
     )]
     Plan(PlanArgs),
+    /// Write a new random heartbeat authentication key
+    ///
+    /// Writes 32 hex characters (a 128-bit key from the kernel's random number generator)
+    /// to PATH with mode 0600, refusing to overwrite an existing file; with no PATH, prints
+    /// the key. Copy the file to every node and set [heartbeat] auth_key_file (or
+    /// --auth-key-file) to it.
+    #[command(
+        after_long_help = "EXAMPLE:\n    vipd keygen /etc/vipd/auth.key\n    scp -p /etc/vipd/auth.key node2:/etc/vipd/auth.key"
+    )]
+    Keygen {
+        /// Where to write the key [default: print it].
+        path: Option<PathBuf>,
+    },
     /// Per-packet cost of the XDP program (used by `cargo xtask bench xdp`; needs root).
     #[command(hide = true)]
     BenchXdp {
@@ -151,6 +164,13 @@ pub struct RunArgs {
     /// UDP port of heartbeats [default: 7846].
     #[arg(long)]
     pub port: Option<u16>,
+
+    /// Authenticate heartbeats with the shared key in PATH (32 hex characters, mode 0600,
+    /// the same file on every node; `vipd keygen PATH` makes one). Heartbeats without a
+    /// valid MAC, and replayed ones, are counted and ignored. Changing it needs a restart
+    /// [default: off] ([heartbeat] auth_key_file).
+    #[arg(long, value_name = "PATH")]
+    pub auth_key_file: Option<PathBuf>,
 
     /// Time between heartbeats (e.g. 100ms, 1s, 500us) [default: 100ms].
     #[arg(long)]
@@ -254,6 +274,7 @@ impl RunArgs {
         set(&mut f.heartbeat.group, &self.group);
         set(&mut f.heartbeat.cluster_id, &self.cluster_id);
         set(&mut f.heartbeat.port, &self.port);
+        set(&mut f.heartbeat.auth_key_file, &self.auth_key_file);
         set(&mut f.heartbeat.interval, &self.interval);
         set(&mut f.heartbeat.dead_interval, &self.dead_interval);
         set(&mut f.heartbeat.hold_down, &self.hold_down);

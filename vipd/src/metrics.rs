@@ -71,6 +71,8 @@ pub struct Metrics {
     pub announcements: Counter,
     /// 1 while this node takes VIPs (mature, carrier, healthy).
     pub active: Gauge,
+    /// State sections ignored by the daemon, by reason (`bad_auth`, `replayed`).
+    pub state_rejected: Family<ReasonLabel, Counter>,
     xdp_packets: Family<PacketLabel, Counter>,
     xdp_seen: Mutex<[u64; COUNTER_SLOTS as usize]>,
 }
@@ -87,6 +89,7 @@ impl Metrics {
             takeover_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
             announcements: Counter::default(),
             active: Gauge::default(),
+            state_rejected: Family::default(),
             xdp_packets: Family::default(),
             xdp_seen: Mutex::new([0; COUNTER_SLOTS as usize]),
             registry: Registry::default(),
@@ -123,6 +126,11 @@ impl Metrics {
             m.active.clone(),
         );
         registry.register(
+            "state_sections_rejected",
+            "State sections (what a peer holds) ignored because they failed authentication",
+            m.state_rejected.clone(),
+        );
+        registry.register(
             "xdp_packets",
             "Frames seen by the XDP program, by kind and verdict",
             m.xdp_packets.clone(),
@@ -140,6 +148,8 @@ impl Metrics {
                 XdpCounter::ForeignCluster => ("foreign_cluster", "pass"),
                 XdpCounter::OwnNodeId => ("own_node_id", "pass"),
                 XdpCounter::OtherTraffic => ("other", "pass"),
+                XdpCounter::HeartbeatBadAuth => ("bad_auth", "pass"),
+                XdpCounter::HeartbeatReplayed => ("replayed", "pass"),
                 XdpCounter::VrrpAccepted => ("vrrp", "pass"),
                 XdpCounter::VrrpBadTtl => ("vrrp_bad_ttl", "pass"),
                 XdpCounter::VrrpBadVersion => ("vrrp_bad_version", "pass"),
@@ -148,7 +158,9 @@ impl Metrics {
                 XdpCounter::VrrpUnknownVrid => ("vrrp_unknown_vrid", "pass"),
                 XdpCounter::EventsLost | XdpCounter::PeerTableFull => continue,
             };
-            let slot = &mut seen[c as usize];
+            let Some(slot) = seen.get_mut(c as usize) else {
+                continue;
+            };
             let label = PacketLabel {
                 kind: kind.into(),
                 verdict: verdict.into(),
