@@ -119,6 +119,11 @@ pub struct Vrrp {
     /// drops them (pings and services on the VIP stop answering).
     #[serde(default = "yes")]
     pub accept: bool,
+    /// Use the virtual MAC 00:00:5E:00:01:VRID (IPv6: 00:00:5E:00:02:VRID) on a macvlan
+    /// `vrrp4.VRID` / `vrrp6.VRID`, like keepalived's use_vmac [default: false: the
+    /// interface's MAC and gratuitous ARP / unsolicited NA].
+    #[serde(default)]
+    pub vmac: bool,
 }
 
 impl Vrrp {
@@ -130,6 +135,16 @@ impl Vrrp {
     /// "ipv4" or "ipv6".
     pub fn family(&self) -> &'static str {
         if self.ipv6() { "ipv6" } else { "ipv4" }
+    }
+
+    /// The virtual MAC of the group (RFC 5798 section 7.3).
+    pub fn virtual_mac(&self) -> [u8; 6] {
+        [0, 0, 0x5e, 0, if self.ipv6() { 2 } else { 1 }, self.vrid]
+    }
+
+    /// The name of the group's macvlan when `vmac` is on.
+    pub fn vmac_name(&self) -> String {
+        format!("vrrp{}.{}", if self.ipv6() { 6 } else { 4 }, self.vrid)
     }
 
     /// The advertisement interval in centiseconds.
@@ -152,6 +167,7 @@ impl Vrrp {
             advert_interval: default_advert_interval(),
             preempt: true,
             accept: true,
+            vmac: false,
         };
         let yes_no = |k: &str, v: &str| match v {
             "yes" | "true" | "on" => Ok(true),
@@ -170,9 +186,10 @@ impl Vrrp {
                 "interval" => g.advert_interval = v.parse()?,
                 "preempt" => g.preempt = yes_no(k, v)?,
                 "accept" => g.accept = yes_no(k, v)?,
+                "vmac" => g.vmac = yes_no(k, v)?,
                 _ => {
                     return Err(format!(
-                        "unknown key {k:?} (priority, vip, interval, preempt, accept)"
+                        "unknown key {k:?} (priority, vip, interval, preempt, accept, vmac)"
                     ));
                 }
             }
