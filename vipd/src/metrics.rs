@@ -45,6 +45,15 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// `vrid` and `family` labels of a VRRP group.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    /// Virtual Rtr ID.
+    pub vrid: String,
+    /// ipv4 or ipv6.
+    pub family: String,
+}
+
 /// `kind` and `verdict` labels of XDP packet counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PacketLabel {
@@ -73,6 +82,8 @@ pub struct Metrics {
     pub active: Gauge,
     /// State sections ignored by the daemon, by reason (`bad_auth`, `replayed`).
     pub state_rejected: Family<ReasonLabel, Counter>,
+    /// VRRP mode: each group's state (0 initialize, 1 backup, 2 master).
+    pub vrrp_state: Family<GroupLabel, Gauge>,
     xdp_packets: Family<PacketLabel, Counter>,
     xdp_seen: Mutex<[u64; COUNTER_SLOTS as usize]>,
 }
@@ -90,6 +101,7 @@ impl Metrics {
             announcements: Counter::default(),
             active: Gauge::default(),
             state_rejected: Family::default(),
+            vrrp_state: Family::default(),
             xdp_packets: Family::default(),
             xdp_seen: Mutex::new([0; COUNTER_SLOTS as usize]),
             registry: Registry::default(),
@@ -100,6 +112,11 @@ impl Metrics {
             m.peer_up.clone(),
         );
         registry.register("vip_owned", "This node holds the VIP", m.vip_owned.clone());
+        registry.register(
+            "vrrp_state",
+            "VRRP group state: 0 initialize, 1 backup, 2 master",
+            m.vrrp_state.clone(),
+        );
         registry.register(
             "failovers",
             "Peers lost from the view, by reason",

@@ -5,15 +5,15 @@
 
 use std::net::IpAddr;
 
-/// Section 6.4's three states.
+/// Section 6.4's three states (numbered as the `vrrp_state` metric shows them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VrrpState {
     /// Waiting for a Startup event.
-    Initialize,
+    Initialize = 0,
     /// Monitoring the Master.
-    Backup,
+    Backup = 1,
     /// Forwarding for the VIPs and sending ADVERTISEMENTs.
-    Master,
+    Master = 2,
 }
 
 /// What happened.

@@ -42,7 +42,7 @@ use crate::{
     daemon::{answer, check_privileges, remove_leftovers},
     health,
     hooks::Hooks,
-    metrics::{self, Metrics, VipLabel},
+    metrics::{self, GroupLabel, Metrics, ReasonLabel, VipLabel},
     netlink::{CarrierWatch, Link},
     vip::Vip,
     xdp::{self, LoadedXdp},
@@ -407,6 +407,21 @@ impl Runtime {
                 g.reason
             );
             self.hooks.vrrp_state(g.cfg.vrid, state_name(after));
+            self.metrics
+                .vrrp_state
+                .get_or_create(&GroupLabel {
+                    vrid: g.cfg.vrid.to_string(),
+                    family: g.cfg.family().into(),
+                })
+                .set(after as i64);
+            if after == VrrpState::Master {
+                self.metrics
+                    .failovers
+                    .get_or_create(&ReasonLabel {
+                        reason: g.reason.into(),
+                    })
+                    .inc();
+            }
         }
     }
 
