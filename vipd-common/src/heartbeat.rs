@@ -16,19 +16,20 @@
 //! 38      state_len    u16  length of the state section after the header (0: none)
 //! 40      view_digest  u64  digest of the sender's membership view (0: not computed)
 //! 48      state        [u8; state_len]  which VIPs the sender holds, see [`State`]
-//!  …      auth         [u8; auth_len]   reserved for a MAC trailer
+//!  …      auth         [u8; auth_len]   MAC trailer (0 or 16 bytes), see [`crate::auth`]
 //! ```
 //!
 //! [`Heartbeat::parse`] is the one parser: the daemon calls it on slices, the XDP program
 //! on a bounds-checked `[u8; HEADER_LEN]` read straight from the packet. The XDP program
 //! consumes plain heartbeats and passes those with a state section up to the daemon, which
-//! sends one whenever what it holds changes, and now and then as a refresh.
+//! sends one whenever what it holds changes, and now and then as a refresh. With a shared
+//! key configured, every heartbeat ends with a 16-byte trailer of two SipHash-2-4 MACs.
 
 /// "VIPD" in ASCII.
 pub const MAGIC: u32 = 0x5649_5044;
 /// The wire format version this crate reads and writes.
 pub const VERSION: u8 = 1;
-/// Bytes in the fixed header (everything but the MAC trailer).
+/// Bytes in the fixed header (everything but the state section and the MAC trailer).
 pub const HEADER_LEN: usize = 48;
 /// Default UDP port heartbeats are sent to.
 pub const DEFAULT_PORT: u16 = 7846;

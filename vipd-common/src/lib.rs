@@ -1,5 +1,6 @@
 //! Types shared by the vipd daemon and its XDP program.
 //!
+//! - [`auth`]: SipHash-2-4 and the heartbeats' MAC trailer (shared-key authentication).
 //! - [`heartbeat`]: the vipd heartbeat frame (version 1), built by the daemon and read by
 //!   the XDP program with the same parser.
 //! - [`maps`]: the layout of the BPF maps both sides use (peer table, counters, events).
@@ -9,6 +10,7 @@
 //! userspace-only trait impls (`aya::Pod`).
 #![no_std]
 
+pub mod auth;
 pub mod heartbeat;
 pub mod maps;
 pub mod vrrp;

@@ -36,8 +36,13 @@ pub struct XdpConfig {
     pub dead_ns: u64,
     /// UDP destination port of heartbeats.
     pub port: u16,
+    /// 1: heartbeats must carry a valid MAC trailer (see [`crate::auth`]) and are refused
+    /// when replayed; 0: no authentication.
+    pub auth: u8,
     /// Padding.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 5],
+    /// The shared SipHash key as (k0, k1), when `auth` is 1.
+    pub auth_key: [u64; 2],
 }
 
 /// What the XDP program knows about one peer, keyed by node id.
@@ -214,6 +219,12 @@ pub enum Counter {
     EventsLost = 5,
     /// Heartbeats not recorded because the peer table was full.
     PeerTableFull = 6,
+    /// With authentication on: heartbeats without a trailer or with a wrong header MAC,
+    /// passed and never recorded.
+    HeartbeatBadAuth = 7,
+    /// With authentication on: heartbeats of a known peer older than the last one recorded
+    /// (an earlier incarnation, or a sequence not above the last), passed, never recorded.
+    HeartbeatReplayed = 8,
     /// Valid VRRP adverts for one of our groups.
     VrrpAccepted = 9,
     /// VRRP adverts whose TTL / hop limit is not 255 (sent from off-link).
@@ -233,7 +244,7 @@ pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 15] = [
         Counter::HeartbeatAccepted,
         Counter::HeartbeatMalformed,
         Counter::ForeignCluster,
@@ -241,6 +252,8 @@ impl Counter {
         Counter::OtherTraffic,
         Counter::EventsLost,
         Counter::PeerTableFull,
+        Counter::HeartbeatBadAuth,
+        Counter::HeartbeatReplayed,
         Counter::VrrpAccepted,
         Counter::VrrpBadTtl,
         Counter::VrrpBadVersion,
@@ -259,6 +272,8 @@ impl Counter {
             Counter::OtherTraffic => "other_traffic",
             Counter::EventsLost => "events_lost",
             Counter::PeerTableFull => "peer_table_full",
+            Counter::HeartbeatBadAuth => "heartbeats_bad_auth",
+            Counter::HeartbeatReplayed => "heartbeats_replayed",
             Counter::VrrpAccepted => "vrrp_accepted",
             Counter::VrrpBadTtl => "vrrp_bad_ttl",
             Counter::VrrpBadVersion => "vrrp_bad_version",
@@ -289,12 +304,20 @@ mod tests {
 
     #[test]
     fn sizes_have_no_implicit_padding() {
-        assert_eq!(size_of::<XdpConfig>(), 24);
+        assert_eq!(size_of::<XdpConfig>(), 4 + 4 + 8 + 2 + 1 + 5 + 2 * 8);
         assert_eq!(size_of::<PeerState>(), 7 * 8 + 4 + 4 + 2 + 1 + 5);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
         assert_eq!(size_of::<VrrpGroup>(), 24);
         assert_eq!(size_of::<VrrpSeen>(), 8 + 8 + 16 + 1 + 1 + 2 + 4);
         assert_eq!(size_of::<VrrpNotice>(), 8 + 16 + 4 + 4);
+    }
+
+    #[test]
+    fn counters_are_in_index_order_and_fit() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{}", c.name());
+        }
+        assert!(Counter::ALL.len() as u32 <= COUNTER_SLOTS);
     }
 
     #[test]

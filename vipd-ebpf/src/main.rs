@@ -12,6 +12,12 @@
 //! `VRRP_SEEN`; priority 0, a Master being outranked, or a new Master push a `VrrpNotice`
 //! to `VRRP_EVENTS`. VRRP frames are always passed (nothing on the host reads them).
 //! `COUNTERS` counts each outcome per CPU.
+//!
+//! With authentication on (`XdpConfig::auth`), a heartbeat is recorded only if its trailer
+//! is there and its header MAC (SipHash-2-4 of the 48 header bytes with the shared key) is
+//! right, and only if it is newer than the last one recorded from that peer (a later
+//! incarnation, or the same one with a higher sequence): anything else is counted and
+//! passed, never recorded. The daemon checks the full MAC of the state sections it receives.
 #![no_std]
 #![no_main]
 
@@ -31,6 +37,7 @@ use network_types::{
     udp::UdpHdr,
 };
 use vipd_common::{
+    auth::{AUTH_LEN, Key, header_mac, siphash24_header},
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, ParseError},
     maps::{
         COUNTER_SLOTS, Counter, EVENTS_BYTES, EventKind, MAX_PEERS, MAX_VRRP_GROUPS, PeerEvent,
@@ -69,6 +76,9 @@ const VRRP_MAX_WORDS: usize = (vrrp::HEADER_LEN + 16 * 16) / 2;
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_UDP: u8 = 17;
+/// Longest state section whose trailer the program looks for: a bound the verifier can
+/// see on the trailer's offset (10,000 VIPs take 1,256 bytes).
+const MAX_STATE_LEN: usize = 2047;
 
 /// Entry point: never aborts a frame, whatever happens in parsing.
 #[xdp]
@@ -158,7 +168,8 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
         return Some(xdp_action::XDP_PASS);
     };
     // SAFETY: ptr_at checked all HEADER_LEN bytes lie inside the frame.
-    let hb = match Heartbeat::parse_header(unsafe { &*header }, payload_len, config.cluster_id) {
+    let header = unsafe { &*header };
+    let hb = match Heartbeat::parse_header(header, payload_len, config.cluster_id) {
         Ok(hb) => hb,
         Err(ParseError::ForeignCluster(_)) => {
             count(Counter::ForeignCluster);
@@ -169,11 +180,17 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
             return Some(xdp_action::XDP_PASS);
         }
     };
+    if config.auth != 0 && !authentic(ctx, header, &hb, udp_off, config) {
+        count(Counter::HeartbeatBadAuth);
+        return Some(xdp_action::XDP_PASS);
+    }
     if hb.node_id == config.node_id {
         count(Counter::OwnNodeId);
         return Some(xdp_action::XDP_PASS);
     }
-    record(ctx, &hb, config);
+    if !record(ctx, &hb, config) {
+        return Some(xdp_action::XDP_PASS);
+    }
     if hb.state_len > 0 {
         Some(xdp_action::XDP_PASS)
     } else {
@@ -181,11 +198,39 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     }
 }
 
-/// Updates the peer table for one accepted heartbeat and reports state changes. Not
-/// inlined, for the same reason as `vrrp_advert`.
+/// Whether the heartbeat carries a 16-byte trailer, inside the frame, whose header MAC is
+/// SipHash-2-4 of `header` with the shared key. Not inlined: SipHash's state stays out of
+/// the entry point's stack frame.
 #[inline(never)]
-fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
-    count(Counter::HeartbeatAccepted);
+fn authentic(
+    ctx: &XdpContext,
+    header: &[u8; HEADER_LEN],
+    hb: &Heartbeat,
+    udp_off: usize,
+    config: &XdpConfig,
+) -> bool {
+    let state_len = hb.state_len as usize;
+    if hb.auth_len as usize != AUTH_LEN || state_len > MAX_STATE_LEN {
+        return false;
+    }
+    let at = udp_off + UdpHdr::LEN + HEADER_LEN + state_len;
+    let Some(mac) = ptr_at::<[u8; 8]>(ctx, at) else {
+        return false;
+    };
+    let key = Key {
+        k0: config.auth_key[0],
+        k1: config.auth_key[1],
+    };
+    // SAFETY: ptr_at checked the 8 bytes lie inside the frame.
+    header_mac(unsafe { &*mac }) == siphash24_header(key, header)
+}
+
+/// Updates the peer table for one accepted heartbeat and reports state changes. Returns
+/// false (nothing recorded) when authentication is on and the heartbeat is not newer than
+/// the last one recorded from that peer: a replay. Not inlined, so its stack frame does not
+/// add to the VRRP path's (the verifier allows 512 bytes along a call chain).
+#[inline(never)]
+fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let mut event = PeerEvent {
@@ -200,6 +245,14 @@ fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
         Some(peer) => {
             // SAFETY: a valid map value pointer; concurrent writers only race on counts.
             let peer = unsafe { &mut *peer };
+            if config.auth != 0
+                && (hb.incarnation < peer.incarnation
+                    || (hb.incarnation == peer.incarnation && hb.sequence <= peer.sequence))
+            {
+                count(Counter::HeartbeatReplayed);
+                return false;
+            }
+            count(Counter::HeartbeatAccepted);
             event.prev_sequence = peer.sequence;
             event.prev_flags = peer.flags;
             let kind = if peer.incarnation != hb.incarnation {
@@ -229,6 +282,7 @@ fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
             }
         }
         None => {
+            count(Counter::HeartbeatAccepted);
             let peer = PeerState {
                 last_seen_ns: now,
                 first_seen_ns: now,
@@ -244,7 +298,7 @@ fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
             };
             if PEERS.insert(hb.node_id, peer, 0).is_err() {
                 count(Counter::PeerTableFull);
-                return;
+                return true;
             }
             info!(
                 ctx,
@@ -256,6 +310,7 @@ fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) {
             emit(&event);
         }
     }
+    true
 }
 
 /// A VRRP packet over IPv4 (header without options, not fragmented).

@@ -66,6 +66,19 @@ pub enum Command {
         after_long_help = "EXAMPLES:\n    vipd plan --nodes 2 --vips 3\n    vipd plan --node 1:1,2:1,3:2 --vips 8 -k 2 --json"
     )]
     Plan(PlanArgs),
+    /// Write a new random heartbeat authentication key
+    ///
+    /// Writes 32 hex characters (a 128-bit key from the kernel's random number generator)
+    /// to PATH with mode 0600, refusing to overwrite an existing file; with no PATH, prints
+    /// the key. Copy the file to every node and set [heartbeat] auth_key_file (or
+    /// --auth-key-file) to it.
+    #[command(
+        after_long_help = "EXAMPLE:\n    vipd keygen /etc/vipd/auth.key\n    scp -p /etc/vipd/auth.key node2:/etc/vipd/auth.key"
+    )]
+    Keygen {
+        /// Where to write the key [default: print it].
+        path: Option<PathBuf>,
+    },
     /// Per-packet cost of the XDP program (used by `cargo xtask bench xdp`; needs root).
     #[command(hide = true)]
     BenchXdp {
@@ -130,7 +143,8 @@ pub struct RunArgs {
 
     /// A VRRP group (VRRP mode, repeat for more): `VRID,key=value,…` with `priority=1-255`
     /// [100], `vip=ADDR[/LEN]` (repeat; one family per group), `interval=1s` (advert
-    /// interval, whole centiseconds), `preempt=yes|no` [yes], `accept=yes|no` [yes]; e.g.
+    /// interval, whole centiseconds), `preempt=yes|no` [yes], `accept=yes|no` [yes],
+    /// `vmac=yes|no` [no: the interface's MAC; yes: 00:00:5e:00:01:VRID on a macvlan]; e.g.
     /// `--vrrp 51,priority=150,vip=192.0.2.200/24,interval=100ms` ([[vrrp]]).
     #[arg(long = "vrrp", value_parser = crate::config::Vrrp::parse_spec)]
     pub vrrp: Vec<crate::config::Vrrp>,
@@ -151,6 +165,13 @@ pub struct RunArgs {
     /// UDP port of heartbeats [default: 7846].
     #[arg(long)]
     pub port: Option<u16>,
+
+    /// Authenticate heartbeats with the shared key in PATH (32 hex characters, mode 0600,
+    /// the same file on every node; `vipd keygen PATH` makes one). Heartbeats without a
+    /// valid MAC, and replayed ones, are counted and ignored. Changing it needs a restart
+    /// [default: off] ([heartbeat] auth_key_file).
+    #[arg(long, value_name = "PATH")]
+    pub auth_key_file: Option<PathBuf>,
 
     /// Time between heartbeats (e.g. 100ms, 1s, 500us) [default: 100ms].
     #[arg(long)]
@@ -254,6 +275,7 @@ impl RunArgs {
         set(&mut f.heartbeat.group, &self.group);
         set(&mut f.heartbeat.cluster_id, &self.cluster_id);
         set(&mut f.heartbeat.port, &self.port);
+        set(&mut f.heartbeat.auth_key_file, &self.auth_key_file);
         set(&mut f.heartbeat.interval, &self.interval);
         set(&mut f.heartbeat.dead_interval, &self.dead_interval);
         set(&mut f.heartbeat.hold_down, &self.hold_down);

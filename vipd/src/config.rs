@@ -16,7 +16,7 @@ use std::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use vipd_common::heartbeat::DEFAULT_PORT;
 
-use crate::{heartbeat::DEFAULT_GROUP_V4, vip::Vip, xdp::AttachMode};
+use crate::{auth::Key, heartbeat::DEFAULT_GROUP_V4, vip::Vip, xdp::AttachMode};
 
 /// Where the configuration file is read from when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG: &str = "/etc/vipd/vipd.toml";
@@ -119,6 +119,11 @@ pub struct Vrrp {
     /// drops them (pings and services on the VIP stop answering).
     #[serde(default = "yes")]
     pub accept: bool,
+    /// Use the virtual MAC 00:00:5E:00:01:VRID (IPv6: 00:00:5E:00:02:VRID) on a macvlan
+    /// `vrrp4.VRID` / `vrrp6.VRID`, like keepalived's use_vmac [default: false: the
+    /// interface's MAC and gratuitous ARP / unsolicited NA].
+    #[serde(default)]
+    pub vmac: bool,
 }
 
 impl Vrrp {
@@ -130,6 +135,16 @@ impl Vrrp {
     /// "ipv4" or "ipv6".
     pub fn family(&self) -> &'static str {
         if self.ipv6() { "ipv6" } else { "ipv4" }
+    }
+
+    /// The virtual MAC of the group (RFC 5798 section 7.3).
+    pub fn virtual_mac(&self) -> [u8; 6] {
+        [0, 0, 0x5e, 0, if self.ipv6() { 2 } else { 1 }, self.vrid]
+    }
+
+    /// The name of the group's macvlan when `vmac` is on.
+    pub fn vmac_name(&self) -> String {
+        format!("vrrp{}.{}", if self.ipv6() { 6 } else { 4 }, self.vrid)
     }
 
     /// The advertisement interval in centiseconds.
@@ -152,6 +167,7 @@ impl Vrrp {
             advert_interval: default_advert_interval(),
             preempt: true,
             accept: true,
+            vmac: false,
         };
         let yes_no = |k: &str, v: &str| match v {
             "yes" | "true" | "on" => Ok(true),
@@ -170,9 +186,10 @@ impl Vrrp {
                 "interval" => g.advert_interval = v.parse()?,
                 "preempt" => g.preempt = yes_no(k, v)?,
                 "accept" => g.accept = yes_no(k, v)?,
+                "vmac" => g.vmac = yes_no(k, v)?,
                 _ => {
                     return Err(format!(
-                        "unknown key {k:?} (priority, vip, interval, preempt, accept)"
+                        "unknown key {k:?} (priority, vip, interval, preempt, accept, vmac)"
                     ));
                 }
             }
@@ -257,6 +274,8 @@ pub struct HeartbeatSection {
     pub cluster_id: Option<u32>,
     /// UDP port.
     pub port: Option<u16>,
+    /// Shared key authenticating heartbeats: a file of 32 hex characters, mode 0600.
+    pub auth_key_file: Option<PathBuf>,
 }
 
 /// `[pool]`
@@ -450,6 +469,10 @@ pub struct Config {
     pub cluster_id: u32,
     /// Heartbeat port.
     pub port: u16,
+    /// Where the heartbeat authentication key was read from (None: no authentication).
+    pub auth_key_file: Option<PathBuf>,
+    /// The key read from `auth_key_file` (never printed).
+    pub auth_key: Option<Key>,
     /// Heartbeat interval.
     pub interval: Duration,
     /// Dead interval.
@@ -635,6 +658,12 @@ impl Config {
         if f.hooks.command.as_ref().is_some_and(Vec::is_empty) {
             return Err("hooks.command is empty".into());
         }
+        let auth_key = f
+            .heartbeat
+            .auth_key_file
+            .as_deref()
+            .map(crate::auth::load_key)
+            .transpose()?;
         Ok(Config {
             interface,
             node_id,
@@ -644,6 +673,8 @@ impl Config {
             group: f.heartbeat.group,
             cluster_id: f.heartbeat.cluster_id.unwrap_or(1),
             port: f.heartbeat.port.unwrap_or(DEFAULT_PORT),
+            auth_key_file: f.heartbeat.auth_key_file,
+            auth_key,
             interval,
             dead_interval,
             hold_down: f
@@ -693,6 +724,7 @@ impl Config {
                 group: self.group,
                 cluster_id: Some(self.cluster_id),
                 port: Some(self.port),
+                auth_key_file: self.auth_key_file.clone(),
             },
             pool: PoolSection {
                 vips: Some(self.vips.clone()),
@@ -738,6 +770,8 @@ impl Config {
             Some("the cluster id or port")
         } else if self.peers != new.peers || self.group != new.group {
             Some("the heartbeat peers or group")
+        } else if self.auth_key_file != new.auth_key_file || self.auth_key != new.auth_key {
+            Some("the heartbeat authentication key (file or contents)")
         } else if self.xdp_mode != new.xdp_mode {
             Some("the XDP mode")
         } else if self.metrics != new.metrics {
@@ -822,6 +856,41 @@ mod tests {
     }
 
     #[test]
+    fn the_auth_key_file_is_read_checked_and_never_shown() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("vipd-config-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_path = dir.join("auth.key");
+        let hex = "00112233445566778899aabbccddeeff";
+        std::fs::write(&key_path, format!("{hex}\n")).unwrap();
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "[node]\nid = 1\ninterface = \"eth0\"\n[pool]\nvips = [\"192.0.2.1\"]\n\
+             [heartbeat]\nauth_key_file = \"{}\"\n",
+            key_path.display()
+        );
+        let c = Config::from_file(File::parse(&text).unwrap()).unwrap();
+        assert_eq!(c.auth_key, Some(crate::auth::parse_key(hex).unwrap()));
+        // The effective configuration names the file, never the key, and round-trips.
+        let toml = c.to_toml();
+        assert!(toml.contains(&format!("auth_key_file = \"{}\"", key_path.display())));
+        assert!(
+            !toml.contains(hex) && !format!("{c:?}").contains(hex),
+            "{toml}"
+        );
+        assert_eq!(Config::from_file(File::parse(&toml).unwrap()).unwrap(), c);
+
+        // Too open: refused, naming the file.
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Config::from_file(File::parse(&text).unwrap()).unwrap_err();
+        assert!(
+            e.contains(&key_path.display().to_string()) && e.contains("0644"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn reload_rules() {
         let c = Config::from_file(File::parse(EXAMPLE).unwrap()).unwrap();
         let mut vips_changed = c.clone();
@@ -830,6 +899,18 @@ mod tests {
         let mut other_if = c.clone();
         other_if.interface = "eth9".into();
         assert_eq!(c.needs_restart(&other_if), Some("the interface"));
+        // Turning authentication on, or changing the key, needs a restart.
+        let key = |b: u8| Some(crate::auth::Key::from_bytes([b; 16]));
+        let mut with_auth = c.clone();
+        with_auth.auth_key_file = Some("/etc/vipd/auth.key".into());
+        with_auth.auth_key = key(1);
+        let auth = Some("the heartbeat authentication key (file or contents)");
+        assert_eq!(c.needs_restart(&with_auth), auth);
+        assert_eq!(with_auth.needs_restart(&c), auth);
+        let mut new_key = with_auth.clone();
+        new_key.auth_key = key(2);
+        assert_eq!(with_auth.needs_restart(&new_key), auth);
+        assert_eq!(with_auth.needs_restart(&with_auth.clone()), None);
     }
 
     const VRRP: &str = r#"
@@ -866,6 +947,14 @@ vips = ["2001:db8::200/64"]
         assert!(v6.ipv6() && !v4.ipv6() && v6.accept);
         let again = Config::from_file(File::parse(&c.to_toml()).unwrap()).unwrap();
         assert_eq!(again, c);
+    }
+
+    #[test]
+    fn the_vrrp_example_config_is_valid() {
+        let text = include_str!("../../dist/vipd-vrrp.toml");
+        let c = Config::from_file(File::parse(text).unwrap()).unwrap();
+        assert_eq!(c.vrrp.len(), 2);
+        assert!(c.vrrp[1].ipv6());
     }
 
     #[test]

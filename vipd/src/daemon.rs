@@ -25,6 +25,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 use vipd_common::{
+    auth,
     heartbeat::{
         FLAG_LEAVING, FLAG_MATURE, HEADER_LEN, Heartbeat, State as WireState, fnv1a64, view_digest,
     },
@@ -85,7 +86,9 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             node_id: cfg.node_id,
             dead_ns,
             port: cfg.port,
-            _pad: [0; 6],
+            auth: u8::from(cfg.auth_key.is_some()),
+            _pad: [0; 5],
+            auth_key: cfg.auth_key.map_or([0; 2], |k| [k.k0, k.k1]),
         },
     })?;
     let announcer = Arc::new(
@@ -105,6 +108,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             weight: cfg.weight,
             ..Heartbeat::default()
         },
+        cfg.auth_key,
     )
     .with_context(|| {
         format!(
@@ -153,6 +157,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         weight = cfg.weight,
         preempt = cfg.preempt,
         carrier = link.carrier,
+        auth = cfg.auth_key.is_some(),
         "vipd started"
     );
 
@@ -186,6 +191,8 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         state_burst: STATE_BURST,
         last_state_sent: Instant::now(),
         pool_mismatch_logged: BTreeSet::new(),
+        state_seen: BTreeMap::new(),
+        rejected: Rejected::default(),
     };
     let mut send_error_logged = false;
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -251,7 +258,9 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             }
             received = heartbeats.recv(&mut buf) => {
                 match received {
-                    Ok(n) => state.on_datagram(&buf[..n]),
+                    Ok(n) => state.on_datagram(&buf[..n], |id| {
+                        loaded.peers.get(&id, 0).ok().map(|p| p.incarnation)
+                    }),
                     Err(e) => { debug!("receiving heartbeats: {e}"); false }
                 }
             }
@@ -358,6 +367,33 @@ struct State<'a> {
     state_burst: u8,
     last_state_sent: Instant,
     pool_mismatch_logged: BTreeSet<u32>,
+    /// With authentication: (incarnation, sequence) of the last state section accepted
+    /// from each peer, so a replayed one is refused.
+    state_seen: BTreeMap<u32, (u64, u64)>,
+    rejected: Rejected,
+}
+
+/// State sections ignored because they failed authentication, for a rate-limited warning.
+#[derive(Default)]
+struct Rejected {
+    last_warning: Option<Instant>,
+    since_warning: u64,
+}
+
+/// At most one warning about rejected state sections this often.
+const REJECTED_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether a state section authenticated as (`incarnation`, `sequence`) may be used: it is
+/// from the incarnation the XDP program last recorded for that peer (`current`), and newer
+/// than the last one accepted (`last`). The XDP program refuses replayed heartbeats, but it
+/// passes refused frames up, so the daemon checks the state sections it reads itself.
+fn fresh_state(
+    last: Option<(u64, u64)>,
+    current: Option<u64>,
+    incarnation: u64,
+    sequence: u64,
+) -> bool {
+    current == Some(incarnation) && last.is_none_or(|last| (incarnation, sequence) > last)
 }
 
 impl State<'_> {
@@ -595,13 +631,33 @@ impl State<'_> {
     }
 
     /// A datagram on the heartbeat port that the XDP program passed up; returns whether
-    /// to reconcile.
-    fn on_datagram(&mut self, payload: &[u8]) -> bool {
+    /// to reconcile. `incarnation_of` reads a peer's incarnation from the peer table.
+    fn on_datagram(&mut self, payload: &[u8], incarnation_of: impl Fn(u32) -> Option<u64>) -> bool {
         let Ok(hb) = Heartbeat::parse(payload, self.cfg.cluster_id) else {
             return false;
         };
         if hb.node_id == self.cfg.node_id || hb.state_len == 0 {
             return false;
+        }
+        if let Some(key) = self.cfg.auth_key {
+            let reason = if auth::verify(key, payload, hb.state_len.into(), hb.auth_len).is_err() {
+                Some("bad_auth")
+            } else if !fresh_state(
+                self.state_seen.get(&hb.node_id).copied(),
+                incarnation_of(hb.node_id),
+                hb.incarnation,
+                hb.sequence,
+            ) {
+                Some("replayed")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.reject_state(hb.node_id, reason);
+                return false;
+            }
+            self.state_seen
+                .insert(hb.node_id, (hb.incarnation, hb.sequence));
         }
         if self.membership.peer(hb.node_id).is_none() {
             // Not (yet) in the peer table: a spoofed or brand-new id; its state arrives
@@ -633,6 +689,31 @@ impl State<'_> {
         let changed = self.peers.get(&hb.node_id).is_none_or(|p| p.vips != vips);
         self.peers.insert(hb.node_id, PeerHoldings { vips });
         changed
+    }
+
+    /// Counts a state section that failed authentication; warns now and then.
+    fn reject_state(&mut self, claimed_peer: u32, reason: &'static str) {
+        self.metrics
+            .state_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+        let r = &mut self.rejected;
+        r.since_warning += 1;
+        if r.last_warning
+            .is_none_or(|t| t.elapsed() >= REJECTED_WARNING_EVERY)
+        {
+            warn!(
+                claimed_peer,
+                reason,
+                rejected = r.since_warning,
+                "ignored state section(s) that failed authentication (wrong key, forged or \
+                 replayed); counted in vipd_state_sections_rejected_total"
+            );
+            r.last_warning = Some(Instant::now());
+            r.since_warning = 0;
+        }
     }
 
     /// Carrier changed; returns whether to reconcile.
@@ -1072,5 +1153,26 @@ fn peer_state(p: &PeerState, now: u64, dead: Duration) -> &'static str {
         "up"
     } else {
         "holding-down"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_state;
+
+    #[test]
+    fn state_sections_must_be_newer_and_of_the_current_incarnation() {
+        // The first one of the incarnation the XDP program recorded.
+        assert!(fresh_state(None, Some(10), 10, 1));
+        // Not of the recorded incarnation (an old one replayed, or a peer not recorded).
+        assert!(!fresh_state(None, Some(10), 9, 100));
+        assert!(!fresh_state(None, None, 10, 1));
+        // Newer than the last accepted, or not.
+        assert!(fresh_state(Some((10, 5)), Some(10), 10, 6));
+        assert!(!fresh_state(Some((10, 5)), Some(10), 10, 5));
+        assert!(!fresh_state(Some((10, 5)), Some(10), 10, 4));
+        // A restart: the new incarnation, whatever its sequence.
+        assert!(fresh_state(Some((10, 5)), Some(11), 11, 1));
+        assert!(!fresh_state(Some((11, 1)), Some(11), 10, 6));
     }
 }

@@ -11,7 +11,10 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use vipd_common::heartbeat::{HEADER_LEN, Heartbeat};
+use vipd_common::{
+    auth::{AUTH_LEN, Key, sign},
+    heartbeat::{HEADER_LEN, Heartbeat},
+};
 
 /// The default IPv4 multicast group (link-local, unassigned by IANA).
 pub const DEFAULT_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 199);
@@ -24,6 +27,8 @@ pub struct Heartbeats {
     v4: Option<(UdpSocket, Vec<SocketAddr>)>,
     v6: Option<(UdpSocket, Vec<SocketAddr>)>,
     template: Heartbeat,
+    /// With a key, every heartbeat ends with its MAC trailer.
+    key: Option<Key>,
     /// Datagrams handed to the kernel so far.
     pub sent: u64,
     /// Sends that failed (link down, no route, ...).
@@ -32,14 +37,17 @@ pub struct Heartbeats {
 }
 
 impl Heartbeats {
-    /// Opens sockets bound to `port` on `interface` for the given destinations.
+    /// Opens sockets bound to `port` on `interface` for the given destinations; with `key`,
+    /// heartbeats are authenticated.
     pub fn open(
         interface: &str,
         ifindex: u32,
         port: u16,
         destinations: &[IpAddr],
-        template: Heartbeat,
+        mut template: Heartbeat,
+        key: Option<Key>,
     ) -> io::Result<Self> {
+        template.auth_len = if key.is_some() { AUTH_LEN as u16 } else { 0 };
         let open = |v6: bool| -> io::Result<Option<(UdpSocket, Vec<SocketAddr>)>> {
             let dests: Vec<SocketAddr> = destinations
                 .iter()
@@ -73,6 +81,7 @@ impl Heartbeats {
             v4: open(false)?,
             v6: open(true)?,
             template,
+            key,
             sent: 0,
             failed: 0,
             last_send: std::time::Instant::now(),
@@ -88,10 +97,15 @@ impl Heartbeats {
         self.template.view_digest = view_digest;
         self.template.state_len = state.len() as u16;
         let mut buf = [0u8; MAX_DATAGRAM];
-        let len = HEADER_LEN + state.len();
+        let mut len = HEADER_LEN + state.len();
         let header: &mut [u8; HEADER_LEN] = (&mut buf[..HEADER_LEN]).try_into().expect("size");
         self.template.write(header);
         buf[HEADER_LEN..len].copy_from_slice(state);
+        if let Some(key) = self.key {
+            let trailer = sign(key, &buf[..len]);
+            buf[len..len + AUTH_LEN].copy_from_slice(&trailer);
+            len += AUTH_LEN;
+        }
         let mut first_err = None;
         for (sock, dests) in self.v4.iter().chain(self.v6.iter()) {
             for d in dests {

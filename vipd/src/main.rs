@@ -1,6 +1,7 @@
 //! vipd: failover of virtual IPs for round-robin DNS, with heartbeats parsed in XDP.
 
 mod announce;
+mod auth;
 mod cli;
 mod clock;
 mod config;
@@ -34,6 +35,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => control::print_status(&args),
         Command::Zone(args) => print_zone(&args),
         Command::Plan(args) => print_plan(args),
+        Command::Keygen { path } => auth::keygen(path.as_deref()),
         Command::BenchPlacement {
             nodes,
             vips,

@@ -45,6 +45,15 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// `vrid` and `family` labels of a VRRP group.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    /// Virtual Rtr ID.
+    pub vrid: String,
+    /// ipv4 or ipv6.
+    pub family: String,
+}
+
 /// `kind` and `verdict` labels of XDP packet counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PacketLabel {
@@ -71,6 +80,10 @@ pub struct Metrics {
     pub announcements: Counter,
     /// 1 while this node takes VIPs (mature, carrier, healthy).
     pub active: Gauge,
+    /// State sections ignored by the daemon, by reason (`bad_auth`, `replayed`).
+    pub state_rejected: Family<ReasonLabel, Counter>,
+    /// VRRP mode: each group's state (0 initialize, 1 backup, 2 master).
+    pub vrrp_state: Family<GroupLabel, Gauge>,
     xdp_packets: Family<PacketLabel, Counter>,
     xdp_seen: Mutex<[u64; COUNTER_SLOTS as usize]>,
 }
@@ -87,6 +100,8 @@ impl Metrics {
             takeover_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
             announcements: Counter::default(),
             active: Gauge::default(),
+            state_rejected: Family::default(),
+            vrrp_state: Family::default(),
             xdp_packets: Family::default(),
             xdp_seen: Mutex::new([0; COUNTER_SLOTS as usize]),
             registry: Registry::default(),
@@ -97,6 +112,11 @@ impl Metrics {
             m.peer_up.clone(),
         );
         registry.register("vip_owned", "This node holds the VIP", m.vip_owned.clone());
+        registry.register(
+            "vrrp_state",
+            "VRRP group state: 0 initialize, 1 backup, 2 master",
+            m.vrrp_state.clone(),
+        );
         registry.register(
             "failovers",
             "Peers lost from the view, by reason",
@@ -123,6 +143,11 @@ impl Metrics {
             m.active.clone(),
         );
         registry.register(
+            "state_sections_rejected",
+            "State sections (what a peer holds) ignored because they failed authentication",
+            m.state_rejected.clone(),
+        );
+        registry.register(
             "xdp_packets",
             "Frames seen by the XDP program, by kind and verdict",
             m.xdp_packets.clone(),
@@ -140,6 +165,8 @@ impl Metrics {
                 XdpCounter::ForeignCluster => ("foreign_cluster", "pass"),
                 XdpCounter::OwnNodeId => ("own_node_id", "pass"),
                 XdpCounter::OtherTraffic => ("other", "pass"),
+                XdpCounter::HeartbeatBadAuth => ("bad_auth", "pass"),
+                XdpCounter::HeartbeatReplayed => ("replayed", "pass"),
                 XdpCounter::VrrpAccepted => ("vrrp", "pass"),
                 XdpCounter::VrrpBadTtl => ("vrrp_bad_ttl", "pass"),
                 XdpCounter::VrrpBadVersion => ("vrrp_bad_version", "pass"),
@@ -148,7 +175,9 @@ impl Metrics {
                 XdpCounter::VrrpUnknownVrid => ("vrrp_unknown_vrid", "pass"),
                 XdpCounter::EventsLost | XdpCounter::PeerTableFull => continue,
             };
-            let slot = &mut seen[c as usize];
+            let Some(slot) = seen.get_mut(c as usize) else {
+                continue;
+            };
             let label = PacketLabel {
                 kind: kind.into(),
                 verdict: verdict.into(),

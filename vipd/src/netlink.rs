@@ -9,7 +9,7 @@ use rtnetlink::{
     packet_route::{
         RouteNetlinkMessage,
         address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage},
-        link::{LinkAttribute, LinkFlags, LinkMessage},
+        link::{LinkAttribute, LinkFlags, LinkMessage, MacVlanMode},
     },
 };
 
@@ -112,6 +112,41 @@ impl Link {
             .iter()
             .filter_map(|m| Some((address_of(m)?, m.header.prefix_len)))
             .collect())
+    }
+
+    /// Creates a macvlan `name` on this interface with the MAC `mac`, up, and opens it,
+    /// after removing a leftover of the same name (a virtual MAC for VRRP).
+    pub async fn add_macvlan(&self, name: &str, mac: [u8; 6]) -> Result<Link, NetlinkError> {
+        if let Ok(old) = Link::open(name).await {
+            old.delete().await?;
+        }
+        let msg = rtnetlink::LinkMacVlan::new(name, self.index, MacVlanMode::Private)
+            .address(mac.to_vec())
+            .up()
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("creating macvlan {name} on {}", self.name),
+                source,
+            })?;
+        Link::open(name).await
+    }
+
+    /// Deletes this interface (a macvlan this daemon made).
+    pub async fn delete(&self) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .del(self.index)
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("deleting {}", self.name),
+                source,
+            })
     }
 
     /// Adds a VIP (IPv6 without duplicate address detection, so it is usable at once).

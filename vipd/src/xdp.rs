@@ -291,34 +291,90 @@ pub fn sum_counters(counters: &Mutex<PerCpuArray<MapData, u64>>) -> Vec<(Counter
 pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
     use aya::programs::{TestRun as _, TestRunOptions};
     use vipd_common::heartbeat::DEFAULT_PORT;
-    let mut ebpf = Ebpf::load(PROGRAM).context("loading the XDP object (needs CAP_BPF)")?;
-    {
-        let map = ebpf.map_mut(CONFIG_MAP).context("CONFIG map missing")?;
-        let mut config: Array<_, XdpConfig> = Array::try_from(map)?;
-        let cfg = XdpConfig {
-            cluster_id: 1,
-            node_id: 1,
-            dead_ns: 300_000_000,
-            port: DEFAULT_PORT,
-            _pad: [0; 6],
-        };
-        config.set(0, cfg, 0)?;
-    }
-    for name in ["vipd", "vipd_pass"] {
-        let p: &mut Xdp = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name}"))?
-            .try_into()?;
-        p.load().with_context(|| format!("loading {name}"))?;
-    }
+    let key = vipd_common::auth::Key::from_bytes(*b"vipd-bench-key!!");
+    let load = |auth: bool| -> anyhow::Result<Ebpf> {
+        let mut ebpf = Ebpf::load(PROGRAM).context("loading the XDP object (needs CAP_BPF)")?;
+        {
+            let map = ebpf.map_mut(CONFIG_MAP).context("CONFIG map missing")?;
+            let mut config: Array<_, XdpConfig> = Array::try_from(map)?;
+            let cfg = XdpConfig {
+                cluster_id: 1,
+                node_id: 1,
+                dead_ns: 300_000_000,
+                port: DEFAULT_PORT,
+                auth: u8::from(auth),
+                auth_key: if auth { [key.k0, key.k1] } else { [0; 2] },
+                ..XdpConfig::default()
+            };
+            config.set(0, cfg, 0)?;
+            // A Backup of VRID 51 (IPv4) at priority 100: the bench's advert, at priority
+            // 200, holds it back (validated, checksummed, recorded, no notice after the
+            // first).
+            let map = ebpf
+                .map_mut(VRRP_GROUPS_MAP)
+                .context("VRRP_GROUPS map missing")?;
+            let mut groups: HashMap<_, u32, VrrpGroup> = HashMap::try_from(map)?;
+            let group = VrrpGroup {
+                priority: 100,
+                preempt: 1,
+                state: vipd_common::maps::VRRP_BACKUP,
+                ..VrrpGroup::default()
+            };
+            groups.insert(vipd_common::maps::vrrp_key(false, 51), group, 0)?;
+        }
+        for name in ["vipd", "vipd_pass"] {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name}"))?
+                .try_into()?;
+            p.load().with_context(|| format!("loading {name}"))?;
+        }
+        Ok(ebpf)
+    };
+    let plain = load(false)?;
+    let authenticated = load(true)?;
     let frames = bench_frames();
+    let [signed, bad_mac] = bench_auth_frames(key);
     let mut out = Vec::new();
-    for (program, label, frame) in [
-        ("vipd_pass", "baseline: empty XDP_PASS program", &frames[0]),
-        ("vipd", "vipd heartbeat (recorded, dropped)", &frames[0]),
-        ("vipd", "VRRP advert (passed)", &frames[1]),
-        ("vipd", "ARP request (passed)", &frames[2]),
-        ("vipd", "unrelated TCP segment (passed)", &frames[3]),
+    for (ebpf, program, label, frame) in [
+        (
+            &plain,
+            "vipd_pass",
+            "baseline: empty XDP_PASS program",
+            &frames[0],
+        ),
+        (
+            &plain,
+            "vipd",
+            "vipd heartbeat (recorded, dropped)",
+            &frames[0],
+        ),
+        (
+            &plain,
+            "vipd",
+            "VRRP advert of our group (checked, recorded, passed)",
+            &frames[1],
+        ),
+        (
+            &plain,
+            "vipd",
+            "VRRP advert, other VRID (passed)",
+            &frames[4],
+        ),
+        (&plain, "vipd", "ARP request (passed)", &frames[2]),
+        (&plain, "vipd", "unrelated TCP segment (passed)", &frames[3]),
+        (
+            &authenticated,
+            "vipd",
+            "with auth: heartbeat, MAC checked, then refused as a replay (passed)",
+            &signed,
+        ),
+        (
+            &authenticated,
+            "vipd",
+            "with auth: heartbeat with a wrong MAC (passed)",
+            &bad_mac,
+        ),
     ] {
         let p: &Xdp = ebpf.program(program).context("program")?.try_into()?;
         // One warm-up run (it creates the peer entry), then the measured runs.
@@ -337,10 +393,55 @@ pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
     Ok(out)
 }
 
-/// Test frames: a heartbeat from node 2 of cluster 1, a VRRPv3 advert, an ARP request, a
-/// TCP SYN (all padded to Ethernet's minimum).
-fn bench_frames() -> [Vec<u8>; 4] {
-    use vipd_common::heartbeat::{DEFAULT_PORT, Heartbeat};
+/// The heartbeat of the benchmark: node 2 of cluster 1.
+fn bench_heartbeat(auth_len: u16) -> vipd_common::heartbeat::Heartbeat {
+    vipd_common::heartbeat::Heartbeat {
+        cluster_id: 1,
+        node_id: 2,
+        incarnation: 7,
+        sequence: 1,
+        interval_us: 100_000,
+        weight: 1,
+        auth_len,
+        ..Default::default()
+    }
+}
+
+/// An Ethernet/IPv4/UDP frame to the heartbeat port carrying `payload`, padded to
+/// Ethernet's minimum.
+fn heartbeat_frame(payload: &[u8]) -> Vec<u8> {
+    use vipd_common::heartbeat::DEFAULT_PORT;
+    let udp_len = (8 + payload.len()) as u16;
+    let mut f = vec![
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2, 0x08, 0x00,
+    ];
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0]);
+    f[16..18].copy_from_slice(&(20 + udp_len).to_be_bytes());
+    f.extend_from_slice(&[192, 0, 2, 12, 224, 0, 0, 199]);
+    f.extend_from_slice(&DEFAULT_PORT.to_be_bytes());
+    f.extend_from_slice(&DEFAULT_PORT.to_be_bytes());
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+/// An authenticated heartbeat frame signed with `key`, and the same with a wrong MAC.
+fn bench_auth_frames(key: vipd_common::auth::Key) -> [Vec<u8>; 2] {
+    use vipd_common::auth::{AUTH_LEN, sign};
+    let header = bench_heartbeat(AUTH_LEN as u16).to_bytes();
+    let mut payload = header.to_vec();
+    payload.extend_from_slice(&sign(key, &header));
+    let good = heartbeat_frame(&payload);
+    let last = payload.len() - 1;
+    payload[last - 8] ^= 1;
+    [good, heartbeat_frame(&payload)]
+}
+
+/// Test frames: a heartbeat from node 2 of cluster 1, a VRRPv3 advert for VRID 51, an ARP
+/// request, a TCP SYN, an advert for VRID 52 (all padded to Ethernet's minimum).
+fn bench_frames() -> [Vec<u8>; 5] {
     let eth = |ethertype: u16| {
         let mut f = vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2];
         f.extend_from_slice(&ethertype.to_be_bytes());
@@ -354,26 +455,22 @@ fn bench_frames() -> [Vec<u8>; 4] {
         h[2..4].copy_from_slice(&total.to_be_bytes());
         h
     };
-    let hb = Heartbeat {
-        cluster_id: 1,
-        node_id: 2,
-        incarnation: 7,
-        sequence: 1,
-        interval_us: 100_000,
-        weight: 1,
-        ..Heartbeat::default()
-    }
-    .to_bytes();
-    let mut heartbeat = eth(0x0800);
-    heartbeat.extend(ipv4(17, 8 + hb.len()));
-    heartbeat.extend_from_slice(&DEFAULT_PORT.to_be_bytes());
-    heartbeat.extend_from_slice(&DEFAULT_PORT.to_be_bytes());
-    heartbeat.extend_from_slice(&((8 + hb.len()) as u16).to_be_bytes());
-    heartbeat.extend_from_slice(&[0, 0]);
-    heartbeat.extend_from_slice(&hb);
-    let mut vrrp = eth(0x0800);
-    vrrp.extend(ipv4(112, 12));
-    vrrp.extend_from_slice(&[0x31, 51, 100, 1, 0, 100, 0, 0, 192, 0, 2, 200]);
+    let heartbeat = heartbeat_frame(&bench_heartbeat(0).to_bytes());
+    let vrrp_frame = |vrid: u8| {
+        let vips = ["192.0.2.200".parse().expect("address")];
+        crate::vrrp::advert::frame(
+            [2, 0, 0, 0, 0, 2],
+            &crate::vrrp::advert::AdvertSpec {
+                vrid,
+                priority: 200,
+                interval_cs: 100,
+                source: "192.0.2.12".parse().expect("address"),
+                vips: &vips,
+            },
+        )
+        .0
+    };
+    let (vrrp, other_vrid) = (vrrp_frame(51), vrrp_frame(52));
     let mut arp = eth(0x0806);
     arp.extend_from_slice(&[
         0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 2, 192, 0, 2, 12, 0, 0, 0, 0, 0, 0, 192, 0, 2, 200,
@@ -383,8 +480,154 @@ fn bench_frames() -> [Vec<u8>; 4] {
     tcp.extend_from_slice(&[
         0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
     ]);
-    [heartbeat, vrrp, arp, tcp].map(|mut f| {
+    [heartbeat, vrrp, arp, tcp, other_vrid].map(|mut f| {
         f.resize(f.len().max(60), 0);
         f
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    use vipd_common::{
+        auth::{AUTH_LEN, Key, sign},
+        heartbeat::{DEFAULT_PORT, HEADER_LEN, Heartbeat, State},
+    };
+
+    use super::*;
+
+    const PASS: u32 = 2;
+    const DROP: u32 = 1;
+
+    /// The program loaded (never attached) with authentication on, or None when not root.
+    fn load_with_auth(key: Key) -> Option<Ebpf> {
+        // SAFETY: geteuid never fails.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the XDP tests as root"
+            );
+            eprintln!("skipping: loading XDP programs needs root");
+            return None;
+        }
+        let mut ebpf = Ebpf::load(PROGRAM).expect("loading the object");
+        let map = ebpf.map_mut(CONFIG_MAP).expect("CONFIG");
+        let mut config: Array<_, XdpConfig> = Array::try_from(map).expect("CONFIG array");
+        let cfg = XdpConfig {
+            cluster_id: 1,
+            node_id: 1,
+            dead_ns: 300_000_000,
+            port: DEFAULT_PORT,
+            auth: 1,
+            auth_key: [key.k0, key.k1],
+            ..XdpConfig::default()
+        };
+        config.set(0, cfg, 0).expect("writing CONFIG");
+        let p: &mut Xdp = ebpf
+            .program_mut("vipd")
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        p.load().expect("the verifier accepts the program");
+        Some(ebpf)
+    }
+
+    fn verdict(ebpf: &Ebpf, frame: &[u8]) -> u32 {
+        let p: &Xdp = ebpf.program("vipd").unwrap().try_into().unwrap();
+        p.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        })
+        .expect("test run")
+        .return_value
+    }
+
+    fn counter(ebpf: &Ebpf, c: Counter) -> u64 {
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(ebpf.map(COUNTERS_MAP).unwrap()).unwrap();
+        counters.get(&(c as u32), 0).unwrap().iter().sum()
+    }
+
+    fn recorded(ebpf: &Ebpf, node: u32) -> Option<PeerState> {
+        let peers: HashMap<_, u32, PeerState> =
+            HashMap::try_from(ebpf.map(PEERS_MAP).unwrap()).unwrap();
+        peers.get(&node, 0).ok()
+    }
+
+    /// A heartbeat frame from `node`, with a 1-VIP state section if `state`, signed with
+    /// `key` (None: no trailer).
+    fn frame(key: Option<Key>, node: u32, incarnation: u64, sequence: u64, state: bool) -> Vec<u8> {
+        let state_len = if state { State::len_for(1) } else { 0 };
+        let hb = Heartbeat {
+            cluster_id: 1,
+            node_id: node,
+            incarnation,
+            sequence,
+            interval_us: 100_000,
+            weight: 1,
+            auth_len: if key.is_some() { AUTH_LEN as u16 } else { 0 },
+            state_len: state_len as u16,
+            ..Heartbeat::default()
+        };
+        let mut payload = hb.to_bytes().to_vec();
+        payload.resize(HEADER_LEN + state_len, 0);
+        if state {
+            State::write(&mut payload[HEADER_LEN..], 7, 1, |_| true);
+        }
+        if let Some(key) = key {
+            let trailer = sign(key, &payload);
+            payload.extend_from_slice(&trailer);
+        }
+        heartbeat_frame(&payload)
+    }
+
+    #[test]
+    fn with_auth_only_authentic_fresh_heartbeats_are_recorded() {
+        let key = Key::from_bytes(*b"0123456789abcdef");
+        let Some(ebpf) = load_with_auth(key) else {
+            return;
+        };
+        let bad = |n| (counter(&ebpf, Counter::HeartbeatBadAuth), n);
+        // No trailer, another key, a changed header: refused, passed, never recorded.
+        assert_eq!(verdict(&ebpf, &frame(None, 2, 10, 1, false)), PASS);
+        let other = Key::from_bytes([0x55; 16]);
+        assert_eq!(verdict(&ebpf, &frame(Some(other), 2, 10, 1, false)), PASS);
+        let mut changed = frame(Some(key), 2, 10, 1, false);
+        changed[14 + 20 + 8 + 37] ^= 1; // the weight's low byte
+        assert_eq!(verdict(&ebpf, &changed), PASS);
+        // The trailer announced but cut off by the end of the frame (the UDP length
+        // claims it): refused.
+        let mut cut = frame(Some(key), 2, 10, 1, true);
+        let udp_end = 14 + 20 + 8 + HEADER_LEN + State::len_for(1);
+        cut.truncate(udp_end + 4);
+        assert_eq!(verdict(&ebpf, &cut), PASS);
+        assert_eq!(bad(4), (4, 4));
+        assert_eq!(recorded(&ebpf, 2), None);
+
+        // Authentic: recorded (and dropped, no state section).
+        assert_eq!(verdict(&ebpf, &frame(Some(key), 2, 10, 5, false)), DROP);
+        assert_eq!(recorded(&ebpf, 2).map(|p| p.sequence), Some(5));
+        // Replays: the same sequence, an older one, an older incarnation.
+        for (incarnation, sequence) in [(10, 5), (10, 4), (9, 100)] {
+            assert_eq!(
+                verdict(&ebpf, &frame(Some(key), 2, incarnation, sequence, false)),
+                PASS
+            );
+        }
+        assert_eq!(counter(&ebpf, Counter::HeartbeatReplayed), 3);
+        let peer = recorded(&ebpf, 2).unwrap();
+        assert_eq!((peer.incarnation, peer.sequence, peer.received), (10, 5, 1));
+        // Newer ones are recorded: a later sequence (with a state section: passed up), then
+        // a new incarnation starting again at 1.
+        assert_eq!(verdict(&ebpf, &frame(Some(key), 2, 10, 6, true)), PASS);
+        assert_eq!(verdict(&ebpf, &frame(Some(key), 2, 11, 1, false)), DROP);
+        let peer = recorded(&ebpf, 2).unwrap();
+        assert_eq!((peer.incarnation, peer.sequence, peer.received), (11, 1, 3));
+        assert_eq!(counter(&ebpf, Counter::HeartbeatAccepted), 3);
+        assert_eq!(bad(4), (4, 4));
+        // Our own id with a wrong MAC counts as bad auth, not as a duplicate id.
+        assert_eq!(verdict(&ebpf, &frame(Some(other), 1, 1, 1, false)), PASS);
+        assert_eq!(counter(&ebpf, Counter::OwnNodeId), 0);
+        assert_eq!(bad(5), (5, 5));
+    }
 }

@@ -211,7 +211,13 @@ fn bench_failover(runs: usize, quick: bool, rate: u32) -> anyhow::Result<()> {
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
     let machine = bench::Machine::here();
     let (systems, runs) = if quick {
-        (vec![bench::failover::System::VipdDefault], 1)
+        (
+            vec![
+                bench::failover::System::VipdDefault,
+                bench::failover::System::VrrpFast,
+            ],
+            1,
+        )
     } else {
         (bench::failover::System::ALL.to_vec(), runs)
     };

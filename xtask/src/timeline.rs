@@ -22,20 +22,25 @@ pub fn field(line: &str, name: &str) -> Option<u64> {
         .find_map(|w| w.strip_prefix(&format!("{name}="))?.parse().ok())
 }
 
-/// The last loss of a peer (of `peer`, if given) in `log`, and the takeover of `vip` after it.
+/// The last loss of a peer (of `peer`, if given) in `log`, or in VRRP mode the last
+/// expiry of the Master_Down_Timer, and the takeover of `vip` after it.
 pub fn last_takeover(log: &str, peer: Option<u32>, vip: &str) -> Option<Takeover> {
     let lost = log.lines().rev().find(|l| {
-        l.contains("event=\"peer_lost\"") && peer.is_none_or(|p| l.contains(&format!("peer={p} ")))
+        (l.contains("event=\"peer_lost\"")
+            && peer.is_none_or(|p| l.contains(&format!("peer={p} "))))
+            || l.contains("event=\"master_down\"")
     })?;
+    if lost.contains("event=\"master_down\"") {
+        let detected_ns = field(lost, "mono_ns")?;
+        return Some(Takeover {
+            reason: "master_down".into(),
+            last_seen_ns: field(lost, "last_seen_ns")?,
+            detected_ns,
+            added_ns: after(log, "address_added", vip, detected_ns),
+            announced_ns: after(log, "first_announce", vip, detected_ns),
+        });
+    }
     let detected_ns = field(lost, "mono_ns")?;
-    let after = |event: &str| {
-        log.lines()
-            .filter(|l| {
-                l.contains(&format!("event=\"{event}\"")) && l.contains(&format!("vip={vip} "))
-            })
-            .filter_map(|l| field(l, "mono_ns"))
-            .find(|&t| t >= detected_ns)
-    };
     Some(Takeover {
         reason: lost
             .split("reason=\"")
@@ -45,9 +50,17 @@ pub fn last_takeover(log: &str, peer: Option<u32>, vip: &str) -> Option<Takeover
             .into(),
         last_seen_ns: field(lost, "last_seen_mono_ns")?,
         detected_ns,
-        added_ns: after("address_added"),
-        announced_ns: after("first_announce"),
+        added_ns: after(log, "address_added", vip, detected_ns),
+        announced_ns: after(log, "first_announce", vip, detected_ns),
     })
+}
+
+/// The first `event` for `vip` at or after `from`.
+fn after(log: &str, event: &str, vip: &str, from: u64) -> Option<u64> {
+    log.lines()
+        .filter(|l| l.contains(&format!("event=\"{event}\"")) && l.contains(&format!("vip={vip} ")))
+        .filter_map(|l| field(l, "mono_ns"))
+        .find(|&t| t >= from)
 }
 
 #[cfg(test)]
@@ -71,5 +84,20 @@ mod tests {
             last_takeover(log, None, "192.0.2.202").unwrap().added_ns,
             None
         );
+    }
+
+    #[test]
+    fn reads_a_vrrp_master_down() {
+        let log = "\
+1.0 INFO vipd::timeline: Master_Down_Timer fired event=\"master_down\" vrid=51 mono_ns=400 last_seen_ns=40
+1.1 INFO vipd::timeline: took over VIP event=\"address_added\" vip=192.0.2.200 mono_ns=410 vrid=51
+1.2 INFO vipd::timeline: announced VIP event=\"first_announce\" vip=192.0.2.200 mono_ns=420 burst=3
+";
+        let t = last_takeover(log, Some(1), "192.0.2.200").unwrap();
+        assert_eq!(
+            (t.reason.as_str(), t.last_seen_ns, t.detected_ns),
+            ("master_down", 40, 400)
+        );
+        assert_eq!((t.added_ns, t.announced_ns), (Some(410), Some(420)));
     }
 }

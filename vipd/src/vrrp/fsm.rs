@@ -5,15 +5,15 @@
 
 use std::net::IpAddr;
 
-/// Section 6.4's three states.
+/// Section 6.4's three states (numbered as the `vrrp_state` metric shows them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VrrpState {
     /// Waiting for a Startup event.
-    Initialize,
+    Initialize = 0,
     /// Monitoring the Master.
-    Backup,
+    Backup = 1,
     /// Forwarding for the VIPs and sending ADVERTISEMENTs.
-    Master,
+    Master = 2,
 }
 
 /// What happened.
@@ -50,6 +50,19 @@ pub enum VrrpAction {
 
 /// Nanoseconds per centisecond.
 pub const CS: u64 = 10_000_000;
+
+/// The Master's last advert as the XDP program recorded it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    /// When it arrived (the kernel's monotonic nanoseconds).
+    pub at: u64,
+    /// Its priority.
+    pub priority: u8,
+    /// Its Max Adver Int, centiseconds.
+    pub max_adver_int_cs: u16,
+    /// Its source.
+    pub source: IpAddr,
+}
 
 /// One virtual router's parameters and state. Times are nanoseconds on a monotonic clock.
 #[derive(Clone, Debug)]
@@ -191,6 +204,27 @@ impl VirtualRouter {
         out
     }
 
+    /// Fires the timers due at `now`, after checking a Backup's Master_Down_Timer against
+    /// `heard`: the last advert that should have reset it (recorded by the XDP program
+    /// instead of waking us). If that advert is recent enough, the timer is re-armed from
+    /// it, exactly as if it had been delivered; otherwise the timer fires.
+    pub fn expire(&mut self, now: u64, heard: Option<Heard>) -> Vec<VrrpAction> {
+        if self.state == VrrpState::Backup
+            && self.master_down_at.is_some_and(|t| t <= now)
+            && let Some(h) = heard.filter(|h| h.at <= now)
+        {
+            self.handle(
+                VrrpEvent::Advert {
+                    priority: h.priority,
+                    max_adver_int_cs: h.max_adver_int_cs,
+                    source: h.source,
+                },
+                h.at,
+            );
+        }
+        self.tick(now)
+    }
+
     /// Fires the timers due at `now`; returns the actions.
     pub fn tick(&mut self, now: u64) -> Vec<VrrpAction> {
         let mut out = Vec::new();
@@ -288,6 +322,47 @@ mod tests {
         assert_eq!(
             b.master_down_at,
             Some(cs(300) + cs(30) + cs(156 * 10) / 256)
+        );
+    }
+
+    #[test]
+    fn a_master_heard_by_the_kernel_re_arms_the_timer_without_a_wake_per_advert() {
+        let mut b = router(100, true);
+        b.handle(VrrpEvent::Startup, cs(0));
+        let heard = |at| Heard {
+            at,
+            priority: 200,
+            max_adver_int_cs: 100,
+            source: ip("192.0.2.11"),
+        };
+        // The timer comes due; the Master's last advert was 50 cs ago: re-armed from it.
+        assert!(b.expire(DOWN, Some(heard(DOWN - cs(50)))).is_empty());
+        assert_eq!(b.state, VrrpState::Backup);
+        assert_eq!(b.master_down_at, Some(DOWN - cs(50) + DOWN));
+        // Due again with no newer advert: the Master is down.
+        let t = DOWN - cs(50) + DOWN;
+        assert_eq!(
+            b.expire(t, Some(heard(DOWN - cs(50)))),
+            vec![SendAdvert { priority: 100 }, TakeVips]
+        );
+        // Nothing heard at all: fires as usual.
+        let mut c = router(100, true);
+        c.handle(VrrpEvent::Startup, cs(0));
+        assert_eq!(
+            c.expire(DOWN, None),
+            vec![SendAdvert { priority: 100 }, TakeVips]
+        );
+        // A preempting Backup is not held back by a lower-priority Master.
+        let mut p = router(250, true);
+        p.handle(VrrpEvent::Startup, cs(0));
+        let due = p.master_down_at.unwrap();
+        let lower = Heard {
+            at: due - cs(1),
+            ..heard(0)
+        };
+        assert_eq!(
+            p.expire(due, Some(lower)),
+            vec![SendAdvert { priority: 250 }, TakeVips]
         );
     }
 

@@ -32,7 +32,7 @@ use vipd_common::{
 
 use super::{
     advert::{self, AdvertSpec},
-    fsm::{VirtualRouter, VrrpAction, VrrpEvent, VrrpState},
+    fsm::{Heard, VirtualRouter, VrrpAction, VrrpEvent, VrrpState},
 };
 use crate::{
     announce::Announcer,
@@ -42,7 +42,7 @@ use crate::{
     daemon::{answer, check_privileges, remove_leftovers},
     health,
     hooks::Hooks,
-    metrics::{self, Metrics, VipLabel},
+    metrics::{self, GroupLabel, Metrics, ReasonLabel, VipLabel},
     netlink::{CarrierWatch, Link},
     vip::Vip,
     xdp::{self, LoadedXdp},
@@ -67,13 +67,15 @@ struct Group {
     reason: &'static str,
     /// Tasks repeating announcements of the held VIPs.
     repeats: Vec<JoinHandle<()>>,
+    /// Where the VIPs go: the interface, or the group's virtual-MAC macvlan.
+    link: Link,
+    /// Sends adverts and announcements from `link`'s MAC.
+    announcer: Arc<Announcer>,
 }
 
 /// Everything the loop acts with.
 struct Runtime {
     cfg: Config,
-    link: Link,
-    announcer: Arc<Announcer>,
     loaded: LoadedXdp,
     hooks: Hooks,
     metrics: Arc<Metrics>,
@@ -91,11 +93,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let all: Vec<Vip> = cfg.vrrp.iter().flat_map(|g| g.vips.clone()).collect();
     remove_leftovers(&link, &all).await?;
     let addresses = link.addresses().await?;
+    let announcer = Arc::new(Announcer::open(link.index, link.mac).context(
+        "opening an AF_PACKET socket for adverts and gratuitous ARP (needs CAP_NET_RAW)",
+    )?);
+    let arp_ignore = vmac::prepare(&cfg)?;
     let mut groups = Vec::new();
     for g in &cfg.vrrp {
         let source = source_address(&addresses, g, &all)
             .with_context(|| format!("VRRP group {} on {}", g.vrid, cfg.interface))?;
+        let (group_link, group_announcer) = if g.vmac {
+            let name = g.vmac_name();
+            let vlink = link
+                .add_macvlan(&name, g.virtual_mac())
+                .await
+                .with_context(|| format!("VRRP group {}: the virtual MAC", g.vrid))?;
+            let a = Announcer::open(vlink.index, vlink.mac)
+                .with_context(|| format!("opening an AF_PACKET socket on {name}"))?;
+            info!(vrid = g.vrid, interface = %name, "virtual MAC {}", vmac::text(vlink.mac));
+            (vlink, Arc::new(a))
+        } else {
+            (link.clone(), Arc::clone(&announcer))
+        };
         groups.push(Group {
+            link: group_link,
+            announcer: group_announcer,
             key: vrrp_key(g.ipv6(), g.vrid),
             router: VirtualRouter::new(g.priority, g.interval_cs(), g.preempt, source),
             source,
@@ -117,9 +138,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ..XdpConfig::default()
         },
     })?;
-    let announcer = Arc::new(Announcer::open(link.index, link.mac).context(
-        "opening an AF_PACKET socket for adverts and gratuitous ARP (needs CAP_NET_RAW)",
-    )?);
     let _joined = join_groups(&groups, link.index)
         .context("joining the VRRP multicast groups (224.0.0.18 / ff02::12)")?;
     accept_mode::install(&cfg.instance, &cfg.vrrp)?;
@@ -163,8 +181,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         health: health::Tracker::new(&cfg.checks),
         carrier: link.carrier,
         cfg,
-        link,
-        announcer,
         loaded,
         metrics,
         groups,
@@ -235,6 +251,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "stopped"
     );
     accept_mode::remove(&rt.cfg.instance);
+    for g in rt.groups.iter().filter(|g| g.cfg.vmac) {
+        if let Err(e) = g.link.delete().await {
+            warn!("removing the virtual MAC interface: {e}");
+        }
+    }
+    vmac::restore(&rt.cfg.interface, arp_ignore);
     xdp::remove_pins(&rt.loaded.pin_dir);
     let _ = std::fs::remove_file(control::socket_path(&rt.cfg.instance));
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -385,13 +407,28 @@ impl Runtime {
                 g.reason
             );
             self.hooks.vrrp_state(g.cfg.vrid, state_name(after));
+            self.metrics
+                .vrrp_state
+                .get_or_create(&GroupLabel {
+                    vrid: g.cfg.vrid.to_string(),
+                    family: g.cfg.family().into(),
+                })
+                .set(after as i64);
+            if after == VrrpState::Master {
+                self.metrics
+                    .failovers
+                    .get_or_create(&ReasonLabel {
+                        reason: g.reason.into(),
+                    })
+                    .inc();
+            }
         }
     }
 
     fn send_advert(&self, i: usize, priority: u8) {
         let g = &self.groups[i];
         let (frame, proto) = advert::frame(
-            self.announcer.mac(),
+            g.announcer.mac(),
             &AdvertSpec {
                 vrid: g.cfg.vrid,
                 priority,
@@ -400,15 +437,19 @@ impl Runtime {
                 vips: &g.vips,
             },
         );
-        if let Err(e) = self.announcer.send(&frame, proto) {
+        if let Err(e) = g.announcer.send(&frame, proto) {
             debug!(vrid = g.cfg.vrid, "sending an advert: {e}");
         }
     }
 
     async fn take(&mut self, i: usize) {
         let vips = self.groups[i].cfg.vips.clone();
+        let (link, announcer) = (
+            self.groups[i].link.clone(),
+            Arc::clone(&self.groups[i].announcer),
+        );
         for vip in vips {
-            match self.link.add(&vip).await {
+            match link.add(&vip).await {
                 Ok(_) => {
                     info!(target: "vipd::timeline", event = "address_added", vip = %vip.addr,
                         mono_ns = monotonic_ns(), vrid = self.groups[i].cfg.vrid, "took over VIP");
@@ -420,7 +461,7 @@ impl Runtime {
             }
             let mut first = None;
             for _ in 0..self.cfg.announce_burst {
-                match self.announcer.announce(vip.addr) {
+                match announcer.announce(vip.addr) {
                     Ok(()) => {
                         first.get_or_insert_with(monotonic_ns);
                         self.metrics.announcements.inc();
@@ -432,7 +473,7 @@ impl Runtime {
                 info!(target: "vipd::timeline", event = "first_announce", vip = %vip.addr,
                     mono_ns, burst = self.cfg.announce_burst, "announced VIP");
             }
-            let announcer = Arc::clone(&self.announcer);
+            let announcer = Arc::clone(&announcer);
             let metrics = Arc::clone(&self.metrics);
             let repeats = self.cfg.announce_repeats.clone();
             let start = Instant::now();
@@ -460,8 +501,9 @@ impl Runtime {
             task.abort();
         }
         let vips = self.groups[i].cfg.vips.clone();
+        let link = self.groups[i].link.clone();
         for vip in vips {
-            match self.link.remove(&vip).await {
+            match link.remove(&vip).await {
                 Ok(_) => info!(vip = %vip.addr, vrid = self.groups[i].cfg.vrid, "released VIP"),
                 Err(e) => warn!("removing {vip}: {e}"),
             }
@@ -526,37 +568,32 @@ impl Runtime {
             if !due {
                 continue;
             }
+            let mut heard = None;
             if g.router.state == VrrpState::Backup {
                 let seen = self.loaded.vrrp_seen.get(&g.key, 0).ok();
-                if let Some(seen) = seen.filter(|s| s.last_seen_ns > g.stopped_at) {
-                    let master = ip_of(&seen.master, g.cfg.ipv6());
-                    let at = seen.last_seen_ns.min(now);
-                    let g = &mut self.groups[i];
-                    g.router.handle(
-                        VrrpEvent::Advert {
-                            priority: seen.priority,
-                            max_adver_int_cs: seen.max_adver_int_cs,
-                            source: master,
-                        },
-                        at,
-                    );
-                    if g.router.next_deadline().is_some_and(|t| t > now) {
-                        continue; // The Master is alive: re-armed from its last advert.
-                    }
-                }
-                let g = &mut self.groups[i];
+                // Sightings before a priority-0 advert (or our own start) are void.
+                heard = seen
+                    .filter(|s| s.last_seen_ns > g.stopped_at)
+                    .map(|s| Heard {
+                        at: s.last_seen_ns.min(now),
+                        priority: s.priority,
+                        max_adver_int_cs: s.max_adver_int_cs,
+                        source: ip_of(&s.master, g.cfg.ipv6()),
+                    });
+            }
+            let before = self.groups[i].router.state;
+            let actions = self.groups[i].router.expire(now, heard);
+            let g = &mut self.groups[i];
+            if before == VrrpState::Backup && g.router.state == VrrpState::Master {
                 if g.reason != "priority_zero" {
                     g.reason = "master_down";
                 }
-                let last = seen.map_or(0, |s| s.last_seen_ns);
                 info!(target: "vipd::timeline", event = "master_down", vrid = g.cfg.vrid,
-                    mono_ns = now, last_seen_ns = last, "Master_Down_Timer fired");
+                    mono_ns = now, last_seen_ns = heard.map_or(0, |h| h.at),
+                    "Master_Down_Timer fired");
                 g.master = None;
             }
-            let before = self.groups[i].router.state;
-            let actions = self.groups[i].router.tick(now);
             self.after(i, before, actions).await;
-            self.groups[i].reason = "startup";
         }
     }
 
@@ -678,6 +715,54 @@ impl Runtime {
                 .collect(),
             vrrp,
             ..Status::default()
+        }
+    }
+}
+
+/// The virtual MAC's side effects on the host.
+mod vmac {
+    use anyhow::Context as _;
+    use tracing::{info, warn};
+
+    use crate::config::Config;
+
+    /// "00:00:5e:00:01:33".
+    pub fn text(mac: [u8; 6]) -> String {
+        mac.map(|b| format!("{b:02x}")).join(":")
+    }
+
+    /// What is set on the interface while the daemon runs: it must neither answer ARP for
+    /// the VIPs (they live on the macvlan) nor use a VIP as the sender of its own ARP
+    /// requests, or clients would learn its real MAC for a VIP.
+    const SETTINGS: [(&str, &str); 2] = [("arp_ignore", "1"), ("arp_announce", "2")];
+
+    fn path(interface: &str, key: &str) -> String {
+        format!("/proc/sys/net/ipv4/conf/{interface}/{key}")
+    }
+
+    /// Applies [`SETTINGS`] when an IPv4 group uses a virtual MAC; returns the old values.
+    pub fn prepare(cfg: &Config) -> anyhow::Result<Vec<(&'static str, String)>> {
+        if !cfg.vrrp.iter().any(|g| g.vmac && !g.ipv6()) {
+            return Ok(Vec::new());
+        }
+        let mut old = Vec::new();
+        for (key, value) in SETTINGS {
+            let p = path(&cfg.interface, key);
+            let was = std::fs::read_to_string(&p).with_context(|| format!("reading {p}"))?;
+            std::fs::write(&p, value)
+                .with_context(|| format!("setting {p} to {value} (virtual MAC)"))?;
+            info!("{p} = {value} while running (was {})", was.trim());
+            old.push((key, was.trim().to_string()));
+        }
+        Ok(old)
+    }
+
+    /// Puts back what [`prepare`] changed.
+    pub fn restore(interface: &str, old: Vec<(&'static str, String)>) {
+        for (key, value) in old {
+            if let Err(e) = std::fs::write(path(interface, key), value) {
+                warn!("restoring {key} on {interface}: {e}");
+            }
         }
     }
 }

@@ -32,13 +32,19 @@ pub enum System {
     /// ucarp at its fastest stable setting: advbase 1 (advbase 0 with a skew is accepted,
     /// but flaps: thousands of state changes a minute with no failure at all).
     UcarpFast,
+    /// vipd in VRRP mode, adverts every centisecond (like keepalived's 0.01).
+    VrrpFast,
+    /// vipd in VRRP mode, adverts every second (the VRRP default).
+    VrrpDefault,
 }
 
 impl System {
     /// Every system, in table order.
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 7] = [
         System::VipdDefault,
         System::VipdFast,
+        System::VrrpFast,
+        System::VrrpDefault,
         System::KeepalivedFast,
         System::KeepalivedDefault,
         System::UcarpFast,
@@ -52,6 +58,8 @@ impl System {
             System::KeepalivedFast => "keepalived VRRPv3 (advert_int 0.01)",
             System::KeepalivedDefault => "keepalived VRRPv3 (advert_int 1, default)",
             System::UcarpFast => "ucarp (advbase 1, its fastest stable setting)",
+            System::VrrpFast => "vipd VRRP mode (advert 10ms)",
+            System::VrrpDefault => "vipd VRRP mode (advert 1s, default)",
         }
     }
 
@@ -59,8 +67,12 @@ impl System {
     fn probe_duration(self) -> Duration {
         match self {
             System::VipdDefault => Duration::from_millis(1500),
-            System::VipdFast | System::KeepalivedFast => Duration::from_millis(1000),
-            System::KeepalivedDefault | System::UcarpFast => Duration::from_millis(6000),
+            System::VipdFast | System::KeepalivedFast | System::VrrpFast => {
+                Duration::from_millis(1000)
+            }
+            System::KeepalivedDefault | System::UcarpFast | System::VrrpDefault => {
+                Duration::from_millis(6000)
+            }
         }
     }
 
@@ -68,7 +80,9 @@ impl System {
     /// preemption takes.
     fn settle(self) -> Duration {
         match self {
-            System::KeepalivedDefault | System::UcarpFast => Duration::from_secs(5),
+            System::KeepalivedDefault | System::UcarpFast | System::VrrpDefault => {
+                Duration::from_secs(5)
+            }
             _ => Duration::from_millis(1500),
         }
     }
@@ -79,6 +93,7 @@ impl System {
             System::VipdDefault | System::VipdFast => "hold-down over",
             System::KeepalivedFast | System::KeepalivedDefault => "STATE",
             System::UcarpFast => "Switching to state",
+            System::VrrpFast | System::VrrpDefault => "vrrp state",
         }
     }
 }
@@ -214,6 +229,18 @@ fn start_daemon(
                 args.extend(["--interval", "2ms", "--dead-interval", "8ms"]);
             }
             lab.spawn_vipd(host, id, &log, vipd, &args)?
+        }
+        System::VrrpFast | System::VrrpDefault => {
+            let interval = if system == System::VrrpFast {
+                "10ms"
+            } else {
+                "1s"
+            };
+            let spec = format!(
+                "51,priority={},vip={VIP}/32,interval={interval}",
+                250 - 50 * id
+            );
+            lab.spawn_vipd(host, id, &log, vipd, &["--vrrp", &spec])?
         }
         System::KeepalivedFast | System::KeepalivedDefault => {
             let advert = if system == System::KeepalivedFast {

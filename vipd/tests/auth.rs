@@ -1,0 +1,277 @@
+//! Heartbeat authentication in network namespaces: nodes sharing a key are peers, a node
+//! with another key on the same segment never is, and replayed heartbeats are refused.
+//!
+//! These run as root (CI does); elsewhere they print why they skip.
+
+use std::{net::UdpSocket, path::Path, process::Command, time::Duration};
+
+use anyhow::Context as _;
+use vipd_common::{
+    auth::{AUTH_LEN, Key, sign},
+    heartbeat::{DEFAULT_PORT, Heartbeat},
+};
+use xtask::lab::{Host, Lab, privileged, wait_until};
+
+const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+const VIPS: [&str; 2] = ["192.0.2.201", "192.0.2.202"];
+/// Generous bound for anything that should take milliseconds (CI machines are slow).
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// `vipd keygen PATH`, then the key it wrote.
+fn keygen(path: &Path) -> anyhow::Result<Key> {
+    let out = Command::new(VIPD)
+        .args(["keygen", path.to_str().context("path")?])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "vipd keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex = std::fs::read_to_string(path)?;
+    let hex = hex.trim();
+    anyhow::ensure!(hex.len() == 32, "key file holds {hex:?}");
+    let mut bytes = [0u8; 16];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(Key::from_bytes(bytes))
+}
+
+/// Starts vipd on `host` as node `id` (multicast heartbeats, so every node hears every
+/// other) with the key file `key`.
+fn start(lab: &mut Lab, host: &Host, id: u32, key: &Path) -> anyhow::Result<usize> {
+    let key = key.to_str().context("path")?;
+    let args = [
+        "--vip",
+        VIPS[0],
+        "--vip",
+        VIPS[1],
+        "--interval",
+        "50ms",
+        "--hold-down",
+        "300ms",
+        "--auth-key-file",
+        key,
+    ];
+    let p = lab.spawn_vipd(
+        host,
+        id,
+        &format!("{}-vipd", host.name),
+        Path::new(VIPD),
+        &args,
+    )?;
+    lab.proc(p)
+        .wait_for_line(&["vipd started", "auth=true"], SETTLE)?;
+    Ok(p)
+}
+
+fn status(lab: &Lab, host: &Host) -> anyhow::Result<serde_json::Value> {
+    let instance = format!("{}-{}", lab.prefix(), host.name);
+    let out = Command::new(VIPD)
+        .args(["status", "--json", "--instance", &instance])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "vipd status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn counter(status: &serde_json::Value, name: &str) -> u64 {
+    status["counters"][name].as_u64().unwrap_or(0)
+}
+
+fn peer(status: &serde_json::Value, id: u32) -> Option<&serde_json::Value> {
+    status["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"] == serde_json::json!(id))
+}
+
+fn held(lab: &Lab, host: &Host) -> usize {
+    VIPS.iter()
+        .filter(|v| lab.has_address(host, v).unwrap_or(false))
+        .count()
+}
+
+#[test]
+fn only_nodes_sharing_the_key_are_peers_and_replays_are_refused() -> anyhow::Result<()> {
+    if !privileged("only_nodes_sharing_the_key_are_peers_and_replays_are_refused") {
+        return Ok(());
+    }
+    let mut lab = Lab::new("va")?;
+    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let n3 = lab.add_host("n3", "192.0.2.13/24", "02:00:00:00:00:0d")?;
+    let shared = lab.dir().join("shared.key");
+    let other = lab.dir().join("other.key");
+    let key = keygen(&shared)?;
+    keygen(&other)?;
+
+    // The odd one out starts first: its heartbeats are on the wire all along.
+    start(&mut lab, &n3, 3, &other)?;
+    start(&mut lab, &n1, 1, &shared)?;
+    start(&mut lab, &n2, 2, &shared)?;
+
+    // n1 and n2 become peers and share the pool, one VIP each.
+    wait_until(
+        "n1 and n2 up in each other's status, one VIP each",
+        SETTLE,
+        || {
+            let (s1, s2) = (status(&lab, &n1)?, status(&lab, &n2)?);
+            let up = |s: &serde_json::Value, id| {
+                peer(s, id).is_some_and(|p| p["state"] == "up" && p["in_view"] == true)
+            };
+            Ok(up(&s1, 2) && up(&s2, 1) && held(&lab, &n1) == 1 && held(&lab, &n2) == 1)
+        },
+    )
+    .with_context(|| {
+        format!(
+            "n1: {:?}\nn2: {:?}",
+            status(&lab, &n1).ok(),
+            status(&lab, &n2).ok()
+        )
+    })?;
+    // n3's heartbeats reach both and are refused: counted as bad auth, never recorded.
+    wait_until(
+        "n3's heartbeats counted as bad auth on n1 and n2",
+        SETTLE,
+        || {
+            Ok(counter(&status(&lab, &n1)?, "heartbeats_bad_auth") >= 10
+                && counter(&status(&lab, &n2)?, "heartbeats_bad_auth") >= 10)
+        },
+    )?;
+    for (host, other_id) in [(&n1, 2), (&n2, 1)] {
+        let s = status(&lab, host)?;
+        assert!(
+            peer(&s, 3).is_none(),
+            "n3 is not a peer of {}: {s}",
+            host.name
+        );
+        assert_eq!(s["view"], serde_json::json!([1, 2]), "{s}");
+        assert_eq!(s["peers"].as_array().map(Vec::len), Some(1), "{s}");
+        assert!(peer(&s, other_id).is_some(), "{s}");
+        assert_eq!(counter(&s, "heartbeats_replayed"), 0, "{s}");
+    }
+    // And n3, alone with its key, hears nobody either.
+    let s3 = status(&lab, &n3)?;
+    assert_eq!(s3["peers"].as_array().map(Vec::len), Some(0), "{s3}");
+    assert!(counter(&s3, "heartbeats_bad_auth") > 0, "{s3}");
+    assert_eq!(held(&lab, &n1) + held(&lab, &n2), 2);
+
+    // A heartbeat signed with the shared key (as if captured on the wire) is recorded once;
+    // sent again, or with an older sequence, it is refused as a replay.
+    let signed = |sequence: u64| {
+        let hb = Heartbeat {
+            cluster_id: 1,
+            node_id: 9,
+            incarnation: 1000,
+            sequence,
+            interval_us: 50_000,
+            weight: 1,
+            auth_len: AUTH_LEN as u16,
+            ..Heartbeat::default()
+        }
+        .to_bytes();
+        let mut payload = hb.to_vec();
+        payload.extend_from_slice(&sign(key, &hb));
+        payload
+    };
+    let target = format!("{}:{DEFAULT_PORT}", n1.addr);
+    let send = |payload: Vec<u8>| {
+        let target = target.clone();
+        lab.in_netns(&n3, move || {
+            UdpSocket::bind("0.0.0.0:0")?.send_to(&payload, &target)?;
+            Ok(())
+        })
+    };
+    send(signed(5))?;
+    wait_until("node 9 recorded by n1", SETTLE, || {
+        Ok(peer(&status(&lab, &n1)?, 9).is_some())
+    })?;
+    send(signed(5))?;
+    send(signed(4))?;
+    wait_until("two replays counted by n1", SETTLE, || {
+        Ok(counter(&status(&lab, &n1)?, "heartbeats_replayed") == 2)
+    })?;
+    let s1 = status(&lab, &n1)?;
+    let nine = peer(&s1, 9).context("node 9")?;
+    assert_eq!(nine["received"], 1, "{s1}");
+    assert_eq!(nine["in_view"], false, "not mature: {s1}");
+    Ok(())
+}
+
+#[test]
+fn sighup_does_not_change_the_key_of_a_running_node() -> anyhow::Result<()> {
+    if !privileged("sighup_does_not_change_the_key_of_a_running_node") {
+        return Ok(());
+    }
+    let mut lab = Lab::new("vk")?;
+    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let key_file = lab.dir().join("shared.key");
+    keygen(&key_file)?;
+    let mut procs = Vec::new();
+    for (host, id) in [(&n1, 1), (&n2, 2)] {
+        let config = lab.dir().join(format!("{}.toml", host.name));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nid = {id}\ninterface = \"eth0\"\ninstance = \"{}-{}\"\n\n\
+                 [heartbeat]\ninterval = \"50ms\"\nhold_down = \"300ms\"\n\
+                 auth_key_file = \"{}\"\n\n[pool]\nvips = [\"{}\", \"{}\"]\n",
+                lab.prefix(),
+                host.name,
+                key_file.display(),
+                VIPS[0],
+                VIPS[1]
+            ),
+        )?;
+        let args = ["run", "--config", config.to_str().context("path")?];
+        let p = lab.spawn(host, &format!("{}-vipd", host.name), Path::new(VIPD), &args)?;
+        lab.proc(p)
+            .wait_for_line(&["vipd started", "auth=true"], SETTLE)?;
+        procs.push(p);
+    }
+    wait_until("n1 and n2 peers, one VIP each", SETTLE, || {
+        Ok(
+            peer(&status(&lab, &n1)?, 2).is_some_and(|p| p["state"] == "up")
+                && held(&lab, &n1) == 1
+                && held(&lab, &n2) == 1,
+        )
+    })?;
+
+    // A new key in the file: n1's reload is refused, and it keeps the key it runs with.
+    let fresh = lab.dir().join("fresh.key");
+    keygen(&fresh)?;
+    std::fs::rename(&fresh, &key_file)?;
+    lab.proc(procs[0]).signal(libc::SIGHUP)?;
+    let line = lab
+        .proc(procs[0])
+        .wait_for_line(&["reload rejected"], SETTLE)?;
+    assert!(
+        line.contains(
+            "changing the heartbeat authentication key (file or contents) needs a restart"
+        ),
+        "{line}"
+    );
+    assert!(
+        lab.proc(procs[0]).child.try_wait()?.is_none(),
+        "still running"
+    );
+    // Still peers with the old key: n2's heartbeats keep arriving and counting.
+    let received = |lab: &Lab| -> anyhow::Result<u64> {
+        Ok(peer(&status(lab, &n1)?, 2)
+            .and_then(|p| p["received"].as_u64())
+            .unwrap_or(0))
+    };
+    let before = received(&lab)?;
+    wait_until("more heartbeats of n2 accepted by n1", SETTLE, || {
+        Ok(received(&lab)? >= before + 5)
+    })?;
+    let s1 = status(&lab, &n1)?;
+    assert_eq!(s1["view"], serde_json::json!([1, 2]), "{s1}");
+    assert_eq!(counter(&s1, "heartbeats_bad_auth"), 0, "{s1}");
+    Ok(())
+}
