@@ -1014,3 +1014,100 @@ fn bad_vrrp_adverts_are_counted_and_ignored() -> anyhow::Result<()> {
     wait_until("the VIP back on v", WAIT, || lab.has_address(&v, VIP4))?;
     Ok(())
 }
+
+#[test]
+fn virtual_mac_moves_with_the_master_and_accept_mode_off_drops_vip_traffic() -> anyhow::Result<()> {
+    if !privileged("virtual_mac_moves_with_the_master_and_accept_mode_off_drops_vip_traffic") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vrm", false)?;
+    let (k, v) = (c.k.clone(), c.v.clone());
+    const VMAC: &str = "00:00:5e:00:01:33";
+    let sysctl = |lab: &Lab, key: &str| -> anyhow::Result<String> {
+        let out = lab.exec(&v, "sysctl", &["-n", &format!("net.ipv4.conf.eth0.{key}")])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let ka = start_keepalived(
+        &mut c.lab,
+        &k,
+        "keepalived",
+        &keepalived_conf(&k, 200, VIP4_CIDR, false),
+    )?;
+    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, VIP4_CIDR, ",vmac=yes")?;
+    wait_group(&c.lab, &v, "ipv4", "backup", Some(&k.addr))?;
+    let link = c.lab.exec(&v, "ip", &["-br", "link", "show", "vrrp4.51"])?;
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    ensure!(
+        link.contains(VMAC),
+        "the macvlan carries the virtual MAC: {link}"
+    );
+    ensure!(sysctl(&c.lab, "arp_ignore")? == "1" && sysctl(&c.lab, "arp_announce")? == "2");
+    wait_client_reaches(&c, VIP4, &k)?;
+
+    // The master fails: vipd adds the VIP on its macvlan and announces the virtual MAC.
+    c.lab.set_link(&k, false)?;
+    c.lab.proc(ka).signal(libc::SIGKILL)?;
+    c.lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    let mut mac = None;
+    wait_until("the client's entry to hold the virtual MAC", WAIT, || {
+        mac = c.lab.neighbour_mac(&c.client, VIP4)?;
+        Ok(mac.as_deref() == Some(VMAC))
+    })
+    .with_context(|| format!("it holds {mac:?}"))?;
+    wait_until("the VIP answering from the virtual MAC", WAIT, || {
+        c.lab.ping(&c.client, VIP4)
+    })?;
+    let on = c.lab.exec(&v, "ip", &["-br", "addr", "show", "vrrp4.51"])?;
+    ensure!(
+        String::from_utf8_lossy(&on.stdout).contains(VIP4),
+        "the VIP is on the macvlan"
+    );
+    ensure!(
+        c.lab.neighbour_mac(&c.client, VIP4)?.as_deref() == Some(VMAC),
+        "answering did not teach the client the interface's own MAC"
+    );
+
+    // A graceful stop removes the macvlan and puts the sysctls back.
+    stop(&mut c.lab, vipd)?;
+    let gone = c.lab.exec(&v, "ip", &["link", "show", "vrrp4.51"])?;
+    ensure!(!gone.status.success(), "the macvlan is removed on stop");
+    ensure!(sysctl(&c.lab, "arp_ignore")? == "0" && sysctl(&c.lab, "arp_announce")? == "0");
+
+    // Accept_Mode off: as Master, vipd holds the VIP and answers ARP for it, but drops
+    // what is addressed to it.
+    let vipd = start_vipd(
+        &mut c.lab,
+        &v,
+        "vipd-noaccept",
+        100,
+        VIP4_CIDR,
+        ",accept=no",
+    )?;
+    c.lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    wait_until("the VIP on v", WAIT, || c.lab.has_address(&v, VIP4))?;
+    ensure!(
+        !c.lab.ping(&c.client, VIP4)?,
+        "accept = false drops the ping"
+    );
+    ensure!(
+        c.lab.neighbour_mac(&c.client, VIP4)?.as_deref() == Some(v.mac.as_str()),
+        "ARP for the VIP is still answered"
+    );
+    ensure!(
+        c.lab.ping(&c.client, &v.addr)?,
+        "the node's own address still answers"
+    );
+    stop(&mut c.lab, vipd)?;
+    let rules = c.lab.exec(&v, "nft", &["list", "ruleset"])?;
+    ensure!(
+        !String::from_utf8_lossy(&rules.stdout).contains("vipd_"),
+        "the nftables table is removed on stop"
+    );
+    Ok(())
+}

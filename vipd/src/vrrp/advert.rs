@@ -59,6 +59,7 @@ pub fn frame(mac: [u8; 6], spec: &AdvertSpec<'_>) -> (Vec<u8>, u16) {
             ip[0] = 0x45;
             ip[1] = 0xc0; // Precedence: internetwork control, as routers send.
             ip[2..4].copy_from_slice(&((20 + msg.len()) as u16).to_be_bytes());
+            ip[6] = 0x40; // Don't Fragment: the ID may then stay 0 (RFC 6864).
             ip[8] = 255;
             ip[9] = IPPROTO_VRRP;
             ip[12..16].copy_from_slice(&src.octets());
