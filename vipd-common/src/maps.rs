@@ -115,7 +115,8 @@ pub struct VrrpGroup {
 pub struct VrrpSeen {
     /// `bpf_ktime_get_ns()` of the last advert that restarts the Master_Down_Timer.
     pub last_seen_ns: u64,
-    /// Valid adverts received for this group.
+    /// Adverts recorded for this group: those that held us back as Backup or outranked us
+    /// as Master (not lower-priority ones a Master or preempting Backup discards).
     pub received: u64,
     /// The Master's address (IPv4 in the first four bytes).
     pub master: [u8; 16],
@@ -227,7 +228,8 @@ pub enum Counter {
     HeartbeatReplayed = 8,
     /// Valid VRRP adverts for one of our groups.
     VrrpAccepted = 9,
-    /// VRRP adverts whose TTL / hop limit is not 255 (sent from off-link).
+    /// VRRP adverts for one of our groups whose TTL / hop limit is not 255 (sent from
+    /// off-link).
     VrrpBadTtl = 10,
     /// VRRP packets of another version or type.
     VrrpBadVersion = 11,

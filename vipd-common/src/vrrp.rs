@@ -20,6 +20,10 @@ pub const VERSION: u8 = 3;
 pub const TYPE_ADVERTISEMENT: u8 = 1;
 /// Bytes before the addresses.
 pub const HEADER_LEN: usize = 8;
+/// Most IPv4 addresses in one advert (the count field is 8 bits).
+pub const MAX_ADDRS_V4: usize = 255;
+/// Most IPv6 addresses in one advert that fit a 1500-byte frame.
+pub const MAX_ADDRS_V6: usize = 90;
 /// Priority of the address owner.
 pub const PRIORITY_OWNER: u8 = 255;
 /// Priority a master sends when it stops (the backups take over at once).
@@ -140,8 +144,10 @@ pub struct Local<'a> {
     pub priority: u8,
     /// Preempt_Mode.
     pub preempt: bool,
-    /// Whether we are Master (otherwise Backup or Initialize).
+    /// Whether we are Master.
     pub master: bool,
+    /// Whether the group runs (Backup or Master); in Initialize adverts are only counted.
+    pub active: bool,
     /// Our primary address, for ties (IPv4 in the first four bytes, the rest zero).
     pub primary: &'a [u8; 16],
 }
@@ -154,8 +160,8 @@ pub enum Notice {
     PriorityZero = 1,
     /// We are Master and the sender outranks us: become Backup.
     Outranked = 2,
-    /// We are Backup and the Master changed (first advert, another address, priority or
-    /// interval): learn Master_Adver_Interval.
+    /// We are Backup and the Master changed (first advert since the group started, another
+    /// address, priority or interval): learn Master_Adver_Interval.
     MasterChanged = 3,
 }
 
@@ -196,6 +202,12 @@ pub struct Seen<'a> {
 /// refreshed silently by adverts that hold them back; only changes wake the daemon.
 #[inline(always)]
 pub fn judge(local: &Local, advert: &Advert, source: &[u8; 16], seen: Option<&Seen>) -> Verdict {
+    if !local.active {
+        return Verdict {
+            refresh: false,
+            notice: None,
+        };
+    }
     if advert.priority == PRIORITY_STOP {
         return Verdict {
             refresh: false,
@@ -402,6 +414,7 @@ mod tests {
             priority,
             preempt,
             master,
+            active: true,
             primary: &PRIMARY,
         }
     }
@@ -477,6 +490,18 @@ mod tests {
         );
         let equal = judge(&b, &advert(100), &addr(11), None);
         assert!(equal.refresh, "equal priority holds a backup back");
+    }
+
+    #[test]
+    fn judge_ignores_everything_in_initialize() {
+        let idle = Local {
+            active: false,
+            ..local(100, true, false)
+        };
+        for p in [0, 50, 200] {
+            let v = judge(&idle, &advert(p), &addr(11), None);
+            assert_eq!((v.refresh, v.notice), (false, None));
+        }
     }
 
     #[test]

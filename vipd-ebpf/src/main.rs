@@ -41,8 +41,8 @@ use vipd_common::{
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, ParseError},
     maps::{
         COUNTER_SLOTS, Counter, EVENTS_BYTES, EventKind, MAX_PEERS, MAX_VRRP_GROUPS, PeerEvent,
-        PeerState, VRRP_EVENTS_BYTES, VRRP_MASTER, VrrpGroup, VrrpNotice, VrrpSeen, XdpConfig,
-        vrrp_key,
+        PeerState, VRRP_EVENTS_BYTES, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup, VrrpNotice,
+        VrrpSeen, XdpConfig, vrrp_key,
     },
     vrrp::{self, Advert, Family, IPPROTO_VRRP, Local, Seen, VrrpError},
 };
@@ -69,9 +69,9 @@ static VRRP_SEEN: HashMap<u32, VrrpSeen, { MAX_VRRP_GROUPS as usize }> = HashMap
 #[btf_map]
 static VRRP_EVENTS: RingBuf<VrrpNotice, { VRRP_EVENTS_BYTES as usize }> = RingBuf::new();
 
-/// Longest VRRP message checksummed here: 64 IPv4 or 16 IPv6 addresses. Longer adverts are
-/// counted as malformed.
-const VRRP_MAX_WORDS: usize = (vrrp::HEADER_LEN + 16 * 16) / 2;
+/// Longest VRRP message checksummed here: every address VRRP allows that fits a 1500-byte
+/// frame (255 IPv4 or 90 IPv6 addresses). Longer adverts are counted as malformed.
+const VRRP_MAX_WORDS: usize = (vrrp::HEADER_LEN + vrrp::MAX_ADDRS_V6 * 16) / 2;
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -420,6 +420,7 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
         priority: group.priority,
         preempt: group.preempt != 0,
         master: group.state == VRRP_MASTER,
+        active: group.state != VRRP_INITIALIZE,
         primary: &group.primary,
     };
     // SAFETY: a bpf_ktime_get_ns call.

@@ -101,8 +101,11 @@ pub struct File {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Vrrp {
-    /// Virtual Router ID, 1-255 (unique per family on the segment).
+    /// Virtual Router ID, 1-255 (unique per family on the segment, and on this node).
     pub vrid: u8,
+    /// Where the group runs [default: node.interface].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// 1-254, or 255 for the owner of the addresses [default: 100].
     #[serde(default = "default_vrrp_priority")]
     pub priority: u8,
@@ -127,6 +130,11 @@ pub struct Vrrp {
 }
 
 impl Vrrp {
+    /// The interface it runs on (filled in from node.interface by validation).
+    pub fn interface(&self) -> &str {
+        self.interface.as_deref().unwrap_or_default()
+    }
+
     /// Whether the group is IPv6.
     pub fn ipv6(&self) -> bool {
         self.vips.first().is_some_and(|v| v.addr.is_ipv6())
@@ -162,6 +170,7 @@ impl Vrrp {
             .ok_or_else(|| format!("{spec:?}: starts with the VRID (1-255)"))?;
         let mut g = Vrrp {
             vrid,
+            interface: None,
             priority: default_vrrp_priority(),
             vips: Vec::new(),
             advert_interval: default_advert_interval(),
@@ -187,9 +196,10 @@ impl Vrrp {
                 "preempt" => g.preempt = yes_no(k, v)?,
                 "accept" => g.accept = yes_no(k, v)?,
                 "vmac" => g.vmac = yes_no(k, v)?,
+                "interface" => g.interface = Some(v.to_string()),
                 _ => {
                     return Err(format!(
-                        "unknown key {k:?} (priority, vip, interval, preempt, accept, vmac)"
+                        "unknown key {k:?} (priority, vip, interval, preempt, accept, vmac, interface)"
                     ));
                 }
             }
@@ -209,6 +219,17 @@ impl Vrrp {
         }
         if self.vips.is_empty() {
             return Err(format!("{at}: no vips"));
+        }
+        let max = if self.ipv6() {
+            vipd_common::vrrp::MAX_ADDRS_V6
+        } else {
+            vipd_common::vrrp::MAX_ADDRS_V4
+        };
+        if self.vips.len() > max {
+            return Err(format!(
+                "{at}: at most {max} {} addresses per group (one advert carries them all)",
+                self.family()
+            ));
         }
         if self.vips.iter().any(|v| v.addr.is_ipv6() != self.ipv6()) {
             return Err(format!(
@@ -565,6 +586,9 @@ impl Config {
         }
         for g in &mut vrrp {
             g.validate()?;
+            if g.interface.as_deref().is_none_or(str::is_empty) {
+                g.interface = Some(interface.clone());
+            }
         }
         let mut keys: Vec<(bool, u8)> = vrrp.iter().map(|g| (g.ipv6(), g.vrid)).collect();
         keys.sort();
@@ -959,8 +983,10 @@ vips = ["2001:db8::200/64"]
 
     #[test]
     fn vrrp_spec_matches_the_file_form() {
-        let g = Vrrp::parse_spec("51,priority=150,vip=192.0.2.200/24,interval=100ms,preempt=no")
-            .unwrap();
+        let g = Vrrp::parse_spec(
+            "51,priority=150,vip=192.0.2.200/24,interval=100ms,preempt=no,interface=eth0",
+        )
+        .unwrap();
         let c = Config::from_file(File::parse(VRRP).unwrap()).unwrap();
         assert_eq!(g, c.vrrp[0]);
         for bad in [

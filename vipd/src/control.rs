@@ -59,6 +59,8 @@ pub struct Status {
 pub struct VrrpStatus {
     /// Virtual Rtr ID.
     pub vrid: u8,
+    /// The interface it runs on.
+    pub interface: String,
     /// "ipv4" or "ipv6".
     pub family: String,
     /// "initialize", "backup" or "master".

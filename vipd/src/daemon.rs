@@ -73,12 +73,15 @@ struct PeerHoldings {
 /// to the configuration file on SIGHUP.
 pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     check_privileges()?;
+    // First: a second daemon of the same instance must stop before it touches anything.
+    let control = control::bind(&cfg.instance)?;
     let link = Link::open(&cfg.interface).await?;
     remove_leftovers(&link, &cfg.vips).await?;
 
     let dead_ns = cfg.dead_interval.as_nanos() as u64;
     let (loaded, rings) = xdp::load(&xdp::XdpSettings {
         interface: &cfg.interface,
+        also: &[],
         mode: cfg.xdp_mode,
         pin_dir: &cfg.pin_dir(),
         config: XdpConfig {
@@ -117,7 +120,6 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         )
     })?;
     let mut carrier = CarrierWatch::open(link.index)?;
-    let control = control::bind(&cfg.instance)?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = cfg.metrics {
         let counters = Arc::clone(&loaded.counters);
@@ -1104,7 +1106,7 @@ pub(crate) async fn remove_leftovers(link: &Link, vips: &[Vip]) -> anyhow::Resul
         for &(addr, len) in present.iter().filter(|(a, _)| *a == vip.addr) {
             if len != vip.prefix_len {
                 bail!(
-                    "{addr}/{len} is already configured on {} and is not a VIP of this pool \
+                    "{addr}/{len} is already configured on {} and is not one of our VIPs \
                      (VIPs are added as /{}): remove it or fix the VIP list",
                     link.name,
                     vip.prefix_len

@@ -27,6 +27,12 @@ pub enum NetlinkError {
     /// The interface has no Ethernet address.
     #[error("interface {0:?} has no 6-byte hardware address (vipd needs an Ethernet link)")]
     NotEthernet(String),
+    /// Preparing an interface failed.
+    #[error("{what}: {source}")]
+    Setup {
+        what: String,
+        source: std::io::Error,
+    },
     /// A request failed.
     #[error("{what}: {source}")]
     Request {
@@ -114,26 +120,43 @@ impl Link {
             .collect())
     }
 
-    /// Creates a macvlan `name` on this interface with the MAC `mac`, up, and opens it,
-    /// after removing a leftover of the same name (a virtual MAC for VRRP).
-    pub async fn add_macvlan(&self, name: &str, mac: [u8; 6]) -> Result<Link, NetlinkError> {
+    /// Creates a macvlan `name` on this interface with the MAC `mac` and opens it, after
+    /// removing a leftover of the same name (a virtual MAC for VRRP). `before_up` runs
+    /// while it is still down (to set per-interface sysctls); then it is set up.
+    pub async fn add_macvlan(
+        &self,
+        name: &str,
+        mac: [u8; 6],
+        before_up: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<Link, NetlinkError> {
         if let Ok(old) = Link::open(name).await {
             old.delete().await?;
         }
+        let request = |what: String| move |source| NetlinkError::Request { what, source };
         let msg = rtnetlink::LinkMacVlan::new(name, self.index, MacVlanMode::Private)
             .address(mac.to_vec())
-            .up()
             .build();
         self.handle
             .link()
             .add(msg)
             .execute()
             .await
-            .map_err(|source| NetlinkError::Request {
-                what: format!("creating macvlan {name} on {}", self.name),
-                source,
-            })?;
-        Link::open(name).await
+            .map_err(request(format!("creating macvlan {name} on {}", self.name)))?;
+        let link = Link::open(name).await?;
+        before_up().map_err(|e| NetlinkError::Setup {
+            what: format!("preparing {name}"),
+            source: e,
+        })?;
+        let up = rtnetlink::LinkUnspec::new_with_index(link.index)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .set(up)
+            .execute()
+            .await
+            .map_err(request(format!("setting {name} up")))?;
+        Ok(link)
     }
 
     /// Deletes this interface (a macvlan this daemon made).
@@ -218,45 +241,67 @@ fn has_carrier(msg: &LinkMessage) -> bool {
         .contains(LinkFlags::Up | LinkFlags::LowerUp)
 }
 
-/// Carrier changes of one interface, from the kernel's link notifications.
+/// Carrier changes of some interfaces, from rtnetlink link notifications.
 pub struct CarrierWatch {
-    index: u32,
+    indices: Vec<u32>,
     handle: Handle,
     messages: UnboundedReceiver<(
         NetlinkMessage<RouteNetlinkMessage>,
         rtnetlink::sys::SocketAddr,
     )>,
+    /// States re-read after an overrun, not yet returned.
+    pending: Vec<(u32, bool)>,
 }
 
 impl CarrierWatch {
-    /// Subscribes to link notifications (spawned on the current tokio runtime).
+    /// Subscribes to link notifications of one interface (spawned on the current tokio
+    /// runtime).
     pub fn open(index: u32) -> Result<Self, NetlinkError> {
+        Self::open_many(&[index])
+    }
+
+    /// Subscribes to link notifications of these interfaces.
+    pub fn open_many(indices: &[u32]) -> Result<Self, NetlinkError> {
         let (conn, handle, messages) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
             .map_err(NetlinkError::Connect)?;
         tokio::spawn(conn);
         Ok(Self {
-            index,
+            indices: indices.to_vec(),
             handle,
             messages,
+            pending: Vec::new(),
         })
     }
 
     /// The next carrier state of the interface (`true`: up); `None` if the kernel closed
     /// the subscription.
     pub async fn next(&mut self) -> Option<bool> {
+        self.next_change().await.map(|(_, up)| up)
+    }
+
+    /// The next carrier state of one of the interfaces: (index, up).
+    pub async fn next_change(&mut self) -> Option<(u32, bool)> {
+        if let Some(p) = self.pending.pop() {
+            return Some(p);
+        }
         loop {
             let (msg, _) = self.messages.next().await?;
             match msg.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link))
-                    if link.header.index == self.index =>
+                    if self.indices.contains(&link.header.index) =>
                 {
-                    return Some(has_carrier(&link));
+                    return Some((link.header.index, has_carrier(&link)));
                 }
-                // Notifications were lost (socket overrun): ask for the current state.
+                // Notifications were lost (socket overrun): ask for the current states.
                 NetlinkPayload::Overrun(_) => {
-                    let mut links = self.handle.link().get().match_index(self.index).execute();
-                    if let Ok(Some(link)) = links.try_next().await {
-                        return Some(has_carrier(&link));
+                    for &index in &self.indices {
+                        let mut links = self.handle.link().get().match_index(index).execute();
+                        if let Ok(Some(link)) = links.try_next().await {
+                            self.pending.push((index, has_carrier(&link)));
+                        }
+                    }
+                    if let Some(p) = self.pending.pop() {
+                        return Some(p);
                     }
                 }
                 _ => {}

@@ -61,6 +61,8 @@ pub struct LoadedXdp {
 pub struct XdpSettings<'a> {
     /// Interface to attach to.
     pub interface: &'a str,
+    /// More interfaces to attach the same program to (VRRP groups elsewhere).
+    pub also: &'a [String],
     /// Attach mode.
     pub mode: AttachMode,
     /// Per-instance pin directory, e.g. `/sys/fs/bpf/vipd/eth0-1`.
@@ -121,6 +123,10 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
         .context("loading the XDP program into the kernel (verifier)")?;
     let mode = attach(program, settings.interface, settings.mode)?;
     info!(interface = settings.interface, mode, pins = %settings.pin_dir.display(), "XDP program attached");
+    for interface in settings.also.iter().filter(|i| *i != settings.interface) {
+        let mode = attach(program, interface, settings.mode)?;
+        info!(interface, mode, "XDP program attached");
+    }
 
     let peers = HashMap::try_from(ebpf.take_map(PEERS_MAP).context("PEERS")?)?;
     let counters = Arc::new(Mutex::new(PerCpuArray::try_from(

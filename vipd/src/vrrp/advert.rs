@@ -36,7 +36,7 @@ pub fn frame(mac: [u8; 6], spec: &AdvertSpec<'_>) -> (Vec<u8>, u16) {
     let header = Advert {
         vrid: spec.vrid,
         priority: spec.priority,
-        count: spec.vips.len().min(255) as u8,
+        count: spec.vips.len().min(255) as u8, // Config validation keeps it below.
         max_adver_int_cs: spec.interval_cs,
         checksum: 0,
     };

@@ -9,4 +9,5 @@
 
 pub mod advert;
 pub mod fsm;
+pub mod host;
 pub mod run;

@@ -12,6 +12,7 @@
 //! `address_added` and `first_announce` (CLOCK_MONOTONIC nanoseconds).
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
     time::Duration,
@@ -33,6 +34,7 @@ use vipd_common::{
 use super::{
     advert::{self, AdvertSpec},
     fsm::{Heard, VirtualRouter, VrrpAction, VrrpEvent, VrrpState},
+    host::{self, HostChanges},
 };
 use crate::{
     announce::Announcer,
@@ -67,6 +69,10 @@ struct Group {
     reason: &'static str,
     /// Tasks repeating announcements of the held VIPs.
     repeats: Vec<JoinHandle<()>>,
+    /// Index of the interface the group runs on.
+    ifindex: u32,
+    /// Whether the last advert failed to go out (warned once until one succeeds).
+    send_failing: bool,
     /// Where the VIPs go: the interface, or the group's virtual-MAC macvlan.
     link: Link,
     /// Sends adverts and announcements from `link`'s MAC.
@@ -80,43 +86,77 @@ struct Runtime {
     hooks: Hooks,
     metrics: Arc<Metrics>,
     groups: Vec<Group>,
-    /// Carrier and health: a node that is down or unhealthy runs no group.
-    carrier: bool,
+    /// Carrier of each interface (by index): a group runs while its interface has carrier
+    /// and every health check passes.
+    carrier: BTreeMap<u32, bool>,
     health: health::Tracker,
 }
 
+/// One interface groups run on.
+struct Port {
+    link: Link,
+    announcer: Arc<Announcer>,
+}
+
 /// Runs the configured VRRP groups until SIGTERM or SIGINT, then stops them (priority-0
-/// adverts, VIPs removed).
+/// adverts, VIPs removed). Host changes are undone however it ends.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     check_privileges()?;
-    let link = Link::open(&cfg.interface).await?;
+    // First: a second daemon of the same instance must stop before it touches anything.
+    let control = control::bind(&cfg.instance)?;
+    let mut host = HostChanges::new(&cfg.instance);
+    let mut names: Vec<String> = cfg.vrrp.iter().map(|g| g.interface().to_string()).collect();
+    names.sort();
+    names.dedup();
     let all: Vec<Vip> = cfg.vrrp.iter().flat_map(|g| g.vips.clone()).collect();
-    remove_leftovers(&link, &all).await?;
-    let addresses = link.addresses().await?;
-    let announcer = Arc::new(Announcer::open(link.index, link.mac).context(
-        "opening an AF_PACKET socket for adverts and gratuitous ARP (needs CAP_NET_RAW)",
-    )?);
-    let arp_ignore = vmac::prepare(&cfg)?;
+    let mut ports = BTreeMap::new();
+    let mut addresses = BTreeMap::new();
+    for name in &names {
+        let link = Link::open(name).await?;
+        remove_leftovers(&link, &all).await?;
+        addresses.insert(name.clone(), link.addresses().await?);
+        let announcer = Announcer::open(link.index, link.mac).context(
+            "opening an AF_PACKET socket for adverts and gratuitous ARP (needs CAP_NET_RAW)",
+        )?;
+        if cfg
+            .vrrp
+            .iter()
+            .any(|g| g.interface() == name && g.vmac && !g.ipv6())
+        {
+            host.arp_settings(name)?;
+        }
+        ports.insert(
+            name.clone(),
+            Port {
+                link,
+                announcer: Arc::new(announcer),
+            },
+        );
+    }
     let mut groups = Vec::new();
     for g in &cfg.vrrp {
-        let source = source_address(&addresses, g, &all)
-            .with_context(|| format!("VRRP group {} on {}", g.vrid, cfg.interface))?;
-        let (group_link, group_announcer) = if g.vmac {
+        let port = &ports[g.interface()];
+        let source = source_address(&addresses[g.interface()], g, &all)
+            .with_context(|| format!("VRRP group {} on {}", g.vrid, g.interface()))?;
+        let (link, announcer) = if g.vmac {
             let name = g.vmac_name();
-            let vlink = link
-                .add_macvlan(&name, g.virtual_mac())
+            host.macvlan(&name);
+            let vlink = port
+                .link
+                .add_macvlan(&name, g.virtual_mac(), || host::no_ipv6_autoconf(&name))
                 .await
                 .with_context(|| format!("VRRP group {}: the virtual MAC", g.vrid))?;
             let a = Announcer::open(vlink.index, vlink.mac)
                 .with_context(|| format!("opening an AF_PACKET socket on {name}"))?;
-            info!(vrid = g.vrid, interface = %name, "virtual MAC {}", vmac::text(vlink.mac));
+            info!(vrid = g.vrid, interface = %name, "virtual MAC {}", host::mac_text(vlink.mac));
             (vlink, Arc::new(a))
         } else {
-            (link.clone(), Arc::clone(&announcer))
+            (port.link.clone(), Arc::clone(&port.announcer))
         };
         groups.push(Group {
-            link: group_link,
-            announcer: group_announcer,
+            ifindex: port.link.index,
+            link,
+            announcer,
             key: vrrp_key(g.ipv6(), g.vrid),
             router: VirtualRouter::new(g.priority, g.interval_cs(), g.preempt, source),
             source,
@@ -125,11 +165,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             master: None,
             reason: "startup",
             repeats: Vec::new(),
+            send_failing: false,
             cfg: g.clone(),
         });
     }
     let (loaded, rings) = xdp::load(&xdp::XdpSettings {
-        interface: &cfg.interface,
+        interface: &names[0],
+        also: &names[1..],
         mode: cfg.xdp_mode,
         pin_dir: &cfg.pin_dir(),
         // No heartbeats in VRRP mode: port 0 matches nothing.
@@ -138,11 +180,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ..XdpConfig::default()
         },
     })?;
-    let _joined = join_groups(&groups, link.index)
+    let _joined = join_groups(&groups)
         .context("joining the VRRP multicast groups (224.0.0.18 / ff02::12)")?;
-    accept_mode::install(&cfg.instance, &cfg.vrrp)?;
-    let mut carrier_watch = CarrierWatch::open(link.index)?;
-    let control = control::bind(&cfg.instance)?;
+    host.accept_rules(&cfg.vrrp)?;
+    let indices: Vec<u32> = ports.values().map(|p| p.link.index).collect();
+    let mut carrier_watch = CarrierWatch::open_many(&indices)?;
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = cfg.metrics {
         let counters = Arc::clone(&loaded.counters);
@@ -165,9 +207,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     info!(
         node = cfg.node_id,
-        interface = %cfg.interface,
-        groups = ?cfg.vrrp.iter().map(|g| format!("{}/{} prio {}", g.vrid, g.family(), g.priority)).collect::<Vec<_>>(),
-        carrier = link.carrier,
+        interfaces = ?names,
+        groups = ?cfg.vrrp.iter().map(|g| format!("{}/{} prio {} on {}", g.vrid, g.family(), g.priority, g.interface())).collect::<Vec<_>>(),
         "vipd started in VRRP mode"
     );
     let mut rt = Runtime {
@@ -179,7 +220,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             &cfg.interface,
         ),
         health: health::Tracker::new(&cfg.checks),
-        carrier: link.carrier,
+        carrier: ports
+            .values()
+            .map(|p| (p.link.index, p.link.carrier))
+            .collect(),
         cfg,
         loaded,
         metrics,
@@ -187,9 +231,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     for i in 0..rt.groups.len() {
         rt.publish(i);
-    }
-    if rt.runnable() {
-        rt.start_all("startup").await;
+        if rt.runnable(i) {
+            rt.start(i, "startup").await;
+        } else {
+            warn!(
+                vrid = rt.groups[i].cfg.vrid,
+                "not starting: no carrier on its interface"
+            );
+        }
     }
 
     let stop_reason = loop {
@@ -214,11 +263,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     rt.on_notice(&n).await;
                 }
             }
-            up = carrier_watch.next() => {
-                let Some(up) = up else {
+            change = carrier_watch.next_change() => {
+                let Some((index, up)) = change else {
                     break "the kernel closed the link notification socket";
                 };
-                rt.on_carrier(up).await;
+                rt.on_carrier(index, up).await;
             }
             Some((_, check, passed)) = health_rx.recv() => rt.on_check(check, passed).await,
             _ = sighup.recv() => {
@@ -238,7 +287,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         reason = stop_reason,
         "stopping: priority-0 adverts, releasing VIPs"
     );
-    rt.stop_all("shutdown").await;
+    for i in 0..rt.groups.len() {
+        rt.stop(i, "shutdown").await;
+    }
     let counters: Vec<String> = rt
         .loaded
         .counters()
@@ -250,13 +301,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         counters = counters.join(" "),
         "stopped"
     );
-    accept_mode::remove(&rt.cfg.instance);
-    for g in rt.groups.iter().filter(|g| g.cfg.vmac) {
-        if let Err(e) = g.link.delete().await {
-            warn!("removing the virtual MAC interface: {e}");
-        }
-    }
-    vmac::restore(&rt.cfg.interface, arp_ignore);
+    drop(host);
     xdp::remove_pins(&rt.loaded.pin_dir);
     let _ = std::fs::remove_file(control::socket_path(&rt.cfg.instance));
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -291,22 +336,29 @@ fn source_address(
     }
 }
 
-/// Joins 224.0.0.18 / ff02::12 on the interface, so its multicast filter lets adverts in
-/// (the sockets receive nothing: VRRP is not UDP). Keep the sockets to stay joined.
-fn join_groups(groups: &[Group], ifindex: u32) -> std::io::Result<Vec<std::net::UdpSocket>> {
+/// Joins 224.0.0.18 / ff02::12 on each group's interface, so its multicast filter lets
+/// adverts in (the sockets receive nothing: VRRP is not UDP). Keep the sockets to stay
+/// joined.
+fn join_groups(groups: &[Group]) -> std::io::Result<Vec<std::net::UdpSocket>> {
     let mut sockets = Vec::new();
-    if let Some(g) = groups.iter().find(|g| g.source.is_ipv4()) {
-        let IpAddr::V4(local) = g.source else {
-            unreachable!()
-        };
-        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-        s.join_multicast_v4(&advert::GROUP_V4, &local)?;
-        sockets.push(s);
-    }
-    if groups.iter().any(|g| g.source.is_ipv6()) {
-        let s = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
-        s.join_multicast_v6(&advert::GROUP_V6, ifindex)?;
-        sockets.push(s);
+    let mut done = Vec::new();
+    for g in groups {
+        if done.contains(&(g.ifindex, g.cfg.ipv6())) {
+            continue;
+        }
+        done.push((g.ifindex, g.cfg.ipv6()));
+        match g.source {
+            IpAddr::V4(local) => {
+                let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                s.join_multicast_v4(&advert::GROUP_V4, &local)?;
+                sockets.push(s);
+            }
+            IpAddr::V6(_) => {
+                let s = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
+                s.join_multicast_v6(&advert::GROUP_V6, g.ifindex)?;
+                sockets.push(s);
+            }
+        }
     }
     Ok(sockets)
 }
@@ -339,9 +391,30 @@ fn bytes_of(ip: IpAddr) -> [u8; 16] {
 }
 
 impl Runtime {
-    /// Whether groups may run: carrier up and every health check passing.
-    fn runnable(&self) -> bool {
-        self.carrier && self.health.healthy()
+    /// Whether group `i` may run: carrier on its interface, every health check passing.
+    fn runnable(&self, i: usize) -> bool {
+        self.carrier
+            .get(&self.groups[i].ifindex)
+            .copied()
+            .unwrap_or(false)
+            && self.health.healthy()
+    }
+
+    fn runnable_all(&self) -> Vec<bool> {
+        (0..self.groups.len()).map(|i| self.runnable(i)).collect()
+    }
+
+    /// What the XDP program last recorded of group `i`'s Master, if heard since the group
+    /// started or its Master last sent priority 0.
+    fn heard(&self, i: usize, now: u64) -> Option<Heard> {
+        let g = &self.groups[i];
+        let seen = self.loaded.vrrp_seen.get(&g.key, 0).ok()?;
+        (seen.last_seen_ns > g.stopped_at).then(|| Heard {
+            at: seen.last_seen_ns.min(now),
+            priority: seen.priority,
+            max_adver_int_cs: seen.max_adver_int_cs,
+            source: ip_of(&seen.master, g.cfg.ipv6()),
+        })
     }
 
     fn next_deadline(&self) -> Instant {
@@ -425,7 +498,7 @@ impl Runtime {
         }
     }
 
-    fn send_advert(&self, i: usize, priority: u8) {
+    fn send_advert(&mut self, i: usize, priority: u8) {
         let g = &self.groups[i];
         let (frame, proto) = advert::frame(
             g.announcer.mac(),
@@ -437,9 +510,14 @@ impl Runtime {
                 vips: &g.vips,
             },
         );
-        if let Err(e) = g.announcer.send(&frame, proto) {
-            debug!(vrid = g.cfg.vrid, "sending an advert: {e}");
+        let sent = g.announcer.send(&frame, proto);
+        let failing = sent.is_err();
+        if let Err(e) = sent
+            && !g.send_failing
+        {
+            warn!(vrid = g.cfg.vrid, interface = %g.link.name, "sending adverts fails: {e}");
         }
+        self.groups[i].send_failing = failing;
     }
 
     async fn take(&mut self, i: usize) {
@@ -560,84 +638,122 @@ impl Runtime {
     }
 
     /// Fires due timers. A Backup's Master_Down_Timer is checked against the kernel's
-    /// record of the Master's last advert first.
+    /// record of the Master's last advert first ([`VirtualRouter::expire`]).
     async fn on_timers(&mut self, now: u64) {
         for i in 0..self.groups.len() {
-            let g = &self.groups[i];
-            let due = g.router.next_deadline().is_some_and(|t| t <= now);
+            let due = self.groups[i]
+                .router
+                .next_deadline()
+                .is_some_and(|t| t <= now);
             if !due {
                 continue;
             }
-            let mut heard = None;
-            if g.router.state == VrrpState::Backup {
-                let seen = self.loaded.vrrp_seen.get(&g.key, 0).ok();
-                // Sightings before a priority-0 advert (or our own start) are void.
-                heard = seen
-                    .filter(|s| s.last_seen_ns > g.stopped_at)
-                    .map(|s| Heard {
-                        at: s.last_seen_ns.min(now),
-                        priority: s.priority,
-                        max_adver_int_cs: s.max_adver_int_cs,
-                        source: ip_of(&s.master, g.cfg.ipv6()),
-                    });
-            }
             let before = self.groups[i].router.state;
-            let actions = self.groups[i].router.expire(now, heard);
-            let g = &mut self.groups[i];
-            if before == VrrpState::Backup && g.router.state == VrrpState::Master {
-                if g.reason != "priority_zero" {
-                    g.reason = "master_down";
+            let heard = (before == VrrpState::Backup)
+                .then(|| self.heard(i, now))
+                .flatten();
+            let snapshot = self.groups[i].router.clone();
+            let mut actions = self.groups[i].router.expire(now, heard);
+            if before == VrrpState::Backup && self.groups[i].router.state == VrrpState::Master {
+                // Tell the XDP program at once, then look again: an advert that arrived
+                // while we decided was judged as a Backup's and only recorded.
+                self.publish(i);
+                let late = self
+                    .heard(i, now)
+                    .filter(|l| heard.is_none_or(|h| l.at > h.at));
+                if let Some(late) = late {
+                    let g = &mut self.groups[i];
+                    g.router = snapshot;
+                    actions = g.router.expire(now, Some(late));
+                    if g.router.state == VrrpState::Backup {
+                        self.publish(i);
+                    }
                 }
-                info!(target: "vipd::timeline", event = "master_down", vrid = g.cfg.vrid,
-                    mono_ns = now, last_seen_ns = heard.map_or(0, |h| h.at),
-                    "Master_Down_Timer fired");
-                g.master = None;
+            }
+            let g = &mut self.groups[i];
+            match (before, g.router.state) {
+                (VrrpState::Backup, VrrpState::Master) => {
+                    // A Skew_Time after priority 0 keeps that reason; any other expiry
+                    // (also right after stepping down) is the Master going silent.
+                    if g.reason != "priority_zero" {
+                        g.reason = "master_down";
+                    }
+                    info!(target: "vipd::timeline", event = "master_down", vrid = g.cfg.vrid,
+                        mono_ns = now, last_seen_ns = heard.map_or(0, |h| h.at),
+                        "Master_Down_Timer fired");
+                    g.master = None;
+                }
+                (VrrpState::Backup, VrrpState::Backup) => {
+                    // Re-armed from the kernel's record: the Master is alive.
+                    if let Some(h) = self.heard(i, now) {
+                        let g = &mut self.groups[i];
+                        g.master = Some((h.source, h.priority));
+                        g.reason = "master_down";
+                    }
+                }
+                _ => {}
             }
             self.after(i, before, actions).await;
         }
     }
 
-    async fn start_all(&mut self, reason: &'static str) {
+    /// Starts group `i` (Initialize → Backup, or Master for the owner).
+    async fn start(&mut self, i: usize, reason: &'static str) {
         let now = monotonic_ns();
-        for i in 0..self.groups.len() {
-            self.groups[i].reason = reason;
-            self.groups[i].stopped_at = now;
-            self.feed(i, VrrpEvent::Startup, now).await;
-        }
+        let g = &mut self.groups[i];
+        g.reason = reason;
+        // What the XDP program heard before is void: judge the Master afresh.
+        g.stopped_at = now;
+        g.master = None;
+        self.feed(i, VrrpEvent::Startup, now).await;
     }
 
-    async fn stop_all(&mut self, reason: &'static str) {
-        let now = monotonic_ns();
-        for i in 0..self.groups.len() {
-            let was_master = self.groups[i].router.state == VrrpState::Master;
-            self.groups[i].reason = reason;
-            self.feed(i, VrrpEvent::Shutdown, now).await;
-            if was_master {
-                for _ in 1..STOP_ADVERTS {
-                    self.send_advert(i, 0);
-                }
+    /// Stops group `i`: a Master sends priority 0 and releases its VIPs.
+    async fn stop(&mut self, i: usize, reason: &'static str) {
+        let was_master = self.groups[i].router.state == VrrpState::Master;
+        self.groups[i].reason = reason;
+        self.feed(i, VrrpEvent::Shutdown, monotonic_ns()).await;
+        if was_master {
+            for _ in 1..STOP_ADVERTS {
+                self.send_advert(i, 0);
             }
-            self.groups[i].master = None;
+        }
+        self.groups[i].master = None;
+    }
+
+    /// Starts or stops each group whose runnability changed from `was`.
+    async fn apply_runnable(&mut self, was: Vec<bool>, reason: &'static str) {
+        for (i, was) in was.into_iter().enumerate() {
+            match (was, self.runnable(i)) {
+                (true, false) => self.stop(i, reason).await,
+                (false, true) => self.start(i, reason).await,
+                _ => {}
+            }
         }
     }
 
-    async fn on_carrier(&mut self, up: bool) {
-        if up == self.carrier {
+    async fn on_carrier(&mut self, index: u32, up: bool) {
+        if self.carrier.get(&index) == Some(&up) {
             return;
         }
-        let was = self.runnable();
-        self.carrier = up;
+        let was = self.runnable_all();
+        self.carrier.insert(index, up);
+        let name = self
+            .groups
+            .iter()
+            .find(|g| g.ifindex == index)
+            .map_or(String::new(), |g| g.cfg.interface().to_string());
         if up {
-            info!(interface = %self.cfg.interface, "carrier back");
+            info!(interface = %name, "carrier back");
         } else {
-            warn!(interface = %self.cfg.interface, "carrier lost: leaving every VRRP group");
+            warn!(interface = %name, "carrier lost: leaving its VRRP groups");
         }
         self.apply_runnable(was, if up { "link_up" } else { "link_down" })
             .await;
     }
 
     async fn on_check(&mut self, index: usize, passed: bool) {
-        let was = self.runnable();
+        let was = self.runnable_all();
         let Some(now_healthy) = self.health.record(index, passed) else {
             return;
         };
@@ -658,14 +774,6 @@ impl Runtime {
         self.apply_runnable(was, reason).await;
     }
 
-    async fn apply_runnable(&mut self, was: bool, reason: &'static str) {
-        match (was, self.runnable()) {
-            (true, false) => self.stop_all(reason).await,
-            (false, true) => self.start_all(reason).await,
-            _ => {}
-        }
-    }
-
     fn status(&self) -> Status {
         let now = monotonic_ns();
         let vrrp = self
@@ -680,6 +788,7 @@ impl Runtime {
                 };
                 VrrpStatus {
                     vrid: g.cfg.vrid,
+                    interface: g.cfg.interface().into(),
                     family: g.cfg.family().into(),
                     state: state_name(g.router.state).into(),
                     priority: g.cfg.priority,
@@ -693,7 +802,7 @@ impl Runtime {
                 }
             })
             .collect();
-        let state = if !self.carrier {
+        let state = if self.carrier.values().any(|up| !up) {
             "fault"
         } else if !self.health.healthy() {
             "withdrawn"
@@ -703,7 +812,14 @@ impl Runtime {
         Status {
             node_id: self.cfg.node_id,
             instance: self.cfg.instance.clone(),
-            interface: self.cfg.interface.clone(),
+            interface: self
+                .groups
+                .iter()
+                .map(|g| g.cfg.interface())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(","),
             xdp_mode: self.loaded.mode.into(),
             state: state.into(),
             views_agree: true,
@@ -715,133 +831,6 @@ impl Runtime {
                 .collect(),
             vrrp,
             ..Status::default()
-        }
-    }
-}
-
-/// The virtual MAC's side effects on the host.
-mod vmac {
-    use anyhow::Context as _;
-    use tracing::{info, warn};
-
-    use crate::config::Config;
-
-    /// "00:00:5e:00:01:33".
-    pub fn text(mac: [u8; 6]) -> String {
-        mac.map(|b| format!("{b:02x}")).join(":")
-    }
-
-    /// What is set on the interface while the daemon runs: it must neither answer ARP for
-    /// the VIPs (they live on the macvlan) nor use a VIP as the sender of its own ARP
-    /// requests, or clients would learn its real MAC for a VIP.
-    const SETTINGS: [(&str, &str); 2] = [("arp_ignore", "1"), ("arp_announce", "2")];
-
-    fn path(interface: &str, key: &str) -> String {
-        format!("/proc/sys/net/ipv4/conf/{interface}/{key}")
-    }
-
-    /// Applies [`SETTINGS`] when an IPv4 group uses a virtual MAC; returns the old values.
-    pub fn prepare(cfg: &Config) -> anyhow::Result<Vec<(&'static str, String)>> {
-        if !cfg.vrrp.iter().any(|g| g.vmac && !g.ipv6()) {
-            return Ok(Vec::new());
-        }
-        let mut old = Vec::new();
-        for (key, value) in SETTINGS {
-            let p = path(&cfg.interface, key);
-            let was = std::fs::read_to_string(&p).with_context(|| format!("reading {p}"))?;
-            std::fs::write(&p, value)
-                .with_context(|| format!("setting {p} to {value} (virtual MAC)"))?;
-            info!("{p} = {value} while running (was {})", was.trim());
-            old.push((key, was.trim().to_string()));
-        }
-        Ok(old)
-    }
-
-    /// Puts back what [`prepare`] changed.
-    pub fn restore(interface: &str, old: Vec<(&'static str, String)>) {
-        for (key, value) in old {
-            if let Err(e) = std::fs::write(path(interface, key), value) {
-                warn!("restoring {key} on {interface}: {e}");
-            }
-        }
-    }
-}
-
-/// Accept_Mode false: an nftables table that drops packets addressed to the group's VIPs
-/// (neighbour discovery still passes), in place for the daemon's whole run. A Backup does
-/// not hold the VIPs, so the rules only matter while this node is Master.
-mod accept_mode {
-    use std::{io::Write as _, process::Stdio};
-
-    use anyhow::{Context as _, bail};
-    use tracing::warn;
-
-    use crate::config::Vrrp;
-
-    fn table(instance: &str) -> String {
-        let clean: String = instance
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        format!("vipd_{clean}")
-    }
-
-    fn nft(script: &str) -> anyhow::Result<()> {
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running nft (accept = false needs nftables)")?;
-        child
-            .stdin
-            .take()
-            .context("nft stdin")?
-            .write_all(script.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(())
-    }
-
-    /// Installs the drop rules for groups with `accept = false` (not the owner's).
-    pub fn install(instance: &str, groups: &[Vrrp]) -> anyhow::Result<()> {
-        remove(instance);
-        let vips: Vec<String> = groups
-            .iter()
-            .filter(|g| !g.accept && g.priority != 255)
-            .flat_map(|g| g.vips.iter().map(|v| v.addr))
-            .map(|a| match a {
-                std::net::IpAddr::V4(a) => format!("ip daddr {a} drop"),
-                std::net::IpAddr::V6(a) => format!(
-                    "ip6 daddr {a} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept\n    ip6 daddr {a} drop"
-                ),
-            })
-            .collect();
-        if vips.is_empty() {
-            return Ok(());
-        }
-        let t = table(instance);
-        nft(&format!(
-            "table inet {t} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    {}\n  }}\n}}\n",
-            vips.join("\n    ")
-        ))
-        .context("installing the accept = false rules")
-    }
-
-    /// Removes the table, if any.
-    pub fn remove(instance: &str) {
-        let t = table(instance);
-        let exists = std::process::Command::new("nft")
-            .args(["list", "table", "inet", &t])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if exists && let Err(e) = nft(&format!("delete table inet {t}\n")) {
-            warn!("removing the accept = false rules: {e}");
         }
     }
 }

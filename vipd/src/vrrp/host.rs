@@ -1,0 +1,208 @@
+//! What VRRP mode changes on the host besides addresses: an nftables table for groups with
+//! `accept = false`, a macvlan per group with a virtual MAC, and two ARP sysctls on each
+//! interface carrying an IPv4 virtual MAC.
+//!
+//! [`HostChanges`] undoes all of it when dropped, after a clean stop and after a failed
+//! start alike. The sysctls' original values are also saved in `/run/vipd/<instance>.sysctl`,
+//! so a start after a crash restores the originals, not the values the crashed run set.
+
+use std::{
+    io::Write as _,
+    net::IpAddr,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+use tracing::{debug, info, warn};
+
+use crate::{config::Vrrp, control::RUN_DIR};
+
+/// Set on an interface whose IPv4 VIPs live on a virtual-MAC macvlan: it must neither
+/// answer ARP for them nor use them as the sender of its own ARP requests, or clients
+/// would learn its real MAC for a VIP.
+const ARP_SETTINGS: [(&str, &str); 2] = [("arp_ignore", "1"), ("arp_announce", "2")];
+
+/// The host changes of one daemon, undone on drop.
+pub struct HostChanges {
+    instance: String,
+    nft_table: Option<String>,
+    macvlans: Vec<String>,
+    /// (sysctl path, original value).
+    sysctls: Vec<(String, String)>,
+}
+
+impl HostChanges {
+    /// Nothing changed yet.
+    pub fn new(instance: &str) -> Self {
+        Self {
+            instance: instance.into(),
+            nft_table: None,
+            macvlans: Vec::new(),
+            sysctls: Vec::new(),
+        }
+    }
+
+    fn saved_path(&self) -> PathBuf {
+        PathBuf::from(RUN_DIR).join(format!("{}.sysctl", self.instance))
+    }
+
+    /// Originals saved by an earlier run of this instance that did not stop cleanly.
+    fn saved(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.saved_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(p, v)| (p.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Applies [`ARP_SETTINGS`] to `interface` (once), remembering the originals.
+    pub fn arp_settings(&mut self, interface: &str) -> anyhow::Result<()> {
+        let saved = self.saved();
+        for (key, value) in ARP_SETTINGS {
+            let path = format!("/proc/sys/net/ipv4/conf/{interface}/{key}");
+            if self.sysctls.iter().any(|(p, _)| *p == path) {
+                continue;
+            }
+            let original = match saved.iter().find(|(p, _)| *p == path) {
+                Some((_, v)) => v.clone(),
+                None => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {path}"))?
+                    .trim()
+                    .to_string(),
+            };
+            self.sysctls.push((path.clone(), original.clone()));
+            self.save()?;
+            std::fs::write(&path, value)
+                .with_context(|| format!("setting {path} to {value} (virtual MAC)"))?;
+            info!("{path} = {value} while vipd runs (was {original})");
+        }
+        Ok(())
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let text: String = self
+            .sysctls
+            .iter()
+            .map(|(p, v)| format!("{p} {v}\n"))
+            .collect();
+        std::fs::write(self.saved_path(), text)
+            .with_context(|| format!("saving sysctls to {}", self.saved_path().display()))
+    }
+
+    /// Records a macvlan this daemon made, to delete it on drop.
+    pub fn macvlan(&mut self, name: &str) {
+        self.macvlans.push(name.into());
+    }
+
+    /// Installs the drop rules for groups with `accept = false` (not the owner's), after
+    /// removing a leftover table.
+    pub fn accept_rules(&mut self, groups: &[Vrrp]) -> anyhow::Result<()> {
+        let table = nft_table(&self.instance);
+        remove_nft_table(&table);
+        let rules: Vec<String> = groups
+            .iter()
+            .filter(|g| !g.accept && g.priority != 255)
+            .flat_map(|g| g.vips.iter().map(|v| v.addr))
+            .map(|a| match a {
+                IpAddr::V4(a) => format!("ip daddr {a} drop"),
+                IpAddr::V6(a) => format!(
+                    "ip6 daddr {a} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept\n    ip6 daddr {a} drop"
+                ),
+            })
+            .collect();
+        if rules.is_empty() {
+            return Ok(());
+        }
+        nft(&format!(
+            "table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    {}\n  }}\n}}\n",
+            rules.join("\n    ")
+        ))
+        .context("installing the accept = false rules")?;
+        self.nft_table = Some(table);
+        Ok(())
+    }
+}
+
+impl Drop for HostChanges {
+    fn drop(&mut self) {
+        if let Some(table) = self.nft_table.take() {
+            remove_nft_table(&table);
+        }
+        for name in self.macvlans.drain(..) {
+            let ok = Command::new("ip")
+                .args(["link", "del", &name])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                debug!("removing the virtual MAC interface {name} failed (already gone?)");
+            }
+        }
+        for (path, value) in self.sysctls.drain(..) {
+            if let Err(e) = std::fs::write(&path, &value) {
+                warn!("restoring {path} to {value}: {e}");
+            }
+        }
+        let _ = std::fs::remove_file(self.saved_path());
+    }
+}
+
+/// The table of an instance: `vipd_<instance>` with other characters as `_`.
+fn nft_table(instance: &str) -> String {
+    let clean: String = instance
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("vipd_{clean}")
+}
+
+fn nft(script: &str) -> anyhow::Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft (accept = false needs nftables)")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+fn remove_nft_table(table: &str) {
+    let exists = Command::new("nft")
+        .args(["list", "table", "inet", table])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if exists && let Err(e) = nft(&format!("delete table inet {table}\n")) {
+        warn!("removing the accept = false rules: {e}");
+    }
+}
+
+/// Turns off IPv6 address generation on a fresh macvlan: every router of a group has the
+/// same virtual MAC, so they would all make the same link-local address and send DAD, MLD
+/// and router solicitations from the virtual MAC, pulling switches' entries for it away
+/// from the Master.
+pub fn no_ipv6_autoconf(name: &str) -> std::io::Result<()> {
+    match std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/addr_gen_mode"), "1") {
+        // IPv6 is off on this host: nothing to turn off.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// "00:00:5e:00:01:33".
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
