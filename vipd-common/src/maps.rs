@@ -106,7 +106,10 @@ pub struct VrrpGroup {
     /// `VRRP_INITIALIZE`, `VRRP_BACKUP` or `VRRP_MASTER`.
     pub state: u8,
     /// Padding.
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// The interface the group runs on: adverts for its VRID that arrive on another
+    /// interface are counted as for an unknown VRID (0: any interface).
+    pub ifindex: u32,
 }
 
 /// What the XDP program last heard of a group's Master, written only by it.
@@ -237,7 +240,7 @@ pub enum Counter {
     VrrpMalformed = 12,
     /// VRRP adverts with a wrong checksum.
     VrrpBadChecksum = 13,
-    /// Valid VRRP adverts for a VRID this node does not run.
+    /// VRRPv3 adverts for a VRID this node does not run on the interface they came in on.
     VrrpUnknownVrid = 14,
 }
 

@@ -399,6 +399,11 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
         count(Counter::VrrpUnknownVrid);
         return xdp_action::XDP_PASS;
     };
+    // The same VRID on another segment is another group.
+    if group.ifindex != 0 && group.ifindex as usize != ctx.ingress_ifindex() {
+        count(Counter::VrrpUnknownVrid);
+        return xdp_action::XDP_PASS;
+    }
     if ttl != 255 {
         count(Counter::VrrpBadTtl);
         return xdp_action::XDP_PASS;

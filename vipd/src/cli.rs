@@ -144,7 +144,8 @@ pub struct RunArgs {
     /// A VRRP group (VRRP mode, repeat for more): `VRID,key=value,…` with `priority=1-255`
     /// [100], `vip=ADDR[/LEN]` (repeat; one family per group), `interval=1s` (advert
     /// interval, whole centiseconds), `preempt=yes|no` [yes], `accept=yes|no` [yes],
-    /// `vmac=yes|no` [no: the interface's MAC; yes: 00:00:5e:00:01:VRID on a macvlan]; e.g.
+    /// `vmac=yes|no` [no: the interface's MAC; yes: 00:00:5e:00:01:VRID on a macvlan],
+    /// `interface=NAME` [--interface]; e.g.
     /// `--vrrp 51,priority=150,vip=192.0.2.200/24,interval=100ms` ([[vrrp]]).
     #[arg(long = "vrrp", value_parser = crate::config::Vrrp::parse_spec)]
     pub vrrp: Vec<crate::config::Vrrp>,

@@ -245,8 +245,8 @@ pub fn table(s: &Status) -> String {
     if !s.vrrp.is_empty() {
         let _ = writeln!(
             t,
-            "\n{:<5} {:<5} {:<10} {:>4}  {:<26} {:>12} {:>9}  vips",
-            "vrid", "af", "state", "prio", "master (prio)", "last heard", "adverts"
+            "\n{:<5} {:<5} {:<9} {:<10} {:>4}  {:<26} {:>12} {:>9}  vips",
+            "vrid", "af", "interface", "state", "prio", "master (prio)", "last heard", "adverts"
         );
         for g in &s.vrrp {
             let master = match (&g.master, g.master_priority) {
@@ -259,9 +259,10 @@ pub fn table(s: &Status) -> String {
                 .map_or("-".into(), |ms| format!("{ms:.1} ms"));
             let _ = writeln!(
                 t,
-                "{:<5} {:<5} {:<10} {:>4}  {:<26} {:>12} {:>9}  {}",
+                "{:<5} {:<5} {:<9} {:<10} {:>4}  {:<26} {:>12} {:>9}  {}",
                 g.vrid,
                 g.family,
+                g.interface,
                 g.state,
                 g.priority,
                 master,

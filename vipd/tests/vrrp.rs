@@ -1111,3 +1111,128 @@ fn virtual_mac_moves_with_the_master_and_accept_mode_off_drops_vip_traffic() -> 
     );
     Ok(())
 }
+
+/// Groups on two segments: VRID 51 on eth0 (keepalived outranks vipd there) and VRID 52 on
+/// a second cable, eth1 (vipd outranks keepalived). Each group's VIP goes on its own
+/// interface, an advert for VRID 52 arriving on eth0 is another segment's group (counted
+/// as an unknown VRID, ignored), and losing carrier on eth1 stops only VRID 52.
+#[test]
+fn groups_run_on_their_own_interfaces() -> anyhow::Result<()> {
+    if !privileged("groups_run_on_their_own_interfaces") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vri", false)?;
+    let (k, v) = (c.k.clone(), c.v.clone());
+    c.lab
+        .connect(&k, &v, "eth1", "198.51.100.11/24", "198.51.100.12/24")?;
+    const VIP_B: &str = "198.51.100.200";
+    let instance = |name: &str, ifname: &str, vrid: u8, priority: u8, vip: &str| {
+        format!(
+            "vrrp_instance {name} {{\n    state BACKUP\n    interface {ifname}\n    virtual_router_id {vrid}\n\
+             \x20   priority {priority}\n    advert_int 0.1\n    virtual_ipaddress {{\n        {vip} dev {ifname}\n    }}\n}}\n"
+        )
+    };
+    let conf = format!(
+        "global_defs {{\n    vrrp_version 3\n    router_id k\n}}\n{}{}",
+        instance("A", "eth0", 51, 200, VIP4_CIDR),
+        instance("B", "eth1", 52, 50, "198.51.100.200/24"),
+    );
+    let ka = start_keepalived(&mut c.lab, &k, "keepalived", &conf)?;
+    c.lab
+        .proc(ka)
+        .wait_for_line(&["(A) Entering MASTER STATE"], WAIT)?;
+
+    let spec_a = format!("{VRID},priority=100,vip={VIP4_CIDR},interval=100ms");
+    let spec_b = "52,priority=100,vip=198.51.100.200/24,interval=100ms,interface=eth1";
+    let vipd = c.lab.spawn_vipd(
+        &v,
+        1,
+        "vipd",
+        Path::new(VIPD),
+        &["--vrrp", &spec_a, "--vrrp", spec_b],
+    )?;
+    c.lab
+        .proc(vipd)
+        .wait_for_lines(&["vrrp state", "reason=startup"], 2, WAIT)?;
+    let by_vrid = |st: &serde_json::Value, vrid: u64| -> anyhow::Result<serde_json::Value> {
+        st["vrrp"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["vrid"] == vrid)
+            .cloned()
+            .with_context(|| format!("no VRID {vrid} in {st:#}"))
+    };
+    let mut st = serde_json::Value::Null;
+    wait_until(
+        "VRID 51 backup on eth0, VRID 52 master on eth1",
+        WAIT,
+        || {
+            st = status(&c.lab, &v)?;
+            let (a, b) = (by_vrid(&st, 51)?, by_vrid(&st, 52)?);
+            Ok(a["state"] == "backup" && a["master"] == k.addr.as_str() && b["state"] == "master")
+        },
+    )
+    .with_context(|| format!("last status: {st:#}"))?;
+    assert_eq!(by_vrid(&st, 51)?["interface"], "eth0", "{st:#}");
+    assert_eq!(by_vrid(&st, 52)?["interface"], "eth1", "{st:#}");
+    c.lab
+        .proc(ka)
+        .wait_for_line(&["(B) Entering BACKUP STATE"], WAIT)?;
+    wait_until("VRID 52's VIP on v's eth1", WAIT, || {
+        Ok(c.lab
+            .addresses_on(&v, "eth1")?
+            .iter()
+            .any(|a| a == "198.51.100.200/24"))
+    })?;
+    ensure!(
+        !c.lab.has_address(&v, VIP_B)? && !c.lab.has_address(&v, VIP4)?,
+        "nothing of vipd's on v's eth0: {:?}",
+        c.lab.addresses(&v)?
+    );
+    assert_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
+
+    // VRID 52 at priority 254 on eth0: were it taken for eth1's group, vipd would step down.
+    let before = counter(&status(&c.lab, &v)?, "vrrp_unknown_vrid")?;
+    let src = v4(&k.addr)?;
+    let msg = vrrp_msg(advert(52, 254), &[v4(VIP_B)?], src, |_| {});
+    let frame = ipv4_frame(parse_mac(&k.mac)?, src, 255, &msg);
+    c.lab.send_frames(&k, "eth0", &[frame])?;
+    wait_until("the advert counted as an unknown VRID", WAIT, || {
+        Ok(counter(&status(&c.lab, &v)?, "vrrp_unknown_vrid")? > before)
+    })?;
+    ensure!(
+        by_vrid(&status(&c.lab, &v)?, 52)?["state"] == "master",
+        "VRID 52 stepped down for an advert from another segment:\n{}",
+        c.lab.proc(vipd).output()
+    );
+
+    // eth1 loses carrier (its far end goes down): VRID 52 stops, VRID 51 carries on.
+    c.lab.set_link_of(&k, "eth1", false)?;
+    wait_until("VRID 52 in initialize", WAIT, || {
+        Ok(by_vrid(&status(&c.lab, &v)?, 52)?["state"] == "initialize")
+    })?;
+    ensure!(
+        !c.lab
+            .addresses_on(&v, "eth1")?
+            .iter()
+            .any(|a| a.starts_with(VIP_B)),
+        "VRID 52's VIP released"
+    );
+    let st = status(&c.lab, &v)?;
+    assert_eq!(by_vrid(&st, 51)?["state"], "backup", "{st:#}");
+    // Carrier back: VRID 52 starts again and, outranking keepalived, is Master once more.
+    c.lab.set_link_of(&k, "eth1", true)?;
+    wait_until("VRID 52 master again", WAIT, || {
+        Ok(by_vrid(&status(&c.lab, &v)?, 52)?["state"] == "master")
+    })?;
+    let log = c.lab.proc(vipd).output();
+    assert_eq!(
+        c.lab.proc(vipd).count_lines(&["vrrp state", "vrid=51 "]),
+        1,
+        "VRID 51 only left initialize at start-up:\n{log}"
+    );
+    stop(&mut c.lab, vipd)?;
+    Ok(())
+}

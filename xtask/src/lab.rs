@@ -295,6 +295,38 @@ impl Lab {
         Ok(host)
     }
 
+    /// Joins `a` and `b` by a cable of their own (a veth pair, both ends named `ifname`,
+    /// with the MAC `<host's eth0 MAC with the last byte + 0x80>`) besides the switch:
+    /// a second segment, with `a_cidr` and `b_cidr` on its ends.
+    pub fn connect(
+        &self,
+        a: &Host,
+        b: &Host,
+        ifname: &str,
+        a_cidr: &str,
+        b_cidr: &str,
+    ) -> anyhow::Result<()> {
+        let second_mac = |h: &Host| -> anyhow::Result<String> {
+            let (head, last) = h.mac.rsplit_once(':').context("a MAC with colons")?;
+            let last = u8::from_str_radix(last, 16).context("a hex MAC")?;
+            Ok(format!("{head}:{:02x}", last ^ 0x80))
+        };
+        let (a_mac, b_mac) = (second_mac(a)?, second_mac(b)?);
+        run(
+            "ip",
+            &[
+                "link", "add", ifname, "netns", &a.netns, "address", &a_mac, "type", "veth",
+                "peer", "name", ifname, "netns", &b.netns, "address", &b_mac,
+            ],
+        )?;
+        for (h, cidr) in [(a, a_cidr), (b, b_cidr)] {
+            self.sysctl(h, &format!("net.ipv6.conf.{ifname}.accept_dad"), "0")?;
+            self.ip(&h.netns, &["addr", "add", cidr, "dev", ifname])?;
+            self.ip(&h.netns, &["link", "set", ifname, "up"])?;
+        }
+        Ok(())
+    }
+
     /// Adds another address to `host`'s eth0 (IPv6 without duplicate address detection).
     pub fn add_address(&self, host: &Host, addr_cidr: &str) -> anyhow::Result<()> {
         let mut args = vec!["addr", "add", addr_cidr, "dev", "eth0"];
@@ -357,16 +389,26 @@ impl Lab {
 
     /// Sets `host`'s eth0 up or down.
     pub fn set_link(&self, host: &Host, up: bool) -> anyhow::Result<()> {
+        self.set_link_of(host, "eth0", up)
+    }
+
+    /// Sets `host`'s interface `ifname` up or down.
+    pub fn set_link_of(&self, host: &Host, ifname: &str, up: bool) -> anyhow::Result<()> {
         self.ip(
             &host.netns,
-            &["link", "set", "eth0", if up { "up" } else { "down" }],
+            &["link", "set", ifname, if up { "up" } else { "down" }],
         )?;
         Ok(())
     }
 
     /// The addresses on `host`'s eth0, as "addr/len".
     pub fn addresses(&self, host: &Host) -> anyhow::Result<Vec<String>> {
-        let out = self.ip(&host.netns, &["-o", "addr", "show", "dev", "eth0"])?;
+        self.addresses_on(host, "eth0")
+    }
+
+    /// The addresses on `host`'s interface `ifname`, as "addr/len".
+    pub fn addresses_on(&self, host: &Host, ifname: &str) -> anyhow::Result<Vec<String>> {
+        let out = self.ip(&host.netns, &["-o", "addr", "show", "dev", ifname])?;
         Ok(out
             .lines()
             .filter_map(|l| {

@@ -440,7 +440,8 @@ impl Runtime {
                 VrrpState::Backup => VRRP_BACKUP,
                 VrrpState::Master => VRRP_MASTER,
             },
-            _pad: [0; 5],
+            _pad: 0,
+            ifindex: g.ifindex,
         };
         let key = g.key;
         if let Err(e) = self.loaded.vrrp_groups.insert(key, value, 0) {
