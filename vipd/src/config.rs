@@ -782,7 +782,8 @@ impl Config {
             .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
-    /// What a reload to `new` cannot change without a restart, if anything.
+    /// What a reload to `new` cannot change without a restart, if anything. (VRRP groups
+    /// change on a reload; only their interfaces are fixed, which the daemon checks.)
     pub fn needs_restart(&self, new: &Config) -> Option<&'static str> {
         if self.interface != new.interface {
             Some("the interface")
@@ -802,8 +803,8 @@ impl Config {
             Some("the metrics address")
         } else if self.interval != new.interval || self.dead_interval != new.dead_interval {
             Some("the heartbeat or dead interval")
-        } else if self.vrrp != new.vrrp || self.vrrp.is_empty() != new.vrrp.is_empty() {
-            Some("the VRRP groups")
+        } else if self.vrrp.is_empty() != new.vrrp.is_empty() {
+            Some("between pool mode and VRRP mode")
         } else {
             None
         }

@@ -76,7 +76,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if cfg.vrrp.is_empty() {
         rt.block_on(daemon::run(cfg, args))
     } else {
-        rt.block_on(vrrp::run::run(cfg))
+        rt.block_on(vrrp::run::run(cfg, args))
     }
 }
 

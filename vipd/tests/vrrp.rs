@@ -1236,3 +1236,151 @@ fn groups_run_on_their_own_interfaces() -> anyhow::Result<()> {
     stop(&mut c.lab, vipd)?;
     Ok(())
 }
+
+/// SIGHUP in VRRP mode, beside keepalived (VRID 51 at priority 150): raising vipd's
+/// priority above keepalived's makes it preempt without restarting the group; a VIP added
+/// to a group is added while the group's other VIP is not touched; a new group starts and
+/// a removed one stops; a broken file, or a group on an interface vipd does not run on, is
+/// rejected and everything keeps running as it was.
+#[test]
+fn sighup_reloads_vrrp_groups_in_place() -> anyhow::Result<()> {
+    if !privileged("sighup_reloads_vrrp_groups_in_place") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vrl", false)?;
+    let (k, v) = (c.k.clone(), c.v.clone());
+    let ka = start_keepalived(
+        &mut c.lab,
+        &k,
+        "keepalived",
+        &keepalived_conf(&k, 150, VIP4_CIDR, false),
+    )?;
+    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+
+    let conf = c.lab.dir().join("vipd.toml");
+    let group = |vrid: u8, priority: u8, vips: &[&str]| {
+        let vips: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
+        format!(
+            "[[vrrp]]\nvrid = {vrid}\npriority = {priority}\nvips = [{}]\nadvert_interval = \"100ms\"\n",
+            vips.join(", ")
+        )
+    };
+    let write = |groups: &[String]| std::fs::write(&conf, groups.concat());
+    write(&[
+        group(51, 100, &[VIP4_CIDR]),
+        group(52, 100, &["192.0.2.210/24"]),
+    ])?;
+    let conf_arg = conf.to_str().context("UTF-8 path")?;
+    let vipd = c
+        .lab
+        .spawn_vipd(&v, 1, "vipd", Path::new(VIPD), &["--config", conf_arg])?;
+    c.lab
+        .proc(vipd)
+        .wait_for_lines(&["vrrp state", "reason=startup"], 2, WAIT)?;
+    wait_group(&c.lab, &v, "ipv4", "backup", Some(&k.addr))?;
+    wait_until("192.0.2.210 on v", WAIT, || {
+        c.lab.has_address(&v, "192.0.2.210")
+    })?;
+    let vrids = |lab: &Lab| -> anyhow::Result<Vec<(u64, String)>> {
+        let st = status(lab, &v)?;
+        Ok(st["vrrp"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| (g["vrid"].as_u64().unwrap_or(0), g["state"].to_string()))
+            .collect())
+    };
+    let reloads = |lab: &mut Lab, n: usize| -> anyhow::Result<()> {
+        lab.proc(vipd).signal(libc::SIGHUP)?;
+        lab.proc(vipd)
+            .wait_for_lines(&["configuration reloaded"], n, WAIT)?;
+        Ok(())
+    };
+
+    // 51 outranks keepalived now, 52 gets a second VIP, 53 is new.
+    write(&[
+        group(51, 200, &[VIP4_CIDR]),
+        group(52, 100, &["192.0.2.210/24", "192.0.2.211/24"]),
+        group(53, 100, &["192.0.2.220/24"]),
+    ])?;
+    reloads(&mut c.lab, 1)?;
+    let line = c
+        .lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    assert!(line.contains("from=backup"), "{line}");
+    c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
+    wait_vip_only_on(&c.lab, VIP4, &v, &[&k])?;
+    wait_client_reaches(&c, VIP4, &v)?;
+    for vip in ["192.0.2.211", "192.0.2.220"] {
+        wait_until(&format!("{vip} on v"), WAIT, || c.lab.has_address(&v, vip))?;
+    }
+    let log = c.lab.proc(vipd).output();
+    assert_eq!(
+        c.lab
+            .proc(vipd)
+            .count_lines(&["took over VIP", "192.0.2.210"]),
+        1,
+        "192.0.2.210 was added once, at start-up:\n{log}"
+    );
+    assert_eq!(
+        c.lab.proc(vipd).count_lines(&["released VIP"]),
+        0,
+        "nothing released:\n{log}"
+    );
+    assert_eq!(
+        c.lab
+            .proc(vipd)
+            .count_lines(&["vrrp state", "vrid=52", "reason=reload"]),
+        0,
+        "VRID 52 was not restarted:\n{log}"
+    );
+
+    // Rejected: a broken file, and a group on an interface vipd does not run on.
+    std::fs::write(&conf, "[[vrrp]]\nvrid = 51\npriority = \"high\"\n")?;
+    c.lab.proc(vipd).signal(libc::SIGHUP)?;
+    c.lab.proc(vipd).wait_for_lines(
+        &["reload rejected, keeping the running configuration"],
+        1,
+        WAIT,
+    )?;
+    let mut other = group(54, 100, &["192.0.2.230/24"]);
+    other.push_str("interface = \"lo\"\n");
+    write(&[group(51, 200, &[VIP4_CIDR]), other])?;
+    c.lab.proc(vipd).signal(libc::SIGHUP)?;
+    let line = c.lab.proc(vipd).wait_for_lines(
+        &["reload rejected, keeping the running configuration"],
+        2,
+        WAIT,
+    )?;
+    assert!(line.contains("new interface needs a restart"), "{line}");
+    let now = vrids(&c.lab)?;
+    assert_eq!(
+        now.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [51, 52, 53],
+        "{now:?}"
+    );
+
+    // 53 removed: its VIP goes, the others stay where they are.
+    write(&[
+        group(51, 200, &[VIP4_CIDR]),
+        group(52, 100, &["192.0.2.210/24", "192.0.2.211/24"]),
+    ])?;
+    reloads(&mut c.lab, 2)?;
+    wait_until("192.0.2.220 removed", WAIT, || {
+        Ok(!c.lab.has_address(&v, "192.0.2.220")?)
+    })?;
+    let now = vrids(&c.lab)?;
+    assert_eq!(
+        now,
+        [(51, "\"master\"".into()), (52, "\"master\"".into())],
+        "{now:?}"
+    );
+    for vip in [VIP4, "192.0.2.210", "192.0.2.211"] {
+        ensure!(c.lab.has_address(&v, vip)?, "{vip} still on v");
+    }
+    assert_eq!(c.lab.proc(vipd).count_lines(&["released VIP"]), 1);
+    stop(&mut c.lab, vipd)?;
+    Ok(())
+}

@@ -96,6 +96,12 @@ impl HostChanges {
         self.macvlans.push(name.into());
     }
 
+    /// Deletes a macvlan recorded with [`Self::macvlan`] now (its group stopped for good).
+    pub fn remove_macvlan(&mut self, name: &str) {
+        self.macvlans.retain(|m| m != name);
+        delete_link(name);
+    }
+
     /// Installs the drop rules for groups with `accept = false` (not the owner's), after
     /// removing a leftover table.
     pub fn accept_rules(&mut self, groups: &[Vrrp]) -> anyhow::Result<()> {
@@ -131,14 +137,7 @@ impl Drop for HostChanges {
             remove_nft_table(&table);
         }
         for name in self.macvlans.drain(..) {
-            let ok = Command::new("ip")
-                .args(["link", "del", &name])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                debug!("removing the virtual MAC interface {name} failed (already gone?)");
-            }
+            delete_link(&name);
         }
         for (path, value) in self.sysctls.drain(..) {
             if let Err(e) = std::fs::write(&path, &value) {
@@ -146,6 +145,17 @@ impl Drop for HostChanges {
             }
         }
         let _ = std::fs::remove_file(self.saved_path());
+    }
+}
+
+fn delete_link(name: &str) {
+    let ok = Command::new("ip")
+        .args(["link", "del", name])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        debug!("removing the virtual MAC interface {name} failed (already gone?)");
     }
 }
 

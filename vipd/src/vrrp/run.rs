@@ -22,6 +22,7 @@ use anyhow::{Context as _, bail};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
+    sync::mpsc::UnboundedSender,
     task::JoinHandle,
     time::{Instant, sleep_until},
 };
@@ -35,9 +36,11 @@ use super::{
     advert::{self, AdvertSpec},
     fsm::{Heard, VirtualRouter, VrrpAction, VrrpEvent, VrrpState},
     host::{self, HostChanges},
+    reload::{self, Change},
 };
 use crate::{
     announce::Announcer,
+    cli::RunArgs,
     clock::monotonic_ns,
     config::{Config, Vrrp},
     control::{self, Status, VrrpStatus},
@@ -67,8 +70,8 @@ struct Group {
     master: Option<(IpAddr, u8)>,
     /// Why the next transition happens (for the log).
     reason: &'static str,
-    /// Tasks repeating announcements of the held VIPs.
-    repeats: Vec<JoinHandle<()>>,
+    /// Tasks repeating announcements of the held VIPs, by address.
+    repeats: Vec<(IpAddr, JoinHandle<()>)>,
     /// Index of the interface the group runs on.
     ifindex: u32,
     /// Whether the last advert failed to go out (warned once until one succeeds).
@@ -82,14 +85,26 @@ struct Group {
 /// Everything the loop acts with.
 struct Runtime {
     cfg: Config,
+    /// Where a reload reads the configuration from.
+    args: RunArgs,
     loaded: LoadedXdp,
     hooks: Hooks,
     metrics: Arc<Metrics>,
     groups: Vec<Group>,
+    /// The interfaces groups run on, by name (fixed for the daemon's life).
+    ports: BTreeMap<String, Port>,
+    /// What the daemon changed on the host besides addresses, undone at the end.
+    host: HostChanges,
+    /// Sockets holding the VRRP multicast memberships: (ifindex, IPv6, socket).
+    joined: Vec<(u32, bool, std::net::UdpSocket)>,
     /// Carrier of each interface (by index): a group runs while its interface has carrier
     /// and every health check passes.
     carrier: BTreeMap<u32, bool>,
     health: health::Tracker,
+    /// Results of other generations of checks (before a reload) are ignored.
+    health_generation: u64,
+    health_tasks: Vec<JoinHandle<()>>,
+    health_tx: UnboundedSender<(u64, usize, bool)>,
 }
 
 /// One interface groups run on.
@@ -99,8 +114,11 @@ struct Port {
 }
 
 /// Runs the configured VRRP groups until SIGTERM or SIGINT, then stops them (priority-0
-/// adverts, VIPs removed). Host changes are undone however it ends.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// adverts, VIPs removed). SIGHUP reloads the configuration from `args` (see [`reload`]).
+/// Host changes are undone however it ends.
+///
+/// [`reload`]: super::reload
+pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     check_privileges()?;
     // First: a second daemon of the same instance must stop before it touches anything.
     let control = control::bind(&cfg.instance)?;
@@ -110,21 +128,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     names.dedup();
     let all: Vec<Vip> = cfg.vrrp.iter().flat_map(|g| g.vips.clone()).collect();
     let mut ports = BTreeMap::new();
-    let mut addresses = BTreeMap::new();
     for name in &names {
         let link = Link::open(name).await?;
         remove_leftovers(&link, &all).await?;
-        addresses.insert(name.clone(), link.addresses().await?);
         let announcer = Announcer::open(link.index, link.mac).context(
             "opening an AF_PACKET socket for adverts and gratuitous ARP (needs CAP_NET_RAW)",
         )?;
-        if cfg
-            .vrrp
-            .iter()
-            .any(|g| g.interface() == name && g.vmac && !g.ipv6())
-        {
-            host.arp_settings(name)?;
-        }
         ports.insert(
             name.clone(),
             Port {
@@ -135,39 +144,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let mut groups = Vec::new();
     for g in &cfg.vrrp {
-        let port = &ports[g.interface()];
-        let source = source_address(&addresses[g.interface()], g, &all)
-            .with_context(|| format!("VRRP group {} on {}", g.vrid, g.interface()))?;
-        let (link, announcer) = if g.vmac {
-            let name = g.vmac_name();
-            host.macvlan(&name);
-            let vlink = port
-                .link
-                .add_macvlan(&name, g.virtual_mac(), || host::no_ipv6_autoconf(&name))
-                .await
-                .with_context(|| format!("VRRP group {}: the virtual MAC", g.vrid))?;
-            let a = Announcer::open(vlink.index, vlink.mac)
-                .with_context(|| format!("opening an AF_PACKET socket on {name}"))?;
-            info!(vrid = g.vrid, interface = %name, "virtual MAC {}", host::mac_text(vlink.mac));
-            (vlink, Arc::new(a))
-        } else {
-            (port.link.clone(), Arc::clone(&port.announcer))
-        };
-        groups.push(Group {
-            ifindex: port.link.index,
-            link,
-            announcer,
-            key: vrrp_key(g.ipv6(), g.vrid),
-            router: VirtualRouter::new(g.priority, g.interval_cs(), g.preempt, source),
-            source,
-            vips: g.vips.iter().map(|v| v.addr).collect(),
-            stopped_at: 0,
-            master: None,
-            reason: "startup",
-            repeats: Vec::new(),
-            send_failing: false,
-            cfg: g.clone(),
-        });
+        groups.push(new_group(&ports[g.interface()], &mut host, g, &all).await?);
     }
     let (loaded, rings) = xdp::load(&xdp::XdpSettings {
         interface: &names[0],
@@ -180,7 +157,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             ..XdpConfig::default()
         },
     })?;
-    let _joined = join_groups(&groups)
+    let mut joined = Vec::new();
+    join_groups(&groups, &mut joined)
         .context("joining the VRRP multicast groups (224.0.0.18 / ff02::12)")?;
     host.accept_rules(&cfg.vrrp)?;
     let indices: Vec<u32> = ports.values().map(|p| p.link.index).collect();
@@ -196,7 +174,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("serving metrics on {addr}"))?;
     }
     let (health_tx, mut health_rx) = tokio::sync::mpsc::unbounded_channel();
-    let _health_tasks = health::spawn(&cfg.checks, 0, health_tx);
+    let health_tasks = health::spawn(&cfg.checks, 0, health_tx.clone());
     let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
@@ -208,26 +186,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     info!(
         node = cfg.node_id,
         interfaces = ?names,
-        groups = ?cfg.vrrp.iter().map(|g| format!("{}/{} prio {} on {}", g.vrid, g.family(), g.priority, g.interface())).collect::<Vec<_>>(),
+        groups = ?cfg.vrrp.iter().map(describe).collect::<Vec<_>>(),
         "vipd started in VRRP mode"
     );
     let mut rt = Runtime {
-        hooks: Hooks::new(
-            cfg.hook.clone(),
-            cfg.hook_timeout,
-            cfg.node_id,
-            &cfg.instance,
-            &cfg.interface,
-        ),
+        hooks: hooks_of(&cfg),
         health: health::Tracker::new(&cfg.checks),
+        health_generation: 0,
+        health_tasks,
+        health_tx,
         carrier: ports
             .values()
             .map(|p| (p.link.index, p.link.carrier))
             .collect(),
         cfg,
+        args,
         loaded,
         metrics,
         groups,
+        ports,
+        host,
+        joined,
     };
     for i in 0..rt.groups.len() {
         rt.publish(i);
@@ -269,10 +248,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 };
                 rt.on_carrier(index, up).await;
             }
-            Some((_, check, passed)) = health_rx.recv() => rt.on_check(check, passed).await,
-            _ = sighup.recv() => {
-                warn!("SIGHUP: VRRP groups are not reloaded; restart vipd to change them");
+            Some((generation, check, passed)) = health_rx.recv() => {
+                if generation == rt.health_generation {
+                    rt.on_check(check, passed).await;
+                }
             }
+            _ = sighup.recv() => rt.reload().await,
             accepted = control.accept() => {
                 if let Ok((stream, _)) = accepted {
                     tokio::spawn(answer(stream, rt.status()));
@@ -301,11 +282,82 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         counters = counters.join(" "),
         "stopped"
     );
+    rt.health_tasks.iter().for_each(JoinHandle::abort);
+    let Runtime {
+        host, loaded, cfg, ..
+    } = rt;
     drop(host);
-    xdp::remove_pins(&rt.loaded.pin_dir);
-    let _ = std::fs::remove_file(control::socket_path(&rt.cfg.instance));
+    xdp::remove_pins(&loaded.pin_dir);
+    let _ = std::fs::remove_file(control::socket_path(&cfg.instance));
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
+}
+
+/// Makes group `g` on `port` (in Initialize): its advert source and, with `vmac`, its
+/// macvlan. `all` are every group's VIPs (never an advert source).
+async fn new_group(
+    port: &Port,
+    host: &mut HostChanges,
+    g: &Vrrp,
+    all: &[Vip],
+) -> anyhow::Result<Group> {
+    let addresses = port.link.addresses().await?;
+    let source = source_address(&addresses, g, all)
+        .with_context(|| format!("VRRP group {} on {}", g.vrid, g.interface()))?;
+    let (link, announcer) = if g.vmac {
+        if !g.ipv6() {
+            host.arp_settings(g.interface())?;
+        }
+        let name = g.vmac_name();
+        host.macvlan(&name);
+        let vlink = port
+            .link
+            .add_macvlan(&name, g.virtual_mac(), || host::no_ipv6_autoconf(&name))
+            .await
+            .with_context(|| format!("VRRP group {}: the virtual MAC", g.vrid))?;
+        let a = Announcer::open(vlink.index, vlink.mac)
+            .with_context(|| format!("opening an AF_PACKET socket on {name}"))?;
+        info!(vrid = g.vrid, interface = %name, "virtual MAC {}", host::mac_text(vlink.mac));
+        (vlink, Arc::new(a))
+    } else {
+        (port.link.clone(), Arc::clone(&port.announcer))
+    };
+    Ok(Group {
+        ifindex: port.link.index,
+        link,
+        announcer,
+        key: vrrp_key(g.ipv6(), g.vrid),
+        router: VirtualRouter::new(g.priority, g.interval_cs(), g.preempt, source),
+        source,
+        vips: g.vips.iter().map(|v| v.addr).collect(),
+        stopped_at: 0,
+        master: None,
+        reason: "startup",
+        repeats: Vec::new(),
+        send_failing: false,
+        cfg: g.clone(),
+    })
+}
+
+/// "51/ipv4 prio 150 on eth0", for logs.
+fn describe(g: &Vrrp) -> String {
+    format!(
+        "{}/{} prio {} on {}",
+        g.vrid,
+        g.family(),
+        g.priority,
+        g.interface()
+    )
+}
+
+fn hooks_of(cfg: &Config) -> Hooks {
+    Hooks::new(
+        cfg.hook.clone(),
+        cfg.hook_timeout,
+        cfg.node_id,
+        &cfg.instance,
+        &cfg.interface,
+    )
 }
 
 /// The address adverts of `group` are sent from: the interface's first IPv4 address that
@@ -336,31 +388,36 @@ fn source_address(
     }
 }
 
-/// Joins 224.0.0.18 / ff02::12 on each group's interface, so its multicast filter lets
-/// adverts in (the sockets receive nothing: VRRP is not UDP). Keep the sockets to stay
-/// joined.
-fn join_groups(groups: &[Group]) -> std::io::Result<Vec<std::net::UdpSocket>> {
-    let mut sockets = Vec::new();
-    let mut done = Vec::new();
+/// Joins 224.0.0.18 / ff02::12 on each group's interface where `joined` does not yet,
+/// so its multicast filter lets adverts in (the sockets receive nothing: VRRP is not UDP).
+/// Keep the sockets to stay joined.
+fn join_groups(
+    groups: &[Group],
+    joined: &mut Vec<(u32, bool, std::net::UdpSocket)>,
+) -> std::io::Result<()> {
     for g in groups {
-        if done.contains(&(g.ifindex, g.cfg.ipv6())) {
+        let ipv6 = g.cfg.ipv6();
+        if joined
+            .iter()
+            .any(|(i, v6, _)| (*i, *v6) == (g.ifindex, ipv6))
+        {
             continue;
         }
-        done.push((g.ifindex, g.cfg.ipv6()));
-        match g.source {
+        let socket = match g.source {
             IpAddr::V4(local) => {
                 let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
                 s.join_multicast_v4(&advert::GROUP_V4, &local)?;
-                sockets.push(s);
+                s
             }
             IpAddr::V6(_) => {
                 let s = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
                 s.join_multicast_v6(&advert::GROUP_V6, g.ifindex)?;
-                sockets.push(s);
+                s
             }
-        }
+        };
+        joined.push((g.ifindex, ipv6, socket));
     }
-    Ok(sockets)
+    Ok(())
 }
 
 fn state_name(s: VrrpState) -> &'static str {
@@ -523,11 +580,16 @@ impl Runtime {
 
     async fn take(&mut self, i: usize) {
         let vips = self.groups[i].cfg.vips.clone();
+        self.take_vips(i, &vips).await;
+    }
+
+    /// Adds `vips` as group `i`'s, announcing each at once and on the repeat schedule.
+    async fn take_vips(&mut self, i: usize, vips: &[Vip]) {
         let (link, announcer) = (
             self.groups[i].link.clone(),
             Arc::clone(&self.groups[i].announcer),
         );
-        for vip in vips {
+        for &vip in vips {
             match link.add(&vip).await {
                 Ok(_) => {
                     info!(target: "vipd::timeline", event = "address_added", vip = %vip.addr,
@@ -557,14 +619,15 @@ impl Runtime {
             let repeats = self.cfg.announce_repeats.clone();
             let start = Instant::now();
             let addr = vip.addr;
-            self.groups[i].repeats.push(tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 for after in repeats {
                     sleep_until(start + after).await;
                     if announcer.announce(addr).is_ok() {
                         metrics.announcements.inc();
                     }
                 }
-            }));
+            });
+            self.groups[i].repeats.push((addr, task));
             self.metrics
                 .vip_owned
                 .get_or_create(&VipLabel {
@@ -576,12 +639,21 @@ impl Runtime {
     }
 
     async fn release(&mut self, i: usize) {
-        for task in self.groups[i].repeats.drain(..) {
-            task.abort();
-        }
         let vips = self.groups[i].cfg.vips.clone();
+        self.release_vips(i, &vips).await;
+    }
+
+    /// Removes group `i`'s `vips` and stops announcing them.
+    async fn release_vips(&mut self, i: usize, vips: &[Vip]) {
+        self.groups[i].repeats.retain(|(addr, task)| {
+            let stop = vips.iter().any(|v| v.addr == *addr);
+            if stop {
+                task.abort();
+            }
+            !stop
+        });
         let link = self.groups[i].link.clone();
-        for vip in vips {
+        for &vip in vips {
             match link.remove(&vip).await {
                 Ok(_) => info!(vip = %vip.addr, vrid = self.groups[i].cfg.vrid, "released VIP"),
                 Err(e) => warn!("removing {vip}: {e}"),
@@ -730,6 +802,177 @@ impl Runtime {
                 (false, true) => self.start(i, reason).await,
                 _ => {}
             }
+        }
+    }
+
+    /// SIGHUP: re-reads the configuration and applies what changed ([`reload::plan`]), or
+    /// keeps the running configuration and says why. Nothing changes before the new
+    /// configuration is known to be usable.
+    async fn reload(&mut self) {
+        let new = match self.args.load() {
+            Ok(new) => new,
+            Err(e) => {
+                warn!("reload rejected, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.check_reload(&new).await {
+            warn!("reload rejected, keeping the running configuration: {e}");
+            return;
+        }
+        if new == self.cfg {
+            info!("reload: configuration unchanged");
+            return;
+        }
+        let running: Vec<Vrrp> = self.groups.iter().map(|g| g.cfg.clone()).collect();
+        let changes = reload::plan(&running, &new.vrrp);
+        let was: BTreeMap<u32, bool> = (0..self.groups.len())
+            .map(|i| (self.groups[i].key, self.runnable(i)))
+            .collect();
+        if new.checks != self.cfg.checks {
+            self.health = self.health.carry_over(&self.cfg.checks, &new.checks);
+            self.health_generation += 1;
+            self.health_tasks.iter().for_each(JoinHandle::abort);
+            self.health_tasks =
+                health::spawn(&new.checks, self.health_generation, self.health_tx.clone());
+        }
+        self.hooks = hooks_of(&new);
+        self.cfg = new;
+
+        // Stop what goes away or restarts, update in place, while the indices hold.
+        for change in &changes {
+            match change {
+                Change::Remove { old } => self.retire(*old, true).await,
+                Change::Restart { old, .. } => self.retire(*old, false).await,
+                Change::Update { old, new } => self.update(*old, new.clone()).await,
+                Change::Keep { .. } | Change::Add { .. } => {}
+            }
+        }
+        // Then the groups in the new order, the new and restarted ones made afresh.
+        let all: Vec<Vip> = self.cfg.vrrp.iter().flat_map(|g| g.vips.clone()).collect();
+        let mut old: Vec<Option<Group>> = std::mem::take(&mut self.groups)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut fresh = Vec::new();
+        for change in changes {
+            match change {
+                Change::Keep { old: i } | Change::Update { old: i, .. } => {
+                    self.groups.extend(old[i].take());
+                }
+                Change::Restart { new, .. } | Change::Add { new } => {
+                    let port = &self.ports[new.interface()];
+                    match new_group(port, &mut self.host, &new, &all).await {
+                        Ok(g) => {
+                            fresh.push(self.groups.len());
+                            self.groups.push(g);
+                        }
+                        Err(e) => warn!(vrid = new.vrid, "VRRP group not started: {e:#}"),
+                    }
+                }
+                Change::Remove { .. } => {}
+            }
+        }
+        if let Err(e) = join_groups(&self.groups, &mut self.joined) {
+            warn!("joining the VRRP multicast groups: {e}");
+        }
+        if let Err(e) = self.host.accept_rules(&self.cfg.vrrp) {
+            warn!("{e:#}");
+        }
+        info!(
+            groups = ?self.cfg.vrrp.iter().map(describe).collect::<Vec<_>>(),
+            "configuration reloaded"
+        );
+        // Start the new groups, and start or stop the others if the checks changed.
+        for &i in &fresh {
+            self.publish(i);
+        }
+        let was = (0..self.groups.len())
+            .map(|i| !fresh.contains(&i) && was.get(&self.groups[i].key) == Some(&true))
+            .collect();
+        self.apply_runnable(was, "reload").await;
+    }
+
+    /// Why `new` cannot be applied by a reload, if it cannot: a change that needs a
+    /// restart, or a new group without an address to send adverts from.
+    async fn check_reload(&self, new: &Config) -> anyhow::Result<()> {
+        if let Some(what) = self.cfg.needs_restart(new) {
+            bail!("changing {what} needs a restart");
+        }
+        let all: Vec<Vip> = new.vrrp.iter().flat_map(|g| g.vips.clone()).collect();
+        for g in &new.vrrp {
+            let Some(port) = self.ports.get(g.interface()) else {
+                bail!(
+                    "VRID {} on {}: a group on a new interface needs a restart",
+                    g.vrid,
+                    g.interface()
+                );
+            };
+            let running = self
+                .groups
+                .iter()
+                .any(|r| r.cfg.vrid == g.vrid && r.cfg.ipv6() == g.ipv6());
+            if !running {
+                let addresses = port.link.addresses().await?;
+                source_address(&addresses, g, &all)
+                    .with_context(|| format!("VRRP group {} on {}", g.vrid, g.interface()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops group `i` for a reload (priority 0 if Master, VIPs released) and forgets
+    /// what the XDP program knows of it; `gone`: it is not configured any more.
+    async fn retire(&mut self, i: usize, gone: bool) {
+        if self.groups[i].router.state != VrrpState::Initialize {
+            self.stop(i, "reload").await;
+        }
+        self.groups[i]
+            .repeats
+            .drain(..)
+            .for_each(|(_, t)| t.abort());
+        let g = &self.groups[i];
+        let _ = self.loaded.vrrp_seen.remove(&g.key);
+        if gone {
+            let _ = self.loaded.vrrp_groups.remove(&g.key);
+            self.metrics.vrrp_state.remove(&GroupLabel {
+                vrid: g.cfg.vrid.to_string(),
+                family: g.cfg.family().into(),
+            });
+            info!(
+                vrid = g.cfg.vrid,
+                family = g.cfg.family(),
+                "VRRP group removed"
+            );
+        }
+        if g.cfg.vmac {
+            let name = g.cfg.vmac_name();
+            self.host.remove_macvlan(&name);
+        }
+    }
+
+    /// Gives group `i` the settings of `new` in place: a Master keeps its state, adds and
+    /// removes only the VIPs that changed, and advertises the new values at once.
+    async fn update(&mut self, i: usize, new: Vrrp) {
+        let g = &mut self.groups[i];
+        let (remove, add) = reload::vip_changes(&g.cfg.vips, &new.vips);
+        g.router.priority = new.priority;
+        g.router.preempt = new.preempt;
+        g.router.advertisement_interval = new.interval_cs();
+        g.vips = new.vips.iter().map(|v| v.addr).collect();
+        info!(
+            vrid = new.vrid,
+            family = new.family(),
+            "VRRP group updated: {}",
+            describe(&new)
+        );
+        g.cfg = new;
+        self.publish(i);
+        if self.groups[i].router.state == VrrpState::Master {
+            self.release_vips(i, &remove).await;
+            self.take_vips(i, &add).await;
+            let priority = self.groups[i].cfg.priority;
+            self.send_advert(i, priority);
         }
     }
 
