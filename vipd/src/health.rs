@@ -92,6 +92,10 @@ struct CheckState {
     fall: u32,
     /// None until the first result, which decides the initial state.
     healthy: Option<bool>,
+    /// What counts until the first result: false at start-up (no VIPs before every
+    /// check has passed once), true for a check a reload added (a running node is not
+    /// withdrawn for a check that has not failed yet).
+    assumed: bool,
     run: u32,
 }
 
@@ -105,19 +109,28 @@ impl Tracker {
                     rise: c.rise,
                     fall: c.fall,
                     healthy: None,
+                    assumed: false,
                     run: 0,
                 })
                 .collect(),
         }
     }
 
-    /// A tracker for `new` checks that keeps the state of every check also in `old`
-    /// (same definition), so a reload that touches one check does not reset the others.
+    /// A tracker for `new` checks after a reload from `old`, so a reload does not withdraw
+    /// a healthy node by itself: a check of the same definition keeps its state, one of
+    /// the same name but other settings keeps whether it was passing, and a new check
+    /// counts as passing until its first result.
     pub fn carry_over(&self, old: &[Check], new: &[Check]) -> Self {
         let mut t = Self::new(new);
         for (i, check) in new.iter().enumerate() {
+            let c = &mut t.checks[i];
             if let Some(j) = old.iter().position(|o| o == check) {
-                t.checks[i] = self.checks[j];
+                *c = self.checks[j];
+            } else if let Some(j) = old.iter().position(|o| o.name == check.name) {
+                c.healthy = self.checks[j].healthy;
+                c.assumed = self.checks[j].assumed;
+            } else {
+                c.assumed = true;
             }
         }
         t
@@ -148,9 +161,10 @@ impl Tracker {
         }
     }
 
-    /// Whether every check is healthy (and has reported at least once); true with no checks.
+    /// Whether every check is healthy (or, before its first result, assumed so); true with
+    /// no checks.
     pub fn healthy(&self) -> bool {
-        self.checks.iter().all(|c| c.healthy == Some(true))
+        self.checks.iter().all(|c| c.healthy.unwrap_or(c.assumed))
     }
 
     /// Each check's state: healthy, and how many results in a row point the other way.
@@ -211,6 +225,22 @@ mod tests {
         t.record(0, true);
         let t2 = t.carry_over(std::slice::from_ref(&a), &[b.clone(), a.clone()]);
         assert_eq!(t2.states(), vec![(None, 0), (Some(true), 0)]);
+        assert!(
+            t2.healthy(),
+            "a check added by a reload passes until it reports"
+        );
+        let mut t3 = t2.carry_over(&[b.clone(), a.clone()], std::slice::from_ref(&b));
+        assert!(t3.healthy());
+        assert_eq!(t3.record(0, false), Some(false), "its first result decides");
+        assert!(!t3.healthy());
+        // The same name with other settings keeps whether it was passing.
+        let slower = Check {
+            rise: 5,
+            ..b.clone()
+        };
+        let t4 = t3.carry_over(std::slice::from_ref(&b), std::slice::from_ref(&slower));
+        assert_eq!(t4.states(), vec![(Some(false), 0)]);
+        assert!(!t4.healthy());
     }
 
     #[test]

@@ -1298,11 +1298,13 @@ fn sighup_reloads_vrrp_groups_in_place() -> anyhow::Result<()> {
         Ok(())
     };
 
-    // 51 outranks keepalived now, 52 gets a second VIP, 53 is new.
+    // 51 outranks keepalived now, 52 gets a second VIP, 53 is new, and a health check
+    // appears (which must not stop the groups before its first result).
     write(&[
         group(51, 200, &[VIP4_CIDR]),
         group(52, 100, &["192.0.2.210/24", "192.0.2.211/24"]),
         group(53, 100, &["192.0.2.220/24"]),
+        "[[check]]\nname = \"ok\"\ntype = \"command\"\ncommand = [\"true\"]\n".into(),
     ])?;
     reloads(&mut c.lab, 1)?;
     let line = c
@@ -1332,9 +1334,9 @@ fn sighup_reloads_vrrp_groups_in_place() -> anyhow::Result<()> {
     assert_eq!(
         c.lab
             .proc(vipd)
-            .count_lines(&["vrrp state", "vrid=52", "reason=reload"]),
-        0,
-        "VRID 52 was not restarted:\n{log}"
+            .count_lines(&["vrrp state", "reason=reload"]),
+        1,
+        "only VRID 53 changed state for the reload (it started):\n{log}"
     );
 
     // Rejected: a broken file, and a group on an interface vipd does not run on.

@@ -135,6 +135,33 @@ impl VirtualRouter {
         self.state = VrrpState::Backup;
     }
 
+    /// Takes new parameters at `now` (a configuration reload; the state stays). A Master
+    /// advertises them at once and restarts its Adver_Timer on the new interval, so Backups
+    /// that learn a shorter Master_Adver_Interval hear the next advert in time; a Backup
+    /// keeps its Master_Down_Timer, and the XDP program judges adverts by the new priority.
+    pub fn reconfigure(
+        &mut self,
+        priority: u8,
+        advertisement_interval: u16,
+        preempt: bool,
+        now: u64,
+    ) -> Vec<VrrpAction> {
+        self.priority = priority;
+        self.advertisement_interval = advertisement_interval;
+        self.preempt = preempt;
+        match self.state {
+            VrrpState::Master => {
+                self.adver_at = Some(now + u64::from(advertisement_interval) * CS);
+                vec![VrrpAction::SendAdvert { priority }]
+            }
+            VrrpState::Initialize => {
+                self.master_adver_interval = advertisement_interval;
+                Vec::new()
+            }
+            VrrpState::Backup => Vec::new(),
+        }
+    }
+
     /// Feeds one event at `now`; returns the actions, in order.
     pub fn handle(&mut self, event: VrrpEvent, now: u64) -> Vec<VrrpAction> {
         let mut out = Vec::new();
@@ -268,6 +295,36 @@ mod tests {
             max_adver_int_cs: 100,
             source: ip(source),
         }
+    }
+
+    #[test]
+    fn reconfigure_keeps_the_state_and_a_master_advertises_at_once() {
+        let mut m = router(100, true);
+        m.handle(VrrpEvent::Startup, cs(0));
+        m.tick(DOWN);
+        assert_eq!(m.adver_at, Some(DOWN + cs(100)));
+        // From 1 s to 200 ms adverts half-way: an advert now, the next 200 ms later (not
+        // at the old 1 s mark, which a Backup learning 200 ms would take for a failure).
+        let out = m.reconfigure(200, 20, false, DOWN + cs(50));
+        assert_eq!(out, vec![SendAdvert { priority: 200 }]);
+        assert_eq!(m.state, VrrpState::Master);
+        assert_eq!(m.adver_at, Some(DOWN + cs(70)));
+        assert_eq!((m.priority, m.preempt), (200, false));
+
+        let mut b = router(100, true);
+        b.handle(VrrpEvent::Startup, cs(0));
+        assert!(b.reconfigure(150, 20, true, cs(50)).is_empty());
+        assert_eq!((b.state, b.master_down_at), (VrrpState::Backup, Some(DOWN)));
+        assert_eq!(b.priority, 150);
+
+        let mut idle = router(100, true);
+        assert!(idle.reconfigure(100, 20, true, cs(50)).is_empty());
+        idle.handle(VrrpEvent::Startup, cs(60));
+        assert_eq!(
+            idle.master_down_at,
+            Some(cs(60) + idle.master_down_interval())
+        );
+        assert_eq!(idle.master_adver_interval, 20);
     }
 
     #[test]

@@ -33,14 +33,23 @@ pub struct HostChanges {
 }
 
 impl HostChanges {
-    /// Nothing changed yet.
+    /// Nothing changed yet. Sysctls an earlier run of this instance changed and did not
+    /// restore (it crashed) get their saved original values back first.
     pub fn new(instance: &str) -> Self {
-        Self {
+        let host = Self {
             instance: instance.into(),
             nft_table: None,
             macvlans: Vec::new(),
             sysctls: Vec::new(),
+        };
+        for (path, value) in host.saved() {
+            match std::fs::write(&path, &value) {
+                Ok(()) => info!("{path} = {value}: restored after an earlier run"),
+                Err(e) => warn!("restoring {path} to {value} after an earlier run: {e}"),
+            }
         }
+        let _ = std::fs::remove_file(host.saved_path());
+        host
     }
 
     fn saved_path(&self) -> PathBuf {
@@ -59,19 +68,15 @@ impl HostChanges {
 
     /// Applies [`ARP_SETTINGS`] to `interface` (once), remembering the originals.
     pub fn arp_settings(&mut self, interface: &str) -> anyhow::Result<()> {
-        let saved = self.saved();
         for (key, value) in ARP_SETTINGS {
             let path = format!("/proc/sys/net/ipv4/conf/{interface}/{key}");
             if self.sysctls.iter().any(|(p, _)| *p == path) {
                 continue;
             }
-            let original = match saved.iter().find(|(p, _)| *p == path) {
-                Some((_, v)) => v.clone(),
-                None => std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {path}"))?
-                    .trim()
-                    .to_string(),
-            };
+            let original = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {path}"))?
+                .trim()
+                .to_string();
             self.sysctls.push((path.clone(), original.clone()));
             self.save()?;
             std::fs::write(&path, value)
@@ -102,11 +107,11 @@ impl HostChanges {
         delete_link(name);
     }
 
-    /// Installs the drop rules for groups with `accept = false` (not the owner's), after
-    /// removing a leftover table.
+    /// Installs the drop rules for groups with `accept = false` (not the owner's) in
+    /// place of earlier ones (a leftover table, or the rules before a reload), in one
+    /// transaction: there is no moment without rules.
     pub fn accept_rules(&mut self, groups: &[Vrrp]) -> anyhow::Result<()> {
         let table = nft_table(&self.instance);
-        remove_nft_table(&table);
         let rules: Vec<String> = groups
             .iter()
             .filter(|g| !g.accept && g.priority != 255)
@@ -119,10 +124,14 @@ impl HostChanges {
             })
             .collect();
         if rules.is_empty() {
+            remove_nft_table(&table);
+            self.nft_table = None;
             return Ok(());
         }
+        // Creating the table first makes the delete succeed whether or not it existed.
         nft(&format!(
-            "table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    {}\n  }}\n}}\n",
+            "table inet {table} {{}}\ndelete table inet {table}\n\
+             table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    {}\n  }}\n}}\n",
             rules.join("\n    ")
         ))
         .context("installing the accept = false rules")?;

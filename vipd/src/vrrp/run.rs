@@ -158,8 +158,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         },
     })?;
     let mut joined = Vec::new();
-    join_groups(&groups, &mut joined)
-        .context("joining the VRRP multicast groups (224.0.0.18 / ff02::12)")?;
+    join_groups(&groups, &mut joined)?;
     host.accept_rules(&cfg.vrrp)?;
     let indices: Vec<u32> = ports.values().map(|p| p.link.index).collect();
     let mut carrier_watch = CarrierWatch::open_many(&indices)?;
@@ -213,10 +212,13 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         if rt.runnable(i) {
             rt.start(i, "startup").await;
         } else {
-            warn!(
-                vrid = rt.groups[i].cfg.vrid,
-                "not starting: no carrier on its interface"
-            );
+            let g = &rt.groups[i];
+            let why = if rt.carrier.get(&g.ifindex) == Some(&true) {
+                "until every health check has passed"
+            } else {
+                "no carrier on its interface"
+            };
+            warn!(vrid = g.cfg.vrid, "not starting: {why}");
         }
     }
 
@@ -390,11 +392,26 @@ fn source_address(
 
 /// Joins 224.0.0.18 / ff02::12 on each group's interface where `joined` does not yet,
 /// so its multicast filter lets adverts in (the sockets receive nothing: VRRP is not UDP).
-/// Keep the sockets to stay joined.
+/// Keep the sockets to stay joined. Tries every group; says which ones failed.
 fn join_groups(
     groups: &[Group],
     joined: &mut Vec<(u32, bool, std::net::UdpSocket)>,
-) -> std::io::Result<()> {
+) -> anyhow::Result<()> {
+    let join = |g: &Group| -> std::io::Result<std::net::UdpSocket> {
+        match g.source {
+            IpAddr::V4(local) => {
+                let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                s.join_multicast_v4(&advert::GROUP_V4, &local)?;
+                Ok(s)
+            }
+            IpAddr::V6(_) => {
+                let s = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
+                s.join_multicast_v6(&advert::GROUP_V6, g.ifindex)?;
+                Ok(s)
+            }
+        }
+    };
+    let mut failed = Vec::new();
     for g in groups {
         let ipv6 = g.cfg.ipv6();
         if joined
@@ -403,19 +420,16 @@ fn join_groups(
         {
             continue;
         }
-        let socket = match g.source {
-            IpAddr::V4(local) => {
-                let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-                s.join_multicast_v4(&advert::GROUP_V4, &local)?;
-                s
-            }
-            IpAddr::V6(_) => {
-                let s = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
-                s.join_multicast_v6(&advert::GROUP_V6, g.ifindex)?;
-                s
-            }
-        };
-        joined.push((g.ifindex, ipv6, socket));
+        match join(g) {
+            Ok(socket) => joined.push((g.ifindex, ipv6, socket)),
+            Err(e) => failed.push(format!("VRID {} on {}: {e}", g.cfg.vrid, g.link.name)),
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "joining the VRRP multicast group (224.0.0.18 / ff02::12): {}",
+            failed.join("; ")
+        );
     }
     Ok(())
 }
@@ -683,7 +697,10 @@ impl Runtime {
             max_adver_int_cs: n.max_adver_int_cs,
             source,
         };
-        if self.groups[i].router.state == VrrpState::Initialize {
+        // Nothing heard before the group (re)started counts.
+        if self.groups[i].router.state == VrrpState::Initialize
+            || n.ts_ns < self.groups[i].stopped_at
+        {
             return;
         }
         // Notices carry the kernel's arrival time; never feed a time in the future.
@@ -778,6 +795,10 @@ impl Runtime {
         // What the XDP program heard before is void: judge the Master afresh.
         g.stopped_at = now;
         g.master = None;
+        // Safe while the map still says Initialize (the XDP program ignores adverts then):
+        // the first advert after the start is news, and Master_Adver_Interval is learnt.
+        let key = g.key;
+        let _ = self.loaded.vrrp_seen.remove(&key);
         self.feed(i, VrrpEvent::Startup, now).await;
     }
 
@@ -816,7 +837,9 @@ impl Runtime {
                 return;
             }
         };
-        if let Err(e) = self.check_reload(&new).await {
+        let running: Vec<Vrrp> = self.groups.iter().map(|g| g.cfg.clone()).collect();
+        let changes = reload::plan(&running, &new.vrrp);
+        if let Err(e) = self.check_reload(&new, &changes).await {
             warn!("reload rejected, keeping the running configuration: {e}");
             return;
         }
@@ -824,8 +847,6 @@ impl Runtime {
             info!("reload: configuration unchanged");
             return;
         }
-        let running: Vec<Vrrp> = self.groups.iter().map(|g| g.cfg.clone()).collect();
-        let changes = reload::plan(&running, &new.vrrp);
         let was: BTreeMap<u32, bool> = (0..self.groups.len())
             .map(|i| (self.groups[i].key, self.runnable(i)))
             .collect();
@@ -839,25 +860,37 @@ impl Runtime {
         self.hooks = hooks_of(&new);
         self.cfg = new;
 
-        // Stop what goes away or restarts, update in place, while the indices hold.
+        // 1. Every removal first, while the indices hold (so a VIP that moves to another
+        //    group is not deleted after that group added it): groups that go away or
+        //    restart stop; updated Masters remove the VIPs they drop.
+        let mut added = BTreeMap::new();
         for change in &changes {
             match change {
                 Change::Remove { old } => self.retire(*old, true).await,
                 Change::Restart { old, .. } => self.retire(*old, false).await,
-                Change::Update { old, new } => self.update(*old, new.clone()).await,
+                Change::Update { old, new } => {
+                    let (remove, add) = reload::vip_changes(&self.groups[*old].cfg.vips, &new.vips);
+                    if self.groups[*old].router.state == VrrpState::Master {
+                        self.release_vips(*old, &remove).await;
+                    }
+                    added.insert(*old, add);
+                }
                 Change::Keep { .. } | Change::Add { .. } => {}
             }
         }
-        // Then the groups in the new order, the new and restarted ones made afresh.
+        // 2. The groups in the new order; new and restarted ones made afresh.
         let all: Vec<Vip> = self.cfg.vrrp.iter().flat_map(|g| g.vips.clone()).collect();
         let mut old: Vec<Option<Group>> = std::mem::take(&mut self.groups)
             .into_iter()
             .map(Some)
             .collect();
         let mut fresh = Vec::new();
+        let mut updated = Vec::new();
         for change in changes {
             match change {
-                Change::Keep { old: i } | Change::Update { old: i, .. } => {
+                Change::Keep { old: i } => self.groups.extend(old[i].take()),
+                Change::Update { old: i, new } => {
+                    updated.push((self.groups.len(), new, added.remove(&i).unwrap_or_default()));
                     self.groups.extend(old[i].take());
                 }
                 Change::Restart { new, .. } | Change::Add { new } => {
@@ -867,14 +900,22 @@ impl Runtime {
                             fresh.push(self.groups.len());
                             self.groups.push(g);
                         }
-                        Err(e) => warn!(vrid = new.vrid, "VRRP group not started: {e:#}"),
+                        Err(e) => {
+                            warn!(vrid = new.vrid, "VRRP group not started: {e:#}");
+                            self.forget(&new);
+                        }
                     }
                 }
                 Change::Remove { .. } => {}
             }
         }
+        // 3. Additions: updated groups take their new settings (a Master adds its new VIPs
+        //    and advertises at once); new groups start.
+        for (i, new, add) in updated {
+            self.update(i, new, &add).await;
+        }
         if let Err(e) = join_groups(&self.groups, &mut self.joined) {
-            warn!("joining the VRRP multicast groups: {e}");
+            warn!("{e:#}");
         }
         if let Err(e) = self.host.accept_rules(&self.cfg.vrrp) {
             warn!("{e:#}");
@@ -883,7 +924,6 @@ impl Runtime {
             groups = ?self.cfg.vrrp.iter().map(describe).collect::<Vec<_>>(),
             "configuration reloaded"
         );
-        // Start the new groups, and start or stop the others if the checks changed.
         for &i in &fresh {
             self.publish(i);
         }
@@ -894,26 +934,26 @@ impl Runtime {
     }
 
     /// Why `new` cannot be applied by a reload, if it cannot: a change that needs a
-    /// restart, or a new group without an address to send adverts from.
-    async fn check_reload(&self, new: &Config) -> anyhow::Result<()> {
+    /// restart, or a new or restarted group without an address to send adverts from.
+    async fn check_reload(&self, new: &Config, changes: &[Change]) -> anyhow::Result<()> {
         if let Some(what) = self.cfg.needs_restart(new) {
             bail!("changing {what} needs a restart");
         }
+        if let Some(g) = new
+            .vrrp
+            .iter()
+            .find(|g| !self.ports.contains_key(g.interface()))
+        {
+            bail!(
+                "VRID {} on {}: a group on a new interface needs a restart",
+                g.vrid,
+                g.interface()
+            );
+        }
         let all: Vec<Vip> = new.vrrp.iter().flat_map(|g| g.vips.clone()).collect();
-        for g in &new.vrrp {
-            let Some(port) = self.ports.get(g.interface()) else {
-                bail!(
-                    "VRID {} on {}: a group on a new interface needs a restart",
-                    g.vrid,
-                    g.interface()
-                );
-            };
-            let running = self
-                .groups
-                .iter()
-                .any(|r| r.cfg.vrid == g.vrid && r.cfg.ipv6() == g.ipv6());
-            if !running {
-                let addresses = port.link.addresses().await?;
+        for change in changes {
+            if let Change::Add { new: g } | Change::Restart { new: g, .. } = change {
+                let addresses = self.ports[g.interface()].link.addresses().await?;
                 source_address(&addresses, g, &all)
                     .with_context(|| format!("VRRP group {} on {}", g.vrid, g.interface()))?;
             }
@@ -921,59 +961,57 @@ impl Runtime {
         Ok(())
     }
 
-    /// Stops group `i` for a reload (priority 0 if Master, VIPs released) and forgets
-    /// what the XDP program knows of it; `gone`: it is not configured any more.
+    /// Stops group `i` for a reload (priority 0 if Master, VIPs released) and, if it is
+    /// `gone` from the configuration, forgets it.
     async fn retire(&mut self, i: usize, gone: bool) {
         if self.groups[i].router.state != VrrpState::Initialize {
             self.stop(i, "reload").await;
         }
-        self.groups[i]
-            .repeats
-            .drain(..)
-            .for_each(|(_, t)| t.abort());
-        let g = &self.groups[i];
-        let _ = self.loaded.vrrp_seen.remove(&g.key);
-        if gone {
-            let _ = self.loaded.vrrp_groups.remove(&g.key);
-            self.metrics.vrrp_state.remove(&GroupLabel {
-                vrid: g.cfg.vrid.to_string(),
-                family: g.cfg.family().into(),
-            });
-            info!(
-                vrid = g.cfg.vrid,
-                family = g.cfg.family(),
-                "VRRP group removed"
-            );
+        let cfg = self.groups[i].cfg.clone();
+        if cfg.vmac {
+            self.host.remove_macvlan(&cfg.vmac_name());
         }
-        if g.cfg.vmac {
-            let name = g.cfg.vmac_name();
-            self.host.remove_macvlan(&name);
+        if gone {
+            self.forget(&cfg);
+            info!(vrid = cfg.vrid, family = cfg.family(), "VRRP group removed");
         }
     }
 
-    /// Gives group `i` the settings of `new` in place: a Master keeps its state, adds and
-    /// removes only the VIPs that changed, and advertises the new values at once.
-    async fn update(&mut self, i: usize, new: Vrrp) {
-        let g = &mut self.groups[i];
-        let (remove, add) = reload::vip_changes(&g.cfg.vips, &new.vips);
-        g.router.priority = new.priority;
-        g.router.preempt = new.preempt;
-        g.router.advertisement_interval = new.interval_cs();
-        g.vips = new.vips.iter().map(|v| v.addr).collect();
+    /// Removes what the XDP program and the metrics know of group `g`, and the group from
+    /// the running configuration (so a later reload that lists it again starts it).
+    fn forget(&mut self, g: &Vrrp) {
+        let key = vrrp_key(g.ipv6(), g.vrid);
+        let _ = self.loaded.vrrp_groups.remove(&key);
+        let _ = self.loaded.vrrp_seen.remove(&key);
+        self.metrics.vrrp_state.remove(&GroupLabel {
+            vrid: g.vrid.to_string(),
+            family: g.family().into(),
+        });
+        self.cfg.vrrp.retain(|c| vrrp_key(c.ipv6(), c.vrid) != key);
+    }
+
+    /// Gives group `i` the settings of `new` in place ([`VirtualRouter::reconfigure`]): a
+    /// Master keeps its state, adds `add` (the VIPs it dropped are already gone) and
+    /// advertises the new values at once.
+    async fn update(&mut self, i: usize, new: Vrrp, add: &[Vip]) {
         info!(
             vrid = new.vrid,
             family = new.family(),
             "VRRP group updated: {}",
             describe(&new)
         );
+        let g = &mut self.groups[i];
+        g.vips = new.vips.iter().map(|v| v.addr).collect();
+        let actions =
+            g.router
+                .reconfigure(new.priority, new.interval_cs(), new.preempt, monotonic_ns());
         g.cfg = new;
+        let state = g.router.state;
         self.publish(i);
-        if self.groups[i].router.state == VrrpState::Master {
-            self.release_vips(i, &remove).await;
-            self.take_vips(i, &add).await;
-            let priority = self.groups[i].cfg.priority;
-            self.send_advert(i, priority);
+        if state == VrrpState::Master {
+            self.take_vips(i, add).await;
         }
+        self.after(i, state, actions).await;
     }
 
     async fn on_carrier(&mut self, index: u32, up: bool) {
@@ -983,10 +1021,10 @@ impl Runtime {
         let was = self.runnable_all();
         self.carrier.insert(index, up);
         let name = self
-            .groups
+            .ports
             .iter()
-            .find(|g| g.ifindex == index)
-            .map_or(String::new(), |g| g.cfg.interface().to_string());
+            .find(|(_, p)| p.link.index == index)
+            .map_or(String::new(), |(name, _)| name.clone());
         if up {
             info!(interface = %name, "carrier back");
         } else {
