@@ -105,11 +105,15 @@ pub struct VrrpGroup {
     pub preempt: u8,
     /// `VRRP_INITIALIZE`, `VRRP_BACKUP` or `VRRP_MASTER`.
     pub state: u8,
-    /// Padding.
-    pub _pad: u8,
+    /// How many addresses the group has (0: adverts' address lists are not compared).
+    pub addr_count: u8,
     /// The interface the group runs on: adverts for its VRID that arrive on another
     /// interface are counted as for an unknown VRID (0: any interface).
     pub ifindex: u32,
+    /// `vrrp::addresses_fingerprint` of the group's addresses.
+    pub addr_fingerprint: u16,
+    /// Padding.
+    pub _pad: [u8; 2],
 }
 
 /// What the XDP program last heard of a group's Master, written only by it.
@@ -131,6 +135,8 @@ pub struct VrrpSeen {
     pub max_adver_int_cs: u16,
     /// Padding.
     pub _pad2: [u8; 4],
+    /// `bpf_ktime_get_ns()` of the last address-list mismatch notice (rate limit).
+    pub mismatch_ns: u64,
 }
 
 /// An advert that needs the daemon (`vrrp::Notice`), pushed to the VRRP ring buffer.
@@ -242,6 +248,9 @@ pub enum Counter {
     VrrpBadChecksum = 13,
     /// VRRPv3 adverts for a VRID this node does not run on the interface they came in on.
     VrrpUnknownVrid = 14,
+    /// Valid adverts for one of our groups that list other addresses than the group's
+    /// (another cluster on the VRID, or differing configurations): logged, still processed.
+    VrrpAddrMismatch = 15,
 }
 
 /// Number of slots in the counters array.
@@ -249,7 +258,7 @@ pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 16] = [
         Counter::HeartbeatAccepted,
         Counter::HeartbeatMalformed,
         Counter::ForeignCluster,
@@ -265,6 +274,7 @@ impl Counter {
         Counter::VrrpMalformed,
         Counter::VrrpBadChecksum,
         Counter::VrrpUnknownVrid,
+        Counter::VrrpAddrMismatch,
     ];
 
     /// A short snake_case name for logs and status output.
@@ -285,6 +295,7 @@ impl Counter {
             Counter::VrrpMalformed => "vrrp_malformed",
             Counter::VrrpBadChecksum => "vrrp_bad_checksum",
             Counter::VrrpUnknownVrid => "vrrp_unknown_vrid",
+            Counter::VrrpAddrMismatch => "vrrp_addr_mismatch",
         }
     }
 }
@@ -312,8 +323,8 @@ mod tests {
         assert_eq!(size_of::<XdpConfig>(), 4 + 4 + 8 + 2 + 1 + 5 + 2 * 8);
         assert_eq!(size_of::<PeerState>(), 7 * 8 + 4 + 4 + 2 + 1 + 5);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
-        assert_eq!(size_of::<VrrpGroup>(), 24);
-        assert_eq!(size_of::<VrrpSeen>(), 8 + 8 + 16 + 1 + 1 + 2 + 4);
+        assert_eq!(size_of::<VrrpGroup>(), 16 + 4 + 4 + 2 + 2);
+        assert_eq!(size_of::<VrrpSeen>(), 8 + 8 + 16 + 1 + 1 + 2 + 4 + 8);
         assert_eq!(size_of::<VrrpNotice>(), 8 + 16 + 4 + 4);
     }
 

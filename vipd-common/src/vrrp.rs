@@ -163,7 +163,13 @@ pub enum Notice {
     /// We are Backup and the Master changed (first advert since the group started, another
     /// address, priority or interval): learn Master_Adver_Interval.
     MasterChanged = 3,
+    /// An advert lists other addresses than the group's (RFC 5798 section 7.1: log it).
+    /// Sent at most every [`MISMATCH_NOTICE_NS`] per group; the advert is still processed.
+    AddressMismatch = 4,
 }
+
+/// Shortest time between two [`Notice::AddressMismatch`] of a group.
+pub const MISMATCH_NOTICE_NS: u64 = 10_000_000_000;
 
 impl Notice {
     /// Decodes the `kind` byte of an event.
@@ -172,6 +178,7 @@ impl Notice {
             1 => Self::PriorityZero,
             2 => Self::Outranked,
             3 => Self::MasterChanged,
+            4 => Self::AddressMismatch,
             _ => return None,
         })
     }
@@ -300,6 +307,29 @@ pub fn fold(mut sum: u32) -> u16 {
         i += 1;
     }
     !(sum as u16)
+}
+
+/// A fingerprint of an address list (4- or 16-byte addresses back to back): their folded
+/// one's complement sum, the same for the same addresses in any order. Two lists match when
+/// their counts and fingerprints do (a cheap check the XDP program can make; a collision
+/// only hides a warning).
+pub fn addresses_fingerprint(addrs: &[u8]) -> u16 {
+    fold(sum16(addrs))
+}
+
+/// [`addresses_fingerprint`] of a received message's addresses, from the unfolded sum of
+/// all its words (which the checksum check computes anyway) and its `header`.
+#[inline(always)]
+pub fn message_fingerprint(msg_sum: u32, header: &[u8; HEADER_LEN]) -> u16 {
+    fold(msg_sum.wrapping_sub(sum16(header)))
+}
+
+/// Whether an advert's addresses (`count`, `fingerprint`) are the group's (`ours_count`,
+/// `ours`), as RFC 5798 section 7.1 lets a receiver verify; always true when the group has
+/// no list to compare (`ours_count` 0).
+#[inline(always)]
+pub fn addresses_match(count: u8, fingerprint: u16, ours_count: u8, ours: u16) -> bool {
+    ours_count == 0 || (count == ours_count && fingerprint == ours)
 }
 
 /// One's complement sum of 16-bit words (an odd last byte padded with zero), unfolded.
@@ -510,6 +540,30 @@ mod tests {
         assert_eq!((v.refresh, v.notice), (false, None));
         let v = judge(&local(150, false, false), &advert(100), &addr(11), None);
         assert!(v.refresh, "no-preempt: any master holds it back");
+    }
+
+    #[test]
+    fn address_lists_compare_by_count_and_fingerprint_in_any_order() {
+        let a = [192, 0, 2, 200];
+        let b = [192, 0, 2, 201];
+        let c = [198, 51, 100, 7];
+        let ours = addresses_fingerprint(&[a, b].concat());
+        assert_eq!(addresses_fingerprint(&[b, a].concat()), ours, "order");
+        assert!(addresses_match(2, ours, 2, ours));
+        assert!(
+            !addresses_match(1, addresses_fingerprint(&a), 2, ours),
+            "count"
+        );
+        let other = addresses_fingerprint(&[a, c].concat());
+        assert!(!addresses_match(2, other, 2, ours), "another address");
+        assert!(addresses_match(2, other, 0, 0), "nothing to compare");
+        // From a whole message, as the XDP program sees it (the checksum included).
+        let m = sample_v4();
+        let header: &[u8; HEADER_LEN] = m[..HEADER_LEN].try_into().unwrap();
+        assert_eq!(
+            message_fingerprint(sum16(&m), header),
+            addresses_fingerprint(&m[HEADER_LEN..])
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ use vipd_common::{
         PeerState, VRRP_EVENTS_BYTES, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup, VrrpNotice,
         VrrpSeen, XdpConfig, vrrp_key,
     },
-    vrrp::{self, Advert, Family, IPPROTO_VRRP, Local, Seen, VrrpError},
+    vrrp::{self, Advert, Family, IPPROTO_VRRP, Local, Notice, Seen, VrrpError},
 };
 
 // BTF map definitions: `bpftool map dump` prints the values' named fields.
@@ -416,11 +416,23 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
         count(Counter::VrrpMalformed);
         return xdp_action::XDP_PASS;
     }
-    if !checksum_ok(ctx, off, msg_len, pseudo) {
+    let Some(msg_sum) = message_sum(ctx, off, msg_len) else {
+        count(Counter::VrrpMalformed);
+        return xdp_action::XDP_PASS;
+    };
+    if vrrp::fold(pseudo + msg_sum) != 0 {
         count(Counter::VrrpBadChecksum);
         return xdp_action::XDP_PASS;
     }
     count(Counter::VrrpAccepted);
+    // SAFETY: as above.
+    let fingerprint = vrrp::message_fingerprint(msg_sum, unsafe { &*header });
+    let mismatch = !vrrp::addresses_match(
+        advert.count,
+        fingerprint,
+        group.addr_count,
+        group.addr_fingerprint,
+    );
     let local = Local {
         priority: group.priority,
         preempt: group.preempt != 0,
@@ -473,42 +485,72 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
         }
     }
     if let Some(notice) = verdict.notice {
-        match VRRP_EVENTS.reserve(0) {
-            Some(mut entry) => {
-                entry.write(VrrpNotice {
-                    ts_ns: now,
-                    source: *source,
-                    key,
-                    kind: notice as u8,
-                    priority: advert.priority,
-                    max_adver_int_cs: advert.max_adver_int_cs,
-                });
-                entry.submit(0);
+        vrrp_notify(now, source, key, notice, &advert);
+    }
+    if mismatch {
+        count(Counter::VrrpAddrMismatch);
+        // Say so at most every MISMATCH_NOTICE_NS per group.
+        let due = match VRRP_SEEN.get_ptr_mut(key) {
+            // SAFETY: a map value pointer; the XDP program is its only writer.
+            Some(p) => unsafe {
+                let due = now.saturating_sub((*p).mismatch_ns) >= vrrp::MISMATCH_NOTICE_NS
+                    || (*p).mismatch_ns == 0;
+                if due {
+                    (*p).mismatch_ns = now;
+                }
+                due
+            },
+            None => {
+                let record = VrrpSeen {
+                    mismatch_ns: now,
+                    ..VrrpSeen::default()
+                };
+                VRRP_SEEN.insert(key, record, 0).is_ok()
             }
-            None => count(Counter::EventsLost),
+        };
+        if due {
+            vrrp_notify(now, source, key, Notice::AddressMismatch, &advert);
         }
     }
     xdp_action::XDP_PASS
 }
 
-/// Whether the VRRP message at `off`, `len` bytes (even, at most `VRRP_MAX_WORDS` words,
-/// all in the frame), sums to zero with the pseudo-header's `pseudo`.
+/// Pushes a notice about `advert` to the daemon (counted as lost if the ring is full).
 #[inline(always)]
-fn checksum_ok(ctx: &XdpContext, off: usize, len: usize, pseudo: u32) -> bool {
-    let mut sum = pseudo;
+fn vrrp_notify(now: u64, source: &[u8; 16], key: u32, notice: Notice, advert: &Advert) {
+    match VRRP_EVENTS.reserve(0) {
+        Some(mut entry) => {
+            entry.write(VrrpNotice {
+                ts_ns: now,
+                source: *source,
+                key,
+                kind: notice as u8,
+                priority: advert.priority,
+                max_adver_int_cs: advert.max_adver_int_cs,
+            });
+            entry.submit(0);
+        }
+        None => count(Counter::EventsLost),
+    }
+}
+
+/// The unfolded sum of the 16-bit words of the VRRP message at `off`, `len` bytes (even,
+/// at most `VRRP_MAX_WORDS` words, all in the frame): with the pseudo-header's it folds
+/// to zero when the checksum is right.
+#[inline(always)]
+fn message_sum(ctx: &XdpContext, off: usize, len: usize) -> Option<u32> {
+    let mut sum = 0u32;
     let words = len / 2;
     for i in 0..VRRP_MAX_WORDS {
         if i >= words {
             break;
         }
-        let Some(w) = ptr_at::<[u8; 2]>(ctx, off + 2 * i) else {
-            return false;
-        };
+        let w = ptr_at::<[u8; 2]>(ctx, off + 2 * i)?;
         // SAFETY: ptr_at checked both bytes lie inside the frame.
         let w = unsafe { *w };
         sum += u32::from(u16::from_be_bytes(w));
     }
-    vrrp::fold(sum) == 0
+    Some(sum)
 }
 
 #[inline(always)]

@@ -173,6 +173,7 @@ impl Metrics {
                 XdpCounter::VrrpMalformed => ("vrrp_malformed", "pass"),
                 XdpCounter::VrrpBadChecksum => ("vrrp_bad_checksum", "pass"),
                 XdpCounter::VrrpUnknownVrid => ("vrrp_unknown_vrid", "pass"),
+                XdpCounter::VrrpAddrMismatch => ("vrrp_addr_mismatch", "pass"),
                 XdpCounter::EventsLost | XdpCounter::PeerTableFull => continue,
             };
             let Some(slot) = seen.get_mut(c as usize) else {

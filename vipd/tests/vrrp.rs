@@ -1,7 +1,8 @@
 //! VRRP mode (VRRPv3, RFC 5798) in network namespaces, against keepalived as the reference
 //! implementation: takeover on a hard failure (IPv4 and IPv6), graceful handover with
 //! priority-0 adverts checked byte by byte on the wire, preemption both ways and its
-//! absence, and crafted bad adverts counted by the XDP program and ignored.
+//! absence, crafted bad adverts counted by the XDP program and ignored, adverts listing
+//! other addresses logged, groups on two interfaces, and SIGHUP reloads.
 //!
 //! These run as root (CI does); elsewhere they print why they skip. They take turns (one
 //! lab at a time): with 100 ms adverts a starved scheduler could fake a master failure.
@@ -580,6 +581,8 @@ fn keepalived_master_vipd_backup_takes_over_on_hard_failure() -> anyhow::Result<
     wait_until("vipd counting keepalived's adverts", WAIT, || {
         Ok(counter(&status(&c.lab, &v)?, "vrrp_accepted")? >= 5)
     })?;
+    let st = status(&c.lab, &v)?;
+    assert_eq!(counter(&st, "vrrp_addr_mismatch")?, 0, "same list: {st:#}");
     assert_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
     wait_client_reaches(&c, VIP4, &k)?;
     assert_eq!(
@@ -849,6 +852,8 @@ fn ipv6_keepalived_master_vipd_backup_takes_over() -> anyhow::Result<()> {
     wait_until("vipd counting keepalived's adverts", WAIT, || {
         Ok(counter(&status(&c.lab, &v)?, "vrrp_accepted")? >= 5)
     })?;
+    let st = status(&c.lab, &v)?;
+    assert_eq!(counter(&st, "vrrp_addr_mismatch")?, 0, "same list: {st:#}");
     assert_vip_only_on(&c.lab, VIP6, &k, &[&v])?;
     wait_client_reaches(&c, VIP6, &k)?;
     assert_eq!(
@@ -1012,6 +1017,33 @@ fn bad_vrrp_adverts_are_counted_and_ignored() -> anyhow::Result<()> {
     assert!(line.contains("reason=master_down"), "{line}");
     assert_eq!(counter(&status(&lab, &v)?, "vrrp_accepted")?, 1);
     wait_until("the VIP back on v", WAIT, || lab.has_address(&v, VIP4))?;
+
+    // A valid advert that lists other addresses (another cluster on VRID 51) is counted
+    // and logged, once per 10 s, and processed as usual: at priority 50 it changes nothing.
+    let other = frame(255, advert(VRID, 50), &[v4("192.0.2.99")?], &|_| {});
+    for n in 1..=2 {
+        lab.send_frames(&injector, "eth0", std::slice::from_ref(&other))?;
+        wait_until(&format!("mismatch number {n} counted"), WAIT, || {
+            Ok(counter(&status(&lab, &v)?, "vrrp_addr_mismatch")? == n)
+        })?;
+    }
+    let line = lab
+        .proc(vipd)
+        .wait_for_line(&["lists other addresses than ours"], WAIT)?;
+    assert!(
+        line.contains("from=192.0.2.50") && line.contains("192.0.2.200/24"),
+        "{line}"
+    );
+    let st = status(&lab, &v)?;
+    assert_eq!(counter(&st, "vrrp_accepted")?, 3, "{st:#}");
+    assert_eq!(group(&st, "ipv4")?["state"], "master", "{st:#}");
+    assert_eq!(
+        lab.proc(vipd)
+            .count_lines(&["lists other addresses than ours"]),
+        1,
+        "said once:\n{}",
+        lab.proc(vipd).output()
+    );
     Ok(())
 }
 

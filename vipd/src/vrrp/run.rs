@@ -29,7 +29,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 use vipd_common::{
     maps::{VRRP_BACKUP, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup, VrrpNotice, XdpConfig, vrrp_key},
-    vrrp::Notice,
+    vrrp::{self, Notice},
 };
 
 use super::{
@@ -450,6 +450,17 @@ fn ip_of(bytes: &[u8; 16], ipv6: bool) -> IpAddr {
     }
 }
 
+/// Addresses as an advert carries them: 4 or 16 bytes each, back to back.
+fn address_bytes(addrs: &[IpAddr]) -> Vec<u8> {
+    addrs
+        .iter()
+        .flat_map(|a| match a {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        })
+        .collect()
+}
+
 fn bytes_of(ip: IpAddr) -> [u8; 16] {
     match ip {
         IpAddr::V4(a) => {
@@ -511,8 +522,10 @@ impl Runtime {
                 VrrpState::Backup => VRRP_BACKUP,
                 VrrpState::Master => VRRP_MASTER,
             },
-            _pad: 0,
+            addr_count: g.vips.len().min(255) as u8,
             ifindex: g.ifindex,
+            addr_fingerprint: vrrp::addresses_fingerprint(&address_bytes(&g.vips)),
+            _pad: [0; 2],
         };
         let key = g.key;
         if let Err(e) = self.loaded.vrrp_groups.insert(key, value, 0) {
@@ -707,6 +720,15 @@ impl Runtime {
         let at = n.ts_ns.min(monotonic_ns());
         let g = &mut self.groups[i];
         match kind {
+            Notice::AddressMismatch => {
+                warn!(vrid = g.cfg.vrid, family = g.cfg.family(), from = %source,
+                    priority = n.priority,
+                    "an advert for this VRID lists other addresses than ours ({}): another \
+                     cluster on the same VRID, or configurations that differ (counted as \
+                     vrrp_addr_mismatch; said again at most every 10 s)",
+                    g.cfg.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "));
+                return;
+            }
             Notice::PriorityZero => {
                 g.stopped_at = n.ts_ns;
                 g.master = None;
