@@ -1,8 +1,9 @@
 //! `cargo xtask bench cpu`: userspace CPU time and wake-ups of one node's daemon over a
 //! fixed window while 8 peers send adverts to it at a high rate, in the same run: vipd
 //! (peers heartbeat every 1 ms; the node itself runs the defaults, and the heartbeats are
-//! parsed in XDP) and keepalived (VRRPv3 at 10 ms, its smallest interval: the node is
-//! backup in 8 groups, each mastered by one peer).
+//! parsed in XDP), keepalived (VRRPv3 at 10 ms, its smallest interval: the node is backup
+//! in 8 groups, each mastered by one keepalived peer), and vipd in VRRP mode in keepalived's
+//! place as that backup (the same 8 keepalived masters).
 
 use std::{path::Path, time::Duration};
 
@@ -18,6 +19,8 @@ pub enum Daemon {
     Vipd,
     /// keepalived, VRRPv3, advert_int 0.01.
     Keepalived,
+    /// vipd in VRRP mode, backup of 8 keepalived masters at advert_int 0.01.
+    VipdVrrp,
 }
 
 /// CPU and wake-ups of the measured node's daemon over the window.
@@ -40,6 +43,7 @@ pub fn run(window: Duration, vipd: &Path) -> anyhow::Result<Vec<CpuResult>> {
     Ok(vec![
         measure(Daemon::Vipd, window, vipd)?,
         measure(Daemon::Keepalived, window, vipd)?,
+        measure(Daemon::VipdVrrp, window, vipd)?,
     ])
 }
 
@@ -56,6 +60,20 @@ fn measure(daemon: Daemon, window: Duration, vipd: &Path) -> anyhow::Result<CpuR
     let mut measured = 0;
     for (i, host) in hosts.clone().iter().enumerate() {
         let p = match daemon {
+            Daemon::VipdVrrp if i == 0 => {
+                // The measured node is backup (priority 50) in groups 1..=8, as keepalived's.
+                let groups: Vec<String> = (1..=PEERS)
+                    .map(|g| format!("{g},priority=50,vip=192.0.2.{}/32,interval=10ms", 200 + g))
+                    .collect();
+                let mut args = Vec::new();
+                for g in &groups {
+                    args.extend(["--vrrp", g.as_str()]);
+                }
+                let p = lab.spawn_vipd(host, 1, "vipd-h0", vipd, &args)?;
+                lab.proc(p)
+                    .wait_for_line(&["vipd started"], Duration::from_secs(20))?;
+                p
+            }
             Daemon::Vipd => {
                 // The measured node h0 runs vipd's defaults (100 ms heartbeats); the 8 peers
                 // send every 1 ms (with a dead interval that tolerates h0's 100 ms).
@@ -73,7 +91,7 @@ fn measure(daemon: Daemon, window: Duration, vipd: &Path) -> anyhow::Result<CpuR
                     .wait_for_line(&["vipd started"], Duration::from_secs(20))?;
                 p
             }
-            Daemon::Keepalived => {
+            Daemon::Keepalived | Daemon::VipdVrrp => {
                 // Node h0 is backup (priority 50) in groups 1..=8; peer hi masters group i.
                 let mut conf = format!(
                     "global_defs {{\n    vrrp_version 3\n    router_id {}\n}}\n",
@@ -112,7 +130,7 @@ fn measure(daemon: Daemon, window: Duration, vipd: &Path) -> anyhow::Result<CpuR
     let tick = clock_ticks_per_second();
     let adverts_per_second = match daemon {
         Daemon::Vipd => f64::from(PEERS) * 1000.0,
-        Daemon::Keepalived => f64::from(PEERS) * 100.0,
+        Daemon::Keepalived | Daemon::VipdVrrp => f64::from(PEERS) * 100.0,
     };
     Ok(CpuResult {
         daemon,

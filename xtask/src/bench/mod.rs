@@ -122,6 +122,7 @@ pub fn cpu(quick: bool) -> anyhow::Result<()> {
         let name = match r.daemon {
             cpu::Daemon::Vipd => "vipd (peers at 1 ms, parsed in XDP; node at its 100 ms default)",
             cpu::Daemon::Keepalived => "keepalived (VRRPv3, advert_int 0.01)",
+            cpu::Daemon::VipdVrrp => "vipd VRRP mode (backup of the same keepalived masters)",
         };
         let _ = writeln!(
             md,
@@ -137,6 +138,11 @@ pub fn cpu(quick: bool) -> anyhow::Result<()> {
         md,
         "it receives are recorded by the XDP program and never reach userspace. keepalived wakes per advert."
     );
+    let _ = writeln!(
+        md,
+        "In VRRP mode a Backup wakes only on a change or when its Master_Down_Timer is due (then it re-arms"
+    );
+    let _ = writeln!(md, "from the kernel's last-heard time), not per advert.");
     println!("{md}");
     let json = serde_json::json!({ "machine": machine, "results": results });
     let (j, m) = write_results(if quick { "cpu-smoke" } else { "cpu" }, &json, &md)?;
