@@ -5,12 +5,14 @@
 //! - [`advert`]: building the advertisement frames this node sends.
 //! - [`reload`]: what a SIGHUP does to the running groups, pure.
 //! - [`host`]: what VRRP mode changes on the host (nftables, macvlans, sysctls), undone.
+//! - [`group`]: one group at run time: how it is made, joined and addressed.
 //! - [`run`]: the daemon loop. The XDP program validates and judges received adverts
 //!   (`vipd_common::vrrp`), so a Backup is woken only by a change, a priority-0 advert or
 //!   its own Master_Down_Timer, which it checks against the kernel's last-heard time.
 
 pub mod advert;
 pub mod fsm;
+pub mod group;
 pub mod host;
 pub mod reload;
 pub mod run;

@@ -1,0 +1,219 @@
+//! One VRRP group as the daemon runs it ([`Group`]): how it is made (advert source
+//! address, virtual-MAC macvlan), the multicast memberships that let its adverts in, and
+//! the address conversions between configuration, maps and the wire.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use anyhow::{Context as _, bail};
+use tokio::task::JoinHandle;
+use tracing::info;
+use vipd_common::maps::vrrp_key;
+
+use super::{
+    advert,
+    fsm::{VirtualRouter, VrrpState},
+    host::{self, HostChanges},
+};
+use crate::{announce::Announcer, config::Vrrp, netlink::Link, vip::Vip};
+
+/// One group at run time.
+pub(super) struct Group {
+    pub(super) cfg: Vrrp,
+    pub(super) key: u32,
+    pub(super) router: VirtualRouter,
+    /// The adverts' source: primary IPv4 address or IPv6 link-local address.
+    pub(super) source: IpAddr,
+    pub(super) vips: Vec<IpAddr>,
+    /// Kernel time of the last priority-0 notice: older sightings of the Master are void.
+    pub(super) stopped_at: u64,
+    /// The Master as last heard (Backup).
+    pub(super) master: Option<(IpAddr, u8)>,
+    /// Why the next transition happens (for the log).
+    pub(super) reason: &'static str,
+    /// Tasks repeating announcements of the held VIPs, by address.
+    pub(super) repeats: Vec<(IpAddr, JoinHandle<()>)>,
+    /// Index of the interface the group runs on.
+    pub(super) ifindex: u32,
+    /// Whether the last advert failed to go out (warned once until one succeeds).
+    pub(super) send_failing: bool,
+    /// Where the VIPs go: the interface, or the group's virtual-MAC macvlan.
+    pub(super) link: Link,
+    /// Sends adverts and announcements from `link`'s MAC.
+    pub(super) announcer: Arc<Announcer>,
+}
+
+/// One interface groups run on.
+pub(super) struct Port {
+    pub(super) link: Link,
+    pub(super) announcer: Arc<Announcer>,
+}
+
+/// Makes group `g` on `port` (in Initialize): its advert source and, with `vmac`, its
+/// macvlan. `all` are every group's VIPs (never an advert source).
+pub(super) async fn new_group(
+    port: &Port,
+    host: &mut HostChanges,
+    g: &Vrrp,
+    all: &[Vip],
+) -> anyhow::Result<Group> {
+    let addresses = port.link.addresses().await?;
+    let source = source_address(&addresses, g, all)
+        .with_context(|| format!("VRRP group {} on {}", g.vrid, g.interface()))?;
+    let (link, announcer) = if g.vmac {
+        if !g.ipv6() {
+            host.arp_settings(g.interface())?;
+        }
+        let name = g.vmac_name();
+        host.macvlan(&name);
+        let vlink = port
+            .link
+            .add_macvlan(&name, g.virtual_mac(), || host::no_ipv6_autoconf(&name))
+            .await
+            .with_context(|| format!("VRRP group {}: the virtual MAC", g.vrid))?;
+        let a = Announcer::open(vlink.index, vlink.mac)
+            .with_context(|| format!("opening an AF_PACKET socket on {name}"))?;
+        info!(vrid = g.vrid, interface = %name, "virtual MAC {}", host::mac_text(vlink.mac));
+        (vlink, Arc::new(a))
+    } else {
+        (port.link.clone(), Arc::clone(&port.announcer))
+    };
+    Ok(Group {
+        ifindex: port.link.index,
+        link,
+        announcer,
+        key: vrrp_key(g.ipv6(), g.vrid),
+        router: VirtualRouter::new(g.priority, g.interval_cs(), g.preempt, source),
+        source,
+        vips: g.vips.iter().map(|v| v.addr).collect(),
+        stopped_at: 0,
+        master: None,
+        reason: "startup",
+        repeats: Vec::new(),
+        send_failing: false,
+        cfg: g.clone(),
+    })
+}
+
+/// "51/ipv4 prio 150 on eth0", for logs.
+pub(super) fn describe(g: &Vrrp) -> String {
+    format!(
+        "{}/{} prio {} on {}",
+        g.vrid,
+        g.family(),
+        g.priority,
+        g.interface()
+    )
+}
+
+/// The address adverts of `group` are sent from: the interface's first IPv4 address that
+/// is not a VIP, or its IPv6 link-local address (RFC 5798 section 5.1.2.1).
+pub(super) fn source_address(
+    addresses: &[(IpAddr, u8)],
+    group: &Vrrp,
+    vips: &[Vip],
+) -> anyhow::Result<IpAddr> {
+    let is_vip = |a: &IpAddr| vips.iter().any(|v| v.addr == *a);
+    let found = if group.ipv6() {
+        addresses
+            .iter()
+            .map(|(a, _)| *a)
+            .find(|a| matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+    } else {
+        addresses
+            .iter()
+            .map(|(a, _)| *a)
+            .find(|a| a.is_ipv4() && !is_vip(a))
+    };
+    match found {
+        Some(a) => Ok(a),
+        None if group.ipv6() => {
+            bail!("no IPv6 link-local address to send adverts from (is IPv6 enabled?)")
+        }
+        None => bail!("no IPv4 address (other than a VIP) to send adverts from"),
+    }
+}
+
+/// Joins 224.0.0.18 / ff02::12 on each group's interface where `joined` does not yet,
+/// so its multicast filter lets adverts in (the sockets receive nothing: VRRP is not UDP).
+/// Keep the sockets to stay joined. Tries every group; says which ones failed.
+pub(super) fn join_groups(
+    groups: &[Group],
+    joined: &mut Vec<(u32, bool, std::net::UdpSocket)>,
+) -> anyhow::Result<()> {
+    let join = |g: &Group| -> std::io::Result<std::net::UdpSocket> {
+        match g.source {
+            IpAddr::V4(local) => {
+                let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+                s.join_multicast_v4(&advert::GROUP_V4, &local)?;
+                Ok(s)
+            }
+            IpAddr::V6(_) => {
+                let s = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
+                s.join_multicast_v6(&advert::GROUP_V6, g.ifindex)?;
+                Ok(s)
+            }
+        }
+    };
+    let mut failed = Vec::new();
+    for g in groups {
+        let ipv6 = g.cfg.ipv6();
+        if joined
+            .iter()
+            .any(|(i, v6, _)| (*i, *v6) == (g.ifindex, ipv6))
+        {
+            continue;
+        }
+        match join(g) {
+            Ok(socket) => joined.push((g.ifindex, ipv6, socket)),
+            Err(e) => failed.push(format!("VRID {} on {}: {e}", g.cfg.vrid, g.link.name)),
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "joining the VRRP multicast group (224.0.0.18 / ff02::12): {}",
+            failed.join("; ")
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn state_name(s: VrrpState) -> &'static str {
+    match s {
+        VrrpState::Initialize => "initialize",
+        VrrpState::Backup => "backup",
+        VrrpState::Master => "master",
+    }
+}
+
+pub(super) fn ip_of(bytes: &[u8; 16], ipv6: bool) -> IpAddr {
+    if ipv6 {
+        Ipv6Addr::from(*bytes).into()
+    } else {
+        Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()
+    }
+}
+
+/// Addresses as an advert carries them: 4 or 16 bytes each, back to back.
+pub(super) fn address_bytes(addrs: &[IpAddr]) -> Vec<u8> {
+    addrs
+        .iter()
+        .flat_map(|a| match a {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        })
+        .collect()
+}
+
+pub(super) fn bytes_of(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
+}
