@@ -782,6 +782,14 @@ impl Config {
             .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
+    /// Every VRRP group's VIPs.
+    pub fn vrrp_vips(&self) -> Vec<Vip> {
+        self.vrrp
+            .iter()
+            .flat_map(|g| g.vips.iter().copied())
+            .collect()
+    }
+
     /// What a reload to `new` cannot change without a restart, if anything. (VRRP groups
     /// change on a reload; only their interfaces are fixed, which the daemon checks.)
     pub fn needs_restart(&self, new: &Config) -> Option<&'static str> {

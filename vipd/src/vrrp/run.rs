@@ -94,7 +94,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let mut names: Vec<String> = cfg.vrrp.iter().map(|g| g.interface().to_string()).collect();
     names.sort();
     names.dedup();
-    let all: Vec<Vip> = cfg.vrrp.iter().flat_map(|g| g.vips.clone()).collect();
+    let all = cfg.vrrp_vips();
     let mut ports = BTreeMap::new();
     for name in &names {
         let link = Link::open(name).await?;
@@ -567,6 +567,8 @@ impl Runtime {
                 .flatten();
             let snapshot = self.groups[i].router.clone();
             let mut actions = self.groups[i].router.expire(now, heard);
+            // The record the timer was judged against.
+            let mut judged = heard;
             if before == VrrpState::Backup && self.groups[i].router.state == VrrpState::Master {
                 // Tell the XDP program at once, then look again: an advert that arrived
                 // while we decided was judged as a Backup's and only recorded.
@@ -575,6 +577,7 @@ impl Runtime {
                     .heard(i, now)
                     .filter(|l| heard.is_none_or(|h| l.at > h.at));
                 if let Some(late) = late {
+                    judged = Some(late);
                     let g = &mut self.groups[i];
                     g.router = snapshot;
                     actions = g.router.expire(now, Some(late));
@@ -598,8 +601,7 @@ impl Runtime {
                 }
                 (VrrpState::Backup, VrrpState::Backup) => {
                     // Re-armed from the kernel's record: the Master is alive.
-                    if let Some(h) = self.heard(i, now) {
-                        let g = &mut self.groups[i];
+                    if let Some(h) = judged {
                         g.master = Some((h.source, h.priority));
                         g.reason = "master_down";
                     }
@@ -702,7 +704,7 @@ impl Runtime {
             }
         }
         // 2. The groups in the new order; new and restarted ones made afresh.
-        let all: Vec<Vip> = self.cfg.vrrp.iter().flat_map(|g| g.vips.clone()).collect();
+        let all = self.cfg.vrrp_vips();
         let mut old: Vec<Option<Group>> = std::mem::take(&mut self.groups)
             .into_iter()
             .map(Some)
@@ -773,7 +775,7 @@ impl Runtime {
                 g.interface()
             );
         }
-        let all: Vec<Vip> = new.vrrp.iter().flat_map(|g| g.vips.clone()).collect();
+        let all = new.vrrp_vips();
         for change in changes {
             if let Change::Add { new: g } | Change::Restart { new: g, .. } = change {
                 let addresses = self.ports[g.interface()].link.addresses().await?;
