@@ -9,6 +9,9 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
+/// Frames per `sendmmsg` call (the kernel takes at most UIO_MAXIOV = 1024).
+const MMSG_CHUNK: usize = 256;
+
 /// Length of a gratuitous ARP frame (Ethernet + ARP, without padding).
 pub const GARP_LEN: usize = 42;
 /// Length of an unsolicited NA frame (Ethernet + IPv6 + NA + target link-layer option).
@@ -110,13 +113,85 @@ impl Announcer {
         }
     }
 
-    /// This interface's MAC address, the frames' source.
-    pub fn mac(&self) -> [u8; 6] {
-        self.mac
+    /// Sends `rounds` announcements for each of `ips` with as few system calls as the
+    /// kernel allows (`sendmmsg`): first one frame for every address, then the next round,
+    /// so each address's first announcement leaves as early as possible. Returns the
+    /// frames sent and the first error.
+    pub fn announce_many(&self, ips: &[IpAddr], rounds: u16) -> (usize, Option<io::Error>) {
+        let frames: Vec<(Vec<u8>, u16)> = ips
+            .iter()
+            .map(|ip| match *ip {
+                IpAddr::V4(v4) => (garp_frame(self.mac, v4).to_vec(), 0x0806),
+                IpAddr::V6(v6) => (unsolicited_na_frame(self.mac, v6).to_vec(), 0x86DD),
+            })
+            .collect();
+        let mut sent = 0;
+        let mut first_err = None;
+        for _ in 0..rounds {
+            for chunk in frames.chunks(MMSG_CHUNK) {
+                match self.send_many(chunk) {
+                    Ok(n) => sent += n,
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        (sent, first_err)
     }
 
-    /// Sends one whole Ethernet frame with EtherType `protocol`.
-    pub fn send(&self, frame: &[u8], protocol: u16) -> io::Result<()> {
+    /// Sends whole Ethernet frames (with their EtherTypes) in one `sendmmsg`; returns how
+    /// many the kernel took.
+    fn send_many(&self, frames: &[(Vec<u8>, u16)]) -> io::Result<usize> {
+        let addrs: Vec<libc::sockaddr_ll> = frames
+            .iter()
+            .map(|(f, proto)| self.link_address(f, *proto))
+            .collect();
+        let mut iovs: Vec<libc::iovec> = frames
+            .iter()
+            .map(|(f, _)| libc::iovec {
+                iov_base: f.as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; every pointer set below outlives the call.
+        let mut msgs: Vec<libc::mmsghdr> = (0..frames.len())
+            .map(|i| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = (&addrs[i] as *const libc::sockaddr_ll) as *mut libc::c_void;
+                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+                m.msg_hdr.msg_iov = &mut iovs[i];
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let mut done = 0;
+        while done < msgs.len() {
+            // SAFETY: msgs[done..] are valid headers pointing at live buffers.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    msgs[done..].as_mut_ptr(),
+                    (msgs.len() - done) as u32,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return if done > 0 { Ok(done) } else { Err(e) };
+            }
+            if n == 0 {
+                break;
+            }
+            done += n as usize;
+        }
+        Ok(done)
+    }
+
+    fn link_address(&self, frame: &[u8], protocol: u16) -> libc::sockaddr_ll {
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
@@ -124,6 +199,17 @@ impl Announcer {
         addr.sll_ifindex = self.ifindex as i32;
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(&frame[0..6]);
+        addr
+    }
+
+    /// This interface's MAC address, the frames' source.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Sends one whole Ethernet frame with EtherType `protocol`.
+    pub fn send(&self, frame: &[u8], protocol: u16) -> io::Result<()> {
+        let addr = self.link_address(frame, protocol);
         // SAFETY: frame and addr outlive the call; lengths match the buffers.
         let n = unsafe {
             libc::sendto(

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     config::{Config, DEFAULT_CONFIG, Dur, File},
-    placement::Member,
+    pool::placement::Member,
     vip::Vip,
     xdp::AttachMode,
 };
@@ -174,7 +174,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub auth_key_file: Option<PathBuf>,
 
-    /// Time between heartbeats (e.g. 100ms, 1s, 500us) [default: 100ms].
+    /// Time between heartbeats (e.g. 100ms, 1s, 500us; at least 500us) [default: 100ms].
     #[arg(long)]
     pub interval: Option<Dur>,
 
@@ -226,6 +226,13 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9797 [default: off].
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
+
+    /// SCHED_FIFO priority (1-99) of the fast path's thread, which sends heartbeats,
+    /// watches deadlines and takes VIPs over; 0 runs it at normal priority. Needs
+    /// CAP_SYS_NICE (and CAP_IPC_LOCK to lock memory), else it says so and runs at
+    /// normal priority [default: 40] ([fastpath] rt_priority).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=99))]
+    pub rt_priority: Option<u8>,
 
     /// Log as JSON lines instead of text.
     #[arg(long)]
@@ -288,6 +295,7 @@ impl RunArgs {
         set(&mut f.xdp.pin_root, &self.pin_root);
         set(&mut f.xdp.mode, &self.xdp_mode);
         set(&mut f.metrics.listen, &self.metrics);
+        set(&mut f.fastpath.rt_priority, &self.rt_priority);
     }
 }
 

@@ -22,6 +22,11 @@ use crate::{auth::Key, heartbeat::DEFAULT_GROUP_V4, vip::Vip, xdp::AttachMode};
 pub const DEFAULT_CONFIG: &str = "/etc/vipd/vipd.toml";
 /// Most VIPs in one pool (the state section of a heartbeat must fit in one datagram).
 pub const MAX_VIPS: usize = 10_000;
+/// The shortest heartbeat interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_micros(500);
+/// The fast path's SCHED_FIFO priority unless configured (below threaded interrupt
+/// handlers, which default to 50, so the NIC is still served first).
+pub const DEFAULT_RT_PRIORITY: u8 = 40;
 
 /// A duration written as text: "100ms", "1s", "500us".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +91,8 @@ pub struct File {
     pub xdp: XdpSection,
     /// Prometheus metrics.
     pub metrics: MetricsSection,
+    /// The fast path's thread (heartbeats, deadlines, takeover).
+    pub fastpath: FastPathSection,
     /// Health checks: a failing node withdraws from the pool.
     #[serde(rename = "check", skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
@@ -334,6 +341,14 @@ pub struct XdpSection {
     pub pin_root: Option<PathBuf>,
 }
 
+/// `[fastpath]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FastPathSection {
+    /// SCHED_FIFO priority of the fast path's thread, 1–99; 0 runs it at normal priority.
+    pub rt_priority: Option<u8>,
+}
+
 /// `[metrics]`
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -518,6 +533,8 @@ pub struct Config {
     pub xdp_mode: AttachMode,
     /// Prometheus listen address.
     pub metrics: Option<SocketAddr>,
+    /// SCHED_FIFO priority of the fast path (0: normal scheduling).
+    pub rt_priority: u8,
     /// Health checks.
     pub checks: Vec<Check>,
     /// Hook command.
@@ -540,6 +557,14 @@ impl Config {
         d
     }
 
+    /// How the fast path's thread is scheduled.
+    pub fn fast_path_priority(&self) -> crate::fastpath::Priority {
+        match self.rt_priority {
+            0 => crate::fastpath::Priority::Normal,
+            p => crate::fastpath::Priority::RealTime(p),
+        }
+    }
+
     /// Per-instance pin directory.
     pub fn pin_dir(&self) -> PathBuf {
         self.pin_root.join(&self.instance)
@@ -559,8 +584,12 @@ impl Config {
             .heartbeat
             .interval
             .map_or(Duration::from_millis(100), |d| d.0);
-        if interval.is_zero() {
-            return Err("the heartbeat interval must be more than zero".into());
+        if interval < MIN_INTERVAL {
+            return Err(format!(
+                "the heartbeat interval ({interval:?}) must be at least {MIN_INTERVAL:?}: \
+                 shorter intervals cannot be kept under load (timer wake-up and scheduling \
+                 latency are tens of microseconds)"
+            ));
         }
         let dead_interval = f.heartbeat.dead_interval.map_or(interval * 3, |d| d.0);
         if dead_interval <= interval {
@@ -570,6 +599,12 @@ impl Config {
         }
         if interval > Duration::from_secs(3600) || dead_interval > Duration::from_secs(3 * 3600) {
             return Err("the heartbeat and dead intervals must be at most an hour or so".into());
+        }
+        let rt_priority = f.fastpath.rt_priority.unwrap_or(DEFAULT_RT_PRIORITY);
+        if rt_priority > 99 {
+            return Err(format!(
+                "fastpath.rt_priority must be 0 (normal scheduling) to 99 (it is {rt_priority})"
+            ));
         }
         let mut vips = f.pool.vips.unwrap_or_default();
         let mut vrrp = f.vrrp;
@@ -724,6 +759,7 @@ impl Config {
             pin_root: f.xdp.pin_root.unwrap_or_else(|| "/sys/fs/bpf/vipd".into()),
             xdp_mode: f.xdp.mode.unwrap_or(AttachMode::Auto),
             metrics: f.metrics.listen,
+            rt_priority,
             checks: f.checks,
             hook: f.hooks.command,
             hook_timeout: f.hooks.timeout.map_or(Duration::from_secs(10), |d| d.0),
@@ -767,6 +803,9 @@ impl Config {
             metrics: MetricsSection {
                 listen: self.metrics,
             },
+            fastpath: FastPathSection {
+                rt_priority: Some(self.rt_priority),
+            },
             checks: self.checks.clone(),
             hooks: HooksSection {
                 command: self.hook.clone(),
@@ -809,6 +848,8 @@ impl Config {
             Some("the XDP mode")
         } else if self.metrics != new.metrics {
             Some("the metrics address")
+        } else if self.rt_priority != new.rt_priority {
+            Some("the fast path's rt_priority")
         } else if self.interval != new.interval || self.dead_interval != new.dead_interval {
             Some("the heartbeat or dead interval")
         } else if self.vrrp.is_empty() != new.vrrp.is_empty() {

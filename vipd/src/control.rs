@@ -49,9 +49,27 @@ pub struct Status {
     pub checks: Vec<CheckStatus>,
     /// XDP counters, summed over CPUs.
     pub counters: BTreeMap<String, u64>,
+    /// The fast path's scheduling and punctuality (pool mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<FastPathStatus>,
     /// VRRP groups (VRRP mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<VrrpStatus>,
+}
+
+/// The fast path in [`Status`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FastPathStatus {
+    /// "SCHED_FIFO <priority>", or normal (and why).
+    pub scheduling: String,
+    /// Heartbeats sent on schedule.
+    pub heartbeats_sent: u64,
+    /// Of those, sent more than half an interval after their slot.
+    pub heartbeats_late: u64,
+    /// The latest one, in ms after its slot.
+    pub max_late_ms: f64,
+    /// Reports the slow path could not take in time (logs, metrics, hooks lost).
+    pub reports_dropped: u64,
 }
 
 /// One VRRP group in [`Status`].
@@ -242,6 +260,13 @@ pub fn table(s: &Status) -> String {
         "node {} on {} (instance {}, XDP {}): {}",
         s.node_id, s.interface, s.instance, s.xdp_mode, s.state
     );
+    if let Some(f) = &s.fast_path {
+        let _ = writeln!(
+            t,
+            "fast path: {}; {} heartbeats sent, {} late (max {:.3} ms after its slot)",
+            f.scheduling, f.heartbeats_sent, f.heartbeats_late, f.max_late_ms
+        );
+    }
     if !s.vrrp.is_empty() {
         let _ = writeln!(
             t,

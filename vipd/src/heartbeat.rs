@@ -10,7 +10,6 @@ use std::{
 };
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
 use vipd_common::{
     auth::{AUTH_LEN, Key, sign},
     heartbeat::{HEADER_LEN, Heartbeat},
@@ -22,7 +21,10 @@ pub const DEFAULT_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 199);
 /// Largest heartbeat datagram we build or read.
 pub const MAX_DATAGRAM: usize = 2048;
 
-/// This node's heartbeat sockets.
+type UdpSocket = std::net::UdpSocket;
+
+/// This node's heartbeat sockets, for sending (the fast path's: plain non-blocking
+/// sockets, no async runtime).
 pub struct Heartbeats {
     v4: Option<(UdpSocket, Vec<SocketAddr>)>,
     v6: Option<(UdpSocket, Vec<SocketAddr>)>,
@@ -33,7 +35,6 @@ pub struct Heartbeats {
     pub sent: u64,
     /// Sends that failed (link down, no route, ...).
     pub failed: u64,
-    last_send: std::time::Instant,
 }
 
 impl Heartbeats {
@@ -84,7 +85,6 @@ impl Heartbeats {
             key,
             sent: 0,
             failed: 0,
-            last_send: std::time::Instant::now(),
         })
     }
 
@@ -92,7 +92,6 @@ impl Heartbeats {
     /// to every destination; returns the first error.
     pub fn send(&mut self, flags: u8, view_digest: u64, state: &[u8]) -> io::Result<()> {
         self.template.sequence += 1;
-        self.last_send = std::time::Instant::now();
         self.template.flags = flags;
         self.template.view_digest = view_digest;
         self.template.state_len = state.len() as u16;
@@ -109,7 +108,7 @@ impl Heartbeats {
         let mut first_err = None;
         for (sock, dests) in self.v4.iter().chain(self.v6.iter()) {
             for d in dests {
-                match sock.try_send_to(&buf[..len], *d) {
+                match sock.send_to(&buf[..len], *d) {
                     Ok(_) => self.sent += 1,
                     Err(e) => {
                         self.failed += 1;
@@ -119,11 +118,6 @@ impl Heartbeats {
             }
         }
         first_err.map_or(Ok(()), Err)
-    }
-
-    /// Time since the last heartbeat was sent.
-    pub fn since_last_send(&self) -> std::time::Duration {
-        self.last_send.elapsed()
     }
 
     /// Changes the weight announced from the next heartbeat on.
@@ -136,11 +130,34 @@ impl Heartbeats {
         self.template.sequence
     }
 
+    /// A receiver of the datagrams that reach these sockets, for the slow path (the
+    /// same sockets, duplicated into the async runtime).
+    pub fn receiver(&self) -> io::Result<Receiver> {
+        let dup = |s: &Option<(UdpSocket, Vec<SocketAddr>)>| -> io::Result<_> {
+            s.as_ref()
+                .map(|(sock, _)| tokio::net::UdpSocket::from_std(sock.try_clone()?))
+                .transpose()
+        };
+        Ok(Receiver {
+            v4: dup(&self.v4)?,
+            v6: dup(&self.v6)?,
+        })
+    }
+}
+
+/// The slow path's end of the heartbeat sockets: what the XDP program passed up
+/// (heartbeats with a state section).
+pub struct Receiver {
+    v4: Option<tokio::net::UdpSocket>,
+    v6: Option<tokio::net::UdpSocket>,
+}
+
+impl Receiver {
     /// Receives the next datagram that reached a socket (a heartbeat with a state section,
     /// or anything else the XDP program passed). Never resolves if there are no sockets.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match (&self.v4, &self.v6) {
-            (Some((a, _)), Some((b, _))) => {
+            (Some(a), Some(b)) => {
                 let mut buf2 = [0u8; MAX_DATAGRAM];
                 tokio::select! {
                     r = a.recv(buf) => r,
@@ -151,7 +168,7 @@ impl Heartbeats {
                     }
                 }
             }
-            (Some((s, _)), None) | (None, Some((s, _))) => s.recv(buf).await,
+            (Some(s), None) | (None, Some(s)) => s.recv(buf).await,
             (None, None) => std::future::pending().await,
         }
     }
@@ -192,5 +209,5 @@ fn socket(interface: &str, ifindex: u32, bind: SocketAddr) -> io::Result<UdpSock
     s.bind_device(Some(interface.as_bytes()))?;
     s.set_nonblocking(true)?;
     s.bind(&bind.into())?;
-    UdpSocket::from_std(s.into())
+    Ok(s.into())
 }

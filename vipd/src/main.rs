@@ -6,15 +6,15 @@ mod cli;
 mod clock;
 mod config;
 mod control;
-mod daemon;
+mod fastpath;
 mod health;
 mod heartbeat;
 mod hooks;
-mod membership;
+mod ifaddr;
 mod metrics;
 mod netlink;
-mod placement;
-mod plan;
+mod pool;
+mod runtime;
 mod vip;
 mod vrrp;
 mod xdp;
@@ -25,6 +25,7 @@ use tracing_subscriber::EnvFilter;
 use crate::{
     cli::{Cli, Command, PlanArgs, RunArgs, ZoneArgs},
     config::{File, MAX_VIPS},
+    pool::{placement, plan},
 };
 
 fn main() -> std::process::ExitCode {
@@ -74,7 +75,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .map_err(|e| anyhow::anyhow!("starting the tokio runtime: {e}"))?;
     if cfg.vrrp.is_empty() {
-        rt.block_on(daemon::run(cfg, args))
+        rt.block_on(pool::run::run(cfg, args))
     } else {
         rt.block_on(vrrp::run::run(cfg, args))
     }

@@ -84,6 +84,13 @@ pub struct Metrics {
     pub state_rejected: Family<ReasonLabel, Counter>,
     /// VRRP mode: each group's state (0 initialize, 1 backup, 2 master).
     pub vrrp_state: Family<GroupLabel, Gauge>,
+    /// 1 while the fast path runs at a real-time priority.
+    pub fast_path_realtime: Gauge,
+    heartbeats_sent: Counter,
+    heartbeats_late: Counter,
+    reports_dropped: Counter,
+    /// Last totals synced into the three counters above.
+    fast_seen: Mutex<[u64; 3]>,
     xdp_packets: Family<PacketLabel, Counter>,
     xdp_seen: Mutex<[u64; COUNTER_SLOTS as usize]>,
 }
@@ -102,6 +109,11 @@ impl Metrics {
             active: Gauge::default(),
             state_rejected: Family::default(),
             vrrp_state: Family::default(),
+            fast_path_realtime: Gauge::default(),
+            heartbeats_sent: Counter::default(),
+            heartbeats_late: Counter::default(),
+            reports_dropped: Counter::default(),
+            fast_seen: Mutex::new([0; 3]),
             xdp_packets: Family::default(),
             xdp_seen: Mutex::new([0; COUNTER_SLOTS as usize]),
             registry: Registry::default(),
@@ -148,11 +160,51 @@ impl Metrics {
             m.state_rejected.clone(),
         );
         registry.register(
+            "fast_path_realtime",
+            "The fast path (heartbeats, deadlines, takeover) runs at a real-time priority",
+            m.fast_path_realtime.clone(),
+        );
+        registry.register(
+            "heartbeats_sent",
+            "Heartbeats sent on the fast path's schedule",
+            m.heartbeats_sent.clone(),
+        );
+        registry.register(
+            "heartbeats_late",
+            "Heartbeats sent more than half an interval after their slot",
+            m.heartbeats_late.clone(),
+        );
+        registry.register(
+            "fast_path_reports_dropped",
+            "Reports of the fast path the slow path could not take in time",
+            m.reports_dropped.clone(),
+        );
+        registry.register(
             "xdp_packets",
             "Frames seen by the XDP program, by kind and verdict",
             m.xdp_packets.clone(),
         );
         Self { registry, ..m }
+    }
+
+    /// Brings the fast path's metrics up to date.
+    pub fn sync_fast_path(&self, realtime: bool, stats: &crate::fastpath::Stats, dropped: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.fast_path_realtime.set(i64::from(realtime));
+        let totals = [stats.sent.load(Relaxed), stats.late.load(Relaxed), dropped];
+        let mut seen = self.fast_seen.lock().unwrap_or_else(|e| e.into_inner());
+        for ((counter, total), seen) in [
+            &self.heartbeats_sent,
+            &self.heartbeats_late,
+            &self.reports_dropped,
+        ]
+        .into_iter()
+        .zip(totals)
+        .zip(seen.iter_mut())
+        {
+            counter.inc_by(total.saturating_sub(*seen));
+            *seen = total.max(*seen);
+        }
     }
 
     /// Brings the XDP packet counters up to the totals read from the map.

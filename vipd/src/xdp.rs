@@ -260,13 +260,12 @@ fn spawn_log_reader(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
 }
 
 impl LoadedXdp {
-    /// A snapshot of the peer table (entries that fail to read are skipped).
-    pub fn peer_table(&self) -> Vec<PeerState> {
-        self.peers
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(_, v)| v)
-            .collect()
+    /// A second handle on the peer table, from its pin (for the fast path's thread).
+    pub fn open_peers(&self) -> anyhow::Result<HashMap<MapData, u32, PeerState>> {
+        let path = self.pin_dir.join("peers");
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("opening the pinned peer table {}", path.display()))?;
+        Ok(HashMap::try_from(aya::maps::Map::HashMap(data))?)
     }
 
     /// Each counter summed over CPUs.

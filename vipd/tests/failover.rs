@@ -36,7 +36,8 @@ fn cluster(tag: &str) -> anyhow::Result<Cluster> {
     })
 }
 
-/// Starts vipd on `host` (node `id`), heartbeating by unicast to `peer`; returns its proc id.
+/// Starts vipd on `host` (node `id`), heartbeating by unicast to `peer` every 50 ms;
+/// returns its proc id.
 fn start_vipd(
     lab: &mut Lab,
     host: &Host,
@@ -44,18 +45,29 @@ fn start_vipd(
     peer: &Host,
     run: &str,
 ) -> anyhow::Result<usize> {
-    let args = [
+    start_vipd_with(lab, host, id, peer, run, &["--interval", "50ms"])
+}
+
+/// [`start_vipd`] with other timing flags.
+fn start_vipd_with(
+    lab: &mut Lab,
+    host: &Host,
+    id: u32,
+    peer: &Host,
+    run: &str,
+    timing: &[&str],
+) -> anyhow::Result<usize> {
+    let mut args = vec![
         "--vip",
         VIP1,
         "--vip",
         VIP2,
         "--peer",
         &peer.addr,
-        "--interval",
-        "50ms",
         "--hold-down",
         "300ms",
     ];
+    args.extend_from_slice(timing);
     let log = format!("{}-{run}", host.name);
     let proc = lab.spawn_vipd(host, id, &log, Path::new(env!("CARGO_BIN_EXE_vipd")), &args)?;
     lab.proc(proc)
@@ -164,6 +176,43 @@ fn hard_failure_moves_vip_to_survivor_and_restart_rebalances() -> anyhow::Result
         .wait_for_line(&["removed a VIP left on eth0 by an earlier run"], SETTLE)?;
     let owners = wait_balanced(&c, &[&n1, &n2], 1)?;
     wait_reachable_at(&c, &[VIP1, VIP2], &owners)?;
+    Ok(())
+}
+
+#[test]
+fn one_millisecond_heartbeats_fail_over_and_hold_down_ends() -> anyhow::Result<()> {
+    if !privileged("one_millisecond_heartbeats_fail_over_and_hold_down_ends") {
+        return Ok(());
+    }
+    let mut c = cluster("v1")?;
+    let (n1, n2) = (c.n1.clone(), c.n2.clone());
+    let fast = ["--interval", "1ms", "--dead-interval", "4ms"];
+    let p1 = start_vipd_with(&mut c.lab, &n1, 1, &n2, "first", &fast)?;
+    let p2 = start_vipd_with(&mut c.lab, &n2, 2, &n1, "first", &fast)?;
+    // A heartbeat is due every millisecond: the hold-down must still end on its own.
+    for p in [p1, p2] {
+        c.lab.proc(p).wait_for_line(&["hold-down over"], SETTLE)?;
+    }
+    let owners = wait_balanced(&c, &[&n1, &n2], 1)?;
+    wait_reachable_at(&c, &[VIP1, VIP2], &owners)?;
+    let n1_vip = if owners[0].name == "n1" { VIP1 } else { VIP2 };
+
+    c.lab.proc(p1).signal(libc::SIGKILL)?;
+    c.lab.set_link(&n1, false)?;
+    let line = c
+        .lab
+        .proc(p2)
+        .wait_for_line(&[r#"event="peer_lost" peer=1 reason="timeout""#], SETTLE)?;
+    assert!(line.contains("last_seen_mono_ns"), "{line}");
+    wait_until("node 2 holding both VIPs", SETTLE, || {
+        Ok(c.lab.has_address(&n2, VIP1)? && c.lab.has_address(&n2, VIP2)?)
+    })?;
+    wait_until(
+        "the client's neighbour entry for n1's VIP to hold node 2's MAC",
+        SETTLE,
+        || Ok(c.lab.neighbour_mac(&c.client, n1_vip)?.as_deref() == Some(MAC2)),
+    )?;
+    wait_for_ping(&c, n1_vip)?;
     Ok(())
 }
 

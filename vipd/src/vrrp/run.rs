@@ -44,11 +44,11 @@ use crate::{
     clock::monotonic_ns,
     config::{Config, Vrrp},
     control::{self, Status, VrrpStatus},
-    daemon::{answer, check_privileges, remove_leftovers},
     health,
     hooks::Hooks,
     metrics::{self, GroupLabel, Metrics, ReasonLabel, VipLabel},
     netlink::{CarrierWatch, Link},
+    runtime::{answer, check_privileges, remove_leftovers},
     vip::Vip,
     xdp::{self, LoadedXdp},
 };

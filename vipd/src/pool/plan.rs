@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
-use crate::placement::{self, Member};
+use super::placement::{self, Member};
 
 /// Most failure scenarios a plan enumerates.
 pub const MAX_SCENARIOS: usize = 100_000;

@@ -1,0 +1,737 @@
+//! The pool's fast path: the loop on the real-time thread that sends this node's
+//! heartbeats on their absolute schedule, declares peers lost against the kernel's
+//! timestamps, places the pool ([`placement`], pure) on the view ([`Membership`], pure),
+//! and adds, announces and releases VIPs itself — synchronously, in batches.
+//!
+//! Every wake-up serves the heartbeat first, then the slow path's latest carrier and
+//! health verdicts, then a bounded number of commands and XDP events, then deadlines.
+//! Nothing here waits on the slow path: reports go out with `try_send`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    os::fd::AsRawFd as _,
+    sync::{Arc, atomic::Ordering},
+};
+
+use aya::maps::{HashMap, MapData, RingBuf};
+use vipd_common::{
+    heartbeat::{FLAG_LEAVING, FLAG_MATURE, State as WireState, view_digest},
+    maps::{EventKind, PeerEvent, PeerState},
+};
+
+use super::{
+    STATE_BURST, STATE_REFRESH_NS,
+    membership::{Membership, Transition},
+    messages::{Command, Released, Report, Shared, Taken},
+    placement::{self, Member},
+    pool_digest,
+};
+use crate::{
+    announce::Announcer,
+    clock::monotonic_ns,
+    config::Config,
+    control::{PeerStatus, Status, VipStatus},
+    fastpath::{
+        Sleeper,
+        schedule::{Periodic, earliest},
+    },
+    heartbeat::Heartbeats,
+    ifaddr::{IfAddrs, Outcome},
+    vip::Vip,
+};
+
+/// LEAVING heartbeats sent on a graceful stop (more than one, in case one is lost).
+const LEAVING_BURST: usize = 3;
+/// XDP events handled per wake-up (a flood must not delay the next heartbeat).
+const EVENTS_PER_WAKE: usize = 256;
+
+/// The descriptors and maps the fast path acts with.
+pub struct Io {
+    /// Heartbeat sockets (sending).
+    pub heartbeats: Heartbeats,
+    /// The XDP program's peer table (its own handle on the pinned map).
+    pub peers: HashMap<MapData, u32, PeerState>,
+    /// The XDP program's event ring.
+    pub events: RingBuf<MapData>,
+    /// Address changes on the cluster interface.
+    pub addrs: IfAddrs,
+    /// Gratuitous ARP / unsolicited NA.
+    pub announcer: Arc<Announcer>,
+}
+
+/// The fast path's ends of the channels.
+pub struct Channels {
+    /// Latest-value state and counters shared with the slow path.
+    pub shared: Arc<Shared>,
+    /// What the slow path asks.
+    pub commands: std::sync::mpsc::Receiver<Command>,
+    /// What the fast path reports.
+    pub reports: tokio::sync::mpsc::Sender<Report>,
+    /// Where the thread sleeps.
+    pub sleeper: Sleeper,
+}
+
+/// The pool as this node runs it, owned by the fast path.
+struct Pool {
+    cfg: Config,
+    io: Io,
+    ch: Channels,
+    /// The pool, sorted (bit i of a state section is `pool[i]`).
+    pool: Vec<IpAddr>,
+    pool_digest: u32,
+    membership: Membership,
+    send: Periodic,
+    mature_at: u64,
+    mature: bool,
+    carrier: bool,
+    healthy: bool,
+    held: BTreeMap<IpAddr, Vip>,
+    /// What each peer last said it holds.
+    peers: BTreeMap<u32, BTreeSet<IpAddr>>,
+    /// Held VIPs that a peer claims too.
+    conflicts: BTreeSet<IpAddr>,
+    view_digest: u64,
+    views_agree: bool,
+    state_burst: u8,
+    last_state_sent_ns: u64,
+    node_state: &'static str,
+    /// When the last peer loss was declared, for the takeover latency.
+    last_loss_ns: Option<u64>,
+    /// VIPs whose failure to be added was reported (once until they are added).
+    take_failed: BTreeSet<IpAddr>,
+    send_failing: bool,
+}
+
+/// Runs the pool's fast path until `shared.stop`; then sends LEAVING and releases every
+/// VIP. This is the body of the fast-path thread.
+pub fn run(cfg: Config, io: Io, ch: Channels) {
+    let now = monotonic_ns();
+    let pool = Pool {
+        pool: cfg.vips.iter().map(|v| v.addr).collect(),
+        pool_digest: pool_digest(&cfg.vips),
+        membership: Membership::new(cfg.dead_interval.as_nanos() as u64),
+        send: Periodic::new(now, cfg.interval.as_nanos() as u64),
+        mature_at: now + cfg.hold_down.as_nanos() as u64,
+        mature: false,
+        carrier: ch.shared.carrier.load(Ordering::Relaxed),
+        healthy: ch.shared.healthy.load(Ordering::Relaxed),
+        held: BTreeMap::new(),
+        peers: BTreeMap::new(),
+        conflicts: BTreeSet::new(),
+        view_digest: 0,
+        views_agree: true,
+        state_burst: STATE_BURST,
+        last_state_sent_ns: 0,
+        node_state: "",
+        last_loss_ns: None,
+        take_failed: BTreeSet::new(),
+        send_failing: false,
+        cfg,
+        io,
+        ch,
+    };
+    pool.run();
+}
+
+impl Pool {
+    fn run(mut self) {
+        // Say at once where we stand (holding down), and hear the peers already there.
+        self.reconcile(monotonic_ns());
+        loop {
+            let now = monotonic_ns();
+            if self.send.due(now) {
+                let late = self.send.advance(now);
+                self.heartbeat();
+                self.ch
+                    .shared
+                    .stats
+                    .record_send(late, self.send_tolerance_ns());
+            }
+            if self.ch.shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let mut reconcile = self.take_verdicts();
+            for _ in 0..super::messages::COMMANDS {
+                match self.ch.commands.try_recv() {
+                    Ok(c) => reconcile |= self.on_command(c),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..EVENTS_PER_WAKE {
+                let Some(ev) = self.io.events.next().map(|item| read_event(&item)) else {
+                    break;
+                };
+                if let Some(ev) = ev {
+                    reconcile |= self.on_event(ev);
+                }
+            }
+            let now = monotonic_ns();
+            if self.timer_due(now) {
+                reconcile = true;
+            }
+            if reconcile {
+                self.reconcile(now);
+            }
+            let wake = earliest([Some(self.send.next()), self.next_timer()]);
+            let fd = self.io.events.as_raw_fd();
+            if self.ch.sleeper.wait(wake, &[fd]).is_err() {
+                // poll/timerfd failing is not expected; never spin on it.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            self.ch.shared.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stop();
+    }
+
+    /// A heartbeat more than half an interval after its slot counts as late.
+    fn send_tolerance_ns(&self) -> u64 {
+        self.cfg.interval.as_nanos() as u64 / 2
+    }
+
+    fn report(&self, r: Report) {
+        if self.ch.reports.try_send(r).is_err() {
+            self.ch
+                .shared
+                .reports_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this node takes VIPs: past its hold-down, with carrier, and healthy.
+    fn active(&self) -> bool {
+        self.mature && self.carrier && self.healthy
+    }
+
+    fn flags(&self) -> u8 {
+        if self.active() { FLAG_MATURE } else { 0 }
+    }
+
+    /// The node state for logs, hooks and status.
+    fn state_name(&self) -> &'static str {
+        if !self.carrier {
+            "fault"
+        } else if !self.healthy {
+            "withdrawn"
+        } else if !self.mature {
+            "holding-down"
+        } else {
+            "active"
+        }
+    }
+
+    /// Sends this node's heartbeat now, with the state section if one is due.
+    fn heartbeat(&mut self) {
+        let section = self.state_section_due();
+        let sent = self
+            .io
+            .heartbeats
+            .send(self.flags(), self.view_digest, &section);
+        match sent {
+            Ok(()) if self.send_failing => {
+                self.send_failing = false;
+                self.report(Report::SendFailing(None));
+            }
+            Err(e) if !self.send_failing => {
+                self.send_failing = true;
+                self.report(Report::SendFailing(Some(e.to_string())));
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends a heartbeat out of turn (something changed) and restarts the schedule.
+    fn heartbeat_now(&mut self) {
+        self.heartbeat();
+        self.send.restart(monotonic_ns());
+    }
+
+    /// The state section to put in the next heartbeat, if one is due.
+    fn state_section_due(&mut self) -> Vec<u8> {
+        let now = monotonic_ns();
+        if self.state_burst == 0 && now.saturating_sub(self.last_state_sent_ns) < STATE_REFRESH_NS {
+            return Vec::new();
+        }
+        self.state_burst = self.state_burst.saturating_sub(1);
+        self.last_state_sent_ns = now;
+        let count = self.pool.len() as u16;
+        let mut out = vec![0u8; WireState::len_for(count)];
+        WireState::write(&mut out, self.pool_digest, count, |i| {
+            self.held.contains_key(&self.pool[i])
+        });
+        out
+    }
+
+    /// Reads the slow path's carrier and health verdicts; returns whether they changed.
+    fn take_verdicts(&mut self) -> bool {
+        let carrier = self.ch.shared.carrier.load(Ordering::Relaxed);
+        let healthy = self.ch.shared.healthy.load(Ordering::Relaxed);
+        let changed = carrier != self.carrier || healthy != self.healthy;
+        if healthy != self.healthy {
+            self.healthy = healthy;
+            self.state_burst = STATE_BURST;
+        }
+        if carrier != self.carrier {
+            self.carrier = carrier;
+            if carrier {
+                // Start the hold-down again: a flapping link must not drag VIPs around.
+                self.mature_at = monotonic_ns() + self.cfg.hold_down.as_nanos() as u64;
+            } else {
+                self.mature = false;
+                self.release_all();
+            }
+        }
+        changed
+    }
+
+    /// A command from the slow path; returns whether to reconcile.
+    fn on_command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Holdings { peer, vips } => {
+                let changed = self.peers.get(&peer) != Some(&vips);
+                self.peers.insert(peer, vips);
+                changed
+            }
+            Command::Reload(cfg) => {
+                self.pool = cfg.vips.iter().map(|v| v.addr).collect();
+                self.pool_digest = pool_digest(&cfg.vips);
+                self.io.heartbeats.set_weight(cfg.weight);
+                self.cfg = *cfg;
+                self.state_burst = STATE_BURST;
+                true
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+                false
+            }
+        }
+    }
+
+    /// An event from the XDP program; returns whether to reconcile.
+    fn on_event(&mut self, ev: PeerEvent) -> bool {
+        let kind = EventKind::from_u8(ev.kind);
+        if kind == Some(EventKind::Restarted) {
+            self.peers.remove(&ev.node_id);
+        }
+        if matches!(
+            kind,
+            Some(EventKind::NewPeer | EventKind::Restarted | EventKind::Returned)
+        ) {
+            // It needs to learn what we hold.
+            self.state_burst = STATE_BURST;
+        }
+        self.report(Report::XdpEvent(ev));
+        true
+    }
+
+    /// Whether a peer's deadline or the end of the hold-down has passed.
+    fn timer_due(&self, now: u64) -> bool {
+        self.next_timer().is_some_and(|t| t <= now)
+    }
+
+    /// The next moment something can change without a packet: a peer's deadline, or the
+    /// end of our hold-down.
+    fn next_timer(&self) -> Option<u64> {
+        let hold_down = (self.carrier && !self.mature).then_some(self.mature_at);
+        earliest([self.membership.next_deadline(), hold_down])
+    }
+
+    /// Reads the peer table, updates the view, places the pool and acts.
+    fn reconcile(&mut self, now: u64) {
+        if self.carrier && !self.mature && now >= self.mature_at {
+            self.mature = true;
+            self.report(Report::Mature);
+            // Tell peers at once, so they hand over this node's share together with it.
+            self.state_burst = STATE_BURST;
+            self.heartbeat_now();
+        }
+        let table: Vec<PeerState> = self
+            .io
+            .peers
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, v)| v)
+            .collect();
+        if self.update(table, now) {
+            // What we hold changed: say so now rather than at the next slot.
+            self.heartbeat_now();
+        }
+    }
+
+    /// Feeds a peer table snapshot; places and acts. Returns whether what we hold changed.
+    fn update(&mut self, table: Vec<PeerState>, now: u64) -> bool {
+        let transitions = self.membership.observe(table, now);
+        for t in transitions {
+            if matches!(t, Transition::Left { .. }) {
+                self.last_loss_ns = Some(now);
+            }
+            let id = match t {
+                Transition::Joined { node_id } | Transition::Left { node_id, .. } => node_id,
+            };
+            let peer = self.membership.peer(id);
+            self.report(Report::Transition {
+                transition: t,
+                at_ns: now,
+                last_seen_ns: peer.map_or(0, |p| p.last_seen_ns),
+                weight: peer.map_or(0, |p| p.weight),
+            });
+        }
+        let state = self.state_name();
+        if state != self.node_state {
+            self.node_state = state;
+            self.report(Report::NodeState(state));
+        }
+        let members = self.members();
+        self.check_views(&members);
+        let holders = self.holders(&members);
+        self.track_conflicts(&members);
+        if !self.carrier {
+            // Nothing to place on a dead link (everything was released on carrier loss).
+            return false;
+        }
+        // Not active (holding down, or withdrawn by a failing check): we are not a member,
+        // so placement gives us nothing and whatever we hold is released below.
+        let assignment = placement::place_preferring(
+            &self.pool,
+            &members,
+            &holders,
+            &self.cfg.preferred,
+            self.cfg.preempt,
+        );
+        let me = self.cfg.node_id;
+        // Take over first: that is the urgent half.
+        let to_take: Vec<Vip> = self
+            .cfg
+            .vips
+            .iter()
+            .filter(|v| assignment.get(&v.addr) == Some(&me) && !self.held.contains_key(&v.addr))
+            .copied()
+            .collect();
+        let to_release: Vec<(Vip, Option<u32>)> = self
+            .held
+            .values()
+            .filter(|v| assignment.get(&v.addr) != Some(&me))
+            .map(|v| (*v, assignment.get(&v.addr).copied()))
+            .collect();
+        let mut changed = false;
+        if !to_take.is_empty() {
+            changed |= self.take(&to_take);
+        }
+        if !to_release.is_empty() {
+            self.release(&to_release);
+            changed = true;
+        }
+        if changed {
+            self.state_burst = STATE_BURST;
+        }
+        changed
+    }
+
+    /// The view with weights, this node included when active, in id order.
+    fn members(&self) -> Vec<Member> {
+        let mut members: Vec<Member> = self
+            .membership
+            .view_peers()
+            .into_iter()
+            .map(|id| Member {
+                id,
+                weight: self
+                    .membership
+                    .peer(id)
+                    .map_or(1, |p| u32::from(p.weight.max(1))),
+            })
+            .collect();
+        if self.active() {
+            members.push(Member {
+                id: self.cfg.node_id,
+                weight: u32::from(self.cfg.weight),
+            });
+        }
+        members.sort();
+        members
+    }
+
+    /// Who holds what now: our own addresses and what members said in their heartbeats;
+    /// a VIP claimed twice counts as the lower id's.
+    fn holders(&self, members: &[Member]) -> BTreeMap<IpAddr, u32> {
+        let mut holders: BTreeMap<IpAddr, u32> = BTreeMap::new();
+        let claims = self.held.keys().map(|v| (*v, self.cfg.node_id)).chain(
+            self.peers
+                .iter()
+                .filter(|(id, _)| members.iter().any(|m| m.id == **id))
+                .flat_map(|(id, vips)| vips.iter().map(move |v| (*v, *id))),
+        );
+        for (vip, id) in claims {
+            holders
+                .entry(vip)
+                .and_modify(|h| *h = (*h).min(id))
+                .or_insert(id);
+        }
+        holders
+    }
+
+    /// Reports when the members' view digests stop or start agreeing with ours.
+    fn check_views(&mut self, members: &[Member]) {
+        let ids: Vec<u32> = members.iter().map(|m| m.id).collect();
+        self.view_digest = view_digest(&ids);
+        let differing: Vec<u32> = ids
+            .iter()
+            .filter(|id| **id != self.cfg.node_id)
+            .filter(|id| {
+                self.membership
+                    .peer(**id)
+                    .is_some_and(|p| p.view_digest != self.view_digest)
+            })
+            .copied()
+            .collect();
+        let agree = differing.is_empty();
+        if agree != self.views_agree {
+            self.views_agree = agree;
+            self.report(Report::Views {
+                agree,
+                view: ids,
+                differing,
+            });
+        }
+    }
+
+    /// Re-announces held VIPs that stopped being claimed by a peer: after a split brain the
+    /// segment must learn our MAC again.
+    fn track_conflicts(&mut self, members: &[Member]) {
+        let claimed_by_peers: BTreeSet<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(id, _)| members.iter().any(|m| m.id == **id))
+            .flat_map(|(_, vips)| vips.iter().copied())
+            .collect();
+        let now: BTreeSet<IpAddr> = self
+            .held
+            .keys()
+            .filter(|v| claimed_by_peers.contains(v))
+            .copied()
+            .collect();
+        for vip in now.difference(&self.conflicts) {
+            self.report(Report::Conflict(*vip));
+            self.state_burst = STATE_BURST;
+        }
+        let resolved: Vec<IpAddr> = self
+            .conflicts
+            .difference(&now)
+            .filter(|v| self.held.contains_key(v))
+            .copied()
+            .collect();
+        if !resolved.is_empty() {
+            self.io
+                .announcer
+                .announce_many(&resolved, self.cfg.announce_burst);
+            for vip in resolved {
+                self.report(Report::ConflictResolved(vip));
+            }
+        }
+        self.conflicts = now;
+    }
+
+    /// Adds and announces `vips` in batches, each batch announced as soon as its addresses
+    /// are in, heartbeats kept on time in between. Returns whether any is now held.
+    fn take(&mut self, vips: &[Vip]) -> bool {
+        let loss_ns = self
+            .last_loss_ns
+            .filter(|l| monotonic_ns().saturating_sub(*l) < 1_000_000_000);
+        let mut taken = Vec::with_capacity(vips.len());
+        let mut failed = Vec::new();
+        let burst = self.cfg.announce_burst;
+        let tolerance = self.send_tolerance_ns();
+        let (flags, digest) = (self.flags(), self.view_digest);
+        let Io {
+            addrs,
+            announcer,
+            heartbeats,
+            ..
+        } = &mut self.io;
+        let (send, stats) = (&mut self.send, &self.ch.shared.stats);
+        let result = addrs.add(vips, |chunk, outcomes| {
+            let added_ns = monotonic_ns();
+            let ok: Vec<(Vip, bool)> = chunk
+                .iter()
+                .zip(outcomes)
+                .filter_map(|(vip, o)| match o {
+                    Outcome::Done => Some((*vip, false)),
+                    Outcome::Unchanged => Some((*vip, true)),
+                    Outcome::Failed(errno) => {
+                        failed.push((*vip, std::io::Error::from_raw_os_error(*errno)));
+                        None
+                    }
+                })
+                .collect();
+            let addrs: Vec<IpAddr> = ok.iter().map(|(v, _)| v.addr).collect();
+            let (frames, _) = announcer.announce_many(&addrs, burst);
+            let first_announce_ns = (frames > 0).then(monotonic_ns);
+            taken.extend(ok.into_iter().map(|(vip, already_present)| Taken {
+                vip,
+                added_ns,
+                already_present,
+                first_announce_ns,
+                loss_ns,
+            }));
+            // A long batch must not make the peers declare this node dead.
+            let now = monotonic_ns();
+            if send.due(now) {
+                let late = send.advance(now);
+                let _ = heartbeats.send(flags, digest, &[]);
+                stats.record_send(late, tolerance);
+            }
+        });
+        if let Err(e) = result {
+            for vip in vips.iter().filter(|v| !taken.iter().any(|t| t.vip == **v)) {
+                if !failed.iter().any(|(f, _)| f == vip) {
+                    failed.push((*vip, std::io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+        for t in &taken {
+            self.held.insert(t.vip.addr, t.vip);
+            self.take_failed.remove(&t.vip.addr);
+        }
+        for (vip, e) in failed {
+            // Not held: the next reconcile tries again; said once.
+            if self.take_failed.insert(vip.addr) {
+                self.report(Report::TakeFailed {
+                    vip,
+                    error: e.to_string(),
+                });
+            }
+        }
+        let any = !taken.is_empty();
+        if any {
+            self.report(Report::Taken(taken));
+        }
+        any
+    }
+
+    /// Removes `vips` (each with the node placement gives it to); a VIP the kernel would
+    /// not remove stays held, so the next reconcile retries and peers are not told it is
+    /// free while it is not.
+    fn release(&mut self, vips: &[(Vip, Option<u32>)]) {
+        let list: Vec<Vip> = vips.iter().map(|(v, _)| *v).collect();
+        let mut released = Vec::with_capacity(vips.len());
+        let result = self.io.addrs.remove(&list, |chunk, outcomes| {
+            for (vip, outcome) in chunk.iter().zip(outcomes) {
+                let new_owner = vips.iter().find(|(v, _)| v == vip).and_then(|(_, o)| *o);
+                released.push(Released {
+                    vip: *vip,
+                    new_owner,
+                    outcome: *outcome,
+                });
+            }
+        });
+        if let Err(e) = result {
+            for (vip, new_owner) in vips.iter().skip(released.len()) {
+                released.push(Released {
+                    vip: *vip,
+                    new_owner: *new_owner,
+                    outcome: Outcome::Failed(e.raw_os_error().unwrap_or(libc::EIO)),
+                });
+            }
+        }
+        for r in &released {
+            if !matches!(r.outcome, Outcome::Failed(_)) {
+                self.held.remove(&r.vip.addr);
+            }
+        }
+        self.report(Report::Released(released));
+    }
+
+    fn release_all(&mut self) {
+        let all: Vec<(Vip, Option<u32>)> = self.held.values().map(|v| (*v, None)).collect();
+        if !all.is_empty() {
+            self.release(&all);
+        }
+    }
+
+    /// Leaves the cluster: LEAVING heartbeats, then every VIP released.
+    fn stop(mut self) {
+        for _ in 0..LEAVING_BURST {
+            let _ = self.io.heartbeats.send(FLAG_LEAVING, self.view_digest, &[]);
+        }
+        self.release_all();
+        let h = &self.io.heartbeats;
+        self.report(Report::Stopped {
+            sent: h.sent,
+            failed: h.failed,
+            sequence: h.sequence(),
+        });
+    }
+
+    /// The fast path's part of `vipd status`.
+    fn status(&self) -> Status {
+        let now = monotonic_ns();
+        let mut view = self.membership.view_peers();
+        if self.active() {
+            view.push(self.cfg.node_id);
+        }
+        view.sort_unstable();
+        let peers = self
+            .membership
+            .peers()
+            .map(|(p, in_view)| PeerStatus {
+                id: p.node_id,
+                last_seen_ms_ago: now.saturating_sub(p.last_seen_ns) as f64 / 1e6,
+                in_view,
+                state: peer_state(p, now, self.cfg.dead_interval.as_nanos() as u64).into(),
+                weight: p.weight,
+                same_view: p.view_digest == self.view_digest,
+                received: p.received,
+                missed: p.missed,
+            })
+            .collect();
+        let vips = self
+            .cfg
+            .vips
+            .iter()
+            .map(|v| {
+                let owner = if self.held.contains_key(&v.addr) {
+                    Some(self.cfg.node_id)
+                } else {
+                    self.peers
+                        .iter()
+                        .filter(|(id, _)| view.contains(id))
+                        .find(|(_, vips)| vips.contains(&v.addr))
+                        .map(|(id, _)| *id)
+                };
+                VipStatus {
+                    vip: v.to_string(),
+                    owner,
+                }
+            })
+            .collect();
+        Status {
+            state: self.state_name().into(),
+            view,
+            views_agree: self.views_agree,
+            peers,
+            vips,
+            ..Status::default()
+        }
+    }
+}
+
+/// A record of the event ring, if whole.
+fn read_event(item: &[u8]) -> Option<PeerEvent> {
+    (item.len() >= size_of::<PeerEvent>()).then(|| {
+        // SAFETY: PeerEvent is plain old data and the item holds at least that many bytes.
+        unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) }
+    })
+}
+
+/// A peer's state for status: up, holding-down, leaving or down.
+fn peer_state(p: &PeerState, now: u64, dead_ns: u64) -> &'static str {
+    if now.saturating_sub(p.last_seen_ns) >= dead_ns {
+        "down"
+    } else if p.flags & FLAG_LEAVING != 0 {
+        "leaving"
+    } else if p.flags & FLAG_MATURE != 0 {
+        "up"
+    } else {
+        "holding-down"
+    }
+}

@@ -1,0 +1,125 @@
+//! What the pool's two paths say to each other: the slow path *asks* ([`Command`], plus
+//! the latest carrier and health verdicts in [`Shared`]), the fast path *reports*
+//! ([`Report`]). Both channels are bounded, and the fast path never waits on either: a
+//! report that does not fit is dropped and counted.
+
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use vipd_common::maps::PeerEvent;
+
+use super::membership::Transition;
+use crate::{config::Config, control::Status, fastpath::Stats, ifaddr::Outcome, vip::Vip};
+
+/// Commands queued for the fast path (more wait in the slow path, never in the fast one).
+pub const COMMANDS: usize = 256;
+/// Reports queued for the slow path before the fast path starts dropping them.
+pub const REPORTS: usize = 4096;
+
+/// Latest-value state the slow path sets and the fast path reads on every wake-up
+/// (never lost, never queued), and the fast path's counters.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// The cluster interface has carrier.
+    pub carrier: AtomicBool,
+    /// Every health check passes.
+    pub healthy: AtomicBool,
+    /// Stop: send LEAVING, release every VIP, end the thread.
+    pub stop: AtomicBool,
+    /// Reports dropped because the slow path was behind.
+    pub reports_dropped: AtomicU64,
+    /// Heartbeat punctuality.
+    pub stats: Stats,
+}
+
+impl Shared {
+    /// Shared state starting with `carrier` and `healthy`.
+    pub fn new(carrier: bool, healthy: bool) -> Self {
+        let s = Self::default();
+        s.carrier.store(carrier, Ordering::Relaxed);
+        s.healthy.store(healthy, Ordering::Relaxed);
+        s
+    }
+}
+
+/// Something the slow path asks of the fast path.
+#[derive(Debug)]
+pub enum Command {
+    /// What a peer holds, from its latest authenticated state section.
+    Holdings { peer: u32, vips: BTreeSet<IpAddr> },
+    /// A reloaded configuration (already checked: nothing in it needs a restart).
+    Reload(Box<Config>),
+    /// The fast path's part of `vipd status`.
+    Status(tokio::sync::oneshot::Sender<Status>),
+}
+
+/// A VIP added and announced by the fast path.
+#[derive(Clone, Copy, Debug)]
+pub struct Taken {
+    /// The VIP.
+    pub vip: Vip,
+    /// When its address was in (CLOCK_MONOTONIC ns).
+    pub added_ns: u64,
+    /// It was on the interface already.
+    pub already_present: bool,
+    /// When its first announcement was sent, if one was.
+    pub first_announce_ns: Option<u64>,
+    /// When the loss that caused the takeover was declared, if one did.
+    pub loss_ns: Option<u64>,
+}
+
+/// A VIP the fast path gave up.
+#[derive(Clone, Copy, Debug)]
+pub struct Released {
+    /// The VIP.
+    pub vip: Vip,
+    /// Who placement gives it to.
+    pub new_owner: Option<u32>,
+    /// What the kernel said.
+    pub outcome: Outcome,
+}
+
+/// Something the fast path did or saw, for logs, metrics, hooks and repeats.
+#[derive(Debug)]
+pub enum Report {
+    /// A record from the XDP program's event ring.
+    XdpEvent(PeerEvent),
+    /// The view changed (`weight` and `last_seen_ns` as the peer table had them).
+    Transition {
+        transition: Transition,
+        at_ns: u64,
+        last_seen_ns: u64,
+        weight: u16,
+    },
+    /// The node state changed: active, holding-down, withdrawn or fault.
+    NodeState(&'static str),
+    /// The hold-down is over.
+    Mature,
+    /// The members' view digests started or stopped agreeing with ours.
+    Views {
+        agree: bool,
+        view: Vec<u32>,
+        differing: Vec<u32>,
+    },
+    /// A held VIP is claimed by a peer too.
+    Conflict(IpAddr),
+    /// A conflict is over; the VIP was announced again.
+    ConflictResolved(IpAddr),
+    /// VIPs added and announced, in the order they were.
+    Taken(Vec<Taken>),
+    /// A VIP could not be added (reported once until it succeeds).
+    TakeFailed { vip: Vip, error: String },
+    /// VIPs removed (or kept, when the kernel refused: they stay held and are retried).
+    Released(Vec<Released>),
+    /// Sending heartbeats started failing (the error), or works again (None).
+    SendFailing(Option<String>),
+    /// The fast path ended: heartbeats sent and failed, last sequence number.
+    Stopped {
+        sent: u64,
+        failed: u64,
+        sequence: u64,
+    },
+}

@@ -1,0 +1,31 @@
+//! Pool mode (Wackamole-like): N VIPs balanced over the live nodes.
+//!
+//! - [`membership`] and [`placement`]: pure rules — who is in the view, who holds what.
+//! - [`plan`]: capacity after failures (`vipd plan`).
+//! - [`fast`]: the fast path's loop (heartbeats, deadlines, takeover) on its real-time
+//!   thread; [`run`]: the slow path (control, metrics, hooks, checks, reload, logs);
+//!   [`messages`]: what they say to each other.
+
+pub mod fast;
+pub mod membership;
+pub mod messages;
+pub mod placement;
+pub mod plan;
+pub mod run;
+
+use vipd_common::heartbeat::fnv1a64;
+
+use crate::vip::Vip;
+
+/// Heartbeats that carry the state section after it changes (in case one is lost).
+const STATE_BURST: u8 = 3;
+/// How often the state section is sent anyway (ns).
+const STATE_REFRESH_NS: u64 = 2_000_000_000;
+
+/// Digest of the pool (addresses and prefixes, sorted), so nodes with different VIP lists
+/// do not misread each other's state sections.
+fn pool_digest(vips: &[Vip]) -> u32 {
+    let text: Vec<String> = vips.iter().map(ToString::to_string).collect();
+    let bytes: Vec<&[u8]> = text.iter().map(String::as_bytes).collect();
+    fnv1a64(&bytes) as u32
+}

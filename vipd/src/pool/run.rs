@@ -1,0 +1,865 @@
+//! Pool mode's slow path: start-up, then everything that does not decide failover speed —
+//! signals, the control socket, metrics, health checks, hooks, reload, carrier events,
+//! reading peers' state sections, logging what the fast path reports, repeating and
+//! refreshing announcements. It asks the fast path ([`super::fast`]) for changes and
+//! never stands between a deadline and a takeover.
+//!
+//! Timeline log lines (target `vipd::timeline`, CLOCK_MONOTONIC nanoseconds, the clock of
+//! the XDP program's timestamps, taken on the fast path): `peer_lost` (with the peer's last
+//! heartbeat), `address_added`, `first_announce`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    task::JoinHandle,
+};
+use tracing::{debug, info, warn};
+use vipd_common::{
+    auth,
+    heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, State as WireState},
+    maps::{EventKind, PeerEvent, PeerState, XdpConfig},
+};
+
+use super::{
+    fast,
+    membership::{LeftBecause, Transition},
+    messages::{COMMANDS, Command, REPORTS, Report, Shared},
+    pool_digest,
+};
+use crate::{
+    announce::Announcer,
+    cli::RunArgs,
+    clock::realtime_ns,
+    config::Config,
+    control::{self, CheckStatus, FastPathStatus, Status},
+    fastpath::{self, Granted, Sleeper, Waker},
+    health,
+    heartbeat::{Heartbeats, MAX_DATAGRAM},
+    hooks::Hooks,
+    ifaddr::{IfAddrs, Outcome},
+    metrics::{self, Metrics, PeerLabel, ReasonLabel, VipLabel},
+    netlink::{CarrierWatch, Link},
+    runtime::{answer, check_privileges, remove_leftovers},
+    xdp,
+};
+
+/// A period long enough to mean "never".
+const DAY: Duration = Duration::from_secs(86_400);
+/// At most one warning about rejected state sections this often.
+const REJECTED_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs until SIGTERM or SIGINT; then leaves the cluster cleanly. `args` are re-applied
+/// to the configuration file on SIGHUP.
+pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
+    check_privileges()?;
+    // First: a second daemon of the same instance must stop before it touches anything.
+    let control = control::bind(&cfg.instance)?;
+    let link = Link::open(&cfg.interface).await?;
+    remove_leftovers(&link, &cfg.vips).await?;
+
+    let (loaded, rings) = xdp::load(&xdp::XdpSettings {
+        interface: &cfg.interface,
+        also: &[],
+        mode: cfg.xdp_mode,
+        pin_dir: &cfg.pin_dir(),
+        config: XdpConfig {
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.node_id,
+            dead_ns: cfg.dead_interval.as_nanos() as u64,
+            port: cfg.port,
+            auth: u8::from(cfg.auth_key.is_some()),
+            _pad: [0; 5],
+            auth_key: cfg.auth_key.map_or([0; 2], |k| [k.k0, k.k1]),
+        },
+    })?;
+    let announcer = Arc::new(
+        Announcer::open(link.index, link.mac)
+            .context("opening an AF_PACKET socket for gratuitous ARP (needs CAP_NET_RAW)")?,
+    );
+    let heartbeats = Heartbeats::open(
+        &cfg.interface,
+        link.index,
+        cfg.port,
+        &cfg.destinations(),
+        Heartbeat {
+            cluster_id: cfg.cluster_id,
+            node_id: cfg.node_id,
+            incarnation: realtime_ns(),
+            interval_us: cfg.interval.as_micros().min(u32::MAX as u128) as u32,
+            weight: cfg.weight,
+            ..Heartbeat::default()
+        },
+        cfg.auth_key,
+    )
+    .with_context(|| {
+        format!(
+            "opening heartbeat sockets on {} port {}",
+            cfg.interface, cfg.port
+        )
+    })?;
+    let receiver = heartbeats
+        .receiver()
+        .context("registering the heartbeat sockets")?;
+    let mut carrier = CarrierWatch::open(link.index)?;
+    let (health_tx, mut health_rx) = tokio::sync::mpsc::unbounded_channel();
+    let health_tasks = health::spawn(&cfg.checks, 0, health_tx.clone());
+    let tracker = health::Tracker::new(&cfg.checks);
+
+    let shared = Arc::new(Shared::new(link.carrier, tracker.healthy()));
+    let (commands, command_rx) = std::sync::mpsc::sync_channel(COMMANDS);
+    let (report_tx, mut reports) = tokio::sync::mpsc::channel(REPORTS);
+    let (sleeper, waker) = Sleeper::new().context("creating the fast path's timer")?;
+    let io = fast::Io {
+        heartbeats,
+        peers: loaded.open_peers()?,
+        events: rings.events,
+        addrs: IfAddrs::open(link.index).context("opening a netlink socket")?,
+        announcer: Arc::clone(&announcer),
+    };
+    let channels = fast::Channels {
+        shared: Arc::clone(&shared),
+        commands: command_rx,
+        reports: report_tx,
+        sleeper,
+    };
+    let fast_cfg = cfg.clone();
+    let (granted, thread) = fastpath::spawn("vipd-fast", cfg.fast_path_priority(), move || {
+        fast::run(fast_cfg, io, channels)
+    })
+    .context("starting the fast-path thread")?;
+    match &granted {
+        Granted::RealTime(p) => info!(priority = p, "fast path: SCHED_FIFO, memory locked"),
+        Granted::Normal => info!("fast path: normal scheduling (rt_priority = 0)"),
+        Granted::Refused(why) => warn!(
+            "fast path: real-time scheduling refused ({why}); running at normal priority, so \
+             CPU load can delay heartbeats (grant CAP_SYS_NICE and CAP_IPC_LOCK)"
+        ),
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = cfg.metrics {
+        let counters = Arc::clone(&loaded.counters);
+        let (m, s) = (Arc::clone(&metrics), Arc::clone(&shared));
+        let realtime = matches!(granted, Granted::RealTime(_));
+        metrics::serve(addr, Arc::clone(&metrics), move || {
+            m.sync_xdp(&xdp::sum_counters(&counters));
+            m.sync_fast_path(
+                realtime,
+                &s.stats,
+                s.reports_dropped.load(Ordering::Relaxed),
+            );
+        })
+        .await
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    }
+    let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+    let mut refresh = refresh_timer(cfg.announce_refresh);
+
+    info!(
+        node = cfg.node_id,
+        interface = %cfg.interface,
+        vips = ?cfg.vips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        destinations = ?cfg.destinations(),
+        interval = ?cfg.interval,
+        dead_interval = ?cfg.dead_interval,
+        hold_down = ?cfg.hold_down,
+        weight = cfg.weight,
+        preempt = cfg.preempt,
+        carrier = link.carrier,
+        auth = cfg.auth_key.is_some(),
+        "vipd started"
+    );
+
+    let mut slow = Slow {
+        pool: cfg.vips.iter().map(|v| v.addr).collect(),
+        pool_digest: pool_digest(&cfg.vips),
+        hooks: hooks_of(&cfg),
+        health: tracker,
+        health_generation: 0,
+        health_tasks,
+        health_tx,
+        metrics,
+        announcer,
+        repeats: BTreeMap::new(),
+        fast: FastPath {
+            commands,
+            shared,
+            waker,
+            granted,
+        },
+        loaded,
+        holdings_sent: BTreeMap::new(),
+        state_seen: BTreeMap::new(),
+        pool_mismatch_logged: BTreeSet::new(),
+        rejected: Rejected::default(),
+        stopped: None,
+        args,
+        link_name: link.name.clone(),
+        carrier: link.carrier,
+        cfg,
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let stop_reason = loop {
+        tokio::select! {
+            biased;
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            report = reports.recv() => match report {
+                Some(r) => slow.on_report(r),
+                None => break "the fast path ended",
+            },
+            up = carrier.next() => {
+                let Some(up) = up else {
+                    break "the kernel closed the link notification socket";
+                };
+                slow.on_carrier(up);
+            }
+            Some((generation, check, passed)) = health_rx.recv() => {
+                if generation == slow.health_generation {
+                    slow.on_check(check, passed);
+                }
+            }
+            _ = sighup.recv() => {
+                if let Some(new) = slow.reload() {
+                    refresh = refresh_timer(new.announce_refresh);
+                }
+            }
+            accepted = control.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    slow.answer_status(stream);
+                }
+            }
+            received = receiver.recv(&mut buf) => match received {
+                Ok(n) => slow.on_datagram(&buf[..n]),
+                Err(e) => debug!("receiving heartbeats: {e}"),
+            },
+            _ = refresh.tick() => slow.refresh_announcements(),
+        }
+    };
+
+    info!(
+        reason = stop_reason,
+        "stopping: sending LEAVING and releasing VIPs"
+    );
+    slow.fast.shared.stop.store(true, Ordering::Relaxed);
+    slow.fast.waker.wake();
+    // The fast path reports its last releases, then drops its sender.
+    while let Some(r) = reports.recv().await {
+        slow.on_report(r);
+    }
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    let (sent, failed, sequence) = slow.stopped.unwrap_or_default();
+    let stats = &slow.fast.shared.stats;
+    let counters: Vec<String> = slow
+        .loaded
+        .counters()
+        .iter()
+        .map(|(c, v)| format!("{}={v}", c.name()))
+        .collect();
+    info!(
+        heartbeats_sent = sent,
+        heartbeats_failed = failed,
+        heartbeats_late = stats.late.load(Ordering::Relaxed),
+        max_late_us = stats.max_late_ns.load(Ordering::Relaxed) / 1000,
+        last_sequence = sequence,
+        xdp_mode = slow.loaded.mode,
+        counters = counters.join(" "),
+        "stopped"
+    );
+    slow.health_tasks.iter().for_each(JoinHandle::abort);
+    xdp::remove_pins(&slow.loaded.pin_dir);
+    let _ = std::fs::remove_file(control::socket_path(&slow.cfg.instance));
+    // Give hooks of the last events a moment to start (they run detached).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+fn refresh_timer(every: Option<Duration>) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(every.unwrap_or(DAY));
+    t.reset();
+    t
+}
+
+fn hooks_of(cfg: &Config) -> Hooks {
+    Hooks::new(
+        cfg.hook.clone(),
+        cfg.hook_timeout,
+        cfg.node_id,
+        &cfg.instance,
+        &cfg.interface,
+    )
+}
+
+/// The slow path's handle on the fast path.
+struct FastPath {
+    commands: std::sync::mpsc::SyncSender<Command>,
+    shared: Arc<Shared>,
+    waker: Waker,
+    granted: Granted,
+}
+
+impl FastPath {
+    /// Queues `command` and wakes the fast path; gives the command back if the queue is
+    /// full (the fast path is behind: the caller decides whether that matters).
+    fn ask(&self, command: Command) -> Result<(), Command> {
+        match self.commands.try_send(command) {
+            Ok(()) => {
+                self.waker.wake();
+                Ok(())
+            }
+            Err(std::sync::mpsc::TrySendError::Full(c))
+            | Err(std::sync::mpsc::TrySendError::Disconnected(c)) => Err(c),
+        }
+    }
+}
+
+/// State sections ignored because they failed authentication, for a rate-limited warning.
+#[derive(Default)]
+struct Rejected {
+    last_warning: Option<Instant>,
+    since_warning: u64,
+}
+
+/// What the slow path keeps.
+struct Slow {
+    cfg: Config,
+    /// Where a reload reads the configuration from.
+    args: RunArgs,
+    hooks: Hooks,
+    health: health::Tracker,
+    /// Results of other generations of checks (before a reload) are ignored.
+    health_generation: u64,
+    health_tasks: Vec<JoinHandle<()>>,
+    health_tx: tokio::sync::mpsc::UnboundedSender<(u64, usize, bool)>,
+    metrics: Arc<Metrics>,
+    announcer: Arc<Announcer>,
+    /// Held VIPs (as reported) and the tasks repeating their announcements.
+    repeats: BTreeMap<IpAddr, JoinHandle<()>>,
+    fast: FastPath,
+    loaded: xdp::LoadedXdp,
+    /// The pool, sorted (bit i of a state section is `pool[i]`).
+    pool: Vec<IpAddr>,
+    pool_digest: u32,
+    /// What was last passed to the fast path for each peer.
+    holdings_sent: BTreeMap<u32, BTreeSet<IpAddr>>,
+    /// With authentication: (incarnation, sequence) of the last state section accepted
+    /// from each peer, so a replayed one is refused.
+    state_seen: BTreeMap<u32, (u64, u64)>,
+    pool_mismatch_logged: BTreeSet<u32>,
+    rejected: Rejected,
+    /// What the fast path said when it ended.
+    stopped: Option<(u64, u64, u64)>,
+    link_name: String,
+    carrier: bool,
+}
+
+/// Whether a state section authenticated as (`incarnation`, `sequence`) may be used: it is
+/// from the incarnation the XDP program last recorded for that peer (`current`), and newer
+/// than the last one accepted (`last`). The XDP program refuses replayed heartbeats, but it
+/// passes refused frames up, so the daemon checks the state sections it reads itself.
+fn fresh_state(
+    last: Option<(u64, u64)>,
+    current: Option<u64>,
+    incarnation: u64,
+    sequence: u64,
+) -> bool {
+    current == Some(incarnation) && last.is_none_or(|last| (incarnation, sequence) > last)
+}
+
+impl Slow {
+    /// Logs, counts and hooks what the fast path did.
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::XdpEvent(ev) => log_event(&ev),
+            Report::Transition {
+                transition,
+                at_ns,
+                last_seen_ns,
+                weight,
+            } => {
+                log_transition(&transition, at_ns, last_seen_ns, weight);
+                self.count_transition(&transition, at_ns);
+            }
+            Report::NodeState(state) => {
+                info!(state, "node state");
+                self.hooks.node_state(state);
+                self.metrics.active.set(i64::from(state == "active"));
+            }
+            Report::Mature => info!(
+                node = self.cfg.node_id,
+                "hold-down over: this node now takes its share of VIPs"
+            ),
+            Report::Views {
+                agree,
+                view,
+                differing,
+            } => {
+                if agree {
+                    info!(view = ?view, "membership views agree");
+                } else {
+                    info!(view = ?view, differing = ?differing, "membership views differ");
+                }
+            }
+            Report::Conflict(vip) => {
+                warn!(vip = %vip, "VIP claimed by another node too (split brain?)")
+            }
+            Report::ConflictResolved(vip) => {
+                info!(vip = %vip, "conflict resolved: announcing again");
+                self.metrics
+                    .announcements
+                    .inc_by(u64::from(self.cfg.announce_burst));
+                self.schedule_repeats(vip);
+            }
+            Report::Taken(list) => {
+                for t in list {
+                    info!(target: "vipd::timeline", event = "address_added", vip = %t.vip.addr,
+                        mono_ns = t.added_ns, already_present = t.already_present, "took over VIP");
+                    if let Some(mono_ns) = t.first_announce_ns {
+                        info!(target: "vipd::timeline", event = "first_announce", vip = %t.vip.addr,
+                            mono_ns, burst = self.cfg.announce_burst, "announced VIP");
+                        self.metrics
+                            .announcements
+                            .inc_by(u64::from(self.cfg.announce_burst));
+                        if let Some(loss) = t.loss_ns {
+                            self.metrics
+                                .takeover_seconds
+                                .observe(mono_ns.saturating_sub(loss) as f64 / 1e9);
+                        }
+                    }
+                    self.set_owned(t.vip.addr, true);
+                    self.hooks.vip_acquired(t.vip.addr);
+                    self.schedule_repeats(t.vip.addr);
+                }
+            }
+            Report::TakeFailed { vip, error } => {
+                warn!("taking over {vip}: {error}; will retry")
+            }
+            Report::Released(list) => {
+                for r in list {
+                    match r.outcome {
+                        Outcome::Done => {
+                            info!(vip = %r.vip.addr, new_owner = r.new_owner, "released VIP")
+                        }
+                        Outcome::Unchanged => warn!(vip = %r.vip,
+                            "released VIP, which was no longer on the interface"),
+                        Outcome::Failed(errno) => {
+                            let e = std::io::Error::from_raw_os_error(errno);
+                            warn!("releasing {}: {e}; will retry", r.vip);
+                            continue;
+                        }
+                    }
+                    if let Some(task) = self.repeats.remove(&r.vip.addr) {
+                        task.abort();
+                    }
+                    self.set_owned(r.vip.addr, false);
+                    self.hooks.vip_released(r.vip.addr);
+                }
+            }
+            Report::SendFailing(Some(e)) => {
+                warn!("sending heartbeats on {}: {e}", self.cfg.interface)
+            }
+            Report::SendFailing(None) => {
+                info!("sending heartbeats on {} works again", self.cfg.interface)
+            }
+            Report::Stopped {
+                sent,
+                failed,
+                sequence,
+            } => self.stopped = Some((sent, failed, sequence)),
+        }
+    }
+
+    fn set_owned(&self, vip: IpAddr, owned: bool) {
+        self.metrics
+            .vip_owned
+            .get_or_create(&VipLabel {
+                vip: vip.to_string(),
+            })
+            .set(i64::from(owned));
+    }
+
+    /// Repeats the announcement of `vip` on the configured schedule (the fast path sent
+    /// the first burst), replacing an earlier schedule.
+    fn schedule_repeats(&mut self, vip: IpAddr) {
+        let announcer = Arc::clone(&self.announcer);
+        let metrics = Arc::clone(&self.metrics);
+        let repeats = self.cfg.announce_repeats.clone();
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(async move {
+            for after in repeats {
+                tokio::time::sleep_until(start + after).await;
+                match announcer.announce(vip) {
+                    Ok(()) => {
+                        metrics.announcements.inc();
+                    }
+                    Err(e) => debug!("repeating announcement of {vip}: {e}"),
+                }
+            }
+        });
+        if let Some(old) = self.repeats.insert(vip, task) {
+            old.abort();
+        }
+    }
+
+    fn refresh_announcements(&self) {
+        let held: Vec<IpAddr> = self.repeats.keys().copied().collect();
+        let (sent, err) = self.announcer.announce_many(&held, 1);
+        self.metrics.announcements.inc_by(sent as u64);
+        if let Some(e) = err {
+            debug!("refreshing announcements: {e}");
+        }
+    }
+
+    /// Metrics for one view change.
+    fn count_transition(&mut self, t: &Transition, now: u64) {
+        let (node_id, up) = match *t {
+            Transition::Joined { node_id } => (node_id, true),
+            Transition::Left { node_id, .. } => (node_id, false),
+        };
+        self.metrics
+            .peer_up
+            .get_or_create(&PeerLabel {
+                peer: node_id.to_string(),
+            })
+            .set(i64::from(up));
+        let Transition::Left { because, .. } = *t else {
+            return;
+        };
+        let reason = match because {
+            LeftBecause::Timeout { last_seen_ns } => {
+                self.metrics
+                    .detection_seconds
+                    .observe(now.saturating_sub(last_seen_ns) as f64 / 1e9);
+                "timeout"
+            }
+            LeftBecause::Leaving => "leaving",
+            LeftBecause::Restarted => "restarted",
+            LeftBecause::NotMature => "withdrawn",
+        };
+        self.metrics
+            .failovers
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Carrier changed: tell the fast path (which releases everything on a loss).
+    fn on_carrier(&mut self, up: bool) {
+        if up == self.carrier {
+            return;
+        }
+        self.carrier = up;
+        if up {
+            info!(interface = %self.link_name, hold_down = ?self.cfg.hold_down,
+                "carrier back: taking VIPs again after the hold-down");
+        } else {
+            warn!(interface = %self.link_name, "carrier lost: releasing all VIPs");
+        }
+        self.fast.shared.carrier.store(up, Ordering::Relaxed);
+        self.fast.waker.wake();
+    }
+
+    /// A health check result.
+    fn on_check(&mut self, index: usize, passed: bool) {
+        let Some(now_healthy) = self.health.record(index, passed) else {
+            return;
+        };
+        let name = self.cfg.checks.get(index).map_or("?", |c| c.name.as_str());
+        if now_healthy {
+            info!(check = name, "health check passing");
+        } else {
+            warn!(check = name, "health check failing");
+        }
+        self.fast
+            .shared
+            .healthy
+            .store(self.health.healthy(), Ordering::Relaxed);
+        self.fast.waker.wake();
+    }
+
+    /// Re-reads the configuration for SIGHUP and hands it to the fast path; returns the
+    /// new one if it was applied.
+    fn reload(&mut self) -> Option<Config> {
+        let new = match self.args.load() {
+            Ok(new) => new,
+            Err(e) => {
+                warn!("reload rejected, keeping the running configuration: {e}");
+                return None;
+            }
+        };
+        if let Some(what) = self.cfg.needs_restart(&new) {
+            warn!(
+                "reload rejected, keeping the running configuration: changing {what} needs a restart"
+            );
+            return None;
+        }
+        if new == self.cfg {
+            info!("reload: configuration unchanged");
+            return None;
+        }
+        if self
+            .fast
+            .ask(Command::Reload(Box::new(new.clone())))
+            .is_err()
+        {
+            warn!("reload not applied: the fast path is busy; send SIGHUP again");
+            return None;
+        }
+        info!("configuration reloaded");
+        self.pool = new.vips.iter().map(|v| v.addr).collect();
+        self.pool_digest = pool_digest(&new.vips);
+        self.hooks = hooks_of(&new);
+        if new.checks != self.cfg.checks {
+            self.health = self.health.carry_over(&self.cfg.checks, &new.checks);
+            self.health_generation += 1;
+            self.health_tasks.iter().for_each(JoinHandle::abort);
+            self.health_tasks =
+                health::spawn(&new.checks, self.health_generation, self.health_tx.clone());
+            self.fast
+                .shared
+                .healthy
+                .store(self.health.healthy(), Ordering::Relaxed);
+        }
+        self.cfg = new.clone();
+        self.pool_mismatch_logged.clear();
+        self.holdings_sent.clear();
+        Some(new)
+    }
+
+    /// Answers a control connection: the fast path's view plus the slow path's part.
+    fn answer_status(&self, stream: tokio::net::UnixStream) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let asked = self.fast.ask(Command::Status(tx)).is_ok();
+        let stats = &self.fast.shared.stats;
+        let fast_path = FastPathStatus {
+            scheduling: match &self.fast.granted {
+                Granted::RealTime(p) => format!("SCHED_FIFO {p}"),
+                Granted::Normal => "normal".into(),
+                Granted::Refused(why) => format!("normal (real-time refused: {why})"),
+            },
+            heartbeats_sent: stats.sent.load(Ordering::Relaxed),
+            heartbeats_late: stats.late.load(Ordering::Relaxed),
+            max_late_ms: stats.max_late_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            reports_dropped: self.fast.shared.reports_dropped.load(Ordering::Relaxed),
+        };
+        let mut base = Status {
+            node_id: self.cfg.node_id,
+            instance: self.cfg.instance.clone(),
+            interface: self.cfg.interface.clone(),
+            xdp_mode: self.loaded.mode.into(),
+            state: "unknown (the fast path did not answer)".into(),
+            checks: self
+                .cfg
+                .checks
+                .iter()
+                .zip(self.health.states())
+                .map(|(c, (healthy, _))| CheckStatus {
+                    name: c.name.clone(),
+                    healthy,
+                })
+                .collect(),
+            counters: self
+                .loaded
+                .counters()
+                .iter()
+                .map(|(c, v)| (c.name().to_string(), *v))
+                .collect(),
+            fast_path: Some(fast_path),
+            ..Status::default()
+        };
+        tokio::spawn(async move {
+            if asked && let Ok(Ok(fast)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+                base.state = fast.state;
+                base.view = fast.view;
+                base.views_agree = fast.views_agree;
+                base.peers = fast.peers;
+                base.vips = fast.vips;
+            }
+            answer(stream, base).await;
+        });
+    }
+
+    /// A datagram on the heartbeat port that the XDP program passed up: a peer's state
+    /// section is checked here and handed to the fast path when it says something new.
+    fn on_datagram(&mut self, payload: &[u8]) {
+        let Ok(hb) = Heartbeat::parse(payload, self.cfg.cluster_id) else {
+            return;
+        };
+        if hb.node_id == self.cfg.node_id || hb.state_len == 0 {
+            return;
+        }
+        let recorded = self.recorded(hb.node_id);
+        if let Some(key) = self.cfg.auth_key {
+            let reason = if auth::verify(key, payload, hb.state_len.into(), hb.auth_len).is_err() {
+                Some("bad_auth")
+            } else if !fresh_state(
+                self.state_seen.get(&hb.node_id).copied(),
+                recorded.map(|p| p.incarnation),
+                hb.incarnation,
+                hb.sequence,
+            ) {
+                Some("replayed")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.reject_state(hb.node_id, reason);
+                return;
+            }
+            self.state_seen
+                .insert(hb.node_id, (hb.incarnation, hb.sequence));
+        }
+        if recorded.is_none() {
+            // Not (yet) in the peer table: a spoofed or brand-new id; its state arrives
+            // again in the next heartbeats that carry it.
+            return;
+        }
+        let section = &payload[HEADER_LEN..HEADER_LEN + hb.state_len as usize];
+        let Ok(state) = WireState::parse(section) else {
+            debug!(peer = hb.node_id, "malformed state section");
+            return;
+        };
+        if state.pool_digest != self.pool_digest || state.vip_count as usize != self.pool.len() {
+            if self.pool_mismatch_logged.insert(hb.node_id) {
+                warn!(
+                    peer = hb.node_id,
+                    "peer has a different VIP list: its holdings are ignored \
+                    (every node of a pool must list the same VIPs)"
+                );
+            }
+            return;
+        }
+        let vips: BTreeSet<IpAddr> = self
+            .pool
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| state.holds(*i))
+            .map(|(_, v)| *v)
+            .collect();
+        if self.holdings_sent.get(&hb.node_id) == Some(&vips) {
+            return;
+        }
+        let command = Command::Holdings {
+            peer: hb.node_id,
+            vips: vips.clone(),
+        };
+        // When the fast path is behind, the peer's next state section says it again.
+        if self.fast.ask(command).is_ok() {
+            self.holdings_sent.insert(hb.node_id, vips);
+        }
+    }
+
+    /// What the XDP program recorded of peer `id`, if anything.
+    fn recorded(&self, id: u32) -> Option<PeerState> {
+        self.loaded.peers.get(&id, 0).ok()
+    }
+
+    /// Counts a state section that failed authentication; warns now and then.
+    fn reject_state(&mut self, claimed_peer: u32, reason: &'static str) {
+        self.metrics
+            .state_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+        let r = &mut self.rejected;
+        r.since_warning += 1;
+        if r.last_warning
+            .is_none_or(|t| t.elapsed() >= REJECTED_WARNING_EVERY)
+        {
+            warn!(
+                claimed_peer,
+                reason,
+                rejected = r.since_warning,
+                "ignored state section(s) that failed authentication (wrong key, forged or \
+                 replayed); counted in vipd_state_sections_rejected_total"
+            );
+            r.last_warning = Some(Instant::now());
+            r.since_warning = 0;
+        }
+    }
+}
+
+/// Logs an event from the XDP program.
+fn log_event(ev: &PeerEvent) {
+    match EventKind::from_u8(ev.kind) {
+        Some(EventKind::NewPeer) => {
+            info!(peer = ev.node_id, mono_ns = ev.ts_ns, "new peer heard")
+        }
+        Some(EventKind::FlagsChanged) if ev.flags & FLAG_LEAVING != 0 => {
+            info!(peer = ev.node_id, mono_ns = ev.ts_ns, "peer sent LEAVING")
+        }
+        Some(EventKind::FlagsChanged) => debug!(
+            peer = ev.node_id,
+            flags = ev.flags,
+            prev = ev.prev_flags,
+            "peer flags changed"
+        ),
+        Some(EventKind::Restarted) => info!(
+            peer = ev.node_id,
+            incarnation = ev.incarnation,
+            last_sequence = ev.prev_sequence,
+            "peer restarted"
+        ),
+        Some(EventKind::Returned) => info!(peer = ev.node_id, "peer heard again after silence"),
+        Some(EventKind::SequenceGap) => debug!(
+            peer = ev.node_id,
+            missed = ev
+                .sequence
+                .saturating_sub(ev.prev_sequence.saturating_add(1)),
+            "heartbeats missed"
+        ),
+        None => warn!(kind = ev.kind, "unknown event from the XDP program"),
+    }
+}
+
+fn log_transition(t: &Transition, now: u64, last_seen_ns: u64, weight: u16) {
+    match *t {
+        Transition::Joined { node_id } => {
+            info!(peer = node_id, weight, "peer joined the view");
+        }
+        Transition::Left { node_id, because } => {
+            let reason = match because {
+                LeftBecause::Timeout { .. } => "timeout",
+                LeftBecause::Leaving => "LEAVING",
+                LeftBecause::Restarted => "restarted",
+                LeftBecause::NotMature => "not mature",
+            };
+            info!(target: "vipd::timeline", event = "peer_lost", peer = node_id, reason,
+                last_seen_mono_ns = last_seen_ns, mono_ns = now,
+                silence_us = now.saturating_sub(last_seen_ns) / 1000,
+                "peer left the view ({reason})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_state;
+
+    #[test]
+    fn state_sections_must_be_newer_and_of_the_current_incarnation() {
+        // The first one of the incarnation the XDP program recorded.
+        assert!(fresh_state(None, Some(10), 10, 1));
+        // Not of the recorded incarnation (an old one replayed, or a peer not recorded).
+        assert!(!fresh_state(None, Some(10), 9, 100));
+        assert!(!fresh_state(None, None, 10, 1));
+        // Newer than the last accepted, or not.
+        assert!(fresh_state(Some((10, 5)), Some(10), 10, 6));
+        assert!(!fresh_state(Some((10, 5)), Some(10), 10, 5));
+        assert!(!fresh_state(Some((10, 5)), Some(10), 10, 4));
+        // A restart: the new incarnation, whatever its sequence.
+        assert!(fresh_state(Some((10, 5)), Some(11), 11, 1));
+        assert!(!fresh_state(Some((11, 1)), Some(11), 10, 6));
+    }
+}
