@@ -83,6 +83,7 @@ fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, msg: &[u8]) -> u16 {
 }
 
 /// Sends announcement frames out of one interface.
+#[derive(Debug)]
 pub struct Announcer {
     fd: OwnedFd,
     ifindex: u32,

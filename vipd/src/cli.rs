@@ -79,26 +79,6 @@ pub enum Command {
         /// Where to write the key [default: print it].
         path: Option<PathBuf>,
     },
-    /// Per-packet cost of the XDP program (used by `cargo xtask bench xdp`; needs root).
-    #[command(hide = true)]
-    BenchXdp {
-        /// Runs per frame kind.
-        #[arg(long, default_value_t = 1_000_000)]
-        repeat: u32,
-    },
-    /// Time placement for a large pool (used by `cargo xtask bench placement`).
-    #[command(hide = true)]
-    BenchPlacement {
-        /// Nodes.
-        #[arg(long, default_value_t = 64)]
-        nodes: u32,
-        /// VIPs.
-        #[arg(long, default_value_t = 10_000)]
-        vips: u32,
-        /// Repetitions of each measurement.
-        #[arg(long, default_value_t = 20)]
-        repeat: u32,
-    },
 }
 
 const RUN_EXAMPLES: &str = "EXAMPLES:
@@ -234,6 +214,12 @@ pub struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=99))]
     pub rt_priority: Option<u8>,
 
+    /// Do not start the shadow senders: threads pinned to each CPU that send the heartbeat
+    /// when the fast path misses a slot because its CPU was stopped under it (hypervisors
+    /// do that for milliseconds) ([fastpath] shadow_senders = false).
+    #[arg(long)]
+    pub no_shadow_senders: bool,
+
     /// Log as JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
@@ -296,6 +282,9 @@ impl RunArgs {
         set(&mut f.xdp.mode, &self.xdp_mode);
         set(&mut f.metrics.listen, &self.metrics);
         set(&mut f.fastpath.rt_priority, &self.rt_priority);
+        if self.no_shadow_senders {
+            f.fastpath.shadow_senders = Some(false);
+        }
     }
 }
 

@@ -347,6 +347,9 @@ pub struct XdpSection {
 pub struct FastPathSection {
     /// SCHED_FIFO priority of the fast path's thread, 1–99; 0 runs it at normal priority.
     pub rt_priority: Option<u8>,
+    /// A shadow sender on each CPU sends the heartbeat when the fast path misses a slot
+    /// (its CPU stopped under it, as hypervisors do).
+    pub shadow_senders: Option<bool>,
 }
 
 /// `[metrics]`
@@ -535,6 +538,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// SCHED_FIFO priority of the fast path (0: normal scheduling).
     pub rt_priority: u8,
+    /// Shadow heartbeat senders on the other CPUs.
+    pub shadow_senders: bool,
     /// Health checks.
     pub checks: Vec<Check>,
     /// Hook command.
@@ -760,6 +765,7 @@ impl Config {
             xdp_mode: f.xdp.mode.unwrap_or(AttachMode::Auto),
             metrics: f.metrics.listen,
             rt_priority,
+            shadow_senders: f.fastpath.shadow_senders.unwrap_or(true),
             checks: f.checks,
             hook: f.hooks.command,
             hook_timeout: f.hooks.timeout.map_or(Duration::from_secs(10), |d| d.0),
@@ -805,6 +811,7 @@ impl Config {
             },
             fastpath: FastPathSection {
                 rt_priority: Some(self.rt_priority),
+                shadow_senders: Some(self.shadow_senders),
             },
             checks: self.checks.clone(),
             hooks: HooksSection {
@@ -848,8 +855,8 @@ impl Config {
             Some("the XDP mode")
         } else if self.metrics != new.metrics {
             Some("the metrics address")
-        } else if self.rt_priority != new.rt_priority {
-            Some("the fast path's rt_priority")
+        } else if self.rt_priority != new.rt_priority || self.shadow_senders != new.shadow_senders {
+            Some("the fast path's rt_priority or shadow_senders")
         } else if self.interval != new.interval || self.dead_interval != new.dead_interval {
             Some("the heartbeat or dead interval")
         } else if self.vrrp.is_empty() != new.vrrp.is_empty() {

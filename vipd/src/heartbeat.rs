@@ -7,6 +7,10 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -29,6 +33,9 @@ pub struct Heartbeats {
     v4: Option<(UdpSocket, Vec<SocketAddr>)>,
     v6: Option<(UdpSocket, Vec<SocketAddr>)>,
     template: Heartbeat,
+    /// The last sequence number sent, shared with the [`shadow`](Self::shadow)s, so the
+    /// node's heartbeats carry one rising sequence whichever thread sends them.
+    sequence: Arc<AtomicU64>,
     /// With a key, every heartbeat ends with its MAC trailer.
     key: Option<Key>,
     /// Datagrams handed to the kernel so far.
@@ -82,7 +89,27 @@ impl Heartbeats {
             v4: open(false)?,
             v6: open(true)?,
             template,
+            sequence: Arc::new(AtomicU64::new(0)),
             key,
+            sent: 0,
+            failed: 0,
+        })
+    }
+
+    /// Another sender of the same heartbeats (the same sockets, duplicated, and the same
+    /// sequence), for a thread on another CPU.
+    pub fn shadow(&self) -> io::Result<Self> {
+        let dup = |s: &Option<(UdpSocket, Vec<SocketAddr>)>| -> io::Result<_> {
+            s.as_ref()
+                .map(|(sock, dests)| Ok((sock.try_clone()?, dests.clone())))
+                .transpose()
+        };
+        Ok(Self {
+            v4: dup(&self.v4)?,
+            v6: dup(&self.v6)?,
+            template: self.template,
+            sequence: Arc::clone(&self.sequence),
+            key: self.key,
             sent: 0,
             failed: 0,
         })
@@ -91,7 +118,7 @@ impl Heartbeats {
     /// Sends the next heartbeat with `flags`, `view_digest` and an optional state section
     /// to every destination; returns the first error.
     pub fn send(&mut self, flags: u8, view_digest: u64, state: &[u8]) -> io::Result<()> {
-        self.template.sequence += 1;
+        self.template.sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         self.template.flags = flags;
         self.template.view_digest = view_digest;
         self.template.state_len = state.len() as u16;
@@ -127,7 +154,7 @@ impl Heartbeats {
 
     /// The sequence number of the last heartbeat sent.
     pub fn sequence(&self) -> u64 {
-        self.template.sequence
+        self.sequence.load(Ordering::Relaxed)
     }
 
     /// A receiver of the datagrams that reach these sockets, for the slow path (the

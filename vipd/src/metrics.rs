@@ -95,6 +95,12 @@ pub struct Metrics {
     xdp_seen: Mutex<[u64; COUNTER_SLOTS as usize]>,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {

@@ -262,9 +262,23 @@ fn spawn_log_reader(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
 impl LoadedXdp {
     /// A second handle on the peer table, from its pin (for the fast path's thread).
     pub fn open_peers(&self) -> anyhow::Result<HashMap<MapData, u32, PeerState>> {
-        let path = self.pin_dir.join("peers");
+        self.open_pinned("peers")
+    }
+
+    /// A second handle on VRRP_GROUPS, from its pin (for the fast path's thread).
+    pub fn open_vrrp_groups(&self) -> anyhow::Result<HashMap<MapData, u32, VrrpGroup>> {
+        self.open_pinned("vrrp_groups")
+    }
+
+    /// A second handle on VRRP_SEEN, from its pin (for the fast path's thread).
+    pub fn open_vrrp_seen(&self) -> anyhow::Result<HashMap<MapData, u32, VrrpSeen>> {
+        self.open_pinned("vrrp_seen")
+    }
+
+    fn open_pinned<V: aya::Pod>(&self, file: &str) -> anyhow::Result<HashMap<MapData, u32, V>> {
+        let path = self.pin_dir.join(file);
         let data = MapData::from_pin(&path)
-            .with_context(|| format!("opening the pinned peer table {}", path.display()))?;
+            .with_context(|| format!("opening the pinned map {}", path.display()))?;
         Ok(HashMap::try_from(aya::maps::Map::HashMap(data))?)
     }
 

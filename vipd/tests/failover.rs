@@ -184,7 +184,7 @@ fn one_millisecond_heartbeats_fail_over_and_hold_down_ends() -> anyhow::Result<(
     if !privileged("one_millisecond_heartbeats_fail_over_and_hold_down_ends") {
         return Ok(());
     }
-    let mut c = cluster("v1")?;
+    let mut c = cluster("vq")?;
     let (n1, n2) = (c.n1.clone(), c.n2.clone());
     let fast = ["--interval", "1ms", "--dead-interval", "4ms"];
     let p1 = start_vipd_with(&mut c.lab, &n1, 1, &n2, "first", &fast)?;

@@ -828,7 +828,7 @@ fn ipv6_keepalived_master_vipd_backup_takes_over() -> anyhow::Result<()> {
         return Ok(());
     }
     let _serial = serial();
-    let mut c = routers("vr6", true)?;
+    let mut c = routers("vrsix", true)?;
     let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
     let (_capture, pcap) = c.lab.spawn_capture(
         &client,

@@ -204,6 +204,11 @@ pub struct Lab {
 impl Lab {
     /// Creates the switch namespace with its bridge; `tag` is a short word for the names.
     pub fn new(tag: &str) -> anyhow::Result<Self> {
+        // The pid after the tag tells a dead lab from a live one (remove_stale_labs).
+        anyhow::ensure!(
+            !tag.is_empty() && tag.chars().all(|c| c.is_ascii_lowercase()),
+            "lab tag {tag:?}: lower-case letters only"
+        );
         remove_stale_labs();
         let prefix = format!(
             "{tag}{}x{}",
@@ -710,4 +715,10 @@ pub fn privileged(test: &str) -> bool {
     }
     eprintln!("skipping {test}: needs root (network namespaces, XDP, bpffs)");
     false
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`handle_interrupts`], for loops of a caller's
+/// own that must stop like the lab's waits do.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
 }

@@ -38,6 +38,8 @@ enum Task {
     /// (Used by the failover benchmark.) Answer UDP requests to an address with a name.
     #[command(hide = true)]
     Echo {
+        /// ADDR:PORT; with 0.0.0.0:PORT or [::]:PORT, every local address of the family,
+        /// each request answered from the address it was sent to (IP_PKTINFO).
         #[arg(long)]
         bind: std::net::SocketAddr,
         #[arg(long)]
@@ -57,6 +59,22 @@ enum Task {
         #[arg(long)]
         out: PathBuf,
     },
+    /// (Used by the failover benchmark's scale row.) Probe many addresses round-robin until
+    /// another node than --from-node has answered each; write a report.
+    #[command(hide = true)]
+    ProbeMany {
+        /// One ADDR:PORT per line.
+        #[arg(long)]
+        targets_file: PathBuf,
+        #[arg(long)]
+        from_node: String,
+        #[arg(long, default_value_t = 20_000)]
+        rate: u32,
+        #[arg(long)]
+        max_duration_ms: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,7 +84,8 @@ enum BenchTask {
         /// Failovers per system.
         #[arg(long, default_value_t = 30)]
         runs: usize,
-        /// A smoke run: one failover of vipd at its defaults.
+        /// A smoke run: one failover each of vipd at its defaults, VRRP mode at 10ms and
+        /// the scale row with at most 100 VIPs (or of the --systems given).
         #[arg(long)]
         quick: bool,
         /// Probe requests per second.
@@ -75,6 +94,16 @@ enum BenchTask {
         /// Only redraw the table and plot from an earlier result file.
         #[arg(long)]
         replot: Option<PathBuf>,
+        /// Run only these rows, comma-separated: vipd-default, vipd-1ms, vipd-2ms,
+        /// vrrp-10ms, vrrp-1s, keepalived-0.01, keepalived-1, ucarp, vipd-scale [default: all].
+        #[arg(long, value_delimiter = ',', value_parser = bench::failover::System::parse)]
+        systems: Vec<bench::failover::System>,
+        /// VIPs in the scale row's pool (vipd-scale).
+        #[arg(long, default_value_t = 1000)]
+        scale_vips: usize,
+        /// Use this vipd binary instead of building the workspace's (release).
+        #[arg(long)]
+        vipd: Option<PathBuf>,
     },
     /// Per-packet cost of the XDP program via BPF_PROG_TEST_RUN (needs root).
     Xdp {
@@ -97,6 +126,19 @@ enum BenchTask {
         /// A smoke run (1,000 VIPs over 16 nodes).
         #[arg(long)]
         quick: bool,
+    },
+    /// False failovers of healthy clusters with every core saturated, no fault injected:
+    /// vipd at several timer settings, keepalived and vipd VRRP mode at once (needs root).
+    Starvation {
+        /// Load window per profile, seconds.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// A smoke run: about 5 s per profile with vipd 2ms/8ms, keepalived and VRRP mode.
+        #[arg(long)]
+        quick: bool,
+        /// Load profile(s), run one after the other with fresh labs.
+        #[arg(long, value_enum, default_value_t = bench::starvation::LoadChoice::Both)]
+        load: bench::starvation::LoadChoice,
     },
 }
 
@@ -125,8 +167,11 @@ fn main() -> anyhow::Result<()> {
                     quick,
                     rate,
                     replot: None,
+                    systems,
+                    scale_vips,
+                    vipd,
                 },
-        } => bench_failover(runs, quick, rate),
+        } => bench_failover(runs, quick, rate, systems, scale_vips, vipd),
         Task::Bench {
             which: BenchTask::Xdp { repeat, quick },
         } => bench::xdp(if quick { 10_000 } else { repeat }, quick),
@@ -136,6 +181,14 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             which: BenchTask::Cpu { quick },
         } => bench::cpu(quick),
+        Task::Bench {
+            which:
+                BenchTask::Starvation {
+                    seconds,
+                    quick,
+                    load,
+                },
+        } => bench::starvation::bench(seconds, quick, load),
         Task::Echo {
             bind,
             name,
@@ -149,6 +202,27 @@ fn main() -> anyhow::Result<()> {
         } => {
             let report =
                 bench::probe::probe(target, rate, std::time::Duration::from_millis(duration_ms))?;
+            std::fs::write(&out, serde_json::to_string(&report)?)?;
+            Ok(())
+        }
+        Task::ProbeMany {
+            targets_file,
+            from_node,
+            rate,
+            max_duration_ms,
+            out,
+        } => {
+            let targets = std::fs::read_to_string(&targets_file)?
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.trim().parse())
+                .collect::<Result<Vec<std::net::SocketAddr>, _>>()?;
+            let report = bench::probe::probe_many(
+                &targets,
+                &from_node,
+                rate,
+                std::time::Duration::from_millis(max_duration_ms),
+            )?;
             std::fs::write(&out, serde_json::to_string(&report)?)?;
             Ok(())
         }
@@ -202,42 +276,59 @@ fn build_ebpf() -> anyhow::Result<PathBuf> {
     Ok(target_dir.join("bpfel-unknown-none/release/vipd"))
 }
 
-fn bench_failover(runs: usize, quick: bool, rate: u32) -> anyhow::Result<()> {
+fn bench_failover(
+    runs: usize,
+    quick: bool,
+    rate: u32,
+    systems: Vec<bench::failover::System>,
+    scale_vips: usize,
+    vipd: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use bench::failover::System;
     // SAFETY: geteuid never fails.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the failover benchmark needs root (network namespaces, XDP): run it with sudo");
     }
-    let vipd = demo::build_vipd()?;
+    let vipd = match vipd {
+        Some(v) => v,
+        None => demo::build_vipd()?,
+    };
     let xtask = std::env::current_exe().context("locating the xtask binary")?;
     let machine = bench::Machine::here();
-    let (systems, runs) = if quick {
-        (
-            vec![
-                bench::failover::System::VipdDefault,
-                bench::failover::System::VrrpFast,
-            ],
+    let (systems, runs, scale_vips) = match (quick, systems.is_empty()) {
+        (true, true) => (
+            vec![System::VipdDefault, System::VrrpFast, System::VipdScale],
             1,
-        )
-    } else {
-        (bench::failover::System::ALL.to_vec(), runs)
+            scale_vips.min(100),
+        ),
+        (true, false) => (systems, 1, scale_vips.min(100)),
+        (false, true) => (System::ALL.to_vec(), runs, scale_vips),
+        (false, false) => (systems, runs, scale_vips),
     };
     let mut all = Vec::new();
+    let mut scale = None;
     let mut failures = serde_json::Map::new();
     for system in systems {
         println!("==> {} × {runs}", system.name());
         // One system failing (say, one that never settles) must not lose the others.
-        match bench::failover::run(system, runs, rate, &vipd, &xtask) {
-            Ok(r) => all.extend(r),
-            Err(e) => {
-                println!("  {} failed: {e:#}", system.name());
-                failures.insert(system.name().into(), format!("{e:#}").into());
-            }
+        let result = if system == System::VipdScale {
+            bench::failover::run_scale(scale_vips, runs, &vipd, &xtask).map(|s| scale = Some(s))
+        } else {
+            bench::failover::run(system, runs, rate, &vipd, &xtask).map(|r| all.extend(r))
+        };
+        if let Err(e) = result {
+            println!("  {} failed: {e:#}", system.name());
+            failures.insert(system.name().into(), format!("{e:#}").into());
         }
     }
-    let table = bench::failover_table(&all, &machine);
+    let table = failover_markdown(&all, scale.as_ref(), &machine);
     println!("\n{table}");
-    let json =
-        serde_json::json!({ "machine": machine, "rate": rate, "runs": all, "failed": failures });
+    let scale_json = scale.as_ref().map(|(label, r)| {
+        serde_json::json!({ "label": label, "vips": scale_vips, "nodes": bench::failover::SCALE_NODES,
+            "rate": bench::failover::SCALE_RATE, "runs": r })
+    });
+    let json = serde_json::json!({ "machine": machine, "rate": rate, "runs": all,
+        "scale": scale_json, "failed": failures });
     let (j, m) = bench::write_results(
         if quick { "failover-smoke" } else { "failover" },
         &json,
@@ -254,12 +345,42 @@ fn bench_failover(runs: usize, quick: bool, rate: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The failover results as markdown: the outage table, where the milliseconds go, and the
+/// scale row's table.
+fn failover_markdown(
+    runs: &[bench::failover::Run],
+    scale: Option<&(String, Vec<bench::failover::ScaleRun>)>,
+    machine: &bench::Machine,
+) -> String {
+    let mut md = if runs.is_empty() {
+        format!("Machine: {}.\n", machine.line())
+    } else {
+        bench::failover_table(runs, machine)
+    };
+    if runs.iter().any(|r| r.timeline.is_some()) {
+        md.push('\n');
+        md.push_str(&bench::failover::breakdown_table(runs));
+    }
+    if let Some((label, s)) = scale.filter(|s| !s.1.is_empty()) {
+        md.push('\n');
+        md.push_str(&bench::failover::scale_table(label, s));
+    }
+    md
+}
+
 /// Redraws the failover table (`.md`) and plot (`.svg`) beside an earlier `.json` result.
 fn replot_failover(path: &std::path::Path) -> anyhow::Result<()> {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
     let runs: Vec<bench::failover::Run> = serde_json::from_value(json["runs"].clone())?;
+    let scale = match &json["scale"] {
+        serde_json::Value::Null => None,
+        s => Some((
+            s["label"].as_str().unwrap_or("vipd pool").to_string(),
+            serde_json::from_value(s["runs"].clone())?,
+        )),
+    };
     let machine = bench::Machine::here();
-    let table = bench::failover_table(&runs, &machine);
+    let table = failover_markdown(&runs, scale.as_ref(), &machine);
     println!("{table}");
     std::fs::write(path.with_extension("md"), &table)?;
     bench::failover_plot(&runs, &path.with_extension("svg"))?;

@@ -63,9 +63,103 @@ fn after(log: &str, event: &str, vip: &str, from: u64) -> Option<u64> {
         .find(|&t| t >= from)
 }
 
+/// The effective heartbeat interval and dead interval as the daemon logged them at start
+/// (the `interval=` and `dead_interval=` fields of its "vipd started" line, e.g. "100ms").
+pub fn started_intervals(log: &str) -> Option<(String, String)> {
+    let line = log.lines().find(|l| l.contains("vipd started"))?;
+    let word = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches(|c| c == '"' || c == ',').to_string())
+    };
+    Some((word("interval")?, word("dead_interval")?))
+}
+
+/// A duration as Rust's `Debug` prints it ("300ms", "1.5s", "500µs") or as vipd's
+/// configuration writes it ("1m", "250us").
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim_matches('"');
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "ns" => 1e-9,
+        "µs" | "us" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        _ => return None,
+    };
+    std::time::Duration::try_from_secs_f64(number * scale).ok()
+}
+
+/// The first loss of `peer` declared at or after `from_ns` (`peer_lost`): the kernel's time
+/// of its last heartbeat and the time of the loss (CLOCK_MONOTONIC ns).
+pub fn peer_lost_after(log: &str, peer: u32, from_ns: u64) -> Option<(u64, u64)> {
+    log.lines()
+        .filter(|l| l.contains("event=\"peer_lost\"") && l.contains(&format!("peer={peer} ")))
+        .filter_map(|l| Some((field(l, "last_seen_mono_ns")?, field(l, "mono_ns")?)))
+        .find(|&(_, at)| at >= from_ns)
+}
+
+/// For each VIP, the time of its first `event` (`address_added`, `first_announce`) at or
+/// after `from_ns`.
+pub fn vip_events_after(
+    log: &str,
+    event: &str,
+    from_ns: u64,
+) -> std::collections::HashMap<std::net::IpAddr, u64> {
+    let tag = format!("event=\"{event}\"");
+    let mut first = std::collections::HashMap::new();
+    for l in log.lines().filter(|l| l.contains(&tag)) {
+        let vip = l
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("vip=")?.parse().ok());
+        if let (Some(vip), Some(at)) = (vip, field(l, "mono_ns"))
+            && at >= from_ns
+        {
+            first.entry(vip).or_insert(at);
+        }
+    }
+    first
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_effective_intervals_and_events_after_a_time() {
+        let log = "\
+0.1 INFO vipd::daemon: vipd started node=1 interface=eth0 vips=[\"192.0.2.200/32\"] interval=100ms dead_interval=300ms hold_down=300ms weight=1
+2.0 INFO vipd::timeline: peer left the view (timeout) event=\"peer_lost\" peer=2 reason=\"timeout\" last_seen_mono_ns=10 mono_ns=20 silence_us=0
+3.0 INFO vipd::timeline: peer left the view (timeout) event=\"peer_lost\" peer=2 reason=\"timeout\" last_seen_mono_ns=100 mono_ns=400 silence_us=300
+3.1 INFO vipd::timeline: took over VIP event=\"address_added\" vip=2001:db8::5:1 mono_ns=410 already_present=false
+3.2 INFO vipd::timeline: took over VIP event=\"address_added\" vip=198.51.100.1 mono_ns=415 already_present=false
+";
+        assert_eq!(
+            started_intervals(log),
+            Some(("100ms".into(), "300ms".into()))
+        );
+        assert_eq!(peer_lost_after(log, 2, 30), Some((100, 400)));
+        assert_eq!(peer_lost_after(log, 1, 0), None);
+        let added = vip_events_after(log, "address_added", 400);
+        assert_eq!(added.len(), 2);
+        assert_eq!(added[&"2001:db8::5:1".parse().unwrap()], 410);
+        assert_eq!(
+            parse_duration("300ms"),
+            Some(std::time::Duration::from_millis(300))
+        );
+        assert_eq!(
+            parse_duration("1.5s"),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_duration("500µs"),
+            Some(std::time::Duration::from_micros(500))
+        );
+        assert_eq!(parse_duration("fast"), None);
+    }
 
     #[test]
     fn reads_the_takeover_after_the_loss() {

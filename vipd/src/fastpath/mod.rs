@@ -9,6 +9,11 @@
 //! late the thread ran ([`Stats`]). What it does when awake is the mode's (`pool::fast`).
 
 pub mod schedule;
+pub mod shadow;
+
+/// A thread waking more than this after the time it asked for was stopped (ns): its CPU,
+/// or the whole machine, did not run it.
+pub const STALL_NS: u64 = 500_000;
 
 use std::{
     io,
@@ -232,6 +237,10 @@ pub struct Stats {
     pub max_late_ns: AtomicU64,
     /// Times the thread woke up.
     pub wakeups: AtomicU64,
+    /// Times it woke more than half a millisecond after the time it asked for.
+    pub stalls: AtomicU64,
+    /// The longest such delay (ns).
+    pub max_stall_ns: AtomicU64,
 }
 
 impl Stats {
@@ -242,5 +251,11 @@ impl Stats {
             self.late.fetch_add(1, Ordering::Relaxed);
         }
         self.max_late_ns.fetch_max(late_ns, Ordering::Relaxed);
+    }
+
+    /// Records a wake-up `late_ns` after the time asked for.
+    pub fn record_stall(&self, late_ns: u64) {
+        self.stalls.fetch_add(1, Ordering::Relaxed);
+        self.max_stall_ns.fetch_max(late_ns, Ordering::Relaxed);
     }
 }

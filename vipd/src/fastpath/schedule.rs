@@ -41,12 +41,6 @@ impl Periodic {
         }
         late
     }
-
-    /// Serves a slot now, out of turn, and restarts the schedule from `now` (a heartbeat
-    /// sent early because something changed needs no second one right after it).
-    pub fn restart(&mut self, now: u64) {
-        self.next = now + self.period;
-    }
 }
 
 /// The earliest of some optional instants.
@@ -79,14 +73,6 @@ mod tests {
         assert_eq!(p.advance(13 * MS + 500_000), 3 * MS + 500_000);
         assert_eq!(p.next(), 14 * MS);
         assert!(!p.due(13 * MS + 600_000));
-    }
-
-    #[test]
-    fn an_early_send_restarts_the_schedule() {
-        let mut p = Periodic::new(10 * MS, MS);
-        p.advance(10 * MS);
-        p.restart(10 * MS + 400_000);
-        assert_eq!(p.next(), 11 * MS + 400_000);
     }
 
     #[test]

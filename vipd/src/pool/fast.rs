@@ -23,7 +23,7 @@ use vipd_common::{
 use super::{
     STATE_BURST, STATE_REFRESH_NS,
     membership::{Membership, Transition},
-    messages::{Command, Released, Report, Shared, Taken},
+    messages::{Command, Report, Shared},
     placement::{self, Member},
     pool_digest,
 };
@@ -33,10 +33,12 @@ use crate::{
     config::Config,
     control::{PeerStatus, Status, VipStatus},
     fastpath::{
-        Sleeper,
+        STALL_NS, Sleeper,
         schedule::{Periodic, earliest},
+        shadow::Vouch,
     },
     heartbeat::Heartbeats,
+    holder,
     ifaddr::{IfAddrs, Outcome},
     vip::Vip,
 };
@@ -56,8 +58,14 @@ pub struct Io {
     pub events: RingBuf<MapData>,
     /// Address changes on the cluster interface.
     pub addrs: IfAddrs,
+    /// The cluster interface's index.
+    pub ifindex: u32,
     /// Gratuitous ARP / unsolicited NA.
     pub announcer: Arc<Announcer>,
+    /// What the shadow senders send when this thread misses a slot.
+    pub vouch: Arc<Vouch>,
+    /// The shadow senders (stopped before LEAVING goes out).
+    pub shadows: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// The fast path's ends of the channels.
@@ -103,15 +111,16 @@ struct Pool {
     send_failing: bool,
 }
 
-/// Runs the pool's fast path until `shared.stop`; then sends LEAVING and releases every
-/// VIP. This is the body of the fast-path thread.
-pub fn run(cfg: Config, io: Io, ch: Channels) {
-    let now = monotonic_ns();
+/// Runs the pool's fast path until `shared.stop`, its heartbeat slots starting at
+/// `start_ns` (the shadows check half an interval after each); then sends LEAVING and
+/// releases every VIP. This is the body of the fast-path thread.
+pub fn run(cfg: Config, io: Io, ch: Channels, start_ns: u64) {
+    let now = monotonic_ns().max(start_ns);
     let pool = Pool {
         pool: cfg.vips.iter().map(|v| v.addr).collect(),
         pool_digest: pool_digest(&cfg.vips),
         membership: Membership::new(cfg.dead_interval.as_nanos() as u64),
-        send: Periodic::new(now, cfg.interval.as_nanos() as u64),
+        send: Periodic::new(start_ns, cfg.interval.as_nanos() as u64),
         mature_at: now + cfg.hold_down.as_nanos() as u64,
         mature: false,
         carrier: ch.shared.carrier.load(Ordering::Relaxed),
@@ -140,6 +149,7 @@ impl Pool {
         self.reconcile(monotonic_ns());
         loop {
             let now = monotonic_ns();
+            self.io.vouch.progress_ns.store(now, Ordering::Relaxed);
             if self.send.due(now) {
                 let late = self.send.advance(now);
                 self.heartbeat();
@@ -167,6 +177,7 @@ impl Pool {
                 }
             }
             let now = monotonic_ns();
+            self.excuse_cpu_stalls(now);
             if self.timer_due(now) {
                 reconcile = true;
             }
@@ -180,8 +191,35 @@ impl Pool {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             self.ch.shared.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+            self.excuse_own_stall(wake);
         }
         self.stop();
+    }
+
+    /// After waking later than asked (this thread, or the whole machine, could not run),
+    /// excuses the peers' silence during the stall: their heartbeats may have been held up
+    /// by the same stop.
+    fn excuse_own_stall(&mut self, asked: Option<u64>) {
+        let Some(asked) = asked else { return };
+        let now = monotonic_ns();
+        let late = now.saturating_sub(asked);
+        if late > STALL_NS {
+            self.membership.excuse_stall(0, now, late);
+            self.ch.shared.stats.record_stall(late);
+        }
+    }
+
+    /// Excuses the peers' silence during the stalls of this node's CPUs, as the shadows
+    /// saw them (a stall still going on counts until now): a heartbeat that reached a
+    /// stopped CPU waits with it.
+    fn excuse_cpu_stalls(&mut self, now: u64) {
+        let interval = self.cfg.interval.as_nanos() as u64;
+        let n = usize::from(self.io.vouch.shadows.load(Ordering::Acquire));
+        for (i, cpu) in self.io.vouch.cpus.iter().take(n).enumerate() {
+            if let Some((end, len)) = cpu.stall(now, interval, STALL_NS) {
+                self.membership.excuse_stall(1 + i, end, len);
+            }
+        }
     }
 
     /// A heartbeat more than half an interval after its slot counts as late.
@@ -223,10 +261,9 @@ impl Pool {
     /// Sends this node's heartbeat now, with the state section if one is due.
     fn heartbeat(&mut self) {
         let section = self.state_section_due();
-        let sent = self
-            .io
-            .heartbeats
-            .send(self.flags(), self.view_digest, &section);
+        let (flags, digest) = (self.flags(), self.view_digest);
+        let sent = self.io.heartbeats.send(flags, digest, &section);
+        self.io.vouch.sent(monotonic_ns(), flags, digest);
         match sent {
             Ok(()) if self.send_failing => {
                 self.send_failing = false;
@@ -240,10 +277,10 @@ impl Pool {
         }
     }
 
-    /// Sends a heartbeat out of turn (something changed) and restarts the schedule.
+    /// Sends a heartbeat out of turn (something changed); the schedule stays as it is, in
+    /// step with the shadows.
     fn heartbeat_now(&mut self) {
         self.heartbeat();
-        self.send.restart(monotonic_ns());
     }
 
     /// The state section to put in the next heartbeat, if one is due.
@@ -296,6 +333,7 @@ impl Pool {
                 self.pool = cfg.vips.iter().map(|v| v.addr).collect();
                 self.pool_digest = pool_digest(&cfg.vips);
                 self.io.heartbeats.set_weight(cfg.weight);
+                self.io.vouch.weight.store(cfg.weight, Ordering::Relaxed);
                 self.cfg = *cfg;
                 self.state_burst = STATE_BURST;
                 true
@@ -537,8 +575,6 @@ impl Pool {
         let loss_ns = self
             .last_loss_ns
             .filter(|l| monotonic_ns().saturating_sub(*l) < 1_000_000_000);
-        let mut taken = Vec::with_capacity(vips.len());
-        let mut failed = Vec::new();
         let burst = self.cfg.announce_burst;
         let tolerance = self.send_tolerance_ns();
         let (flags, digest) = (self.flags(), self.view_digest);
@@ -546,48 +582,22 @@ impl Pool {
             addrs,
             announcer,
             heartbeats,
+            vouch,
+            ifindex,
             ..
         } = &mut self.io;
         let (send, stats) = (&mut self.send, &self.ch.shared.stats);
-        let result = addrs.add(vips, |chunk, outcomes| {
-            let added_ns = monotonic_ns();
-            let ok: Vec<(Vip, bool)> = chunk
-                .iter()
-                .zip(outcomes)
-                .filter_map(|(vip, o)| match o {
-                    Outcome::Done => Some((*vip, false)),
-                    Outcome::Unchanged => Some((*vip, true)),
-                    Outcome::Failed(errno) => {
-                        failed.push((*vip, std::io::Error::from_raw_os_error(*errno)));
-                        None
-                    }
-                })
-                .collect();
-            let addrs: Vec<IpAddr> = ok.iter().map(|(v, _)| v.addr).collect();
-            let (frames, _) = announcer.announce_many(&addrs, burst);
-            let first_announce_ns = (frames > 0).then(monotonic_ns);
-            taken.extend(ok.into_iter().map(|(vip, already_present)| Taken {
-                vip,
-                added_ns,
-                already_present,
-                first_announce_ns,
-                loss_ns,
-            }));
-            // A long batch must not make the peers declare this node dead.
-            let now = monotonic_ns();
-            if send.due(now) {
-                let late = send.advance(now);
-                let _ = heartbeats.send(flags, digest, &[]);
-                stats.record_send(late, tolerance);
-            }
-        });
-        if let Err(e) = result {
-            for vip in vips.iter().filter(|v| !taken.iter().any(|t| t.vip == **v)) {
-                if !failed.iter().any(|(f, _)| f == vip) {
-                    failed.push((*vip, std::io::Error::new(e.kind(), e.to_string())));
+        let (taken, failed) =
+            holder::take(addrs, announcer, *ifindex, vips, burst, loss_ns, || {
+                // A long batch must not make the peers declare this node dead.
+                let now = monotonic_ns();
+                if send.due(now) {
+                    let late = send.advance(now);
+                    let _ = heartbeats.send(flags, digest, &[]);
+                    vouch.sent(monotonic_ns(), flags, digest);
+                    stats.record_send(late, tolerance);
                 }
-            }
-        }
+            });
         for t in &taken {
             self.held.insert(t.vip.addr, t.vip);
             self.take_failed.remove(&t.vip.addr);
@@ -612,27 +622,7 @@ impl Pool {
     /// not remove stays held, so the next reconcile retries and peers are not told it is
     /// free while it is not.
     fn release(&mut self, vips: &[(Vip, Option<u32>)]) {
-        let list: Vec<Vip> = vips.iter().map(|(v, _)| *v).collect();
-        let mut released = Vec::with_capacity(vips.len());
-        let result = self.io.addrs.remove(&list, |chunk, outcomes| {
-            for (vip, outcome) in chunk.iter().zip(outcomes) {
-                let new_owner = vips.iter().find(|(v, _)| v == vip).and_then(|(_, o)| *o);
-                released.push(Released {
-                    vip: *vip,
-                    new_owner,
-                    outcome: *outcome,
-                });
-            }
-        });
-        if let Err(e) = result {
-            for (vip, new_owner) in vips.iter().skip(released.len()) {
-                released.push(Released {
-                    vip: *vip,
-                    new_owner: *new_owner,
-                    outcome: Outcome::Failed(e.raw_os_error().unwrap_or(libc::EIO)),
-                });
-            }
-        }
+        let released = holder::release(&mut self.io.addrs, self.io.ifindex, vips);
         for r in &released {
             if !matches!(r.outcome, Outcome::Failed(_)) {
                 self.held.remove(&r.vip.addr);
@@ -650,6 +640,11 @@ impl Pool {
 
     /// Leaves the cluster: LEAVING heartbeats, then every VIP released.
     fn stop(mut self) {
+        // No shadow may send an ordinary heartbeat after LEAVING.
+        self.io.vouch.stop.store(true, Ordering::Relaxed);
+        for shadow in std::mem::take(&mut self.io.shadows) {
+            let _ = shadow.join();
+        }
         for _ in 0..LEAVING_BURST {
             let _ = self.io.heartbeats.send(FLAG_LEAVING, self.view_digest, &[]);
         }

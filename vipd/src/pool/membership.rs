@@ -7,6 +7,11 @@
 //!   daemon that was not scheduled on time does not mistake a healthy peer for dead);
 //! - mature: it says so in its heartbeats (FLAG_MATURE), once up for its hold-down;
 //! - not leaving (FLAG_LEAVING): a node stopping on purpose leaves the view at once.
+//!
+//! Silence during this node's own stall is excused ([`Membership::excuse_stall`]): when a
+//! hypervisor stops the whole machine, the peers' heartbeats stop with it (in a lab, or
+//! when the "peers" share the host), and on waking the deadline watcher must not judge
+//! them before they have had a chance to send again.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +53,9 @@ struct Peer {
 pub struct Membership {
     dead_ns: u64,
     peers: BTreeMap<u32, Peer>,
+    /// The last stall of each of this node's CPUs (or threads), by source: (when it
+    /// ended, how long it was).
+    stalls: BTreeMap<usize, (u64, u64)>,
 }
 
 impl Membership {
@@ -56,11 +64,32 @@ impl Membership {
         Self {
             dead_ns,
             peers: BTreeMap::new(),
+            stalls: BTreeMap::new(),
         }
     }
 
+    /// Records that `source` (a CPU of this node, or its fast-path thread) could not run
+    /// from `end_ns - len_ns` to `end_ns` (replacing its earlier stall): the part of a
+    /// peer's silence that overlaps a stall does not count, since heartbeats received on a
+    /// stopped CPU wait with it. A peer is still declared dead at most a dead interval
+    /// after the stall ended.
+    pub fn excuse_stall(&mut self, source: usize, end_ns: u64, len_ns: u64) {
+        self.stalls.insert(source, (end_ns, len_ns));
+    }
+
+    /// The silence a peer last heard at `last_seen_ns` may keep up without being dead.
+    fn allowed(&self, last_seen_ns: u64) -> u64 {
+        let overlap = self
+            .stalls
+            .values()
+            .map(|&(end, len)| len.min(end.saturating_sub(last_seen_ns)))
+            .max()
+            .unwrap_or(0);
+        self.dead_ns + overlap
+    }
+
     fn alive(&self, state: &PeerState, now_ns: u64) -> bool {
-        now_ns.saturating_sub(state.last_seen_ns) < self.dead_ns
+        now_ns.saturating_sub(state.last_seen_ns) < self.allowed(state.last_seen_ns)
     }
 
     fn qualifies(&self, state: &PeerState, now_ns: u64) -> bool {
@@ -97,17 +126,18 @@ impl Membership {
                 out.push(Transition::Joined { node_id });
                 continue;
             }
-            let because = if now_ns.saturating_sub(state.last_seen_ns) >= dead_ns {
-                LeftBecause::Timeout {
-                    last_seen_ns: state.last_seen_ns,
-                }
-            } else if state.flags & FLAG_LEAVING != 0 {
-                LeftBecause::Leaving
-            } else if state.first_seen_ns >= now_ns.saturating_sub(dead_ns) {
-                LeftBecause::Restarted
-            } else {
-                LeftBecause::NotMature
-            };
+            let because =
+                if now_ns.saturating_sub(state.last_seen_ns) >= self.allowed(state.last_seen_ns) {
+                    LeftBecause::Timeout {
+                        last_seen_ns: state.last_seen_ns,
+                    }
+                } else if state.flags & FLAG_LEAVING != 0 {
+                    LeftBecause::Leaving
+                } else if state.first_seen_ns >= now_ns.saturating_sub(dead_ns) {
+                    LeftBecause::Restarted
+                } else {
+                    LeftBecause::NotMature
+                };
             out.push(Transition::Left { node_id, because });
         }
         out
@@ -127,7 +157,7 @@ impl Membership {
         self.peers
             .values()
             .filter(|p| p.in_view)
-            .map(|p| p.state.last_seen_ns + self.dead_ns)
+            .map(|p| p.state.last_seen_ns + self.allowed(p.state.last_seen_ns))
             .min()
     }
 
@@ -209,6 +239,45 @@ mod tests {
             m.observe([peer(2, 5000 * MS, FLAG_MATURE)], 5001 * MS)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn silence_during_our_own_stall_is_excused() {
+        let mut m = Membership::new(DEAD);
+        m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
+        // This node was stopped for 500 ms (the whole machine, peers included): on waking
+        // the peer is past its deadline only because nobody ran.
+        m.excuse_stall(0, 1600 * MS, 500 * MS);
+        assert!(m.observe([], 1600 * MS).is_empty());
+        assert_eq!(m.next_deadline(), Some(1000 * MS + DEAD + 500 * MS));
+        // Heard again after the stall: ordinary deadlines from then on.
+        m.observe([peer(2, 1601 * MS, FLAG_MATURE)], 1601 * MS);
+        assert_eq!(m.next_deadline(), Some(1601 * MS + DEAD));
+        // Not heard again: dead once the excuse is used up.
+        let mut m = Membership::new(DEAD);
+        m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
+        m.excuse_stall(0, 1600 * MS, 500 * MS);
+        let t = m.observe([], 1000 * MS + DEAD + 500 * MS);
+        assert!(matches!(
+            t.as_slice(),
+            [Transition::Left {
+                because: LeftBecause::Timeout { .. },
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn only_the_silence_that_overlaps_a_stall_is_excused() {
+        let mut m = Membership::new(DEAD);
+        m.observe([peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
+        // A CPU stopped from 1200 to 1250 ms: 50 ms more; the longest overlap counts.
+        m.excuse_stall(1, 1250 * MS, 50 * MS);
+        m.excuse_stall(2, 1210 * MS, 20 * MS);
+        assert_eq!(m.next_deadline(), Some(1000 * MS + DEAD + 50 * MS));
+        // Heard during the stall: only the rest of the stall is excused.
+        m.observe([peer(2, 1240 * MS, FLAG_MATURE)], 1240 * MS);
+        assert_eq!(m.next_deadline(), Some(1240 * MS + DEAD + 10 * MS));
     }
 
     #[test]

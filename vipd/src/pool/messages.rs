@@ -12,7 +12,13 @@ use std::{
 use vipd_common::maps::PeerEvent;
 
 use super::membership::Transition;
-use crate::{config::Config, control::Status, fastpath::Stats, ifaddr::Outcome, vip::Vip};
+use crate::{
+    config::Config,
+    control::Status,
+    fastpath::Stats,
+    holder::{Released, Taken},
+    vip::Vip,
+};
 
 /// Commands queued for the fast path (more wait in the slow path, never in the fast one).
 pub const COMMANDS: usize = 256;
@@ -54,32 +60,6 @@ pub enum Command {
     Reload(Box<Config>),
     /// The fast path's part of `vipd status`.
     Status(tokio::sync::oneshot::Sender<Status>),
-}
-
-/// A VIP added and announced by the fast path.
-#[derive(Clone, Copy, Debug)]
-pub struct Taken {
-    /// The VIP.
-    pub vip: Vip,
-    /// When its address was in (CLOCK_MONOTONIC ns).
-    pub added_ns: u64,
-    /// It was on the interface already.
-    pub already_present: bool,
-    /// When its first announcement was sent, if one was.
-    pub first_announce_ns: Option<u64>,
-    /// When the loss that caused the takeover was declared, if one did.
-    pub loss_ns: Option<u64>,
-}
-
-/// A VIP the fast path gave up.
-#[derive(Clone, Copy, Debug)]
-pub struct Released {
-    /// The VIP.
-    pub vip: Vip,
-    /// Who placement gives it to.
-    pub new_owner: Option<u32>,
-    /// What the kernel said.
-    pub outcome: Outcome,
 }
 
 /// Something the fast path did or saw, for logs, metrics, hooks and repeats.

@@ -36,15 +36,19 @@ use super::{
 use crate::{
     announce::Announcer,
     cli::RunArgs,
-    clock::realtime_ns,
+    clock::{monotonic_ns, realtime_ns},
     config::Config,
     control::{self, CheckStatus, FastPathStatus, Status},
-    fastpath::{self, Granted, Sleeper, Waker},
+    fastpath::{
+        self, Granted, Sleeper, Waker,
+        shadow::{self, Vouch},
+    },
     health,
     heartbeat::{Heartbeats, MAX_DATAGRAM},
+    holder::Announcements,
     hooks::Hooks,
-    ifaddr::{IfAddrs, Outcome},
-    metrics::{self, Metrics, PeerLabel, ReasonLabel, VipLabel},
+    ifaddr::IfAddrs,
+    metrics::{self, Metrics, PeerLabel, ReasonLabel},
     netlink::{CarrierWatch, Link},
     runtime::{answer, check_privileges, remove_leftovers},
     xdp,
@@ -116,12 +120,30 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let (commands, command_rx) = std::sync::mpsc::sync_channel(COMMANDS);
     let (report_tx, mut reports) = tokio::sync::mpsc::channel(REPORTS);
     let (sleeper, waker) = Sleeper::new().context("creating the fast path's timer")?;
+    let start_ns = monotonic_ns();
+    let vouch = Arc::new(Vouch::default());
+    vouch.weight.store(cfg.weight, Ordering::Relaxed);
+    let shadows = if cfg.shadow_senders {
+        shadow::spawn(
+            &heartbeats,
+            &vouch,
+            start_ns,
+            cfg.interval.as_nanos() as u64,
+            cfg.fast_path_priority(),
+        )
+        .context("starting the shadow senders")?
+    } else {
+        Vec::new()
+    };
     let io = fast::Io {
         heartbeats,
         peers: loaded.open_peers()?,
         events: rings.events,
-        addrs: IfAddrs::open(link.index).context("opening a netlink socket")?,
+        addrs: IfAddrs::open().context("opening a netlink socket")?,
+        ifindex: link.index,
         announcer: Arc::clone(&announcer),
+        vouch: Arc::clone(&vouch),
+        shadows,
     };
     let channels = fast::Channels {
         shared: Arc::clone(&shared),
@@ -131,7 +153,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     };
     let fast_cfg = cfg.clone();
     let (granted, thread) = fastpath::spawn("vipd-fast", cfg.fast_path_priority(), move || {
-        fast::run(fast_cfg, io, channels)
+        fast::run(fast_cfg, io, channels, start_ns)
     })
     .context("starting the fast-path thread")?;
     match &granted {
@@ -187,9 +209,13 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         health_generation: 0,
         health_tasks,
         health_tx,
+        held: Announcements::new(
+            Arc::clone(&metrics),
+            cfg.announce_burst,
+            cfg.announce_repeats.clone(),
+        ),
         metrics,
         announcer,
-        repeats: BTreeMap::new(),
         fast: FastPath {
             commands,
             shared,
@@ -242,7 +268,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 Ok(n) => slow.on_datagram(&buf[..n]),
                 Err(e) => debug!("receiving heartbeats: {e}"),
             },
-            _ = refresh.tick() => slow.refresh_announcements(),
+            _ = refresh.tick() => slow.held.refresh(),
         }
     };
 
@@ -265,10 +291,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(c, v)| format!("{}={v}", c.name()))
         .collect();
+    let covered = vouch.covered.load(Ordering::Relaxed);
     info!(
-        heartbeats_sent = sent,
+        heartbeats_sent = sent + covered,
         heartbeats_failed = failed,
         heartbeats_late = stats.late.load(Ordering::Relaxed),
+        heartbeats_covered = covered,
+        stalls = stats.stalls.load(Ordering::Relaxed),
+        max_stall_us = stats.max_stall_ns.load(Ordering::Relaxed) / 1000,
         max_late_us = stats.max_late_ns.load(Ordering::Relaxed) / 1000,
         last_sequence = sequence,
         xdp_mode = slow.loaded.mode,
@@ -342,8 +372,8 @@ struct Slow {
     health_tx: tokio::sync::mpsc::UnboundedSender<(u64, usize, bool)>,
     metrics: Arc<Metrics>,
     announcer: Arc<Announcer>,
-    /// Held VIPs (as reported) and the tasks repeating their announcements.
-    repeats: BTreeMap<IpAddr, JoinHandle<()>>,
+    /// Held VIPs (as reported), their announcements repeated.
+    held: Announcements,
     fast: FastPath,
     loaded: xdp::LoadedXdp,
     /// The pool, sorted (bit i of a state section is `pool[i]`).
@@ -414,56 +444,13 @@ impl Slow {
             }
             Report::ConflictResolved(vip) => {
                 info!(vip = %vip, "conflict resolved: announcing again");
-                self.metrics
-                    .announcements
-                    .inc_by(u64::from(self.cfg.announce_burst));
-                self.schedule_repeats(vip);
+                self.held.announced_again(vip);
             }
-            Report::Taken(list) => {
-                for t in list {
-                    info!(target: "vipd::timeline", event = "address_added", vip = %t.vip.addr,
-                        mono_ns = t.added_ns, already_present = t.already_present, "took over VIP");
-                    if let Some(mono_ns) = t.first_announce_ns {
-                        info!(target: "vipd::timeline", event = "first_announce", vip = %t.vip.addr,
-                            mono_ns, burst = self.cfg.announce_burst, "announced VIP");
-                        self.metrics
-                            .announcements
-                            .inc_by(u64::from(self.cfg.announce_burst));
-                        if let Some(loss) = t.loss_ns {
-                            self.metrics
-                                .takeover_seconds
-                                .observe(mono_ns.saturating_sub(loss) as f64 / 1e9);
-                        }
-                    }
-                    self.set_owned(t.vip.addr, true);
-                    self.hooks.vip_acquired(t.vip.addr);
-                    self.schedule_repeats(t.vip.addr);
-                }
-            }
+            Report::Taken(list) => self.held.taken(&list, None, &self.announcer, &self.hooks),
             Report::TakeFailed { vip, error } => {
                 warn!("taking over {vip}: {error}; will retry")
             }
-            Report::Released(list) => {
-                for r in list {
-                    match r.outcome {
-                        Outcome::Done => {
-                            info!(vip = %r.vip.addr, new_owner = r.new_owner, "released VIP")
-                        }
-                        Outcome::Unchanged => warn!(vip = %r.vip,
-                            "released VIP, which was no longer on the interface"),
-                        Outcome::Failed(errno) => {
-                            let e = std::io::Error::from_raw_os_error(errno);
-                            warn!("releasing {}: {e}; will retry", r.vip);
-                            continue;
-                        }
-                    }
-                    if let Some(task) = self.repeats.remove(&r.vip.addr) {
-                        task.abort();
-                    }
-                    self.set_owned(r.vip.addr, false);
-                    self.hooks.vip_released(r.vip.addr);
-                }
-            }
+            Report::Released(list) => self.held.released(&list, None, &self.hooks),
             Report::SendFailing(Some(e)) => {
                 warn!("sending heartbeats on {}: {e}", self.cfg.interface)
             }
@@ -475,47 +462,6 @@ impl Slow {
                 failed,
                 sequence,
             } => self.stopped = Some((sent, failed, sequence)),
-        }
-    }
-
-    fn set_owned(&self, vip: IpAddr, owned: bool) {
-        self.metrics
-            .vip_owned
-            .get_or_create(&VipLabel {
-                vip: vip.to_string(),
-            })
-            .set(i64::from(owned));
-    }
-
-    /// Repeats the announcement of `vip` on the configured schedule (the fast path sent
-    /// the first burst), replacing an earlier schedule.
-    fn schedule_repeats(&mut self, vip: IpAddr) {
-        let announcer = Arc::clone(&self.announcer);
-        let metrics = Arc::clone(&self.metrics);
-        let repeats = self.cfg.announce_repeats.clone();
-        let start = tokio::time::Instant::now();
-        let task = tokio::spawn(async move {
-            for after in repeats {
-                tokio::time::sleep_until(start + after).await;
-                match announcer.announce(vip) {
-                    Ok(()) => {
-                        metrics.announcements.inc();
-                    }
-                    Err(e) => debug!("repeating announcement of {vip}: {e}"),
-                }
-            }
-        });
-        if let Some(old) = self.repeats.insert(vip, task) {
-            old.abort();
-        }
-    }
-
-    fn refresh_announcements(&self) {
-        let held: Vec<IpAddr> = self.repeats.keys().copied().collect();
-        let (sent, err) = self.announcer.announce_many(&held, 1);
-        self.metrics.announcements.inc_by(sent as u64);
-        if let Some(e) = err {
-            debug!("refreshing announcements: {e}");
         }
     }
 
@@ -619,6 +565,8 @@ impl Slow {
         self.pool = new.vips.iter().map(|v| v.addr).collect();
         self.pool_digest = pool_digest(&new.vips);
         self.hooks = hooks_of(&new);
+        self.held
+            .reconfigure(new.announce_burst, new.announce_repeats.clone());
         if new.checks != self.cfg.checks {
             self.health = self.health.carry_over(&self.cfg.checks, &new.checks);
             self.health_generation += 1;

@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use tokio::task::JoinHandle;
 use tracing::info;
 use vipd_common::maps::vrrp_key;
 
@@ -19,8 +18,8 @@ use super::{
 };
 use crate::{announce::Announcer, config::Vrrp, netlink::Link, vip::Vip};
 
-/// One group at run time.
-pub(super) struct Group {
+/// One group at run time, owned by the fast path.
+pub struct Group {
     pub(super) cfg: Vrrp,
     pub(super) key: u32,
     pub(super) router: VirtualRouter,
@@ -33,16 +32,42 @@ pub(super) struct Group {
     pub(super) master: Option<(IpAddr, u8)>,
     /// Why the next transition happens (for the log).
     pub(super) reason: &'static str,
-    /// Tasks repeating announcements of the held VIPs, by address.
-    pub(super) repeats: Vec<(IpAddr, JoinHandle<()>)>,
     /// Index of the interface the group runs on.
     pub(super) ifindex: u32,
     /// Whether the last advert failed to go out (warned once until one succeeds).
     pub(super) send_failing: bool,
-    /// Where the VIPs go: the interface, or the group's virtual-MAC macvlan.
-    pub(super) link: Link,
+    /// Where the VIPs go: the interface, or the group's virtual-MAC macvlan (its index
+    /// and name).
+    pub(super) vip_ifindex: u32,
+    pub(super) link_name: String,
     /// Sends adverts and announcements from `link`'s MAC.
     pub(super) announcer: Arc<Announcer>,
+}
+
+/// What the slow path keeps of a group it handed to the fast path.
+#[derive(Clone, Debug)]
+pub struct GroupInfo {
+    pub(super) cfg: Vrrp,
+    pub(super) key: u32,
+    pub(super) ifindex: u32,
+    pub(super) source: IpAddr,
+    pub(super) link_name: String,
+    /// Whether the slow path asked it to run.
+    pub(super) started: bool,
+}
+
+impl Group {
+    /// What the slow path keeps of it.
+    pub(super) fn info(&self) -> GroupInfo {
+        GroupInfo {
+            cfg: self.cfg.clone(),
+            key: self.key,
+            ifindex: self.ifindex,
+            source: self.source,
+            link_name: self.link_name.clone(),
+            started: false,
+        }
+    }
 }
 
 /// One interface groups run on.
@@ -82,7 +107,8 @@ pub(super) async fn new_group(
     };
     Ok(Group {
         ifindex: port.link.index,
-        link,
+        vip_ifindex: link.index,
+        link_name: link.name.clone(),
         announcer,
         key: vrrp_key(g.ipv6(), g.vrid),
         router: VirtualRouter::new(g.priority, g.interval_cs(), g.preempt, source),
@@ -91,7 +117,6 @@ pub(super) async fn new_group(
         stopped_at: 0,
         master: None,
         reason: "startup",
-        repeats: Vec::new(),
         send_failing: false,
         cfg: g.clone(),
     })
@@ -140,10 +165,10 @@ pub(super) fn source_address(
 /// so its multicast filter lets adverts in (the sockets receive nothing: VRRP is not UDP).
 /// Keep the sockets to stay joined. Tries every group; says which ones failed.
 pub(super) fn join_groups(
-    groups: &[Group],
+    groups: &[GroupInfo],
     joined: &mut Vec<(u32, bool, std::net::UdpSocket)>,
 ) -> anyhow::Result<()> {
-    let join = |g: &Group| -> std::io::Result<std::net::UdpSocket> {
+    let join = |g: &GroupInfo| -> std::io::Result<std::net::UdpSocket> {
         match g.source {
             IpAddr::V4(local) => {
                 let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
@@ -168,7 +193,7 @@ pub(super) fn join_groups(
         }
         match join(g) {
             Ok(socket) => joined.push((g.ifindex, ipv6, socket)),
-            Err(e) => failed.push(format!("VRID {} on {}: {e}", g.cfg.vrid, g.link.name)),
+            Err(e) => failed.push(format!("VRID {} on {}: {e}", g.cfg.vrid, g.link_name)),
         }
     }
     if !failed.is_empty() {

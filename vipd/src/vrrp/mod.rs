@@ -6,11 +6,14 @@
 //! - [`reload`]: what a SIGHUP does to the running groups, pure.
 //! - [`host`]: what VRRP mode changes on the host (nftables, macvlans, sysctls), undone.
 //! - [`group`]: one group at run time: how it is made, joined and addressed.
-//! - [`run`]: the daemon loop. The XDP program validates and judges received adverts
+//! - [`fast`]: the groups' state machines on the fast path's real-time thread: adverts
+//!   on time, Master_Down_Timer, takeover.
+//! - [`run`]: the slow path around them. The XDP program validates and judges received adverts
 //!   (`vipd_common::vrrp`), so a Backup is woken only by a change, a priority-0 advert or
 //!   its own Master_Down_Timer, which it checks against the kernel's last-heard time.
 
 pub mod advert;
+pub mod fast;
 pub mod fsm;
 pub mod group;
 pub mod host;

@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod failover;
 pub mod probe;
+pub mod starvation;
 
 use std::{fmt::Write as _, path::PathBuf, process::Command};
 
@@ -56,15 +57,17 @@ impl Machine {
 }
 
 /// Runs `vipd <args>` (release build) and parses its JSON output.
+/// Runs `vipd-bench` (measurements of vipd's own code, beside the product binary) and
+/// reads its JSON.
 fn vipd_json(args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let vipd = crate::demo::build_vipd()?;
+    let vipd = crate::demo::build_vipd()?.with_file_name("vipd-bench");
     let out = Command::new(&vipd)
         .args(args)
         .output()
         .with_context(|| format!("running {}", vipd.display()))?;
     anyhow::ensure!(
         out.status.success(),
-        "vipd {args:?}: {}",
+        "vipd-bench {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(serde_json::from_slice(&out.stdout)?)
@@ -73,7 +76,7 @@ fn vipd_json(args: &[&str]) -> anyhow::Result<serde_json::Value> {
 /// `cargo xtask bench xdp`.
 pub fn xdp(repeat: u32, quick: bool) -> anyhow::Result<()> {
     let machine = Machine::here();
-    let result = vipd_json(&["bench-xdp", "--repeat", &repeat.to_string()])?;
+    let result = vipd_json(&["xdp", "--repeat", &repeat.to_string()])?;
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -158,7 +161,7 @@ pub fn placement(quick: bool) -> anyhow::Result<()> {
     } else {
         ("64", "10000")
     };
-    let r = vipd_json(&["bench-placement", "--nodes", nodes, "--vips", vips])?;
+    let r = vipd_json(&["placement", "--nodes", nodes, "--vips", vips])?;
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -288,7 +291,7 @@ pub fn failover_plot(runs: &[failover::Run], path: &std::path::Path) -> anyhow::
         chart
             .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(|e| anyhow::anyhow!("{e}"))?
-            .label(system.name())
+            .label(failover::label(runs, *system))
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
     }
     chart
@@ -353,7 +356,7 @@ pub fn failover_table(runs: &[failover::Run], machine: &Machine) -> String {
         let _ = writeln!(
             t,
             "| {} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} |",
-            system.name(),
+            failover::label(runs, system),
             of.len(),
             ms(p50),
             ms(quantile(&outages, 0.9)),

@@ -1,0 +1,28 @@
+//! vipd: failover of virtual IPs for round-robin DNS, with heartbeats parsed in XDP.
+//!
+//! The daemon is split in two: the fast path ([`fastpath`], and each mode's loop on it:
+//! [`pool::fast`]) sends heartbeats, watches deadlines and takes VIPs over on a real-time
+//! thread; the slow path ([`pool::run`], [`vrrp::run`]) does everything else on tokio.
+//! Pure rules — membership, placement, the RFC 5798 state machine, reload plans — are
+//! host-tested with a fake clock.
+
+pub mod announce;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod fastpath;
+pub mod health;
+pub mod heartbeat;
+pub mod holder;
+pub mod hooks;
+pub mod ifaddr;
+pub mod metrics;
+pub mod netlink;
+pub mod pool;
+pub mod runtime;
+pub mod vip;
+pub mod vrrp;
+pub mod xdp;
