@@ -154,11 +154,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub auth_key_file: Option<PathBuf>,
 
-    /// Time between heartbeats (e.g. 100ms, 1s, 500us; at least 500us) [default: 100ms].
+    /// Time between heartbeats (e.g. 2ms, 100ms, 500us; at least 500us) [default: 2ms].
     #[arg(long)]
     pub interval: Option<Dur>,
 
-    /// Silence after which a peer is declared dead [default: 3 × interval].
+    /// Silence after which a peer is declared dead [default: 5 × interval].
     #[arg(long)]
     pub dead_interval: Option<Dur>,
 
@@ -391,8 +391,8 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&["-i", "eth0", "-n", "1", "--vip", "192.0.2.202,192.0.2.201"]).unwrap();
-        assert_eq!(c.interval, Duration::from_millis(100));
-        assert_eq!(c.dead_interval, Duration::from_millis(300));
+        assert_eq!(c.interval, Duration::from_millis(2));
+        assert_eq!(c.dead_interval, Duration::from_millis(10));
         assert_eq!(c.destinations(), vec![IpAddr::from(DEFAULT_GROUP_V4)]);
         assert_eq!(c.vips[0].to_string(), "192.0.2.201/32");
         assert_eq!(c.pin_dir(), PathBuf::from("/sys/fs/bpf/vipd/eth0-1"));

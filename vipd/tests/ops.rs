@@ -107,7 +107,7 @@ fn check_config_prints_the_effective_configuration_and_names_bad_keys() -> anyho
         "flags override the file: {text}"
     );
     assert!(
-        text.contains("dead_interval = \"300ms\""),
+        text.contains("dead_interval = \"10ms\""),
         "defaults are filled in: {text}"
     );
     // The effective configuration is itself a valid configuration.

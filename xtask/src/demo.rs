@@ -41,7 +41,7 @@ pub fn run() -> anyhow::Result<()> {
         Ok(p)
     };
     step(
-        "Starting vipd on n1 and n2 (defaults: multicast heartbeats every 100ms, dead after 300ms, 1s hold-down)",
+        "Starting vipd on n1 and n2 (defaults: multicast heartbeats every 2ms, dead after 10ms, 1s hold-down)",
     );
     let p1 = start(&mut lab, &n1, 1, "first")?;
     let p2 = start(&mut lab, &n2, 2, "first")?;

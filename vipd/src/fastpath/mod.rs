@@ -25,6 +25,9 @@ use std::{
     thread::JoinHandle,
 };
 
+/// Stack of each fast-path thread (nothing on it is large; locked memory is resident).
+const STACK_SIZE: usize = 512 * 1024;
+
 /// How the fast path's thread is scheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Priority {
@@ -55,6 +58,8 @@ pub fn spawn<T: Send + 'static>(
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let handle = std::thread::Builder::new()
         .name(name.into())
+        // With memory locked, a thread's whole stack is resident: keep it small.
+        .stack_size(STACK_SIZE)
         .spawn(move || {
             let _ = tx.send(apply(priority));
             body()

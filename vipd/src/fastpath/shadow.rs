@@ -106,14 +106,23 @@ impl Vouch {
     }
 }
 
+/// How often a shadow checks, for heartbeats every `interval_ns` and peers that wait
+/// `dead_ns`: as seldom as still lets it send before the peers' deadline with half the
+/// remaining time to spare (a missed heartbeat is covered at most an interval plus a
+/// period after the last one), and never more often than the heartbeats go.
+pub fn check_period(interval_ns: u64, dead_ns: u64) -> u64 {
+    interval_ns.max(dead_ns.saturating_sub(interval_ns) / 2)
+}
+
 /// Starts a shadow on each CPU this process may run on (up to [`MAX_SHADOWS`]), each
-/// with its own copy of `heartbeats`, checking every `interval_ns` half an interval after
-/// the fast path's slots (which start at `start_ns`).
+/// with its own copy of `heartbeats` (sent every `interval_ns`), checking every `period_ns`
+/// (see [`check_period`]) from half an interval after the fast path's first slot
+/// (`start_ns`).
 pub fn spawn(
     heartbeats: &Heartbeats,
     vouch: &Arc<Vouch>,
     start_ns: u64,
-    interval_ns: u64,
+    (interval_ns, period_ns): (u64, u64),
     priority: Priority,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::new();
@@ -123,7 +132,7 @@ pub fn spawn(
         let (mut sleeper, _waker) = Sleeper::new()?;
         let body = move || {
             pin_to(cpu);
-            let mut check = Periodic::new(start_ns + interval_ns / 2, interval_ns);
+            let mut check = Periodic::new(start_ns + interval_ns / 2, period_ns);
             let watch = &vouch.cpus[slot];
             while !vouch.stop.load(Ordering::Relaxed) {
                 let _ = sleeper.wait(Some(check.next()), &[]);
@@ -192,6 +201,24 @@ mod tests {
         // The fast path missed the next slot: a shadow sends, and only one.
         assert!(v.claim(101 * MS + MS / 2, MS));
         assert!(!v.claim(101 * MS + MS / 2 + 1, MS));
+    }
+
+    #[test]
+    fn shadows_check_as_seldom_as_the_dead_interval_allows() {
+        assert_eq!(check_period(MS, 4 * MS), 3 * MS / 2);
+        assert_eq!(check_period(MS, 3 * MS), MS);
+        assert_eq!(check_period(2 * MS, 8 * MS), 3 * MS);
+        // Never more often than the heartbeats.
+        assert_eq!(check_period(100 * MS, 150 * MS), 100 * MS);
+        // A missed heartbeat is covered before the deadline: last + interval + period.
+        for (i, d) in [
+            (MS, 3 * MS),
+            (MS, 4 * MS),
+            (2 * MS, 8 * MS),
+            (100 * MS, 300 * MS),
+        ] {
+            assert!(i + check_period(i, d) < d, "{i} {d}");
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::{
     fastpath::{
         STALL_NS, Sleeper,
         schedule::{Periodic, earliest},
-        shadow::Vouch,
+        shadow::{self, Vouch},
     },
     heartbeat::Heartbeats,
     holder,
@@ -214,9 +214,10 @@ impl Pool {
     /// stopped CPU waits with it.
     fn excuse_cpu_stalls(&mut self, now: u64) {
         let interval = self.cfg.interval.as_nanos() as u64;
+        let period = shadow::check_period(interval, self.cfg.dead_interval.as_nanos() as u64);
         let n = usize::from(self.io.vouch.shadows.load(Ordering::Acquire));
         for (i, cpu) in self.io.vouch.cpus.iter().take(n).enumerate() {
-            if let Some((end, len)) = cpu.stall(now, interval, STALL_NS) {
+            if let Some((end, len)) = cpu.stall(now, period, STALL_NS) {
                 self.membership.excuse_stall(1 + i, end, len);
             }
         }

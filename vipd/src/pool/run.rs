@@ -121,6 +121,8 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let (report_tx, mut reports) = tokio::sync::mpsc::channel(REPORTS);
     let (sleeper, waker) = Sleeper::new().context("creating the fast path's timer")?;
     let start_ns = monotonic_ns();
+    let interval_ns = cfg.interval.as_nanos() as u64;
+    let shadow_period_ns = shadow::check_period(interval_ns, cfg.dead_interval.as_nanos() as u64);
     let vouch = Arc::new(Vouch::default());
     vouch.weight.store(cfg.weight, Ordering::Relaxed);
     let shadows = if cfg.shadow_senders {
@@ -128,7 +130,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             &heartbeats,
             &vouch,
             start_ns,
-            cfg.interval.as_nanos() as u64,
+            (interval_ns, shadow_period_ns),
             cfg.fast_path_priority(),
         )
         .context("starting the shadow senders")?

@@ -75,8 +75,8 @@ fn measure(daemon: Daemon, window: Duration, vipd: &Path) -> anyhow::Result<CpuR
                 p
             }
             Daemon::Vipd => {
-                // The measured node h0 runs vipd's defaults (100 ms heartbeats); the 8 peers
-                // send every 1 ms (with a dead interval that tolerates h0's 100 ms).
+                // The measured node h0 runs vipd's defaults; the 8 peers send every 1 ms
+                // (with a dead interval that tolerates anything h0 does).
                 let pool: Vec<String> = (0..=PEERS)
                     .map(|k| format!("192.0.2.{}", 200 + k))
                     .collect();

@@ -123,7 +123,9 @@ pub fn cpu(quick: bool) -> anyhow::Result<()> {
     );
     for r in &results {
         let name = match r.daemon {
-            cpu::Daemon::Vipd => "vipd (peers at 1 ms, parsed in XDP; node at its 100 ms default)",
+            cpu::Daemon::Vipd => {
+                "vipd (peers at 1 ms, parsed in XDP; node at its defaults, 2 ms heartbeats)"
+            }
             cpu::Daemon::Keepalived => "keepalived (VRRPv3, advert_int 0.01)",
             cpu::Daemon::VipdVrrp => "vipd VRRP mode (backup of the same keepalived masters)",
         };
@@ -135,7 +137,7 @@ pub fn cpu(quick: bool) -> anyhow::Result<()> {
     }
     let _ = writeln!(
         md,
-        "\nvipd's wake-ups are its own 100 ms send timer and its peers' deadlines: the 8,000 heartbeats/s"
+        "\nvipd's wake-ups are its own heartbeat slots (and its shadow senders' checks) and its peers'\ndeadlines: the 8,000 heartbeats/s"
     );
     let _ = writeln!(
         md,
