@@ -1,13 +1,115 @@
-//! Start-up and control-socket pieces both modes share: privilege checks, clearing a
-//! crashed run's VIPs, answering `vipd status`.
+//! What both modes' slow paths share: privilege checks, clearing a crashed run's VIPs,
+//! signals, the metrics endpoint, answering `vipd status`, and stopping the fast path.
 
-use std::time::Duration;
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, atomic::Ordering},
+    thread::JoinHandle,
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use aya::maps::{MapData, PerCpuArray};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    signal::unix::{Signal as UnixSignal, SignalKind, signal},
+};
 use tracing::warn;
 
-use crate::{control::Status, netlink::Link, vip::Vip};
+use crate::{
+    config::Config,
+    control::{self, Status},
+    fastpath::{Granted, channel::SlowEnd},
+    hooks::Hooks,
+    metrics::{self, Metrics},
+    netlink::Link,
+    vip::Vip,
+    xdp::{self, LoadedXdp},
+};
+
+/// What a signal asks.
+pub enum Signal {
+    /// SIGTERM or SIGINT: stop (the name, for the log).
+    Stop(&'static str),
+    /// SIGHUP: reload the configuration.
+    Reload,
+}
+
+/// The signals the daemon answers.
+pub struct Signals {
+    term: UnixSignal,
+    int: UnixSignal,
+    hup: UnixSignal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing a SIGHUP handler")?,
+        })
+    }
+
+    /// The next signal (cancel-safe).
+    pub async fn next(&mut self) -> Signal {
+        tokio::select! {
+            biased;
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
+}
+
+/// Serves Prometheus metrics on `addr` (if set), bringing the XDP counters and the fast
+/// path's figures up to date at each scrape.
+pub async fn serve_metrics<C: Send + 'static>(
+    addr: Option<SocketAddr>,
+    metrics: &Arc<Metrics>,
+    counters: &Arc<Mutex<PerCpuArray<MapData, u64>>>,
+    fast: &SlowEnd<C>,
+) -> anyhow::Result<()> {
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    let counters = Arc::clone(counters);
+    let (m, shared) = (Arc::clone(metrics), Arc::clone(&fast.shared));
+    let realtime = matches!(fast.granted, Granted::RealTime(_));
+    metrics::serve(addr, Arc::clone(metrics), move || {
+        m.sync_xdp(&xdp::sum_counters(&counters));
+        let dropped = shared.reports_dropped.load(Ordering::Relaxed);
+        m.sync_fast_path(realtime, &shared.stats, dropped);
+    })
+    .await
+    .with_context(|| format!("serving metrics on {addr}"))?;
+    Ok(())
+}
+
+/// Waits for a stopping fast path ([`SlowEnd::stop`]), handing each report it still sends
+/// (its last releases) to `on_report`.
+pub async fn join_fast_path<R>(
+    reports: &mut tokio::sync::mpsc::Receiver<R>,
+    thread: JoinHandle<()>,
+    mut on_report: impl FnMut(R),
+) {
+    // The fast path drops its sender when it ends.
+    while let Some(r) = reports.recv().await {
+        on_report(r);
+    }
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
+
+/// The XDP counters as `name=value` words, for the last log line.
+pub fn counters_text(loaded: &LoadedXdp) -> String {
+    let words: Vec<String> = loaded
+        .counters()
+        .iter()
+        .map(|(c, v)| format!("{}={v}", c.name()))
+        .collect();
+    words.join(" ")
+}
 
 /// Answers one control connection with the status, as JSON.
 pub async fn answer(mut stream: tokio::net::UnixStream, status: Status) {
@@ -63,4 +165,23 @@ pub fn check_privileges() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The hooks of `cfg`.
+pub fn hooks_of(cfg: &Config) -> Hooks {
+    Hooks::new(
+        cfg.hook.clone(),
+        cfg.hook_timeout,
+        cfg.node_id,
+        &cfg.instance,
+        &cfg.interface,
+    )
+}
+
+/// The last steps of a clean stop: the pins and the control socket go, and hooks of the
+/// last events get a moment to start (they run detached).
+pub async fn clean_up(pin_dir: &std::path::Path, instance: &str) {
+    xdp::remove_pins(pin_dir);
+    let _ = std::fs::remove_file(control::socket_path(instance));
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }

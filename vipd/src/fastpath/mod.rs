@@ -8,6 +8,7 @@
 //! readable ([`Sleeper`]), being woken by the slow path ([`Waker`]), and counting how
 //! late the thread ran ([`Stats`]). What it does when awake is the mode's (`pool::fast`).
 
+pub mod channel;
 pub mod schedule;
 pub mod shadow;
 

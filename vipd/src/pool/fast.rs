@@ -23,7 +23,7 @@ use vipd_common::{
 use super::{
     STATE_BURST, STATE_REFRESH_NS,
     membership::{Membership, Transition},
-    messages::{Command, Report, Shared},
+    messages::{Command, Report, Verdicts},
     placement::{self, Member},
     pool_digest,
 };
@@ -33,7 +33,8 @@ use crate::{
     config::Config,
     control::{PeerStatus, Status, VipStatus},
     fastpath::{
-        STALL_NS, Sleeper,
+        STALL_NS,
+        channel::FastEnd,
         schedule::{Periodic, earliest},
         shadow::{self, Vouch},
     },
@@ -66,19 +67,12 @@ pub struct Io {
     pub vouch: Arc<Vouch>,
     /// The shadow senders (stopped before LEAVING goes out).
     pub shadows: Vec<std::thread::JoinHandle<()>>,
+    /// The slow path's carrier and health verdicts.
+    pub verdicts: Arc<Verdicts>,
 }
 
-/// The fast path's ends of the channels.
-pub struct Channels {
-    /// Latest-value state and counters shared with the slow path.
-    pub shared: Arc<Shared>,
-    /// What the slow path asks.
-    pub commands: std::sync::mpsc::Receiver<Command>,
-    /// What the fast path reports.
-    pub reports: tokio::sync::mpsc::Sender<Report>,
-    /// Where the thread sleeps.
-    pub sleeper: Sleeper,
-}
+/// The fast path's end of the channels, for the pool.
+pub type Channels = FastEnd<Command, Report>;
 
 /// The pool as this node runs it, owned by the fast path.
 struct Pool {
@@ -123,8 +117,8 @@ pub fn run(cfg: Config, io: Io, ch: Channels, start_ns: u64) {
         send: Periodic::new(start_ns, cfg.interval.as_nanos() as u64),
         mature_at: now + cfg.hold_down.as_nanos() as u64,
         mature: false,
-        carrier: ch.shared.carrier.load(Ordering::Relaxed),
-        healthy: ch.shared.healthy.load(Ordering::Relaxed),
+        carrier: io.verdicts.carrier.load(Ordering::Relaxed),
+        healthy: io.verdicts.healthy.load(Ordering::Relaxed),
         held: BTreeMap::new(),
         peers: BTreeMap::new(),
         conflicts: BTreeSet::new(),
@@ -158,15 +152,15 @@ impl Pool {
                     .stats
                     .record_send(late, self.send_tolerance_ns());
             }
-            if self.ch.shared.stop.load(Ordering::Relaxed) {
+            if self.ch.stopping() {
                 break;
             }
             let mut reconcile = self.take_verdicts();
             for _ in 0..super::messages::COMMANDS {
-                match self.ch.commands.try_recv() {
-                    Ok(c) => reconcile |= self.on_command(c),
-                    Err(_) => break,
-                }
+                let Some(c) = self.ch.next_command() else {
+                    break;
+                };
+                reconcile |= self.on_command(c);
             }
             for _ in 0..EVENTS_PER_WAKE {
                 let Some(ev) = self.io.events.next().map(|item| read_event(&item)) else {
@@ -229,12 +223,7 @@ impl Pool {
     }
 
     fn report(&self, r: Report) {
-        if self.ch.reports.try_send(r).is_err() {
-            self.ch
-                .shared
-                .reports_dropped
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        self.ch.report(r);
     }
 
     /// Whether this node takes VIPs: past its hold-down, with carrier, and healthy.
@@ -259,7 +248,9 @@ impl Pool {
         }
     }
 
-    /// Sends this node's heartbeat now, with the state section if one is due.
+    /// Sends this node's heartbeat now, with the state section if one is due: at its slot,
+    /// or out of turn when something changed (the slots stay as they are, in step with the
+    /// shadows).
     fn heartbeat(&mut self) {
         let section = self.state_section_due();
         let (flags, digest) = (self.flags(), self.view_digest);
@@ -276,12 +267,6 @@ impl Pool {
             }
             _ => {}
         }
-    }
-
-    /// Sends a heartbeat out of turn (something changed); the schedule stays as it is, in
-    /// step with the shadows.
-    fn heartbeat_now(&mut self) {
-        self.heartbeat();
     }
 
     /// The state section to put in the next heartbeat, if one is due.
@@ -302,8 +287,8 @@ impl Pool {
 
     /// Reads the slow path's carrier and health verdicts; returns whether they changed.
     fn take_verdicts(&mut self) -> bool {
-        let carrier = self.ch.shared.carrier.load(Ordering::Relaxed);
-        let healthy = self.ch.shared.healthy.load(Ordering::Relaxed);
+        let carrier = self.io.verdicts.carrier.load(Ordering::Relaxed);
+        let healthy = self.io.verdicts.healthy.load(Ordering::Relaxed);
         let changed = carrier != self.carrier || healthy != self.healthy;
         if healthy != self.healthy {
             self.healthy = healthy;
@@ -382,7 +367,7 @@ impl Pool {
             self.report(Report::Mature);
             // Tell peers at once, so they hand over this node's share together with it.
             self.state_burst = STATE_BURST;
-            self.heartbeat_now();
+            self.heartbeat();
         }
         let table: Vec<PeerState> = self
             .io
@@ -393,7 +378,7 @@ impl Pool {
             .collect();
         if self.update(table, now) {
             // What we hold changed: say so now rather than at the next slot.
-            self.heartbeat_now();
+            self.heartbeat();
         }
     }
 

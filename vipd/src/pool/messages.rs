@@ -1,13 +1,8 @@
 //! What the pool's two paths say to each other: the slow path *asks* ([`Command`], plus
-//! the latest carrier and health verdicts in [`Shared`]), the fast path *reports*
-//! ([`Report`]). Both channels are bounded, and the fast path never waits on either: a
-//! report that does not fit is dropped and counted.
+//! the latest carrier and health verdicts in [`Verdicts`]), the fast path *reports*
+//! ([`Report`]), over [`fastpath::channel`](crate::fastpath::channel).
 
-use std::{
-    collections::BTreeSet,
-    net::IpAddr,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
-};
+use std::{collections::BTreeSet, net::IpAddr, sync::atomic::AtomicBool};
 
 use vipd_common::maps::PeerEvent;
 
@@ -15,7 +10,6 @@ use super::membership::Transition;
 use crate::{
     config::Config,
     control::Status,
-    fastpath::Stats,
     holder::{Released, Taken},
     vip::Vip,
 };
@@ -25,29 +19,23 @@ pub const COMMANDS: usize = 256;
 /// Reports queued for the slow path before the fast path starts dropping them.
 pub const REPORTS: usize = 4096;
 
-/// Latest-value state the slow path sets and the fast path reads on every wake-up
-/// (never lost, never queued), and the fast path's counters.
+/// The slow path's latest carrier and health verdicts, read by the fast path on every
+/// wake-up (never lost, never queued).
 #[derive(Debug, Default)]
-pub struct Shared {
+pub struct Verdicts {
     /// The cluster interface has carrier.
     pub carrier: AtomicBool,
     /// Every health check passes.
     pub healthy: AtomicBool,
-    /// Stop: send LEAVING, release every VIP, end the thread.
-    pub stop: AtomicBool,
-    /// Reports dropped because the slow path was behind.
-    pub reports_dropped: AtomicU64,
-    /// Heartbeat punctuality.
-    pub stats: Stats,
 }
 
-impl Shared {
-    /// Shared state starting with `carrier` and `healthy`.
+impl Verdicts {
+    /// Verdicts starting with `carrier` and `healthy`.
     pub fn new(carrier: bool, healthy: bool) -> Self {
-        let s = Self::default();
-        s.carrier.store(carrier, Ordering::Relaxed);
-        s.healthy.store(healthy, Ordering::Relaxed);
-        s
+        Self {
+            carrier: AtomicBool::new(carrier),
+            healthy: AtomicBool::new(healthy),
+        }
     }
 }
 

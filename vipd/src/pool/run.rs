@@ -16,10 +16,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    task::JoinHandle,
-};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use vipd_common::{
     auth,
@@ -30,7 +27,7 @@ use vipd_common::{
 use super::{
     fast,
     membership::{LeftBecause, Transition},
-    messages::{COMMANDS, Command, REPORTS, Report, Shared},
+    messages::{COMMANDS, Command, REPORTS, Report, Verdicts},
     pool_digest,
 };
 use crate::{
@@ -38,9 +35,9 @@ use crate::{
     cli::RunArgs,
     clock::{monotonic_ns, realtime_ns},
     config::Config,
-    control::{self, CheckStatus, FastPathStatus, Status},
+    control::{self, CheckStatus, Status},
     fastpath::{
-        self, Granted, Sleeper, Waker,
+        channel::{self, SlowEnd},
         shadow::{self, Vouch},
     },
     health,
@@ -48,9 +45,12 @@ use crate::{
     holder::Announcements,
     hooks::Hooks,
     ifaddr::IfAddrs,
-    metrics::{self, Metrics, PeerLabel, ReasonLabel},
+    metrics::{Metrics, PeerLabel, ReasonLabel},
     netlink::{CarrierWatch, Link},
-    runtime::{answer, check_privileges, remove_leftovers},
+    runtime::{
+        Signal, Signals, answer, check_privileges, clean_up, counters_text, hooks_of,
+        join_fast_path, remove_leftovers, serve_metrics,
+    },
     xdp,
 };
 
@@ -116,10 +116,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let health_tasks = health::spawn(&cfg.checks, 0, health_tx.clone());
     let tracker = health::Tracker::new(&cfg.checks);
 
-    let shared = Arc::new(Shared::new(link.carrier, tracker.healthy()));
-    let (commands, command_rx) = std::sync::mpsc::sync_channel(COMMANDS);
-    let (report_tx, mut reports) = tokio::sync::mpsc::channel(REPORTS);
-    let (sleeper, waker) = Sleeper::new().context("creating the fast path's timer")?;
+    let verdicts = Arc::new(Verdicts::new(link.carrier, tracker.healthy()));
     let start_ns = monotonic_ns();
     let interval_ns = cfg.interval.as_nanos() as u64;
     let shadow_period_ns = shadow::check_period(interval_ns, cfg.dead_interval.as_nanos() as u64);
@@ -146,46 +143,17 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         announcer: Arc::clone(&announcer),
         vouch: Arc::clone(&vouch),
         shadows,
-    };
-    let channels = fast::Channels {
-        shared: Arc::clone(&shared),
-        commands: command_rx,
-        reports: report_tx,
-        sleeper,
+        verdicts: Arc::clone(&verdicts),
     };
     let fast_cfg = cfg.clone();
-    let (granted, thread) = fastpath::spawn("vipd-fast", cfg.fast_path_priority(), move || {
-        fast::run(fast_cfg, io, channels, start_ns)
-    })
-    .context("starting the fast-path thread")?;
-    match &granted {
-        Granted::RealTime(p) => info!(priority = p, "fast path: SCHED_FIFO, memory locked"),
-        Granted::Normal => info!("fast path: normal scheduling (rt_priority = 0)"),
-        Granted::Refused(why) => warn!(
-            "fast path: real-time scheduling refused ({why}); running at normal priority, so \
-             CPU load can delay heartbeats (grant CAP_SYS_NICE and CAP_IPC_LOCK)"
-        ),
-    }
-
-    let metrics = Arc::new(Metrics::new());
-    if let Some(addr) = cfg.metrics {
-        let counters = Arc::clone(&loaded.counters);
-        let (m, s) = (Arc::clone(&metrics), Arc::clone(&shared));
-        let realtime = matches!(granted, Granted::RealTime(_));
-        metrics::serve(addr, Arc::clone(&metrics), move || {
-            m.sync_xdp(&xdp::sum_counters(&counters));
-            m.sync_fast_path(
-                realtime,
-                &s.stats,
-                s.reports_dropped.load(Ordering::Relaxed),
-            );
+    let (fast, mut reports, thread) =
+        channel::start(cfg.fast_path_priority(), (COMMANDS, REPORTS), move |end| {
+            fast::run(fast_cfg, io, end, start_ns)
         })
-        .await
-        .with_context(|| format!("serving metrics on {addr}"))?;
-    }
-    let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+        .context("starting the fast path")?;
+    let metrics = Arc::new(Metrics::new());
+    serve_metrics(cfg.metrics, &metrics, &loaded.counters, &fast).await?;
+    let mut signals = Signals::install()?;
     let mut refresh = refresh_timer(cfg.announce_refresh);
 
     info!(
@@ -218,12 +186,8 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         ),
         metrics,
         announcer,
-        fast: FastPath {
-            commands,
-            shared,
-            waker,
-            granted,
-        },
+        fast,
+        verdicts,
         loaded,
         holdings_sent: BTreeMap::new(),
         state_seen: BTreeMap::new(),
@@ -239,8 +203,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let stop_reason = loop {
         tokio::select! {
             biased;
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
+            signal = signals.next() => match signal {
+                Signal::Stop(why) => break why,
+                Signal::Reload => {
+                    if let Some(new) = slow.reload() {
+                        refresh = refresh_timer(new.announce_refresh);
+                    }
+                }
+            },
             report = reports.recv() => match report {
                 Some(r) => slow.on_report(r),
                 None => break "the fast path ended",
@@ -254,11 +224,6 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             Some((generation, check, passed)) = health_rx.recv() => {
                 if generation == slow.health_generation {
                     slow.on_check(check, passed);
-                }
-            }
-            _ = sighup.recv() => {
-                if let Some(new) = slow.reload() {
-                    refresh = refresh_timer(new.announce_refresh);
                 }
             }
             accepted = control.accept() => {
@@ -278,21 +243,10 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         reason = stop_reason,
         "stopping: sending LEAVING and releasing VIPs"
     );
-    slow.fast.shared.stop.store(true, Ordering::Relaxed);
-    slow.fast.waker.wake();
-    // The fast path reports its last releases, then drops its sender.
-    while let Some(r) = reports.recv().await {
-        slow.on_report(r);
-    }
-    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    slow.fast.stop();
+    join_fast_path(&mut reports, thread, |r| slow.on_report(r)).await;
     let (sent, failed, sequence) = slow.stopped.unwrap_or_default();
     let stats = &slow.fast.shared.stats;
-    let counters: Vec<String> = slow
-        .loaded
-        .counters()
-        .iter()
-        .map(|(c, v)| format!("{}={v}", c.name()))
-        .collect();
     let covered = vouch.covered.load(Ordering::Relaxed);
     info!(
         heartbeats_sent = sent + covered,
@@ -304,14 +258,11 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         max_late_us = stats.max_late_ns.load(Ordering::Relaxed) / 1000,
         last_sequence = sequence,
         xdp_mode = slow.loaded.mode,
-        counters = counters.join(" "),
+        counters = counters_text(&slow.loaded),
         "stopped"
     );
     slow.health_tasks.iter().for_each(JoinHandle::abort);
-    xdp::remove_pins(&slow.loaded.pin_dir);
-    let _ = std::fs::remove_file(control::socket_path(&slow.cfg.instance));
-    // Give hooks of the last events a moment to start (they run detached).
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    clean_up(&slow.loaded.pin_dir, &slow.cfg.instance).await;
     Ok(())
 }
 
@@ -319,39 +270,6 @@ fn refresh_timer(every: Option<Duration>) -> tokio::time::Interval {
     let mut t = tokio::time::interval(every.unwrap_or(DAY));
     t.reset();
     t
-}
-
-fn hooks_of(cfg: &Config) -> Hooks {
-    Hooks::new(
-        cfg.hook.clone(),
-        cfg.hook_timeout,
-        cfg.node_id,
-        &cfg.instance,
-        &cfg.interface,
-    )
-}
-
-/// The slow path's handle on the fast path.
-struct FastPath {
-    commands: std::sync::mpsc::SyncSender<Command>,
-    shared: Arc<Shared>,
-    waker: Waker,
-    granted: Granted,
-}
-
-impl FastPath {
-    /// Queues `command` and wakes the fast path; gives the command back if the queue is
-    /// full (the fast path is behind: the caller decides whether that matters).
-    fn ask(&self, command: Command) -> Result<(), Command> {
-        match self.commands.try_send(command) {
-            Ok(()) => {
-                self.waker.wake();
-                Ok(())
-            }
-            Err(std::sync::mpsc::TrySendError::Full(c))
-            | Err(std::sync::mpsc::TrySendError::Disconnected(c)) => Err(c),
-        }
-    }
 }
 
 /// State sections ignored because they failed authentication, for a rate-limited warning.
@@ -376,7 +294,9 @@ struct Slow {
     announcer: Arc<Announcer>,
     /// Held VIPs (as reported), their announcements repeated.
     held: Announcements,
-    fast: FastPath,
+    fast: SlowEnd<Command>,
+    /// The slow path's carrier and health verdicts, as the fast path reads them.
+    verdicts: Arc<Verdicts>,
     loaded: xdp::LoadedXdp,
     /// The pool, sorted (bit i of a state section is `pool[i]`).
     pool: Vec<IpAddr>,
@@ -513,8 +433,8 @@ impl Slow {
         } else {
             warn!(interface = %self.link_name, "carrier lost: releasing all VIPs");
         }
-        self.fast.shared.carrier.store(up, Ordering::Relaxed);
-        self.fast.waker.wake();
+        self.verdicts.carrier.store(up, Ordering::Relaxed);
+        self.fast.wake();
     }
 
     /// A health check result.
@@ -528,11 +448,10 @@ impl Slow {
         } else {
             warn!(check = name, "health check failing");
         }
-        self.fast
-            .shared
+        self.verdicts
             .healthy
             .store(self.health.healthy(), Ordering::Relaxed);
-        self.fast.waker.wake();
+        self.fast.wake();
     }
 
     /// Re-reads the configuration for SIGHUP and hands it to the fast path; returns the
@@ -557,7 +476,7 @@ impl Slow {
         }
         if self
             .fast
-            .ask(Command::Reload(Box::new(new.clone())))
+            .try_ask(Command::Reload(Box::new(new.clone())))
             .is_err()
         {
             warn!("reload not applied: the fast path is busy; send SIGHUP again");
@@ -575,8 +494,7 @@ impl Slow {
             self.health_tasks.iter().for_each(JoinHandle::abort);
             self.health_tasks =
                 health::spawn(&new.checks, self.health_generation, self.health_tx.clone());
-            self.fast
-                .shared
+            self.verdicts
                 .healthy
                 .store(self.health.healthy(), Ordering::Relaxed);
         }
@@ -589,19 +507,8 @@ impl Slow {
     /// Answers a control connection: the fast path's view plus the slow path's part.
     fn answer_status(&self, stream: tokio::net::UnixStream) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let asked = self.fast.ask(Command::Status(tx)).is_ok();
-        let stats = &self.fast.shared.stats;
-        let fast_path = FastPathStatus {
-            scheduling: match &self.fast.granted {
-                Granted::RealTime(p) => format!("SCHED_FIFO {p}"),
-                Granted::Normal => "normal".into(),
-                Granted::Refused(why) => format!("normal (real-time refused: {why})"),
-            },
-            heartbeats_sent: stats.sent.load(Ordering::Relaxed),
-            heartbeats_late: stats.late.load(Ordering::Relaxed),
-            max_late_ms: stats.max_late_ns.load(Ordering::Relaxed) as f64 / 1e6,
-            reports_dropped: self.fast.shared.reports_dropped.load(Ordering::Relaxed),
-        };
+        let asked = self.fast.try_ask(Command::Status(tx)).is_ok();
+        let fast_path = self.fast.status();
         let mut base = Status {
             node_id: self.cfg.node_id,
             instance: self.cfg.instance.clone(),
@@ -704,7 +611,7 @@ impl Slow {
             vips: vips.clone(),
         };
         // When the fast path is behind, the peer's next state section says it again.
-        if self.fast.ask(command).is_ok() {
+        if self.fast.try_ask(command).is_ok() {
             self.holdings_sent.insert(hb.node_id, vips);
         }
     }

@@ -10,10 +10,7 @@
 use std::{
     net::IpAddr,
     os::fd::AsRawFd as _,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
 };
 
 use aya::maps::{HashMap, MapData, RingBuf};
@@ -32,7 +29,7 @@ use crate::{
     clock::monotonic_ns,
     config::Vrrp,
     control::VrrpStatus,
-    fastpath::{Sleeper, Stats},
+    fastpath::channel::FastEnd,
     holder::{self, Released, Taken},
     ifaddr::{IfAddrs, Outcome},
     vip::Vip,
@@ -46,17 +43,6 @@ pub const COMMANDS: usize = 256;
 pub const REPORTS: usize = 4096;
 /// Notices handled per wake-up (a flood must not delay an advert).
 const NOTICES_PER_WAKE: usize = 256;
-
-/// State shared with the slow path.
-#[derive(Debug, Default)]
-pub struct Shared {
-    /// Stop every group (priority 0, VIPs released) and end the thread.
-    pub stop: AtomicBool,
-    /// Reports dropped because the slow path was behind.
-    pub reports_dropped: AtomicU64,
-    /// A Master's adverts: sent, and late by more than half an interval.
-    pub stats: Stats,
-}
 
 /// Something the slow path asks.
 pub enum Command {
@@ -148,17 +134,8 @@ pub struct Io {
     pub addrs: IfAddrs,
 }
 
-/// The fast path's ends of the channels.
-pub struct Channels {
-    /// Shared with the slow path.
-    pub shared: Arc<Shared>,
-    /// What the slow path asks.
-    pub commands: std::sync::mpsc::Receiver<Command>,
-    /// What the fast path reports.
-    pub reports: tokio::sync::mpsc::Sender<Report>,
-    /// Where the thread sleeps.
-    pub sleeper: Sleeper,
-}
+/// The fast path's end of the channels, for VRRP mode.
+pub type Channels = FastEnd<Command, Report>;
 
 /// The groups as the fast path runs them.
 struct Routers {
@@ -177,12 +154,12 @@ pub fn run(io: Io, ch: Channels, announce_burst: u16) {
         groups: Vec::new(),
         announce_burst,
     };
-    while !r.ch.shared.stop.load(Ordering::Relaxed) {
+    while !r.ch.stopping() {
         for _ in 0..COMMANDS {
-            match r.ch.commands.try_recv() {
-                Ok(c) => r.on_command(c),
-                Err(_) => break,
-            }
+            let Some(c) = r.ch.next_command() else {
+                break;
+            };
+            r.on_command(c);
         }
         for _ in 0..NOTICES_PER_WAKE {
             let Some(n) = r.io.notices.next().map(|item| read_notice(&item)) else {
@@ -218,12 +195,7 @@ fn read_notice(item: &[u8]) -> Option<VrrpNotice> {
 
 impl Routers {
     fn report(&self, r: Report) {
-        if self.ch.reports.try_send(r).is_err() {
-            self.ch
-                .shared
-                .reports_dropped
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        self.ch.report(r);
     }
 
     fn index(&self, key: u32) -> Option<usize> {

@@ -20,16 +20,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::mpsc::UnboundedSender,
-    task::JoinHandle,
-};
+use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
 use tracing::{debug, info, warn};
 use vipd_common::maps::{XdpConfig, vrrp_key};
 
 use super::{
-    fast::{self, COMMANDS, Command, REPORTS, Report, Shared},
+    fast::{self, COMMANDS, Command, REPORTS, Report},
     fsm::VrrpState,
     group::{GroupInfo, Port, describe, join_groups, new_group, source_address, state_name},
     host::HostChanges,
@@ -39,44 +35,20 @@ use crate::{
     announce::Announcer,
     cli::RunArgs,
     config::{Config, Vrrp},
-    control::{self, FastPathStatus, Status},
-    fastpath::{self, Granted, Sleeper, Waker},
+    control::{self, Status},
+    fastpath::channel::{self, SlowEnd},
     health,
     holder::Announcements,
     hooks::Hooks,
     ifaddr::IfAddrs,
-    metrics::{self, GroupLabel, Metrics, ReasonLabel},
+    metrics::{GroupLabel, Metrics, ReasonLabel},
     netlink::{CarrierWatch, Link},
-    runtime::{answer, check_privileges, remove_leftovers},
+    runtime::{
+        Signal, Signals, answer, check_privileges, clean_up, counters_text, hooks_of,
+        join_fast_path, remove_leftovers, serve_metrics,
+    },
     xdp::{self, LoadedXdp},
 };
-
-/// The slow path's handle on the fast path.
-struct FastPath {
-    commands: std::sync::mpsc::SyncSender<Command>,
-    shared: Arc<Shared>,
-    waker: Waker,
-    granted: Granted,
-}
-
-impl FastPath {
-    /// Queues `command` and wakes the fast path. Reload and state commands must not be
-    /// lost: when the queue is full (the fast path is behind), this waits for room.
-    async fn ask(&self, mut command: Command) {
-        loop {
-            match self.commands.try_send(command) {
-                Ok(()) => break,
-                Err(std::sync::mpsc::TrySendError::Full(c)) => {
-                    command = c;
-                    self.waker.wake();
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
-            }
-        }
-        self.waker.wake();
-    }
-}
 
 /// Everything the slow path acts with.
 struct Runtime {
@@ -104,7 +76,7 @@ struct Runtime {
     health_tx: UnboundedSender<(u64, usize, bool)>,
     /// Held VIPs, their announcements repeated.
     held: Announcements,
-    fast: FastPath,
+    fast: SlowEnd<Command>,
 }
 
 /// Runs the configured VRRP groups until SIGTERM or SIGINT, then stops them (priority-0
@@ -158,59 +130,26 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let indices: Vec<u32> = ports.values().map(|p| p.link.index).collect();
     let mut carrier_watch = CarrierWatch::open_many(&indices)?;
 
-    let shared = Arc::new(Shared::default());
-    let (commands, command_rx) = std::sync::mpsc::sync_channel(COMMANDS);
-    let (report_tx, mut reports) = tokio::sync::mpsc::channel(REPORTS);
-    let (sleeper, waker) = Sleeper::new().context("creating the fast path's timer")?;
     let io = fast::Io {
         groups: loaded.open_vrrp_groups()?,
         seen: loaded.open_vrrp_seen()?,
         notices: rings.vrrp,
         addrs: IfAddrs::open().context("opening a netlink socket")?,
     };
-    let channels = fast::Channels {
-        shared: Arc::clone(&shared),
-        commands: command_rx,
-        reports: report_tx,
-        sleeper,
-    };
     let burst = cfg.announce_burst;
-    let (granted, thread) = fastpath::spawn("vipd-fast", cfg.fast_path_priority(), move || {
-        fast::run(io, channels, burst)
-    })
-    .context("starting the fast-path thread")?;
-    log_granted(&granted);
-    let fast = FastPath {
-        commands,
-        shared,
-        waker,
-        granted,
-    };
+    let (fast, mut reports, thread) =
+        channel::start(cfg.fast_path_priority(), (COMMANDS, REPORTS), move |end| {
+            fast::run(io, end, burst)
+        })
+        .context("starting the fast path")?;
     for g in made {
         fast.ask(Command::Add(Box::new(g))).await;
     }
-
     let metrics = Arc::new(Metrics::new());
-    if let Some(addr) = cfg.metrics {
-        let counters = Arc::clone(&loaded.counters);
-        let (m, s) = (Arc::clone(&metrics), Arc::clone(&fast.shared));
-        let realtime = matches!(fast.granted, Granted::RealTime(_));
-        metrics::serve(addr, Arc::clone(&metrics), move || {
-            m.sync_xdp(&xdp::sum_counters(&counters));
-            m.sync_fast_path(
-                realtime,
-                &s.stats,
-                s.reports_dropped.load(Ordering::Relaxed),
-            );
-        })
-        .await
-        .with_context(|| format!("serving metrics on {addr}"))?;
-    }
+    serve_metrics(cfg.metrics, &metrics, &loaded.counters, &fast).await?;
     let (health_tx, mut health_rx) = tokio::sync::mpsc::unbounded_channel();
     let health_tasks = health::spawn(&cfg.checks, 0, health_tx.clone());
-    let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+    let mut signals = Signals::install()?;
     let mut refresh =
         tokio::time::interval(cfg.announce_refresh.unwrap_or(Duration::from_secs(86_400)));
     refresh.reset();
@@ -263,8 +202,10 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let stop_reason = loop {
         tokio::select! {
             biased;
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
+            signal = signals.next() => match signal {
+                Signal::Stop(why) => break why,
+                Signal::Reload => rt.reload(&mut reports).await,
+            },
             report = reports.recv() => match report {
                 Some(r) => rt.on_report(r),
                 None => break "the fast path ended",
@@ -280,7 +221,6 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                     rt.on_check(check, passed).await;
                 }
             }
-            _ = sighup.recv() => rt.reload(&mut reports).await,
             accepted = control.accept() => {
                 if let Ok((stream, _)) = accepted {
                     rt.answer_status(stream);
@@ -294,26 +234,15 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         reason = stop_reason,
         "stopping: priority-0 adverts, releasing VIPs"
     );
-    rt.fast.shared.stop.store(true, Ordering::Relaxed);
-    rt.fast.waker.wake();
-    // The fast path reports its last transitions and releases, then drops its sender.
-    while let Some(r) = reports.recv().await {
-        rt.on_report(r);
-    }
-    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    let counters: Vec<String> = rt
-        .loaded
-        .counters()
-        .iter()
-        .map(|(c, v)| format!("{}={v}", c.name()))
-        .collect();
+    rt.fast.stop();
+    join_fast_path(&mut reports, thread, |r| rt.on_report(r)).await;
     let stats = &rt.fast.shared.stats;
     info!(
         xdp_mode = rt.loaded.mode,
         adverts_sent = stats.sent.load(Ordering::Relaxed),
         adverts_late = stats.late.load(Ordering::Relaxed),
         max_late_us = stats.max_late_ns.load(Ordering::Relaxed) / 1000,
-        counters = counters.join(" "),
+        counters = counters_text(&rt.loaded),
         "stopped"
     );
     rt.health_tasks.iter().for_each(JoinHandle::abort);
@@ -321,31 +250,8 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         host, loaded, cfg, ..
     } = rt;
     drop(host);
-    xdp::remove_pins(&loaded.pin_dir);
-    let _ = std::fs::remove_file(control::socket_path(&cfg.instance));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    clean_up(&loaded.pin_dir, &cfg.instance).await;
     Ok(())
-}
-
-fn log_granted(granted: &Granted) {
-    match granted {
-        Granted::RealTime(p) => info!(priority = p, "fast path: SCHED_FIFO, memory locked"),
-        Granted::Normal => info!("fast path: normal scheduling (rt_priority = 0)"),
-        Granted::Refused(why) => warn!(
-            "fast path: real-time scheduling refused ({why}); running at normal priority, so \
-             CPU load can delay adverts (grant CAP_SYS_NICE and CAP_IPC_LOCK)"
-        ),
-    }
-}
-
-fn hooks_of(cfg: &Config) -> Hooks {
-    Hooks::new(
-        cfg.hook.clone(),
-        cfg.hook_timeout,
-        cfg.node_id,
-        &cfg.instance,
-        &cfg.interface,
-    )
 }
 
 impl Runtime {
@@ -464,8 +370,7 @@ impl Runtime {
     /// Answers a control connection: the groups from the fast path plus the rest.
     fn answer_status(&self, stream: tokio::net::UnixStream) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let asked = self.fast.commands.try_send(Command::Status(tx)).is_ok();
-        self.fast.waker.wake();
+        let asked = self.fast.try_ask(Command::Status(tx)).is_ok();
         let state = if self.carrier.values().any(|up| !up) {
             "fault"
         } else if !self.health.healthy() {
@@ -473,7 +378,6 @@ impl Runtime {
         } else {
             "active"
         };
-        let stats = &self.fast.shared.stats;
         let mut base = Status {
             node_id: self.cfg.node_id,
             instance: self.cfg.instance.clone(),
@@ -494,13 +398,7 @@ impl Runtime {
                 .iter()
                 .map(|(c, v)| (c.name().to_string(), *v))
                 .collect(),
-            fast_path: Some(FastPathStatus {
-                scheduling: scheduling(&self.fast.granted),
-                heartbeats_sent: stats.sent.load(Ordering::Relaxed),
-                heartbeats_late: stats.late.load(Ordering::Relaxed),
-                max_late_ms: stats.max_late_ns.load(Ordering::Relaxed) as f64 / 1e6,
-                reports_dropped: self.fast.shared.reports_dropped.load(Ordering::Relaxed),
-            }),
+            fast_path: Some(self.fast.status()),
             ..Status::default()
         };
         tokio::spawn(async move {
@@ -737,14 +635,5 @@ impl Runtime {
             "check_failed"
         };
         self.apply_runnable(reason).await;
-    }
-}
-
-/// How the fast path's thread runs, for status.
-fn scheduling(granted: &Granted) -> String {
-    match granted {
-        Granted::RealTime(p) => format!("SCHED_FIFO {p}"),
-        Granted::Normal => "normal".into(),
-        Granted::Refused(why) => format!("normal (real-time refused: {why})"),
     }
 }
