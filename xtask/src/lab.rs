@@ -651,8 +651,17 @@ impl Drop for Lab {
     }
 }
 
-/// Removes `<PIN_ROOT>/<prefix>-*`.
+/// Removes `<PIN_ROOT>/<prefix>-*` and the control sockets `/run/vipd/<prefix>-*.sock` of
+/// vipd instances named after a lab (a SIGKILLed daemon leaves both).
 fn remove_pins(prefix: &str) {
+    if let Ok(dir) = std::fs::read_dir("/run/vipd") {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{prefix}-")) && name.ends_with(".sock") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     if let Ok(dir) = std::fs::read_dir(PIN_ROOT) {
         for entry in dir.flatten() {
             if entry
