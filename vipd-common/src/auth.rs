@@ -265,7 +265,7 @@ mod tests {
     /// A signed heartbeat with a 3-VIP state section, in a buffer: (buffer, length).
     fn signed(key: Key) -> ([u8; 128], usize) {
         let mut buf = [0u8; 128];
-        let state_len = State::len_for(3);
+        let state_len = State::len_for(3, 1);
         let hb = Heartbeat {
             flags: FLAG_MATURE,
             auth_len: AUTH_LEN as u16,
@@ -279,7 +279,7 @@ mod tests {
             view_digest: 0x1122_3344_5566_7788,
         };
         hb.write((&mut buf[..HEADER_LEN]).try_into().unwrap());
-        State::write(&mut buf[HEADER_LEN..], 0xabcd, 3, |i| i == 1);
+        State::write(&mut buf[HEADER_LEN..], 0xabcd, 3, |i| i == 1, &[(2, 7)]);
         let end = HEADER_LEN + state_len;
         let trailer = sign(key, &buf[..end]);
         buf[end..end + AUTH_LEN].copy_from_slice(&trailer);

@@ -1,4 +1,5 @@
-//! The vipd heartbeat, wire format version 1.
+//! The vipd heartbeat, wire format version 2 (version 1 had no echoes in the state
+//! section; nodes of the two versions do not hear each other: counted as malformed).
 //!
 //! A heartbeat is the payload of one UDP datagram, all integers big-endian:
 //!
@@ -15,7 +16,8 @@
 //! 36      weight       u16  the sender's placement weight
 //! 38      state_len    u16  length of the state section after the header (0: none)
 //! 40      view_digest  u64  digest of the sender's membership view (0: not computed)
-//! 48      state        [u8; state_len]  which VIPs the sender holds, see [`State`]
+//! 48      state        [u8; state_len]  which VIPs the sender holds and which peers'
+//!                                        incarnations it hears, see [`State`]
 //!  …      auth         [u8; auth_len]   MAC trailer (0 or 16 bytes), see [`crate::auth`]
 //! ```
 //!
@@ -28,7 +30,7 @@
 /// "VIPD" in ASCII.
 pub const MAGIC: u32 = 0x5649_5044;
 /// The wire format version this crate reads and writes.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes in the fixed header (everything but the state section and the MAC trailer).
 pub const HEADER_LEN: usize = 48;
 /// Default UDP port heartbeats are sent to.
@@ -175,15 +177,28 @@ impl Heartbeat {
 
 /// Bytes before the bitmap in a state section.
 pub const STATE_HEADER_LEN: usize = 6;
+/// Bytes of one echo: a peer's node id (u32) and the incarnation heard from it (u64).
+pub const ECHO_LEN: usize = 12;
+/// Most echoes a state section carries.
+pub const MAX_ECHOES: usize = 64;
 
-/// A state section: which VIPs of the pool the sender holds.
+/// A state section: which VIPs of the pool the sender holds, and the incarnation of each
+/// peer it hears (its echoes).
 ///
 /// ```text
-/// 0  pool_digest  u32  digest of the sorted VIP list (see [`pool_digest`]): bit i means
-///                      the i-th VIP of *that* list, so a node with another list ignores it
+/// 0  pool_digest  u32  digest of the sorted VIP list (see `vipd::pool::pool_digest`): bit
+///                      i means the i-th VIP of *that* list, so a node with another list
+///                      ignores the bitmap
 /// 4  vip_count    u16  number of VIPs in the pool
 /// 6  bitmap       [u8; ceil(vip_count / 8)]  bit i (LSB first) set: holds VIP i
+/// …  echo_count   u16  at most MAX_ECHOES
+/// …  echoes       [node_id u32, incarnation u64; echo_count]
 /// ```
+///
+/// The echoes make heartbeats fresh from the first packet: a node counts a peer as alive
+/// only once an authenticated state section of the peer's current incarnation echoes the
+/// node's *own current* incarnation — which no recording made before the node started can
+/// hold (incarnations only grow). Like BFD's discriminators, without a handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct State<'a> {
     /// Digest of the pool the bitmap indexes.
@@ -192,12 +207,14 @@ pub struct State<'a> {
     pub vip_count: u16,
     /// The bitmap.
     pub bitmap: &'a [u8],
+    /// The echoes, `ECHO_LEN` bytes each.
+    echoes: &'a [u8],
 }
 
 impl<'a> State<'a> {
-    /// Bytes a state section for `vip_count` VIPs takes.
-    pub const fn len_for(vip_count: u16) -> usize {
-        STATE_HEADER_LEN + (vip_count as usize).div_ceil(8)
+    /// Bytes a state section for `vip_count` VIPs and `echoes` echoes takes.
+    pub const fn len_for(vip_count: u16, echoes: usize) -> usize {
+        STATE_HEADER_LEN + (vip_count as usize).div_ceil(8) + 2 + echoes * ECHO_LEN
     }
 
     /// Parses a state section (exactly `state_len` bytes).
@@ -207,14 +224,19 @@ impl<'a> State<'a> {
         }
         let pool_digest = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         let vip_count = u16::from_be_bytes([b[4], b[5]]);
-        let bitmap = &b[STATE_HEADER_LEN..];
-        if bitmap.len() != (vip_count as usize).div_ceil(8) {
+        let bitmap_end = STATE_HEADER_LEN + (vip_count as usize).div_ceil(8);
+        let count = b
+            .get(bitmap_end..bitmap_end + 2)
+            .ok_or(ParseError::Truncated)?;
+        let count = u16::from_be_bytes([count[0], count[1]]) as usize;
+        if count > MAX_ECHOES || b.len() != bitmap_end + 2 + count * ECHO_LEN {
             return Err(ParseError::Truncated);
         }
         Ok(Self {
             pool_digest,
             vip_count,
-            bitmap,
+            bitmap: &b[STATE_HEADER_LEN..bitmap_end],
+            echoes: &b[bitmap_end + 2..],
         })
     }
 
@@ -223,15 +245,33 @@ impl<'a> State<'a> {
         i < self.vip_count as usize && self.bitmap[i / 8] & (1 << (i % 8)) != 0
     }
 
-    /// Writes a state section into `out` (at least `len_for(vip_count)` bytes); `holds(i)`
-    /// says whether VIP `i` is held. Returns the bytes written.
+    /// The (node id, incarnation) pairs the sender hears.
+    pub fn echoes(&self) -> impl Iterator<Item = (u32, u64)> + 'a {
+        self.echoes.chunks_exact(ECHO_LEN).map(|e| {
+            let id = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+            let mut inc = [0u8; 8];
+            inc.copy_from_slice(&e[4..12]);
+            (id, u64::from_be_bytes(inc))
+        })
+    }
+
+    /// Whether the sender echoes `incarnation` of `node_id`.
+    pub fn echoes_for(&self, node_id: u32, incarnation: u64) -> bool {
+        self.echoes().any(|e| e == (node_id, incarnation))
+    }
+
+    /// Writes a state section into `out` (at least `len_for(vip_count, echoes.len())`
+    /// bytes, at most `MAX_ECHOES` echoes used); `holds(i)` says whether VIP `i` is held.
+    /// Returns the bytes written.
     pub fn write(
         out: &mut [u8],
         pool_digest: u32,
         vip_count: u16,
         holds: impl Fn(usize) -> bool,
+        echoes: &[(u32, u64)],
     ) -> usize {
-        let len = Self::len_for(vip_count);
+        let echoes = &echoes[..echoes.len().min(MAX_ECHOES)];
+        let len = Self::len_for(vip_count, echoes.len());
         out[..len].fill(0);
         out[0..4].copy_from_slice(&pool_digest.to_be_bytes());
         out[4..6].copy_from_slice(&vip_count.to_be_bytes());
@@ -239,6 +279,14 @@ impl<'a> State<'a> {
             if holds(i) {
                 out[STATE_HEADER_LEN + i / 8] |= 1 << (i % 8);
             }
+        }
+        let mut at = STATE_HEADER_LEN + (vip_count as usize).div_ceil(8);
+        out[at..at + 2].copy_from_slice(&(echoes.len() as u16).to_be_bytes());
+        at += 2;
+        for (id, inc) in echoes {
+            out[at..at + 4].copy_from_slice(&id.to_be_bytes());
+            out[at + 4..at + 12].copy_from_slice(&inc.to_be_bytes());
+            at += ECHO_LEN;
         }
         len
     }
@@ -304,7 +352,7 @@ mod tests {
     fn layout_is_big_endian_and_fixed() {
         let b = sample().to_bytes();
         assert_eq!(&b[0..4], b"VIPD");
-        assert_eq!(b[4], 1);
+        assert_eq!(b[4], VERSION);
         assert_eq!(&b[12..16], &[0, 0, 0, 7]);
         assert_eq!(&b[16..24], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&b[38..40], &[0, 0]);
@@ -350,10 +398,10 @@ mod tests {
         );
 
         let mut b = hb.to_bytes();
-        b[4] = 2;
+        b[4] = 1;
         assert_eq!(
             Heartbeat::parse(&b, hb.cluster_id),
-            Err(ParseError::BadVersion(2))
+            Err(ParseError::BadVersion(1))
         );
 
         assert_eq!(
@@ -371,14 +419,24 @@ mod tests {
     #[test]
     fn state_section_round_trip_and_truncation() {
         let mut buf = [0u8; 64];
-        let n = State::write(&mut buf, 0xABCD_0123, 11, |i| i == 0 || i == 9 || i == 10);
-        assert_eq!(n, State::len_for(11));
-        assert_eq!(n, 8);
+        let echoes = [(2, 0x0102_0304_0506_0708), (3, 9)];
+        let n = State::write(
+            &mut buf,
+            0xABCD_0123,
+            11,
+            |i| i == 0 || i == 9 || i == 10,
+            &echoes,
+        );
+        assert_eq!(n, State::len_for(11, 2));
+        assert_eq!(n, 6 + 2 + 2 + 24);
         let s = State::parse(&buf[..n]).unwrap();
         assert_eq!((s.pool_digest, s.vip_count), (0xABCD_0123, 11));
         let held: [bool; 12] = core::array::from_fn(|i| s.holds(i));
         assert_eq!(held.iter().filter(|h| **h).count(), 3);
         assert!(held[0] && held[9] && held[10] && !held[11]);
+        assert!(s.echoes().eq(echoes.iter().copied()));
+        assert!(s.echoes_for(2, 0x0102_0304_0506_0708));
+        assert!(!s.echoes_for(2, 0x0102_0304_0506_0709) && !s.echoes_for(4, 9));
         for len in 0..n {
             assert_eq!(
                 State::parse(&buf[..len]),
@@ -396,6 +454,7 @@ mod tests {
             ..sample()
         };
         let mut buf = [0u8; HEADER_LEN + 8];
+        // (The header only announces the length; the section's own checks are State's.)
         hb.write((&mut buf[..HEADER_LEN]).try_into().unwrap());
         assert_eq!(
             Heartbeat::parse(&buf[..HEADER_LEN + 7], hb.cluster_id),

@@ -4,6 +4,8 @@
 //! - [`heartbeat`]: the vipd heartbeat frame (version 1), built by the daemon and read by
 //!   the XDP program with the same parser.
 //! - [`maps`]: the layout of the BPF maps both sides use (peer table, counters, events).
+//! - [`peer`]: what the XDP program checks and records for one heartbeat (GTSM, peer
+//!   filter, MAC, replays, events), pure so the host can run the same rules.
 //! - [`vrrp`]: VRRPv3 advertisements (RFC 5798), for VRRP mode.
 //!
 //! The crate is `#![no_std]` so the eBPF program can use it; the `user` feature adds the
@@ -13,4 +15,5 @@
 pub mod auth;
 pub mod heartbeat;
 pub mod maps;
+pub mod peer;
 pub mod vrrp;

@@ -2,7 +2,8 @@
 //!
 //! All values are `#[repr(C)]` with explicit padding so both sides agree byte for byte.
 
-/// Name of the peer table: `HashMap<u32 node_id, PeerState>`.
+/// Name of the peer table: `LruHashMap<u32 node_id, PeerState>` (a flood of forged ids
+/// evicts the least recently heard, never locks real nodes out).
 pub const PEERS_MAP: &str = "PEERS";
 /// Name of the per-CPU counters: `PerCpuArray<u64>`, indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
@@ -36,13 +37,39 @@ pub struct XdpConfig {
     pub dead_ns: u64,
     /// UDP destination port of heartbeats.
     pub port: u16,
-    /// 1: heartbeats must carry a valid MAC trailer (see [`crate::auth`]) and are refused
-    /// when replayed; 0: no authentication.
+    /// How many keys heartbeats may be signed with: 0, no authentication; 1, `auth_key`;
+    /// 2, `auth_key` or `auth_next_key` (a key rotation). With a key, heartbeats must carry
+    /// a valid MAC trailer (see [`crate::auth`]) and are refused when replayed.
     pub auth: u8,
+    /// 1: heartbeats are recorded only from the source addresses in `PEER_ADDRS`.
+    pub peer_filter: u8,
     /// Padding.
-    pub _pad: [u8; 5],
-    /// The shared SipHash key as (k0, k1), when `auth` is 1.
+    pub _pad: [u8; 4],
+    /// The shared SipHash key as (k0, k1), when `auth` is 1 or 2.
     pub auth_key: [u64; 2],
+    /// The second accepted key, when `auth` is 2.
+    pub auth_next_key: [u64; 2],
+}
+
+/// Name of the peers' source addresses: `HashMap<[u8; 16] address, u8>` (see
+/// [`addr_key`]), written by the daemon when `peers` are configured.
+pub const PEER_ADDRS_MAP: &str = "PEER_ADDRS";
+/// Most source addresses `PEER_ADDRS` holds.
+pub const MAX_PEER_ADDRS: u32 = 256;
+
+/// An address as a key of `PEER_ADDRS`: IPv6 as is, IPv4 as an IPv4-mapped IPv6 address.
+pub const fn addr_key_v4(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+/// An address as a key of `PEER_ADDRS` (see [`addr_key_v4`]).
+pub fn addr_key(a: core::net::IpAddr) -> [u8; 16] {
+    match a {
+        core::net::IpAddr::V4(v4) => addr_key_v4(v4.octets()),
+        core::net::IpAddr::V6(v6) => v6.octets(),
+    }
 }
 
 /// What the XDP program knows about one peer, keyed by node id.
@@ -211,94 +238,90 @@ pub struct PeerEvent {
     pub _pad: u8,
 }
 
-/// Indices into the per-CPU counters array.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// Heartbeats of our cluster from another node, recorded and dropped.
-    HeartbeatAccepted = 0,
+/// Declares the counters once: the enum, [`Counter::ALL`], names and metric labels all
+/// come from this one list.
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $index:literal, $name:literal, $verdict:literal; )*) => {
+        /// Indices into the per-CPU counters array.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter {
+            $( $(#[doc = $doc])* $variant = $index, )*
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant),*];
+
+            /// A short snake_case name for logs, status output and metrics.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $name,)*
+                }
+            }
+
+            /// What the XDP program did with the frames counted here: `"record"` (recorded,
+            /// then dropped or passed up), `"pass"`, or `""` for a counter of something
+            /// other than frames.
+            pub fn verdict(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $verdict,)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Heartbeats of our cluster from another node, recorded (dropped, or passed up when
+    /// they carry a state section).
+    HeartbeatAccepted = 0, "heartbeats_accepted", "record";
     /// Frames to the heartbeat port that are not valid heartbeats.
-    HeartbeatMalformed = 1,
+    HeartbeatMalformed = 1, "heartbeats_malformed", "pass";
     /// Valid heartbeats of another cluster.
-    ForeignCluster = 2,
+    ForeignCluster = 2, "foreign_cluster", "pass";
     /// Heartbeats carrying our own node id (a duplicate id on the segment).
-    OwnNodeId = 3,
+    OwnNodeId = 3, "own_node_id", "pass";
     /// Everything else, passed untouched.
-    OtherTraffic = 4,
-    /// Events lost because the ring buffer was full.
-    EventsLost = 5,
-    /// Heartbeats not recorded because the peer table was full.
-    PeerTableFull = 6,
+    OtherTraffic = 4, "other_traffic", "pass";
+    /// Events lost because a ring buffer was full.
+    EventsLost = 5, "events_lost", "";
+    /// Heartbeats not recorded because the peer table could not take a new peer.
+    PeerTableFull = 6, "peer_table_full", "pass";
     /// With authentication on: heartbeats without a trailer or with a wrong header MAC,
     /// passed and never recorded.
-    HeartbeatBadAuth = 7,
+    HeartbeatBadAuth = 7, "heartbeats_bad_auth", "pass";
     /// With authentication on: heartbeats of a known peer older than the last one recorded
     /// (an earlier incarnation, or a sequence not above the last), passed, never recorded.
-    HeartbeatReplayed = 8,
+    HeartbeatReplayed = 8, "heartbeats_replayed", "pass";
     /// Valid VRRP adverts for one of our groups.
-    VrrpAccepted = 9,
+    VrrpAccepted = 9, "vrrp_accepted", "pass";
     /// VRRP adverts for one of our groups whose TTL / hop limit is not 255 (sent from
     /// off-link).
-    VrrpBadTtl = 10,
+    VrrpBadTtl = 10, "vrrp_bad_ttl", "pass";
     /// VRRP packets of another version or type.
-    VrrpBadVersion = 11,
+    VrrpBadVersion = 11, "vrrp_bad_version", "pass";
     /// VRRP adverts that are truncated or have a zero VRID, count or interval.
-    VrrpMalformed = 12,
+    VrrpMalformed = 12, "vrrp_malformed", "pass";
     /// VRRP adverts with a wrong checksum.
-    VrrpBadChecksum = 13,
+    VrrpBadChecksum = 13, "vrrp_bad_checksum", "pass";
     /// VRRPv3 adverts for a VRID this node does not run on the interface they came in on.
-    VrrpUnknownVrid = 14,
+    VrrpUnknownVrid = 14, "vrrp_unknown_vrid", "pass";
     /// Valid adverts for one of our groups that list other addresses than the group's
     /// (another cluster on the VRID, or differing configurations): logged, still processed.
-    VrrpAddrMismatch = 15,
+    VrrpAddrMismatch = 15, "vrrp_addr_mismatch", "pass";
+    /// Heartbeats whose TTL / hop limit is not 255 (GTSM, RFC 5082: sent from off-link, or
+    /// by a sender that does not set it), passed and never recorded.
+    HeartbeatBadTtl = 16, "heartbeats_bad_ttl", "pass";
+    /// With `peers` configured: heartbeats from a source address that is not a peer,
+    /// passed and never recorded.
+    HeartbeatUnknownSource = 17, "heartbeats_unknown_source", "pass";
+    /// IPv6 VRRP adverts from a source that is not link-local (RFC 5798 5.1.2.1).
+    VrrpNotLinkLocal = 18, "vrrp_not_link_local", "pass";
 }
 
 /// Number of slots in the counters array.
 pub const COUNTER_SLOTS: u32 = 32;
-
-impl Counter {
-    /// Every counter, in index order.
-    pub const ALL: [Counter; 16] = [
-        Counter::HeartbeatAccepted,
-        Counter::HeartbeatMalformed,
-        Counter::ForeignCluster,
-        Counter::OwnNodeId,
-        Counter::OtherTraffic,
-        Counter::EventsLost,
-        Counter::PeerTableFull,
-        Counter::HeartbeatBadAuth,
-        Counter::HeartbeatReplayed,
-        Counter::VrrpAccepted,
-        Counter::VrrpBadTtl,
-        Counter::VrrpBadVersion,
-        Counter::VrrpMalformed,
-        Counter::VrrpBadChecksum,
-        Counter::VrrpUnknownVrid,
-        Counter::VrrpAddrMismatch,
-    ];
-
-    /// A short snake_case name for logs and status output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Counter::HeartbeatAccepted => "heartbeats_accepted",
-            Counter::HeartbeatMalformed => "heartbeats_malformed",
-            Counter::ForeignCluster => "foreign_cluster",
-            Counter::OwnNodeId => "own_node_id",
-            Counter::OtherTraffic => "other_traffic",
-            Counter::EventsLost => "events_lost",
-            Counter::PeerTableFull => "peer_table_full",
-            Counter::HeartbeatBadAuth => "heartbeats_bad_auth",
-            Counter::HeartbeatReplayed => "heartbeats_replayed",
-            Counter::VrrpAccepted => "vrrp_accepted",
-            Counter::VrrpBadTtl => "vrrp_bad_ttl",
-            Counter::VrrpBadVersion => "vrrp_bad_version",
-            Counter::VrrpMalformed => "vrrp_malformed",
-            Counter::VrrpBadChecksum => "vrrp_bad_checksum",
-            Counter::VrrpUnknownVrid => "vrrp_unknown_vrid",
-            Counter::VrrpAddrMismatch => "vrrp_addr_mismatch",
-        }
-    }
-}
 
 #[cfg(feature = "user")]
 mod user {
@@ -320,7 +343,10 @@ mod tests {
 
     #[test]
     fn sizes_have_no_implicit_padding() {
-        assert_eq!(size_of::<XdpConfig>(), 4 + 4 + 8 + 2 + 1 + 5 + 2 * 8);
+        assert_eq!(
+            size_of::<XdpConfig>(),
+            4 + 4 + 8 + 2 + 1 + 1 + 4 + 2 * 8 + 2 * 8
+        );
         assert_eq!(size_of::<PeerState>(), 7 * 8 + 4 + 4 + 2 + 1 + 5);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
         assert_eq!(size_of::<VrrpGroup>(), 16 + 4 + 4 + 2 + 2);
@@ -332,6 +358,7 @@ mod tests {
     fn counters_are_in_index_order_and_fit() {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i, "{}", c.name());
+            assert!(["record", "pass", ""].contains(&c.verdict()));
         }
         assert!(Counter::ALL.len() as u32 <= COUNTER_SLOTS);
     }

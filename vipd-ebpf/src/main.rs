@@ -1,7 +1,10 @@
 //! vipd's XDP program.
 //!
 //! Parses Ethernet → IPv4/IPv6 → UDP → vipd heartbeat with bounds checks on every read.
-//! A heartbeat of our cluster from another node updates that peer's entry in `PEERS`
+//! A heartbeat of our cluster must pass `vipd_common::peer::admit` — TTL / hop limit 255
+//! (GTSM), a source in `PEER_ADDRS` when `peers` are configured, the MAC when a key is —
+//! or it is counted and passed, never recorded. An admitted heartbeat from another node
+//! updates that peer's entry in `PEERS` (`vipd_common::peer::record`)
 //! (last-seen time, sequence, incarnation, flags, weight, counts), pushes a `PeerEvent`
 //! to `EVENTS` when the peer's state changes, and is dropped: the daemon never has to read
 //! it. A heartbeat that carries a state section (what the sender holds, sent on change) is
@@ -25,7 +28,7 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::{Array, HashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     helpers::bpf_ktime_get_ns,
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -40,16 +43,27 @@ use vipd_common::{
     auth::{AUTH_LEN, Key, header_mac, siphash24_header},
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, ParseError},
     maps::{
-        COUNTER_SLOTS, Counter, EVENTS_BYTES, EventKind, MAX_PEERS, MAX_VRRP_GROUPS, PeerEvent,
-        PeerState, VRRP_EVENTS_BYTES, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup, VrrpNotice,
-        VrrpSeen, XdpConfig, vrrp_key,
+        COUNTER_SLOTS, Counter, EVENTS_BYTES, MAX_PEER_ADDRS, MAX_PEERS, MAX_VRRP_GROUPS,
+        PeerEvent, PeerState, VRRP_EVENTS_BYTES, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup,
+        VrrpNotice, VrrpSeen, XdpConfig, addr_key_v4, vrrp_key,
     },
+    peer,
     vrrp::{self, Advert, Family, IPPROTO_VRRP, Local, Notice, Seen, VrrpError},
 };
 
 // BTF map definitions: `bpftool map dump` prints the values' named fields.
+// LRU: a flood of forged ids evicts the least recently heard entries instead of filling
+// the table for good (real peers, heard every interval, stay recent).
 #[btf_map]
-static PEERS: HashMap<u32, PeerState, { MAX_PEERS as usize }> = HashMap::new();
+static PEERS: LruHashMap<u32, PeerState, { MAX_PEERS as usize }> = LruHashMap::new();
+
+#[btf_map]
+static PEER_ADDRS: HashMap<[u8; 16], u8, { MAX_PEER_ADDRS as usize }> = HashMap::new();
+
+/// When the program last logged (per CPU): at most one line a second, so a flood of new
+/// ids cannot flood the log.
+#[btf_map]
+static LOGGED_AT: PerCpuArray<u64, 1> = PerCpuArray::new();
 
 #[btf_map]
 static COUNTERS: PerCpuArray<u64, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
@@ -124,7 +138,7 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: ptr_at checked the header lies inside the frame.
     let ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    let udp_off = match ether_type {
+    let (udp_off, ttl, source) = match ether_type {
         ETH_P_IPV4 => {
             let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
             // SAFETY: as above.
@@ -139,7 +153,7 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
             {
                 return None;
             }
-            EthHdr::LEN + Ipv4Hdr::LEN
+            (EthHdr::LEN + Ipv4Hdr::LEN, ip.ttl, addr_key_v4(ip.src_addr))
         }
         ETH_P_IPV6 => {
             let ip: *const Ipv6Hdr = ptr_at(ctx, EthHdr::LEN)?;
@@ -151,7 +165,7 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
             if ip.next_hdr != IPPROTO_UDP {
                 return None;
             }
-            EthHdr::LEN + Ipv6Hdr::LEN
+            (EthHdr::LEN + Ipv6Hdr::LEN, ip.hop_limit, ip.src_addr)
         }
         _ => return None,
     };
@@ -180,12 +194,16 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
             return Some(xdp_action::XDP_PASS);
         }
     };
-    if config.auth != 0 && !authentic(ctx, header, &hb, udp_off, config) {
-        count(Counter::HeartbeatBadAuth);
-        return Some(xdp_action::XDP_PASS);
-    }
-    if hb.node_id == config.node_id {
-        count(Counter::OwnNodeId);
+    let admitted = peer::admit(
+        &hb,
+        ttl,
+        config,
+        // SAFETY: a lookup; the value is not read.
+        || unsafe { PEER_ADDRS.get(source) }.is_some(),
+        || authentic(ctx, header, &hb, udp_off, config),
+    );
+    if let Err(refused) = admitted {
+        count(refused);
         return Some(xdp_action::XDP_PASS);
     }
     if !record(ctx, &hb, config) {
@@ -217,100 +235,93 @@ fn authentic(
     let Some(mac) = ptr_at::<[u8; 8]>(ctx, at) else {
         return false;
     };
-    let key = Key {
-        k0: config.auth_key[0],
-        k1: config.auth_key[1],
-    };
     // SAFETY: ptr_at checked the 8 bytes lie inside the frame.
-    header_mac(unsafe { &*mac }) == siphash24_header(key, header)
+    let mac = header_mac(unsafe { &*mac });
+    mac_matches(mac, header, &config.auth_key)
+        || (config.auth == 2 && mac_matches(mac, header, &config.auth_next_key))
 }
 
-/// Updates the peer table for one accepted heartbeat and reports state changes. Returns
-/// false (nothing recorded) when authentication is on and the heartbeat is not newer than
-/// the last one recorded from that peer: a replay. Not inlined, so its stack frame does not
-/// add to the VRRP path's (the verifier allows 512 bytes along a call chain).
+/// Whether `mac` is SipHash-2-4 of `header` with `key`. Not inlined: one copy of SipHash
+/// serves both keys of a rotation.
+#[inline(never)]
+fn mac_matches(mac: u64, header: &[u8; HEADER_LEN], key: &[u64; 2]) -> bool {
+    mac == siphash24_header(
+        Key {
+            k0: key[0],
+            k1: key[1],
+        },
+        header,
+    )
+}
+
+/// Updates the peer table for one admitted heartbeat ([`peer::record`]) and reports state
+/// changes. Returns false (nothing recorded) for a replay. Not inlined, so its stack frame
+/// does not add to the VRRP path's (the verifier allows 512 bytes along a call chain).
 #[inline(never)]
 fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let mut event = PeerEvent {
-        ts_ns: now,
-        incarnation: hb.incarnation,
-        sequence: hb.sequence,
-        node_id: hb.node_id,
-        flags: hb.flags,
-        ..PeerEvent::default()
+    let entry = PEERS.get_ptr_mut(hb.node_id);
+    // SAFETY: a valid map value pointer; concurrent writers only race on counts.
+    let prev = entry.map(|p| unsafe { &*p });
+    let prev_sequence = prev.map_or(0, |p| p.sequence);
+    let prev_flags = prev.map_or(0, |p| p.flags);
+    let (state, kind) = match peer::record(prev, hb, now, config) {
+        Ok(next) => next,
+        Err(refused) => {
+            count(refused);
+            return false;
+        }
     };
-    match PEERS.get_ptr_mut(hb.node_id) {
-        Some(peer) => {
-            // SAFETY: a valid map value pointer; concurrent writers only race on counts.
-            let peer = unsafe { &mut *peer };
-            if config.auth != 0
-                && (hb.incarnation < peer.incarnation
-                    || (hb.incarnation == peer.incarnation && hb.sequence <= peer.sequence))
-            {
-                count(Counter::HeartbeatReplayed);
+    match entry {
+        // SAFETY: as above.
+        Some(p) => unsafe { *p = state },
+        None => {
+            if PEERS.insert(hb.node_id, state, 0).is_err() {
+                count(Counter::PeerTableFull);
                 return false;
             }
-            count(Counter::HeartbeatAccepted);
-            event.prev_sequence = peer.sequence;
-            event.prev_flags = peer.flags;
-            let kind = if peer.incarnation != hb.incarnation {
-                peer.first_seen_ns = now;
-                Some(EventKind::Restarted)
-            } else if now.saturating_sub(peer.last_seen_ns) > config.dead_ns {
-                Some(EventKind::Returned)
-            } else if peer.flags != hb.flags {
-                Some(EventKind::FlagsChanged)
-            } else if hb.sequence > peer.sequence && hb.sequence - peer.sequence > 1 {
-                peer.missed = peer.missed.saturating_add(hb.sequence - peer.sequence - 1);
-                Some(EventKind::SequenceGap)
-            } else {
-                None
-            };
-            peer.last_seen_ns = now;
-            peer.incarnation = hb.incarnation;
-            peer.sequence = hb.sequence;
-            peer.view_digest = hb.view_digest;
-            peer.interval_us = hb.interval_us;
-            peer.weight = hb.weight;
-            peer.flags = hb.flags;
-            peer.received += 1;
-            if let Some(kind) = kind {
-                event.kind = kind as u8;
-                emit(&event);
+            if log_due(now) {
+                info!(
+                    ctx,
+                    "vipd: new peer {} (leaving={}); more are not logged for a second",
+                    hb.node_id,
+                    hb.flags & FLAG_LEAVING
+                );
             }
-        }
-        None => {
-            count(Counter::HeartbeatAccepted);
-            let peer = PeerState {
-                last_seen_ns: now,
-                first_seen_ns: now,
-                incarnation: hb.incarnation,
-                sequence: hb.sequence,
-                view_digest: hb.view_digest,
-                received: 1,
-                node_id: hb.node_id,
-                interval_us: hb.interval_us,
-                weight: hb.weight,
-                flags: hb.flags,
-                ..PeerState::default()
-            };
-            if PEERS.insert(hb.node_id, peer, 0).is_err() {
-                count(Counter::PeerTableFull);
-                return true;
-            }
-            info!(
-                ctx,
-                "vipd: new peer {} (leaving={})",
-                hb.node_id,
-                hb.flags & FLAG_LEAVING
-            );
-            event.kind = EventKind::NewPeer as u8;
-            emit(&event);
         }
     }
+    count(Counter::HeartbeatAccepted);
+    if let Some(kind) = kind {
+        emit(&PeerEvent {
+            ts_ns: now,
+            incarnation: hb.incarnation,
+            sequence: hb.sequence,
+            prev_sequence,
+            node_id: hb.node_id,
+            kind: kind as u8,
+            flags: hb.flags,
+            prev_flags,
+            _pad: 0,
+        });
+    }
     true
+}
+
+/// Whether this CPU may log now (at most once a second).
+#[inline(always)]
+fn log_due(now: u64) -> bool {
+    match LOGGED_AT.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot, written only from this CPU.
+        Some(at) => unsafe {
+            let due = *at == 0 || now.saturating_sub(*at) >= 1_000_000_000;
+            if due {
+                *at = now;
+            }
+            due
+        },
+        None => false,
+    }
 }
 
 /// A VRRP packet over IPv4 (header without options, not fragmented).
@@ -406,6 +417,11 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
     }
     if ttl != 255 {
         count(Counter::VrrpBadTtl);
+        return xdp_action::XDP_PASS;
+    }
+    // RFC 5798 5.1.2.1: over IPv6 the source is the sender's link-local address.
+    if family == Family::V6 && (source[0] != 0xfe || source[1] & 0xc0 != 0x80) {
+        count(Counter::VrrpNotLinkLocal);
         return xdp_action::XDP_PASS;
     }
     // Addresses are 4 or 16 bytes, so a VRRP message has an even length.

@@ -6,7 +6,7 @@ use std::{net::IpAddr, path::PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    config::{Config, DEFAULT_CONFIG, Dur, File},
+    config::{AuthMode, Config, DEFAULT_CONFIG, Dur, File},
     pool::placement::Member,
     vip::Vip,
     xdp::AttachMode,
@@ -149,10 +149,15 @@ pub struct RunArgs {
 
     /// Authenticate heartbeats with the shared key in PATH (32 hex characters, mode 0600,
     /// the same file on every node; `vipd keygen PATH` makes one). Heartbeats without a
-    /// valid MAC, and replayed ones, are counted and ignored. Changing it needs a restart
-    /// [default: off] ([heartbeat] auth_key_file).
+    /// valid MAC, and replayed ones, are counted and ignored. A pool needs a key unless
+    /// --insecure ([heartbeat] auth_key_file).
     #[arg(long, value_name = "PATH")]
     pub auth_key_file: Option<PathBuf>,
+
+    /// Run the pool without authentication: anyone who can send a packet onto the
+    /// cluster's link can then move, hold or free its VIPs ([heartbeat] auth = "off").
+    #[arg(long, conflicts_with = "auth_key_file")]
+    pub insecure: bool,
 
     /// Time between heartbeats (e.g. 2ms, 100ms, 500us; at least 500us) [default: 2ms].
     #[arg(long)]
@@ -270,6 +275,12 @@ impl RunArgs {
         set(&mut f.heartbeat.cluster_id, &self.cluster_id);
         set(&mut f.heartbeat.port, &self.port);
         set(&mut f.heartbeat.auth_key_file, &self.auth_key_file);
+        if self.auth_key_file.is_some() {
+            f.heartbeat.auth = Some(AuthMode::Key);
+        }
+        if self.insecure {
+            f.heartbeat.auth = Some(AuthMode::Off);
+        }
         set(&mut f.heartbeat.interval, &self.interval);
         set(&mut f.heartbeat.dead_interval, &self.dead_interval);
         set(&mut f.heartbeat.hold_down, &self.hold_down);
@@ -390,7 +401,17 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = parse(&["-i", "eth0", "-n", "1", "--vip", "192.0.2.202,192.0.2.201"]).unwrap();
+        let c = parse(&[
+            "-i",
+            "eth0",
+            "-n",
+            "1",
+            "--vip",
+            "192.0.2.202,192.0.2.201",
+            "--insecure",
+        ])
+        .unwrap();
+        assert_eq!(c.auth_key, None);
         assert_eq!(c.interval, Duration::from_millis(2));
         assert_eq!(c.dead_interval, Duration::from_millis(10));
         assert_eq!(c.destinations(), vec![IpAddr::from(DEFAULT_GROUP_V4)]);
@@ -409,6 +430,7 @@ mod tests {
             "192.0.2.1",
             "--peer",
             "192.0.2.11",
+            "--insecure",
         ])
         .unwrap();
         assert_eq!(
@@ -424,7 +446,8 @@ mod tests {
         let path = dir.join("vipd.toml");
         std::fs::write(
             &path,
-            "[node]\nid = 3\ninterface = \"eth1\"\n[pool]\nvips = [\"192.0.2.9\"]\n",
+            "[node]\nid = 3\ninterface = \"eth1\"\n[pool]\nvips = [\"192.0.2.9\"]\n\
+             [heartbeat]\nauth = \"off\"\n",
         )
         .unwrap();
         let cli =

@@ -33,6 +33,12 @@ pub const MIN_INTERVAL: Duration = Duration::from_micros(500);
 /// The fast path's SCHED_FIFO priority unless configured (below threaded interrupt
 /// handlers, which default to 50, so the NIC is still served first).
 pub const DEFAULT_RT_PRIORITY: u8 = 40;
+/// Where a node keeps state across restarts unless configured (`[node] state_dir`; the
+/// systemd unit's StateDirectory).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vipd";
+/// The largest weight a peer is given by default (`[pool] max_weight`): a forged or
+/// misconfigured heartbeat cannot claim the whole pool.
+pub const DEFAULT_MAX_WEIGHT: u16 = 100;
 
 /// A duration written as text: "100ms", "1s", "500us".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,6 +294,8 @@ pub struct NodeSection {
     pub weight: Option<u16>,
     /// Instance name (pins and control socket).
     pub instance: Option<String>,
+    /// Where the node keeps state across restarts (its last incarnation).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `[heartbeat]`
@@ -308,8 +316,24 @@ pub struct HeartbeatSection {
     pub cluster_id: Option<u32>,
     /// UDP port.
     pub port: Option<u16>,
+    /// `"key"` (the default: a pool refuses to start without `auth_key_file`) or `"off"`
+    /// (no authentication: the pool trusts everyone on the link).
+    pub auth: Option<AuthMode>,
     /// Shared key authenticating heartbeats: a file of 32 hex characters, mode 0600.
     pub auth_key_file: Option<PathBuf>,
+    /// A second accepted key, during a key rotation (heartbeats are signed with
+    /// `auth_key_file`'s).
+    pub auth_next_key_file: Option<PathBuf>,
+}
+
+/// Whether heartbeats are authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// With the shared key of `auth_key_file` (required for a pool).
+    Key,
+    /// Not at all: said at start-up, in `vipd status` and as `vipd_auth_enabled 0`.
+    Off,
 }
 
 /// `[pool]`
@@ -323,6 +347,8 @@ pub struct PoolSection {
     /// A preferred node for some VIPs: `{ "192.0.2.201" = 1 }`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preferred: Option<std::collections::BTreeMap<IpAddr, u32>>,
+    /// The largest weight a peer is given, whatever its heartbeats claim.
+    pub max_weight: Option<u16>,
 }
 
 /// `[announce]`
@@ -504,6 +530,8 @@ pub struct Config {
     pub node_id: u32,
     /// Instance name.
     pub instance: String,
+    /// State kept across restarts.
+    pub state_dir: PathBuf,
     /// The pool, sorted, no duplicates.
     pub vips: Vec<Vip>,
     /// Unicast peers.
@@ -516,8 +544,12 @@ pub struct Config {
     pub port: u16,
     /// Where the heartbeat authentication key was read from (None: no authentication).
     pub auth_key_file: Option<PathBuf>,
-    /// The key read from `auth_key_file` (never printed).
+    /// The key read from `auth_key_file` (never printed); heartbeats are signed with it.
     pub auth_key: Option<Key>,
+    /// Where the second accepted key was read from, during a rotation.
+    pub auth_next_key_file: Option<PathBuf>,
+    /// The second accepted key (never printed).
+    pub auth_next_key: Option<Key>,
     /// Heartbeat interval.
     pub interval: Duration,
     /// Dead interval.
@@ -526,6 +558,8 @@ pub struct Config {
     pub hold_down: Duration,
     /// Placement weight.
     pub weight: u16,
+    /// Ceiling on the weights peers announce.
+    pub max_weight: u16,
     /// Rebalance by moving VIPs (false: only orphaned VIPs move).
     pub preempt: bool,
     /// Preferred node per VIP.
@@ -556,6 +590,34 @@ pub struct Config {
     pub vrrp: Vec<Vrrp>,
 }
 
+/// The signing key and the second accepted key of `[heartbeat]`: a pool needs a key unless
+/// `auth = "off"` says it runs without.
+fn auth_keys(h: &HeartbeatSection, pool: bool) -> Result<(Option<Key>, Option<Key>), String> {
+    let load = |p: &Option<PathBuf>| p.as_deref().map(crate::auth::load_key).transpose();
+    match (h.auth, &h.auth_key_file) {
+        (Some(AuthMode::Off), Some(_)) => Err(
+            "heartbeat.auth = \"off\" and an auth_key_file: remove one (a key means authenticated)"
+                .into(),
+        ),
+        (Some(AuthMode::Off), None) if h.auth_next_key_file.is_some() => {
+            Err("heartbeat.auth_next_key_file needs an auth_key_file".into())
+        }
+        (Some(AuthMode::Off), None) => Ok((None, None)),
+        (_, None) if h.auth_next_key_file.is_some() => {
+            Err("heartbeat.auth_next_key_file needs an auth_key_file".into())
+        }
+        (_, None) if pool => Err(
+            "heartbeats are not authenticated: anyone on the link could move the VIPs. Make a key \
+             with `vipd keygen /etc/vipd/auth.key`, copy it to every node and set \
+             [heartbeat] auth_key_file (or --auth-key-file); or, to trust everyone on the \
+             link, set [heartbeat] auth = \"off\" (or --insecure)"
+                .into(),
+        ),
+        (_, None) => Ok((None, None)),
+        (_, Some(_)) => Ok((load(&h.auth_key_file)?, load(&h.auth_next_key_file)?)),
+    }
+}
+
 impl Config {
     /// Heartbeat destinations: the peers, and the group (the default group if neither).
     pub fn destinations(&self) -> Vec<IpAddr> {
@@ -574,6 +636,12 @@ impl Config {
             0 => crate::fastpath::Priority::Normal,
             p => crate::fastpath::Priority::RealTime(p),
         }
+    }
+
+    /// Where the last incarnation of this instance is kept.
+    pub fn incarnation_file(&self) -> PathBuf {
+        self.state_dir
+            .join(format!("{}.incarnation", self.instance))
     }
 
     /// Per-instance pin directory.
@@ -660,7 +728,7 @@ impl Config {
         if let Some(w) = vips.windows(2).find(|w| w[0].addr == w[1].addr) {
             return Err(format!("VIP {} is listed twice", w[0].addr));
         }
-        let peers = f.heartbeat.peers.unwrap_or_default();
+        let peers = f.heartbeat.peers.clone().unwrap_or_default();
         if let Some(p) = peers
             .iter()
             .find(|p| p.is_multicast() || p.is_unspecified())
@@ -687,6 +755,13 @@ impl Config {
         let weight = f.node.weight.unwrap_or(1);
         if weight == 0 {
             return Err("the weight must be 1 or more".into());
+        }
+        let max_weight = f.pool.max_weight.unwrap_or(DEFAULT_MAX_WEIGHT);
+        if weight > max_weight {
+            return Err(format!(
+                "the weight ({weight}) is above pool.max_weight ({max_weight}), the most any \
+                 node is given: raise pool.max_weight on every node"
+            ));
         }
         let instance = f
             .node
@@ -728,16 +803,16 @@ impl Config {
         if f.hooks.command.as_ref().is_some_and(Vec::is_empty) {
             return Err("hooks.command is empty".into());
         }
-        let auth_key = f
-            .heartbeat
-            .auth_key_file
-            .as_deref()
-            .map(crate::auth::load_key)
-            .transpose()?;
+        let (auth_key, auth_next_key) = auth_keys(&f.heartbeat, !vips.is_empty())?;
         Ok(Config {
             interface,
             node_id,
             instance,
+            state_dir: f
+                .node
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
             vips,
             peers,
             group: f.heartbeat.group,
@@ -745,6 +820,8 @@ impl Config {
             port: f.heartbeat.port.unwrap_or(DEFAULT_PORT),
             auth_key_file: f.heartbeat.auth_key_file,
             auth_key,
+            auth_next_key_file: f.heartbeat.auth_next_key_file,
+            auth_next_key,
             interval,
             dead_interval,
             hold_down: f
@@ -752,6 +829,7 @@ impl Config {
                 .hold_down
                 .map_or(Duration::from_secs(1), |d| d.0),
             weight,
+            max_weight,
             preempt: f.pool.preempt.unwrap_or(true),
             preferred,
             announce_burst: burst,
@@ -787,6 +865,7 @@ impl Config {
                 interface: Some(self.interface.clone()),
                 weight: Some(self.weight),
                 instance: Some(self.instance.clone()),
+                state_dir: Some(self.state_dir.clone()),
             },
             heartbeat: HeartbeatSection {
                 interval: Some(Dur(self.interval)),
@@ -796,12 +875,19 @@ impl Config {
                 group: self.group,
                 cluster_id: Some(self.cluster_id),
                 port: Some(self.port),
+                auth: (!self.vips.is_empty()).then_some(if self.auth_key.is_some() {
+                    AuthMode::Key
+                } else {
+                    AuthMode::Off
+                }),
                 auth_key_file: self.auth_key_file.clone(),
+                auth_next_key_file: self.auth_next_key_file.clone(),
             },
             pool: PoolSection {
                 vips: Some(self.vips.clone()),
                 preempt: Some(self.preempt),
                 preferred: Some(self.preferred.clone()).filter(|p| !p.is_empty()),
+                max_weight: Some(self.max_weight),
             },
             announce: AnnounceSection {
                 burst: Some(self.announce_burst),
@@ -855,8 +941,17 @@ impl Config {
             Some("the cluster id or port")
         } else if self.peers != new.peers || self.group != new.group {
             Some("the heartbeat peers or group")
-        } else if self.auth_key_file != new.auth_key_file || self.auth_key != new.auth_key {
-            Some("the heartbeat authentication key (file or contents)")
+        } else if self.auth_key.is_some() != new.auth_key.is_some() {
+            Some("heartbeat authentication on or off")
+        } else if new.auth_key.is_some()
+            && new.auth_key != self.auth_key
+            && new.auth_key != self.auth_next_key
+        {
+            Some(
+                "the heartbeat key to one this node does not accept yet (it would split the \
+                 pool; to rotate keys, first add the new one as auth_next_key_file on every \
+                 node and reload, see the README's key rotation)",
+            )
         } else if self.xdp_mode != new.xdp_mode {
             Some("the XDP mode")
         } else if self.metrics != new.metrics {
@@ -879,9 +974,28 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../dist/vipd.toml");
 
+    /// A key file (mode 0600) named `tag` in a temporary directory.
+    fn key_file(tag: &str, hex: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("vipd-config-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("auth.key");
+        std::fs::write(&path, format!("{hex}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// The example configuration, its key file in a temporary directory.
+    fn example(tag: &str) -> Config {
+        let key = key_file(tag, "00112233445566778899aabbccddeeff");
+        let text = EXAMPLE.replace("/etc/vipd/auth.key", key.to_str().unwrap());
+        Config::from_file(File::parse(&text).unwrap()).unwrap()
+    }
+
     #[test]
     fn the_example_config_is_valid() {
-        let c = Config::from_file(File::parse(EXAMPLE).unwrap()).unwrap();
+        let c = example("valid");
+        assert!(c.auth_key.is_some());
         assert_eq!(c.node_id, 1);
         assert_eq!(c.vips.len(), 3);
         assert_eq!(c.checks.len(), 1);
@@ -889,7 +1003,7 @@ mod tests {
 
     #[test]
     fn effective_config_round_trips() {
-        let c = Config::from_file(File::parse(EXAMPLE).unwrap()).unwrap();
+        let c = example("round-trip");
         let again = Config::from_file(File::parse(&c.to_toml()).unwrap()).unwrap();
         assert_eq!(c, again);
     }
@@ -921,7 +1035,7 @@ mod tests {
                 .contains("twice")
         );
         assert!(
-            cfg("[pool]\nvips=[\"192.0.2.1\"]\n[heartbeat]\ninterval=\"1s\"\ndead_interval=\"1s\"")
+            cfg("[pool]\nvips=[\"192.0.2.1\"]\n[heartbeat]\nauth=\"off\"\ninterval=\"1s\"\ndead_interval=\"1s\"")
                 .unwrap_err()
                 .contains("longer")
         );
@@ -930,14 +1044,43 @@ mod tests {
                 .unwrap_err()
                 .contains("not in pool.vips")
         );
-        let pref = cfg("[pool]\nvips=[\"192.0.2.1\"]\npreferred={\"192.0.2.1\"=2}").unwrap();
+        let pref = cfg(
+            "[pool]\nvips=[\"192.0.2.1\"]\npreferred={\"192.0.2.1\"=2}\n[heartbeat]\nauth=\"off\"",
+        )
+        .unwrap();
         assert_eq!(pref.preferred.len(), 1);
         assert!(
             cfg("[pool]\nvips=[\"192.0.2.1\"]\n[announce]\nrefresh=\"1000years\"")
                 .unwrap_err()
                 .contains("at most")
         );
-        let ok = cfg("[pool]\nvips=[\"192.0.2.1\"]").unwrap();
+        // A pool needs a key, or to say it runs without one.
+        let e = cfg("[pool]\nvips=[\"192.0.2.1\"]").unwrap_err();
+        assert!(
+            e.contains("vipd keygen") && e.contains("auth = \"off\"") && e.contains("--insecure"),
+            "{e}"
+        );
+        assert!(
+            cfg("[pool]\nvips=[\"192.0.2.1\"]\n[heartbeat]\nauth=\"off\"\nauth_key_file=\"/k\"")
+                .unwrap_err()
+                .contains("remove one")
+        );
+        assert!(
+            cfg(
+                "[pool]\nvips=[\"192.0.2.1\"]\n[heartbeat]\nauth=\"off\"\nauth_next_key_file=\"/k\""
+            )
+            .unwrap_err()
+            .contains("needs an auth_key_file")
+        );
+        let e = File::parse("[heartbeat]\nauth=\"maybe\"").unwrap_err();
+        assert!(e.contains("expected `key` or `off`"), "{e}");
+        let heavy = "[node]\nid = 1\ninterface = \"eth0\"\nweight = 11\n[heartbeat]\nauth = \"off\"\n\
+                     [pool]\nvips = [\"192.0.2.1\"]\nmax_weight = 10\n";
+        let e = Config::from_file(File::parse(heavy).unwrap()).unwrap_err();
+        assert!(e.contains("max_weight"), "{e}");
+        let ok = cfg("[pool]\nvips=[\"192.0.2.1\"]\n[heartbeat]\nauth=\"off\"").unwrap();
+        assert_eq!(ok.auth_key, None);
+        assert_eq!(ok.max_weight, DEFAULT_MAX_WEIGHT);
         assert_eq!(ok.destinations(), vec![IpAddr::from(DEFAULT_GROUP_V4)]);
         assert_eq!(ok.pin_dir(), PathBuf::from("/sys/fs/bpf/vipd/eth0-1"));
     }
@@ -945,12 +1088,9 @@ mod tests {
     #[test]
     fn the_auth_key_file_is_read_checked_and_never_shown() {
         use std::os::unix::fs::PermissionsExt as _;
-        let dir = std::env::temp_dir().join(format!("vipd-config-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let key_path = dir.join("auth.key");
         let hex = "00112233445566778899aabbccddeeff";
-        std::fs::write(&key_path, format!("{hex}\n")).unwrap();
-        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let key_path = key_file("auth", hex);
+        let dir = key_path.parent().unwrap().to_path_buf();
         let text = format!(
             "[node]\nid = 1\ninterface = \"eth0\"\n[pool]\nvips = [\"192.0.2.1\"]\n\
              [heartbeat]\nauth_key_file = \"{}\"\n",
@@ -979,25 +1119,40 @@ mod tests {
 
     #[test]
     fn reload_rules() {
-        let c = Config::from_file(File::parse(EXAMPLE).unwrap()).unwrap();
+        let c = example("reload");
         let mut vips_changed = c.clone();
         vips_changed.vips.pop();
         assert_eq!(c.needs_restart(&vips_changed), None);
         let mut other_if = c.clone();
         other_if.interface = "eth9".into();
         assert_eq!(c.needs_restart(&other_if), Some("the interface"));
-        // Turning authentication on, or changing the key, needs a restart.
+        // Turning authentication on or off needs a restart.
         let key = |b: u8| Some(crate::auth::Key::from_bytes([b; 16]));
-        let mut with_auth = c.clone();
-        with_auth.auth_key_file = Some("/etc/vipd/auth.key".into());
-        with_auth.auth_key = key(1);
-        let auth = Some("the heartbeat authentication key (file or contents)");
-        assert_eq!(c.needs_restart(&with_auth), auth);
-        assert_eq!(with_auth.needs_restart(&c), auth);
-        let mut new_key = with_auth.clone();
+        let mut off = c.clone();
+        off.auth_key_file = None;
+        off.auth_key = None;
+        let on_off = Some("heartbeat authentication on or off");
+        assert_eq!(c.needs_restart(&off), on_off);
+        assert_eq!(off.needs_restart(&c), on_off);
+        // A key rotation by reloads: only ever to a key the running node accepts.
+        let old = c.clone();
+        let mut new_key = old.clone();
         new_key.auth_key = key(2);
-        assert_eq!(with_auth.needs_restart(&new_key), auth);
-        assert_eq!(with_auth.needs_restart(&with_auth.clone()), None);
+        assert!(
+            old.needs_restart(&new_key)
+                .is_some_and(|w| w.contains("auth_next_key_file")),
+            "signing with a key not accepted yet would split the pool"
+        );
+        let mut step1 = old.clone();
+        step1.auth_next_key = key(2);
+        assert_eq!(old.needs_restart(&step1), None);
+        let mut step2 = step1.clone();
+        (step2.auth_key, step2.auth_next_key) = (step1.auth_next_key, step1.auth_key);
+        assert_eq!(step1.needs_restart(&step2), None);
+        let mut step3 = step2.clone();
+        step3.auth_next_key = None;
+        assert_eq!(step2.needs_restart(&step3), None);
+        assert_eq!(old.needs_restart(&old.clone()), None);
     }
 
     const VRRP: &str = r#"

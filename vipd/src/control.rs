@@ -35,6 +35,10 @@ pub struct Status {
     pub interface: String,
     /// "driver" or "skb".
     pub xdp_mode: String,
+    /// Heartbeat authentication (pool mode): "key", "key (rotating: two keys accepted)",
+    /// or "off (INSECURE: …)".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub auth: String,
     /// active, holding-down, withdrawn (health checks), fault (no carrier).
     pub state: String,
     /// The view: node ids VIPs are placed on.
@@ -244,7 +248,7 @@ fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
             ..PeerStatus::default()
         });
     }
-    for c in Counter::ALL {
+    for &c in Counter::ALL {
         let total = counters.get(&(c as u32), 0).map_or(0, |v| v.iter().sum());
         status.counters.insert(c.name().into(), total);
     }
@@ -260,6 +264,9 @@ pub fn table(s: &Status) -> String {
         "node {} on {} (instance {}, XDP {}): {}",
         s.node_id, s.interface, s.instance, s.xdp_mode, s.state
     );
+    if !s.auth.is_empty() {
+        let _ = writeln!(t, "heartbeat authentication: {}", s.auth);
+    }
     if let Some(f) = &s.fast_path {
         let _ = writeln!(
             t,

@@ -3,6 +3,8 @@
 //!
 //! Plain heartbeats are consumed by the XDP program; the sockets here only receive the
 //! ones with a state section (what the sender holds), which the program passes up.
+//! Heartbeats go out with TTL / hop limit 255 and the sockets take only datagrams that
+//! arrive with 255 (GTSM, RFC 5082): nothing from off the link.
 
 use std::{
     io,
@@ -17,6 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use vipd_common::{
     auth::{AUTH_LEN, Key, sign},
     heartbeat::{HEADER_LEN, Heartbeat},
+    peer::GTSM_TTL,
 };
 
 /// The default IPv4 multicast group (link-local, unassigned by IANA).
@@ -36,8 +39,9 @@ pub struct Heartbeats {
     /// The last sequence number sent, shared with the [`shadow`](Self::shadow)s, so the
     /// node's heartbeats carry one rising sequence whichever thread sends them.
     sequence: Arc<AtomicU64>,
-    /// With a key, every heartbeat ends with its MAC trailer.
-    key: Option<Key>,
+    /// With a key, every heartbeat ends with its MAC trailer (shared with the shadows,
+    /// so a reload's new key reaches them too).
+    key: Option<Arc<SigningKey>>,
     /// Datagrams handed to the kernel so far.
     pub sent: u64,
     /// Sends that failed (link down, no route, ...).
@@ -55,6 +59,7 @@ impl Heartbeats {
         mut template: Heartbeat,
         key: Option<Key>,
     ) -> io::Result<Self> {
+        let key = key.map(|k| Arc::new(SigningKey::new(k)));
         template.auth_len = if key.is_some() { AUTH_LEN as u16 } else { 0 };
         let open = |v6: bool| -> io::Result<Option<(UdpSocket, Vec<SocketAddr>)>> {
             let dests: Vec<SocketAddr> = destinations
@@ -109,7 +114,7 @@ impl Heartbeats {
             v6: dup(&self.v6)?,
             template: self.template,
             sequence: Arc::clone(&self.sequence),
-            key: self.key,
+            key: self.key.clone(),
             sent: 0,
             failed: 0,
         })
@@ -127,8 +132,8 @@ impl Heartbeats {
         let header: &mut [u8; HEADER_LEN] = (&mut buf[..HEADER_LEN]).try_into().expect("size");
         self.template.write(header);
         buf[HEADER_LEN..len].copy_from_slice(state);
-        if let Some(key) = self.key {
-            let trailer = sign(key, &buf[..len]);
+        if let Some(key) = &self.key {
+            let trailer = sign(key.get(), &buf[..len]);
             buf[len..len + AUTH_LEN].copy_from_slice(&trailer);
             len += AUTH_LEN;
         }
@@ -145,6 +150,14 @@ impl Heartbeats {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Signs from the next heartbeat on with `key` (a reload during a key rotation); no
+    /// effect without authentication.
+    pub fn set_key(&self, key: Key) {
+        if let Some(k) = &self.key {
+            k.set(key);
+        }
     }
 
     /// Changes the weight announced from the next heartbeat on.
@@ -172,6 +185,34 @@ impl Heartbeats {
     }
 }
 
+/// The signing key, replaceable while shadows send with it (no lock on the fast path: a
+/// heartbeat signed during the switch may carry half of each key, and is refused once).
+pub struct SigningKey {
+    k0: AtomicU64,
+    k1: AtomicU64,
+}
+
+impl SigningKey {
+    fn new(key: Key) -> Self {
+        Self {
+            k0: AtomicU64::new(key.k0),
+            k1: AtomicU64::new(key.k1),
+        }
+    }
+
+    fn get(&self) -> Key {
+        Key {
+            k0: self.k0.load(Ordering::Relaxed),
+            k1: self.k1.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set(&self, key: Key) {
+        self.k0.store(key.k0, Ordering::Relaxed);
+        self.k1.store(key.k1, Ordering::Relaxed);
+    }
+}
+
 /// The slow path's end of the heartbeat sockets: what the XDP program passed up
 /// (heartbeats with a state section).
 pub struct Receiver {
@@ -181,23 +222,26 @@ pub struct Receiver {
 
 impl Receiver {
     /// Receives the next datagram that reached a socket (a heartbeat with a state section,
-    /// or anything else the XDP program passed). Never resolves if there are no sockets.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match (&self.v4, &self.v6) {
+    /// or anything else the XDP program passed) and its source address. Never resolves if
+    /// there are no sockets.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
+        let (n, from) = match (&self.v4, &self.v6) {
             (Some(a), Some(b)) => {
                 let mut buf2 = [0u8; MAX_DATAGRAM];
                 tokio::select! {
-                    r = a.recv(buf) => r,
-                    r = b.recv(&mut buf2) => {
-                        let n = r?.min(buf.len());
+                    r = a.recv_from(buf) => r?,
+                    r = b.recv_from(&mut buf2) => {
+                        let (n, from) = r?;
+                        let n = n.min(buf.len());
                         buf[..n].copy_from_slice(&buf2[..n]);
-                        Ok(n)
+                        (n, from)
                     }
                 }
             }
-            (Some(s), None) | (None, Some(s)) => s.recv(buf).await,
+            (Some(s), None) | (None, Some(s)) => s.recv_from(buf).await?,
             (None, None) => std::future::pending().await,
-        }
+        };
+        Ok((n, from.ip()))
     }
 }
 
@@ -217,6 +261,27 @@ fn is_link_local_v6(a: &Ipv6Addr) -> bool {
     (a.segments()[0] & 0xffc0) == 0xfe80 || (a.is_multicast() && a.segments()[0] & 0x000f == 2)
 }
 
+/// An integer socket option socket2 has no setter for.
+fn set_int(s: &Socket, level: libc::c_int, name: libc::c_int, value: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let value = value as libc::c_int;
+    // SAFETY: a c_int option value of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn socket(interface: &str, ifindex: u32, bind: SocketAddr) -> io::Result<UdpSocket> {
     let domain = if bind.is_ipv4() {
         Domain::IPV4
@@ -224,14 +289,21 @@ fn socket(interface: &str, ifindex: u32, bind: SocketAddr) -> io::Result<UdpSock
         Domain::IPV6
     };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    // GTSM (RFC 5082): sent with TTL / hop limit 255, and only datagrams that still have
+    // 255 reach this socket (the XDP program refuses the others before that).
+    let gtsm = GTSM_TTL as u32;
     if bind.is_ipv6() {
         s.set_only_v6(true)?;
         s.set_multicast_if_v6(ifindex)?;
         s.set_multicast_loop_v6(false)?;
-        s.set_multicast_hops_v6(1)?;
+        s.set_multicast_hops_v6(gtsm)?;
+        s.set_unicast_hops_v6(gtsm)?;
+        set_int(&s, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, gtsm)?;
     } else {
         s.set_multicast_loop_v4(false)?;
-        s.set_multicast_ttl_v4(1)?;
+        s.set_multicast_ttl_v4(gtsm)?;
+        s.set_ttl_v4(gtsm)?;
+        set_int(&s, libc::IPPROTO_IP, libc::IP_MINTTL, gtsm)?;
     }
     s.bind_device(Some(interface.as_bytes()))?;
     s.set_nonblocking(true)?;

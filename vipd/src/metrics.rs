@@ -92,6 +92,9 @@ pub struct Metrics {
     /// Last totals synced into the three counters above.
     fast_seen: Mutex<[u64; 3]>,
     xdp_packets: Family<PacketLabel, Counter>,
+    xdp_events_lost: Counter,
+    /// 1 when heartbeats are authenticated (pool mode with a key).
+    pub auth_enabled: Gauge,
     xdp_seen: Mutex<[u64; COUNTER_SLOTS as usize]>,
 }
 
@@ -121,6 +124,8 @@ impl Metrics {
             reports_dropped: Counter::default(),
             fast_seen: Mutex::new([0; 3]),
             xdp_packets: Family::default(),
+            xdp_events_lost: Counter::default(),
+            auth_enabled: Gauge::default(),
             xdp_seen: Mutex::new([0; COUNTER_SLOTS as usize]),
             registry: Registry::default(),
         };
@@ -186,6 +191,16 @@ impl Metrics {
             m.reports_dropped.clone(),
         );
         registry.register(
+            "xdp_events_lost",
+            "Events of the XDP program lost because its ring buffer was full",
+            m.xdp_events_lost.clone(),
+        );
+        registry.register(
+            "auth_enabled",
+            "Heartbeats are authenticated with a shared key (0: the pool trusts the segment)",
+            m.auth_enabled.clone(),
+        );
+        registry.register(
             "xdp_packets",
             "Frames seen by the XDP program, by kind and verdict",
             m.xdp_packets.clone(),
@@ -213,38 +228,25 @@ impl Metrics {
         }
     }
 
-    /// Brings the XDP packet counters up to the totals read from the map.
+    /// Brings the XDP counters up to the totals read from the map: frames as
+    /// `xdp_packets{kind=<counter name>,verdict}`, lost events as `xdp_events_lost`.
     pub fn sync_xdp(&self, totals: &[(XdpCounter, u64)]) {
         let mut seen = self.xdp_seen.lock().unwrap_or_else(|e| e.into_inner());
         for &(c, total) in totals {
-            let (kind, verdict) = match c {
-                XdpCounter::HeartbeatAccepted => ("heartbeat", "drop"),
-                XdpCounter::HeartbeatMalformed => ("malformed", "pass"),
-                XdpCounter::ForeignCluster => ("foreign_cluster", "pass"),
-                XdpCounter::OwnNodeId => ("own_node_id", "pass"),
-                XdpCounter::OtherTraffic => ("other", "pass"),
-                XdpCounter::HeartbeatBadAuth => ("bad_auth", "pass"),
-                XdpCounter::HeartbeatReplayed => ("replayed", "pass"),
-                XdpCounter::VrrpAccepted => ("vrrp", "pass"),
-                XdpCounter::VrrpBadTtl => ("vrrp_bad_ttl", "pass"),
-                XdpCounter::VrrpBadVersion => ("vrrp_bad_version", "pass"),
-                XdpCounter::VrrpMalformed => ("vrrp_malformed", "pass"),
-                XdpCounter::VrrpBadChecksum => ("vrrp_bad_checksum", "pass"),
-                XdpCounter::VrrpUnknownVrid => ("vrrp_unknown_vrid", "pass"),
-                XdpCounter::VrrpAddrMismatch => ("vrrp_addr_mismatch", "pass"),
-                XdpCounter::EventsLost | XdpCounter::PeerTableFull => continue,
-            };
             let Some(slot) = seen.get_mut(c as usize) else {
                 continue;
             };
-            let label = PacketLabel {
-                kind: kind.into(),
-                verdict: verdict.into(),
-            };
-            self.xdp_packets
-                .get_or_create(&label)
-                .inc_by(total.saturating_sub(*slot));
+            let delta = total.saturating_sub(*slot);
             *slot = total.max(*slot);
+            if c.verdict().is_empty() {
+                self.xdp_events_lost.inc_by(delta);
+                continue;
+            }
+            let label = PacketLabel {
+                kind: c.name().into(),
+                verdict: c.verdict().into(),
+            };
+            self.xdp_packets.get_or_create(&label).inc_by(delta);
         }
     }
 
@@ -323,7 +325,10 @@ mod tests {
             })
             .inc();
         m.sync_xdp(&[(XdpCounter::HeartbeatAccepted, 10)]);
-        m.sync_xdp(&[(XdpCounter::HeartbeatAccepted, 15)]);
+        m.sync_xdp(&[
+            (XdpCounter::HeartbeatAccepted, 15),
+            (XdpCounter::EventsLost, 2),
+        ]);
         let text = m.render();
         assert!(text.contains("vipd_peer_up{peer=\"2\"} 1"), "{text}");
         assert!(
@@ -331,13 +336,16 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("vipd_xdp_packets_total{kind=\"heartbeat\",verdict=\"drop\"} 15"),
+            text.contains(
+                "vipd_xdp_packets_total{kind=\"heartbeats_accepted\",verdict=\"record\"} 15"
+            ),
             "{text}"
         );
         assert!(
             text.contains("vipd_detection_latency_seconds_bucket"),
             "{text}"
         );
+        assert!(text.contains("vipd_xdp_events_lost_total 2"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

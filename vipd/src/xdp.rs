@@ -15,8 +15,9 @@ use aya::{
 };
 use tracing::{info, warn};
 use vipd_common::maps::{
-    CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP, PEERS_MAP, PeerState,
-    VRRP_EVENTS_MAP, VRRP_GROUPS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpSeen, XdpConfig,
+    CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP, PEER_ADDRS_MAP, PEERS_MAP,
+    PeerState, VRRP_EVENTS_MAP, VRRP_GROUPS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpSeen, XdpConfig,
+    addr_key,
 };
 
 /// The XDP object built by `vipd/build.rs`.
@@ -45,6 +46,10 @@ pub struct LoadedXdp {
     _ebpf: Ebpf,
     /// Peer table written by the program.
     pub peers: HashMap<MapData, u32, PeerState>,
+    /// The source addresses heartbeats are recorded from, with `peers` configured.
+    peer_addrs: HashMap<MapData, [u8; 16], u8>,
+    /// The program's configuration (rewritten by a reload that changes the keys).
+    config: Array<MapData, XdpConfig>,
     /// Per-CPU counters, indexed by `Counter` (shared with the metrics endpoint).
     pub counters: Arc<Mutex<PerCpuArray<MapData, u64>>>,
     /// The VRRP groups this node runs (VRRP mode), written by the daemon.
@@ -100,9 +105,10 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
     }
     for (name, file) in [
         (PEERS_MAP, "peers"),
+        (PEER_ADDRS_MAP, "peer_addrs"),
+        (CONFIG_MAP, "config"),
         (COUNTERS_MAP, "counters"),
         (EVENTS_MAP, "events"),
-        (CONFIG_MAP, "config"),
         (VRRP_GROUPS_MAP, "vrrp_groups"),
         (VRRP_SEEN_MAP, "vrrp_seen"),
         (VRRP_EVENTS_MAP, "vrrp_events"),
@@ -129,6 +135,8 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
     }
 
     let peers = HashMap::try_from(ebpf.take_map(PEERS_MAP).context("PEERS")?)?;
+    let peer_addrs = HashMap::try_from(ebpf.take_map(PEER_ADDRS_MAP).context("PEER_ADDRS")?)?;
+    let config = Array::try_from(ebpf.take_map(CONFIG_MAP).context("CONFIG")?)?;
     let counters = Arc::new(Mutex::new(PerCpuArray::try_from(
         ebpf.take_map(COUNTERS_MAP).context("COUNTERS")?,
     )?));
@@ -140,6 +148,8 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
         LoadedXdp {
             _ebpf: ebpf,
             peers,
+            peer_addrs,
+            config,
             counters,
             vrrp_groups,
             vrrp_seen,
@@ -262,24 +272,59 @@ fn spawn_log_reader(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
 impl LoadedXdp {
     /// A second handle on the peer table, from its pin (for the fast path's thread).
     pub fn open_peers(&self) -> anyhow::Result<HashMap<MapData, u32, PeerState>> {
-        self.open_pinned("peers")
+        self.open_pinned("peers", aya::maps::Map::LruHashMap)
+    }
+
+    /// Rewrites the program's configuration (it applies from the next frame).
+    pub fn set_config(&mut self, config: XdpConfig) -> anyhow::Result<()> {
+        self.config
+            .set(0, config, 0)
+            .context("writing the XDP CONFIG map")
+    }
+
+    /// Makes `PEER_ADDRS` hold exactly `addrs` (the configured peers): heartbeats from
+    /// other sources are then counted and never recorded (when `XdpConfig::peer_filter`).
+    pub fn set_peer_addrs(&mut self, addrs: &[std::net::IpAddr]) -> anyhow::Result<()> {
+        let keep: std::collections::BTreeSet<[u8; 16]> =
+            addrs.iter().map(|a| addr_key(*a)).collect();
+        for key in &keep {
+            self.peer_addrs
+                .insert(key, 1, 0)
+                .context("writing the PEER_ADDRS map")?;
+        }
+        let stale: Vec<[u8; 16]> = self
+            .peer_addrs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for key in stale {
+            self.peer_addrs
+                .remove(&key)
+                .context("updating the PEER_ADDRS map")?;
+        }
+        Ok(())
     }
 
     /// A second handle on VRRP_GROUPS, from its pin (for the fast path's thread).
     pub fn open_vrrp_groups(&self) -> anyhow::Result<HashMap<MapData, u32, VrrpGroup>> {
-        self.open_pinned("vrrp_groups")
+        self.open_pinned("vrrp_groups", aya::maps::Map::HashMap)
     }
 
     /// A second handle on VRRP_SEEN, from its pin (for the fast path's thread).
     pub fn open_vrrp_seen(&self) -> anyhow::Result<HashMap<MapData, u32, VrrpSeen>> {
-        self.open_pinned("vrrp_seen")
+        self.open_pinned("vrrp_seen", aya::maps::Map::HashMap)
     }
 
-    fn open_pinned<V: aya::Pod>(&self, file: &str) -> anyhow::Result<HashMap<MapData, u32, V>> {
+    fn open_pinned<V: aya::Pod>(
+        &self,
+        file: &str,
+        kind: fn(MapData) -> aya::maps::Map,
+    ) -> anyhow::Result<HashMap<MapData, u32, V>> {
         let path = self.pin_dir.join(file);
         let data = MapData::from_pin(&path)
             .with_context(|| format!("opening the pinned map {}", path.display()))?;
-        Ok(HashMap::try_from(aya::maps::Map::HashMap(data))?)
+        Ok(HashMap::try_from(kind(data))?)
     }
 
     /// Each counter summed over CPUs.
@@ -434,7 +479,8 @@ fn heartbeat_frame(payload: &[u8]) -> Vec<u8> {
     let mut f = vec![
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2, 0x08, 0x00,
     ];
-    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0]);
+    // TTL 255: sent on the link (GTSM).
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 255, 17, 0, 0]);
     f[16..18].copy_from_slice(&(20 + udp_len).to_be_bytes());
     f.extend_from_slice(&[192, 0, 2, 12, 224, 0, 0, 199]);
     f.extend_from_slice(&DEFAULT_PORT.to_be_bytes());
@@ -576,7 +622,7 @@ mod tests {
     /// A heartbeat frame from `node`, with a 1-VIP state section if `state`, signed with
     /// `key` (None: no trailer).
     fn frame(key: Option<Key>, node: u32, incarnation: u64, sequence: u64, state: bool) -> Vec<u8> {
-        let state_len = if state { State::len_for(1) } else { 0 };
+        let state_len = if state { State::len_for(1, 0) } else { 0 };
         let hb = Heartbeat {
             cluster_id: 1,
             node_id: node,
@@ -591,7 +637,7 @@ mod tests {
         let mut payload = hb.to_bytes().to_vec();
         payload.resize(HEADER_LEN + state_len, 0);
         if state {
-            State::write(&mut payload[HEADER_LEN..], 7, 1, |_| true);
+            State::write(&mut payload[HEADER_LEN..], 7, 1, |_| true, &[]);
         }
         if let Some(key) = key {
             let trailer = sign(key, &payload);
@@ -617,9 +663,17 @@ mod tests {
         // The trailer announced but cut off by the end of the frame (the UDP length
         // claims it): refused.
         let mut cut = frame(Some(key), 2, 10, 1, true);
-        let udp_end = 14 + 20 + 8 + HEADER_LEN + State::len_for(1);
+        let udp_end = 14 + 20 + 8 + HEADER_LEN + State::len_for(1, 0);
         cut.truncate(udp_end + 4);
         assert_eq!(verdict(&ebpf, &cut), PASS);
+        assert_eq!(bad(4), (4, 4));
+        assert_eq!(recorded(&ebpf, 2), None);
+
+        // Authentic but from off the link (TTL below 255): refused before the MAC is checked.
+        let mut routed = frame(Some(key), 2, 10, 5, false);
+        routed[14 + 8] = 254;
+        assert_eq!(verdict(&ebpf, &routed), PASS);
+        assert_eq!(counter(&ebpf, Counter::HeartbeatBadTtl), 1);
         assert_eq!(bad(4), (4, 4));
         assert_eq!(recorded(&ebpf, 2), None);
 

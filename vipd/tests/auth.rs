@@ -182,7 +182,10 @@ fn only_nodes_sharing_the_key_are_peers_and_replays_are_refused() -> anyhow::Res
     let send = |payload: Vec<u8>| {
         let target = target.clone();
         lab.in_netns(&n3, move || {
-            UdpSocket::bind("0.0.0.0:0")?.send_to(&payload, &target)?;
+            // TTL 255, as from the link (GTSM).
+            let sock = UdpSocket::bind("0.0.0.0:0")?;
+            sock.set_ttl(255)?;
+            sock.send_to(&payload, &target)?;
             Ok(())
         })
     };
@@ -203,75 +206,100 @@ fn only_nodes_sharing_the_key_are_peers_and_replays_are_refused() -> anyhow::Res
 }
 
 #[test]
-fn sighup_does_not_change_the_key_of_a_running_node() -> anyhow::Result<()> {
-    if !privileged("sighup_does_not_change_the_key_of_a_running_node") {
+fn keys_rotate_by_reloads_without_splitting_the_pool() -> anyhow::Result<()> {
+    if !privileged("keys_rotate_by_reloads_without_splitting_the_pool") {
         return Ok(());
     }
     let mut lab = Lab::new("vk")?;
     let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
     let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
-    let key_file = lab.dir().join("shared.key");
-    keygen(&key_file)?;
+    let (old, new) = (lab.dir().join("old.key"), lab.dir().join("new.key"));
+    keygen(&old)?;
+    let nodes = [(&n1, 1), (&n2, 2)];
+    let write = |lab: &Lab, key: &Path, next: Option<&Path>| -> anyhow::Result<()> {
+        for (host, id) in nodes {
+            let next = next.map_or(String::new(), |p| {
+                format!("auth_next_key_file = \"{}\"\n", p.display())
+            });
+            std::fs::write(
+                lab.dir().join(format!("{}.toml", host.name)),
+                format!(
+                    "[node]\nid = {id}\ninterface = \"eth0\"\ninstance = \"{}-{}\"\n\n\
+                     [heartbeat]\ninterval = \"50ms\"\nhold_down = \"300ms\"\n\
+                     auth_key_file = \"{}\"\n{next}\n[pool]\nvips = [\"{}\", \"{}\"]\n",
+                    lab.prefix(),
+                    host.name,
+                    key.display(),
+                    VIPS[0],
+                    VIPS[1]
+                ),
+            )?;
+        }
+        Ok(())
+    };
+    write(&lab, &old, None)?;
     let mut procs = Vec::new();
-    for (host, id) in [(&n1, 1), (&n2, 2)] {
+    for (host, _) in nodes {
         let config = lab.dir().join(format!("{}.toml", host.name));
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\nid = {id}\ninterface = \"eth0\"\ninstance = \"{}-{}\"\n\n\
-                 [heartbeat]\ninterval = \"50ms\"\nhold_down = \"300ms\"\n\
-                 auth_key_file = \"{}\"\n\n[pool]\nvips = [\"{}\", \"{}\"]\n",
-                lab.prefix(),
-                host.name,
-                key_file.display(),
-                VIPS[0],
-                VIPS[1]
-            ),
-        )?;
         let args = ["run", "--config", config.to_str().context("path")?];
         let p = lab.spawn(host, &format!("{}-vipd", host.name), Path::new(VIPD), &args)?;
         lab.proc(p)
             .wait_for_line(&["vipd started", "auth=true"], SETTLE)?;
         procs.push(p);
     }
-    wait_until("n1 and n2 peers, one VIP each", SETTLE, || {
-        Ok(
-            peer(&status(&lab, &n1)?, 2).is_some_and(|p| p["state"] == "up")
-                && held(&lab, &n1) == 1
-                && held(&lab, &n2) == 1,
-        )
-    })?;
+    let one_each = |lab: &Lab| -> anyhow::Result<bool> {
+        Ok(status(lab, &n1)?["view"] == serde_json::json!([1, 2])
+            && status(lab, &n2)?["view"] == serde_json::json!([1, 2])
+            && held(lab, &n1) == 1
+            && held(lab, &n2) == 1)
+    };
+    wait_until("n1 and n2 peers, one VIP each", SETTLE, || one_each(&lab))?;
+    let placed: Vec<usize> = [&n1, &n2].iter().map(|h| held(&lab, h)).collect();
 
-    // A new key in the file: n1's reload is refused, and it keeps the key it runs with.
-    let fresh = lab.dir().join("fresh.key");
-    keygen(&fresh)?;
-    std::fs::rename(&fresh, &key_file)?;
+    // Straight to a new key on one node: refused (it would split the pool), and the node
+    // keeps the key it runs with.
+    keygen(&new)?;
+    write(&lab, &new, None)?;
     lab.proc(procs[0]).signal(libc::SIGHUP)?;
     let line = lab
         .proc(procs[0])
         .wait_for_line(&["reload rejected"], SETTLE)?;
     assert!(
-        line.contains(
-            "changing the heartbeat authentication key (file or contents) needs a restart"
-        ),
+        line.contains("the heartbeat key to one this node does not accept yet"),
         "{line}"
     );
     assert!(
         lab.proc(procs[0]).child.try_wait()?.is_none(),
         "still running"
     );
-    // Still peers with the old key: n2's heartbeats keep arriving and counting.
-    let received = |lab: &Lab| -> anyhow::Result<u64> {
-        Ok(peer(&status(lab, &n1)?, 2)
-            .and_then(|p| p["received"].as_u64())
-            .unwrap_or(0))
-    };
-    let before = received(&lab)?;
-    wait_until("more heartbeats of n2 accepted by n1", SETTLE, || {
-        Ok(received(&lab)? >= before + 5)
-    })?;
-    let s1 = status(&lab, &n1)?;
-    assert_eq!(s1["view"], serde_json::json!([1, 2]), "{s1}");
-    assert_eq!(counter(&s1, "heartbeats_bad_auth"), 0, "{s1}");
+
+    // The documented rotation, each step on every node before the next: accept the new
+    // key; sign with it (still accepting the old); drop the old. The pool never splits.
+    let steps: [(&Path, Option<&Path>); 3] = [(&old, Some(&new)), (&new, Some(&old)), (&new, None)];
+    for (step, (key, next)) in steps.into_iter().enumerate() {
+        write(&lab, key, next)?;
+        for &p in &procs {
+            let before = lab.proc(p).count_lines(&["configuration reloaded"]);
+            lab.proc(p).signal(libc::SIGHUP)?;
+            lab.proc(p)
+                .wait_for_lines(&["configuration reloaded"], before + 1, SETTLE)?;
+            assert!(one_each(&lab)?, "step {step}: the pool split");
+        }
+        let received = |lab: &Lab| -> anyhow::Result<u64> {
+            Ok(peer(&status(lab, &n1)?, 2)
+                .and_then(|p| p["received"].as_u64())
+                .unwrap_or(0))
+        };
+        let before = received(&lab)?;
+        wait_until("n2's heartbeats still accepted by n1", SETTLE, || {
+            Ok(received(&lab)? >= before + 5)
+        })?;
+        assert!(one_each(&lab)?, "step {step}: the pool split");
+    }
+    let after: Vec<usize> = [&n1, &n2].iter().map(|h| held(&lab, h)).collect();
+    assert_eq!(after, placed);
+    // One key again.
+    let s = status(&lab, &n1)?;
+    assert_eq!(s["auth"], "key", "{s}");
     Ok(())
 }

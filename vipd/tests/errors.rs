@@ -52,6 +52,13 @@ fn malformed_cli_values_are_usage_errors() {
         1,
         "must be longer than the heartbeat interval",
     );
+    // A pool without a key, unless it says it runs without one.
+    assert_clean_failure(&with(&["-n", "1"]), 1, "vipd keygen /etc/vipd/auth.key");
+    assert_clean_failure(
+        &with(&["-n", "1", "--insecure", "--auth-key-file", "/k"]),
+        2,
+        "--insecure",
+    );
 }
 
 #[test]
@@ -63,7 +70,7 @@ fn runtime_errors_are_clear() -> anyhow::Result<()> {
     let host = lab.add_host("h", "192.0.2.11/24", "02:00:00:00:00:0b")?;
     let instance = format!("{}-h", lab.prefix());
     let run = |lab: &mut Lab, name: &str, args: &[&str]| -> anyhow::Result<String> {
-        let mut full = vec!["run", "-n", "1", "--instance", &instance];
+        let mut full = vec!["run", "-n", "1", "--instance", &instance, "--insecure"];
         full.extend_from_slice(args);
         let p = lab.spawn(&host, name, Path::new(VIPD), &full)?;
         assert!(
@@ -108,7 +115,17 @@ fn runtime_errors_are_clear() -> anyhow::Result<()> {
             "--inh-caps=-all",
             "--",
         ])
-        .args([VIPD, "run", "-i", "lo", "-n", "1", "--vip", "192.0.2.201"])
+        .args([
+            VIPD,
+            "run",
+            "-i",
+            "lo",
+            "-n",
+            "1",
+            "--vip",
+            "192.0.2.201",
+            "--insecure",
+        ])
         .output()?;
     assert_clean_failure(
         &out,

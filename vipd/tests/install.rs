@@ -25,10 +25,18 @@ fn install_script_stages_binary_unit_and_config() {
     assert!(unit.contains("ExecStart=/usr/local/sbin/vipd run --config /etc/vipd/vipd.toml"));
     assert!(unit.contains("CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_NET_RAW CAP_PERFMON"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
-    // The staged binary runs and accepts the staged configuration.
+    // A private heartbeat key was made for the example configuration.
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = dest.join("etc/vipd/auth.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    // The staged binary runs and accepts the staged configuration (with the staged key).
     let check = Command::new(dest.join("usr/local/sbin/vipd"))
         .args(["check-config", "--config"])
         .arg(dest.join("etc/vipd/vipd.toml"))
+        .arg("--auth-key-file")
+        .arg(&key)
         .output()
         .unwrap();
     assert!(
@@ -44,5 +52,7 @@ fn install_script_stages_binary_unit_and_config() {
         "# edited\n"
     );
     assert!(dest.join("etc/vipd/vipd.toml.example").exists());
+    // …and the key: a new one would split the cluster.
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), key_text);
     std::fs::remove_dir_all(&dest).unwrap();
 }

@@ -40,11 +40,13 @@ fn write_config(
     let path = lab.dir().join(format!("{}.toml", host.name));
     let text = format!(
         "[node]\nid = {id}\ninterface = \"eth0\"\ninstance = \"{}-{}\"\n\n\
-         [heartbeat]\ninterval = \"50ms\"\nhold_down = \"300ms\"\npeers = [\"{}\"]\n\n\
+         [heartbeat]\ninterval = \"50ms\"\nhold_down = \"300ms\"\npeers = [\"{}\"]\n\
+         auth_key_file = \"{}\"\n\n\
          [pool]\nvips = [\"{}\", \"{}\"]\n\n{extra}",
         lab.prefix(),
         host.name,
         peer.addr,
+        lab.key_file()?.display(),
         VIPS[0],
         VIPS[1]
     );
@@ -85,7 +87,8 @@ fn check_config_prints_the_effective_configuration_and_names_bad_keys() -> anyho
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
-        "[node]\nid = 2\ninterface = \"eth0\"\n[pool]\nvips = [\"192.0.2.201\"]\n",
+        "[node]\nid = 2\ninterface = \"eth0\"\n[heartbeat]\nauth = \"off\"\n\
+         [pool]\nvips = [\"192.0.2.201\"]\n",
     )?;
     let out = Command::new(VIPD)
         .args([
@@ -223,7 +226,9 @@ fn status_and_metrics_describe_a_running_pair() -> anyhow::Result<()> {
     assert!(text.contains("vipd_announcements_total"), "{text}");
     let heartbeats = text
         .lines()
-        .find(|l| l.starts_with("vipd_xdp_packets_total{kind=\"heartbeat\",verdict=\"drop\"}"))
+        .find(|l| {
+            l.starts_with("vipd_xdp_packets_total{kind=\"heartbeats_accepted\",verdict=\"record\"}")
+        })
         .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
         .with_context(|| format!("no heartbeat counter in {text}"))?;
     assert!(heartbeats > 0);

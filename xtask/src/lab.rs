@@ -257,6 +257,28 @@ impl Lab {
         &self.dir
     }
 
+    /// The lab's heartbeat key file (made on first use, mode 0600): pools need one, and
+    /// every node the lab starts shares it.
+    pub fn key_file(&self) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.dir.join("lab.key");
+        if !path.exists() {
+            let mut bytes = [0u8; 16];
+            File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+                .context("reading /dev/urandom")?;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{hex}\n").as_bytes()))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(path)
+    }
+
     /// Adds a host named `name` with `addr_cidr` (e.g. "192.0.2.11/24") and `mac` on eth0.
     pub fn add_host(&mut self, name: &str, addr_cidr: &str, mac: &str) -> anyhow::Result<Host> {
         let netns = format!("{}-{name}", self.prefix);
@@ -472,6 +494,8 @@ impl Lab {
 
     /// Starts `vipd run` in `host` as node `id` on its eth0, with `extra` flags. The
     /// instance is named `<lab prefix>-<host>`, so the lab removes its pins when dropped.
+    /// A pool gets the lab's key ([`Self::key_file`]) unless `extra` names a key file or
+    /// `--insecure`.
     pub fn spawn_vipd(
         &mut self,
         host: &Host,
@@ -482,7 +506,13 @@ impl Lab {
     ) -> anyhow::Result<usize> {
         let id = id.to_string();
         let instance = format!("{}-{}", self.prefix, host.name);
+        let key = self.key_file()?;
+        let key = key.to_str().context("non-UTF-8 path")?.to_owned();
         let mut args = vec!["run", "-i", "eth0", "-n", &id, "--instance", &instance];
+        let says = |flag: &str| extra.contains(&flag);
+        if !says("--auth-key-file") && !says("--insecure") && !says("--vrrp") {
+            args.extend(["--auth-key-file", &key]);
+        }
         args.extend_from_slice(extra);
         self.spawn(host, log_name, vipd, &args)
     }
@@ -651,13 +681,17 @@ impl Drop for Lab {
     }
 }
 
-/// Removes `<PIN_ROOT>/<prefix>-*` and the control sockets `/run/vipd/<prefix>-*.sock` of
-/// vipd instances named after a lab (a SIGKILLed daemon leaves both).
+/// Removes `<PIN_ROOT>/<prefix>-*`, the control sockets `/run/vipd/<prefix>-*.sock` (a
+/// SIGKILLed daemon leaves both) and the incarnation files `/var/lib/vipd/<prefix>-*` of
+/// vipd instances named after a lab.
 fn remove_pins(prefix: &str) {
-    if let Ok(dir) = std::fs::read_dir("/run/vipd") {
+    for (dir, suffix) in [("/run/vipd", ".sock"), ("/var/lib/vipd", ".incarnation")] {
+        let Ok(dir) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("{prefix}-")) && name.ends_with(".sock") {
+            if name.starts_with(&format!("{prefix}-")) && name.ends_with(suffix) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

@@ -16,7 +16,11 @@ use std::{
 
 use aya::maps::{HashMap, MapData, RingBuf};
 use vipd_common::{
-    heartbeat::{FLAG_LEAVING, FLAG_MATURE, State as WireState, view_digest},
+    auth::AUTH_LEN,
+    heartbeat::{
+        ECHO_LEN, FLAG_LEAVING, FLAG_MATURE, HEADER_LEN, MAX_ECHOES, State as WireState,
+        view_digest,
+    },
     maps::{EventKind, PeerEvent, PeerState},
 };
 
@@ -38,7 +42,7 @@ use crate::{
         schedule::{Periodic, earliest},
         shadow::{self, Vouch},
     },
-    heartbeat::Heartbeats,
+    heartbeat::{Heartbeats, MAX_DATAGRAM},
     holder,
     ifaddr::{IfAddrs, Outcome},
     vip::Vip,
@@ -48,6 +52,14 @@ use crate::{
 const LEAVING_BURST: usize = 3;
 /// XDP events handled per wake-up (a flood must not delay the next heartbeat).
 const EVENTS_PER_WAKE: usize = 256;
+/// How often the whole peer table is read (between times, only the peers named by events
+/// and the view's members): catches what no event says (a weight or view digest change,
+/// events lost to a full ring) at a bounded cost however many ids a flood brings.
+const FULL_SCAN_NS: u64 = 100_000_000;
+/// Peers outside the view silent this long are forgotten (and removed from the table).
+const FORGET_AFTER_NS: u64 = 60_000_000_000;
+/// Peer table entries read between two checks of the heartbeat slot.
+const SCAN_CHUNK: usize = 32;
 
 /// The descriptors and maps the fast path acts with.
 pub struct Io {
@@ -103,6 +115,16 @@ struct Pool {
     /// VIPs whose failure to be added was reported (once until they are added).
     take_failed: BTreeSet<IpAddr>,
     send_failing: bool,
+    /// When the whole peer table was last read.
+    last_full_scan_ns: u64,
+}
+
+/// Which peers a reconcile reads from the table.
+enum Scan {
+    /// Every entry.
+    All,
+    /// These ids (and the view's members).
+    Ids(BTreeSet<u32>),
 }
 
 /// Runs the pool's fast path until `shared.stop`, its heartbeat slots starting at
@@ -130,6 +152,7 @@ pub fn run(cfg: Config, io: Io, ch: Channels, start_ns: u64) {
         last_loss_ns: None,
         take_failed: BTreeSet::new(),
         send_failing: false,
+        last_full_scan_ns: 0,
         cfg,
         io,
         ch,
@@ -140,18 +163,11 @@ pub fn run(cfg: Config, io: Io, ch: Channels, start_ns: u64) {
 impl Pool {
     fn run(mut self) {
         // Say at once where we stand (holding down), and hear the peers already there.
-        self.reconcile(monotonic_ns());
+        self.reconcile(monotonic_ns(), Scan::All);
         loop {
             let now = monotonic_ns();
             self.io.vouch.progress_ns.store(now, Ordering::Relaxed);
-            if self.send.due(now) {
-                let late = self.send.advance(now);
-                self.heartbeat();
-                self.ch
-                    .shared
-                    .stats
-                    .record_send(late, self.send_tolerance_ns());
-            }
+            self.send_if_due();
             if self.ch.stopping() {
                 break;
             }
@@ -162,21 +178,27 @@ impl Pool {
                 };
                 reconcile |= self.on_command(c);
             }
+            // Events coalesce per peer: a flood costs one read of each peer it names.
+            let mut touched = BTreeSet::new();
             for _ in 0..EVENTS_PER_WAKE {
                 let Some(ev) = self.io.events.next().map(|item| read_event(&item)) else {
                     break;
                 };
                 if let Some(ev) = ev {
-                    reconcile |= self.on_event(ev);
+                    self.on_event(ev);
+                    touched.insert(ev.node_id);
                 }
             }
+            reconcile |= !touched.is_empty();
             let now = monotonic_ns();
             self.excuse_cpu_stalls(now);
             if self.timer_due(now) {
                 reconcile = true;
             }
-            if reconcile {
-                self.reconcile(now);
+            if now.saturating_sub(self.last_full_scan_ns) >= FULL_SCAN_NS {
+                self.reconcile(now, Scan::All);
+            } else if reconcile {
+                self.reconcile(now, Scan::Ids(touched));
             }
             let wake = earliest([Some(self.send.next()), self.next_timer()]);
             let fd = self.io.events.as_raw_fd();
@@ -278,10 +300,19 @@ impl Pool {
         self.state_burst = self.state_burst.saturating_sub(1);
         self.last_state_sent_ns = now;
         let count = self.pool.len() as u16;
-        let mut out = vec![0u8; WireState::len_for(count)];
-        WireState::write(&mut out, self.pool_digest, count, |i| {
-            self.held.contains_key(&self.pool[i])
-        });
+        // Echo as many peers as fit in the datagram (the newest first: they wait for it).
+        let room = MAX_DATAGRAM - HEADER_LEN - AUTH_LEN - WireState::len_for(count, 0);
+        let echoes = self
+            .membership
+            .echoes(now, (room / ECHO_LEN).min(MAX_ECHOES));
+        let mut out = vec![0u8; WireState::len_for(count, echoes.len())];
+        WireState::write(
+            &mut out,
+            self.pool_digest,
+            count,
+            |i| self.held.contains_key(&self.pool[i]),
+            &echoes,
+        );
         out
     }
 
@@ -310,6 +341,11 @@ impl Pool {
     /// A command from the slow path; returns whether to reconcile.
     fn on_command(&mut self, command: Command) -> bool {
         match command {
+            Command::Verified { peer, incarnation } => {
+                let new = !self.membership.is_verified(peer, incarnation);
+                self.membership.verify(peer, incarnation);
+                new
+            }
             Command::Holdings { peer, vips } => {
                 let changed = self.peers.get(&peer) != Some(&vips);
                 self.peers.insert(peer, vips);
@@ -319,6 +355,9 @@ impl Pool {
                 self.pool = cfg.vips.iter().map(|v| v.addr).collect();
                 self.pool_digest = pool_digest(&cfg.vips);
                 self.io.heartbeats.set_weight(cfg.weight);
+                if let Some(key) = cfg.auth_key {
+                    self.io.heartbeats.set_key(key);
+                }
                 self.io.vouch.weight.store(cfg.weight, Ordering::Relaxed);
                 self.cfg = *cfg;
                 self.state_burst = STATE_BURST;
@@ -331,8 +370,8 @@ impl Pool {
         }
     }
 
-    /// An event from the XDP program; returns whether to reconcile.
-    fn on_event(&mut self, ev: PeerEvent) -> bool {
+    /// An event from the XDP program.
+    fn on_event(&mut self, ev: PeerEvent) {
         let kind = EventKind::from_u8(ev.kind);
         if kind == Some(EventKind::Restarted) {
             self.peers.remove(&ev.node_id);
@@ -341,11 +380,10 @@ impl Pool {
             kind,
             Some(EventKind::NewPeer | EventKind::Restarted | EventKind::Returned)
         ) {
-            // It needs to learn what we hold.
+            // It needs to learn what we hold, and our echo of its incarnation.
             self.state_burst = STATE_BURST;
         }
         self.report(Report::XdpEvent(ev));
-        true
     }
 
     /// Whether a peer's deadline or the end of the hold-down has passed.
@@ -357,11 +395,13 @@ impl Pool {
     /// end of our hold-down.
     fn next_timer(&self) -> Option<u64> {
         let hold_down = (self.carrier && !self.mature).then_some(self.mature_at);
-        earliest([self.membership.next_deadline(), hold_down])
+        let full_scan = self.last_full_scan_ns + FULL_SCAN_NS;
+        earliest([self.membership.next_deadline(), hold_down, Some(full_scan)])
     }
 
-    /// Reads the peer table, updates the view, places the pool and acts.
-    fn reconcile(&mut self, now: u64) {
+    /// Reads the peer table (all of it, or the peers named and the view's members),
+    /// updates the view, places the pool and acts.
+    fn reconcile(&mut self, now: u64, scan: Scan) {
         if self.carrier && !self.mature && now >= self.mature_at {
             self.mature = true;
             self.report(Report::Mature);
@@ -369,16 +409,58 @@ impl Pool {
             self.state_burst = STATE_BURST;
             self.heartbeat();
         }
-        let table: Vec<PeerState> = self
-            .io
-            .peers
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(_, v)| v)
-            .collect();
+        let full = matches!(scan, Scan::All);
+        let table = match scan {
+            Scan::All => {
+                self.last_full_scan_ns = now;
+                self.read_table()
+            }
+            Scan::Ids(mut ids) => {
+                ids.extend(self.membership.view_peers());
+                ids.iter()
+                    .filter_map(|id| self.io.peers.get(id, 0).ok())
+                    .collect()
+            }
+        };
         if self.update(table, now) {
             // What we hold changed: say so now rather than at the next slot.
             self.heartbeat();
+        }
+        if full {
+            self.forget(now);
+        }
+    }
+
+    /// The whole peer table, the heartbeat kept on time while a big one is read.
+    fn read_table(&mut self) -> Vec<PeerState> {
+        let keys: Vec<u32> = self.io.peers.keys().filter_map(Result::ok).collect();
+        let mut table = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(SCAN_CHUNK) {
+            table.extend(chunk.iter().filter_map(|id| self.io.peers.get(id, 0).ok()));
+            self.send_if_due();
+        }
+        table
+    }
+
+    /// Sends the heartbeat if its slot has come (inside long work).
+    fn send_if_due(&mut self) {
+        let now = monotonic_ns();
+        if self.send.due(now) {
+            let late = self.send.advance(now);
+            self.heartbeat();
+            self.ch
+                .shared
+                .stats
+                .record_send(late, self.send_tolerance_ns());
+        }
+    }
+
+    /// Forgets long-silent peers outside the view, and removes them from the table.
+    fn forget(&mut self, now: u64) {
+        let max = vipd_common::maps::MAX_PEERS as usize;
+        for id in self.membership.forget(now, FORGET_AFTER_NS, max) {
+            self.peers.remove(&id);
+            let _ = self.io.peers.remove(&id);
         }
     }
 
@@ -462,7 +544,7 @@ impl Pool {
                 weight: self
                     .membership
                     .peer(id)
-                    .map_or(1, |p| u32::from(p.weight.max(1))),
+                    .map_or(1, |p| u32::from(p.weight.clamp(1, self.cfg.max_weight))),
             })
             .collect();
         if self.active() {

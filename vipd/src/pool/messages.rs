@@ -44,6 +44,8 @@ impl Verdicts {
 pub enum Command {
     /// What a peer holds, from its latest authenticated state section.
     Holdings { peer: u32, vips: BTreeSet<IpAddr> },
+    /// A peer, in `incarnation`, echoed our current incarnation: it is live.
+    Verified { peer: u32, incarnation: u64 },
     /// A reloaded configuration (already checked: nothing in it needs a restart).
     Reload(Box<Config>),
     /// The fast path's part of `vipd status`.

@@ -24,7 +24,7 @@ const STATE_REFRESH_NS: u64 = 2_000_000_000;
 
 /// Digest of the pool (addresses and prefixes, sorted), so nodes with different VIP lists
 /// do not misread each other's state sections.
-fn pool_digest(vips: &[Vip]) -> u32 {
+pub fn pool_digest(vips: &[Vip]) -> u32 {
     let text: Vec<String> = vips.iter().map(ToString::to_string).collect();
     let bytes: Vec<&[u8]> = text.iter().map(String::as_bytes).collect();
     fnv1a64(&bytes) as u32

@@ -45,8 +45,10 @@ use crate::{
     holder::Announcements,
     hooks::Hooks,
     ifaddr::IfAddrs,
+    incarnation,
     metrics::{Metrics, PeerLabel, ReasonLabel},
     netlink::{CarrierWatch, Link},
+    ratelimit::LogLimit,
     runtime::{
         Signal, Signals, answer, check_privileges, clean_up, counters_text, hooks_of,
         join_fast_path, remove_leftovers, serve_metrics,
@@ -68,21 +70,15 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let link = Link::open(&cfg.interface).await?;
     remove_leftovers(&link, &cfg.vips).await?;
 
-    let (loaded, rings) = xdp::load(&xdp::XdpSettings {
+    let (mut loaded, rings) = xdp::load(&xdp::XdpSettings {
         interface: &cfg.interface,
         also: &[],
         mode: cfg.xdp_mode,
         pin_dir: &cfg.pin_dir(),
-        config: XdpConfig {
-            cluster_id: cfg.cluster_id,
-            node_id: cfg.node_id,
-            dead_ns: cfg.dead_interval.as_nanos() as u64,
-            port: cfg.port,
-            auth: u8::from(cfg.auth_key.is_some()),
-            _pad: [0; 5],
-            auth_key: cfg.auth_key.map_or([0; 2], |k| [k.k0, k.k1]),
-        },
+        config: xdp_config(&cfg),
     })?;
+    loaded.set_peer_addrs(&cfg.peers)?;
+    let incarnation = incarnation::next(&cfg.incarnation_file(), realtime_ns());
     let announcer = Arc::new(
         Announcer::open(link.index, link.mac)
             .context("opening an AF_PACKET socket for gratuitous ARP (needs CAP_NET_RAW)")?,
@@ -95,7 +91,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         Heartbeat {
             cluster_id: cfg.cluster_id,
             node_id: cfg.node_id,
-            incarnation: realtime_ns(),
+            incarnation,
             interval_us: cfg.interval.as_micros().min(u32::MAX as u128) as u32,
             weight: cfg.weight,
             ..Heartbeat::default()
@@ -170,6 +166,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         auth = cfg.auth_key.is_some(),
         "vipd started"
     );
+    if cfg.auth_key.is_none() {
+        warn!(
+            "heartbeats are NOT authenticated (auth = \"off\"): anyone who can send onto {} \
+             can move, hold or free the VIPs",
+            cfg.interface
+        );
+    }
+    metrics.auth_enabled.set(i64::from(cfg.auth_key.is_some()));
 
     let mut slow = Slow {
         pool: cfg.vips.iter().map(|v| v.addr).collect(),
@@ -190,9 +194,13 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         verdicts,
         loaded,
         holdings_sent: BTreeMap::new(),
+        incarnation,
+        verified: BTreeMap::new(),
         state_seen: BTreeMap::new(),
         pool_mismatch_logged: BTreeSet::new(),
         rejected: Rejected::default(),
+        event_logs: LogLimit::per_peer(),
+        view_logs: LogLimit::per_peer(),
         stopped: None,
         args,
         link_name: link.name.clone(),
@@ -232,7 +240,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             received = receiver.recv(&mut buf) => match received {
-                Ok(n) => slow.on_datagram(&buf[..n]),
+                Ok((n, from)) => slow.on_datagram(&buf[..n], from),
                 Err(e) => debug!("receiving heartbeats: {e}"),
             },
             _ = refresh.tick() => slow.held.refresh(),
@@ -264,6 +272,34 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     slow.health_tasks.iter().for_each(JoinHandle::abort);
     clean_up(&slow.loaded.pin_dir, &slow.cfg.instance).await;
     Ok(())
+}
+
+/// What the XDP program is told: who we are, the dead interval, the keys, whether only
+/// the peers' addresses count.
+fn xdp_config(cfg: &Config) -> XdpConfig {
+    let words = |k: Option<auth::Key>| k.map_or([0; 2], |k| [k.k0, k.k1]);
+    XdpConfig {
+        cluster_id: cfg.cluster_id,
+        node_id: cfg.node_id,
+        dead_ns: cfg.dead_interval.as_nanos() as u64,
+        port: cfg.port,
+        auth: u8::from(cfg.auth_key.is_some()) + u8::from(cfg.auth_next_key.is_some()),
+        peer_filter: u8::from(!cfg.peers.is_empty()),
+        auth_key: words(cfg.auth_key),
+        auth_next_key: words(cfg.auth_next_key),
+        ..XdpConfig::default()
+    }
+}
+
+/// How heartbeats are authenticated, for the start-up line and `vipd status`.
+fn auth_text(cfg: &Config) -> &'static str {
+    match (cfg.auth_key, cfg.auth_next_key) {
+        (Some(_), None) => "key",
+        (Some(_), Some(_)) => "key (rotating: a second key is accepted)",
+        (None, _) => {
+            "off (INSECURE: anyone who can send onto the link can move, hold or free the VIPs)"
+        }
+    }
 }
 
 fn refresh_timer(every: Option<Duration>) -> tokio::time::Interval {
@@ -303,11 +339,18 @@ struct Slow {
     pool_digest: u32,
     /// What was last passed to the fast path for each peer.
     holdings_sent: BTreeMap<u32, BTreeSet<IpAddr>>,
+    /// This daemon's incarnation, which peers' state sections must echo.
+    incarnation: u64,
+    /// The incarnation each peer was last verified in (passed to the fast path).
+    verified: BTreeMap<u32, u64>,
     /// With authentication: (incarnation, sequence) of the last state section accepted
     /// from each peer, so a replayed one is refused.
     state_seen: BTreeMap<u32, (u64, u64)>,
     pool_mismatch_logged: BTreeSet<u32>,
     rejected: Rejected,
+    /// Per-peer limits on the log lines heartbeats can cause.
+    event_logs: LogLimit<u32>,
+    view_logs: LogLimit<u32>,
     /// What the fast path said when it ended.
     stopped: Option<(u64, u64, u64)>,
     link_name: String,
@@ -331,14 +374,23 @@ impl Slow {
     /// Logs, counts and hooks what the fast path did.
     fn on_report(&mut self, report: Report) {
         match report {
-            Report::XdpEvent(ev) => log_event(&ev),
+            Report::XdpEvent(ev) => {
+                if let Some(suppressed) = self.event_logs.allow(ev.node_id, monotonic_ns()) {
+                    log_event(&ev, suppressed);
+                }
+            }
             Report::Transition {
                 transition,
                 at_ns,
                 last_seen_ns,
                 weight,
             } => {
-                log_transition(&transition, at_ns, last_seen_ns, weight);
+                let id = match transition {
+                    Transition::Joined { node_id } | Transition::Left { node_id, .. } => node_id,
+                };
+                if let Some(suppressed) = self.view_logs.allow(id, at_ns) {
+                    log_transition(&transition, at_ns, last_seen_ns, weight, suppressed);
+                }
                 self.count_transition(&transition, at_ns);
             }
             Report::NodeState(state) => {
@@ -474,11 +526,17 @@ impl Slow {
             info!("reload: configuration unchanged");
             return None;
         }
+        // Accept the new keys before signing with them (a rotation never splits the pool).
+        if let Err(e) = self.loaded.set_config(xdp_config(&new)) {
+            warn!("reload rejected, keeping the running configuration: {e:#}");
+            return None;
+        }
         if self
             .fast
             .try_ask(Command::Reload(Box::new(new.clone())))
             .is_err()
         {
+            let _ = self.loaded.set_config(xdp_config(&self.cfg));
             warn!("reload not applied: the fast path is busy; send SIGHUP again");
             return None;
         }
@@ -514,6 +572,7 @@ impl Slow {
             instance: self.cfg.instance.clone(),
             interface: self.cfg.interface.clone(),
             xdp_mode: self.loaded.mode.into(),
+            auth: auth_text(&self.cfg).into(),
             state: "unknown (the fast path did not answer)".into(),
             checks: self
                 .cfg
@@ -548,16 +607,22 @@ impl Slow {
 
     /// A datagram on the heartbeat port that the XDP program passed up: a peer's state
     /// section is checked here and handed to the fast path when it says something new.
-    fn on_datagram(&mut self, payload: &[u8]) {
+    fn on_datagram(&mut self, payload: &[u8], from: IpAddr) {
         let Ok(hb) = Heartbeat::parse(payload, self.cfg.cluster_id) else {
             return;
         };
+        // The XDP program passed it up without recording it if it came from elsewhere.
+        if !self.cfg.peers.is_empty() && !self.cfg.peers.contains(&from) {
+            return;
+        }
         if hb.node_id == self.cfg.node_id || hb.state_len == 0 {
             return;
         }
         let recorded = self.recorded(hb.node_id);
         if let Some(key) = self.cfg.auth_key {
-            let reason = if auth::verify(key, payload, hb.state_len.into(), hb.auth_len).is_err() {
+            let verify = |k| auth::verify(k, payload, hb.state_len.into(), hb.auth_len).is_ok();
+            let authentic = verify(key) || self.cfg.auth_next_key.is_some_and(verify);
+            let reason = if !authentic {
                 Some("bad_auth")
             } else if !fresh_state(
                 self.state_seen.get(&hb.node_id).copied(),
@@ -576,9 +641,9 @@ impl Slow {
             self.state_seen
                 .insert(hb.node_id, (hb.incarnation, hb.sequence));
         }
-        if recorded.is_none() {
-            // Not (yet) in the peer table: a spoofed or brand-new id; its state arrives
-            // again in the next heartbeats that carry it.
+        if recorded.is_none_or(|p| p.incarnation != hb.incarnation) {
+            // Not (yet) in the peer table as this incarnation: a spoofed or brand-new id;
+            // its state arrives again in the next heartbeats that carry it.
             return;
         }
         let section = &payload[HEADER_LEN..HEADER_LEN + hb.state_len as usize];
@@ -586,6 +651,21 @@ impl Slow {
             debug!(peer = hb.node_id, "malformed state section");
             return;
         };
+        if state.echoes_for(self.cfg.node_id, self.incarnation)
+            && self.verified.get(&hb.node_id) != Some(&hb.incarnation)
+        {
+            let command = Command::Verified {
+                peer: hb.node_id,
+                incarnation: hb.incarnation,
+            };
+            if self.fast.try_ask(command).is_ok() {
+                // Bounded: forgetting only means asking again (the fast path keeps its own).
+                if self.verified.len() >= 2 * vipd_common::maps::MAX_PEERS as usize {
+                    self.verified.clear();
+                }
+                self.verified.insert(hb.node_id, hb.incarnation);
+            }
+        }
         if state.pool_digest != self.pool_digest || state.vip_count as usize != self.pool.len() {
             if self.pool_mismatch_logged.insert(hb.node_id) {
                 warn!(
@@ -648,13 +728,25 @@ impl Slow {
 }
 
 /// Logs an event from the XDP program.
-fn log_event(ev: &PeerEvent) {
+/// Logs an event from the XDP program; `suppressed`: lines about this peer left out
+/// before it (rate limit).
+fn log_event(ev: &PeerEvent, suppressed: u64) {
     match EventKind::from_u8(ev.kind) {
         Some(EventKind::NewPeer) => {
-            info!(peer = ev.node_id, mono_ns = ev.ts_ns, "new peer heard")
+            info!(
+                peer = ev.node_id,
+                mono_ns = ev.ts_ns,
+                suppressed,
+                "new peer heard"
+            )
         }
         Some(EventKind::FlagsChanged) if ev.flags & FLAG_LEAVING != 0 => {
-            info!(peer = ev.node_id, mono_ns = ev.ts_ns, "peer sent LEAVING")
+            info!(
+                peer = ev.node_id,
+                mono_ns = ev.ts_ns,
+                suppressed,
+                "peer sent LEAVING"
+            )
         }
         Some(EventKind::FlagsChanged) => debug!(
             peer = ev.node_id,
@@ -666,9 +758,13 @@ fn log_event(ev: &PeerEvent) {
             peer = ev.node_id,
             incarnation = ev.incarnation,
             last_sequence = ev.prev_sequence,
+            suppressed,
             "peer restarted"
         ),
-        Some(EventKind::Returned) => info!(peer = ev.node_id, "peer heard again after silence"),
+        Some(EventKind::Returned) => info!(
+            peer = ev.node_id,
+            suppressed, "peer heard again after silence"
+        ),
         Some(EventKind::SequenceGap) => debug!(
             peer = ev.node_id,
             missed = ev
@@ -680,10 +776,10 @@ fn log_event(ev: &PeerEvent) {
     }
 }
 
-fn log_transition(t: &Transition, now: u64, last_seen_ns: u64, weight: u16) {
+fn log_transition(t: &Transition, now: u64, last_seen_ns: u64, weight: u16, suppressed: u64) {
     match *t {
         Transition::Joined { node_id } => {
-            info!(peer = node_id, weight, "peer joined the view");
+            info!(peer = node_id, weight, suppressed, "peer joined the view");
         }
         Transition::Left { node_id, because } => {
             let reason = match because {
@@ -694,7 +790,7 @@ fn log_transition(t: &Transition, now: u64, last_seen_ns: u64, weight: u16) {
             };
             info!(target: "vipd::timeline", event = "peer_lost", peer = node_id, reason,
                 last_seen_mono_ns = last_seen_ns, mono_ns = now,
-                silence_us = now.saturating_sub(last_seen_ns) / 1000,
+                silence_us = now.saturating_sub(last_seen_ns) / 1000, suppressed,
                 "peer left the view ({reason})");
         }
     }

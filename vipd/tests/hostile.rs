@@ -1,0 +1,517 @@
+//! Hostile packets in network namespaces: an attacker on the segment and one behind a
+//! router (off-link, sending to a VIP) forge heartbeats; no VIP may move, be left unheld or
+//! be held twice, and every refusal is counted under its name.
+//!
+//! These run as root (CI does); elsewhere they print why they skip.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use socket2::SockRef;
+use vipd_common::{
+    auth::{AUTH_LEN, Key, sign},
+    heartbeat::{DEFAULT_PORT, FLAG_LEAVING, FLAG_MATURE, HEADER_LEN, Heartbeat, State},
+};
+use xtask::lab::{Host, Lab, privileged, wait_until};
+
+const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+const VIPS: [&str; 6] = [
+    "192.0.2.201",
+    "192.0.2.202",
+    "192.0.2.203",
+    "192.0.2.204",
+    "192.0.2.205",
+    "192.0.2.206",
+];
+/// Generous bound for anything that should take milliseconds (CI machines are slow).
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn status(lab: &Lab, host: &Host) -> anyhow::Result<serde_json::Value> {
+    let instance = format!("{}-{}", lab.prefix(), host.name);
+    let out = Command::new(VIPD)
+        .args(["status", "--json", "--instance", &instance])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "vipd status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn counter(status: &serde_json::Value, name: &str) -> u64 {
+    status["counters"][name].as_u64().unwrap_or(0)
+}
+
+/// Which node holds each VIP (None: nobody; Err: more than one).
+fn holders(lab: &Lab, nodes: &[(&Host, u32)]) -> anyhow::Result<Vec<Option<u32>>> {
+    VIPS.iter()
+        .map(|vip| {
+            let mut on = Vec::new();
+            for (host, id) in nodes {
+                if lab.has_address(host, vip)? {
+                    on.push(*id);
+                }
+            }
+            anyhow::ensure!(on.len() <= 1, "{vip} is held by nodes {on:?}");
+            Ok(on.first().copied())
+        })
+        .collect()
+}
+
+/// Starts a pool node with `extra` flags (the lab's key unless they say otherwise).
+fn start(lab: &mut Lab, host: &Host, id: u32, extra: &[&str]) -> anyhow::Result<usize> {
+    let mut args = vec!["--interval", "20ms", "--hold-down", "300ms"];
+    for vip in VIPS {
+        args.extend(["--vip", vip]);
+    }
+    args.extend_from_slice(extra);
+    let p = lab.spawn_vipd(
+        host,
+        id,
+        &format!("{}-vipd", host.name),
+        Path::new(VIPD),
+        &args,
+    )?;
+    lab.proc(p).wait_for_line(&["vipd started"], SETTLE)?;
+    Ok(p)
+}
+
+/// Waits until every VIP is held once and the nodes agree on the view `ids`.
+fn settled(lab: &Lab, nodes: &[(&Host, u32)], ids: &[u32]) -> anyhow::Result<Vec<Option<u32>>> {
+    wait_until("every VIP held once, views agree", SETTLE, || {
+        // A hand-over in progress may hold a VIP twice for a moment: not settled yet.
+        let Ok(held) = holders(lab, nodes) else {
+            return Ok(false);
+        };
+        let mut views = Vec::new();
+        for (host, _) in nodes {
+            views.push(status(lab, host)?["view"].clone());
+        }
+        Ok(held.iter().all(Option::is_some) && views.iter().all(|v| *v == serde_json::json!(ids)))
+    })?;
+    holders(lab, nodes)
+}
+
+/// A forged heartbeat: `state` claims every VIP of the pool; `key` signs it.
+fn forged(
+    node_id: u32,
+    incarnation: u64,
+    sequence: u64,
+    flags: u8,
+    state: bool,
+    key: Option<Key>,
+) -> Vec<u8> {
+    let mut section = vec![0u8; State::len_for(VIPS.len() as u16, 0)];
+    if state {
+        let digest = vipd::pool::pool_digest(
+            &VIPS
+                .iter()
+                .map(|v| v.parse().unwrap())
+                .collect::<Vec<vipd::vip::Vip>>(),
+        );
+        State::write(&mut section, digest, VIPS.len() as u16, |_| true, &[]);
+    } else {
+        section.clear();
+    }
+    let hb = Heartbeat {
+        flags,
+        auth_len: if key.is_some() { AUTH_LEN as u16 } else { 0 },
+        cluster_id: 1,
+        node_id,
+        incarnation,
+        sequence,
+        interval_us: 20_000,
+        weight: u16::MAX,
+        state_len: section.len() as u16,
+        view_digest: 0,
+    };
+    let mut payload = hb.to_bytes().to_vec();
+    payload.extend_from_slice(&section);
+    debug_assert_eq!(payload.len(), HEADER_LEN + section.len());
+    if let Some(key) = key {
+        let trailer = sign(key, &payload);
+        payload.extend_from_slice(&trailer);
+    }
+    payload
+}
+
+/// A UDP socket in the current namespace that sends with `ttl` (255: as if on the link).
+fn sender(ttl: u32) -> anyhow::Result<UdpSocket> {
+    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    let s = SockRef::from(&sock);
+    s.set_ttl_v4(ttl)?;
+    s.set_multicast_ttl_v4(ttl)?;
+    Ok(sock)
+}
+
+/// Sends `frames` round-robin to `targets` from `host` for `length` (at most `max` in
+/// all), pausing `gap` between rounds; returns how many were sent.
+fn blast(
+    lab: &Lab,
+    host: &Host,
+    ttl: u32,
+    targets: &[SocketAddr],
+    frames: &[Vec<u8>],
+    (length, gap, max): (Duration, Duration, usize),
+) -> anyhow::Result<usize> {
+    let targets = targets.to_vec();
+    let frames = frames.to_vec();
+    lab.in_netns(host, move || {
+        let sock = sender(ttl)?;
+        let start = Instant::now();
+        let mut sent = 0;
+        'outer: while start.elapsed() < length {
+            for f in &frames {
+                for t in &targets {
+                    if sent >= max {
+                        break 'outer;
+                    }
+                    // A full socket buffer is not an error for a flood.
+                    if sock.send_to(f, t).is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
+        }
+        Ok(sent)
+    })
+}
+
+fn key_of(lab: &Lab) -> anyhow::Result<Key> {
+    let text = std::fs::read_to_string(lab.key_file()?)?;
+    vipd::auth::parse_key(&text).map_err(anyhow::Error::msg)
+}
+
+#[test]
+fn forged_heartbeats_on_the_link_and_from_off_link_move_nothing() -> anyhow::Result<()> {
+    if !privileged("forged_heartbeats_on_the_link_and_from_off_link_move_nothing") {
+        return Ok(());
+    }
+    let mut lab = Lab::new("vh")?;
+    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let n3 = lab.add_host("n3", "192.0.2.13/24", "02:00:00:00:00:0d")?;
+    let evil = lab.add_host("evil", "192.0.2.66/24", "02:00:00:00:00:42")?;
+    // Off-link: a router on the segment, the attacker behind it.
+    let rt = lab.add_host("rt", "192.0.2.1/24", "02:00:00:00:00:01")?;
+    let far = lab.add_host("far", "203.0.113.66/24", "02:00:00:00:00:43")?;
+    lab.set_switch_port(&far, false)?;
+    lab.connect(&rt, &far, "eth1", "198.51.100.1/24", "198.51.100.2/24")?;
+    lab.sysctl(&rt, "net.ipv4.ip_forward", "1")?;
+    lab.ip(
+        &far.netns,
+        &["route", "add", "192.0.2.0/24", "via", "198.51.100.1"],
+    )?;
+    let nodes = [(&n1, 1), (&n2, 2), (&n3, 3)];
+    for (host, id) in nodes {
+        start(&mut lab, host, id, &[])?;
+    }
+    let before = settled(&lab, &nodes, &[1, 2, 3])?;
+
+    // On the link, without the key: a heavy MATURE node 99, LEAVING for node 2, a new
+    // incarnation of node 3, node 1 claiming every VIP — each with TTL 255, to every node
+    // and to the group.
+    let now = u64::MAX / 2;
+    let frames = [
+        forged(99, now, 1, FLAG_MATURE, false, None),
+        forged(2, now, 1, FLAG_LEAVING, false, None),
+        forged(3, now, 1, 0, false, None),
+        forged(1, now, 1, FLAG_MATURE, true, None),
+    ];
+    let mut targets: Vec<SocketAddr> = ["192.0.2.11", "192.0.2.12", "192.0.2.13", "224.0.0.199"]
+        .iter()
+        .map(|a| SocketAddr::new(a.parse().unwrap(), DEFAULT_PORT))
+        .collect();
+    let attack = |lab: &Lab, host: &Host, ttl, targets: &[SocketAddr], frames: &[Vec<u8>]| {
+        let length = Duration::from_secs(2);
+        blast(
+            lab,
+            host,
+            ttl,
+            targets,
+            frames,
+            (length, Duration::from_millis(5), 20_000),
+        )
+    };
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let flood = s.spawn(|| attack(&lab, &evil, 255, &targets, &frames));
+        // While it lasts, every VIP stays where it was, held once.
+        while !flood.is_finished() {
+            assert_eq!(
+                holders(&lab, &nodes)?,
+                before,
+                "a VIP moved during the attack"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let sent = flood.join().expect("attacker")?;
+        assert!(sent > 100, "the attack sent {sent} frames");
+        Ok(())
+    })?;
+    for (host, _) in nodes {
+        let s = status(&lab, host)?;
+        assert_eq!(s["view"], serde_json::json!([1, 2, 3]), "{s}");
+        assert!(counter(&s, "heartbeats_bad_auth") > 0, "{s}");
+        let ids: Vec<u64> = s["peers"]
+            .as_array()
+            .context("peers")?
+            .iter()
+            .filter_map(|p| p["id"].as_u64())
+            .collect();
+        assert!(!ids.contains(&99), "node 99 recorded: {s}");
+    }
+    assert_eq!(holders(&lab, &nodes)?, before);
+
+    // From off the link, to a VIP's own address, even signed with the cluster's key (a
+    // leaked key, or a capture replayed from afar): TTL 63 on arrival, refused by GTSM.
+    let key = key_of(&lab)?;
+    let vip_holder = nodes
+        .iter()
+        .find(|(_, id)| before[0] == Some(*id))
+        .map(|(h, _)| *h)
+        .context("holder of the first VIP")?;
+    let signed = [
+        forged(99, now, 1, FLAG_MATURE, false, Some(key)),
+        forged(2, now, 1, FLAG_LEAVING, false, Some(key)),
+    ];
+    targets = vec![SocketAddr::new(VIPS[0].parse().unwrap(), DEFAULT_PORT)];
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let flood = s.spawn(|| attack(&lab, &far, 64, &targets, &signed));
+        while !flood.is_finished() {
+            assert_eq!(
+                holders(&lab, &nodes)?,
+                before,
+                "a VIP moved during the attack"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        flood.join().expect("attacker")?;
+        Ok(())
+    })?;
+    wait_until("off-link heartbeats counted as bad TTL", SETTLE, || {
+        Ok(counter(&status(&lab, vip_holder)?, "heartbeats_bad_ttl") > 10)
+    })?;
+    let s = status(&lab, vip_holder)?;
+    assert_eq!(s["view"], serde_json::json!([1, 2, 3]), "{s}");
+    assert_eq!(holders(&lab, &nodes)?, before);
+    Ok(())
+}
+
+#[test]
+fn forged_ids_cannot_lock_out_a_real_node_and_a_flood_costs_no_failover() -> anyhow::Result<()> {
+    if !privileged("forged_ids_cannot_lock_out_a_real_node_and_a_flood_costs_no_failover") {
+        return Ok(());
+    }
+    // Unauthenticated (the attacker could forge anything here): what must still hold is
+    // that the tables stay usable, real nodes are never declared dead and logs stay small.
+    let mut lab = Lab::new("vf")?;
+    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let n3 = lab.add_host("n3", "192.0.2.13/24", "02:00:00:00:00:0d")?;
+    let n4 = lab.add_host("n4", "192.0.2.14/24", "02:00:00:00:00:0e")?;
+    let evil = lab.add_host("evil", "192.0.2.66/24", "02:00:00:00:00:42")?;
+    let mut procs = Vec::new();
+    for (host, id) in [(&n1, 1), (&n2, 2), (&n3, 3)] {
+        procs.push(start(&mut lab, host, id, &["--insecure"])?);
+    }
+    let three = [(&n1, 1), (&n2, 2), (&n3, 3)];
+    settled(&lab, &three, &[1, 2, 3])?;
+    let targets: Vec<SocketAddr> = ["192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"]
+        .iter()
+        .map(|a| SocketAddr::new(a.parse().unwrap(), DEFAULT_PORT))
+        .collect();
+
+    // 2,000 distinct ids (never MATURE): more than the peer table holds.
+    let ids: Vec<Vec<u8>> = (1000..3000)
+        .map(|id| forged(id, 1, 1, 0, false, None))
+        .collect();
+    let sent = blast(
+        &lab,
+        &evil,
+        255,
+        &targets[..3],
+        &ids,
+        (Duration::from_secs(10), Duration::ZERO, ids.len() * 3),
+    )?;
+    assert_eq!(sent, ids.len() * 3);
+    // A real fourth node started afterwards still joins everyone's view.
+    procs.push(start(&mut lab, &n4, 4, &["--insecure"])?);
+    let four = [(&n1, 1), (&n2, 2), (&n3, 3), (&n4, 4)];
+    settled(&lab, &four, &[1, 2, 3, 4])?;
+
+    // A flood of flags flipping between LEAVING and MATURE under many ids, as fast as the
+    // attacker can send: status answers throughout, no real node is declared dead, and
+    // the logs do not grow with the flood.
+    let log_len = |lab: &mut Lab, p: usize| lab.proc(p).output().lines().count();
+    let lines_before: Vec<usize> = procs.iter().map(|&p| log_len(&mut lab, p)).collect();
+    let flipping: Vec<Vec<u8>> = (0..400u64)
+        .map(|i| {
+            let flags = if i % 2 == 0 {
+                FLAG_LEAVING
+            } else {
+                FLAG_MATURE
+            };
+            forged(5000 + (i / 2) as u32 % 50, 7, i + 1, flags, false, None)
+        })
+        .collect();
+    let answered = std::thread::scope(|s| -> anyhow::Result<usize> {
+        let flood = s.spawn(|| {
+            let window = (Duration::from_secs(3), Duration::ZERO, 500_000);
+            blast(&lab, &evil, 255, &targets, &flipping, window)
+        });
+        let mut answered = 0;
+        while !flood.is_finished() {
+            for (host, _) in four {
+                status(&lab, host)
+                    .with_context(|| format!("status of {} during the flood", host.name))?;
+                answered += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let sent = flood.join().expect("attacker")?;
+        assert!(sent > 1000, "the flood sent {sent} frames");
+        Ok(answered)
+    })?;
+    assert!(answered > 0);
+    for (i, &p) in procs.iter().enumerate() {
+        let out = lab.proc(p).output();
+        let real_lost = out
+            .lines()
+            .filter(|l| l.contains("peer left the view"))
+            .filter(|l| {
+                l.split_whitespace()
+                    .any(|w| ["peer=1", "peer=2", "peer=3", "peer=4"].contains(&w))
+            })
+            .count();
+        assert_eq!(real_lost, 0, "a real node was declared lost:\n{out}");
+        let grown = out.lines().count() - lines_before[i];
+        assert!(grown < 2_000, "{grown} log lines during the flood");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_recording_replayed_to_a_node_that_just_started_is_not_a_live_peer() -> anyhow::Result<()> {
+    if !privileged("a_recording_replayed_to_a_node_that_just_started_is_not_a_live_peer") {
+        return Ok(());
+    }
+    let mut lab = Lab::new("vr")?;
+    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let evil = lab.add_host("evil", "192.0.2.66/24", "02:00:00:00:00:42")?;
+    // The attacker records n2's heartbeats (with their state sections) from its start.
+    let (_, pcap) = lab.spawn_capture(
+        &evil,
+        "recording",
+        "udp port 7846 and ether src 02:00:00:00:00:0c",
+        5_000,
+        Duration::from_secs(60),
+    )?;
+    let p1 = start(&mut lab, &n1, 1, &[])?;
+    let p2 = start(&mut lab, &n2, 2, &[])?;
+    let both = [(&n1, 1), (&n2, 2)];
+    settled(&lab, &both, &[1, 2])?;
+    // A few seconds of heartbeats, state-section refreshes included.
+    wait_until("a recording of n2 with state sections", SETTLE, || {
+        let capture = xtask::pcap::Capture::read(&pcap)?;
+        Ok(capture.packets.len() > 200 && capture.packets.iter().any(|p| p.data.len() > 120))
+    })?;
+    let frames: Vec<Vec<u8>> = xtask::pcap::Capture::read(&pcap)?
+        .packets
+        .into_iter()
+        .map(|p| p.data)
+        .collect();
+
+    // n2 goes away for good; n1 holds everything. Then n1 restarts: it has heard nothing
+    // yet.
+    lab.proc(p2).signal(libc::SIGTERM)?;
+    lab.proc(p2).wait_exit(SETTLE)?;
+    wait_until("n1 holds every VIP", SETTLE, || {
+        Ok(holders(&lab, &both)?.iter().all(|h| *h == Some(1)))
+    })?;
+    lab.proc(p1).signal(libc::SIGTERM)?;
+    lab.proc(p1).wait_exit(SETTLE)?;
+    start(&mut lab, &n1, 1, &[])?;
+    wait_until("the new n1 holds every VIP", SETTLE, || {
+        Ok(holders(&lab, &both)?.iter().all(|h| *h == Some(1)))
+    })?;
+
+    // The recording, replayed to it as it was sent (TTL 255, n2's MAC and address, the
+    // right key, fresh to this new incarnation of n1): n2 must not come back to life.
+    let until = Instant::now() + Duration::from_secs(3);
+    for chunk in frames.chunks(100).cycle().take(1000) {
+        if Instant::now() >= until {
+            break;
+        }
+        lab.send_frames(&evil, "eth0", chunk)?;
+        assert!(
+            holders(&lab, &both)?.iter().all(|h| *h == Some(1)),
+            "a VIP was given to the replayed node"
+        );
+    }
+    let s = status(&lab, &n1)?;
+    assert_eq!(s["view"], serde_json::json!([1]), "{s}");
+    let two = s["peers"]
+        .as_array()
+        .context("peers")?
+        .iter()
+        .find(|p| p["id"] == 2)
+        .cloned();
+    // The replay is recorded as heard (the MAC is right) but never joins the view.
+    assert!(two.is_none_or(|p| p["in_view"] == false), "{s}");
+    Ok(())
+}
+
+#[test]
+fn a_node_whose_clock_went_back_is_still_a_peer() -> anyhow::Result<()> {
+    if !privileged("a_node_whose_clock_went_back_is_still_a_peer") {
+        return Ok(());
+    }
+    let mut lab = Lab::new("vc")?;
+    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let both = [(&n1, 1), (&n2, 2)];
+    start(&mut lab, &n1, 1, &[])?;
+    // n2's previous run had its clock a day ahead: n1 recorded that run's incarnation (an
+    // authentic heartbeat of it, from n2's address), and n2 left it in its state file.
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64
+        + 86_400_000_000_000;
+    let state_file = format!("/var/lib/vipd/{}-n2.incarnation", lab.prefix());
+    std::fs::create_dir_all("/var/lib/vipd")?;
+    std::fs::write(&state_file, format!("{ahead}\n"))?;
+    let key = key_of(&lab)?;
+    let last_run = forged(2, ahead, 1000, 0, false, Some(key));
+    let to_n1 = [SocketAddr::new("192.0.2.11".parse()?, DEFAULT_PORT)];
+    let once = (Duration::from_secs(1), Duration::ZERO, 1);
+    blast(&lab, &n2, 255, &to_n1, &[last_run], once)?;
+    wait_until("n1 recorded n2's last run", SETTLE, || {
+        let s = status(&lab, &n1)?;
+        Ok(s["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["id"] == 2)))
+    })?;
+    // Now n2 starts with the right time, a day behind that run: its incarnation must still
+    // be newer than the one n1 recorded, or n1 refuses it as a replay forever.
+    start(&mut lab, &n2, 2, &[])?;
+    let held = settled(&lab, &both, &[1, 2])?;
+    assert_eq!(
+        held.iter().filter(|h| **h == Some(2)).count(),
+        3,
+        "{held:?}"
+    );
+    assert_eq!(counter(&status(&lab, &n1)?, "heartbeats_replayed"), 0);
+    let recorded: u64 = std::fs::read_to_string(&state_file)?.trim().parse()?;
+    assert_eq!(recorded, ahead + 1);
+    Ok(())
+}
