@@ -14,7 +14,7 @@
 //! Both MACs cover `state_len` and `auth_len` (they are header fields), so neither can be
 //! moved to another message of another length.
 
-use crate::heartbeat::HEADER_LEN;
+use crate::heartbeat::{HEADER_LEN, Heartbeat, MAX_STATE_LEN};
 
 /// Length of the MAC trailer.
 pub const AUTH_LEN: usize = 16;
@@ -153,6 +153,18 @@ pub fn sign(key: Key, message: &[u8]) -> [u8; AUTH_LEN] {
     }
     out[8..].copy_from_slice(&siphash24(key, message).to_be_bytes());
     out
+}
+
+/// Where the header MAC of `hb` starts in its UDP payload, if it announces a trailer the
+/// XDP program checks: [`AUTH_LEN`] bytes after a state section of at most
+/// [`MAX_STATE_LEN`] bytes (a bound the verifier sees). `None` fails authentication.
+#[inline(always)]
+pub fn header_mac_offset(hb: &Heartbeat) -> Option<usize> {
+    let state_len = hb.state_len as usize;
+    if hb.auth_len as usize != AUTH_LEN || state_len > MAX_STATE_LEN {
+        return None;
+    }
+    Some(HEADER_LEN + state_len)
 }
 
 /// Reads the header MAC at the start of a trailer.

@@ -33,6 +33,10 @@ pub const MAGIC: u32 = 0x5649_5044;
 pub const VERSION: u8 = 2;
 /// Bytes in the fixed header (everything but the state section and the MAC trailer).
 pub const HEADER_LEN: usize = 48;
+/// Longest state section whose MAC trailer the XDP program looks for (a bound the verifier
+/// can see on the trailer's offset; 10,000 VIPs and 64 echoes take 2,036 bytes): a longer
+/// one fails authentication.
+pub const MAX_STATE_LEN: usize = 2047;
 /// Default UDP port heartbeats are sent to.
 pub const DEFAULT_PORT: u16 = 7846;
 

@@ -24,6 +24,9 @@ pub const HEADER_LEN: usize = 8;
 pub const MAX_ADDRS_V4: usize = 255;
 /// Most IPv6 addresses in one advert that fit a 1500-byte frame.
 pub const MAX_ADDRS_V6: usize = 90;
+/// Longest VRRP message the XDP program checksums: every address VRRP allows that fits a
+/// 1500-byte frame (255 IPv4 or 90 IPv6 addresses). Longer adverts count as malformed.
+pub const MAX_MESSAGE_LEN: usize = HEADER_LEN + MAX_ADDRS_V6 * 16;
 /// Priority of the address owner.
 pub const PRIORITY_OWNER: u8 = 255;
 /// Priority a master sends when it stops (the backups take over at once).

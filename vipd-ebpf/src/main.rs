@@ -40,7 +40,7 @@ use network_types::{
     udp::UdpHdr,
 };
 use vipd_common::{
-    auth::{AUTH_LEN, Key, header_mac, siphash24_header},
+    auth::{Key, header_mac, header_mac_offset, siphash24_header},
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, ParseError},
     maps::{
         COUNTER_SLOTS, Counter, EVENTS_BYTES, MAX_PEER_ADDRS, MAX_PEERS, MAX_VRRP_GROUPS,
@@ -83,16 +83,12 @@ static VRRP_SEEN: HashMap<u32, VrrpSeen, { MAX_VRRP_GROUPS as usize }> = HashMap
 #[btf_map]
 static VRRP_EVENTS: RingBuf<VrrpNotice, { VRRP_EVENTS_BYTES as usize }> = RingBuf::new();
 
-/// Longest VRRP message checksummed here: every address VRRP allows that fits a 1500-byte
-/// frame (255 IPv4 or 90 IPv6 addresses). Longer adverts are counted as malformed.
-const VRRP_MAX_WORDS: usize = (vrrp::HEADER_LEN + vrrp::MAX_ADDRS_V6 * 16) / 2;
+/// Longest VRRP message checksummed here, in 16-bit words.
+const VRRP_MAX_WORDS: usize = vrrp::MAX_MESSAGE_LEN / 2;
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_UDP: u8 = 17;
-/// Longest state section whose trailer the program looks for: a bound the verifier can
-/// see on the trailer's offset (10,000 VIPs take 1,256 bytes).
-const MAX_STATE_LEN: usize = 2047;
 
 /// Entry point: never aborts a frame, whatever happens in parsing.
 #[xdp]
@@ -227,12 +223,10 @@ fn authentic(
     udp_off: usize,
     config: &XdpConfig,
 ) -> bool {
-    let state_len = hb.state_len as usize;
-    if hb.auth_len as usize != AUTH_LEN || state_len > MAX_STATE_LEN {
+    let Some(at) = header_mac_offset(hb) else {
         return false;
-    }
-    let at = udp_off + UdpHdr::LEN + HEADER_LEN + state_len;
-    let Some(mac) = ptr_at::<[u8; 8]>(ctx, at) else {
+    };
+    let Some(mac) = ptr_at::<[u8; 8]>(ctx, udp_off + UdpHdr::LEN + at) else {
         return false;
     };
     // SAFETY: ptr_at checked the 8 bytes lie inside the frame.

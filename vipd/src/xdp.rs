@@ -21,7 +21,7 @@ use vipd_common::maps::{
 };
 
 /// The XDP object built by `vipd/build.rs`.
-static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vipd"));
+pub(crate) static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vipd"));
 
 /// bpffs's f_type (`BPF_FS_MAGIC`).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

@@ -35,6 +35,18 @@ enum Task {
         #[command(subcommand)]
         which: BenchTask,
     },
+    /// Differential fuzzing of the XDP program: generated and damaged frames through the
+    /// loaded program (BPF_PROG_TEST_RUN) and its host reference; any difference in verdict,
+    /// counters, peer table or events fails. Needs root; writes
+    /// bench/results/<date>-fuzz-xdp.{json,md}.
+    FuzzXdp {
+        /// Frames to run (split over three configurations).
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+        /// Seed of the frame generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// (Used by the failover benchmark.) Answer UDP requests to an address with a name.
     #[command(hide = true)]
     Echo {
@@ -189,6 +201,7 @@ fn main() -> anyhow::Result<()> {
                     load,
                 },
         } => bench::starvation::bench(seconds, quick, load),
+        Task::FuzzXdp { frames, seed } => bench::fuzz_xdp(frames, seed),
         Task::Echo {
             bind,
             name,

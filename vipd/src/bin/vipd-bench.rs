@@ -24,6 +24,15 @@ enum Which {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
     },
+    /// Differential fuzzing of the XDP program against its host reference (needs root).
+    FuzzXdp {
+        /// Frames to run.
+        #[arg(long, default_value_t = 100_000)]
+        frames: u64,
+        /// Seed of the frame generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Placement of a large pool: from nothing, after a leave, after a join.
     Placement {
         /// Nodes.
@@ -41,6 +50,15 @@ enum Which {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().which {
         Which::Xdp { repeat } => bench_xdp(repeat),
+        Which::FuzzXdp { frames, seed } => {
+            let started = Instant::now();
+            let report = vipd::fuzz::run(frames, seed)?;
+            let mut json = serde_json::to_value(&report)?;
+            json["seed"] = seed.into();
+            json["seconds"] = started.elapsed().as_secs_f64().into();
+            println!("{json}");
+            Ok(())
+        }
         Which::Placement {
             nodes,
             vips,

@@ -104,6 +104,58 @@ pub fn xdp(repeat: u32, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask fuzz-xdp`: fails when the program and its host reference disagree.
+pub fn fuzz_xdp(frames: u64, seed: u64) -> anyhow::Result<()> {
+    let machine = Machine::here();
+    let result = vipd_json(&[
+        "fuzz-xdp",
+        "--frames",
+        &frames.to_string(),
+        "--seed",
+        &seed.to_string(),
+    ])?;
+    let differences = result["differences"].as_u64().unwrap_or(u64::MAX);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Differential fuzzing of the XDP program (BPF_PROG_TEST_RUN) against its host \
+         reference: {} frames, seed {seed}, {:.0} s, **{differences} differences**.",
+        result["frames"],
+        result["seconds"].as_f64().unwrap_or(0.0)
+    );
+    let _ = writeln!(md, "Machine: {}.\n", machine.line());
+    let _ = writeln!(
+        md,
+        "Configurations: {}. Verdicts: {} dropped, {} passed; {} peer events.\n",
+        result["setups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        result["dropped"],
+        result["passed"],
+        result["events"]
+    );
+    let _ = writeln!(md, "| counter | frames |\n|---|---|");
+    for (name, n) in result["counters"].as_object().into_iter().flatten() {
+        let _ = writeln!(md, "| {name} | {n} |");
+    }
+    for d in result["first"].as_array().into_iter().flatten() {
+        let _ = writeln!(md, "\n- {}", d.as_str().unwrap_or("?"));
+    }
+    println!("{md}");
+    let json = serde_json::json!({ "machine": machine, "result": result });
+    let (j, m) = write_results("fuzz-xdp", &json, &md)?;
+    println!("wrote {} and {}", j.display(), m.display());
+    anyhow::ensure!(
+        differences == 0,
+        "the XDP program and its host reference disagree on {differences} frames"
+    );
+    Ok(())
+}
+
 /// `cargo xtask bench cpu`.
 pub fn cpu(quick: bool) -> anyhow::Result<()> {
     let machine = Machine::here();

@@ -1,0 +1,267 @@
+//! The host reference of the XDP program: the same walk through a frame, written over
+//! plain slices with the same `vipd_common` parsers and rules (`Heartbeat::parse_header`,
+//! `peer::admit`, `peer::record`, `Advert::parse_header`, the checksum helpers). The
+//! fuzzer feeds both the same frames and any difference in verdict, counters, peer table
+//! or events is a bug in one of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use vipd_common::{
+    auth::{Key, header_mac_offset, siphash24_header},
+    heartbeat::{HEADER_LEN, Heartbeat, ParseError},
+    maps::{Counter, EventKind, PeerState, VrrpGroup, XdpConfig, addr_key_v4, vrrp_key},
+    peer,
+    vrrp::{self, Advert, Family, IPPROTO_VRRP, VrrpError},
+};
+
+/// XDP_DROP.
+pub const DROP: u32 = 1;
+/// XDP_PASS.
+pub const PASS: u32 = 2;
+
+const ETH_LEN: usize = 14;
+const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+const UDP_LEN: usize = 8;
+
+/// What the program does with one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// XDP_DROP or XDP_PASS.
+    pub verdict: u32,
+    /// The counter it adds one to.
+    pub counter: Counter,
+    /// A second counter it adds one to (a VRRP advert listing other addresses).
+    pub also: Option<Counter>,
+    /// The event it pushes (node id, kind), if any.
+    pub event: Option<(u32, EventKind)>,
+    /// The node whose peer entry it writes, if any.
+    pub recorded: Option<u32>,
+}
+
+/// The state the program keeps and reads, as the model sees it.
+pub struct Model {
+    /// The program's configuration.
+    pub config: XdpConfig,
+    /// `PEER_ADDRS`.
+    pub peer_addrs: BTreeSet<[u8; 16]>,
+    /// `VRRP_GROUPS`.
+    pub groups: BTreeMap<u32, VrrpGroup>,
+    /// `PEERS` (times are not modelled: the program's come from its clock).
+    pub peers: BTreeMap<u32, PeerState>,
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn other() -> Outcome {
+    pass(Counter::OtherTraffic)
+}
+
+fn pass(counter: Counter) -> Outcome {
+    Outcome {
+        verdict: PASS,
+        counter,
+        also: None,
+        event: None,
+        recorded: None,
+    }
+}
+
+impl Model {
+    /// A model of a freshly loaded program.
+    pub fn new(config: XdpConfig, peer_addrs: &[[u8; 16]], groups: &[(u32, VrrpGroup)]) -> Self {
+        Self {
+            config,
+            peer_addrs: peer_addrs.iter().copied().collect(),
+            groups: groups.iter().copied().collect(),
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// The program's outcome for `frame` (at a time long before any dead interval ends:
+    /// the fuzzer configures one that never does), updating the peer table.
+    pub fn classify(&mut self, frame: &[u8]) -> Outcome {
+        if frame.len() < ETH_LEN {
+            return other();
+        }
+        let (udp_off, ttl, source) = match be16(frame, 12) {
+            0x0800 => {
+                let Some(ip) = frame.get(ETH_LEN..ETH_LEN + IPV4_LEN) else {
+                    return other();
+                };
+                if ip[9] == IPPROTO_VRRP {
+                    return self.vrrp_v4(frame, ip);
+                }
+                if ip[0] != 0x45 || ip[9] != 17 || be16(ip, 6) & 0x3fff != 0 {
+                    return other();
+                }
+                let src = [ip[12], ip[13], ip[14], ip[15]];
+                (ETH_LEN + IPV4_LEN, ip[8], addr_key_v4(src))
+            }
+            0x86DD => {
+                let Some(ip) = frame.get(ETH_LEN..ETH_LEN + IPV6_LEN) else {
+                    return other();
+                };
+                if ip[6] == IPPROTO_VRRP {
+                    return self.vrrp_v6(frame, ip);
+                }
+                if ip[6] != 17 {
+                    return other();
+                }
+                let src: [u8; 16] = ip[8..24].try_into().expect("16 bytes");
+                (ETH_LEN + IPV6_LEN, ip[7], src)
+            }
+            _ => return other(),
+        };
+        let Some(udp) = frame.get(udp_off..udp_off + UDP_LEN) else {
+            return other();
+        };
+        if be16(udp, 2) != self.config.port {
+            return other();
+        }
+        let payload_len = (be16(udp, 4) as usize).saturating_sub(UDP_LEN);
+        let at = udp_off + UDP_LEN;
+        let Some(header) = frame.get(at..at + HEADER_LEN) else {
+            return pass(Counter::HeartbeatMalformed);
+        };
+        let header: &[u8; HEADER_LEN] = header.try_into().expect("HEADER_LEN bytes");
+        let hb = match Heartbeat::parse_header(header, payload_len, self.config.cluster_id) {
+            Ok(hb) => hb,
+            Err(ParseError::ForeignCluster(_)) => return pass(Counter::ForeignCluster),
+            Err(_) => return pass(Counter::HeartbeatMalformed),
+        };
+        let config = self.config;
+        let admitted = peer::admit(
+            &hb,
+            ttl,
+            &config,
+            || self.peer_addrs.contains(&source),
+            || authentic(frame, header, &hb, udp_off, &config),
+        );
+        if let Err(refused) = admitted {
+            return pass(refused);
+        }
+        match peer::record(self.peers.get(&hb.node_id), &hb, 0, &config) {
+            Err(refused) => pass(refused),
+            Ok((state, kind)) => {
+                self.peers.insert(hb.node_id, state);
+                Outcome {
+                    verdict: if hb.state_len > 0 { PASS } else { DROP },
+                    counter: Counter::HeartbeatAccepted,
+                    also: None,
+                    event: kind.map(|k| (hb.node_id, k)),
+                    recorded: Some(hb.node_id),
+                }
+            }
+        }
+    }
+
+    fn vrrp_v4(&self, frame: &[u8], ip: &[u8]) -> Outcome {
+        let total = be16(ip, 2) as usize;
+        if ip[0] != 0x45 || be16(ip, 6) & 0x3fff != 0 || total < IPV4_LEN {
+            return pass(Counter::VrrpMalformed);
+        }
+        let (src, dst) = (
+            [ip[12], ip[13], ip[14], ip[15]],
+            [ip[16], ip[17], ip[18], ip[19]],
+        );
+        let msg_len = total - IPV4_LEN;
+        let mut source = [0u8; 16];
+        source[..4].copy_from_slice(&src);
+        let pseudo = vrrp::pseudo_sum_v4(src, dst, msg_len);
+        self.vrrp_advert(frame, (Family::V4, msg_len, ip[8], pseudo, source))
+    }
+
+    fn vrrp_v6(&self, frame: &[u8], ip: &[u8]) -> Outcome {
+        let msg_len = be16(ip, 4) as usize;
+        let src: [u8; 16] = ip[8..24].try_into().expect("16 bytes");
+        let dst: [u8; 16] = ip[24..40].try_into().expect("16 bytes");
+        let pseudo = vrrp::pseudo_sum_v6(src, dst, msg_len);
+        self.vrrp_advert(frame, (Family::V6, msg_len, ip[7], pseudo, src))
+    }
+
+    /// (family, message length, TTL, pseudo-header sum, source).
+    fn vrrp_advert(
+        &self,
+        frame: &[u8],
+        (family, msg_len, ttl, pseudo, source): (Family, usize, u8, u32, [u8; 16]),
+    ) -> Outcome {
+        let off = ETH_LEN
+            + match family {
+                Family::V4 => IPV4_LEN,
+                Family::V6 => IPV6_LEN,
+            };
+        let Some(header) = frame.get(off..off + vrrp::HEADER_LEN) else {
+            return pass(Counter::VrrpMalformed);
+        };
+        let header: &[u8; vrrp::HEADER_LEN] = header.try_into().expect("header bytes");
+        let advert = match Advert::parse_header(header, msg_len, family) {
+            Ok(a) => a,
+            Err(VrrpError::BadVersion(_) | VrrpError::BadType(_)) => {
+                return pass(Counter::VrrpBadVersion);
+            }
+            Err(_) => return pass(Counter::VrrpMalformed),
+        };
+        let Some(group) = self
+            .groups
+            .get(&vrrp_key(family == Family::V6, advert.vrid))
+        else {
+            return pass(Counter::VrrpUnknownVrid);
+        };
+        // BPF_PROG_TEST_RUN's frames arrive on the loopback interface.
+        if group.ifindex != 0 && group.ifindex != 1 {
+            return pass(Counter::VrrpUnknownVrid);
+        }
+        if ttl != 255 {
+            return pass(Counter::VrrpBadTtl);
+        }
+        if family == Family::V6 && (source[0] != 0xfe || source[1] & 0xc0 != 0x80) {
+            return pass(Counter::VrrpNotLinkLocal);
+        }
+        if msg_len > vrrp::MAX_MESSAGE_LEN || msg_len % 2 == 1 || off + msg_len > frame.len() {
+            return pass(Counter::VrrpMalformed);
+        }
+        let msg_sum: u32 = frame[off..off + msg_len]
+            .chunks_exact(2)
+            .map(|w| u32::from(be16(w, 0)))
+            .sum();
+        if vrrp::fold(pseudo + msg_sum) != 0 {
+            return pass(Counter::VrrpBadChecksum);
+        }
+        let fingerprint = vrrp::message_fingerprint(msg_sum, header);
+        let matches = vrrp::addresses_match(
+            advert.count,
+            fingerprint,
+            group.addr_count,
+            group.addr_fingerprint,
+        );
+        Outcome {
+            also: (!matches).then_some(Counter::VrrpAddrMismatch),
+            ..pass(Counter::VrrpAccepted)
+        }
+    }
+}
+
+/// The XDP program's MAC check: a 16-byte trailer inside the frame whose header MAC is
+/// right for one of the configured keys.
+fn authentic(
+    frame: &[u8],
+    header: &[u8; HEADER_LEN],
+    hb: &Heartbeat,
+    udp_off: usize,
+    config: &XdpConfig,
+) -> bool {
+    let Some(at) = header_mac_offset(hb) else {
+        return false;
+    };
+    let at = udp_off + UDP_LEN + at;
+    let Some(mac) = frame.get(at..at + 8) else {
+        return false;
+    };
+    let mac = u64::from_be_bytes(mac.try_into().expect("8 bytes"));
+    let key = |k: [u64; 2]| Key { k0: k[0], k1: k[1] };
+    mac == siphash24_header(key(config.auth_key), header)
+        || (config.auth == 2 && mac == siphash24_header(key(config.auth_next_key), header))
+}
