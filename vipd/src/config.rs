@@ -618,6 +618,14 @@ fn auth_keys(h: &HeartbeatSection, pool: bool) -> Result<(Option<Key>, Option<Ke
     }
 }
 
+/// Whether `addrs` hold IPv4 and IPv6 addresses.
+fn families(addrs: &[IpAddr]) -> (bool, bool) {
+    (
+        addrs.iter().any(IpAddr::is_ipv4),
+        addrs.iter().any(IpAddr::is_ipv6),
+    )
+}
+
 impl Config {
     /// Heartbeat destinations: the peers, and the group (the default group if neither).
     pub fn destinations(&self) -> Vec<IpAddr> {
@@ -939,8 +947,10 @@ impl Config {
             Some("the instance or pin root")
         } else if self.cluster_id != new.cluster_id || self.port != new.port {
             Some("the cluster id or port")
-        } else if self.peers != new.peers || self.group != new.group {
-            Some("the heartbeat peers or group")
+        } else if self.group != new.group || self.peers.is_empty() != new.peers.is_empty() {
+            Some("the heartbeat group, or between multicast and unicast peers")
+        } else if families(&self.destinations()) != families(&new.destinations()) {
+            Some("the address families heartbeats are sent over (peers of another family)")
         } else if self.auth_key.is_some() != new.auth_key.is_some() {
             Some("heartbeat authentication on or off")
         } else if new.auth_key.is_some()
@@ -1153,6 +1163,22 @@ mod tests {
         step3.auth_next_key = None;
         assert_eq!(step2.needs_restart(&step3), None);
         assert_eq!(old.needs_restart(&old.clone()), None);
+        // Unicast peers change by reloads, within the families heartbeats already use.
+        let mut more_peers = c.clone();
+        more_peers.peers.push("192.0.2.14".parse().unwrap());
+        assert_eq!(c.needs_restart(&more_peers), None);
+        let mut v6_peer = c.clone();
+        v6_peer.peers.push("2001:db8::14".parse().unwrap());
+        assert!(
+            c.needs_restart(&v6_peer)
+                .is_some_and(|w| w.contains("families"))
+        );
+        let mut multicast = c.clone();
+        multicast.peers.clear();
+        assert!(
+            c.needs_restart(&multicast)
+                .is_some_and(|w| w.contains("multicast"))
+        );
     }
 
     const VRRP: &str = r#"

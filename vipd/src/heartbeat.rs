@@ -15,6 +15,7 @@ use std::{
     },
 };
 
+use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use vipd_common::{
     auth::{AUTH_LEN, Key, sign},
@@ -30,11 +31,17 @@ pub const MAX_DATAGRAM: usize = 2048;
 
 type UdpSocket = std::net::UdpSocket;
 
+/// One address family's socket and where heartbeats go over it: the list a reload
+/// replaces, shared with the shadow senders, read without a lock.
+type Family = (UdpSocket, Arc<ArcSwap<Vec<SocketAddr>>>);
+
 /// This node's heartbeat sockets, for sending (the fast path's: plain non-blocking
 /// sockets, no async runtime).
 pub struct Heartbeats {
-    v4: Option<(UdpSocket, Vec<SocketAddr>)>,
-    v6: Option<(UdpSocket, Vec<SocketAddr>)>,
+    v4: Option<Family>,
+    v6: Option<Family>,
+    ifindex: u32,
+    port: u16,
     template: Heartbeat,
     /// The last sequence number sent, shared with the [`shadow`](Self::shadow)s, so the
     /// node's heartbeats carry one rising sequence whichever thread sends them.
@@ -61,17 +68,8 @@ impl Heartbeats {
     ) -> io::Result<Self> {
         let key = key.map(|k| Arc::new(SigningKey::new(k)));
         template.auth_len = if key.is_some() { AUTH_LEN as u16 } else { 0 };
-        let open = |v6: bool| -> io::Result<Option<(UdpSocket, Vec<SocketAddr>)>> {
-            let dests: Vec<SocketAddr> = destinations
-                .iter()
-                .filter(|a| a.is_ipv6() == v6)
-                .map(|&a| match a {
-                    IpAddr::V6(a) if is_link_local_v6(&a) => {
-                        SocketAddr::V6(SocketAddrV6::new(a, port, 0, ifindex))
-                    }
-                    a => SocketAddr::new(a, port),
-                })
-                .collect();
+        let open = |v6: bool| -> io::Result<Option<Family>> {
+            let dests = socket_addrs(destinations, v6, port, ifindex);
             if dests.is_empty() {
                 return Ok(None);
             }
@@ -88,11 +86,13 @@ impl Heartbeats {
             {
                 join(&sock, group, ifindex)?;
             }
-            Ok(Some((sock, dests)))
+            Ok(Some((sock, Arc::new(ArcSwap::from_pointee(dests)))))
         };
         Ok(Self {
             v4: open(false)?,
             v6: open(true)?,
+            ifindex,
+            port,
             template,
             sequence: Arc::new(AtomicU64::new(0)),
             key,
@@ -104,14 +104,16 @@ impl Heartbeats {
     /// Another sender of the same heartbeats (the same sockets, duplicated, and the same
     /// sequence), for a thread on another CPU.
     pub fn shadow(&self) -> io::Result<Self> {
-        let dup = |s: &Option<(UdpSocket, Vec<SocketAddr>)>| -> io::Result<_> {
+        let dup = |s: &Option<Family>| -> io::Result<_> {
             s.as_ref()
-                .map(|(sock, dests)| Ok((sock.try_clone()?, dests.clone())))
+                .map(|(sock, dests)| Ok((sock.try_clone()?, Arc::clone(dests))))
                 .transpose()
         };
         Ok(Self {
             v4: dup(&self.v4)?,
             v6: dup(&self.v6)?,
+            ifindex: self.ifindex,
+            port: self.port,
             template: self.template,
             sequence: Arc::clone(&self.sequence),
             key: self.key.clone(),
@@ -139,7 +141,7 @@ impl Heartbeats {
         }
         let mut first_err = None;
         for (sock, dests) in self.v4.iter().chain(self.v6.iter()) {
-            for d in dests {
+            for d in dests.load().iter() {
                 match sock.send_to(&buf[..len], *d) {
                     Ok(_) => self.sent += 1,
                     Err(e) => {
@@ -160,6 +162,22 @@ impl Heartbeats {
         }
     }
 
+    /// Sends to `destinations` from the next heartbeat on, in this sender and its shadows
+    /// (a reload that changed the peers). Addresses of a family this sender has no
+    /// socket for are left out: the configuration makes such a change need a restart.
+    pub fn set_destinations(&self, destinations: &[IpAddr]) {
+        for (v6, family) in [(false, &self.v4), (true, &self.v6)] {
+            if let Some((_, dests)) = family {
+                dests.store(Arc::new(socket_addrs(
+                    destinations,
+                    v6,
+                    self.port,
+                    self.ifindex,
+                )));
+            }
+        }
+    }
+
     /// Changes the weight announced from the next heartbeat on.
     pub fn set_weight(&mut self, weight: u16) {
         self.template.weight = weight;
@@ -173,7 +191,7 @@ impl Heartbeats {
     /// A receiver of the datagrams that reach these sockets, for the slow path (the
     /// same sockets, duplicated into the async runtime).
     pub fn receiver(&self) -> io::Result<Receiver> {
-        let dup = |s: &Option<(UdpSocket, Vec<SocketAddr>)>| -> io::Result<_> {
+        let dup = |s: &Option<Family>| -> io::Result<_> {
             s.as_ref()
                 .map(|(sock, _)| tokio::net::UdpSocket::from_std(sock.try_clone()?))
                 .transpose()
@@ -183,6 +201,21 @@ impl Heartbeats {
             v6: dup(&self.v6)?,
         })
     }
+}
+
+/// The socket addresses of the IPv4 or IPv6 `destinations` (link-local IPv6 ones scoped
+/// to the interface).
+fn socket_addrs(destinations: &[IpAddr], v6: bool, port: u16, ifindex: u32) -> Vec<SocketAddr> {
+    destinations
+        .iter()
+        .filter(|a| a.is_ipv6() == v6)
+        .map(|&a| match a {
+            IpAddr::V6(a) if is_link_local_v6(&a) => {
+                SocketAddr::V6(SocketAddrV6::new(a, port, 0, ifindex))
+            }
+            a => SocketAddr::new(a, port),
+        })
+        .collect()
 }
 
 /// The signing key, replaceable while shadows send with it (no lock on the fast path: a

@@ -398,3 +398,91 @@ fn sighup_applies_a_new_pool_and_rejects_a_bad_file() -> anyhow::Result<()> {
     assert!(lab.proc(p1).child.try_wait()?.is_none(), "still running");
     Ok(())
 }
+
+/// Unicast peers change by reloads: a node missing from the others' `peers` is refused in
+/// the XDP program (counted, never in a view); once they list it and reload, it is in every
+/// view, and no VIP moved.
+#[test]
+fn a_reload_admits_a_peer_that_was_refused() -> anyhow::Result<()> {
+    if !privileged("a_reload_admits_a_peer_that_was_refused") {
+        return Ok(());
+    }
+    let (mut lab, n1, n2, _client) = two_nodes("op")?;
+    let n3 = lab.add_host("n3", "192.0.2.13/24", "02:00:00:00:00:0d")?;
+    let c1 = write_config(&lab, &n1, 1, &n2, "")?;
+    let c2 = write_config(&lab, &n2, 2, &n1, "")?;
+    let p1 = start(&mut lab, &n1, &c1, &[])?;
+    let p2 = start(&mut lab, &n2, &c2, &[])?;
+    wait_until("one VIP each", SETTLE, || {
+        Ok(held(&lab, &n1) == 1 && held(&lab, &n2) == 1)
+    })?;
+    let add_peer = |path: &Path, peer: &Host| -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(path)?;
+        let (head, tail) = text.split_once("peers = [").context("no peers line")?;
+        std::fs::write(path, format!("{head}peers = [\"{}\", {tail}", peer.addr))?;
+        Ok(())
+    };
+    // n3 lists both, with a hold-down longer than the test: it never takes a VIP.
+    let c3 = write_config(&lab, &n3, 3, &n1, "")?;
+    add_peer(&c3, &n2)?;
+    let text =
+        std::fs::read_to_string(&c3)?.replace("hold_down = \"300ms\"", "hold_down = \"10m\"");
+    std::fs::write(&c3, text)?;
+    start(&mut lab, &n3, &c3, &[])?;
+
+    let prefix = lab.prefix().to_string();
+    let peer_ids = |host: &Host| -> anyhow::Result<Vec<u64>> {
+        let s = status_json(&format!("{prefix}-{}", host.name))?;
+        Ok(s["peers"]
+            .as_array()
+            .context("peers")?
+            .iter()
+            .filter_map(|p| p["id"].as_u64())
+            .collect())
+    };
+    let instance1 = format!("{}-n1", lab.prefix());
+    wait_until("n1 refuses n3's heartbeats", SETTLE, || {
+        let s = status_json(&instance1)?;
+        Ok(s["counters"]["heartbeats_unknown_source"].as_u64() > Some(0))
+    })?;
+    assert_eq!(peer_ids(&n1)?, [2], "n3 is not a peer of n1 yet");
+    assert_eq!(peer_ids(&n2)?, [1], "n3 is not a peer of n2 yet");
+
+    for (path, p) in [(&c1, p1), (&c2, p2)] {
+        add_peer(path, &n3)?;
+        lab.proc(p).signal(libc::SIGHUP)?;
+    }
+    wait_until("n3 a peer of every node", SETTLE, || {
+        Ok(peer_ids(&n1)? == [2, 3] && peer_ids(&n2)? == [1, 3] && peer_ids(&n3)? == [1, 2])
+    })?;
+    let received_from_n3 = |s: &serde_json::Value| {
+        s["peers"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["id"] == 3))
+            .and_then(|p| p["received"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = status_json(&instance1)?;
+    assert_eq!(held(&lab, &n1), 1);
+    assert_eq!(held(&lab, &n2), 1);
+    assert_eq!(held(&lab, &n3), 0);
+    for p in [p1, p2] {
+        let log = lab.proc(p).output();
+        let (_, after) = log
+            .split_once("configuration reloaded")
+            .context("no reload logged")?;
+        assert!(!after.contains("released VIP"), "a VIP moved:\n{log}");
+    }
+    // Once n3 is listed its heartbeats are recorded, never refused.
+    let mut after = before.clone();
+    wait_until("more heartbeats from n3 recorded on n1", SETTLE, || {
+        after = status_json(&instance1)?;
+        Ok(received_from_n3(&after) >= received_from_n3(&before) + 5)
+    })?;
+    assert_eq!(
+        after["counters"]["heartbeats_unknown_source"],
+        before["counters"]["heartbeats_unknown_source"],
+        "n3's heartbeats are refused after the reload"
+    );
+    Ok(())
+}

@@ -355,6 +355,9 @@ impl Pool {
                 self.pool = cfg.vips.iter().map(|v| v.addr).collect();
                 self.pool_digest = pool_digest(&cfg.vips);
                 self.io.heartbeats.set_weight(cfg.weight);
+                if cfg.peers != self.cfg.peers {
+                    self.io.heartbeats.set_destinations(&cfg.destinations());
+                }
                 if let Some(key) = cfg.auth_key {
                     self.io.heartbeats.set_key(key);
                 }

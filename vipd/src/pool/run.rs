@@ -526,8 +526,14 @@ impl Slow {
             info!("reload: configuration unchanged");
             return None;
         }
-        // Accept the new keys before signing with them (a rotation never splits the pool).
-        if let Err(e) = self.loaded.set_config(xdp_config(&new)) {
+        // Accept the new keys and peers before signing with them or sending to them (a
+        // rotation never splits the pool).
+        if let Err(e) = self
+            .loaded
+            .set_peer_addrs(&new.peers)
+            .and_then(|()| self.loaded.set_config(xdp_config(&new)))
+        {
+            self.restore_xdp();
             warn!("reload rejected, keeping the running configuration: {e:#}");
             return None;
         }
@@ -536,7 +542,7 @@ impl Slow {
             .try_ask(Command::Reload(Box::new(new.clone())))
             .is_err()
         {
-            let _ = self.loaded.set_config(xdp_config(&self.cfg));
+            self.restore_xdp();
             warn!("reload not applied: the fast path is busy; send SIGHUP again");
             return None;
         }
@@ -560,6 +566,18 @@ impl Slow {
         self.pool_mismatch_logged.clear();
         self.holdings_sent.clear();
         Some(new)
+    }
+
+    /// Puts the running configuration's keys and peers back into the XDP program (a reload
+    /// that did not go through).
+    fn restore_xdp(&mut self) {
+        let restored = self
+            .loaded
+            .set_peer_addrs(&self.cfg.peers)
+            .and_then(|()| self.loaded.set_config(xdp_config(&self.cfg)));
+        if let Err(e) = restored {
+            warn!("restoring the XDP program's keys and peers: {e:#}");
+        }
     }
 
     /// Answers a control connection: the fast path's view plus the slow path's part.
