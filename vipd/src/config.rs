@@ -652,6 +652,11 @@ impl Config {
             .join(format!("{}.incarnation", self.instance))
     }
 
+    /// Where VRRP mode saves the original values of the ARP sysctls it changes.
+    pub fn sysctl_file(&self) -> PathBuf {
+        self.state_dir.join(format!("{}.sysctl", self.instance))
+    }
+
     /// Per-instance pin directory.
     pub fn pin_dir(&self) -> PathBuf {
         self.pin_root.join(&self.instance)

@@ -183,6 +183,27 @@ impl Announcements {
         }
     }
 
+    /// Reports held VIPs that were removed from outside and that the fast path added and
+    /// announced again; repeats their announcements.
+    pub fn restored(&mut self, vips: &[Vip], announcer: &Arc<Announcer>) {
+        const SHOWN: usize = 8;
+        let shown: Vec<String> = vips.iter().take(SHOWN).map(Vip::to_string).collect();
+        warn!(
+            count = vips.len(),
+            "held VIPs were removed from the interface from outside (ip addr flush, a \
+             network manager?): added and announced again: {}{}",
+            shown.join(", "),
+            if vips.len() > SHOWN { ", …" } else { "" }
+        );
+        self.metrics.vips_restored.inc_by(vips.len() as u64);
+        self.metrics
+            .announcements
+            .inc_by(u64::from(self.burst) * vips.len() as u64);
+        for v in vips {
+            self.repeat(v.addr, announcer);
+        }
+    }
+
     /// Reports VIPs the fast path released (`vrid` in VRRP mode); those the kernel kept
     /// stay held.
     pub fn released(&mut self, list: &[Released], vrid: Option<u8>, hooks: &Hooks) {

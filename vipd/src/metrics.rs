@@ -78,6 +78,8 @@ pub struct Metrics {
     pub takeover_seconds: Histogram,
     /// Gratuitous ARPs and unsolicited NAs sent.
     pub announcements: Counter,
+    /// Held VIPs removed from outside and added again.
+    pub vips_restored: Counter,
     /// 1 while this node takes VIPs (mature, carrier, healthy).
     pub active: Gauge,
     /// State sections ignored by the daemon, by reason (`bad_auth`, `replayed`).
@@ -115,6 +117,7 @@ impl Metrics {
             detection_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             takeover_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
             announcements: Counter::default(),
+            vips_restored: Counter::default(),
             active: Gauge::default(),
             state_rejected: Family::default(),
             vrrp_state: Family::default(),
@@ -159,6 +162,12 @@ impl Metrics {
             "announcements",
             "Gratuitous ARPs and unsolicited NAs sent",
             m.announcements.clone(),
+        );
+        registry.register(
+            "vips_restored",
+            "Held VIPs removed from the interface from outside (ip addr flush, a network \
+             manager) and added again",
+            m.vips_restored.clone(),
         );
         registry.register(
             "active",

@@ -309,3 +309,51 @@ impl CarrierWatch {
         }
     }
 }
+
+/// What an [`AddressWatch`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressGone {
+    /// This address was removed from the interface with this index.
+    Address(u32, IpAddr),
+    /// Notifications were lost (socket overrun): any address may have gone.
+    Unknown,
+}
+
+/// Addresses removed from interfaces (by anyone: vipd itself, an operator's `ip addr
+/// flush`, networkd or NetworkManager reconfiguring it), from rtnetlink notifications.
+pub struct AddressWatch {
+    messages: UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+}
+
+impl AddressWatch {
+    /// Subscribes to IPv4 and IPv6 address notifications (spawned on the current tokio
+    /// runtime).
+    pub fn open() -> Result<Self, NetlinkError> {
+        let (conn, _, messages) = rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Ipv6Ifaddr,
+        ])
+        .map_err(NetlinkError::Connect)?;
+        tokio::spawn(conn);
+        Ok(Self { messages })
+    }
+
+    /// The next removal; `None` if the kernel closed the subscription.
+    pub async fn next(&mut self) -> Option<AddressGone> {
+        loop {
+            let (msg, _) = self.messages.next().await?;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => {
+                    if let Some(addr) = address_of(&a) {
+                        return Some(AddressGone::Address(a.header.index, addr));
+                    }
+                }
+                NetlinkPayload::Overrun(_) => return Some(AddressGone::Unknown),
+                _ => {}
+            }
+        }
+    }
+}

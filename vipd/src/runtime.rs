@@ -120,6 +120,28 @@ pub async fn answer(mut stream: tokio::net::UnixStream, status: Status) {
     }
 }
 
+/// This daemon's claim on an interface, held while it runs (see [`claim_interface`]).
+pub struct InterfaceClaim(#[allow(dead_code)] std::os::unix::net::UnixDatagram);
+
+/// Claims the interface `index` (`name`) for this daemon: a second vipd on it, whatever its
+/// instance name, refuses here, before it changes anything on the host. The claim is an
+/// abstract Unix socket named after the interface index: scoped to the network namespace
+/// like the index, released by the kernel when the process ends however it ends, nothing
+/// left to clean up.
+pub fn claim_interface(name: &str, index: u32) -> anyhow::Result<InterfaceClaim> {
+    use std::os::linux::net::SocketAddrExt as _;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(format!("vipd/ifindex/{index}"))
+        .context("naming the interface claim")?;
+    match std::os::unix::net::UnixDatagram::bind_addr(&addr) {
+        Ok(socket) => Ok(InterfaceClaim(socket)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "another vipd runs on {name}: refusing to start (one daemon per interface; \
+             `vipd status` lists what runs here). Nothing was changed."
+        ),
+        Err(e) => Err(e).with_context(|| format!("claiming {name} for this daemon")),
+    }
+}
+
 /// Removes VIPs of this pool that a crashed earlier run left behind; refuses to touch an
 /// address that is configured with another prefix (it is somebody's real address).
 pub async fn remove_leftovers(link: &Link, vips: &[Vip]) -> anyhow::Result<()> {

@@ -134,3 +134,75 @@ fn runtime_errors_are_clear() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A second vipd on an interface (another instance name, pool or VRRP mode) refuses to
+/// start before it touches anything: the running daemon keeps its VIPs and its control
+/// socket.
+#[test]
+fn a_second_daemon_on_an_interface_changes_nothing() -> anyhow::Result<()> {
+    if !privileged("a_second_daemon_on_an_interface_changes_nothing") {
+        return Ok(());
+    }
+    let mut lab = Lab::new("vt")?;
+    let host = lab.add_host("h", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let vips = ["192.0.2.201", "192.0.2.202"];
+    let mut args = vec!["--interval", "20ms", "--hold-down", "200ms"];
+    for v in vips {
+        args.extend(["--vip", v]);
+    }
+    let first = lab.spawn_vipd(&host, 1, "first", Path::new(VIPD), &args)?;
+    lab.proc(first)
+        .wait_for_line(&["vipd started"], Duration::from_secs(20))?;
+    xtask::lab::wait_until("both VIPs held", Duration::from_secs(20), || {
+        Ok(lab.has_address(&host, vips[0])? && lab.has_address(&host, vips[1])?)
+    })?;
+
+    let other = format!("{}-other", lab.prefix());
+    for (name, mode) in [
+        ("second-pool", vec!["--vip", vips[0], "--vip", vips[1]]),
+        (
+            "second-vrrp",
+            vec!["--vrrp", "51,priority=100,vip=192.0.2.201/32"],
+        ),
+    ] {
+        let mut full = vec![
+            "run",
+            "-i",
+            "eth0",
+            "-n",
+            "2",
+            "--instance",
+            &other,
+            "--insecure",
+        ];
+        full.extend(mode);
+        let p = lab.spawn(&host, name, Path::new(VIPD), &full)?;
+        assert!(
+            !lab.proc(p).wait_exit(Duration::from_secs(10))?,
+            "{name} must fail"
+        );
+        let out = lab.proc(p).output();
+        assert!(out.contains("another vipd runs on eth0"), "{out}");
+        assert!(!out.contains("removed a VIP"), "{out}");
+        for v in vips {
+            assert!(lab.has_address(&host, v)?, "{name} removed {v}:\n{out}");
+        }
+    }
+    assert!(
+        lab.proc(first).child.try_wait()?.is_none(),
+        "the first still runs"
+    );
+    let status = Command::new(VIPD)
+        .args([
+            "status",
+            "--json",
+            "--instance",
+            &format!("{}-h", lab.prefix()),
+        ])
+        .output()?;
+    assert!(
+        status.status.success(),
+        "the first's control socket answers"
+    );
+    Ok(())
+}

@@ -486,3 +486,71 @@ fn a_reload_admits_a_peer_that_was_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A held VIP removed from outside (an operator's `ip addr del`, a network manager
+/// reconfiguring the interface) is added and announced again, logged and counted; the
+/// peer never takes it.
+#[test]
+fn a_vip_removed_from_outside_is_added_again() -> anyhow::Result<()> {
+    if !privileged("a_vip_removed_from_outside_is_added_again") {
+        return Ok(());
+    }
+    let (mut lab, n1, n2, _client) = two_nodes("oa")?;
+    let c1 = write_config(
+        &lab,
+        &n1,
+        1,
+        &n2,
+        "[metrics]\nlisten = \"127.0.0.1:9797\"\n",
+    )?;
+    let c2 = write_config(&lab, &n2, 2, &n1, "")?;
+    let p1 = start(&mut lab, &n1, &c1, &[])?;
+    let p2 = start(&mut lab, &n2, &c2, &[])?;
+    wait_until("one VIP each", SETTLE, || {
+        Ok(held(&lab, &n1) == 1 && held(&lab, &n2) == 1)
+    })?;
+    let vip = *VIPS
+        .iter()
+        .find(|v| lab.has_address(&n1, v).unwrap_or(false))
+        .context("n1 holds a VIP")?;
+
+    for round in 1..=2 {
+        lab.ip(
+            &n1.netns,
+            &["addr", "del", &format!("{vip}/32"), "dev", "eth0"],
+        )?;
+        lab.proc(p1)
+            .wait_for_line(&["removed from the interface from outside", vip], SETTLE)?;
+        wait_until("the VIP back on n1", SETTLE, || lab.has_address(&n1, vip))?;
+        assert!(!lab.has_address(&n2, vip)?, "round {round}: n2 took {vip}");
+        assert_eq!(held(&lab, &n2), 1);
+        let text = lab.in_netns(&n1, || {
+            let mut s = TcpStream::connect("127.0.0.1:9797")?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        })?;
+        assert!(
+            text.contains(&format!("vipd_vips_restored_total {round}")),
+            "{text}"
+        );
+    }
+    // Its own releases are not undone: n2 stops and n1 holds both; n2 returns and n1
+    // hands one back without adding it again.
+    lab.proc(p2).signal(libc::SIGTERM)?;
+    lab.proc(p2).wait_exit(SETTLE)?;
+    wait_until("n1 holds both", SETTLE, || Ok(held(&lab, &n1) == 2))?;
+    start(&mut lab, &n2, &c2, &[])?;
+    wait_until("one VIP each again", SETTLE, || {
+        Ok(held(&lab, &n1) == 1 && held(&lab, &n2) == 1)
+    })?;
+    let log = lab.proc(p1).output();
+    assert_eq!(
+        log.matches("removed from the interface from outside")
+            .count(),
+        2,
+        "{log}"
+    );
+    Ok(())
+}

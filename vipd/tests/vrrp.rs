@@ -653,6 +653,16 @@ fn vipd_master_keepalived_backup_and_graceful_handover() -> anyhow::Result<()> {
     wait_client_reaches(&c, VIP4, &v)?;
     wait_group(&c.lab, &v, "ipv4", "master", None)?;
 
+    // The VIP removed from outside: the Master adds and announces it again.
+    c.lab
+        .ip(&v.netns, &["addr", "del", VIP4_CIDR, "dev", "eth0"])?;
+    c.lab
+        .proc(vipd)
+        .wait_for_line(&["removed from the interface from outside", VIP4], WAIT)?;
+    wait_until("the VIP back on v", WAIT, || c.lab.has_address(&v, VIP4))?;
+    assert_vip_only_on(&c.lab, VIP4, &v, &[&k])?;
+    wait_client_reaches(&c, VIP4, &v)?;
+
     // Graceful stop: priority 0 goes out, keepalived takes over at once.
     stop(&mut c.lab, vipd)?;
     let log = c.lab.proc(vipd).output();

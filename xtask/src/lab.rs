@@ -682,10 +682,14 @@ impl Drop for Lab {
 }
 
 /// Removes `<PIN_ROOT>/<prefix>-*`, the control sockets `/run/vipd/<prefix>-*.sock` (a
-/// SIGKILLed daemon leaves both) and the incarnation files `/var/lib/vipd/<prefix>-*` of
-/// vipd instances named after a lab.
+/// SIGKILLed daemon leaves both) and the state files `/var/lib/vipd/<prefix>-*` of vipd
+/// instances named after a lab.
 fn remove_pins(prefix: &str) {
-    for (dir, suffix) in [("/run/vipd", ".sock"), ("/var/lib/vipd", ".incarnation")] {
+    for (dir, suffix) in [
+        ("/run/vipd", ".sock"),
+        ("/var/lib/vipd", ".incarnation"),
+        ("/var/lib/vipd", ".sysctl"),
+    ] {
         let Ok(dir) = std::fs::read_dir(dir) else {
             continue;
         };

@@ -370,6 +370,10 @@ impl Pool {
                 let _ = reply.send(self.status());
                 false
             }
+            Command::Restore(addrs) => {
+                self.restore(addrs);
+                false
+            }
         }
     }
 
@@ -643,6 +647,51 @@ impl Pool {
     /// Adds and announces `vips` in batches, each batch announced as soon as its addresses
     /// are in, heartbeats kept on time in between. Returns whether any is now held.
     fn take(&mut self, vips: &[Vip]) -> bool {
+        let taken = self.add(vips);
+        let any = !taken.is_empty();
+        if any {
+            self.report(Report::Taken(taken));
+        }
+        any
+    }
+
+    /// Adds held VIPs that were removed from outside (`None`: any held VIP) again, and
+    /// announces them; one the kernel refuses is no longer held (and retried like any
+    /// take).
+    fn restore(&mut self, addrs: Option<Vec<IpAddr>>) {
+        let vips: Vec<Vip> = match addrs {
+            Some(addrs) => addrs
+                .iter()
+                .filter_map(|a| self.held.get(a))
+                .copied()
+                .collect(),
+            None => self.held.values().copied().collect(),
+        };
+        if vips.is_empty() {
+            return;
+        }
+        for v in &vips {
+            self.held.remove(&v.addr);
+        }
+        let restored: Vec<Vip> = self
+            .add(&vips)
+            .into_iter()
+            .filter(|t| !t.already_present)
+            .map(|t| t.vip)
+            .collect();
+        if vips.iter().any(|v| !self.held.contains_key(&v.addr)) {
+            // Not held any more: peers must hear it now.
+            self.state_burst = STATE_BURST;
+            self.heartbeat();
+        }
+        if !restored.is_empty() {
+            self.report(Report::Restored(restored));
+        }
+    }
+
+    /// Adds `vips` in batches, announcing each, the heartbeat kept on time; they are held
+    /// once added. Failures are reported (once until they succeed). Returns what was added.
+    fn add(&mut self, vips: &[Vip]) -> Vec<holder::Taken> {
         let loss_ns = self
             .last_loss_ns
             .filter(|l| monotonic_ns().saturating_sub(*l) < 1_000_000_000);
@@ -682,11 +731,7 @@ impl Pool {
                 });
             }
         }
-        let any = !taken.is_empty();
-        if any {
-            self.report(Report::Taken(taken));
-        }
-        any
+        taken
     }
 
     /// Removes `vips` (each with the node placement gives it to); a VIP the kernel would

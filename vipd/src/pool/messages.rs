@@ -50,6 +50,9 @@ pub enum Command {
     Reload(Box<Config>),
     /// The fast path's part of `vipd status`.
     Status(tokio::sync::oneshot::Sender<Status>),
+    /// These addresses were removed from the interface (`None`: any may have been): those
+    /// still held are added and announced again.
+    Restore(Option<Vec<IpAddr>>),
 }
 
 /// Something the fast path did or saw, for logs, metrics, hooks and repeats.
@@ -80,6 +83,8 @@ pub enum Report {
     ConflictResolved(IpAddr),
     /// VIPs added and announced, in the order they were.
     Taken(Vec<Taken>),
+    /// Held VIPs that had been removed from outside, added and announced again.
+    Restored(Vec<Vip>),
     /// A VIP could not be added (reported once until it succeeds).
     TakeFailed { vip: Vip, error: String },
     /// VIPs removed (or kept, when the kernel refused: they stay held and are retried).

@@ -47,11 +47,11 @@ use crate::{
     ifaddr::IfAddrs,
     incarnation,
     metrics::{Metrics, PeerLabel, ReasonLabel},
-    netlink::{CarrierWatch, Link},
+    netlink::{AddressGone, AddressWatch, CarrierWatch, Link},
     ratelimit::LogLimit,
     runtime::{
-        Signal, Signals, answer, check_privileges, clean_up, counters_text, hooks_of,
-        join_fast_path, remove_leftovers, serve_metrics,
+        Signal, Signals, answer, check_privileges, claim_interface, clean_up, counters_text,
+        hooks_of, join_fast_path, remove_leftovers, serve_metrics,
     },
     xdp,
 };
@@ -68,6 +68,8 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     // First: a second daemon of the same instance must stop before it touches anything.
     let control = control::bind(&cfg.instance)?;
     let link = Link::open(&cfg.interface).await?;
+    // Then: one daemon per interface, checked before anything on the host changes.
+    let _claim = claim_interface(&link.name, link.index)?;
     remove_leftovers(&link, &cfg.vips).await?;
 
     let (mut loaded, rings) = xdp::load(&xdp::XdpSettings {
@@ -108,6 +110,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         .receiver()
         .context("registering the heartbeat sockets")?;
     let mut carrier = CarrierWatch::open(link.index)?;
+    let mut gone = AddressWatch::open()?;
     let (health_tx, mut health_rx) = tokio::sync::mpsc::unbounded_channel();
     let health_tasks = health::spawn(&cfg.checks, 0, health_tx.clone());
     let tracker = health::Tracker::new(&cfg.checks);
@@ -198,12 +201,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         verified: BTreeMap::new(),
         state_seen: BTreeMap::new(),
         pool_mismatch_logged: BTreeSet::new(),
+        restore_pending: None,
         rejected: Rejected::default(),
         event_logs: LogLimit::per_peer(),
         view_logs: LogLimit::per_peer(),
         stopped: None,
         args,
         link_name: link.name.clone(),
+        ifindex: link.index,
         carrier: link.carrier,
         cfg,
     };
@@ -229,6 +234,10 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 };
                 slow.on_carrier(up);
             }
+            removed = gone.next() => match removed {
+                Some(what) => slow.on_address_gone(what),
+                None => break "the kernel closed the address notification socket",
+            },
             Some((generation, check, passed)) = health_rx.recv() => {
                 if generation == slow.health_generation {
                     slow.on_check(check, passed);
@@ -243,7 +252,10 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 Ok((n, from)) => slow.on_datagram(&buf[..n], from),
                 Err(e) => debug!("receiving heartbeats: {e}"),
             },
-            _ = refresh.tick() => slow.held.refresh(),
+            _ = refresh.tick() => {
+                slow.held.refresh();
+                slow.retry_restore();
+            }
         }
     };
 
@@ -347,6 +359,9 @@ struct Slow {
     /// from each peer, so a replayed one is refused.
     state_seen: BTreeMap<u32, (u64, u64)>,
     pool_mismatch_logged: BTreeSet<u32>,
+    /// Removed addresses the fast path has not been asked to restore yet (its queue was
+    /// full); `Some(None)`: every held VIP.
+    restore_pending: Option<Option<Vec<IpAddr>>>,
     rejected: Rejected,
     /// Per-peer limits on the log lines heartbeats can cause.
     event_logs: LogLimit<u32>,
@@ -354,6 +369,8 @@ struct Slow {
     /// What the fast path said when it ended.
     stopped: Option<(u64, u64, u64)>,
     link_name: String,
+    /// The cluster interface's index.
+    ifindex: u32,
     carrier: bool,
 }
 
@@ -421,6 +438,7 @@ impl Slow {
                 self.held.announced_again(vip);
             }
             Report::Taken(list) => self.held.taken(&list, None, &self.announcer, &self.hooks),
+            Report::Restored(vips) => self.held.restored(&vips, &self.announcer),
             Report::TakeFailed { vip, error } => {
                 warn!("taking over {vip}: {error}; will retry")
             }
@@ -566,6 +584,39 @@ impl Slow {
         self.pool_mismatch_logged.clear();
         self.holdings_sent.clear();
         Some(new)
+    }
+
+    /// An address left the interface: if it is a VIP, the fast path adds it again if it
+    /// still holds it (its own releases are not held any more, so they are left alone).
+    fn on_address_gone(&mut self, what: AddressGone) {
+        let addrs = match what {
+            AddressGone::Address(index, a) if index == self.ifindex && self.pool.contains(&a) => {
+                Some(vec![a])
+            }
+            AddressGone::Address(..) => return,
+            AddressGone::Unknown => None,
+        };
+        let pending = match (self.restore_pending.take(), addrs) {
+            (Some(Some(mut old)), Some(new)) => Some({
+                old.extend(new);
+                old
+            }),
+            (Some(None), _) | (_, None) => None,
+            (None, Some(new)) => Some(new),
+        };
+        self.restore_pending = Some(pending);
+        self.retry_restore();
+    }
+
+    /// Hands the fast path the pending restore, unless its queue is full (then the
+    /// announcement refresh tick tries again).
+    fn retry_restore(&mut self) {
+        let Some(addrs) = self.restore_pending.take() else {
+            return;
+        };
+        if let Err(Command::Restore(addrs)) = self.fast.try_ask(Command::Restore(addrs)) {
+            self.restore_pending = Some(addrs);
+        }
     }
 
     /// Puts the running configuration's keys and peers back into the XDP program (a reload

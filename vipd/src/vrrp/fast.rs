@@ -67,6 +67,12 @@ pub enum Command {
     },
     /// Every group's status, in order.
     Status(tokio::sync::oneshot::Sender<Vec<VrrpStatus>>),
+    /// These addresses were removed from interface `ifindex` (`None`: any address of any
+    /// interface may have been): Masters add and announce theirs again.
+    Restore {
+        ifindex: Option<u32>,
+        addrs: Option<Vec<IpAddr>>,
+    },
 }
 
 /// Something the fast path did or saw.
@@ -109,6 +115,12 @@ pub enum Report {
         vrid: u8,
         announcer: Arc<Announcer>,
         list: Vec<Taken>,
+    },
+    /// A Master's VIPs that had been removed from outside, added and announced again.
+    Restored {
+        vrid: u8,
+        announcer: Arc<Announcer>,
+        vips: Vec<Vip>,
     },
     /// A VIP could not be added.
     TakeFailed { vrid: u8, vip: Vip, error: String },
@@ -241,6 +253,57 @@ impl Routers {
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            Command::Restore { ifindex, addrs } => self.restore(ifindex, addrs.as_deref()),
+        }
+    }
+
+    /// Adds again the VIPs of Masters that were removed from outside (`addrs` on
+    /// `ifindex`; `None`: any).
+    fn restore(&mut self, ifindex: Option<u32>, addrs: Option<&[IpAddr]>) {
+        for i in 0..self.groups.len() {
+            let g = &self.groups[i];
+            if g.router.state != VrrpState::Master || ifindex.is_some_and(|x| x != g.vip_ifindex) {
+                continue;
+            }
+            let vips: Vec<Vip> = g
+                .cfg
+                .vips
+                .iter()
+                .filter(|v| addrs.is_none_or(|a| a.contains(&v.addr)))
+                .copied()
+                .collect();
+            if vips.is_empty() {
+                continue;
+            }
+            let (vrid, announcer) = (g.cfg.vrid, Arc::clone(&g.announcer));
+            let (taken, failed) = holder::take(
+                &mut self.io.addrs,
+                &announcer,
+                g.vip_ifindex,
+                &vips,
+                self.announce_burst,
+                None,
+                || {},
+            );
+            for (vip, e) in failed {
+                self.report(Report::TakeFailed {
+                    vrid,
+                    vip,
+                    error: e.to_string(),
+                });
+            }
+            let vips: Vec<Vip> = taken
+                .iter()
+                .filter(|t| !t.already_present)
+                .map(|t| t.vip)
+                .collect();
+            if !vips.is_empty() {
+                self.report(Report::Restored {
+                    vrid,
+                    announcer,
+                    vips,
+                });
             }
         }
     }

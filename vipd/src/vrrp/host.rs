@@ -3,8 +3,10 @@
 //! interface carrying an IPv4 virtual MAC.
 //!
 //! [`HostChanges`] undoes all of it when dropped, after a clean stop and after a failed
-//! start alike. The sysctls' original values are also saved in `/run/vipd/<instance>.sysctl`,
-//! so a start after a crash restores the originals, not the values the crashed run set.
+//! start alike. The sysctls' original values are also saved in the state directory
+//! (`/var/lib/vipd/<instance>.sysctl`, kept across stops and crashes, unlike `/run/vipd`
+//! which the unit removes), so a start after a crash restores the originals, not the values
+//! the crashed run set.
 
 use std::{
     io::Write as _,
@@ -16,7 +18,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use tracing::{debug, info, warn};
 
-use crate::{config::Vrrp, control::RUN_DIR};
+use crate::config::Vrrp;
 
 /// Set on an interface whose IPv4 VIPs live on a virtual-MAC macvlan: it must neither
 /// answer ARP for them nor use them as the sender of its own ARP requests, or clients
@@ -26,6 +28,8 @@ const ARP_SETTINGS: [(&str, &str); 2] = [("arp_ignore", "1"), ("arp_announce", "
 /// The host changes of one daemon, undone on drop.
 pub struct HostChanges {
     instance: String,
+    /// Where the sysctls' original values are saved.
+    saved_path: PathBuf,
     nft_table: Option<String>,
     macvlans: Vec<String>,
     /// (sysctl path, original value).
@@ -35,9 +39,10 @@ pub struct HostChanges {
 impl HostChanges {
     /// Nothing changed yet. Sysctls an earlier run of this instance changed and did not
     /// restore (it crashed) get their saved original values back first.
-    pub fn new(instance: &str) -> Self {
+    pub fn new(instance: &str, saved_path: PathBuf) -> Self {
         let host = Self {
             instance: instance.into(),
+            saved_path,
             nft_table: None,
             macvlans: Vec::new(),
             sysctls: Vec::new(),
@@ -52,8 +57,8 @@ impl HostChanges {
         host
     }
 
-    fn saved_path(&self) -> PathBuf {
-        PathBuf::from(RUN_DIR).join(format!("{}.sysctl", self.instance))
+    fn saved_path(&self) -> &std::path::Path {
+        &self.saved_path
     }
 
     /// Originals saved by an earlier run of this instance that did not stop cleanly.
@@ -92,6 +97,10 @@ impl HostChanges {
             .iter()
             .map(|(p, v)| format!("{p} {v}\n"))
             .collect();
+        if let Some(dir) = self.saved_path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the state directory {}", dir.display()))?;
+        }
         std::fs::write(self.saved_path(), text)
             .with_context(|| format!("saving sysctls to {}", self.saved_path().display()))
     }

@@ -42,10 +42,10 @@ use crate::{
     hooks::Hooks,
     ifaddr::IfAddrs,
     metrics::{GroupLabel, Metrics, ReasonLabel},
-    netlink::{CarrierWatch, Link},
+    netlink::{AddressGone, AddressWatch, CarrierWatch, Link},
     runtime::{
-        Signal, Signals, answer, check_privileges, clean_up, counters_text, hooks_of,
-        join_fast_path, remove_leftovers, serve_metrics,
+        Signal, Signals, answer, check_privileges, claim_interface, clean_up, counters_text,
+        hooks_of, join_fast_path, remove_leftovers, serve_metrics,
     },
     xdp::{self, LoadedXdp},
 };
@@ -88,14 +88,23 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     check_privileges()?;
     // First: a second daemon of the same instance must stop before it touches anything.
     let control = control::bind(&cfg.instance)?;
-    let mut host = HostChanges::new(&cfg.instance);
     let mut names: Vec<String> = cfg.vrrp.iter().map(|g| g.interface().to_string()).collect();
     names.sort();
     names.dedup();
-    let all = cfg.vrrp_vips();
-    let mut ports = BTreeMap::new();
+    // Then: one daemon per interface, every interface claimed before anything on the host
+    // changes (leftover VIPs, macvlans, sysctls).
+    let mut links = Vec::new();
+    let mut claims = Vec::new();
     for name in &names {
         let link = Link::open(name).await?;
+        claims.push(claim_interface(&link.name, link.index)?);
+        links.push(link);
+    }
+    let mut host = HostChanges::new(&cfg.instance, cfg.sysctl_file());
+    let all = cfg.vrrp_vips();
+    let mut ports = BTreeMap::new();
+    for link in links {
+        let name = link.name.clone();
         remove_leftovers(&link, &all).await?;
         let announcer = Announcer::open(link.index, link.mac).context(
             "opening an AF_PACKET socket for adverts and gratuitous ARP (needs CAP_NET_RAW)",
@@ -129,6 +138,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     host.accept_rules(&cfg.vrrp)?;
     let indices: Vec<u32> = ports.values().map(|p| p.link.index).collect();
     let mut carrier_watch = CarrierWatch::open_many(&indices)?;
+    let mut gone = AddressWatch::open()?;
 
     let io = fast::Io {
         groups: loaded.open_vrrp_groups()?,
@@ -216,6 +226,10 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 };
                 rt.on_carrier(index, up).await;
             }
+            removed = gone.next() => match removed {
+                Some(what) => rt.on_address_gone(what).await,
+                None => break "the kernel closed the address notification socket",
+            },
             Some((generation, check, passed)) = health_rx.recv() => {
                 if generation == rt.health_generation {
                     rt.on_check(check, passed).await;
@@ -354,6 +368,11 @@ impl Runtime {
                 announcer,
                 list,
             } => self.held.taken(&list, Some(vrid), &announcer, &self.hooks),
+            Report::Restored {
+                vrid: _,
+                announcer,
+                vips,
+            } => self.held.restored(&vips, &announcer),
             Report::TakeFailed { vrid, vip, error } => warn!(vrid, "adding {vip}: {error}"),
             Report::Released { vrid, list } => self.held.released(&list, Some(vrid), &self.hooks),
             Report::SendFailing {
@@ -595,6 +614,25 @@ impl Runtime {
             family: g.family().into(),
         });
         self.cfg.vrrp.retain(|c| vrrp_key(c.ipv6(), c.vrid) != key);
+    }
+
+    /// An address left an interface: if it is one of the groups' VIPs, its Master adds it
+    /// again (a Backup's own releases are not held, so they are left alone).
+    async fn on_address_gone(&mut self, what: AddressGone) {
+        let command = match what {
+            AddressGone::Address(index, a) if self.cfg.vrrp_vips().iter().any(|v| v.addr == a) => {
+                Command::Restore {
+                    ifindex: Some(index),
+                    addrs: Some(vec![a]),
+                }
+            }
+            AddressGone::Address(..) => return,
+            AddressGone::Unknown => Command::Restore {
+                ifindex: None,
+                addrs: None,
+            },
+        };
+        self.fast.ask(command).await;
     }
 
     async fn on_carrier(&mut self, index: u32, up: bool) {
