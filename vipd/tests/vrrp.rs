@@ -1151,6 +1151,29 @@ fn virtual_mac_moves_with_the_master_and_accept_mode_off_drops_vip_traffic() -> 
         !String::from_utf8_lossy(&rules.stdout).contains("vipd_"),
         "the nftables table is removed on stop"
     );
+
+    // A crash leaves the sysctls changed. The unit removes /run/vipd on every stop, crashes
+    // included; the originals are kept in the state directory, so the next run restores them.
+    let vipd = start_vipd(&mut c.lab, &v, "vipd-crash", 100, VIP4_CIDR, ",vmac=yes")?;
+    ensure!(sysctl(&c.lab, "arp_ignore")? == "1" && sysctl(&c.lab, "arp_announce")? == "2");
+    c.lab.proc(vipd).signal(libc::SIGKILL)?;
+    c.lab.proc(vipd).wait_exit(WAIT)?;
+    ensure!(
+        sysctl(&c.lab, "arp_ignore")? == "1",
+        "a crash cannot restore them"
+    );
+    let instance = format!("{}-{}", c.lab.prefix(), v.name);
+    for entry in std::fs::read_dir("/run/vipd")?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&instance) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    let vipd = start_vipd(&mut c.lab, &v, "vipd-after-crash", 100, VIP4_CIDR, "")?;
+    stop(&mut c.lab, vipd)?;
+    ensure!(
+        sysctl(&c.lab, "arp_ignore")? == "0" && sysctl(&c.lab, "arp_announce")? == "0",
+        "the originals are back after the crash"
+    );
     Ok(())
 }
 
