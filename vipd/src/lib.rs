@@ -23,6 +23,7 @@ pub mod ifaddr;
 pub mod incarnation;
 pub mod metrics;
 pub mod netlink;
+pub mod notify;
 pub mod pool;
 pub mod ratelimit;
 pub mod runtime;

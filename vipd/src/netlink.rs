@@ -1,6 +1,6 @@
 //! Adding and removing VIPs on the interface, over rtnetlink.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use futures::{StreamExt as _, TryStreamExt as _, channel::mpsc::UnboundedReceiver};
 use rtnetlink::{
@@ -39,6 +39,23 @@ pub enum NetlinkError {
         what: String,
         source: rtnetlink::Error,
     },
+    /// The kernel did not answer a request in time.
+    #[error("{0}: no answer from the kernel within {REQUEST_TIMEOUT:?}")]
+    TimedOut(String),
+}
+
+/// How long one netlink request may take before vipd gives up on it (the kernel answers
+/// in microseconds; a request that hangs must not hang the daemon).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `request`, given up after [`REQUEST_TIMEOUT`] (`what` names it in the error).
+async fn bounded<T>(
+    what: impl FnOnce() -> String,
+    request: impl Future<Output = T>,
+) -> Result<T, NetlinkError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .map_err(|_| NetlinkError::TimedOut(what()))
 }
 
 /// Whether an address add changed anything.
@@ -70,7 +87,7 @@ impl Link {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
         tokio::spawn(conn);
         let mut links = handle.link().get().match_name(name.to_string()).execute();
-        let msg = match links.try_next().await {
+        let msg = match bounded(|| format!("RTM_GETLINK {name}"), links.try_next()).await? {
             Ok(Some(msg)) => msg,
             Ok(None) => return Err(NetlinkError::NoSuchInterface(name.into())),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
@@ -102,14 +119,15 @@ impl Link {
 
     /// The addresses configured on this interface, with their prefix lengths.
     pub async fn addresses(&self) -> Result<Vec<(IpAddr, u8)>, NetlinkError> {
-        let msgs: Vec<AddressMessage> = self
+        let request = self
             .handle
             .address()
             .get()
             .set_link_index_filter(self.index)
             .execute()
-            .try_collect()
-            .await
+            .try_collect();
+        let msgs: Vec<AddressMessage> = bounded(|| format!("RTM_GETADDR {}", self.name), request)
+            .await?
             .map_err(|source| NetlinkError::Request {
                 what: format!("RTM_GETADDR {}", self.name),
                 source,
@@ -136,12 +154,10 @@ impl Link {
         let msg = rtnetlink::LinkMacVlan::new(name, self.index, MacVlanMode::Private)
             .address(mac.to_vec())
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(request(format!("creating macvlan {name} on {}", self.name)))?;
+        let what = format!("creating macvlan {name} on {}", self.name);
+        bounded(|| what.clone(), self.handle.link().add(msg).execute())
+            .await?
+            .map_err(request(what))?;
         let link = Link::open(name).await?;
         before_up().map_err(|e| NetlinkError::Setup {
             what: format!("preparing {name}"),
@@ -150,26 +166,22 @@ impl Link {
         let up = rtnetlink::LinkUnspec::new_with_index(link.index)
             .up()
             .build();
-        self.handle
-            .link()
-            .set(up)
-            .execute()
-            .await
-            .map_err(request(format!("setting {name} up")))?;
+        let what = format!("setting {name} up");
+        bounded(|| what.clone(), self.handle.link().set(up).execute())
+            .await?
+            .map_err(request(what))?;
         Ok(link)
     }
 
     /// Deletes this interface (a macvlan this daemon made).
     pub async fn delete(&self) -> Result<(), NetlinkError> {
-        self.handle
-            .link()
-            .del(self.index)
-            .execute()
-            .await
-            .map_err(|source| NetlinkError::Request {
-                what: format!("deleting {}", self.name),
-                source,
-            })
+        let what = format!("deleting {}", self.name);
+        bounded(
+            || what.clone(),
+            self.handle.link().del(self.index).execute(),
+        )
+        .await?
+        .map_err(|source| NetlinkError::Request { what, source })
     }
 
     /// Adds a VIP (IPv6 without duplicate address detection, so it is usable at once).
@@ -184,7 +196,7 @@ impl Link {
             msg.attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        match req.execute().await {
+        match bounded(|| format!("adding {vip} to {}", self.name), req.execute()).await? {
             Ok(()) => Ok(Added::New),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {
                 Ok(Added::AlreadyPresent)
@@ -209,7 +221,8 @@ impl Link {
                 .address(a, vip.prefix_len)
                 .build(),
         };
-        match self.handle.address().del(msg).execute().await {
+        let request = self.handle.address().del(msg).execute();
+        match bounded(|| format!("removing {vip} from {}", self.name), request).await? {
             Ok(()) => Ok(true),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {
                 Ok(false)
@@ -296,7 +309,9 @@ impl CarrierWatch {
                 NetlinkPayload::Overrun(_) => {
                     for &index in &self.indices {
                         let mut links = self.handle.link().get().match_index(index).execute();
-                        if let Ok(Some(link)) = links.try_next().await {
+                        if let Ok(Ok(Some(link))) =
+                            bounded(|| "RTM_GETLINK".into(), links.try_next()).await
+                        {
                             self.pending.push((index, has_carrier(&link)));
                         }
                     }

@@ -35,6 +35,34 @@ pub enum Signal {
     Reload,
 }
 
+/// Why a daemon's loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// A signal asked for it (its name).
+    Asked(&'static str),
+    /// Something the daemon cannot run without failed (the fast path ended, the kernel
+    /// closed a notification socket): it still stops cleanly, then exits non-zero so that
+    /// the service manager (`Restart=on-failure`) starts it again.
+    Failed(&'static str),
+}
+
+impl Stop {
+    /// For the log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Asked(why) | Self::Failed(why) => why,
+        }
+    }
+
+    /// The daemon's result: an error after a failure.
+    pub fn outcome(self) -> anyhow::Result<()> {
+        match self {
+            Self::Asked(_) => Ok(()),
+            Self::Failed(why) => bail!("stopped after an internal failure: {why}"),
+        }
+    }
+}
+
 /// The signals the daemon answers.
 pub struct Signals {
     term: UnixSignal,

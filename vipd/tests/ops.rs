@@ -554,3 +554,52 @@ fn a_vip_removed_from_outside_is_added_again() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Under a service manager (`Type=notify`): READY=1 once running, WATCHDOG=1 while the fast
+/// path answers, STOPPING=1 on SIGTERM; a clean stop exits 0.
+#[test]
+fn the_service_manager_hears_ready_watchdog_and_stopping() -> anyhow::Result<()> {
+    if !privileged("the_service_manager_hears_ready_watchdog_and_stopping") {
+        return Ok(());
+    }
+    let (mut lab, n1, n2, _client) = two_nodes("on")?;
+    let socket_path = lab.dir().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path)?;
+    socket.set_read_timeout(Some(SETTLE))?;
+    let c1 = write_config(&lab, &n1, 1, &n2, "")?;
+    let notify = format!("NOTIFY_SOCKET={}", socket_path.display());
+    let p = lab.spawn(
+        &n1,
+        "n1-vipd",
+        Path::new("env"),
+        &[
+            &notify,
+            "WATCHDOG_USEC=200000",
+            VIPD,
+            "run",
+            "--config",
+            c1.to_str().context("path")?,
+        ],
+    )?;
+    let next = || -> anyhow::Result<String> {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).context("no notification")?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    assert_eq!(next()?, "READY=1");
+    for _ in 0..5 {
+        assert_eq!(next()?, "WATCHDOG=1");
+    }
+    lab.proc(p).signal(libc::SIGTERM)?;
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("STOPPING=1") && seen.len() < 100 {
+        seen.push(next()?);
+    }
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{seen:?}"
+    );
+    assert!(lab.proc(p).wait_exit(SETTLE)?, "a clean stop exits 0");
+    Ok(())
+}

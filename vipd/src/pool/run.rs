@@ -48,9 +48,10 @@ use crate::{
     incarnation,
     metrics::{Metrics, PeerLabel, ReasonLabel},
     netlink::{AddressGone, AddressWatch, CarrierWatch, Link},
+    notify::Notifier,
     ratelimit::LogLimit,
     runtime::{
-        Signal, Signals, answer, check_privileges, claim_interface, clean_up, counters_text,
+        Signal, Signals, Stop, answer, check_privileges, claim_interface, clean_up, counters_text,
         hooks_of, join_fast_path, remove_leftovers, serve_metrics,
     },
     xdp,
@@ -169,6 +170,9 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         auth = cfg.auth_key.is_some(),
         "vipd started"
     );
+    let notifier = Notifier::from_env();
+    let mut watchdog = tokio::time::interval(notifier.watchdog_period());
+    notifier.ready();
     if cfg.auth_key.is_none() {
         warn!(
             "heartbeats are NOT authenticated (auth = \"off\"): anyone who can send onto {} \
@@ -217,7 +221,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             biased;
             signal = signals.next() => match signal {
-                Signal::Stop(why) => break why,
+                Signal::Stop(why) => break Stop::Asked(why),
                 Signal::Reload => {
                     if let Some(new) = slow.reload() {
                         refresh = refresh_timer(new.announce_refresh);
@@ -226,17 +230,17 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             },
             report = reports.recv() => match report {
                 Some(r) => slow.on_report(r),
-                None => break "the fast path ended",
+                None => break Stop::Failed("the fast path ended"),
             },
             up = carrier.next() => {
                 let Some(up) = up else {
-                    break "the kernel closed the link notification socket";
+                    break Stop::Failed("the kernel closed the link notification socket");
                 };
                 slow.on_carrier(up);
             }
             removed = gone.next() => match removed {
                 Some(what) => slow.on_address_gone(what),
-                None => break "the kernel closed the address notification socket",
+                None => break Stop::Failed("the kernel closed the address notification socket"),
             },
             Some((generation, check, passed)) = health_rx.recv() => {
                 if generation == slow.health_generation {
@@ -252,6 +256,10 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 Ok((n, from)) => slow.on_datagram(&buf[..n], from),
                 Err(e) => debug!("receiving heartbeats: {e}"),
             },
+            _ = watchdog.tick() => {
+                let wakeups = slow.fast.shared.stats.wakeups.load(Ordering::Relaxed);
+                notifier.watchdog(wakeups, || slow.fast.wake());
+            }
             _ = refresh.tick() => {
                 slow.held.refresh();
                 slow.retry_restore();
@@ -260,9 +268,10 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     };
 
     info!(
-        reason = stop_reason,
+        reason = stop_reason.reason(),
         "stopping: sending LEAVING and releasing VIPs"
     );
+    notifier.stopping();
     slow.fast.stop();
     join_fast_path(&mut reports, thread, |r| slow.on_report(r)).await;
     let (sent, failed, sequence) = slow.stopped.unwrap_or_default();
@@ -283,7 +292,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     );
     slow.health_tasks.iter().for_each(JoinHandle::abort);
     clean_up(&slow.loaded.pin_dir, &slow.cfg.instance).await;
-    Ok(())
+    stop_reason.outcome()
 }
 
 /// What the XDP program is told: who we are, the dead interval, the keys, whether only

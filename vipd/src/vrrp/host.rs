@@ -9,10 +9,11 @@
 //! the crashed run set.
 
 use std::{
-    io::Write as _,
+    io::{self, Write as _},
     net::IpAddr,
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -166,12 +167,39 @@ impl Drop for HostChanges {
     }
 }
 
+/// How long `nft` or `ip` may run before it is killed (they take milliseconds; one that
+/// hangs must not hang the daemon).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `cmd` with `input` on its stdin (stdout discarded, stderr kept), killed after
+/// [`COMMAND_TIMEOUT`].
+fn run_bounded(cmd: &mut Command, input: &[u8]) -> io::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input)?;
+    }
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("killed after {COMMAND_TIMEOUT:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.wait_with_output()
+}
+
 fn delete_link(name: &str) {
-    let ok = Command::new("ip")
-        .args(["link", "del", name])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = run_bounded(Command::new("ip").args(["link", "del", name]), b"")
+        .is_ok_and(|o| o.status.success());
     if !ok {
         debug!("removing the virtual MAC interface {name} failed (already gone?)");
     }
@@ -187,19 +215,8 @@ fn nft_table(instance: &str) -> String {
 }
 
 fn nft(script: &str) -> anyhow::Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = run_bounded(Command::new("nft").args(["-f", "-"]), script.as_bytes())
         .context("running nft (accept = false needs nftables)")?;
-    child
-        .stdin
-        .take()
-        .context("nft stdin")?
-        .write_all(script.as_bytes())?;
-    let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -207,12 +224,11 @@ fn nft(script: &str) -> anyhow::Result<()> {
 }
 
 fn remove_nft_table(table: &str) {
-    let exists = Command::new("nft")
-        .args(["list", "table", "inet", table])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let exists = run_bounded(
+        Command::new("nft").args(["list", "table", "inet", table]),
+        b"",
+    )
+    .is_ok_and(|o| o.status.success());
     if exists && let Err(e) = nft(&format!("delete table inet {table}\n")) {
         warn!("removing the accept = false rules: {e}");
     }

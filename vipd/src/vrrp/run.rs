@@ -43,8 +43,9 @@ use crate::{
     ifaddr::IfAddrs,
     metrics::{GroupLabel, Metrics, ReasonLabel},
     netlink::{AddressGone, AddressWatch, CarrierWatch, Link},
+    notify::Notifier,
     runtime::{
-        Signal, Signals, answer, check_privileges, claim_interface, clean_up, counters_text,
+        Signal, Signals, Stop, answer, check_privileges, claim_interface, clean_up, counters_text,
         hooks_of, join_fast_path, remove_leftovers, serve_metrics,
     },
     xdp::{self, LoadedXdp},
@@ -170,6 +171,9 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         groups = ?cfg.vrrp.iter().map(describe).collect::<Vec<_>>(),
         "vipd started in VRRP mode"
     );
+    let notifier = Notifier::from_env();
+    let mut watchdog = tokio::time::interval(notifier.watchdog_period());
+    notifier.ready();
     let mut rt = Runtime {
         hooks: hooks_of(&cfg),
         health: health::Tracker::new(&cfg.checks),
@@ -213,22 +217,22 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             biased;
             signal = signals.next() => match signal {
-                Signal::Stop(why) => break why,
+                Signal::Stop(why) => break Stop::Asked(why),
                 Signal::Reload => rt.reload(&mut reports).await,
             },
             report = reports.recv() => match report {
                 Some(r) => rt.on_report(r),
-                None => break "the fast path ended",
+                None => break Stop::Failed("the fast path ended"),
             },
             change = carrier_watch.next_change() => {
                 let Some((index, up)) = change else {
-                    break "the kernel closed the link notification socket";
+                    break Stop::Failed("the kernel closed the link notification socket");
                 };
                 rt.on_carrier(index, up).await;
             }
             removed = gone.next() => match removed {
                 Some(what) => rt.on_address_gone(what).await,
-                None => break "the kernel closed the address notification socket",
+                None => break Stop::Failed("the kernel closed the address notification socket"),
             },
             Some((generation, check, passed)) = health_rx.recv() => {
                 if generation == rt.health_generation {
@@ -240,14 +244,19 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                     rt.answer_status(stream);
                 }
             }
+            _ = watchdog.tick() => {
+                let wakeups = rt.fast.shared.stats.wakeups.load(Ordering::Relaxed);
+                notifier.watchdog(wakeups, || rt.fast.wake());
+            }
             _ = refresh.tick() => rt.held.refresh(),
         }
     };
 
     info!(
-        reason = stop_reason,
+        reason = stop_reason.reason(),
         "stopping: priority-0 adverts, releasing VIPs"
     );
+    notifier.stopping();
     rt.fast.stop();
     join_fast_path(&mut reports, thread, |r| rt.on_report(r)).await;
     let stats = &rt.fast.shared.stats;
@@ -265,7 +274,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     } = rt;
     drop(host);
     clean_up(&loaded.pin_dir, &cfg.instance).await;
-    Ok(())
+    stop_reason.outcome()
 }
 
 impl Runtime {
