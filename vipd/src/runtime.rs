@@ -228,10 +228,13 @@ pub fn hooks_of(cfg: &Config) -> Hooks {
     )
 }
 
-/// The last steps of a clean stop: the pins and the control socket go, and hooks of the
-/// last events get a moment to start (they run detached).
-pub async fn clean_up(pin_dir: &std::path::Path, instance: &str) {
+/// How long a stop waits for the hooks of its last events (the unit stops vipd after 10 s).
+const HOOKS_AT_EXIT: Duration = Duration::from_secs(5);
+
+/// The last steps of a clean stop: the pins and the control socket go, and the hooks of
+/// the last events (`vip_released`, `stopping`) run to their end, for at most 5 s.
+pub async fn clean_up(pin_dir: &std::path::Path, instance: &str, hooks: &Hooks) {
     xdp::remove_pins(pin_dir);
     let _ = std::fs::remove_file(control::socket_path(instance));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    hooks.finish(HOOKS_AT_EXIT).await;
 }

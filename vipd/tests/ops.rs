@@ -348,6 +348,19 @@ fn a_failing_check_moves_vips_away_and_hooks_see_every_event() -> anyhow::Result
         assert!(log.contains(expected), "{expected:?} missing from:\n{log}");
     }
     assert!(log.contains(&format!("vip_released {n1_vip}")), "{log}");
+
+    // A graceful stop says `stopping`, and the hooks of its last releases run before the
+    // daemon exits.
+    let before = log.lines().count();
+    lab.proc(p1).signal(libc::SIGTERM)?;
+    assert!(lab.proc(p1).wait_exit(SETTLE)?, "a clean stop exits 0");
+    let log = std::fs::read_to_string(&events)?;
+    let after: Vec<&str> = log.lines().skip(before).collect();
+    assert!(after.contains(&"node_state  stopping"), "{log}");
+    assert!(
+        after.iter().any(|l| l.starts_with("vip_released ")),
+        "the last release's hook ran before exit:\n{log}"
+    );
     Ok(())
 }
 

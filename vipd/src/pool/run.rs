@@ -272,6 +272,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         "stopping: sending LEAVING and releasing VIPs"
     );
     notifier.stopping();
+    slow.hooks.node_state("stopping");
     slow.fast.stop();
     join_fast_path(&mut reports, thread, |r| slow.on_report(r)).await;
     let (sent, failed, sequence) = slow.stopped.unwrap_or_default();
@@ -291,7 +292,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         "stopped"
     );
     slow.health_tasks.iter().for_each(JoinHandle::abort);
-    clean_up(&slow.loaded.pin_dir, &slow.cfg.instance).await;
+    clean_up(&slow.loaded.pin_dir, &slow.cfg.instance, &slow.hooks).await;
     stop_reason.outcome()
 }
 
@@ -576,7 +577,7 @@ impl Slow {
         info!("configuration reloaded");
         self.pool = new.vips.iter().map(|v| v.addr).collect();
         self.pool_digest = pool_digest(&new.vips);
-        self.hooks = hooks_of(&new);
+        self.hooks = self.hooks.reconfigured(hooks_of(&new));
         self.held
             .reconfigure(new.announce_burst, new.announce_repeats.clone());
         if new.checks != self.cfg.checks {

@@ -257,6 +257,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         "stopping: priority-0 adverts, releasing VIPs"
     );
     notifier.stopping();
+    rt.hooks.node_state("stopping");
     rt.fast.stop();
     join_fast_path(&mut reports, thread, |r| rt.on_report(r)).await;
     let stats = &rt.fast.shared.stats;
@@ -270,10 +271,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     );
     rt.health_tasks.iter().for_each(JoinHandle::abort);
     let Runtime {
-        host, loaded, cfg, ..
+        host,
+        loaded,
+        cfg,
+        hooks,
+        ..
     } = rt;
     drop(host);
-    clean_up(&loaded.pin_dir, &cfg.instance).await;
+    clean_up(&loaded.pin_dir, &cfg.instance, &hooks).await;
     stop_reason.outcome()
 }
 
@@ -465,7 +470,7 @@ impl Runtime {
             self.health_tasks =
                 health::spawn(&new.checks, self.health_generation, self.health_tx.clone());
         }
-        self.hooks = hooks_of(&new);
+        self.hooks = self.hooks.reconfigured(hooks_of(&new));
         self.held
             .reconfigure(new.announce_burst, new.announce_repeats.clone());
         self.cfg = new;
