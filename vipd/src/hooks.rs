@@ -346,7 +346,7 @@ mod tests {
         // The orphaned sleep was in the hook's process group: killed too (a zombie at
         // most until init reaps it).
         let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"));
+            .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"));
         assert!(!alive, "the hook's child {pid} survived");
         std::fs::remove_dir_all(dir).unwrap();
     }

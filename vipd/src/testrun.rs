@@ -43,7 +43,7 @@ impl Detached {
             vrrp.insert(key, group, 0)?;
         }
         let p: &mut Xdp = ebpf.program_mut("vipd").context("program")?.try_into()?;
-        p.load().context("loading the XDP program (verifier)")?;
+        crate::xdp::load_program(p)?;
         let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS")?)?;
         let vrrp_notices =
             RingBuf::try_from(ebpf.take_map(VRRP_EVENTS_MAP).context("VRRP_EVENTS")?)?;

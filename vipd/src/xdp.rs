@@ -124,9 +124,7 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
         .program_mut("vipd")
         .context("program `vipd` missing from the object")?
         .try_into()?;
-    program
-        .load()
-        .context("loading the XDP program into the kernel (verifier)")?;
+    load_program(program)?;
     let mode = attach(program, settings.interface, settings.mode)?;
     info!(interface = settings.interface, mode, pins = %settings.pin_dir.display(), "XDP program attached");
     for interface in settings.also.iter().filter(|i| *i != settings.interface) {
@@ -158,6 +156,40 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
         },
         Rings { events, vrrp },
     ))
+}
+
+/// Loads `program` into the kernel, trying again a few times when BPF_PROG_LOAD answers
+/// EAGAIN (as libbpf does: the kernel says so when the verifier is interrupted, e.g. with
+/// many programs loading at once).
+pub(crate) fn load_program(program: &mut Xdp) -> anyhow::Result<()> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match program.load() {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && is_eagain(&e) => {
+                std::thread::sleep(std::time::Duration::from_millis(20 * u64::from(attempt)));
+            }
+            Err(e) => {
+                return Err(e).context("loading the XDP program into the kernel (verifier)");
+            }
+        }
+    }
+}
+
+/// Whether EAGAIN is somewhere in `error`'s chain.
+fn is_eagain(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut e = Some(error);
+    while let Some(err) = e {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EAGAIN))
+        {
+            return true;
+        }
+        e = err.source();
+    }
+    false
 }
 
 fn attach(program: &mut Xdp, interface: &str, mode: AttachMode) -> anyhow::Result<&'static str> {
@@ -391,7 +423,7 @@ pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
                 .program_mut(name)
                 .with_context(|| format!("program {name}"))?
                 .try_into()?;
-            p.load().with_context(|| format!("loading {name}"))?;
+            load_program(p).with_context(|| format!("loading {name}"))?;
         }
         Ok(ebpf)
     };
