@@ -1,11 +1,12 @@
-//! The vipd heartbeat, wire format version 2 (version 1 had no echoes in the state
-//! section; nodes of the two versions do not hear each other: counted as malformed).
+//! The vipd heartbeat, wire format version 3 (version 2 had no `hears` field, version 1
+//! no echoes in the state section; nodes of different versions do not hear each other:
+//! counted as malformed).
 //!
 //! A heartbeat is the payload of one UDP datagram, all integers big-endian:
 //!
 //! ```text
 //!  0      magic        u32  0x56495044 ("VIPD")
-//!  4      version      u8   1
+//!  4      version      u8   3
 //!  5      flags        u8   FLAG_LEAVING | FLAG_MATURE
 //!  6      auth_len     u16  length of the MAC trailer that follows the header (0: none)
 //!  8      cluster_id   u32  which cluster this node belongs to (wide: no 8-bit VRID clashes)
@@ -16,7 +17,11 @@
 //! 36      weight       u16  the sender's placement weight
 //! 38      state_len    u16  length of the state section after the header (0: none)
 //! 40      view_digest  u64  digest of the sender's membership view (0: not computed)
-//! 48      state        [u8; state_len]  which VIPs the sender holds and which peers'
+//! 48      hears        u64  bit i: the i-th member of the sender's view (ids in ascending
+//!                           order, the sender included) was heard within 1.5 of the
+//!                           sender's intervals when the bits were taken, at most one
+//!                           interval before sending (0: no evidence)
+//! 56      state        [u8; state_len]  which VIPs the sender holds and which peers'
 //!                                        incarnations it hears, see [`State`]
 //!  …      auth         [u8; auth_len]   MAC trailer (0 or 16 bytes), see [`crate::auth`]
 //! ```
@@ -30,9 +35,9 @@
 /// "VIPD" in ASCII.
 pub const MAGIC: u32 = 0x5649_5044;
 /// The wire format version this crate reads and writes.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Bytes in the fixed header (everything but the state section and the MAC trailer).
-pub const HEADER_LEN: usize = 48;
+pub const HEADER_LEN: usize = 56;
 /// Longest state section whose MAC trailer the XDP program looks for (a bound the verifier
 /// can see on the trailer's offset; 10,000 VIPs and 64 echoes take 2,036 bytes): a longer
 /// one fails authentication.
@@ -68,6 +73,9 @@ pub struct Heartbeat {
     pub state_len: u16,
     /// Digest of the sender's membership view.
     pub view_digest: u64,
+    /// Which members of the sender's view it heard lately (see the module's table): what
+    /// peers use as indirect evidence before declaring a silent node lost.
+    pub hears: u64,
 }
 
 /// Why a frame is not a heartbeat of our cluster.
@@ -133,6 +141,7 @@ impl Heartbeat {
             weight: be16(b, 36),
             state_len: be16(b, 38),
             view_digest: be64(b, 40),
+            hears: be64(b, 48),
         };
         if payload_len < HEADER_LEN + hb.state_len as usize + hb.auth_len as usize {
             return Err(ParseError::Truncated);
@@ -169,6 +178,7 @@ impl Heartbeat {
         out[36..38].copy_from_slice(&self.weight.to_be_bytes());
         out[38..40].copy_from_slice(&self.state_len.to_be_bytes());
         out[40..48].copy_from_slice(&self.view_digest.to_be_bytes());
+        out[48..56].copy_from_slice(&self.hears.to_be_bytes());
     }
 
     /// The header in wire format.
@@ -337,6 +347,7 @@ mod tests {
             weight: 300,
             state_len: 0,
             view_digest: 0xDEAD_BEEF_F00D_CAFE,
+            hears: 0b1010,
         }
     }
 

@@ -90,6 +90,8 @@ pub struct PeerState {
     pub received: u64,
     /// Heartbeats missing from the sequence (within one incarnation).
     pub missed: u64,
+    /// The `hears` bits of its last heartbeat: which members of its view it heard lately.
+    pub hears: u64,
     /// The peer's node id.
     pub node_id: u32,
     /// The peer's heartbeat interval, microseconds.
@@ -347,7 +349,7 @@ mod tests {
             size_of::<XdpConfig>(),
             4 + 4 + 8 + 2 + 1 + 1 + 4 + 2 * 8 + 2 * 8
         );
-        assert_eq!(size_of::<PeerState>(), 7 * 8 + 4 + 4 + 2 + 1 + 5);
+        assert_eq!(size_of::<PeerState>(), 8 * 8 + 4 + 4 + 2 + 1 + 5);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
         assert_eq!(size_of::<VrrpGroup>(), 16 + 4 + 4 + 2 + 2);
         assert_eq!(size_of::<VrrpSeen>(), 8 + 8 + 16 + 1 + 1 + 2 + 4 + 8);

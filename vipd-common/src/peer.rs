@@ -56,6 +56,7 @@ pub fn record(
             incarnation: hb.incarnation,
             sequence: hb.sequence,
             view_digest: hb.view_digest,
+            hears: hb.hears,
             received: 1,
             node_id: hb.node_id,
             interval_us: hb.interval_us,
@@ -89,6 +90,7 @@ pub fn record(
     next.incarnation = hb.incarnation;
     next.sequence = hb.sequence;
     next.view_digest = hb.view_digest;
+    next.hears = hb.hears;
     next.interval_us = hb.interval_us;
     next.weight = hb.weight;
     next.flags = hb.flags;

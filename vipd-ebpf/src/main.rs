@@ -17,7 +17,7 @@
 //! `COUNTERS` counts each outcome per CPU.
 //!
 //! With authentication on (`XdpConfig::auth`), a heartbeat is recorded only if its trailer
-//! is there and its header MAC (SipHash-2-4 of the 48 header bytes with the shared key) is
+//! is there and its header MAC (SipHash-2-4 of the 56 header bytes with the shared key) is
 //! right, and only if it is newer than the last one recorded from that peer (a later
 //! incarnation, or the same one with a higher sequence): anything else is counted and
 //! passed, never recorded. The daemon checks the full MAC of the state sections it receives.

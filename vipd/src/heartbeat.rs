@@ -114,7 +114,10 @@ impl Heartbeats {
             v6: dup(&self.v6)?,
             ifindex: self.ifindex,
             port: self.port,
-            template: self.template,
+            template: Heartbeat {
+                hears: 0,
+                ..self.template
+            },
             sequence: Arc::clone(&self.sequence),
             key: self.key.clone(),
             sent: 0,
@@ -176,6 +179,12 @@ impl Heartbeats {
                 )));
             }
         }
+    }
+
+    /// Sets the `hears` bits of the next heartbeats (a shadow's stay 0: it has no fresh
+    /// evidence).
+    pub fn set_hears(&mut self, hears: u64) {
+        self.template.hears = hears;
     }
 
     /// Changes the weight announced from the next heartbeat on.

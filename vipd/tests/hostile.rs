@@ -130,6 +130,7 @@ fn forged(
         weight: u16::MAX,
         state_len: section.len() as u16,
         view_digest: 0,
+        hears: 0,
     };
     let mut payload = hb.to_bytes().to_vec();
     payload.extend_from_slice(&section);

@@ -20,13 +20,13 @@ fn header() -> impl Strategy<Value = Heartbeat> {
     (
         (any::<u8>(), any::<u16>(), any::<u32>(), 1..=u32::MAX),
         (any::<u64>(), any::<u64>(), any::<u32>(), any::<u16>()),
-        (any::<u16>(), any::<u64>()),
+        (any::<u16>(), any::<u64>(), any::<u64>()),
     )
         .prop_map(
             |(
                 (flags, auth_len, cluster_id, node_id),
                 (incarnation, sequence, interval_us, weight),
-                (state_len, view_digest),
+                (state_len, view_digest, hears),
             )| Heartbeat {
                 flags,
                 auth_len,
@@ -38,6 +38,7 @@ fn header() -> impl Strategy<Value = Heartbeat> {
                 weight,
                 state_len,
                 view_digest,
+                hears,
             },
         )
 }

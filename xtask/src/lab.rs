@@ -387,6 +387,37 @@ impl Lab {
         Ok(())
     }
 
+    /// Cuts (or, with `cut` false, heals every cut between) the switch ports of `a` and
+    /// `b`: frames between them are dropped in the switch (nftables, bridge family), both
+    /// ways, unicast and multicast; both still reach every other host, and neither loses
+    /// carrier.
+    pub fn partition(&self, a: &Host, b: &Host, cut: bool) -> anyhow::Result<()> {
+        const TABLE: &str = "lab_partition";
+        let script = if cut {
+            let (pa, pb) = (format!("p-{}", a.name), format!("p-{}", b.name));
+            format!(
+                "table bridge {TABLE} {{\n chain forward {{\n  type filter hook forward priority 0;\n  \
+                 iifname \"{pa}\" oifname \"{pb}\" drop\n  iifname \"{pb}\" oifname \"{pa}\" drop\n }}\n}}\n"
+            )
+        } else {
+            format!("table bridge {TABLE} {{}}\ndelete table bridge {TABLE}\n")
+        };
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.switch, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running nft in the switch")?;
+        std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// Runs `ip -n <netns> args…` and returns its stdout.
     pub fn ip(&self, netns: &str, args: &[&str]) -> anyhow::Result<String> {
         let mut full = vec!["-n", netns];

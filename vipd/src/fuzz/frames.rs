@@ -439,6 +439,7 @@ fn header(
         weight: 1,
         state_len: state_len as u16,
         view_digest: 0x1234,
+        hears: 0b110,
     }
 }
 

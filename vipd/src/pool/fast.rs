@@ -26,7 +26,7 @@ use vipd_common::{
 
 use super::{
     STATE_BURST, STATE_REFRESH_NS,
-    membership::{Membership, Transition},
+    membership::{Membership, Transition, hears_window},
     messages::{Command, Report, Verdicts},
     placement::{self, Member},
     pool_digest,
@@ -117,6 +117,10 @@ struct Pool {
     send_failing: bool,
     /// When the whole peer table was last read.
     last_full_scan_ns: u64,
+    /// The view as announced (ids in order, this node included when active).
+    view_ids: Vec<u32>,
+    /// Peers kept in the view on another member's word, as last reported.
+    vouched: Vec<(u32, u32)>,
 }
 
 /// Which peers a reconcile reads from the table.
@@ -153,6 +157,8 @@ pub fn run(cfg: Config, io: Io, ch: Channels, start_ns: u64) {
         take_failed: BTreeSet::new(),
         send_failing: false,
         last_full_scan_ns: 0,
+        view_ids: Vec::new(),
+        vouched: Vec::new(),
         cfg,
         io,
         ch,
@@ -276,6 +282,8 @@ impl Pool {
     fn heartbeat(&mut self) {
         let section = self.state_section_due();
         let (flags, digest) = (self.flags(), self.view_digest);
+        // Taken now: peers read a bit as "heard within 1.25 intervals before it was sent".
+        self.take_hears();
         let sent = self.io.heartbeats.send(flags, digest, &section);
         self.io.vouch.sent(monotonic_ns(), flags, digest);
         match sent {
@@ -289,6 +297,21 @@ impl Pool {
             }
             _ => {}
         }
+    }
+
+    /// Reads the view members' last heartbeats from the peer table (one lookup each) and
+    /// sets the `hears` bits of the heartbeat about to go out.
+    fn take_hears(&mut self) {
+        let now = monotonic_ns();
+        let peers = &self.io.peers;
+        let bits = Membership::hears_bits(
+            &self.view_ids,
+            self.cfg.node_id,
+            |id| peers.get(&id, 0).ok().map(|p| p.last_seen_ns),
+            now,
+            hears_window(self.cfg.interval.as_nanos() as u64),
+        );
+        self.io.heartbeats.set_hears(bits);
     }
 
     /// The state section to put in the next heartbeat, if one is due.
@@ -474,6 +497,11 @@ impl Pool {
     /// Feeds a peer table snapshot; places and acts. Returns whether what we hold changed.
     fn update(&mut self, table: Vec<PeerState>, now: u64) -> bool {
         let transitions = self.membership.observe(table, now);
+        let vouched = self.membership.vouched();
+        if vouched != self.vouched {
+            self.vouched.clone_from(&vouched);
+            self.report(Report::Vouched(vouched));
+        }
         for t in transitions {
             if matches!(t, Transition::Left { .. }) {
                 self.last_loss_ns = Some(now);
@@ -587,6 +615,8 @@ impl Pool {
     fn check_views(&mut self, members: &[Member]) {
         let ids: Vec<u32> = members.iter().map(|m| m.id).collect();
         self.view_digest = view_digest(&ids);
+        self.membership.set_view(&ids);
+        self.view_ids.clone_from(&ids);
         let differing: Vec<u32> = ids
             .iter()
             .filter(|id| **id != self.cfg.node_id)
@@ -788,7 +818,10 @@ impl Pool {
                 id: p.node_id,
                 last_seen_ms_ago: now.saturating_sub(p.last_seen_ns) as f64 / 1e6,
                 in_view,
-                state: peer_state(p, now, self.cfg.dead_interval.as_nanos() as u64).into(),
+                state: match self.vouched.iter().find(|(id, _)| *id == p.node_id) {
+                    Some((_, by)) => format!("up (not heard here; node {by} hears it)"),
+                    None => peer_state(p, now, self.cfg.dead_interval.as_nanos() as u64).into(),
+                },
                 weight: p.weight,
                 same_view: p.view_digest == self.view_digest,
                 received: p.received,

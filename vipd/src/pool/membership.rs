@@ -10,6 +10,18 @@
 //! - verified: it has echoed this node's current incarnation ([`Membership::verify`]), so
 //!   a recording replayed to a node that has just started is never taken for a live peer.
 //!
+//! A silent peer that another member still hears stays in the view ([`Membership::set_view`]): when
+//! the link between this node and a peer breaks while a third member hears both, taking
+//! the peer's VIPs would leave them on two nodes for the whole partition. Each heartbeat
+//! carries `hears`, a bit per member of the sender's view heard within 1.25 of its
+//! intervals when it was sent; a silent member stays in the view while a live
+//! member with the same view says it heard it *after* this node last did — its heartbeat
+//! arrived more than 1.5 of its intervals after the peer's last one here (SWIM's indirect
+//! evidence, without probes). A real failure is declared as soon as it would be without
+//! the rule: no bit can say that of a dead peer (unless delivery took more than a quarter
+//! of an interval). With no member hearing both sides (a real split, or two nodes), the
+//! silent peer is declared lost as before.
+//!
 //! Silence during this node's own stall is excused ([`Membership::excuse_stall`]): when a
 //! hypervisor stops the whole machine, the peers' heartbeats stop with it (in a lab, or
 //! when the "peers" share the host), and on waking the deadline watcher must not judge
@@ -18,9 +30,24 @@
 use std::collections::BTreeMap;
 
 use vipd_common::{
-    heartbeat::{FLAG_LEAVING, FLAG_MATURE},
+    heartbeat::{FLAG_LEAVING, FLAG_MATURE, view_digest},
     maps::PeerState,
 };
+
+/// The window of a `hears` bit: a member heard within 1.25 of the sender's intervals
+/// (every live member is heard every interval, give or take jitter).
+pub fn hears_window(interval_ns: u64) -> u64 {
+    interval_ns * 5 / 4
+}
+
+/// How long after a silent peer's last heartbeat here a member's heartbeat must arrive
+/// for its `hears` bit to prove the peer outlived that heartbeat: the bit's window plus a
+/// quarter interval for delivery, 1.5 of the member's intervals.
+fn evidence_lead(interval_ns: u64) -> u64 {
+    interval_ns * 3 / 2
+}
+/// Members a `hears` bitmap covers (the first 64 of a view, in id order).
+pub const HEARS_BITS: usize = 64;
 
 /// Why a peer left the view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +75,8 @@ pub enum Transition {
 struct Peer {
     state: PeerState,
     in_view: bool,
+    /// Past its deadline but kept: this member heard it later than we did.
+    vouched_by: Option<u32>,
 }
 
 /// The membership view kept by one node.
@@ -60,6 +89,12 @@ pub struct Membership {
     stalls: BTreeMap<usize, (u64, u64)>,
     /// The incarnation of each peer that has echoed ours (see [`Membership::verify`]).
     verified: BTreeMap<u32, u64>,
+    /// The view as this node announces it (ids in order, itself included when active),
+    /// and its digest: `hears` bits of members with the same digest index into it.
+    members: Vec<u32>,
+    digest: u64,
+    /// When to look again at peers kept on another member's word.
+    recheck_ns: Option<u64>,
 }
 
 impl Membership {
@@ -70,7 +105,65 @@ impl Membership {
             peers: BTreeMap::new(),
             stalls: BTreeMap::new(),
             verified: BTreeMap::new(),
+            members: Vec::new(),
+            digest: view_digest(&[]),
+            recheck_ns: None,
         }
+    }
+
+    /// The view as this node announces it (ids in ascending order, itself included when
+    /// active): the index of members' `hears` bits.
+    pub fn set_view(&mut self, ids: &[u32]) {
+        self.members = ids.to_vec();
+        self.digest = view_digest(ids);
+    }
+
+    /// The `hears` bits for a heartbeat of node `me`: bit i for the i-th of `members`
+    /// (ids in order) whose last heartbeat (`last_seen`, read fresh from the peer table)
+    /// is less than `window_ns` old ([`hears_window`]); never its own.
+    pub fn hears_bits(
+        members: &[u32],
+        me: u32,
+        mut last_seen: impl FnMut(u32) -> Option<u64>,
+        now_ns: u64,
+        window_ns: u64,
+    ) -> u64 {
+        members
+            .iter()
+            .take(HEARS_BITS)
+            .enumerate()
+            .filter(|(_, id)| **id != me)
+            .filter(|(_, id)| last_seen(**id).is_some_and(|t| now_ns.saturating_sub(t) < window_ns))
+            .fold(0, |bits, (i, _)| bits | 1 << i)
+    }
+
+    /// The member vouching for silent `p`: a live member of the view, with the same view,
+    /// whose latest heartbeat says it heard `p` after this node last did.
+    fn voucher(&self, p: &PeerState, now_ns: u64) -> Option<u32> {
+        let pos = self.members.iter().position(|id| *id == p.node_id)?;
+        if pos >= HEARS_BITS {
+            return None;
+        }
+        self.peers
+            .values()
+            .filter(|m| m.in_view && m.state.node_id != p.node_id)
+            .map(|m| &m.state)
+            .find(|m| {
+                let lead = evidence_lead(u64::from(m.interval_us) * 1000);
+                self.alive(m, now_ns)
+                    && m.view_digest == self.digest
+                    && m.hears & (1 << pos) != 0
+                    && m.last_seen_ns.saturating_sub(lead) > p.last_seen_ns
+            })
+            .map(|m| m.node_id)
+    }
+
+    /// Peers kept in the view past their deadline, each with the member that hears them.
+    pub fn vouched(&self) -> Vec<(u32, u32)> {
+        self.peers
+            .iter()
+            .filter_map(|(&id, p)| Some((id, p.vouched_by?)))
+            .collect()
     }
 
     /// Records that `node_id`, in its incarnation `incarnation`, echoed this node's current
@@ -126,11 +219,15 @@ impl Membership {
         now_ns.saturating_sub(state.last_seen_ns) < self.allowed(state.last_seen_ns)
     }
 
-    fn qualifies(&self, state: &PeerState, now_ns: u64) -> bool {
+    /// Whether `state` qualifies for the view in everything but its silence.
+    fn qualifies_but_silence(&self, state: &PeerState) -> bool {
         self.is_verified(state.node_id, state.incarnation)
-            && self.alive(state, now_ns)
             && state.flags & FLAG_MATURE != 0
             && state.flags & FLAG_LEAVING == 0
+    }
+
+    fn qualifies(&self, state: &PeerState, now_ns: u64) -> bool {
+        self.qualifies_but_silence(state) && self.alive(state, now_ns)
     }
 
     /// Feeds the peer table as read at `now_ns`; returns the view's changes, in node order.
@@ -142,17 +239,44 @@ impl Membership {
         for state in table {
             let previous = self.peers.get(&state.node_id).copied();
             let in_view = previous.is_some_and(|p| p.in_view);
-            self.peers.insert(state.node_id, Peer { state, in_view });
+            let vouched_by = previous.and_then(|p| p.vouched_by);
+            self.peers.insert(
+                state.node_id,
+                Peer {
+                    state,
+                    in_view,
+                    vouched_by,
+                },
+            );
         }
         let mut out = Vec::new();
         let dead_ns = self.dead_ns;
-        let decisions: Vec<(u32, bool, PeerState)> = self
+        let decisions: Vec<(u32, bool, Option<u32>, PeerState)> = self
             .peers
             .iter()
-            .map(|(&id, p)| (id, self.qualifies(&p.state, now_ns), p.state))
+            .map(|(&id, p)| {
+                let qualifies = self.qualifies(&p.state, now_ns);
+                // A peer silent here that qualifies in everything else stays in (or
+                // returns to) the view on another member's word.
+                let vouched_by = (!qualifies && self.qualifies_but_silence(&p.state))
+                    .then(|| self.voucher(&p.state, now_ns))
+                    .flatten();
+                (id, qualifies || vouched_by.is_some(), vouched_by, p.state)
+            })
             .collect();
-        for (node_id, qualifies, state) in decisions {
+        let mut recheck: Option<u64> = None;
+        for (node_id, qualifies, vouched_by, state) in decisions {
+            if let Some(m) = vouched_by {
+                // Look again within the voucher's interval: its bits say when to stop.
+                let interval = self
+                    .peers
+                    .get(&m)
+                    .map_or(self.dead_ns, |v| u64::from(v.state.interval_us) * 1000)
+                    .max(100_000);
+                recheck = Some(recheck.map_or(now_ns + interval, |r| r.min(now_ns + interval)));
+            }
             let peer = self.peers.get_mut(&node_id).expect("present");
+            peer.vouched_by = vouched_by;
             if qualifies == peer.in_view {
                 continue;
             }
@@ -175,6 +299,7 @@ impl Membership {
                 };
             out.push(Transition::Left { node_id, because });
         }
+        self.recheck_ns = recheck;
         out
     }
 
@@ -191,8 +316,9 @@ impl Membership {
     pub fn next_deadline(&self) -> Option<u64> {
         self.peers
             .values()
-            .filter(|p| p.in_view)
+            .filter(|p| p.in_view && p.vouched_by.is_none())
             .map(|p| p.state.last_seen_ns + self.allowed(p.state.last_seen_ns))
+            .chain(self.recheck_ns)
             .min()
     }
 
@@ -342,6 +468,99 @@ mod tests {
         assert!(seen(&mut m, [peer(2, 1000 * MS, 0)], 1001 * MS).is_empty());
         assert!(m.view_peers().is_empty());
         assert_eq!(m.next_deadline(), None);
+    }
+
+    /// Peer 3's heartbeat at `at_ms`, hearing the members at `hears` (positions in
+    /// [1, 2, 3]), with `view` as its view.
+    fn voucher(at_ms: u64, hears: u64, view: &[u32]) -> PeerState {
+        PeerState {
+            interval_us: 100_000,
+            hears,
+            view_digest: view_digest(view),
+            ..peer(3, at_ms * MS, FLAG_MATURE)
+        }
+    }
+
+    /// Node 1 with peers 2 and 3 in its view, all heard at 1000 ms (interval 100 ms).
+    fn three() -> Membership {
+        let mut m = Membership::new(DEAD);
+        let two = PeerState {
+            interval_us: 100_000,
+            ..peer(2, 1000 * MS, FLAG_MATURE)
+        };
+        seen(&mut m, [two, voucher(1000, 0b011, &[1, 2, 3])], 1000 * MS);
+        m.set_view(&[1, 2, 3]);
+        m
+    }
+
+    #[test]
+    fn a_silent_peer_another_member_hears_stays_until_it_does_not() {
+        let mut m = three();
+        // 2 falls silent here at 1000 ms; 3 keeps hearing it (bit 1).
+        for at in [1100, 1200] {
+            assert!(seen(&mut m, [voucher(at, 0b011, &[1, 2, 3])], at * MS).is_empty());
+        }
+        // 2's deadline: 3's heartbeat of 1290 ms says it heard 2 within 125 ms, so after
+        // 1165 ms, later than we did: kept.
+        assert!(seen(&mut m, [voucher(1290, 0b011, &[1, 2, 3])], 1300 * MS).is_empty());
+        assert_eq!(m.vouched(), vec![(2, 3)]);
+        assert_eq!(m.view_peers(), vec![2, 3]);
+        let recheck = m.next_deadline().unwrap();
+        assert!(recheck > 1300 * MS && recheck <= 1400 * MS, "{recheck}");
+        assert!(seen(&mut m, [voucher(1390, 0b011, &[1, 2, 3])], 1400 * MS).is_empty());
+        // 3 stops hearing it: lost, as a timeout of its last heartbeat here.
+        let t = seen(&mut m, [voucher(1490, 0b001, &[1, 2, 3])], 1500 * MS);
+        assert_eq!(
+            t,
+            vec![Transition::Left {
+                node_id: 2,
+                because: LeftBecause::Timeout {
+                    last_seen_ns: 1000 * MS
+                }
+            }]
+        );
+        assert!(m.vouched().is_empty());
+    }
+
+    #[test]
+    fn a_dead_peer_is_declared_at_its_deadline_whatever_the_bits_say() {
+        let mut m = three();
+        // 2 died right after its heartbeat of 1000 ms; 3 heard that one too. 3's last bit
+        // for it is at most 125 ms after it: never 150 ms past our last hearing of it.
+        seen(&mut m, [voucher(1124, 0b011, &[1, 2, 3])], 1124 * MS);
+        let t = seen(&mut m, [voucher(1124, 0b011, &[1, 2, 3])], 1300 * MS);
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert!(matches!(t[0], Transition::Left { node_id: 2, .. }));
+    }
+
+    #[test]
+    fn only_a_live_member_of_the_same_view_vouches() {
+        // Another view: its bit positions mean other nodes.
+        let mut m = three();
+        let t = seen(&mut m, [voucher(1290, 0b011, &[1, 2, 3, 4])], 1300 * MS);
+        assert!(
+            matches!(t[..], [Transition::Left { node_id: 2, .. }]),
+            "{t:?}"
+        );
+        // A voucher silent itself past the dead interval: both go.
+        let mut m = three();
+        seen(&mut m, [voucher(1290, 0b011, &[1, 2, 3])], 1300 * MS);
+        let t = seen(&mut m, [], 1600 * MS);
+        assert_eq!(t.len(), 2, "{t:?}");
+    }
+
+    #[test]
+    fn hears_bits_follow_the_view_order_and_never_name_the_sender() {
+        let seen_at = |id: u32| match id {
+            2 => Some(990 * MS),
+            5 => Some(800 * MS),
+            _ => None,
+        };
+        let bits = Membership::hears_bits(&[1, 2, 5, 9], 1, seen_at, 1000 * MS, 125 * MS);
+        assert_eq!(bits, 0b0010);
+        let bits = Membership::hears_bits(&[1, 2, 5, 9], 1, seen_at, 1000 * MS, 250 * MS);
+        assert_eq!(bits, 0b0110);
+        assert_eq!(hears_window(100 * MS), 125 * MS);
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub enum Report {
         last_seen_ns: u64,
         weight: u16,
     },
+    /// Peers kept in the view although this node does not hear them, each with the member
+    /// that does (the whole list, when it changed).
+    Vouched(Vec<(u32, u32)>),
     /// The node state changed: active, holding-down, withdrawn or fault.
     NodeState(&'static str),
     /// The hold-down is over.

@@ -206,6 +206,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         state_seen: BTreeMap::new(),
         pool_mismatch_logged: BTreeSet::new(),
         restore_pending: None,
+        vouched: Vec::new(),
         rejected: Rejected::default(),
         event_logs: LogLimit::per_peer(),
         view_logs: LogLimit::per_peer(),
@@ -372,6 +373,8 @@ struct Slow {
     /// Removed addresses the fast path has not been asked to restore yet (its queue was
     /// full); `Some(None)`: every held VIP.
     restore_pending: Option<Option<Vec<IpAddr>>>,
+    /// Peers kept in the view on another member's word (peer, member), as last reported.
+    vouched: Vec<(u32, u32)>,
     rejected: Rejected,
     /// Per-peer limits on the log lines heartbeats can cause.
     event_logs: LogLimit<u32>,
@@ -420,6 +423,7 @@ impl Slow {
                 }
                 self.count_transition(&transition, at_ns);
             }
+            Report::Vouched(list) => self.on_vouched(list),
             Report::NodeState(state) => {
                 info!(state, "node state");
                 self.hooks.node_state(state);
@@ -594,6 +598,27 @@ impl Slow {
         self.pool_mismatch_logged.clear();
         self.holdings_sent.clear();
         Some(new)
+    }
+
+    /// Logs which silent peers another member still hears (kept in the view: a partition
+    /// between this node and them, not a failure).
+    fn on_vouched(&mut self, list: Vec<(u32, u32)>) {
+        for (peer, by) in &list {
+            if !self.vouched.iter().any(|(p, _)| p == peer) {
+                warn!(
+                    peer,
+                    heard_by = by,
+                    "peer silent past the dead interval but heard by another member: kept in \
+                     the view, its VIPs stay with it (a partition between this node and it?)"
+                );
+            }
+        }
+        for (peer, _) in &self.vouched {
+            if !list.iter().any(|(p, _)| p == peer) {
+                info!(peer, "peer no longer kept on another member's word");
+            }
+        }
+        self.vouched = list;
     }
 
     /// An address left the interface: if it is a VIP, the fast path adds it again if it
