@@ -20,6 +20,24 @@ pub const VRRP_SEEN_MAP: &str = "VRRP_SEEN";
 /// Name of the ring buffer of [`VrrpNotice`]s.
 pub const VRRP_EVENTS_MAP: &str = "VRRP_EVENTS";
 
+/// Name of the self-fencing clock: `Array<u64>`, one entry, the daemon's fast path's last
+/// progress (`bpf_ktime_get_ns()` time; 0: fencing off). Older than the dead interval
+/// (the daemon is frozen, hung or dead), the program stops answering for the held VIPs.
+pub const FENCE_MAP: &str = "FENCE";
+/// Name of the VIPs this node holds: `HashMap<[u8; 16] address, u8>` (see [`addr_key`]),
+/// written by the daemon; ARP requests and neighbour solicitations for them are dropped
+/// while the node is fenced.
+pub const HELD_MAP: &str = "HELD";
+/// Most VIPs `HELD` holds.
+pub const MAX_HELD: u32 = 16 * 1024;
+
+/// Whether a node whose daemon last made progress at `alive_ns` (0: never said) is fenced
+/// at `now_ns`: silent longer than `dead_ns`, the time its peers take to take over.
+#[inline(always)]
+pub fn fenced(alive_ns: u64, now_ns: u64, dead_ns: u64) -> bool {
+    alive_ns != 0 && now_ns.saturating_sub(alive_ns) > dead_ns
+}
+
 /// Most peers the peer table holds.
 pub const MAX_PEERS: u32 = 1024;
 /// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
@@ -320,6 +338,10 @@ counters! {
     HeartbeatUnknownSource = 17, "heartbeats_unknown_source", "pass";
     /// IPv6 VRRP adverts from a source that is not link-local (RFC 5798 5.1.2.1).
     VrrpNotLinkLocal = 18, "vrrp_not_link_local", "pass";
+    /// ARP requests and neighbour solicitations for a held VIP dropped because the daemon
+    /// made no progress for the dead interval (frozen, hung or dead: self-fencing, while
+    /// its peers take the VIPs over).
+    NeighborFenced = 19, "neighbor_fenced", "drop";
 }
 
 /// Number of slots in the counters array.

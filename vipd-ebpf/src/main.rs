@@ -43,9 +43,9 @@ use vipd_common::{
     auth::{Key, header_mac, header_mac_offset, siphash24_header},
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, ParseError},
     maps::{
-        COUNTER_SLOTS, Counter, EVENTS_BYTES, MAX_PEER_ADDRS, MAX_PEERS, MAX_VRRP_GROUPS,
+        COUNTER_SLOTS, Counter, EVENTS_BYTES, MAX_HELD, MAX_PEER_ADDRS, MAX_PEERS, MAX_VRRP_GROUPS,
         PeerEvent, PeerState, VRRP_EVENTS_BYTES, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup,
-        VrrpNotice, VrrpSeen, XdpConfig, addr_key_v4, vrrp_key,
+        VrrpNotice, VrrpSeen, XdpConfig, addr_key_v4, fenced, vrrp_key,
     },
     peer,
     vrrp::{self, Advert, Family, IPPROTO_VRRP, Local, Notice, Seen, VrrpError},
@@ -83,12 +83,26 @@ static VRRP_SEEN: HashMap<u32, VrrpSeen, { MAX_VRRP_GROUPS as usize }> = HashMap
 #[btf_map]
 static VRRP_EVENTS: RingBuf<VrrpNotice, { VRRP_EVENTS_BYTES as usize }> = RingBuf::new();
 
+/// The daemon's last progress (see `maps::FENCE_MAP`).
+#[btf_map]
+static FENCE: Array<u64, 1> = Array::new();
+
+/// The VIPs this node holds (see `maps::HELD_MAP`).
+#[btf_map]
+static HELD: HashMap<[u8; 16], u8, { MAX_HELD as usize }> = HashMap::new();
+
 /// Longest VRRP message checksummed here, in 16-bit words.
 const VRRP_MAX_WORDS: usize = vrrp::MAX_MESSAGE_LEN / 2;
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_ARP: u16 = 0x0806;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+/// ICMPv6 Neighbor Solicitation.
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+/// ARP request (operation 1), Ethernet/IPv4.
+const ARP_REQUEST: u16 = 1;
 
 /// Entry point: never aborts a frame, whatever happens in parsing.
 #[xdp]
@@ -135,6 +149,7 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     // SAFETY: ptr_at checked the header lies inside the frame.
     let ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let (udp_off, ttl, source) = match ether_type {
+        ETH_P_ARP => return arp_request(ctx, config),
         ETH_P_IPV4 => {
             let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
             // SAFETY: as above.
@@ -157,6 +172,9 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
             let ip = unsafe { &*ip };
             if ip.next_hdr == IPPROTO_VRRP {
                 return Some(vrrp_v6(ctx, ip));
+            }
+            if ip.next_hdr == IPPROTO_ICMPV6 {
+                return neighbor_solicitation(ctx, config);
             }
             if ip.next_hdr != IPPROTO_UDP {
                 return None;
@@ -210,6 +228,51 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     } else {
         Some(xdp_action::XDP_DROP)
     }
+}
+
+/// An ARP request for a held VIP while this node is fenced: dropped. Anything else ARP is
+/// other traffic.
+#[inline(always)]
+fn arp_request(ctx: &XdpContext, config: &XdpConfig) -> Option<u32> {
+    // htype, ptype, hlen, plen, oper, sha, spa, tha, tpa: 28 bytes for Ethernet/IPv4.
+    let arp: *const [u8; 28] = ptr_at(ctx, EthHdr::LEN)?;
+    // SAFETY: ptr_at checked the 28 bytes lie inside the frame.
+    let arp = unsafe { &*arp };
+    if u16::from_be_bytes([arp[6], arp[7]]) != ARP_REQUEST {
+        return None;
+    }
+    fence(config, &addr_key_v4([arp[24], arp[25], arp[26], arp[27]]))
+}
+
+/// A neighbour solicitation for a held VIP while this node is fenced: dropped.
+#[inline(always)]
+fn neighbor_solicitation(ctx: &XdpContext, config: &XdpConfig) -> Option<u32> {
+    // type, code, checksum, reserved, target: 24 bytes.
+    let ns: *const [u8; 24] = ptr_at(ctx, EthHdr::LEN + Ipv6Hdr::LEN)?;
+    // SAFETY: ptr_at checked the 24 bytes lie inside the frame.
+    let ns = unsafe { &*ns };
+    if ns[0] != ND_NEIGHBOR_SOLICIT {
+        return None;
+    }
+    let mut target = [0u8; 16];
+    target.copy_from_slice(&ns[8..24]);
+    fence(config, &target)
+}
+
+/// Self-fencing: when the daemon has made no progress for the dead interval (its peers
+/// are taking its VIPs over), a request for one of its VIPs is dropped, so a frozen or
+/// dead daemon's node stops answering for them as the peers start to.
+#[inline(always)]
+fn fence(config: &XdpConfig, vip: &[u8; 16]) -> Option<u32> {
+    let alive = *FENCE.get(0)?;
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a lookup; the value is not read.
+    if !fenced(alive, now, config.dead_ns) || unsafe { HELD.get(vip) }.is_none() {
+        return None;
+    }
+    count(Counter::NeighborFenced);
+    Some(xdp_action::XDP_DROP)
 }
 
 /// Whether the heartbeat carries a 16-byte trailer, inside the frame, whose header MAC is

@@ -343,11 +343,18 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // The orphaned sleep was in the hook's process group: killed too (a zombie at
-        // most until init reaps it).
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"));
-        assert!(!alive, "the hook's child {pid} survived");
+        // The orphaned sleep was in the hook's process group: killed too (SIGKILL lands
+        // asynchronously; a zombie at most until it is reaped). Bounded wait.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
+        };
+        let mut tries = 0;
+        while alive() && tries < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tries += 1;
+        }
+        assert!(!alive(), "the hook's child {pid} survived");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

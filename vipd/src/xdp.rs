@@ -15,9 +15,9 @@ use aya::{
 };
 use tracing::{info, warn};
 use vipd_common::maps::{
-    CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP, PEER_ADDRS_MAP, PEERS_MAP,
-    PeerState, VRRP_EVENTS_MAP, VRRP_GROUPS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpSeen, XdpConfig,
-    addr_key,
+    CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP, FENCE_MAP, HELD_MAP,
+    PEER_ADDRS_MAP, PEERS_MAP, PeerState, VRRP_EVENTS_MAP, VRRP_GROUPS_MAP, VRRP_SEEN_MAP,
+    VrrpGroup, VrrpSeen, XdpConfig, addr_key,
 };
 
 /// The XDP object built by `vipd/build.rs`.
@@ -56,6 +56,8 @@ pub struct LoadedXdp {
     pub vrrp_groups: HashMap<MapData, u32, VrrpGroup>,
     /// What the program last heard of each group's Master.
     pub vrrp_seen: HashMap<MapData, u32, VrrpSeen>,
+    /// The VIPs this node holds, for self-fencing.
+    held: HashMap<MapData, [u8; 16], u8>,
     /// "driver" or "skb".
     pub mode: &'static str,
     /// Where the maps are pinned.
@@ -112,6 +114,8 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
         (VRRP_GROUPS_MAP, "vrrp_groups"),
         (VRRP_SEEN_MAP, "vrrp_seen"),
         (VRRP_EVENTS_MAP, "vrrp_events"),
+        (FENCE_MAP, "fence"),
+        (HELD_MAP, "held"),
     ] {
         let path = settings.pin_dir.join(file);
         let map = ebpf
@@ -142,6 +146,7 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
     let vrrp = RingBuf::try_from(ebpf.take_map(VRRP_EVENTS_MAP).context("VRRP_EVENTS")?)?;
     let vrrp_groups = HashMap::try_from(ebpf.take_map(VRRP_GROUPS_MAP).context("VRRP_GROUPS")?)?;
     let vrrp_seen = HashMap::try_from(ebpf.take_map(VRRP_SEEN_MAP).context("VRRP_SEEN")?)?;
+    let held = HashMap::try_from(ebpf.take_map(HELD_MAP).context("HELD")?)?;
     Ok((
         LoadedXdp {
             _ebpf: ebpf,
@@ -151,6 +156,7 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
             counters,
             vrrp_groups,
             vrrp_seen,
+            held,
             mode,
             pin_dir: settings.pin_dir.into(),
         },
@@ -305,6 +311,31 @@ impl LoadedXdp {
     /// A second handle on the peer table, from its pin (for the fast path's thread).
     pub fn open_peers(&self) -> anyhow::Result<HashMap<MapData, u32, PeerState>> {
         self.open_pinned("peers", aya::maps::Map::LruHashMap)
+    }
+
+    /// A handle on the self-fencing clock, from its pin (for the fast path's thread, which
+    /// writes its progress there).
+    pub fn open_fence(&self) -> anyhow::Result<Array<MapData, u64>> {
+        let path = self.pin_dir.join("fence");
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("opening the pinned map {}", path.display()))?;
+        Ok(Array::try_from(aya::maps::Map::Array(data))?)
+    }
+
+    /// Records that this node holds (`true`) or no longer holds `vip`: while the daemon is
+    /// fenced the program drops ARP requests and solicitations for the VIPs it holds.
+    pub fn set_held(&mut self, vip: std::net::IpAddr, held: bool) {
+        let key = addr_key(vip);
+        let r = if held {
+            self.held.insert(key, 1, 0)
+        } else {
+            self.held.remove(&key)
+        };
+        if let Err(e) = r
+            && held
+        {
+            warn!(%vip, "recording a held VIP for self-fencing: {e}");
+        }
     }
 
     /// Rewrites the program's configuration (it applies from the next frame).

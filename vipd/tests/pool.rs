@@ -447,3 +447,67 @@ fn a_partition_that_a_third_node_sees_across_moves_nothing() -> anyhow::Result<(
     p.wait_counts(&[1, 3], &[3, 3])?;
     Ok(())
 }
+
+/// A frozen daemon (SIGSTOP past the dead interval): its peer takes its VIPs over and its
+/// own kernel stops answering ARP for them (self-fencing in XDP), so clients see one owner;
+/// on thaw it gives them back, holds down, then takes its share again.
+#[test]
+fn a_frozen_daemon_fences_itself_and_yields_on_thaw() -> anyhow::Result<()> {
+    if !privileged("a_frozen_daemon_fences_itself_and_yields_on_thaw") {
+        return Ok(());
+    }
+    let mut p = Pool::new("vz", 2, &["192.0.2.201", "192.0.2.202"])?;
+    for i in 1..=2 {
+        p.start(i, "first", &["--hold-down", "300ms"])?;
+    }
+    let owners = p.wait_counts(&[1, 2], &[1, 1])?;
+    let n1_vip = owners
+        .iter()
+        .find(|(_, o)| *o == "n1")
+        .map(|(v, _)| v.clone())
+        .context("n1's VIP")?;
+    let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
+
+    p.lab.proc(p.procs["n1"]).signal(libc::SIGSTOP)?;
+    let frozen = (|| -> anyhow::Result<()> {
+        wait_until("n2 holding n1's VIP", SETTLE, || {
+            p.lab.has_address(&n2, &n1_vip)
+        })?;
+        assert!(
+            p.lab.has_address(&n1, &n1_vip)?,
+            "a frozen daemon cannot remove it"
+        );
+        // The client asks who has it: only n2 answers, n1's kernel is fenced.
+        let out = p.lab.exec(
+            &p.client,
+            "arping",
+            &["-c", "3", "-w", "3", "-I", "eth0", &n1_vip],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout).to_uppercase();
+        assert!(text.contains(&n2.mac.to_uppercase()), "n2 answers:\n{text}");
+        assert!(
+            !text.contains(&n1.mac.to_uppercase()),
+            "a fenced n1 answered:\n{text}"
+        );
+        Ok(())
+    })();
+    p.lab.proc(p.procs["n1"]).signal(libc::SIGCONT)?;
+    frozen?;
+
+    p.lab.proc(p.procs["n1"]).wait_for_line(
+        &["sent no heartbeat for longer than the dead interval"],
+        SETTLE,
+    )?;
+    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
+    p.wait_answering(&healed)?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["status", "--json", "--instance"])
+        .arg(format!("{}-n1", p.lab.prefix()))
+        .output()?;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert!(
+        status["counters"]["neighbor_fenced"].as_u64() > Some(0),
+        "the fence is counted: {status}"
+    );
+    Ok(())
+}

@@ -14,7 +14,7 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use aya::maps::{HashMap, MapData, RingBuf};
+use aya::maps::{Array, HashMap, MapData, RingBuf};
 use vipd_common::{
     auth::AUTH_LEN,
     heartbeat::{
@@ -69,6 +69,8 @@ pub struct Io {
     pub peers: HashMap<MapData, u32, PeerState>,
     /// The XDP program's event ring.
     pub events: RingBuf<MapData>,
+    /// The self-fencing clock: this thread's progress, written every wake-up.
+    pub fence: Array<MapData, u64>,
     /// Address changes on the cluster interface.
     pub addrs: IfAddrs,
     /// The cluster interface's index.
@@ -173,6 +175,9 @@ impl Pool {
         loop {
             let now = monotonic_ns();
             self.io.vouch.progress_ns.store(now, Ordering::Relaxed);
+            self.yield_after_silence(now);
+            // Alive: the XDP program answers for our VIPs (see `maps::FENCE_MAP`).
+            let _ = self.io.fence.set(0, now, 0);
             self.send_if_due();
             if self.ch.stopping() {
                 break;
@@ -216,6 +221,26 @@ impl Pool {
             self.excuse_own_stall(wake);
         }
         self.stop();
+    }
+
+    /// After a silence of the dead interval (the process was frozen, or hung past what the
+    /// shadows cover): the peers have declared this node lost and taken its VIPs, so it
+    /// gives back whatever it still holds and starts its hold-down again, before its first
+    /// heartbeat, instead of claiming them a second time.
+    fn yield_after_silence(&mut self, now: u64) {
+        let last = self.io.vouch.sent_ns.load(Ordering::Acquire);
+        let silent = now.saturating_sub(last);
+        if last == 0 || silent < self.cfg.dead_interval.as_nanos() as u64 {
+            return;
+        }
+        self.report(Report::Silenced {
+            silent_ns: silent,
+            held: self.held.len(),
+        });
+        self.release_all();
+        self.mature = false;
+        self.mature_at = now + self.cfg.hold_down.as_nanos() as u64;
+        self.state_burst = STATE_BURST;
     }
 
     /// After waking later than asked (this thread, or the whole machine, could not run),

@@ -70,6 +70,9 @@ pub enum Report {
     /// Peers kept in the view although this node does not hear them, each with the member
     /// that does (the whole list, when it changed).
     Vouched(Vec<(u32, u32)>),
+    /// This node sent no heartbeat for `silent_ns` (past the dead interval: frozen or
+    /// hung); it released the `held` VIPs it still had and holds down again.
+    Silenced { silent_ns: u64, held: usize },
     /// The node state changed: active, holding-down, withdrawn or fault.
     NodeState(&'static str),
     /// The hold-down is over.

@@ -44,7 +44,7 @@ use crate::{
     heartbeat::{Heartbeats, MAX_DATAGRAM},
     holder::Announcements,
     hooks::Hooks,
-    ifaddr::IfAddrs,
+    ifaddr::{IfAddrs, Outcome},
     incarnation,
     metrics::{Metrics, PeerLabel, ReasonLabel},
     netlink::{AddressGone, AddressWatch, CarrierWatch, Link},
@@ -137,6 +137,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let io = fast::Io {
         heartbeats,
         peers: loaded.open_peers()?,
+        fence: loaded.open_fence()?,
         events: rings.events,
         addrs: IfAddrs::open().context("opening a netlink socket")?,
         ifindex: link.index,
@@ -424,6 +425,13 @@ impl Slow {
                 self.count_transition(&transition, at_ns);
             }
             Report::Vouched(list) => self.on_vouched(list),
+            Report::Silenced { silent_ns, held } => warn!(
+                silent_ms = silent_ns / 1_000_000,
+                released = held,
+                "this node sent no heartbeat for longer than the dead interval (frozen or \
+                 hung): its peers have taken over, so it gave its VIPs back and holds down \
+                 again"
+            ),
             Report::NodeState(state) => {
                 info!(state, "node state");
                 self.hooks.node_state(state);
@@ -451,12 +459,25 @@ impl Slow {
                 info!(vip = %vip, "conflict resolved: announcing again");
                 self.held.announced_again(vip);
             }
-            Report::Taken(list) => self.held.taken(&list, None, &self.announcer, &self.hooks),
+            Report::Taken(list) => {
+                for t in &list {
+                    self.loaded.set_held(t.vip.addr, true);
+                }
+                self.held.taken(&list, None, &self.announcer, &self.hooks);
+            }
             Report::Restored(vips) => self.held.restored(&vips, &self.announcer),
             Report::TakeFailed { vip, error } => {
                 warn!("taking over {vip}: {error}; will retry")
             }
-            Report::Released(list) => self.held.released(&list, None, &self.hooks),
+            Report::Released(list) => {
+                for r in list
+                    .iter()
+                    .filter(|r| !matches!(r.outcome, Outcome::Failed(_)))
+                {
+                    self.loaded.set_held(r.vip.addr, false);
+                }
+                self.held.released(&list, None, &self.hooks);
+            }
             Report::SendFailing(Some(e)) => {
                 warn!("sending heartbeats on {}: {e}", self.cfg.interface)
             }
