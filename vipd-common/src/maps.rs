@@ -281,8 +281,8 @@ macro_rules! counters {
             }
 
             /// What the XDP program did with the frames counted here: `"record"` (recorded,
-            /// then dropped or passed up), `"pass"`, or `""` for a counter of something
-            /// other than frames.
+            /// then dropped or passed up), `"pass"`, `"drop"`, or `""` for a counter of
+            /// something other than frames.
             pub fn verdict(self) -> &'static str {
                 match self {
                     $(Counter::$variant => $verdict,)*
@@ -382,7 +382,7 @@ mod tests {
     fn counters_are_in_index_order_and_fit() {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i, "{}", c.name());
-            assert!(["record", "pass", ""].contains(&c.verdict()));
+            assert!(["record", "pass", "drop", ""].contains(&c.verdict()));
         }
         assert!(Counter::ALL.len() as u32 <= COUNTER_SLOTS);
     }

@@ -2,8 +2,11 @@
 //!
 //! - `build-ebpf`: builds the XDP object on its own and prints its path.
 //! - `demo`: a two-node cluster and a client in network namespaces; shows a takeover.
+//! - `bench …`, `fuzz-xdp`, `chaos`: measurements and checks that print figures and write
+//!   bench/results/.
 
 mod bench;
+mod chaos;
 mod demo;
 
 use std::{
@@ -34,6 +37,18 @@ enum Task {
     Bench {
         #[command(subcommand)]
         which: BenchTask,
+    },
+    /// Random faults on a three-node pool (kills, stops, partitions, freezes, link flaps,
+    /// lossy links, VIPs removed from outside, a second instance), each followed by a check
+    /// of the invariants once converged. Needs root; writes
+    /// bench/results/<date>-chaos.{json,md}; fails on any violation.
+    Chaos {
+        /// Faults to inject, one per cycle.
+        #[arg(long, default_value_t = 1000)]
+        cycles: usize,
+        /// Seed of the fault sequence.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Differential fuzzing of the XDP program: generated and damaged frames through the
     /// loaded program (BPF_PROG_TEST_RUN) and its host reference; any difference in verdict,
@@ -156,7 +171,7 @@ enum BenchTask {
 
 fn main() -> anyhow::Result<()> {
     let task = Cli::parse().task;
-    if matches!(task, Task::Demo | Task::Bench { .. }) {
+    if matches!(task, Task::Demo | Task::Bench { .. } | Task::Chaos { .. }) {
         // Ctrl-C unwinds the lab (namespaces, processes, pins) instead of leaking it.
         xtask::lab::handle_interrupts();
     }
@@ -202,6 +217,7 @@ fn main() -> anyhow::Result<()> {
                 },
         } => bench::starvation::bench(seconds, quick, load),
         Task::FuzzXdp { frames, seed } => bench::fuzz_xdp(frames, seed),
+        Task::Chaos { cycles, seed } => chaos::run(cycles, seed),
         Task::Echo {
             bind,
             name,

@@ -26,7 +26,7 @@ use vipd_common::{
 
 use super::{
     STATE_BURST, STATE_REFRESH_NS,
-    membership::{Membership, Transition, hears_window},
+    membership::{LeftBecause, Membership, Transition, hears_window},
     messages::{Command, Report, Verdicts},
     placement::{self, Member},
     pool_digest,
@@ -123,6 +123,8 @@ struct Pool {
     view_ids: Vec<u32>,
     /// Peers kept in the view on another member's word, as last reported.
     vouched: Vec<(u32, u32)>,
+    /// Peers that left the view by timeout (their return is a heal).
+    timed_out: BTreeSet<u32>,
 }
 
 /// Which peers a reconcile reads from the table.
@@ -161,6 +163,7 @@ pub fn run(cfg: Config, io: Io, ch: Channels, start_ns: u64) {
         last_full_scan_ns: 0,
         view_ids: Vec::new(),
         vouched: Vec::new(),
+        timed_out: BTreeSet::new(),
         cfg,
         io,
         ch,
@@ -471,7 +474,9 @@ impl Pool {
                 self.read_table()
             }
             Scan::Ids(mut ids) => {
+                // The view, and every peer that may vouch for a silent member: fresh.
                 ids.extend(self.membership.view_peers());
+                ids.extend(self.membership.witnesses(now));
                 ids.iter()
                     .filter_map(|id| self.io.peers.get(id, 0).ok())
                     .collect()
@@ -527,7 +532,18 @@ impl Pool {
             self.vouched.clone_from(&vouched);
             self.report(Report::Vouched(vouched));
         }
+        let mut returning = false;
         for t in transitions {
+            match t {
+                Transition::Left {
+                    node_id,
+                    because: LeftBecause::Timeout { .. },
+                } => {
+                    self.timed_out.insert(node_id);
+                }
+                Transition::Joined { node_id } => returning |= self.timed_out.remove(&node_id),
+                Transition::Left { .. } => {}
+            }
             if matches!(t, Transition::Left { .. }) {
                 self.last_loss_ns = Some(now);
             }
@@ -565,12 +581,20 @@ impl Pool {
             self.cfg.preempt,
         );
         let me = self.cfg.node_id;
-        // Take over first: that is the urgent half.
+        // Take over first: that is the urgent half. A VIP another member still says it
+        // holds is its to hand over: taken once its state section no longer lists it (a
+        // hand-back never puts a VIP on two nodes; a lost node is no member, so a
+        // takeover never waits).
+        let claimed = self.claimed_by_members(&members);
         let to_take: Vec<Vip> = self
             .cfg
             .vips
             .iter()
-            .filter(|v| assignment.get(&v.addr) == Some(&me) && !self.held.contains_key(&v.addr))
+            .filter(|v| {
+                assignment.get(&v.addr) == Some(&me)
+                    && !self.held.contains_key(&v.addr)
+                    && !claimed.contains(&v.addr)
+            })
             .copied()
             .collect();
         let to_release: Vec<(Vip, Option<u32>)> = self
@@ -590,7 +614,24 @@ impl Pool {
         if changed {
             self.state_burst = STATE_BURST;
         }
+        if returning {
+            self.announce_held_again();
+        }
         changed
+    }
+
+    /// A peer declared lost came back (a partition healed, a frozen node thawed): it may
+    /// have answered for VIPs held here meanwhile, and clients may still send to it. Every
+    /// held VIP is announced again (with repeats), so they come back here at once.
+    fn announce_held_again(&mut self) {
+        let held: Vec<IpAddr> = self.held.keys().copied().collect();
+        if held.is_empty() {
+            return;
+        }
+        self.io
+            .announcer
+            .announce_many(&held, self.cfg.announce_burst);
+        self.report(Report::AnnouncedAgain(held));
     }
 
     /// The view with weights, this node included when active, in id order.
@@ -663,15 +704,19 @@ impl Pool {
         }
     }
 
+    /// The VIPs the other members say they hold (their latest state sections).
+    fn claimed_by_members(&self, members: &[Member]) -> BTreeSet<IpAddr> {
+        self.peers
+            .iter()
+            .filter(|(id, _)| **id != self.cfg.node_id && members.iter().any(|m| m.id == **id))
+            .flat_map(|(_, vips)| vips.iter().copied())
+            .collect()
+    }
+
     /// Re-announces held VIPs that stopped being claimed by a peer: after a split brain the
     /// segment must learn our MAC again.
     fn track_conflicts(&mut self, members: &[Member]) {
-        let claimed_by_peers: BTreeSet<IpAddr> = self
-            .peers
-            .iter()
-            .filter(|(id, _)| members.iter().any(|m| m.id == **id))
-            .flat_map(|(_, vips)| vips.iter().copied())
-            .collect();
+        let claimed_by_peers = self.claimed_by_members(members);
         let now: BTreeSet<IpAddr> = self
             .held
             .keys()

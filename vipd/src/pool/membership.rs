@@ -48,6 +48,8 @@ fn evidence_lead(interval_ns: u64) -> u64 {
 }
 /// Members a `hears` bitmap covers (the first 64 of a view, in id order).
 pub const HEARS_BITS: usize = 64;
+/// Views of this node kept to decode members' `hears` bits (theirs may lag a change).
+const VIEWS_KEPT: usize = 4;
 
 /// Why a peer left the view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,10 +91,10 @@ pub struct Membership {
     stalls: BTreeMap<usize, (u64, u64)>,
     /// The incarnation of each peer that has echoed ours (see [`Membership::verify`]).
     verified: BTreeMap<u32, u64>,
-    /// The view as this node announces it (ids in order, itself included when active),
-    /// and its digest: `hears` bits of members with the same digest index into it.
-    members: Vec<u32>,
-    digest: u64,
+    /// The last views this node announced (ids in order, itself included when active),
+    /// with their digests, the latest last: a member's `hears` bits index into the one
+    /// whose digest it sends (a view change here need not have reached it yet).
+    views: Vec<(u64, Vec<u32>)>,
     /// When to look again at peers kept on another member's word.
     recheck_ns: Option<u64>,
 }
@@ -105,8 +107,7 @@ impl Membership {
             peers: BTreeMap::new(),
             stalls: BTreeMap::new(),
             verified: BTreeMap::new(),
-            members: Vec::new(),
-            digest: view_digest(&[]),
+            views: Vec::new(),
             recheck_ns: None,
         }
     }
@@ -114,8 +115,15 @@ impl Membership {
     /// The view as this node announces it (ids in ascending order, itself included when
     /// active): the index of members' `hears` bits.
     pub fn set_view(&mut self, ids: &[u32]) {
-        self.members = ids.to_vec();
-        self.digest = view_digest(ids);
+        let digest = view_digest(ids);
+        if self.views.last().is_some_and(|(d, _)| *d == digest) {
+            return;
+        }
+        self.views.retain(|(d, _)| *d != digest);
+        if self.views.len() == VIEWS_KEPT {
+            self.views.remove(0);
+        }
+        self.views.push((digest, ids.to_vec()));
     }
 
     /// The `hears` bits for a heartbeat of node `me`: bit i for the i-th of `members`
@@ -137,25 +145,47 @@ impl Membership {
             .fold(0, |bits, (i, _)| bits | 1 << i)
     }
 
-    /// The member vouching for silent `p`: a live member of the view, with the same view,
-    /// whose latest heartbeat says it heard `p` after this node last did.
+    /// The peer vouching for silent `p`: a live, verified peer (in the view or holding
+    /// down) whose latest heartbeat says it heard `p` after this node last did.
     fn voucher(&self, p: &PeerState, now_ns: u64) -> Option<u32> {
-        let pos = self.members.iter().position(|id| *id == p.node_id)?;
-        if pos >= HEARS_BITS {
-            return None;
-        }
+        // Any live, verified peer's word counts, a member or not yet (holding down): it is
+        // evidence that `p` is alive, not a vote.
         self.peers
             .values()
-            .filter(|m| m.in_view && m.state.node_id != p.node_id)
             .map(|m| &m.state)
+            .filter(|m| m.node_id != p.node_id && self.is_verified(m.node_id, m.incarnation))
             .find(|m| {
                 let lead = evidence_lead(u64::from(m.interval_us) * 1000);
                 self.alive(m, now_ns)
-                    && m.view_digest == self.digest
-                    && m.hears & (1 << pos) != 0
+                    && self.bit_for(m, p.node_id)
                     && m.last_seen_ns.saturating_sub(lead) > p.last_seen_ns
             })
             .map(|m| m.node_id)
+    }
+
+    /// Whether member `m`'s `hears` bits say it heard `node_id`: decoded with the view
+    /// (of the last ones here) whose digest it sent.
+    fn bit_for(&self, m: &PeerState, node_id: u32) -> bool {
+        self.views
+            .iter()
+            .rev()
+            .find(|(d, _)| *d == m.view_digest)
+            .and_then(|(_, ids)| ids.iter().position(|id| *id == node_id))
+            .is_some_and(|pos| pos < HEARS_BITS && m.hears & (1 << pos) != 0)
+    }
+
+    /// Verified peers heard within the dead interval, in or out of the view: those whose
+    /// `hears` bits may keep a silent member (their entries must be read fresh).
+    pub fn witnesses(&self, now_ns: u64) -> Vec<u32> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.in_view
+                    && self.is_verified(p.state.node_id, p.state.incarnation)
+                    && self.alive(&p.state, now_ns)
+            })
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// Peers kept in the view past their deadline, each with the member that hears them.
@@ -535,7 +565,7 @@ mod tests {
 
     #[test]
     fn only_a_live_member_of_the_same_view_vouches() {
-        // Another view: its bit positions mean other nodes.
+        // A view this node never had: its bits cannot be decoded.
         let mut m = three();
         let t = seen(&mut m, [voucher(1290, 0b011, &[1, 2, 3, 4])], 1300 * MS);
         assert!(
@@ -547,6 +577,22 @@ mod tests {
         seen(&mut m, [voucher(1290, 0b011, &[1, 2, 3])], 1300 * MS);
         let t = seen(&mut m, [], 1600 * MS);
         assert_eq!(t.len(), 2, "{t:?}");
+    }
+
+    #[test]
+    fn bits_are_read_with_the_view_the_member_sent() {
+        // This node's view changed (7 joined, or this node became active); 3 still sends
+        // the digest of the view before, where 2 is bit 1.
+        let mut m = three();
+        m.set_view(&[1, 2, 3, 7]);
+        assert!(seen(&mut m, [voucher(1290, 0b010, &[1, 2, 3])], 1300 * MS).is_empty());
+        assert_eq!(m.vouched(), vec![(2, 3)]);
+        // In the new view 2 is bit 1 too, 7 bit 3: a bit for 7 is not one for 2.
+        let t = seen(&mut m, [voucher(1390, 0b1000, &[1, 2, 3, 7])], 1400 * MS);
+        assert!(
+            matches!(t[..], [Transition::Left { node_id: 2, .. }]),
+            "{t:?}"
+        );
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub enum Report {
     Conflict(IpAddr),
     /// A conflict is over; the VIP was announced again.
     ConflictResolved(IpAddr),
+    /// A peer declared lost came back: every held VIP was announced again.
+    AnnouncedAgain(Vec<IpAddr>),
     /// VIPs added and announced, in the order they were.
     Taken(Vec<Taken>),
     /// Held VIPs that had been removed from outside, added and announced again.

@@ -459,6 +459,15 @@ impl Slow {
                 info!(vip = %vip, "conflict resolved: announcing again");
                 self.held.announced_again(vip);
             }
+            Report::AnnouncedAgain(vips) => {
+                info!(
+                    count = vips.len(),
+                    "a peer declared lost is back: held VIPs announced again"
+                );
+                for vip in vips {
+                    self.held.announced_again(vip);
+                }
+            }
             Report::Taken(list) => {
                 for t in &list {
                     self.loaded.set_held(t.vip.addr, true);

@@ -1,0 +1,515 @@
+//! `cargo xtask chaos`: random faults on a pool of three nodes and a client, each followed
+//! by a check of the invariants once the cluster has converged — every VIP on exactly one
+//! running node, the client reaching it at that node's MAC, no daemon gone — and, while a
+//! cut between two nodes lasts that the third sees across, no VIP on two nodes. Prints the
+//! violations by kind and the convergence times per fault kind; writes
+//! bench/results/<date>-chaos.{json,md}. Exits non-zero on any violation.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use xtask::lab::{Host, Lab, interrupted};
+
+use crate::bench::{Machine, write_results};
+
+const VIPS: [&str; 6] = [
+    "192.0.2.201",
+    "192.0.2.202",
+    "192.0.2.203",
+    "192.0.2.204",
+    "192.0.2.205",
+    "192.0.2.206",
+];
+/// The pool's timers: 20 ms heartbeats, dead after 60 ms, 500 ms hold-down.
+const TIMERS: [&str; 6] = [
+    "--interval",
+    "20ms",
+    "--dead-interval",
+    "60ms",
+    "--hold-down",
+    "500ms",
+];
+/// Longest wait for convergence after a fault before it counts as a violation.
+const CONVERGE: Duration = Duration::from_secs(20);
+
+/// The faults injected, one per cycle, drawn at random.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Fault {
+    /// Link cut and SIGKILL, then the link back and the daemon restarted.
+    HardKill,
+    /// SIGTERM, then restarted.
+    GracefulStop,
+    /// Two nodes cannot hear each other (dropped in the switch), the third hears both.
+    Partition,
+    /// SIGSTOP past the dead interval, then SIGCONT.
+    Freeze,
+    /// The link down and up three times in a row.
+    LinkFlap,
+    /// 10 % loss and 2±1 ms jitter on one node's link for a second (tc netem).
+    LossyLink,
+    /// A held VIP removed from outside (`ip addr del`).
+    VipRemoved,
+    /// A second vipd started on a node's interface.
+    SecondInstance,
+}
+
+const FAULTS: [Fault; 8] = [
+    Fault::HardKill,
+    Fault::GracefulStop,
+    Fault::Partition,
+    Fault::Freeze,
+    Fault::LinkFlap,
+    Fault::LossyLink,
+    Fault::VipRemoved,
+    Fault::SecondInstance,
+];
+
+/// xorshift64*: a repeatable sequence of faults for a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// One broken invariant.
+#[derive(Debug, Serialize)]
+struct Violation {
+    cycle: usize,
+    fault: Fault,
+    kind: &'static str,
+    detail: String,
+}
+
+/// What a run measured, per fault kind.
+#[derive(Debug, Default, Serialize)]
+struct PerFault {
+    cycles: usize,
+    violations: usize,
+    /// Fault restored → every invariant holds, ms.
+    converged_ms: Vec<f64>,
+}
+
+/// The cluster under test.
+struct Cluster {
+    lab: Lab,
+    vipd: PathBuf,
+    nodes: Vec<Host>,
+    client: Host,
+    procs: Vec<usize>,
+    /// Daemons (re)started, for log names.
+    starts: usize,
+}
+
+impl Cluster {
+    fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        self.starts += 1;
+        let host = self.nodes[i].clone();
+        let mut args: Vec<&str> = TIMERS.to_vec();
+        for v in VIPS {
+            args.extend(["--vip", v]);
+        }
+        let log = format!("{}-{}", host.name, self.starts);
+        let p = self
+            .lab
+            .spawn_vipd(&host, i as u32 + 1, &log, &self.vipd, &args)?;
+        self.lab
+            .proc(p)
+            .wait_for_line(&["vipd started"], Duration::from_secs(20))?;
+        self.procs[i] = p;
+        Ok(())
+    }
+
+    /// Which nodes hold each VIP.
+    fn holders(&self) -> anyhow::Result<BTreeMap<&'static str, Vec<usize>>> {
+        let mut out = BTreeMap::new();
+        for vip in VIPS {
+            let mut on = Vec::new();
+            for (i, n) in self.nodes.iter().enumerate() {
+                if self.lab.has_address(n, vip)? {
+                    on.push(i);
+                }
+            }
+            out.insert(vip, on);
+        }
+        Ok(out)
+    }
+
+    /// Why the invariants do not hold now, if they do not.
+    fn broken(&mut self) -> anyhow::Result<Option<(&'static str, String)>> {
+        for i in 0..self.nodes.len() {
+            let p = self.procs[i];
+            if self.lab.proc(p).child.try_wait()?.is_some() {
+                return Ok(Some((
+                    "daemon_exited",
+                    format!("n{} exited:\n{}", i + 1, tail(&self.lab.proc(p).output())),
+                )));
+            }
+        }
+        for (vip, on) in self.holders()? {
+            if on.len() != 1 {
+                return Ok(Some(("not_one_owner", format!("{vip} on {on:?}"))));
+            }
+            let owner = &self.nodes[on[0]];
+            if !self.lab.ping(&self.client, vip)? {
+                return Ok(Some((
+                    "client_unanswered",
+                    format!("{vip} (on {})", owner.name),
+                )));
+            }
+            let mac = self.lab.neighbour_mac(&self.client, vip)?;
+            if mac.as_deref() != Some(owner.mac.as_str()) {
+                return Ok(Some((
+                    "client_wrong_mac",
+                    format!("{vip} on {} but the client has {mac:?}", owner.name),
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits until the invariants hold; the time it took, or the last reason they did not.
+    /// A slow convergence (over 2 s) says what held it up.
+    fn converge(&mut self) -> anyhow::Result<Result<Duration, (&'static str, String)>> {
+        let start = Instant::now();
+        let mut last = ("not_converged", String::new());
+        while start.elapsed() < CONVERGE {
+            anyhow::ensure!(!interrupted(), "interrupted");
+            match self.broken()? {
+                None => {
+                    let took = start.elapsed();
+                    if took > Duration::from_secs(2) {
+                        eprintln!(
+                            "slow convergence ({:.1} s) at {:.3}: last {}: {}",
+                            took.as_secs_f64(),
+                            monotonic_s(),
+                            last.0,
+                            last.1
+                        );
+                    }
+                    return Ok(Ok(took));
+                }
+                Some(why) => last = why,
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Err(last))
+    }
+
+    /// A VIP on two nodes, sampled `samples` times. The nodes are looked at one after the
+    /// other, so a hand-over between two looks shows as two owners once: it counts only
+    /// when two samples in a row show it.
+    fn double_owned(&self, samples: usize) -> anyhow::Result<Option<String>> {
+        let mut suspect: Option<(&str, Vec<usize>)> = None;
+        for _ in 0..samples {
+            let twice = self.holders()?.into_iter().find(|(_, on)| on.len() > 1);
+            match (&suspect, twice) {
+                (Some((v, was)), Some((vip, on))) if *v == vip && *was == on => {
+                    return Ok(Some(format!("{vip} on {on:?}")));
+                }
+                (_, now) => suspect = now,
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(None)
+    }
+
+    fn tc(&self, host: &Host, args: &[&str]) -> anyhow::Result<bool> {
+        let mut full = vec!["qdisc"];
+        full.extend_from_slice(args);
+        Ok(self.lab.exec(host, "tc", &full)?.status.success())
+    }
+
+    /// Injects `fault` on node `i` (and `j`, for a partition) and restores; returns a
+    /// violation seen while it lasted.
+    fn inject(&mut self, fault: Fault, i: usize, j: usize) -> anyhow::Result<Option<String>> {
+        let host = self.nodes[i].clone();
+        let p = self.procs[i];
+        match fault {
+            Fault::HardKill => {
+                self.lab.set_link(&host, false)?;
+                self.lab.proc(p).signal(libc::SIGKILL)?;
+                self.lab.proc(p).wait_exit(Duration::from_secs(10))?;
+                self.wait_taken_over(i)?;
+                self.lab.set_link(&host, true)?;
+                self.start(i)?;
+            }
+            Fault::GracefulStop => {
+                self.lab.proc(p).signal(libc::SIGTERM)?;
+                if !self.lab.proc(p).wait_exit(Duration::from_secs(10))? {
+                    return Ok(Some("a graceful stop exited non-zero".into()));
+                }
+                self.start(i)?;
+            }
+            Fault::Partition => {
+                let other = self.nodes[j].clone();
+                let at = monotonic_s();
+                self.lab.partition(&host, &other, true)?;
+                // Past both dead intervals and well beyond: a third node sees both sides.
+                let seen = self.double_owned(25)?;
+                self.lab.partition(&host, &other, false)?;
+                return Ok(seen.map(|d| {
+                    format!(
+                        "during the cut between {} and {} from {at:.6} (CLOCK_MONOTONIC s, as in \
+                         the logs) to {:.6}: {d}",
+                        host.name,
+                        other.name,
+                        monotonic_s()
+                    )
+                }));
+            }
+            Fault::Freeze => {
+                self.lab.proc(p).signal(libc::SIGSTOP)?;
+                let taken = self.wait_taken_over(i);
+                self.lab.proc(p).signal(libc::SIGCONT)?;
+                taken?;
+            }
+            Fault::LinkFlap => {
+                for _ in 0..3 {
+                    self.lab.set_link(&host, false)?;
+                    std::thread::sleep(Duration::from_millis(30));
+                    self.lab.set_link(&host, true)?;
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+            }
+            Fault::LossyLink => {
+                let netem = ["netem", "loss", "10%", "delay", "2ms", "1ms"];
+                let mut add = vec!["add", "dev", "eth0", "root"];
+                add.extend(netem);
+                if self.tc(&host, &add)? {
+                    std::thread::sleep(Duration::from_secs(1));
+                    self.tc(&host, &["del", "dev", "eth0", "root"])?;
+                }
+            }
+            Fault::VipRemoved => {
+                let held = self
+                    .holders()?
+                    .into_iter()
+                    .find(|(_, on)| on.contains(&i))
+                    .map(|(v, _)| v);
+                if let Some(vip) = held {
+                    self.lab.ip(
+                        &host.netns,
+                        &["addr", "del", &format!("{vip}/32"), "dev", "eth0"],
+                    )?;
+                }
+            }
+            Fault::SecondInstance => {
+                let instance = format!("{}-second", self.lab.prefix());
+                let mut args = vec![
+                    "run",
+                    "-i",
+                    "eth0",
+                    "-n",
+                    "9",
+                    "--instance",
+                    &instance,
+                    "--insecure",
+                ];
+                for v in VIPS {
+                    args.extend(["--vip", v]);
+                }
+                let vipd = self.vipd.clone();
+                let q = self.lab.spawn(&host, "second", &vipd, &args)?;
+                let ok = self.lab.proc(q).wait_exit(Duration::from_secs(10))?;
+                if ok {
+                    return Ok(Some("a second instance started".into()));
+                }
+                // (The running daemons may move VIPs meanwhile: the second's own word.)
+                let out = self.lab.proc(q).output();
+                if !out.contains("another vipd runs on eth0") || out.contains("removed a VIP") {
+                    return Ok(Some(format!(
+                        "a second instance did not refuse first:\n{out}"
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits (bounded) until the other nodes hold every VIP node `i` held.
+    fn wait_taken_over(&self, i: usize) -> anyhow::Result<()> {
+        xtask::lab::wait_until("the peers to take over", CONVERGE, || {
+            Ok(self
+                .holders()?
+                .values()
+                .all(|on| on.iter().any(|n| *n != i)))
+        })
+    }
+}
+
+/// CLOCK_MONOTONIC in seconds: the clock vipd's log lines start with.
+fn monotonic_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `cargo xtask chaos --cycles N --seed S`.
+pub fn run(cycles: usize, seed: u64) -> anyhow::Result<()> {
+    // SAFETY: geteuid never fails.
+    anyhow::ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "chaos needs root (namespaces, XDP)"
+    );
+    let vipd = crate::demo::build_vipd()?;
+    let mut lab = Lab::new("chaos")?;
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        nodes.push(lab.add_host(
+            &format!("n{i}"),
+            &format!("192.0.2.{}/24", 10 + i),
+            &format!("02:00:00:00:00:{:02x}", 10 + i),
+        )?);
+    }
+    let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
+    let mut c = Cluster {
+        lab,
+        vipd,
+        nodes,
+        client,
+        procs: vec![0; 3],
+        starts: 0,
+    };
+    for i in 0..3 {
+        c.start(i)?;
+    }
+    c.converge()?
+        .map_err(|(kind, detail)| anyhow::anyhow!("never converged at start: {kind}: {detail}"))?;
+    xtask::lab::wait_until("two VIPs on each node", CONVERGE, || {
+        let holders = c.holders()?;
+        Ok((0..3).all(|i| holders.values().filter(|on| on.contains(&i)).count() == 2))
+    })?;
+
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut per: BTreeMap<Fault, PerFault> = BTreeMap::new();
+    let mut violations = Vec::new();
+    let started = Instant::now();
+    for cycle in 0..cycles {
+        let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
+        let i = rng.below(3) as usize;
+        let j = (i + 1 + rng.below(2) as usize) % 3;
+        let entry = per.entry(fault).or_default();
+        entry.cycles += 1;
+        let during = c
+            .inject(fault, i, j)
+            .with_context(|| format!("cycle {cycle}: {fault:?} on n{}", i + 1))?;
+        let mut broken = Vec::new();
+        if let Some(d) = during {
+            broken.push(("during_fault", d));
+        }
+        match c.converge()? {
+            Ok(t) => per
+                .get_mut(&fault)
+                .expect("entry")
+                .converged_ms
+                .push(t.as_secs_f64() * 1e3),
+            Err(why) => broken.push(why),
+        }
+        for (kind, detail) in broken {
+            eprintln!(
+                "cycle {cycle} {fault:?} n{}: VIOLATION {kind}: {detail}",
+                i + 1
+            );
+            per.get_mut(&fault).expect("entry").violations += 1;
+            violations.push(Violation {
+                cycle,
+                fault,
+                kind,
+                detail,
+            });
+        }
+        if (cycle + 1) % 10 == 0 {
+            eprintln!(
+                "{} cycles, {} violations, {:.0} s",
+                cycle + 1,
+                violations.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    let machine = Machine::here();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Chaos: {cycles} random faults (seed {seed}) on 3 nodes, 6 VIPs (20ms/60ms, hold-down \
+         500ms) and a client, {:.0} s; after each, every invariant must hold within {} s. \
+         **{} violations.**",
+        started.elapsed().as_secs_f64(),
+        CONVERGE.as_secs(),
+        violations.len()
+    );
+    let _ = writeln!(md, "Machine: {}.\n", machine.line());
+    let _ = writeln!(
+        md,
+        "| fault | cycles | violations | converged p50 (ms) | p99 | max |\n|---|---|---|---|---|---|"
+    );
+    for (fault, f) in &mut per {
+        f.converged_ms.sort_by(f64::total_cmp);
+        let v = &f.converged_ms;
+        let _ = writeln!(
+            md,
+            "| {fault:?} | {} | {} | {:.0} | {:.0} | {:.0} |",
+            f.cycles,
+            f.violations,
+            percentile(v, 0.5),
+            percentile(v, 0.99),
+            percentile(v, 1.0)
+        );
+    }
+    for v in violations.iter().take(20) {
+        let _ = writeln!(
+            md,
+            "\n- cycle {} {:?}: {}: {}",
+            v.cycle, v.fault, v.kind, v.detail
+        );
+    }
+    println!("{md}");
+    let json = serde_json::json!({
+        "machine": machine,
+        "cycles": cycles,
+        "seed": seed,
+        "faults": per,
+        "violations": violations,
+    });
+    let name = if cycles < 100 { "chaos-smoke" } else { "chaos" };
+    let (j, m) = write_results(name, &json, &md)?;
+    println!("wrote {} and {}", j.display(), m.display());
+    anyhow::ensure!(
+        violations.is_empty(),
+        "{} invariant violations (logs in {})",
+        violations.len(),
+        c.lab.dir().display()
+    );
+    Ok(())
+}
