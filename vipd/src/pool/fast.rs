@@ -527,7 +527,7 @@ impl Pool {
     /// Feeds a peer table snapshot; places and acts. Returns whether what we hold changed.
     fn update(&mut self, table: Vec<PeerState>, now: u64) -> bool {
         let transitions = self.membership.observe(table, now);
-        let vouched = self.membership.vouched();
+        let vouched = self.membership.vouched(now);
         if vouched != self.vouched {
             self.vouched.clone_from(&vouched);
             self.report(Report::Vouched(vouched));

@@ -10,17 +10,18 @@
 //! - verified: it has echoed this node's current incarnation ([`Membership::verify`]), so
 //!   a recording replayed to a node that has just started is never taken for a live peer.
 //!
-//! A silent peer that another member still hears stays in the view ([`Membership::set_view`]): when
-//! the link between this node and a peer breaks while a third member hears both, taking
-//! the peer's VIPs would leave them on two nodes for the whole partition. Each heartbeat
-//! carries `hears`, a bit per member of the sender's view heard within 1.25 of its
-//! intervals when it was sent; a silent member stays in the view while a live
-//! member with the same view says it heard it *after* this node last did — its heartbeat
-//! arrived more than 1.5 of its intervals after the peer's last one here (SWIM's indirect
-//! evidence, without probes). A real failure is declared as soon as it would be without
-//! the rule: no bit can say that of a dead peer (unless delivery took more than a quarter
-//! of an interval). With no member hearing both sides (a real split, or two nodes), the
-//! silent peer is declared lost as before.
+//! A silent peer that another peer still hears stays in the view ([`Membership::set_view`]):
+//! when the link between this node and a peer breaks while a third node hears both,
+//! taking the peer's VIPs would leave them on two nodes for the whole partition. Each
+//! heartbeat carries `hears`, a bit per member of the sender's view heard within 1.25 of
+//! its intervals when it was sent. A bit set in a heartbeat that arrived here 1.5 of its
+//! sender's intervals after a silent peer's last heartbeat proves that peer alive at that
+//! moment (SWIM's indirect evidence, without probes): it counts like a heartbeat heard
+//! through the other peer, and the silent one is lost a dead interval after the last proof
+//! (so one bit missing to jitter changes nothing). A real failure is declared as soon as
+//! it would be without the rule: no bit can prove a dead peer alive after its last
+//! heartbeat (unless delivery took more than a quarter of an interval). With nobody
+//! hearing both sides (a real split, or two nodes), the silent peer is lost as before.
 //!
 //! Silence during this node's own stall is excused ([`Membership::excuse_stall`]): when a
 //! hypervisor stops the whole machine, the peers' heartbeats stop with it (in a lab, or
@@ -77,8 +78,10 @@ pub enum Transition {
 struct Peer {
     state: PeerState,
     in_view: bool,
-    /// Past its deadline but kept: this member heard it later than we did.
-    vouched_by: Option<u32>,
+    /// The latest moment another peer's `hears` bits prove this one was alive, later than
+    /// its last heartbeat here, and that peer (in this incarnation; see
+    /// [`Membership::observe`]): it counts like a heartbeat heard through it.
+    heard_via: Option<(u64, u32)>,
 }
 
 /// The membership view kept by one node.
@@ -95,8 +98,6 @@ pub struct Membership {
     /// with their digests, the latest last: a member's `hears` bits index into the one
     /// whose digest it sends (a view change here need not have reached it yet).
     views: Vec<(u64, Vec<u32>)>,
-    /// When to look again at peers kept on another member's word.
-    recheck_ns: Option<u64>,
 }
 
 impl Membership {
@@ -108,7 +109,6 @@ impl Membership {
             stalls: BTreeMap::new(),
             verified: BTreeMap::new(),
             views: Vec::new(),
-            recheck_ns: None,
         }
     }
 
@@ -145,22 +145,36 @@ impl Membership {
             .fold(0, |bits, (i, _)| bits | 1 << i)
     }
 
-    /// The peer vouching for silent `p`: a live, verified peer (in the view or holding
-    /// down) whose latest heartbeat says it heard `p` after this node last did.
-    fn voucher(&self, p: &PeerState, now_ns: u64) -> Option<u32> {
-        // Any live, verified peer's word counts, a member or not yet (holding down): it is
-        // evidence that `p` is alive, not a vote.
+    /// The latest moment a live, verified peer's latest heartbeat proves `p` alive, if
+    /// later than `p`'s last heartbeat here, and that peer: its bit for `p` is set, and it
+    /// arrived 1.5 of its intervals after that moment. Any such peer's word counts, a
+    /// member or not yet (holding down): it is evidence, not a vote.
+    fn evidence(&self, p: &PeerState, now_ns: u64) -> Option<(u64, u32)> {
         self.peers
             .values()
             .map(|m| &m.state)
-            .filter(|m| m.node_id != p.node_id && self.is_verified(m.node_id, m.incarnation))
-            .find(|m| {
-                let lead = evidence_lead(u64::from(m.interval_us) * 1000);
-                self.alive(m, now_ns)
+            .filter(|m| {
+                m.node_id != p.node_id
+                    && self.is_verified(m.node_id, m.incarnation)
+                    && self.alive(m, now_ns)
                     && self.bit_for(m, p.node_id)
-                    && m.last_seen_ns.saturating_sub(lead) > p.last_seen_ns
             })
-            .map(|m| m.node_id)
+            .map(|m| {
+                let lead = evidence_lead(u64::from(m.interval_us) * 1000);
+                (m.last_seen_ns.saturating_sub(lead), m.node_id)
+            })
+            .filter(|(at, _)| *at > p.last_seen_ns)
+            .max()
+    }
+
+    /// When `p` was last known alive: heard here, or through another peer.
+    fn last_alive(p: &Peer) -> u64 {
+        p.heard_via
+            .map_or(p.state.last_seen_ns, |(at, _)| at.max(p.state.last_seen_ns))
+    }
+
+    fn alive_since(&self, at_ns: u64, now_ns: u64) -> bool {
+        now_ns.saturating_sub(at_ns) < self.allowed(at_ns)
     }
 
     /// Whether member `m`'s `hears` bits say it heard `node_id`: decoded with the view
@@ -188,11 +202,13 @@ impl Membership {
             .collect()
     }
 
-    /// Peers kept in the view past their deadline, each with the member that hears them.
-    pub fn vouched(&self) -> Vec<(u32, u32)> {
+    /// Peers in the view that this node has not heard for the dead interval, kept on
+    /// another peer's word, each with the last peer that heard them.
+    pub fn vouched(&self, now_ns: u64) -> Vec<(u32, u32)> {
         self.peers
             .iter()
-            .filter_map(|(&id, p)| Some((id, p.vouched_by?)))
+            .filter(|(_, p)| p.in_view && !self.alive(&p.state, now_ns))
+            .filter_map(|(&id, p)| Some((id, p.heard_via?.1)))
             .collect()
     }
 
@@ -256,8 +272,8 @@ impl Membership {
             && state.flags & FLAG_LEAVING == 0
     }
 
-    fn qualifies(&self, state: &PeerState, now_ns: u64) -> bool {
-        self.qualifies_but_silence(state) && self.alive(state, now_ns)
+    fn qualifies(&self, p: &Peer, now_ns: u64) -> bool {
+        self.qualifies_but_silence(&p.state) && self.alive_since(Self::last_alive(p), now_ns)
     }
 
     /// Feeds the peer table as read at `now_ns`; returns the view's changes, in node order.
@@ -269,44 +285,42 @@ impl Membership {
         for state in table {
             let previous = self.peers.get(&state.node_id).copied();
             let in_view = previous.is_some_and(|p| p.in_view);
-            let vouched_by = previous.and_then(|p| p.vouched_by);
+            // Evidence about an earlier incarnation says nothing of this one.
+            let heard_via = previous
+                .filter(|p| p.state.incarnation == state.incarnation)
+                .and_then(|p| p.heard_via);
             self.peers.insert(
                 state.node_id,
                 Peer {
                     state,
                     in_view,
-                    vouched_by,
+                    heard_via,
                 },
             );
         }
-        let mut out = Vec::new();
-        let dead_ns = self.dead_ns;
-        let decisions: Vec<(u32, bool, Option<u32>, PeerState)> = self
+        // What the other peers' latest `hears` bits prove, kept until overtaken: one
+        // heartbeat of theirs with a bit missing (jitter) does not undo it.
+        let evidence: Vec<(u32, Option<(u64, u32)>)> = self
             .peers
             .iter()
-            .map(|(&id, p)| {
-                let qualifies = self.qualifies(&p.state, now_ns);
-                // A peer silent here that qualifies in everything else stays in (or
-                // returns to) the view on another member's word.
-                let vouched_by = (!qualifies && self.qualifies_but_silence(&p.state))
-                    .then(|| self.voucher(&p.state, now_ns))
-                    .flatten();
-                (id, qualifies || vouched_by.is_some(), vouched_by, p.state)
-            })
+            .map(|(&id, p)| (id, self.evidence(&p.state, now_ns)))
             .collect();
-        let mut recheck: Option<u64> = None;
-        for (node_id, qualifies, vouched_by, state) in decisions {
-            if let Some(m) = vouched_by {
-                // Look again within the voucher's interval: its bits say when to stop.
-                let interval = self
-                    .peers
-                    .get(&m)
-                    .map_or(self.dead_ns, |v| u64::from(v.state.interval_us) * 1000)
-                    .max(100_000);
-                recheck = Some(recheck.map_or(now_ns + interval, |r| r.min(now_ns + interval)));
-            }
+        for (id, new) in evidence {
+            let p = self.peers.get_mut(&id).expect("present");
+            p.heard_via = p
+                .heard_via
+                .max(new)
+                .filter(|(at, _)| *at > p.state.last_seen_ns);
+        }
+        let mut out = Vec::new();
+        let dead_ns = self.dead_ns;
+        let decisions: Vec<(u32, bool, PeerState)> = self
+            .peers
+            .iter()
+            .map(|(&id, p)| (id, self.qualifies(p, now_ns), p.state))
+            .collect();
+        for (node_id, qualifies, state) in decisions {
             let peer = self.peers.get_mut(&node_id).expect("present");
-            peer.vouched_by = vouched_by;
             if qualifies == peer.in_view {
                 continue;
             }
@@ -315,21 +329,20 @@ impl Membership {
                 out.push(Transition::Joined { node_id });
                 continue;
             }
-            let because =
-                if now_ns.saturating_sub(state.last_seen_ns) >= self.allowed(state.last_seen_ns) {
-                    LeftBecause::Timeout {
-                        last_seen_ns: state.last_seen_ns,
-                    }
-                } else if state.flags & FLAG_LEAVING != 0 {
-                    LeftBecause::Leaving
-                } else if state.first_seen_ns >= now_ns.saturating_sub(dead_ns) {
-                    LeftBecause::Restarted
-                } else {
-                    LeftBecause::NotMature
-                };
+            let last_alive = Self::last_alive(&self.peers[&node_id]);
+            let because = if !self.alive_since(last_alive, now_ns) {
+                LeftBecause::Timeout {
+                    last_seen_ns: state.last_seen_ns,
+                }
+            } else if state.flags & FLAG_LEAVING != 0 {
+                LeftBecause::Leaving
+            } else if state.first_seen_ns >= now_ns.saturating_sub(dead_ns) {
+                LeftBecause::Restarted
+            } else {
+                LeftBecause::NotMature
+            };
             out.push(Transition::Left { node_id, because });
         }
-        self.recheck_ns = recheck;
         out
     }
 
@@ -346,9 +359,11 @@ impl Membership {
     pub fn next_deadline(&self) -> Option<u64> {
         self.peers
             .values()
-            .filter(|p| p.in_view && p.vouched_by.is_none())
-            .map(|p| p.state.last_seen_ns + self.allowed(p.state.last_seen_ns))
-            .chain(self.recheck_ns)
+            .filter(|p| p.in_view)
+            .map(|p| {
+                let at = Self::last_alive(p);
+                at + self.allowed(at)
+            })
             .min()
     }
 
@@ -530,16 +545,19 @@ mod tests {
         for at in [1100, 1200] {
             assert!(seen(&mut m, [voucher(at, 0b011, &[1, 2, 3])], at * MS).is_empty());
         }
-        // 2's deadline: 3's heartbeat of 1290 ms says it heard 2 within 125 ms, so after
-        // 1165 ms, later than we did: kept.
+        // 2's deadline: 3's heartbeat of 1290 ms proves 2 alive at 1140 ms (its bit covers
+        // 125 ms, plus 25 for delivery), later than we heard it: kept, as if heard then.
         assert!(seen(&mut m, [voucher(1290, 0b011, &[1, 2, 3])], 1300 * MS).is_empty());
-        assert_eq!(m.vouched(), vec![(2, 3)]);
+        assert_eq!(m.vouched(1300 * MS), vec![(2, 3)]);
         assert_eq!(m.view_peers(), vec![2, 3]);
-        let recheck = m.next_deadline().unwrap();
-        assert!(recheck > 1300 * MS && recheck <= 1400 * MS, "{recheck}");
+        assert_eq!(m.next_deadline(), Some(1440 * MS));
         assert!(seen(&mut m, [voucher(1390, 0b011, &[1, 2, 3])], 1400 * MS).is_empty());
-        // 3 stops hearing it: lost, as a timeout of its last heartbeat here.
-        let t = seen(&mut m, [voucher(1490, 0b001, &[1, 2, 3])], 1500 * MS);
+        assert_eq!(m.next_deadline(), Some(1540 * MS));
+        // 3 stops hearing it: a dead interval after the last proof (1240 ms), lost, as a
+        // timeout of its last heartbeat here. One bit missing earlier (jitter) does not
+        // undo the proof.
+        assert!(seen(&mut m, [voucher(1490, 0b001, &[1, 2, 3])], 1500 * MS).is_empty());
+        let t = seen(&mut m, [voucher(1540, 0b001, &[1, 2, 3])], 1540 * MS);
         assert_eq!(
             t,
             vec![Transition::Left {
@@ -549,7 +567,7 @@ mod tests {
                 }
             }]
         );
-        assert!(m.vouched().is_empty());
+        assert!(m.vouched(1540 * MS).is_empty());
     }
 
     #[test]
@@ -586,9 +604,10 @@ mod tests {
         let mut m = three();
         m.set_view(&[1, 2, 3, 7]);
         assert!(seen(&mut m, [voucher(1290, 0b010, &[1, 2, 3])], 1300 * MS).is_empty());
-        assert_eq!(m.vouched(), vec![(2, 3)]);
-        // In the new view 2 is bit 1 too, 7 bit 3: a bit for 7 is not one for 2.
-        let t = seen(&mut m, [voucher(1390, 0b1000, &[1, 2, 3, 7])], 1400 * MS);
+        assert_eq!(m.vouched(1300 * MS), vec![(2, 3)]);
+        // In the new view 2 is bit 1 too, 7 bit 3: a bit for 7 is not one for 2, so the
+        // proof of 1140 ms runs out.
+        let t = seen(&mut m, [voucher(1440, 0b1000, &[1, 2, 3, 7])], 1440 * MS);
         assert!(
             matches!(t[..], [Transition::Left { node_id: 2, .. }]),
             "{t:?}"
