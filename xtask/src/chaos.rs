@@ -1,7 +1,8 @@
 //! `cargo xtask chaos`: random faults on a pool of three nodes and a client, each followed
-//! by a check of the invariants once the cluster has converged — every VIP on exactly one
-//! running node, the client reaching it at that node's MAC, no daemon gone — and, while a
-//! cut between two nodes lasts that the third sees across, no VIP on two nodes. Prints the
+//! by a check of the invariants once the cluster has converged back to its steady state —
+//! every VIP on exactly one running node, two per node, the client reaching it at that
+//! node's MAC, no daemon gone — and, while a cut between two nodes lasts that the third
+//! sees across, no VIP on two nodes. Prints the
 //! violations by kind and the convergence times per fault kind; writes
 //! bench/results/<date>-chaos.{json,md}. Exits non-zero on any violation.
 
@@ -133,17 +134,18 @@ impl Cluster {
         Ok(())
     }
 
-    /// Which nodes hold each VIP.
+    /// Which nodes hold each VIP (one `ip` call per node: the harness must not load the
+    /// machine it measures).
     fn holders(&self) -> anyhow::Result<BTreeMap<&'static str, Vec<usize>>> {
-        let mut out = BTreeMap::new();
-        for vip in VIPS {
-            let mut on = Vec::new();
-            for (i, n) in self.nodes.iter().enumerate() {
-                if self.lab.has_address(n, vip)? {
-                    on.push(i);
+        let mut out: BTreeMap<&'static str, Vec<usize>> =
+            VIPS.iter().map(|v| (*v, Vec::new())).collect();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let addrs = self.lab.addresses(n)?;
+            for vip in VIPS {
+                if addrs.iter().any(|a| a.split('/').next() == Some(vip)) {
+                    out.get_mut(vip).expect("listed").push(i);
                 }
             }
-            out.insert(vip, on);
         }
         Ok(out)
     }
@@ -159,10 +161,20 @@ impl Cluster {
                 )));
             }
         }
-        for (vip, on) in self.holders()? {
+        let holders = self.holders()?;
+        for (vip, on) in &holders {
             if on.len() != 1 {
                 return Ok(Some(("not_one_owner", format!("{vip} on {on:?}"))));
             }
+        }
+        // Back to the steady state: every node (past its hold-down) holds its share.
+        let shares: Vec<usize> = (0..self.nodes.len())
+            .map(|i| holders.values().filter(|on| on.contains(&i)).count())
+            .collect();
+        if shares.iter().any(|n| *n != VIPS.len() / self.nodes.len()) {
+            return Ok(Some(("unbalanced", format!("VIPs per node {shares:?}"))));
+        }
+        for (vip, on) in holders {
             let owner = &self.nodes[on[0]];
             if !self.lab.ping(&self.client, vip)? {
                 return Ok(Some((

@@ -51,6 +51,10 @@ pub struct Vouch {
     pub cpus: [CpuWatch; MAX_SHADOWS],
     /// How many shadows run (the first entries of `cpus`).
     pub shadows: AtomicU8,
+    /// The peers' dead interval (ns; 0: unknown): after a silence that long the peers have
+    /// declared this node lost, and only the fast path may speak again (it first gives its
+    /// VIPs back), never a shadow with the old flags.
+    pub dead_ns: AtomicU64,
 }
 
 /// One CPU as its shadow saw it: the shadow wakes every interval, so a CPU that is stopped
@@ -97,7 +101,9 @@ impl Vouch {
     fn claim(&self, now: u64, interval_ns: u64) -> bool {
         let last = self.sent_ns.load(Ordering::Acquire);
         let progress = self.progress_ns.load(Ordering::Relaxed);
+        let dead = self.dead_ns.load(Ordering::Relaxed);
         now.saturating_sub(last) > interval_ns
+            && (dead == 0 || now.saturating_sub(last) < dead)
             && now.saturating_sub(progress) < COVER_NS
             && self
                 .sent_ns
@@ -243,5 +249,20 @@ mod tests {
         v.sent(100 * MS, 0, 0);
         assert!(v.claim(100 * MS + COVER_NS - 1, MS));
         assert!(!v.claim(100 * MS + COVER_NS + 10 * MS, MS));
+    }
+
+    #[test]
+    fn after_a_silence_of_the_dead_interval_no_shadow_speaks() {
+        // The whole process was stopped (SIGSTOP): nothing went out for 5 ms, the peers'
+        // dead interval; on waking, a shadow must not send the old flags before the fast
+        // path has given its VIPs back.
+        let v = Vouch::default();
+        v.dead_ns.store(5 * MS, Ordering::Relaxed);
+        v.progress_ns.store(100 * MS, Ordering::Relaxed);
+        v.sent(100 * MS, 0, 0);
+        assert!(v.claim(104 * MS, MS));
+        // (The claim moved the last send to 104 ms; say nothing went out after 100.)
+        v.sent_ns.store(100 * MS, Ordering::Relaxed);
+        assert!(!v.claim(105 * MS, MS));
     }
 }

@@ -122,6 +122,9 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let shadow_period_ns = shadow::check_period(interval_ns, cfg.dead_interval.as_nanos() as u64);
     let vouch = Arc::new(Vouch::default());
     vouch.weight.store(cfg.weight, Ordering::Relaxed);
+    vouch
+        .dead_ns
+        .store(cfg.dead_interval.as_nanos() as u64, Ordering::Relaxed);
     let shadows = if cfg.shadow_senders {
         shadow::spawn(
             &heartbeats,
