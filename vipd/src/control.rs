@@ -141,7 +141,7 @@ pub struct CheckStatus {
 }
 
 /// Binds the control socket (directory 0700, socket 0600), replacing a stale one.
-pub fn bind(instance: &str) -> anyhow::Result<tokio::net::UnixListener> {
+pub fn bind(instance: &str) -> anyhow::Result<ControlSocket> {
     std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
     std::fs::set_permissions(RUN_DIR, std::fs::Permissions::from_mode(0o700))?;
     let path = socket_path(instance);
@@ -157,8 +157,31 @@ pub fn bind(instance: &str) -> anyhow::Result<tokio::net::UnixListener> {
     }
     let listener = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let socket = ControlSocket { listener, path };
+    std::fs::set_permissions(&socket.path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(socket)
+}
+
+/// The daemon's control socket; its file is removed when this is dropped, so a start that
+/// fails after binding it leaves nothing behind in `/run/vipd`.
+pub struct ControlSocket {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// The next `vipd status` connection.
+    pub async fn accept(
+        &self,
+    ) -> std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)> {
+        self.listener.accept().await
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// `vipd status`.

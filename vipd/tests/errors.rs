@@ -86,6 +86,9 @@ fn runtime_errors_are_clear() -> anyhow::Result<()> {
         &["-i", "nosuch0", "--vip", "192.0.2.201"],
     )?;
     assert!(out.contains("no interface named \"nosuch0\""), "{out}");
+    // A start that failed leaves no control socket behind.
+    let socket = Path::new("/run/vipd").join(format!("{instance}.sock"));
+    assert!(!socket.exists(), "{} left behind", socket.display());
 
     // A VIP that is somebody's real address (other prefix) is refused, not removed.
     lab.ip(
