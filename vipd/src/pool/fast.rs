@@ -233,7 +233,10 @@ impl Pool {
     fn yield_after_silence(&mut self, now: u64) {
         let last = self.io.vouch.sent_ns.load(Ordering::Acquire);
         let silent = now.saturating_sub(last);
-        if last == 0 || silent < self.cfg.dead_interval.as_nanos() as u64 {
+        if last == 0
+            || silent < self.cfg.dead_interval.as_nanos() as u64
+            || !self.dropped_by_peers()
+        {
             return;
         }
         self.report(Report::Silenced {
@@ -244,6 +247,27 @@ impl Pool {
         self.mature = false;
         self.mature_at = now + self.cfg.hold_down.as_nanos() as u64;
         self.state_burst = STATE_BURST;
+    }
+
+    /// Whether a member's latest heartbeat (read now) shows a view without this node: the
+    /// peers did declare it lost (a stall they shared, as when the whole machine paused,
+    /// they excused, and then nothing need be given back).
+    fn dropped_by_peers(&self) -> bool {
+        let me = self.cfg.node_id;
+        if !self.view_ids.contains(&me) {
+            return false;
+        }
+        let without: Vec<u32> = self
+            .view_ids
+            .iter()
+            .copied()
+            .filter(|id| *id != me)
+            .collect();
+        let digest = view_digest(&without);
+        without
+            .iter()
+            .filter_map(|id| self.io.peers.get(id, 0).ok())
+            .any(|p| p.view_digest == digest)
     }
 
     /// After waking later than asked (this thread, or the whole machine, could not run),

@@ -15,12 +15,14 @@
 //! taking the peer's VIPs would leave them on two nodes for the whole partition. Each
 //! heartbeat carries `hears`, a bit per member of the sender's view heard within 1.25 of
 //! its intervals when it was sent. A bit set in a heartbeat that arrived here 1.5 of its
-//! sender's intervals after a silent peer's last heartbeat proves that peer alive at that
+//! sender's intervals (at least 1.25 intervals + 2 ms) after a silent member's last
+//! heartbeat proves that member alive at that
 //! moment (SWIM's indirect evidence, without probes): it counts like a heartbeat heard
 //! through the other peer, and the silent one is lost a dead interval after the last proof
 //! (so one bit missing to jitter changes nothing). A real failure is declared as soon as
 //! it would be without the rule: no bit can prove a dead peer alive after its last
-//! heartbeat (unless delivery took more than a quarter of an interval). With nobody
+//! heartbeat (unless delivery took longer than that allowance). A peer once lost returns
+//! only by being heard again. With nobody
 //! hearing both sides (a real split, or two nodes), the silent peer is lost as before.
 //!
 //! Silence during this node's own stall is excused ([`Membership::excuse_stall`]): when a
@@ -41,11 +43,17 @@ pub fn hears_window(interval_ns: u64) -> u64 {
     interval_ns * 5 / 4
 }
 
+/// Time allowed for a heartbeat's delivery (send to the receiver's XDP timestamp) when a
+/// bit is read as proof: a quarter of the sender's interval, and never less than this (on
+/// virtual machines delivery takes hundreds of microseconds under load).
+const DELIVERY_NS: u64 = 2_000_000;
+
 /// How long after a silent peer's last heartbeat here a member's heartbeat must arrive
-/// for its `hears` bit to prove the peer outlived that heartbeat: the bit's window plus a
-/// quarter interval for delivery, 1.5 of the member's intervals.
+/// for its `hears` bit to prove the peer outlived that heartbeat: the bit's window plus
+/// the delivery allowance. (With a dead interval shorter than this plus an interval, as
+/// at 1ms/3ms, no proof can arrive in time: arbitration then never delays a failover.)
 fn evidence_lead(interval_ns: u64) -> u64 {
-    interval_ns * 3 / 2
+    hears_window(interval_ns) + (interval_ns / 4).max(DELIVERY_NS)
 }
 /// Members a `hears` bitmap covers (the first 64 of a view, in id order).
 pub const HEARS_BITS: usize = 64;
@@ -147,7 +155,7 @@ impl Membership {
 
     /// The latest moment a live, verified peer's latest heartbeat proves `p` alive, if
     /// later than `p`'s last heartbeat here, and that peer: its bit for `p` is set, and it
-    /// arrived 1.5 of its intervals after that moment. Any such peer's word counts, a
+    /// arrived [`evidence_lead`] after that moment. Any such peer's word counts, a
     /// member or not yet (holding down): it is evidence, not a vote.
     fn evidence(&self, p: &PeerState, now_ns: u64) -> Option<(u64, u32)> {
         self.peers
@@ -272,8 +280,13 @@ impl Membership {
             && state.flags & FLAG_LEAVING == 0
     }
 
+    /// Whether `p` is (or stays) in the view: heard within the dead interval, or — a member
+    /// already — proven alive through another peer within it. A peer once lost returns
+    /// only by being heard again (evidence never flaps it back in).
     fn qualifies(&self, p: &Peer, now_ns: u64) -> bool {
-        self.qualifies_but_silence(&p.state) && self.alive_since(Self::last_alive(p), now_ns)
+        let alive = self.alive(&p.state, now_ns)
+            || (p.in_view && self.alive_since(Self::last_alive(p), now_ns));
+        self.qualifies_but_silence(&p.state) && alive
     }
 
     /// Feeds the peer table as read at `now_ns`; returns the view's changes, in node order.
