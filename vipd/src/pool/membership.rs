@@ -157,16 +157,10 @@ impl Membership {
     /// later than `p`'s last heartbeat here, and that peer: its bit for `p` is set, and it
     /// arrived [`evidence_lead`] after that moment. Any such peer's word counts, a
     /// member or not yet (holding down): it is evidence, not a vote.
-    fn evidence(&self, p: &PeerState, now_ns: u64) -> Option<(u64, u32)> {
-        self.peers
-            .values()
-            .map(|m| &m.state)
-            .filter(|m| {
-                m.node_id != p.node_id
-                    && self.is_verified(m.node_id, m.incarnation)
-                    && self.alive(m, now_ns)
-                    && self.bit_for(m, p.node_id)
-            })
+    fn evidence(&self, p: &PeerState, witnesses: &[&PeerState]) -> Option<(u64, u32)> {
+        witnesses
+            .iter()
+            .filter(|m| m.node_id != p.node_id && self.bit_for(m, p.node_id))
             .map(|m| {
                 let lead = evidence_lead(u64::from(m.interval_us) * 1000);
                 (m.last_seen_ns.saturating_sub(lead), m.node_id)
@@ -301,7 +295,8 @@ impl Membership {
             // Evidence about an earlier incarnation says nothing of this one.
             let heard_via = previous
                 .filter(|p| p.state.incarnation == state.incarnation)
-                .and_then(|p| p.heard_via);
+                .and_then(|p| p.heard_via)
+                .filter(|(at, _)| *at > state.last_seen_ns);
             self.peers.insert(
                 state.node_id,
                 Peer {
@@ -311,13 +306,30 @@ impl Membership {
                 },
             );
         }
-        // What the other peers' latest `hears` bits prove, kept until overtaken: one
-        // heartbeat of theirs with a bit missing (jitter) does not undo it.
-        let evidence: Vec<(u32, Option<(u64, u32)>)> = self
+        // What the other peers' latest `hears` bits prove about the silent members, kept
+        // until overtaken: one heartbeat of theirs with a bit missing (jitter) does not
+        // undo it. (Only silent members are looked at, against live verified peers only:
+        // thousands of forged ids cost nothing here.)
+        let silent: Vec<u32> = self
             .peers
             .iter()
-            .map(|(&id, p)| (id, self.evidence(&p.state, now_ns)))
+            .filter(|(_, p)| p.in_view && !self.alive(&p.state, now_ns))
+            .map(|(&id, _)| id)
             .collect();
+        let evidence: Vec<(u32, Option<(u64, u32)>)> = if silent.is_empty() {
+            Vec::new()
+        } else {
+            let witnesses: Vec<&PeerState> = self
+                .peers
+                .values()
+                .map(|m| &m.state)
+                .filter(|m| self.is_verified(m.node_id, m.incarnation) && self.alive(m, now_ns))
+                .collect();
+            silent
+                .iter()
+                .map(|id| (*id, self.evidence(&self.peers[id].state, &witnesses)))
+                .collect()
+        };
         for (id, new) in evidence {
             let p = self.peers.get_mut(&id).expect("present");
             p.heard_via = p
