@@ -277,22 +277,7 @@ impl Routers {
                 continue;
             }
             let (vrid, announcer) = (g.cfg.vrid, Arc::clone(&g.announcer));
-            let (taken, failed) = holder::take(
-                &mut self.io.addrs,
-                &announcer,
-                g.vip_ifindex,
-                &vips,
-                self.announce_burst,
-                None,
-                || {},
-            );
-            for (vip, e) in failed {
-                self.report(Report::TakeFailed {
-                    vrid,
-                    vip,
-                    error: e.to_string(),
-                });
-            }
+            let taken = self.add(i, &vips);
             let vips: Vec<Vip> = taken
                 .iter()
                 .filter(|t| !t.already_present)
@@ -409,12 +394,11 @@ impl Routers {
         self.groups[i].send_failing = failing;
     }
 
-    /// Adds `vips` as group `i`'s and announces them, in batches; adverts of the other
-    /// groups stay on time in between.
-    fn take_vips(&mut self, i: usize, vips: &[Vip]) {
+    /// Adds `vips` to group `i`'s interface and announces them, reporting those the kernel
+    /// refused; returns those added.
+    fn add(&mut self, i: usize, vips: &[Vip]) -> Vec<holder::Taken> {
         let g = &self.groups[i];
-        let announcer = Arc::clone(&g.announcer);
-        let (vrid, ifindex) = (g.cfg.vrid, g.vip_ifindex);
+        let (vrid, ifindex, announcer) = (g.cfg.vrid, g.vip_ifindex, Arc::clone(&g.announcer));
         let (taken, failed) = holder::take(
             &mut self.io.addrs,
             &announcer,
@@ -431,6 +415,17 @@ impl Routers {
                 error: e.to_string(),
             });
         }
+        taken
+    }
+
+    /// Adds `vips` as group `i`'s and announces them, in batches; adverts of the other
+    /// groups stay on time in between.
+    fn take_vips(&mut self, i: usize, vips: &[Vip]) {
+        let (vrid, announcer) = (
+            self.groups[i].cfg.vrid,
+            Arc::clone(&self.groups[i].announcer),
+        );
+        let taken = self.add(i, vips);
         if !taken.is_empty() {
             self.report(Report::Taken {
                 vrid,
