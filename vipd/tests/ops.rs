@@ -68,6 +68,17 @@ fn held(lab: &Lab, host: &Host) -> usize {
         .count()
 }
 
+/// `GET /metrics` from the endpoint at 127.0.0.1:9797 inside `host`'s namespace.
+fn scrape_metrics(lab: &Lab, host: &Host) -> anyhow::Result<String> {
+    lab.in_netns(host, || {
+        let mut s = TcpStream::connect("127.0.0.1:9797")?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    })
+}
+
 fn status_json(instance: &str) -> anyhow::Result<serde_json::Value> {
     let out = Command::new(VIPD)
         .args(["status", "--json", "--instance", instance])
@@ -208,13 +219,7 @@ fn status_and_metrics_describe_a_running_pair() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&table.stdout).contains("all members agree"));
 
     // Scrape the metrics endpoint from inside n1's namespace.
-    let text = lab.in_netns(&n1, || {
-        let mut s = TcpStream::connect("127.0.0.1:9797")?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        Ok(text)
-    })?;
+    let text = scrape_metrics(&lab, &n1)?;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(text.contains("vipd_peer_up{peer=\"2\"} 1"), "{text}");
     assert!(text.contains("vipd_active 1"), "{text}");
@@ -537,13 +542,7 @@ fn a_vip_removed_from_outside_is_added_again() -> anyhow::Result<()> {
         wait_until("the VIP back on n1", SETTLE, || lab.has_address(&n1, vip))?;
         assert!(!lab.has_address(&n2, vip)?, "round {round}: n2 took {vip}");
         assert_eq!(held(&lab, &n2), 1);
-        let text = lab.in_netns(&n1, || {
-            let mut s = TcpStream::connect("127.0.0.1:9797")?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        })?;
+        let text = scrape_metrics(&lab, &n1)?;
         assert!(
             text.contains(&format!("vipd_vips_restored_total {round}")),
             "{text}"

@@ -164,13 +164,7 @@ mod tests {
     /// runs are `cargo xtask fuzz-xdp`).
     #[test]
     fn the_xdp_program_and_its_host_reference_agree() {
-        // SAFETY: geteuid never fails.
-        if unsafe { libc::geteuid() } != 0 {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the XDP tests as root"
-            );
-            eprintln!("skipping: loading XDP programs needs root");
+        if !xtask::lab::privileged("the_xdp_program_and_its_host_reference_agree") {
             return;
         }
         let report = super::run(6_000, 42).expect("fuzzing");
