@@ -4,6 +4,7 @@
 //! - [`heartbeat`]: the vipd heartbeat frame (version 1), built by the daemon and read by
 //!   the XDP program with the same parser.
 //! - [`maps`]: the layout of the BPF maps both sides use (peer table, counters, events).
+//! - [`neighbor`]: ARP and neighbour discovery: what a packet claims, what it asks for.
 //! - [`peer`]: what the XDP program checks and records for one heartbeat (GTSM, peer
 //!   filter, MAC, replays, events), pure so the host can run the same rules.
 //! - [`vrrp`]: VRRPv3 advertisements (RFC 5798), for VRRP mode.
@@ -15,5 +16,6 @@
 pub mod auth;
 pub mod heartbeat;
 pub mod maps;
+pub mod neighbor;
 pub mod peer;
 pub mod vrrp;

@@ -31,6 +31,82 @@ pub const HELD_MAP: &str = "HELD";
 /// Most VIPs `HELD` holds.
 pub const MAX_HELD: u32 = 16 * 1024;
 
+/// Name of this node's own MAC addresses: `HashMap<[u8; 6], u8>`, written by the daemon
+/// (the interfaces the program runs on, VRRP virtual MACs): an ARP/NDP claim from one of
+/// them is ours.
+pub const OWN_MACS_MAP: &str = "OWN_MACS";
+/// Most MACs `OWN_MACS` holds.
+pub const MAX_OWN_MACS: u32 = 64;
+/// Name of the ARP/NDP watch's record: `LruHashMap<[u8; 16] address, VipClaim>`, per held
+/// VIP that another MAC claimed (see [`crate::neighbor`]).
+pub const CLAIMS_MAP: &str = "CLAIMS";
+/// Most VIPs `CLAIMS` remembers (the least recently claimed are forgotten first).
+pub const MAX_CLAIMS: u32 = 1024;
+/// Name of the ring buffer of [`ClaimNotice`]s.
+pub const CLAIM_EVENTS_MAP: &str = "CLAIM_EVENTS";
+/// Size of the claim ring buffer in bytes.
+pub const CLAIM_EVENTS_BYTES: u32 = 16 * 1024;
+/// A VIP's claimer is told to the daemon at most this often (ns), and at once when the
+/// claiming MAC changes.
+pub const CLAIM_NOTICE_NS: u64 = 1_000_000_000;
+
+/// What the ARP/NDP watch saw of other MACs claiming one held VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipClaim {
+    /// `bpf_ktime_get_ns()` of the first claim by this MAC.
+    pub first_ns: u64,
+    /// Of the last claim.
+    pub last_ns: u64,
+    /// Claims seen (all MACs).
+    pub count: u64,
+    /// When the daemon was last told.
+    pub notified_ns: u64,
+    /// The claimer's MAC (ARP's sender hardware address, the Ethernet source for NDP).
+    pub mac: [u8; 6],
+    /// A `neighbor::ClaimKind`.
+    pub kind: u8,
+    /// Padding.
+    pub _pad: u8,
+}
+
+/// A claim pushed to the daemon (rate-limited per VIP, see [`CLAIM_NOTICE_NS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClaimNotice {
+    /// `bpf_ktime_get_ns()` at arrival.
+    pub ts_ns: u64,
+    /// The claimed VIP (see [`addr_key`]).
+    pub vip: [u8; 16],
+    /// The claimer's MAC.
+    pub mac: [u8; 6],
+    /// A `neighbor::ClaimKind`.
+    pub kind: u8,
+    /// Padding.
+    pub _pad: u8,
+}
+
+/// A held VIP's record after a claim by `mac` at `now` (`prev`: its record, if any), and
+/// whether to tell the daemon: the first claim, a new claimer, or [`CLAIM_NOTICE_NS`] since
+/// the last notice.
+#[inline(always)]
+pub fn claim_update(prev: Option<&VipClaim>, mac: [u8; 6], kind: u8, now: u64) -> (VipClaim, bool) {
+    let mut next = prev.copied().unwrap_or_default();
+    let new_claimer = prev.is_none_or(|p| p.mac != mac);
+    if new_claimer {
+        next.first_ns = now;
+        next.mac = mac;
+    }
+    let notify = new_claimer || now.saturating_sub(next.notified_ns) >= CLAIM_NOTICE_NS;
+    if notify {
+        next.notified_ns = now;
+    }
+    next.last_ns = now;
+    next.count = next.count.wrapping_add(1);
+    next.kind = kind;
+    (next, notify)
+}
+
 /// Whether a node whose daemon last made progress at `alive_ns` (0: never said) is fenced
 /// at `now_ns`: silent longer than `dead_ns`, the time its peers take to take over.
 #[inline(always)]
@@ -116,10 +192,12 @@ pub struct PeerState {
     pub interval_us: u32,
     /// The peer's placement weight.
     pub weight: u16,
+    /// The Ethernet source of its last heartbeat (to tell its ARP/NDP claims).
+    pub mac: [u8; 6],
     /// The flags of the last heartbeat (`heartbeat::FLAG_*`).
     pub flags: u8,
     /// Padding.
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 7],
 }
 
 /// Most VRRP groups: every VRID, for IPv4 and IPv6.
@@ -180,8 +258,10 @@ pub struct VrrpSeen {
     pub _pad: u8,
     /// Its advertisement interval, centiseconds.
     pub max_adver_int_cs: u16,
+    /// The Ethernet source of its last advert (to tell its ARP/NDP claims).
+    pub mac: [u8; 6],
     /// Padding.
-    pub _pad2: [u8; 4],
+    pub _pad2: [u8; 6],
     /// `bpf_ktime_get_ns()` of the last address-list mismatch notice (rate limit).
     pub mismatch_ns: u64,
 }
@@ -342,6 +422,9 @@ counters! {
     /// made no progress for the dead interval (frozen, hung or dead: self-fencing, while
     /// its peers take the VIPs over).
     NeighborFenced = 19, "neighbor_fenced", "drop";
+    /// ARP and NDP packets claiming a held VIP from a MAC that is not this node's (another
+    /// owner, or a host configured with it): recorded in `CLAIMS`, told to the daemon.
+    NeighborClaim = 20, "neighbor_claims", "pass";
 }
 
 /// Number of slots in the counters array.
@@ -358,6 +441,8 @@ mod user {
     unsafe impl aya::Pod for VrrpGroup {}
     unsafe impl aya::Pod for VrrpSeen {}
     unsafe impl aya::Pod for VrrpNotice {}
+    unsafe impl aya::Pod for VipClaim {}
+    unsafe impl aya::Pod for ClaimNotice {}
 }
 
 #[cfg(test)]
@@ -371,10 +456,12 @@ mod tests {
             size_of::<XdpConfig>(),
             4 + 4 + 8 + 2 + 1 + 1 + 4 + 2 * 8 + 2 * 8
         );
-        assert_eq!(size_of::<PeerState>(), 8 * 8 + 4 + 4 + 2 + 1 + 5);
+        assert_eq!(size_of::<PeerState>(), 8 * 8 + 4 + 4 + 2 + 6 + 1 + 7);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
         assert_eq!(size_of::<VrrpGroup>(), 16 + 4 + 4 + 2 + 2);
-        assert_eq!(size_of::<VrrpSeen>(), 8 + 8 + 16 + 1 + 1 + 2 + 4 + 8);
+        assert_eq!(size_of::<VrrpSeen>(), 8 + 8 + 16 + 1 + 1 + 2 + 6 + 6 + 8);
+        assert_eq!(size_of::<VipClaim>(), 4 * 8 + 6 + 1 + 1);
+        assert_eq!(size_of::<ClaimNotice>(), 8 + 16 + 6 + 1 + 1);
         assert_eq!(size_of::<VrrpNotice>(), 8 + 16 + 4 + 4);
     }
 
@@ -385,6 +472,24 @@ mod tests {
             assert!(["record", "pass", "drop", ""].contains(&c.verdict()));
         }
         assert!(Counter::ALL.len() as u32 <= COUNTER_SLOTS);
+    }
+
+    #[test]
+    fn claims_are_told_first_on_a_new_claimer_and_then_once_a_second() {
+        let (a, b) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let (c, told) = claim_update(None, a, 2, 10);
+        assert!(told);
+        assert_eq!((c.first_ns, c.last_ns, c.count, c.mac), (10, 10, 1, a));
+        let (c, told) = claim_update(Some(&c), a, 1, 20);
+        assert!(!told);
+        assert_eq!((c.first_ns, c.last_ns, c.count, c.kind), (10, 20, 2, 1));
+        let (c, told) = claim_update(Some(&c), b, 1, 30);
+        assert!(told, "a new claimer is told at once");
+        assert_eq!((c.first_ns, c.mac, c.count), (30, b, 3));
+        let (c, told) = claim_update(Some(&c), b, 1, 30 + CLAIM_NOTICE_NS - 1);
+        assert!(!told);
+        let (_, told) = claim_update(Some(&c), b, 1, 30 + CLAIM_NOTICE_NS);
+        assert!(told);
     }
 
     #[test]

@@ -38,14 +38,15 @@ pub fn admit(
     Ok(())
 }
 
-/// The peer's entry after an admitted heartbeat arriving at `now` (`prev`: its entry, if
-/// the table has one), and the event to push, if any. With authentication, a heartbeat not
+/// The peer's entry after an admitted heartbeat arriving at `now` from the Ethernet source
+/// `mac` (`prev`: its entry, if the table has one), and the event to push, if any. With authentication, a heartbeat not
 /// newer than `prev` (an earlier incarnation, or a sequence not above the last) is a
 /// replay: `Err(HeartbeatReplayed)`, nothing recorded.
 #[inline(always)]
 pub fn record(
     prev: Option<&PeerState>,
     hb: &Heartbeat,
+    mac: [u8; 6],
     now: u64,
     config: &XdpConfig,
 ) -> Result<(PeerState, Option<EventKind>), Counter> {
@@ -61,6 +62,7 @@ pub fn record(
             node_id: hb.node_id,
             interval_us: hb.interval_us,
             weight: hb.weight,
+            mac,
             flags: hb.flags,
             ..PeerState::default()
         };
@@ -93,6 +95,7 @@ pub fn record(
     next.hears = hb.hears;
     next.interval_us = hb.interval_us;
     next.weight = hb.weight;
+    next.mac = mac;
     next.flags = hb.flags;
     next.received = peer.received.wrapping_add(1);
     Ok((next, kind))
@@ -102,6 +105,8 @@ pub fn record(
 mod tests {
     use super::*;
     use crate::heartbeat::{FLAG_LEAVING, FLAG_MATURE};
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
     fn config(auth: u8, peer_filter: u8) -> XdpConfig {
         XdpConfig {
@@ -153,37 +158,38 @@ mod tests {
     #[test]
     fn first_heartbeat_is_a_new_peer_then_changes_are_events() {
         let c = config(1, 0);
-        let (p, ev) = record(None, &hb(2, 5, 1, 0), 100, &c).unwrap();
+        let (p, ev) = record(None, &hb(2, 5, 1, 0), MAC, 100, &c).unwrap();
+        assert_eq!(p.mac, MAC);
         assert_eq!(ev, Some(EventKind::NewPeer));
         assert_eq!((p.first_seen_ns, p.received), (100, 1));
-        let (p, ev) = record(Some(&p), &hb(2, 5, 2, 0), 200, &c).unwrap();
+        let (p, ev) = record(Some(&p), &hb(2, 5, 2, 0), MAC, 200, &c).unwrap();
         assert_eq!(ev, None);
-        let (p, ev) = record(Some(&p), &hb(2, 5, 3, FLAG_MATURE), 300, &c).unwrap();
+        let (p, ev) = record(Some(&p), &hb(2, 5, 3, FLAG_MATURE), MAC, 300, &c).unwrap();
         assert_eq!(ev, Some(EventKind::FlagsChanged));
-        let (p, ev) = record(Some(&p), &hb(2, 5, 6, FLAG_MATURE), 400, &c).unwrap();
+        let (p, ev) = record(Some(&p), &hb(2, 5, 6, FLAG_MATURE), MAC, 400, &c).unwrap();
         assert_eq!((ev, p.missed), (Some(EventKind::SequenceGap), 2));
-        let (p, ev) = record(Some(&p), &hb(2, 5, 7, FLAG_MATURE), 20_000_400, &c).unwrap();
+        let (p, ev) = record(Some(&p), &hb(2, 5, 7, FLAG_MATURE), MAC, 20_000_400, &c).unwrap();
         assert_eq!(ev, Some(EventKind::Returned));
-        let (p, ev) = record(Some(&p), &hb(2, 6, 1, 0), 20_000_500, &c).unwrap();
+        let (p, ev) = record(Some(&p), &hb(2, 6, 1, 0), MAC, 20_000_500, &c).unwrap();
         assert_eq!(
             (ev, p.first_seen_ns),
             (Some(EventKind::Restarted), 20_000_500)
         );
-        let (p, ev) = record(Some(&p), &hb(2, 6, 2, FLAG_LEAVING), 20_000_600, &c).unwrap();
+        let (p, ev) = record(Some(&p), &hb(2, 6, 2, FLAG_LEAVING), MAC, 20_000_600, &c).unwrap();
         assert_eq!((ev, p.received), (Some(EventKind::FlagsChanged), 7));
     }
 
     #[test]
     fn with_a_key_older_heartbeats_are_replays() {
         let c = config(1, 0);
-        let (p, _) = record(None, &hb(2, 5, 10, 0), 100, &c).unwrap();
+        let (p, _) = record(None, &hb(2, 5, 10, 0), MAC, 100, &c).unwrap();
         for (inc, seq) in [(5, 10), (5, 9), (4, 100)] {
             assert_eq!(
-                record(Some(&p), &hb(2, inc, seq, 0), 200, &c),
+                record(Some(&p), &hb(2, inc, seq, 0), MAC, 200, &c),
                 Err(Counter::HeartbeatReplayed)
             );
         }
         // Without a key, anything goes (nothing could stop a forger anyway).
-        assert!(record(Some(&p), &hb(2, 4, 1, 0), 200, &config(0, 0)).is_ok());
+        assert!(record(Some(&p), &hb(2, 4, 1, 0), MAC, 200, &config(0, 0)).is_ok());
     }
 }

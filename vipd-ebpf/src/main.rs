@@ -14,6 +14,11 @@
 //! `vipd_common::vrrp::judge`: an advert that holds a Backup back only refreshes
 //! `VRRP_SEEN`; priority 0, a Master being outranked, or a new Master push a `VrrpNotice`
 //! to `VRRP_EVENTS`. VRRP frames are always passed (nothing on the host reads them).
+//! ARP packets and neighbour solicitations/advertisements are read for two things: a claim
+//! on a VIP in `HELD` from a MAC not in `OWN_MACS` (another owner, or a host configured
+//! with the address) is recorded in `CLAIMS` and told to the daemon through
+//! `CLAIM_EVENTS` (the ARP/NDP watch, `vipd_common::neighbor`), and a request for a held
+//! VIP is dropped while the daemon is fenced (see `fence`).
 //! `COUNTERS` counts each outcome per CPU.
 //!
 //! With authentication on (`XdpConfig::auth`), a heartbeat is recorded only if its trailer
@@ -43,10 +48,12 @@ use vipd_common::{
     auth::{Key, header_mac, header_mac_offset, siphash24_header},
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, ParseError},
     maps::{
-        COUNTER_SLOTS, Counter, EVENTS_BYTES, MAX_HELD, MAX_PEER_ADDRS, MAX_PEERS, MAX_VRRP_GROUPS,
-        PeerEvent, PeerState, VRRP_EVENTS_BYTES, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup,
-        VrrpNotice, VrrpSeen, XdpConfig, addr_key_v4, fenced, vrrp_key,
+        CLAIM_EVENTS_BYTES, COUNTER_SLOTS, ClaimNotice, Counter, EVENTS_BYTES, MAX_CLAIMS,
+        MAX_HELD, MAX_OWN_MACS, MAX_PEER_ADDRS, MAX_PEERS, MAX_VRRP_GROUPS, PeerEvent, PeerState,
+        VRRP_EVENTS_BYTES, VRRP_INITIALIZE, VRRP_MASTER, VipClaim, VrrpGroup, VrrpNotice, VrrpSeen,
+        XdpConfig, addr_key_v4, claim_update, fenced, vrrp_key,
     },
+    neighbor::{ARP_LEN, Arp, ClaimKind, ND_LEN, Nd},
     peer,
     vrrp::{self, Advert, Family, IPPROTO_VRRP, Local, Notice, Seen, VrrpError},
 };
@@ -91,6 +98,17 @@ static FENCE: Array<u64, 1> = Array::new();
 #[btf_map]
 static HELD: HashMap<[u8; 16], u8, { MAX_HELD as usize }> = HashMap::new();
 
+/// This node's MACs (see `maps::OWN_MACS_MAP`).
+#[btf_map]
+static OWN_MACS: HashMap<[u8; 6], u8, { MAX_OWN_MACS as usize }> = HashMap::new();
+
+/// Other MACs claiming held VIPs (see `maps::CLAIMS_MAP`).
+#[btf_map]
+static CLAIMS: LruHashMap<[u8; 16], VipClaim, { MAX_CLAIMS as usize }> = LruHashMap::new();
+
+#[btf_map]
+static CLAIM_EVENTS: RingBuf<ClaimNotice, { CLAIM_EVENTS_BYTES as usize }> = RingBuf::new();
+
 /// Longest VRRP message checksummed here, in 16-bit words.
 const VRRP_MAX_WORDS: usize = vrrp::MAX_MESSAGE_LEN / 2;
 
@@ -99,21 +117,11 @@ const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_ARP: u16 = 0x0806;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
-/// ICMPv6 Neighbor Solicitation.
-const ND_NEIGHBOR_SOLICIT: u8 = 135;
-/// ARP request (operation 1), Ethernet/IPv4.
-const ARP_REQUEST: u16 = 1;
 
 /// Entry point: never aborts a frame, whatever happens in parsing.
 #[xdp]
 pub fn vipd(ctx: XdpContext) -> u32 {
-    match classify(&ctx) {
-        Some(action) => action,
-        None => {
-            count(Counter::OtherTraffic);
-            xdp_action::XDP_PASS
-        }
-    }
+    classify(&ctx).unwrap_or_else(other_traffic)
 }
 
 /// An empty program, the baseline of `cargo xtask bench xdp` (never attached).
@@ -149,7 +157,11 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     // SAFETY: ptr_at checked the header lies inside the frame.
     let ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let (udp_off, ttl, source) = match ether_type {
-        ETH_P_ARP => return arp_request(ctx, config),
+        ETH_P_ARP => {
+            let frame: *const [u8; ARP_FRAME] = ptr_at(ctx, 0)?;
+            // SAFETY: ptr_at checked the whole frame prefix lies inside the frame.
+            return Some(arp(unsafe { &*frame }, config));
+        }
         ETH_P_IPV4 => {
             let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
             // SAFETY: as above.
@@ -174,7 +186,9 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
                 return Some(vrrp_v6(ctx, ip));
             }
             if ip.next_hdr == IPPROTO_ICMPV6 {
-                return neighbor_solicitation(ctx, config);
+                let frame: *const [u8; ND_FRAME] = ptr_at(ctx, 0)?;
+                // SAFETY: ptr_at checked the whole frame prefix lies inside the frame.
+                return Some(neighbor(unsafe { &*frame }, config));
             }
             if ip.next_hdr != IPPROTO_UDP {
                 return None;
@@ -230,33 +244,117 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     }
 }
 
-/// An ARP request for a held VIP while this node is fenced: dropped. Anything else ARP is
-/// other traffic.
-#[inline(always)]
-fn arp_request(ctx: &XdpContext, config: &XdpConfig) -> Option<u32> {
-    // htype, ptype, hlen, plen, oper, sha, spa, tha, tpa: 28 bytes for Ethernet/IPv4.
-    let arp: *const [u8; 28] = ptr_at(ctx, EthHdr::LEN)?;
-    // SAFETY: ptr_at checked the 28 bytes lie inside the frame.
-    let arp = unsafe { &*arp };
-    if u16::from_be_bytes([arp[6], arp[7]]) != ARP_REQUEST {
-        return None;
-    }
-    fence(config, &addr_key_v4([arp[24], arp[25], arp[26], arp[27]]))
+/// An ARP frame, Ethernet header included.
+const ARP_FRAME: usize = EthHdr::LEN + ARP_LEN;
+/// A neighbour solicitation or advertisement frame up to its target, headers included.
+const ND_FRAME: usize = EthHdr::LEN + Ipv6Hdr::LEN + ND_LEN;
+
+/// ARP: a claim on a held VIP from another MAC is recorded ([`watch`]); a request for a
+/// held VIP while this node is fenced is dropped ([`fence`]). Anything else ARP is other
+/// traffic. Takes the frame's bytes (checked to be there), not the context: its stack
+/// frame stays out of the entry point's.
+#[inline(never)]
+fn arp(frame: &[u8; ARP_FRAME], config: &XdpConfig) -> u32 {
+    let packet: Option<&[u8; ARP_LEN]> = frame[EthHdr::LEN..].try_into().ok();
+    let Some(arp) = packet.and_then(Arp::parse) else {
+        return other_traffic();
+    };
+    let claimed = match arp.claim() {
+        Some((addr, kind)) => watch(&addr_key_v4(addr), arp.sender_mac, kind),
+        None => false,
+    };
+    let fenced = arp.asks_for().and_then(|a| fence(config, &addr_key_v4(a)));
+    verdict(fenced, claimed)
 }
 
-/// A neighbour solicitation for a held VIP while this node is fenced: dropped.
+/// A neighbour packet's verdict: dropped when fenced, else passed (counted as other
+/// traffic unless it was a claim).
 #[inline(always)]
-fn neighbor_solicitation(ctx: &XdpContext, config: &XdpConfig) -> Option<u32> {
-    // type, code, checksum, reserved, target: 24 bytes.
-    let ns: *const [u8; 24] = ptr_at(ctx, EthHdr::LEN + Ipv6Hdr::LEN)?;
-    // SAFETY: ptr_at checked the 24 bytes lie inside the frame.
-    let ns = unsafe { &*ns };
-    if ns[0] != ND_NEIGHBOR_SOLICIT {
-        return None;
+fn verdict(fenced: Option<u32>, claimed: bool) -> u32 {
+    match fenced {
+        Some(action) => action,
+        None if claimed => xdp_action::XDP_PASS,
+        None => other_traffic(),
     }
-    let mut target = [0u8; 16];
-    target.copy_from_slice(&ns[8..24]);
-    fence(config, &target)
+}
+
+/// Counts a frame as other traffic; passes it.
+#[inline(always)]
+fn other_traffic() -> u32 {
+    count(Counter::OtherTraffic);
+    xdp_action::XDP_PASS
+}
+
+/// Neighbour discovery: as [`arp`], for advertisements and DAD solicitations (claims,
+/// from the frame's Ethernet source) and solicitations (fencing).
+#[inline(never)]
+fn neighbor(frame: &[u8; ND_FRAME], config: &XdpConfig) -> u32 {
+    const IP: usize = EthHdr::LEN;
+    let (Ok(source), Ok(message)) = (
+        <&[u8; 16]>::try_from(&frame[IP + 8..IP + 24]),
+        <&[u8; ND_LEN]>::try_from(&frame[IP + Ipv6Hdr::LEN..]),
+    ) else {
+        return other_traffic();
+    };
+    let Some(nd) = Nd::parse(message, frame[IP + 7], source) else {
+        return other_traffic();
+    };
+    let claimed = match nd.claim() {
+        Some((addr, kind)) => {
+            let mac = [frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]];
+            watch(&addr, mac, kind)
+        }
+        None => false,
+    };
+    let fenced = nd.asks_for().and_then(|a| fence(config, &a));
+    verdict(fenced, claimed)
+}
+
+/// The frame's Ethernet source address.
+#[inline(always)]
+fn eth_source(ctx: &XdpContext) -> Option<[u8; 6]> {
+    let eth: *const [u8; 12] = ptr_at(ctx, 0)?;
+    // SAFETY: ptr_at checked both addresses lie inside the frame.
+    let eth = unsafe { &*eth };
+    Some([eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]])
+}
+
+/// The ARP/NDP watch: a claim on a held VIP by a MAC that is not this node's is recorded
+/// in `CLAIMS` and told to the daemon (at most once a second per VIP, at once for a new
+/// claimer). Returns whether it was such a claim. Not inlined: one copy serves ARP and NDP.
+#[inline(never)]
+fn watch(vip: &[u8; 16], mac: [u8; 6], kind: ClaimKind) -> bool {
+    // SAFETY: lookups; the values are not read.
+    if unsafe { HELD.get(vip) }.is_none() || unsafe { OWN_MACS.get(mac) }.is_some() {
+        return false;
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let entry = CLAIMS.get_ptr_mut(vip);
+    // SAFETY: a valid map value pointer; concurrent writers only race on counts.
+    let prev = entry.map(|p| unsafe { &*p });
+    let (next, notify) = claim_update(prev, mac, kind as u8, now);
+    match entry {
+        // SAFETY: as above.
+        Some(p) => unsafe { *p = next },
+        None => {
+            let _ = CLAIMS.insert(vip, next, 0);
+        }
+    }
+    count(Counter::NeighborClaim);
+    if notify {
+        let notice = ClaimNotice {
+            ts_ns: now,
+            vip: *vip,
+            mac,
+            kind: kind as u8,
+            _pad: 0,
+        };
+        if CLAIM_EVENTS.output(notice, 0).is_err() {
+            count(Counter::EventsLost);
+        }
+    }
+    true
 }
 
 /// Self-fencing: when the daemon has made no progress for the dead interval (its peers
@@ -323,7 +421,8 @@ fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) -> bool {
     let prev = entry.map(|p| unsafe { &*p });
     let prev_sequence = prev.map_or(0, |p| p.sequence);
     let prev_flags = prev.map_or(0, |p| p.flags);
-    let (state, kind) = match peer::record(prev, hb, now, config) {
+    let mac = eth_source(ctx).unwrap_or_default();
+    let (state, kind) = match peer::record(prev, hb, mac, now, config) {
         Ok(next) => next,
         Err(refused) => {
             count(refused);
@@ -543,6 +642,7 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
                 p.master = *source;
                 p.priority = advert.priority;
                 p.max_adver_int_cs = advert.max_adver_int_cs;
+                p.mac = eth_source(ctx).unwrap_or_default();
             },
             None => {
                 let record = VrrpSeen {
@@ -551,6 +651,7 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
                     master: *source,
                     priority: advert.priority,
                     max_adver_int_cs: advert.max_adver_int_cs,
+                    mac: eth_source(ctx).unwrap_or_default(),
                     ..VrrpSeen::default()
                 };
                 let _ = VRRP_SEEN.insert(key, record, 0);

@@ -59,6 +59,9 @@ pub struct Status {
     /// VRRP groups (VRRP mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<VrrpStatus>,
+    /// Held VIPs another host claims (the ARP/NDP watch).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<crate::conflict::ConflictStatus>,
 }
 
 /// The fast path in [`Status`].
@@ -367,6 +370,20 @@ pub fn table(s: &Status) -> String {
                 ""
             };
             let _ = writeln!(t, "{:<24} {owner}{mine}", v.vip);
+        }
+    }
+    if !s.conflicts.is_empty() {
+        let _ = writeln!(
+            t,
+            "\nCONFLICTS: held VIPs another host claims\n{:<24} {:<17} {:<24} {:<15} {:>8} {:>8} {:>9}",
+            "vip", "mac", "claimer", "how", "since", "defences", "next"
+        );
+        for c in &s.conflicts {
+            let _ = writeln!(
+                t,
+                "{:<24} {:<17} {:<24} {:<15} {:>6.1} s {:>8} {:>7.1} s",
+                c.vip, c.mac, c.claimer, c.kind, c.since_s, c.defences, c.next_defence_in_s
+            );
         }
     }
     if !s.checks.is_empty() {

@@ -238,6 +238,20 @@ impl Announcements {
         }
     }
 
+    /// Announces a held VIP again now (a burst) and restarts its repeats: another host
+    /// claimed it.
+    pub fn defend(&mut self, vip: IpAddr) {
+        let Some(announcer) = self.held.get(&vip).map(|(a, _)| Arc::clone(a)) else {
+            return;
+        };
+        let (sent, error) = announcer.announce_many(&[vip], self.burst);
+        self.metrics.announcements.inc_by(sent as u64);
+        if let Some(e) = error {
+            debug!("announcing {vip} again: {e}");
+        }
+        self.repeat(vip, &announcer);
+    }
+
     /// Announces every held VIP once (the periodic refresh).
     pub fn refresh(&self) {
         for (vip, (announcer, _)) in &self.held {

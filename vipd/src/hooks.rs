@@ -1,5 +1,5 @@
 //! Notification hooks (keepalived's `notify`, made simple): a program run on every VIP
-//! acquired/released and node state change, with the details in `VIPD_*` environment
+//! acquired/released/conflict and node state change, with the details in `VIPD_*` environment
 //! variables. Hooks never delay a takeover: events queue to a dispatcher task that runs at
 //! most [`MAX_RUNNING`] hooks at once, the events of one VIP (or of the node, or of one
 //! VRRP group) one after the other in the order they happened, each in its own process
@@ -38,6 +38,8 @@ struct Event {
     vip: Option<IpAddr>,
     state: Option<String>,
     vrid: Option<u8>,
+    /// The claimer's MAC (`vip_conflict`).
+    mac: Option<String>,
     settings: Arc<Settings>,
 }
 
@@ -113,24 +115,29 @@ impl Hooks {
 
     /// Reports that this node acquired a VIP.
     pub fn vip_acquired(&self, vip: IpAddr) {
-        self.fire("vip_acquired", Some(vip), None, None);
+        self.fire("vip_acquired", Some(vip), None, None, None);
     }
 
     /// Reports that this node released a VIP.
     pub fn vip_released(&self, vip: IpAddr) {
-        self.fire("vip_released", Some(vip), None, None);
+        self.fire("vip_released", Some(vip), None, None, None);
+    }
+
+    /// Reports that another host (its MAC in `VIPD_MAC`) claims a VIP this node holds.
+    pub fn vip_conflict(&self, vip: IpAddr, mac: &str) {
+        self.fire("vip_conflict", Some(vip), None, None, Some(mac));
     }
 
     /// Reports this node's new state (`active`, `holding-down`, `withdrawn`, `fault`,
     /// `stopping`).
     pub fn node_state(&self, state: &str) {
-        self.fire("node_state", None, Some(state), None);
+        self.fire("node_state", None, Some(state), None, None);
     }
 
     /// Reports a VRRP group's new state (`initialize`, `backup`, `master`), with its VRID
     /// in `VIPD_VRID`.
     pub fn vrrp_state(&self, vrid: u8, state: &str) {
-        self.fire("vrrp_state", None, Some(state), Some(vrid));
+        self.fire("vrrp_state", None, Some(state), Some(vrid), None);
     }
 
     /// Waits until every event reported so far has had its hook run, at most `limit`
@@ -147,13 +154,21 @@ impl Hooks {
         }
     }
 
-    fn fire(&self, name: &'static str, vip: Option<IpAddr>, state: Option<&str>, vrid: Option<u8>) {
+    fn fire(
+        &self,
+        name: &'static str,
+        vip: Option<IpAddr>,
+        state: Option<&str>,
+        vrid: Option<u8>,
+        mac: Option<&str>,
+    ) {
         if let Some(queue) = &self.queue {
             let _ = queue.send(Message::Event(Event {
                 name,
                 vip,
                 state: state.map(str::to_string),
                 vrid,
+                mac: mac.map(str::to_string),
                 settings: Arc::clone(&self.settings),
             }));
         }
@@ -247,6 +262,7 @@ async fn run(event: Event) {
             "VIPD_VRID",
             event.vrid.map(|v| v.to_string()).unwrap_or_default(),
         )
+        .env("VIPD_MAC", event.mac.as_deref().unwrap_or_default())
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);

@@ -80,6 +80,12 @@ pub struct Metrics {
     pub announcements: Counter,
     /// Held VIPs removed from outside and added again.
     pub vips_restored: Counter,
+    /// Conflicts begun: another host (not a live peer) claimed a held VIP.
+    pub vip_conflicts: Counter,
+    /// Held VIPs announced again against such a claim.
+    pub vip_defences: Counter,
+    /// Conflicts going on.
+    pub vip_conflicts_now: Gauge,
     /// 1 while this node takes VIPs (mature, carrier, healthy).
     pub active: Gauge,
     /// State sections ignored by the daemon, by reason (`bad_auth`, `replayed`).
@@ -118,6 +124,9 @@ impl Metrics {
             takeover_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
             announcements: Counter::default(),
             vips_restored: Counter::default(),
+            vip_conflicts: Counter::default(),
+            vip_defences: Counter::default(),
+            vip_conflicts_now: Gauge::default(),
             active: Gauge::default(),
             state_rejected: Family::default(),
             vrrp_state: Family::default(),
@@ -168,6 +177,22 @@ impl Metrics {
             "Held VIPs removed from the interface from outside (ip addr flush, a network \
              manager) and added again",
             m.vips_restored.clone(),
+        );
+        registry.register(
+            "vip_conflicts",
+            "Conflicts begun: another host (not a live peer) claimed a held VIP by ARP or \
+             neighbour discovery",
+            m.vip_conflicts.clone(),
+        );
+        registry.register(
+            "vip_defences",
+            "Held VIPs announced again against another host's claim (backing off)",
+            m.vip_defences.clone(),
+        );
+        registry.register(
+            "vip_conflicts_current",
+            "VIP conflicts going on (a claim within the last minute)",
+            m.vip_conflicts_now.clone(),
         );
         registry.register(
             "active",

@@ -372,3 +372,8 @@ impl AddressWatch {
         }
     }
 }
+
+/// A MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}

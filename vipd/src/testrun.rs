@@ -8,49 +8,60 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use vipd_common::maps::{
-    CONFIG_MAP, COUNTERS_MAP, Counter, EVENTS_MAP, PEER_ADDRS_MAP, PEERS_MAP, PeerEvent, PeerState,
-    VRRP_EVENTS_MAP, VRRP_GROUPS_MAP, VrrpGroup, XdpConfig,
+    CLAIM_EVENTS_MAP, CLAIMS_MAP, CONFIG_MAP, COUNTERS_MAP, Counter, EVENTS_MAP, HELD_MAP,
+    OWN_MACS_MAP, PEER_ADDRS_MAP, PEERS_MAP, PeerEvent, PeerState, VRRP_EVENTS_MAP,
+    VRRP_GROUPS_MAP, VipClaim, VrrpGroup, XdpConfig,
 };
 
-use crate::xdp::PROGRAM;
+use crate::{fuzz::frames::Setup, xdp::PROGRAM};
 
-/// The program, loaded with a configuration, peer addresses and VRRP groups.
+/// The program, loaded with a configuration, peer addresses, VRRP groups, held VIPs and
+/// its own MACs.
 pub struct Detached {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
     vrrp_notices: RingBuf<MapData>,
+    claim_notices: RingBuf<MapData>,
 }
 
 impl Detached {
-    /// Loads the program (needs CAP_BPF) with `config`, the source addresses of
-    /// `peer_addrs` and the VRRP `groups` (key, group).
-    pub fn load(
-        config: XdpConfig,
-        peer_addrs: &[[u8; 16]],
-        groups: &[(u32, VrrpGroup)],
-    ) -> anyhow::Result<Self> {
+    /// Loads the program (needs CAP_BPF) with `setup`'s configuration and map contents.
+    pub fn load(setup: &Setup) -> anyhow::Result<Self> {
         let mut ebpf = Ebpf::load(PROGRAM).context("loading the XDP object (needs CAP_BPF)")?;
         let map = ebpf.map_mut(CONFIG_MAP).context("CONFIG")?;
-        Array::<_, XdpConfig>::try_from(map)?.set(0, config, 0)?;
+        Array::<_, XdpConfig>::try_from(map)?.set(0, setup.config, 0)?;
         let map = ebpf.map_mut(PEER_ADDRS_MAP).context("PEER_ADDRS")?;
         let mut addrs: HashMap<_, [u8; 16], u8> = HashMap::try_from(map)?;
-        for a in peer_addrs {
+        for a in &setup.peer_addrs {
             addrs.insert(a, 1, 0)?;
         }
         let map = ebpf.map_mut(VRRP_GROUPS_MAP).context("VRRP_GROUPS")?;
         let mut vrrp: HashMap<_, u32, VrrpGroup> = HashMap::try_from(map)?;
-        for (key, group) in groups {
+        for (key, group) in &setup.groups {
             vrrp.insert(key, group, 0)?;
+        }
+        let map = ebpf.map_mut(HELD_MAP).context("HELD")?;
+        let mut held: HashMap<_, [u8; 16], u8> = HashMap::try_from(map)?;
+        for vip in &setup.held {
+            held.insert(vip, 1, 0)?;
+        }
+        let map = ebpf.map_mut(OWN_MACS_MAP).context("OWN_MACS")?;
+        let mut own: HashMap<_, [u8; 6], u8> = HashMap::try_from(map)?;
+        for mac in &setup.own_macs {
+            own.insert(mac, 1, 0)?;
         }
         let p: &mut Xdp = ebpf.program_mut("vipd").context("program")?.try_into()?;
         crate::xdp::load_program(p)?;
         let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS")?)?;
         let vrrp_notices =
             RingBuf::try_from(ebpf.take_map(VRRP_EVENTS_MAP).context("VRRP_EVENTS")?)?;
+        let claim_notices =
+            RingBuf::try_from(ebpf.take_map(CLAIM_EVENTS_MAP).context("CLAIM_EVENTS")?)?;
         Ok(Self {
             ebpf,
             events,
             vrrp_notices,
+            claim_notices,
         })
     }
 
@@ -83,6 +94,26 @@ impl Detached {
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The `CLAIMS` entry of `vip`.
+    pub fn claim(&self, vip: &[u8; 16]) -> anyhow::Result<Option<VipClaim>> {
+        let map = self.ebpf.map(CLAIMS_MAP).context("CLAIMS")?;
+        let claims: HashMap<_, [u8; 16], VipClaim> = HashMap::try_from(map)?;
+        match claims.get(vip, 0) {
+            Ok(c) => Ok(Some(c)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// How many claim notices were pushed since the last call.
+    pub fn claim_notices(&mut self) -> usize {
+        let mut n = 0;
+        while self.claim_notices.next().is_some() {
+            n += 1;
+        }
+        n
     }
 
     /// The events pushed since the last call.

@@ -15,9 +15,9 @@ use aya::{
 };
 use tracing::{info, warn};
 use vipd_common::maps::{
-    CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP, FENCE_MAP, HELD_MAP,
-    PEER_ADDRS_MAP, PEERS_MAP, PeerState, VRRP_EVENTS_MAP, VRRP_GROUPS_MAP, VRRP_SEEN_MAP,
-    VrrpGroup, VrrpSeen, XdpConfig, addr_key,
+    CLAIM_EVENTS_MAP, CLAIMS_MAP, CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP,
+    FENCE_MAP, HELD_MAP, OWN_MACS_MAP, PEER_ADDRS_MAP, PEERS_MAP, PeerState, VRRP_EVENTS_MAP,
+    VRRP_GROUPS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpSeen, XdpConfig, addr_key,
 };
 
 /// The XDP object built by `vipd/build.rs`.
@@ -56,8 +56,10 @@ pub struct LoadedXdp {
     pub vrrp_groups: HashMap<MapData, u32, VrrpGroup>,
     /// What the program last heard of each group's Master.
     pub vrrp_seen: HashMap<MapData, u32, VrrpSeen>,
-    /// The VIPs this node holds, for self-fencing.
+    /// The VIPs this node holds, for self-fencing and the ARP/NDP watch.
     held: HashMap<MapData, [u8; 16], u8>,
+    /// This node's MACs: their ARP/NDP claims are not conflicts.
+    own_macs: HashMap<MapData, [u8; 6], u8>,
     /// "driver" or "skb".
     pub mode: &'static str,
     /// Where the maps are pinned.
@@ -84,6 +86,8 @@ pub struct Rings {
     pub events: RingBuf<MapData>,
     /// VRRP adverts that need the daemon (VRRP mode).
     pub vrrp: RingBuf<MapData>,
+    /// Other MACs claiming held VIPs (the ARP/NDP watch).
+    pub claims: RingBuf<MapData>,
 }
 
 /// Loads, configures, attaches and pins; replaces stale pins of the same instance.
@@ -116,6 +120,9 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
         (VRRP_EVENTS_MAP, "vrrp_events"),
         (FENCE_MAP, "fence"),
         (HELD_MAP, "held"),
+        (OWN_MACS_MAP, "own_macs"),
+        (CLAIMS_MAP, "claims"),
+        (CLAIM_EVENTS_MAP, "claim_events"),
     ] {
         let path = settings.pin_dir.join(file);
         let map = ebpf
@@ -147,6 +154,8 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
     let vrrp_groups = HashMap::try_from(ebpf.take_map(VRRP_GROUPS_MAP).context("VRRP_GROUPS")?)?;
     let vrrp_seen = HashMap::try_from(ebpf.take_map(VRRP_SEEN_MAP).context("VRRP_SEEN")?)?;
     let held = HashMap::try_from(ebpf.take_map(HELD_MAP).context("HELD")?)?;
+    let own_macs = HashMap::try_from(ebpf.take_map(OWN_MACS_MAP).context("OWN_MACS")?)?;
+    let claims = RingBuf::try_from(ebpf.take_map(CLAIM_EVENTS_MAP).context("CLAIM_EVENTS")?)?;
     Ok((
         LoadedXdp {
             _ebpf: ebpf,
@@ -157,10 +166,15 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
             vrrp_groups,
             vrrp_seen,
             held,
+            own_macs,
             mode,
             pin_dir: settings.pin_dir.into(),
         },
-        Rings { events, vrrp },
+        Rings {
+            events,
+            vrrp,
+            claims,
+        },
     ))
 }
 
@@ -336,6 +350,14 @@ impl LoadedXdp {
         {
             warn!(%vip, "recording a held VIP for self-fencing: {e}");
         }
+    }
+
+    /// Adds `mac` to this node's MACs (an interface's, a VRRP virtual MAC): ARP and NDP
+    /// from it never count as another host claiming a held VIP.
+    pub fn add_own_mac(&mut self, mac: [u8; 6]) -> anyhow::Result<()> {
+        self.own_macs
+            .insert(mac, 1, 0)
+            .context("writing the OWN_MACS map")
     }
 
     /// Rewrites the program's configuration (it applies from the next frame).

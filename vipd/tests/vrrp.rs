@@ -2,7 +2,8 @@
 //! implementation: takeover on a hard failure (IPv4 and IPv6), graceful handover with
 //! priority-0 adverts checked byte by byte on the wire, preemption both ways and its
 //! absence, crafted bad adverts counted by the XDP program and ignored, adverts listing
-//! other addresses logged, groups on two interfaces, and SIGHUP reloads.
+//! other addresses logged, groups on two interfaces, SIGHUP reloads, and another host
+//! claiming a Master's VIP (a conflict, defended).
 //!
 //! These run as root (CI does); elsewhere they print why they skip. They take turns (one
 //! lab at a time): with 100 ms adverts a starved scheduler could fake a master failure.
@@ -1450,4 +1451,44 @@ fn sighup_reloads_vrrp_groups_in_place() -> anyhow::Result<()> {
     assert_eq!(c.lab.proc(vipd).count_lines(&["released VIP"]), 1);
     stop(&mut c.lab, vipd)?;
     Ok(())
+}
+
+#[test]
+fn another_host_claiming_a_masters_vip_is_a_conflict_defended() -> anyhow::Result<()> {
+    if !privileged("another_host_claiming_a_masters_vip_is_a_conflict_defended") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vrc", false)?;
+    let (v, client) = (c.v.clone(), c.client.clone());
+    let vipd = start_vipd(&mut c.lab, &v, "vipd", 200, VIP4_CIDR, "")?;
+    c.lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    wait_client_reaches(&c, VIP4, &v)?;
+    // The client announces the VIP as its own (a host configured with it by mistake).
+    let mac = parse_mac(&client.mac)?;
+    let garp = vipd::announce::garp_frame(mac, VIP4.parse()?).to_vec();
+    c.lab.send_frames(&client, "eth0", &[garp.clone(), garp])?;
+    let listed = |s: &serde_json::Value, vip: &str| {
+        s["conflicts"].as_array().and_then(|list| {
+            list.iter()
+                .find(|x| x["vip"] == vip && x["defences"].as_u64() >= Some(1))
+                .cloned()
+        })
+    };
+    wait_until("the conflict reported and defended", WAIT, || {
+        Ok(listed(&status(&c.lab, &v)?, VIP4).is_some())
+    })?;
+    let s = status(&c.lab, &v)?;
+    let four = listed(&s, VIP4).context("IPv4 conflict")?;
+    assert_eq!(four["mac"], client.mac, "{four:#}");
+    assert_eq!(four["claimer"], "unknown host", "{four:#}");
+    assert_eq!(four["kind"], "gratuitous-arp", "{four:#}");
+    assert!(counter(&s, "neighbor_claims")? >= 1, "{s:#}");
+    // Still the Master, holding it; the client follows the Master again.
+    wait_group(&c.lab, &v, "ipv4", "master", None)?;
+    ensure!(c.lab.has_address(&v, VIP4)?);
+    wait_client_entry(&c, VIP4, &v)?;
+    stop(&mut c.lab, vipd)
 }

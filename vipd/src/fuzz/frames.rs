@@ -1,6 +1,7 @@
 //! The fuzzer's frames: heartbeats and VRRP adverts built right (signed with the right,
 //! the next or a wrong key, fresh or replayed, from peers and strangers, on-link and
-//! off-link), then often damaged (truncated, lengths that lie, IPv4 options, VLAN tags,
+//! off-link), ARP and neighbour discovery claiming held VIPs or not, from this node's MAC
+//! or another's, then often damaged (truncated, lengths that lie, IPv4 options, VLAN tags,
 //! fragments, IPv6 extension headers, flipped bytes), and plain random bytes. Seeded, so a
 //! run is repeatable.
 
@@ -27,6 +28,10 @@ const PEER_V4: [u8; 3] = [192, 0, 2];
 const STRANGER_V4: [u8; 3] = [198, 51, 100];
 /// VRIDs the fuzzed node runs (IPv4 51, 52 with an address list; IPv6 51).
 const VRIDS: [u8; 2] = [51, 52];
+/// The fuzzed node's own MAC (in `OWN_MACS`); claims from it are not recorded.
+const OWN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// Other hosts' MACs.
+const OTHER_MACS: [[u8; 6]; 2] = [[0x02, 0, 0, 0, 0, 0x42], [0x02, 0, 0, 0, 0, 0x43]];
 
 /// xorshift64*: small, fast and repeatable; not for anything secret.
 pub struct Rng(u64);
@@ -76,6 +81,10 @@ pub struct Setup {
     pub peer_addrs: Vec<[u8; 16]>,
     /// `VRRP_GROUPS`.
     pub groups: Vec<(u32, VrrpGroup)>,
+    /// `HELD`: the VIPs the node holds (the ARP/NDP watch's).
+    pub held: Vec<[u8; 16]>,
+    /// `OWN_MACS`.
+    pub own_macs: Vec<[u8; 6]>,
 }
 
 /// The key heartbeats are signed with, the next key of a rotation, and one nobody accepts.
@@ -146,26 +155,44 @@ pub fn setups() -> Vec<Setup> {
         (vrrp_key(false, VRIDS[1]), group(1)),
         (vrrp_key(true, VRIDS[0]), group(0)),
     ];
+    let held = || {
+        let mut h: Vec<[u8; 16]> = (1..=2).map(|i| addr_key_v4(vip_v4(i))).collect();
+        h.push(vip_v6(1));
+        h
+    };
     vec![
         Setup {
             name: "no key, no peer filter",
             config: config(0, 0),
             peer_addrs: Vec::new(),
             groups: groups.clone(),
+            held: held(),
+            own_macs: vec![OWN_MAC],
         },
         Setup {
             name: "key, peer filter",
             config: config(1, 1),
             peer_addrs,
             groups: groups.clone(),
+            held: held(),
+            own_macs: vec![OWN_MAC],
         },
         Setup {
             name: "key rotation (two keys)",
             config: config(2, 0),
             peer_addrs: Vec::new(),
             groups,
+            held: held(),
+            own_macs: vec![OWN_MAC],
         },
     ]
+}
+
+/// IPv6 VIPs: 2001:db8::a:<i> (the first is held).
+fn vip_v6(i: u8) -> [u8; 16] {
+    let mut a = peer_v6(i);
+    a[13] = 0x0a;
+    a
 }
 
 fn vip_v4(i: u8) -> [u8; 4] {
@@ -198,9 +225,10 @@ impl Frames {
     /// The next frame: a valid or hostile heartbeat or advert, damaged half the time, or
     /// random bytes.
     pub fn next_frame(&mut self) -> Vec<u8> {
-        let mut frame = match self.rng.below(20) {
+        let mut frame = match self.rng.below(24) {
             0..=11 => self.heartbeat(),
             12..=17 => self.advert(),
+            18..=21 => self.neighbor(),
             _ => {
                 let len = 14 + self.rng.below(200) as usize;
                 let mut f = self.rng.bytes(len);
@@ -245,7 +273,63 @@ impl Frames {
             255,
             link_local(3),
         ));
+        out.push(arp_frame(OTHER_MACS[0], 1, vip_v4(1), vip_v4(1)));
+        out.push(nd_frame(OTHER_MACS[0], 136, 255, link_local(4), vip_v6(1)));
         out
+    }
+
+    /// An ARP packet or a neighbour solicitation/advertisement: mostly claims or requests
+    /// for held VIPs, from this node's MAC or another's, some of other kinds.
+    fn neighbor(&mut self) -> Vec<u8> {
+        let mac = match self.rng.below(4) {
+            0 => OWN_MAC,
+            1 => OTHER_MACS[1],
+            _ => OTHER_MACS[0],
+        };
+        let v4 = |rng: &mut Rng| match rng.below(4) {
+            0 => [0; 4],
+            1 => vip_v4(3),
+            _ => vip_v4(1 + rng.below(2) as u8),
+        };
+        let v6 = |rng: &mut Rng| {
+            if rng.one_in(4) { vip_v6(2) } else { vip_v6(1) }
+        };
+        if self.rng.one_in(2) {
+            let op = match self.rng.below(8) {
+                0 => self.rng.below(5) as u16,
+                1..=4 => 1,
+                _ => 2,
+            };
+            let sender = v4(&mut self.rng);
+            let target = if self.rng.one_in(3) {
+                sender
+            } else {
+                v4(&mut self.rng)
+            };
+            let mut f = arp_frame(mac, op, sender, target);
+            if self.rng.one_in(10) {
+                let at = 14 + self.rng.below(6) as usize;
+                f[at] ^= 1 << self.rng.below(8);
+            }
+            f
+        } else {
+            let kind = match self.rng.below(8) {
+                0 => 128 + self.rng.below(10) as u8,
+                1..=3 => 135,
+                _ => 136,
+            };
+            let hops = if self.rng.one_in(6) { 64 } else { 255 };
+            let source = if self.rng.one_in(3) {
+                [0; 16]
+            } else {
+                link_local(4)
+            };
+            let mut f = nd_frame(mac, kind, hops, source, v6(&mut self.rng));
+            if self.rng.one_in(10) {
+                f[14 + 40 + 1] = 1; // A non-zero code.
+            }
+            f
+        }
     }
 
     fn heartbeat(&mut self) -> Vec<u8> {
@@ -465,6 +549,34 @@ fn payload(hb: Heartbeat, state: Option<Vec<u8>>, key: Option<Key>) -> Vec<u8> {
     }
     debug_assert!(p.len() >= HEADER_LEN);
     p
+}
+
+/// An Ethernet/IPv4 ARP packet from `mac` (operation `op`).
+fn arp_frame(mac: [u8; 6], op: u16, sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend(mac);
+    f.extend(0x0806u16.to_be_bytes());
+    f.extend([0, 1, 0x08, 0, 6, 4]);
+    f.extend(op.to_be_bytes());
+    f.extend(mac);
+    f.extend(sender);
+    f.extend([0; 6]);
+    f.extend(target);
+    f
+}
+
+/// An ICMPv6 message of type `kind` with `target` (a neighbour solicitation or
+/// advertisement for 135/136), from `mac` and `source`, with a link-layer option.
+fn nd_frame(mac: [u8; 6], kind: u8, hops: u8, source: [u8; 16], target: [u8; 16]) -> Vec<u8> {
+    let mut f = vec![0x33, 0x33, 0, 0, 0, 1];
+    f.extend(mac);
+    f.extend(0x86ddu16.to_be_bytes());
+    ipv6(&mut f, 58, hops, source, link_local(1), 32);
+    f.extend([kind, 0, 0, 0, 0x20, 0, 0, 0]);
+    f.extend(target);
+    f.extend([2, 1]);
+    f.extend(mac);
+    f
 }
 
 fn ethernet(ethertype: u16) -> Vec<u8> {

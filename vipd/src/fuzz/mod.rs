@@ -10,7 +10,7 @@ pub mod model;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use vipd_common::maps::{Counter, EventKind, PeerState};
+use vipd_common::maps::{Counter, EventKind, PeerState, VipClaim};
 
 use crate::testrun::Detached;
 
@@ -49,8 +49,8 @@ pub fn run(frames: u64, seed: u64) -> anyhow::Result<Report> {
     let n_setups = setups.len() as u64;
     for (i, setup) in setups.iter().enumerate() {
         let per_setup = frames / n_setups + u64::from((i as u64) < frames % n_setups);
-        let mut program = Detached::load(setup.config, &setup.peer_addrs, &setup.groups)?;
-        let mut model = model::Model::new(setup.config, &setup.peer_addrs, &setup.groups);
+        let mut program = Detached::load(setup)?;
+        let mut model = model::Model::new(setup);
         let mut source = frames::Frames::new(seed.wrapping_add(i as u64));
         let mut before = program.counters()?;
         let mut cuts = source
@@ -76,7 +76,25 @@ pub fn run(frames: u64, seed: u64) -> anyhow::Result<Report> {
                 .map(|e| (e.node_id, EventKind::from_u8(e.kind)))
                 .collect();
             program.drain_vrrp_notices();
+            let notices = program.claim_notices();
             let mut problems = Vec::new();
+            match expected.claimed {
+                Some((vip, must_tell)) => {
+                    let got = program.claim(&vip)?.map(untimed_claim);
+                    let want = model.claims.get(&vip).copied().map(untimed_claim);
+                    if got != want {
+                        problems.push(format!("claim: {got:?}, model {want:?}"));
+                    }
+                    // A known claimer is told again after a second of the program's clock.
+                    if notices > 1 || (must_tell && notices == 0) {
+                        problems.push(format!("{notices} claim notices, model told: {must_tell}"));
+                    }
+                }
+                None if notices > 0 => {
+                    problems.push(format!("{notices} claim notices, model none"))
+                }
+                None => {}
+            }
             if verdict != expected.verdict {
                 problems.push(format!("verdict {verdict}, model {}", expected.verdict));
             }
@@ -121,6 +139,20 @@ pub fn run(frames: u64, seed: u64) -> anyhow::Result<Report> {
                 }
             }
         }
+        // Every claim at the end: nothing recorded that the model did not.
+        for vip in &setup.held {
+            let got = program.claim(vip)?.map(untimed_claim);
+            let want = model.claims.get(vip).copied().map(untimed_claim);
+            if got != want {
+                report.differences += 1;
+                if report.first.len() < SHOWN {
+                    report.first.push(format!(
+                        "{}, at the end: claim {vip:?}: {got:?}, model {want:?}",
+                        setup.name
+                    ));
+                }
+            }
+        }
         // The whole table at the end: nothing recorded that the model did not.
         for id in 0..=frames::NODES + 1 {
             let got = program.peer(id)?.map(untimed);
@@ -154,6 +186,16 @@ fn untimed(p: PeerState) -> PeerState {
     }
 }
 
+/// A claim without its times.
+fn untimed_claim(c: VipClaim) -> VipClaim {
+    VipClaim {
+        first_ns: 0,
+        last_ns: 0,
+        notified_ns: 0,
+        ..c
+    }
+}
+
 fn hex(frame: &[u8]) -> String {
     frame.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -181,6 +223,7 @@ mod tests {
             "vrrp_accepted",
             "vrrp_bad_checksum",
             "vrrp_not_link_local",
+            "neighbor_claims",
         ] {
             assert!(
                 report.counters.get(name).is_some_and(|&n| n > 0),

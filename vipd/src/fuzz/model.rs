@@ -1,6 +1,7 @@
 //! The host reference of the XDP program: the same walk through a frame, written over
 //! plain slices with the same `vipd_common` parsers and rules (`Heartbeat::parse_header`,
-//! `peer::admit`, `peer::record`, `Advert::parse_header`, the checksum helpers). The
+//! `peer::admit`, `peer::record`, `Advert::parse_header`, the checksum helpers,
+//! `neighbor::Arp`/`Nd`, `maps::claim_update`). The
 //! fuzzer feeds both the same frames and any difference in verdict, counters, peer table
 //! or events is a bug in one of them.
 
@@ -9,7 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use vipd_common::{
     auth::{Key, header_mac_offset, siphash24_header},
     heartbeat::{HEADER_LEN, Heartbeat, ParseError},
-    maps::{Counter, EventKind, PeerState, VrrpGroup, XdpConfig, addr_key_v4, vrrp_key},
+    maps::{
+        Counter, EventKind, PeerState, VipClaim, VrrpGroup, XdpConfig, addr_key_v4, claim_update,
+        vrrp_key,
+    },
+    neighbor::{ARP_LEN, Arp, ClaimKind, ND_LEN, Nd},
     peer,
     vrrp::{self, Advert, Family, IPPROTO_VRRP, VrrpError},
 };
@@ -37,6 +42,10 @@ pub struct Outcome {
     pub event: Option<(u32, EventKind)>,
     /// The node whose peer entry it writes, if any.
     pub recorded: Option<u32>,
+    /// The held VIP whose claim it records, if any, and whether it must tell the daemon
+    /// (a new claimer; a known one is told again after a second of the program's clock,
+    /// which the model does not have).
+    pub claimed: Option<([u8; 16], bool)>,
 }
 
 /// The state the program keeps and reads, as the model sees it.
@@ -49,6 +58,12 @@ pub struct Model {
     pub groups: BTreeMap<u32, VrrpGroup>,
     /// `PEERS` (times are not modelled: the program's come from its clock).
     pub peers: BTreeMap<u32, PeerState>,
+    /// `HELD`.
+    pub held: BTreeSet<[u8; 16]>,
+    /// `OWN_MACS`.
+    pub own_macs: BTreeSet<[u8; 6]>,
+    /// `CLAIMS` (times are not modelled).
+    pub claims: BTreeMap<[u8; 16], VipClaim>,
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -66,17 +81,21 @@ fn pass(counter: Counter) -> Outcome {
         also: None,
         event: None,
         recorded: None,
+        claimed: None,
     }
 }
 
 impl Model {
-    /// A model of a freshly loaded program.
-    pub fn new(config: XdpConfig, peer_addrs: &[[u8; 16]], groups: &[(u32, VrrpGroup)]) -> Self {
+    /// A model of a freshly loaded program of `setup`.
+    pub fn new(setup: &super::frames::Setup) -> Self {
         Self {
-            config,
-            peer_addrs: peer_addrs.iter().copied().collect(),
-            groups: groups.iter().copied().collect(),
+            config: setup.config,
+            peer_addrs: setup.peer_addrs.iter().copied().collect(),
+            groups: setup.groups.iter().copied().collect(),
             peers: BTreeMap::new(),
+            held: setup.held.iter().copied().collect(),
+            own_macs: setup.own_macs.iter().copied().collect(),
+            claims: BTreeMap::new(),
         }
     }
 
@@ -87,6 +106,7 @@ impl Model {
             return other();
         }
         let (udp_off, ttl, source) = match be16(frame, 12) {
+            0x0806 => return self.arp(frame),
             0x0800 => {
                 let Some(ip) = frame.get(ETH_LEN..ETH_LEN + IPV4_LEN) else {
                     return other();
@@ -106,6 +126,9 @@ impl Model {
                 };
                 if ip[6] == IPPROTO_VRRP {
                     return self.vrrp_v6(frame, ip);
+                }
+                if ip[6] == 58 {
+                    return self.neighbor(frame);
                 }
                 if ip[6] != 17 {
                     return other();
@@ -143,7 +166,9 @@ impl Model {
         if let Err(refused) = admitted {
             return pass(refused);
         }
-        match peer::record(self.peers.get(&hb.node_id), &hb, 0, &config) {
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&frame[6..12]);
+        match peer::record(self.peers.get(&hb.node_id), &hb, mac, 0, &config) {
             Err(refused) => pass(refused),
             Ok((state, kind)) => {
                 self.peers.insert(hb.node_id, state);
@@ -153,8 +178,58 @@ impl Model {
                     also: None,
                     event: kind.map(|k| (hb.node_id, k)),
                     recorded: Some(hb.node_id),
+                    claimed: None,
                 }
             }
+        }
+    }
+
+    /// An ARP frame (the fuzzer never fences: only claims are modelled).
+    fn arp(&mut self, frame: &[u8]) -> Outcome {
+        let Some(packet) = frame.get(ETH_LEN..ETH_LEN + ARP_LEN) else {
+            return other();
+        };
+        let Some(arp) = Arp::parse(packet.try_into().expect("ARP_LEN bytes")) else {
+            return other();
+        };
+        match arp.claim() {
+            Some((addr, kind)) => self.watch(addr_key_v4(addr), arp.sender_mac, kind),
+            None => other(),
+        }
+    }
+
+    /// A neighbour solicitation or advertisement (or other ICMPv6).
+    fn neighbor(&mut self, frame: &[u8]) -> Outcome {
+        let Some(bytes) = frame.get(..ETH_LEN + IPV6_LEN + ND_LEN) else {
+            return other();
+        };
+        let ip = &bytes[ETH_LEN..ETH_LEN + IPV6_LEN];
+        let source: [u8; 16] = ip[8..24].try_into().expect("16 bytes");
+        let message = bytes[ETH_LEN + IPV6_LEN..]
+            .try_into()
+            .expect("ND_LEN bytes");
+        let Some(nd) = Nd::parse(message, ip[7], &source) else {
+            return other();
+        };
+        let mac: [u8; 6] = frame[6..12].try_into().expect("6 bytes");
+        match nd.claim() {
+            Some((addr, kind)) => self.watch(addr, mac, kind),
+            None => other(),
+        }
+    }
+
+    /// The ARP/NDP watch: a claim on a held VIP from a MAC not the node's own.
+    fn watch(&mut self, vip: [u8; 16], mac: [u8; 6], kind: ClaimKind) -> Outcome {
+        if !self.held.contains(&vip) || self.own_macs.contains(&mac) {
+            return other();
+        }
+        let prev = self.claims.get(&vip);
+        let new_claimer = prev.is_none_or(|p| p.mac != mac);
+        let (next, _) = claim_update(prev, mac, kind as u8, 0);
+        self.claims.insert(vip, next);
+        Outcome {
+            claimed: Some((vip, new_claimer)),
+            ..pass(Counter::NeighborClaim)
         }
     }
 

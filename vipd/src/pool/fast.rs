@@ -449,6 +449,11 @@ impl Pool {
                 self.restore(addrs);
                 false
             }
+            Command::SendHoldings => {
+                self.state_burst = STATE_BURST;
+                self.heartbeat();
+                false
+            }
         }
     }
 

@@ -53,6 +53,9 @@ pub enum Command {
     /// These addresses were removed from the interface (`None`: any may have been): those
     /// still held are added and announced again.
     Restore(Option<Vec<IpAddr>>),
+    /// A live peer claims a held VIP by ARP/NDP: send what this node holds now, so the
+    /// holdings rule settles it at once.
+    SendHoldings,
 }
 
 /// Something the fast path did or saw, for logs, metrics, hooks and repeats.

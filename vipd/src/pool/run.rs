@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use vipd_common::{
     auth,
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, State as WireState},
-    maps::{EventKind, PeerEvent, PeerState, XdpConfig},
+    maps::{ClaimNotice, EventKind, PeerEvent, PeerState, XdpConfig},
 };
 
 use super::{
@@ -35,6 +35,7 @@ use crate::{
     cli::RunArgs,
     clock::{monotonic_ns, realtime_ns},
     config::Config,
+    conflict::{self, Claimer},
     control::{self, CheckStatus, Status},
     fastpath::{
         channel::{self, SlowEnd},
@@ -81,6 +82,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         config: xdp_config(&cfg),
     })?;
     loaded.set_peer_addrs(&cfg.peers)?;
+    loaded.add_own_mac(link.mac)?;
     let incarnation = incarnation::next(&cfg.incarnation_file(), realtime_ns());
     let announcer = Arc::new(
         Announcer::open(link.index, link.mac)
@@ -159,6 +161,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     serve_metrics(cfg.metrics, &metrics, &loaded.counters, &fast).await?;
     let mut signals = Signals::install()?;
     let mut refresh = refresh_timer(cfg.announce_refresh);
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
 
     info!(
         node = cfg.node_id,
@@ -211,6 +214,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         pool_mismatch_logged: BTreeSet::new(),
         restore_pending: None,
         vouched: Vec::new(),
+        watch: conflict::Watch::new(rings.claims)?,
         rejected: Rejected::default(),
         event_logs: LogLimit::per_peer(),
         view_logs: LogLimit::per_peer(),
@@ -269,6 +273,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 slow.held.refresh();
                 slow.retry_restore();
             }
+            claims = slow.watch.ring.next() => match claims {
+                Ok(notices) => slow.on_claims(&notices),
+                Err(e) => {
+                    warn!("polling the XDP claim ring: {e}");
+                    break Stop::Failed("the XDP claim ring could not be polled");
+                }
+            },
+            _ = housekeeping.tick() => slow.watch.expire(monotonic_ns(), &slow.metrics),
         }
     };
 
@@ -379,6 +391,8 @@ struct Slow {
     restore_pending: Option<Option<Vec<IpAddr>>>,
     /// Peers kept in the view on another member's word (peer, member), as last reported.
     vouched: Vec<(u32, u32)>,
+    /// The ARP/NDP watch: other hosts claiming held VIPs.
+    watch: conflict::Watch,
     rejected: Rejected,
     /// Per-peer limits on the log lines heartbeats can cause.
     event_logs: LogLimit<u32>,
@@ -487,6 +501,7 @@ impl Slow {
                     .filter(|r| !matches!(r.outcome, Outcome::Failed(_)))
                 {
                     self.loaded.set_held(r.vip.addr, false);
+                    self.watch.forget(&r.vip.addr);
                 }
                 self.held.released(&list, None, &self.hooks);
             }
@@ -501,6 +516,41 @@ impl Slow {
                 failed,
                 sequence,
             } => self.stopped = Some((sent, failed, sequence)),
+        }
+    }
+
+    /// Notices of the ARP/NDP watch. The claimer is told by its MAC in the peer table: a
+    /// live peer's claim makes the fast path send this node's holdings now (the holdings
+    /// rule settles a split brain: the lower id keeps the VIP and announces it again when
+    /// the other lets go; an ARP packet, which nothing authenticates, never makes this
+    /// node let go itself); anyone else's is a conflict, defended.
+    fn on_claims(&mut self, notices: &[ClaimNotice]) {
+        let now = monotonic_ns();
+        let dead = self.cfg.dead_interval.as_nanos() as u64;
+        // One read of the peer table per batch: MAC → (node id, live).
+        let peers: BTreeMap<[u8; 6], (u32, bool)> = self
+            .loaded
+            .peers
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(id, p)| {
+                let live = now.saturating_sub(p.last_seen_ns) < dead && p.flags & FLAG_LEAVING == 0;
+                (p.mac, (id, live))
+            })
+            .collect();
+        let mut peer_claim = false;
+        for n in notices {
+            let claimer = match peers.get(&n.mac) {
+                Some((id, true)) => Claimer::Peer(*id),
+                Some((id, false)) => Claimer::SilentPeer(*id),
+                None => Claimer::Unknown,
+            };
+            peer_claim |=
+                self.watch
+                    .on_notice(now, n, claimer, &mut self.held, &self.metrics, &self.hooks);
+        }
+        if peer_claim {
+            let _ = self.fast.try_ask(Command::SendHoldings);
         }
     }
 
@@ -728,6 +778,7 @@ impl Slow {
                 .map(|(c, v)| (c.name().to_string(), *v))
                 .collect(),
             fast_path: Some(fast_path),
+            conflicts: self.watch.status(monotonic_ns()),
             ..Status::default()
         };
         tokio::spawn(async move {

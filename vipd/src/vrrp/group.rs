@@ -100,7 +100,7 @@ pub(super) async fn new_group(
             .with_context(|| format!("VRRP group {}: the virtual MAC", g.vrid))?;
         let a = Announcer::open(vlink.index, vlink.mac)
             .with_context(|| format!("opening an AF_PACKET socket on {name}"))?;
-        info!(vrid = g.vrid, interface = %name, "virtual MAC {}", host::mac_text(vlink.mac));
+        info!(vrid = g.vrid, interface = %name, "virtual MAC {}", crate::netlink::mac_text(vlink.mac));
         (vlink, Arc::new(a))
     } else {
         (port.link.clone(), Arc::clone(&port.announcer))

@@ -245,8 +245,3 @@ pub fn no_ipv6_autoconf(name: &str) -> std::io::Result<()> {
         r => r,
     }
 }
-
-/// "00:00:5e:00:01:33".
-pub fn mac_text(mac: [u8; 6]) -> String {
-    mac.map(|b| format!("{b:02x}")).join(":")
-}

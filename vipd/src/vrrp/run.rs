@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
 use tracing::{debug, info, warn};
-use vipd_common::maps::{XdpConfig, vrrp_key};
+use vipd_common::maps::{ClaimNotice, XdpConfig, vrrp_key};
 
 use super::{
     fast::{self, COMMANDS, Command, REPORTS, Report},
@@ -34,13 +34,15 @@ use super::{
 use crate::{
     announce::Announcer,
     cli::RunArgs,
+    clock::monotonic_ns,
     config::{Config, Vrrp},
+    conflict::{self, Claimer},
     control::{self, Status},
     fastpath::channel::{self, SlowEnd},
     health,
     holder::Announcements,
     hooks::Hooks,
-    ifaddr::IfAddrs,
+    ifaddr::{IfAddrs, Outcome},
     metrics::{GroupLabel, Metrics, ReasonLabel},
     netlink::{AddressGone, AddressWatch, CarrierWatch, Link},
     notify::Notifier,
@@ -77,6 +79,8 @@ struct Runtime {
     health_tx: UnboundedSender<(u64, usize, bool)>,
     /// Held VIPs, their announcements repeated.
     held: Announcements,
+    /// The ARP/NDP watch: other hosts claiming held VIPs.
+    watch: conflict::Watch,
     fast: SlowEnd<Command>,
 }
 
@@ -122,7 +126,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     for g in &cfg.vrrp {
         made.push(new_group(&ports[g.interface()], &mut host, g, &all).await?);
     }
-    let (loaded, rings) = xdp::load(&xdp::XdpSettings {
+    let (mut loaded, rings) = xdp::load(&xdp::XdpSettings {
         interface: &names[0],
         also: &names[1..],
         mode: cfg.xdp_mode,
@@ -133,6 +137,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             ..XdpConfig::default()
         },
     })?;
+    // ARP/NDP from these is this node's own: the interfaces', the groups' virtual MACs.
+    for mac in ports
+        .values()
+        .map(|p| p.link.mac)
+        .chain(made.iter().map(|g| g.announcer.mac()))
+    {
+        loaded.add_own_mac(mac)?;
+    }
     let groups: Vec<GroupInfo> = made.iter().map(|g| g.info()).collect();
     let mut joined = Vec::new();
     join_groups(&groups, &mut joined)?;
@@ -164,6 +176,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let mut refresh =
         tokio::time::interval(cfg.announce_refresh.unwrap_or(Duration::from_secs(86_400)));
     refresh.reset();
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
 
     info!(
         node = cfg.node_id,
@@ -189,6 +202,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             cfg.announce_burst,
             cfg.announce_repeats.clone(),
         ),
+        watch: conflict::Watch::new(rings.claims)?,
         cfg,
         args,
         loaded,
@@ -249,6 +263,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 notifier.watchdog(wakeups, || rt.fast.wake());
             }
             _ = refresh.tick() => rt.held.refresh(),
+            claims = rt.watch.ring.next() => match claims {
+                Ok(notices) => rt.on_claims(&notices),
+                Err(e) => {
+                    warn!("polling the XDP claim ring: {e}");
+                    break Stop::Failed("the XDP claim ring could not be polled");
+                }
+            },
+            _ = housekeeping.tick() => rt.watch.expire(monotonic_ns(), &rt.metrics),
         }
     };
 
@@ -381,14 +403,28 @@ impl Runtime {
                 vrid,
                 announcer,
                 list,
-            } => self.held.taken(&list, Some(vrid), &announcer, &self.hooks),
+            } => {
+                for t in &list {
+                    self.loaded.set_held(t.vip.addr, true);
+                }
+                self.held.taken(&list, Some(vrid), &announcer, &self.hooks);
+            }
             Report::Restored {
                 vrid: _,
                 announcer,
                 vips,
             } => self.held.restored(&vips, &announcer),
             Report::TakeFailed { vrid, vip, error } => warn!(vrid, "adding {vip}: {error}"),
-            Report::Released { vrid, list } => self.held.released(&list, Some(vrid), &self.hooks),
+            Report::Released { vrid, list } => {
+                for r in list
+                    .iter()
+                    .filter(|r| !matches!(r.outcome, Outcome::Failed(_)))
+                {
+                    self.loaded.set_held(r.vip.addr, false);
+                    self.watch.forget(&r.vip.addr);
+                }
+                self.held.released(&list, Some(vrid), &self.hooks);
+            }
             Report::SendFailing {
                 vrid,
                 interface,
@@ -397,6 +433,35 @@ impl Runtime {
                 Some(e) => warn!(vrid, interface = %interface, "sending adverts fails: {e}"),
                 None => info!(vrid, interface = %interface, "sending adverts works again"),
             },
+        }
+    }
+
+    /// Notices of the ARP/NDP watch. A router heard advertising one of our groups is a live
+    /// peer (two Masters for a moment: the adverts settle it); anyone else's claim is a
+    /// conflict, defended.
+    fn on_claims(&mut self, notices: &[ClaimNotice]) {
+        let now = monotonic_ns();
+        // MAC → (VRID, heard within three of its intervals).
+        let routers: BTreeMap<[u8; 6], (u32, bool)> = self
+            .loaded
+            .vrrp_seen
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, seen)| seen.mac != [0; 6])
+            .map(|(key, seen)| {
+                let interval = u64::from(seen.max_adver_int_cs) * 10_000_000;
+                let live = now.saturating_sub(seen.last_seen_ns) < 3 * interval;
+                (seen.mac, (key & 0xff, live))
+            })
+            .collect();
+        for n in notices {
+            let claimer = match routers.get(&n.mac) {
+                Some((vrid, true)) => Claimer::Peer(*vrid),
+                Some((vrid, false)) => Claimer::SilentPeer(*vrid),
+                None => Claimer::Unknown,
+            };
+            self.watch
+                .on_notice(now, n, claimer, &mut self.held, &self.metrics, &self.hooks);
         }
     }
 
@@ -432,6 +497,7 @@ impl Runtime {
                 .map(|(c, v)| (c.name().to_string(), *v))
                 .collect(),
             fast_path: Some(self.fast.status()),
+            conflicts: self.watch.status(monotonic_ns()),
             ..Status::default()
         };
         tokio::spawn(async move {
@@ -513,6 +579,9 @@ impl Runtime {
                     let port = &self.ports[new.interface()];
                     match new_group(port, &mut self.host, &new, &all).await {
                         Ok(g) => {
+                            if let Err(e) = self.loaded.add_own_mac(g.announcer.mac()) {
+                                warn!(vrid = new.vrid, "{e:#}");
+                            }
                             fresh.push(self.groups.len());
                             self.groups.push(g.info());
                             self.fast.ask(Command::Add(Box::new(g))).await;

@@ -1,0 +1,170 @@
+//! The ARP/NDP watch in network namespaces: a host that claims a VIP a node holds (by
+//! gratuitous ARP, ARP reply or unsolicited neighbour advertisement) is seen by the XDP
+//! program, reported with its MAC in `vipd status`, and answered with a bounded defence;
+//! the VIP never moves or goes unheld. A live peer's claim is left to the pool's rule.
+//!
+//! These run as root (CI does); elsewhere they print why they skip.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use anyhow::Context as _;
+use vipd::announce::{garp_frame, unsolicited_na_frame};
+use xtask::{
+    lab::{Host, Lab, privileged, wait_until},
+    pcap::parse_mac,
+};
+
+const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+const VIPS: [&str; 3] = ["192.0.2.201", "192.0.2.202", "2001:db8::201"];
+/// Generous bound for anything that should take milliseconds (CI machines are slow).
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn status(lab: &Lab, host: &Host) -> anyhow::Result<serde_json::Value> {
+    let instance = format!("{}-{}", lab.prefix(), host.name);
+    let out = Command::new(VIPD)
+        .args(["status", "--json", "--instance", &instance])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "vipd status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The node of `nodes` holding `vip` (exactly one must).
+fn holder<'a>(lab: &Lab, nodes: &'a [Host], vip: &str) -> anyhow::Result<&'a Host> {
+    let on: Vec<&Host> = nodes
+        .iter()
+        .filter(|h| lab.has_address(h, vip).unwrap_or(false))
+        .collect();
+    anyhow::ensure!(on.len() == 1, "{vip} is held by {} nodes", on.len());
+    Ok(on[0])
+}
+
+/// The conflict `status` lists for `vip`, if any.
+fn conflict(status: &serde_json::Value, vip: &str) -> Option<serde_json::Value> {
+    status["conflicts"]
+        .as_array()?
+        .iter()
+        .find(|c| c["vip"] == vip)
+        .cloned()
+}
+
+#[test]
+fn another_host_claiming_a_held_vip_is_reported_and_defended_a_peer_is_not() -> anyhow::Result<()> {
+    if !privileged("another_host_claiming_a_held_vip_is_reported_and_defended_a_peer_is_not") {
+        return Ok(());
+    }
+    let mut lab = Lab::new("claim")?;
+    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
+    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let intruder = lab.add_host("intruder", "192.0.2.66/24", "02:00:00:00:00:42")?;
+    let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
+    let nodes = [n1.clone(), n2.clone()];
+    for (host, id) in [(&n1, 1), (&n2, 2)] {
+        // Takeovers' repeated announcements end at once: only a defence can win a client
+        // back.
+        let mut args = vec![
+            "--interval",
+            "20ms",
+            "--hold-down",
+            "300ms",
+            "--announce-repeats",
+            "10ms",
+        ];
+        for vip in VIPS {
+            args.extend(["--vip", vip]);
+        }
+        let p = lab.spawn_vipd(
+            host,
+            id,
+            &format!("{}-vipd", host.name),
+            Path::new(VIPD),
+            &args,
+        )?;
+        lab.proc(p).wait_for_line(&["vipd started"], SETTLE)?;
+    }
+    wait_until("every VIP held by one node", SETTLE, || {
+        Ok(VIPS.iter().all(|v| holder(&lab, &nodes, v).is_ok()))
+    })?;
+
+    // IPv4: the client talks to the VIP, then the intruder announces it as its own.
+    let vip = VIPS[0];
+    let owner = holder(&lab, &nodes, vip)?.clone();
+    anyhow::ensure!(lab.ping(&client, vip)?, "the client reaches {vip}");
+    let intruder_mac = parse_mac(&intruder.mac)?;
+    let garp = garp_frame(intruder_mac, vip.parse()?).to_vec();
+    lab.send_frames(
+        &intruder,
+        "eth0",
+        &[garp.clone(), garp.clone(), garp.clone()],
+    )?;
+    let seen =
+        wait_until("the holder reports the conflict", SETTLE, || {
+            Ok(conflict(&status(&lab, &owner)?, vip)
+                .is_some_and(|c| c["defences"].as_u64() >= Some(1)))
+        });
+    let s = status(&lab, &owner)?;
+    seen.with_context(|| format!("status of {}: {s:#}", owner.name))?;
+    let c = conflict(&s, vip).context("conflict listed")?;
+    assert_eq!(c["mac"], intruder.mac, "{c:#}");
+    assert_eq!(c["claimer"], "unknown host", "{c:#}");
+    assert_eq!(c["kind"], "gratuitous-arp", "{c:#}");
+    assert!(
+        s["counters"]["neighbor_claims"].as_u64() >= Some(1),
+        "{s:#}"
+    );
+    // The defence wins the client back: its entry for the VIP is the holder's MAC again.
+    wait_until("the client's entry points at the holder", SETTLE, || {
+        Ok(lab.neighbour_mac(&client, vip)?.as_deref() == Some(owner.mac.as_str()))
+    })?;
+    // A flood of claims is answered with a bounded defence, never a GARP war.
+    for _ in 0..20 {
+        lab.send_frames(
+            &intruder,
+            "eth0",
+            &[garp.clone(), garp.clone(), garp.clone()],
+        )?;
+    }
+    let s = status(&lab, &owner)?;
+    let c = conflict(&s, vip).context("conflict still listed")?;
+    assert!(
+        c["defences"].as_u64() <= Some(2),
+        "at most one defence per 10 s: {c:#}"
+    );
+    // Nothing moved: the VIP is still held once, by the same node.
+    assert_eq!(holder(&lab, &nodes, vip)?.name, owner.name);
+
+    // IPv6: an unsolicited neighbour advertisement for the IPv6 VIP.
+    let vip6 = VIPS[2];
+    let owner6 = holder(&lab, &nodes, vip6)?.clone();
+    let na = unsolicited_na_frame(intruder_mac, vip6.parse()?).to_vec();
+    lab.send_frames(&intruder, "eth0", &[na.clone(), na])?;
+    let seen = wait_until("the holder reports the IPv6 conflict", SETTLE, || {
+        Ok(conflict(&status(&lab, &owner6)?, vip6).is_some())
+    });
+    let s = status(&lab, &owner6)?;
+    seen.with_context(|| format!("status of {}: {s:#}", owner6.name))?;
+    let c = conflict(&s, vip6).context("conflict listed")?;
+    assert_eq!(c["kind"], "neighbor-advert", "{c:#}");
+    assert_eq!(c["mac"], intruder.mac, "{c:#}");
+
+    // A live peer announcing a VIP held here is a split brain for the pool's own rule: no
+    // conflict, nothing moves (an ARP packet, which nothing authenticates, never makes a
+    // node let go).
+    let vip2 = VIPS[1];
+    let keeper = holder(&lab, &nodes, vip2)?.clone();
+    let peer = nodes
+        .iter()
+        .find(|h| h.name != keeper.name)
+        .context("peer")?;
+    let garp = garp_frame(parse_mac(&peer.mac)?, vip2.parse()?).to_vec();
+    lab.send_frames(peer, "eth0", &[garp.clone(), garp])?;
+    let keeper_proc = lab.proc(if keeper.name == "n1" { 0 } else { 1 });
+    keeper_proc.wait_for_line(&["a live peer claims a VIP held here too"], SETTLE)?;
+    let s = status(&lab, &keeper)?;
+    assert!(conflict(&s, vip2).is_none(), "{s:#}");
+    assert_eq!(holder(&lab, &nodes, vip2)?.name, keeper.name);
+    Ok(())
+}
