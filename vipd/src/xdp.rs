@@ -11,7 +11,11 @@ use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{Xdp, XdpMode},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLinkId,
+    },
 };
 use tracing::{info, warn};
 use vipd_common::maps::{
@@ -42,8 +46,12 @@ pub enum AttachMode {
 
 /// The loaded program, attached, with its maps.
 pub struct LoadedXdp {
-    // Owns the program and its link: dropping it detaches the program.
+    // Owns the program.
     _ebpf: Ebpf,
+    /// The program's links, pinned (`link-<interface>`): the program stays attached if the
+    /// daemon dies, so its node stays fenced; a clean stop removes the pins, and dropping
+    /// these detaches it.
+    _links: Vec<PinnedLink>,
     /// Peer table written by the program.
     pub peers: HashMap<MapData, u32, PeerState>,
     /// The source addresses heartbeats are recorded from, with `peers` configured.
@@ -136,11 +144,23 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
         .context("program `vipd` missing from the object")?
         .try_into()?;
     load_program(program)?;
-    let mode = attach(program, settings.interface, settings.mode)?;
-    info!(interface = settings.interface, mode, pins = %settings.pin_dir.display(), "XDP program attached");
-    for interface in settings.also.iter().filter(|i| *i != settings.interface) {
-        let mode = attach(program, interface, settings.mode)?;
-        info!(interface, mode, "XDP program attached");
+    let mut links = Vec::new();
+    let mut mode = "";
+    let interfaces = std::iter::once(settings.interface)
+        .chain(settings.also.iter().map(String::as_str))
+        .enumerate()
+        .filter(|(i, name)| *i == 0 || *name != settings.interface);
+    for (i, interface) in interfaces {
+        let (m, id) = attach(program, interface, settings.mode, settings.pin_dir)?;
+        if i == 0 {
+            mode = m;
+        }
+        info!(interface, mode = m, pins = %settings.pin_dir.display(), "XDP program attached");
+        links.extend(pin_link(
+            program,
+            id,
+            &settings.pin_dir.join(link_pin(interface)),
+        ));
     }
 
     let peers = HashMap::try_from(ebpf.take_map(PEERS_MAP).context("PEERS")?)?;
@@ -159,6 +179,7 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
     Ok((
         LoadedXdp {
             _ebpf: ebpf,
+            _links: links,
             peers,
             peer_addrs,
             config,
@@ -212,17 +233,81 @@ fn is_eagain(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn attach(program: &mut Xdp, interface: &str, mode: AttachMode) -> anyhow::Result<&'static str> {
-    let try_mode = |program: &mut Xdp, m: XdpMode| program.attach(interface, m).map(|_| ());
+/// The pin of the program's link on `interface`, in the instance's pin directory.
+fn link_pin(interface: &str) -> String {
+    format!("link-{interface}")
+}
+
+/// Pins the link `id` of `program` at `path`, so the program outlives the daemon (a dead
+/// daemon's node stays fenced). Without bpf_link (kernels before 5.9: a netlink attach)
+/// the program goes with the process: said once, not an error.
+fn pin_link(program: &mut Xdp, id: XdpLinkId, path: &Path) -> Option<PinnedLink> {
+    let link = match program.take_link(id) {
+        Ok(link) => link,
+        Err(e) => {
+            warn!("taking the XDP link to pin it: {e}");
+            return None;
+        }
+    };
+    let pinned = FdLink::try_from(link)
+        .map_err(|e| e.to_string())
+        .and_then(|fd| fd.pin(path).map_err(|e| e.to_string()));
+    match pinned {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!(
+                "the XDP program cannot outlive this daemon ({e}): if it crashes, its node \
+                 keeps answering for its VIPs until it is restarted"
+            );
+            None
+        }
+    }
+}
+
+/// What to say when attaching to `interface` fails: another program may be attached, a
+/// dead vipd's link among them (pins are per instance; interface names are per network
+/// namespace, so this daemon cannot tell whose they are).
+fn busy_hint(pin_dir: &Path, interface: &str) -> String {
+    let own = pin_dir.join(link_pin(interface));
+    let pins: Vec<String> = pin_dir
+        .parent()
+        .and_then(|root| fs::read_dir(root).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|d| d.path().join(link_pin(interface)))
+        .filter(|p| *p != own && p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if pins.is_empty() {
+        "(is another XDP program attached? `ip link show` names it)".into()
+    } else {
+        format!(
+            "(is another XDP program attached? `ip link show` names it; a vipd of another \
+             instance that died leaves its link pinned — remove it if that one is dead: {})",
+            pins.join(", ")
+        )
+    }
+}
+
+fn attach(
+    program: &mut Xdp,
+    interface: &str,
+    mode: AttachMode,
+    pin_dir: &Path,
+) -> anyhow::Result<(&'static str, XdpLinkId)> {
+    let busy = busy_hint(pin_dir, interface);
     match mode {
-        AttachMode::Driver => try_mode(program, XdpMode::Driver)
-            .with_context(|| format!("attaching XDP to {interface} in driver mode"))
-            .map(|()| "driver"),
-        AttachMode::Skb => try_mode(program, XdpMode::Skb)
-            .with_context(|| format!("attaching XDP to {interface} in generic (skb) mode"))
-            .map(|()| "skb"),
-        AttachMode::Auto => match try_mode(program, XdpMode::Driver) {
-            Ok(()) => Ok("driver"),
+        AttachMode::Driver => program
+            .attach(interface, XdpMode::Driver)
+            .with_context(|| format!("attaching XDP to {interface} in driver mode {busy}"))
+            .map(|id| ("driver", id)),
+        AttachMode::Skb => program
+            .attach(interface, XdpMode::Skb)
+            .with_context(|| format!("attaching XDP to {interface} in generic (skb) mode {busy}"))
+            .map(|id| ("skb", id)),
+        AttachMode::Auto => match program.attach(interface, XdpMode::Driver) {
+            Ok(id) => Ok(("driver", id)),
             Err(aya::programs::ProgramError::UnknownInterface { name }) => {
                 bail!("no interface named {name:?} in this network namespace")
             }
@@ -231,9 +316,12 @@ fn attach(program: &mut Xdp, interface: &str, mode: AttachMode) -> anyhow::Resul
                     interface,
                     "native XDP unavailable ({e}); using generic (skb) mode"
                 );
-                try_mode(program, XdpMode::Skb)
-                    .with_context(|| format!("attaching XDP to {interface} (driver and skb mode)"))
-                    .map(|()| "skb")
+                program
+                    .attach(interface, XdpMode::Skb)
+                    .with_context(|| {
+                        format!("attaching XDP to {interface} (driver and skb mode) {busy}")
+                    })
+                    .map(|id| ("skb", id))
             }
         },
     }

@@ -511,3 +511,53 @@ fn a_frozen_daemon_fences_itself_and_yields_on_thaw() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program() -> anyhow::Result<()> {
+    if !privileged("a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program") {
+        return Ok(());
+    }
+    let mut p = Pool::new("vk", 2, &["192.0.2.201", "192.0.2.202"])?;
+    for i in 1..=2 {
+        p.start(i, "first", &["--hold-down", "300ms"])?;
+    }
+    let owners = p.wait_counts(&[1, 2], &[1, 1])?;
+    let n1_vip = owners
+        .iter()
+        .find(|(_, o)| *o == "n1")
+        .map(|(v, _)| v.clone())
+        .context("n1's VIP")?;
+    let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
+
+    // A crash: the process dies, its link stays up, its VIP stays on the interface.
+    let pid = p.procs["n1"];
+    p.lab.proc(pid).signal(libc::SIGKILL)?;
+    p.lab.proc(pid).wait_exit(SETTLE).ok();
+    wait_until("n2 holding n1's VIP", SETTLE, || {
+        p.lab.has_address(&n2, &n1_vip)
+    })?;
+    assert!(
+        p.lab.has_address(&n1, &n1_vip)?,
+        "a dead daemon cannot remove it"
+    );
+    // The XDP program outlived the daemon (its link is pinned) and fences the node: the
+    // client's ARP requests are answered by n2 only.
+    let out = p.lab.exec(
+        &p.client,
+        "arping",
+        &["-c", "3", "-w", "3", "-I", "eth0", &n1_vip],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout).to_uppercase();
+    assert!(text.contains(&n2.mac.to_uppercase()), "n2 answers:\n{text}");
+    assert!(
+        !text.contains(&n1.mac.to_uppercase()),
+        "a dead daemon's node answered:\n{text}"
+    );
+
+    // The restart replaces the program (no "busy"), removes the leftover VIP and takes its
+    // share back.
+    p.start(1, "second", &["--hold-down", "300ms"])?;
+    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
+    p.wait_answering(&healed)?;
+    Ok(())
+}

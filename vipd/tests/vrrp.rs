@@ -2,8 +2,8 @@
 //! implementation: takeover on a hard failure (IPv4 and IPv6), graceful handover with
 //! priority-0 adverts checked byte by byte on the wire, preemption both ways and its
 //! absence, crafted bad adverts counted by the XDP program and ignored, adverts listing
-//! other addresses logged, groups on two interfaces, SIGHUP reloads, and another host
-//! claiming a Master's VIP (a conflict, defended).
+//! other addresses logged, groups on two interfaces, SIGHUP reloads, another host
+//! claiming a Master's VIP (a conflict, defended), and a frozen Master fenced.
 //!
 //! These run as root (CI does); elsewhere they print why they skip. They take turns (one
 //! lab at a time): with 100 ms adverts a starved scheduler could fake a master failure.
@@ -1490,5 +1490,64 @@ fn another_host_claiming_a_masters_vip_is_a_conflict_defended() -> anyhow::Resul
     wait_group(&c.lab, &v, "ipv4", "master", None)?;
     ensure!(c.lab.has_address(&v, VIP4)?);
     wait_client_entry(&c, VIP4, &v)?;
+    stop(&mut c.lab, vipd)
+}
+
+#[test]
+fn a_frozen_vipd_master_fences_itself_while_keepalived_takes_over() -> anyhow::Result<()> {
+    if !privileged("a_frozen_vipd_master_fences_itself_while_keepalived_takes_over") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vrf", false)?;
+    let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
+    let vipd = start_vipd(&mut c.lab, &v, "vipd", 200, VIP4_CIDR, "")?;
+    c.lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    let ka = start_keepalived(
+        &mut c.lab,
+        &k,
+        "keepalived",
+        &keepalived_conf(&k, 100, VIP4_CIDR, false),
+    )?;
+    c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
+    wait_client_reaches(&c, VIP4, &v)?;
+
+    c.lab.proc(vipd).signal(libc::SIGSTOP)?;
+    let frozen = (|| -> anyhow::Result<()> {
+        c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+        ensure!(
+            c.lab.has_address(&v, VIP4)?,
+            "a frozen daemon cannot remove the VIP"
+        );
+        // Only keepalived answers: the frozen Master's node is fenced.
+        let out = c.lab.exec(
+            &client,
+            "arping",
+            &["-c", "3", "-w", "3", "-I", "eth0", VIP4],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout).to_uppercase();
+        ensure!(
+            text.contains(&k.mac.to_uppercase()),
+            "keepalived answers:\n{text}"
+        );
+        ensure!(
+            !text.contains(&v.mac.to_uppercase()),
+            "the frozen Master's node answered:\n{text}"
+        );
+        Ok(())
+    })();
+    c.lab.proc(vipd).signal(libc::SIGCONT)?;
+    frozen?;
+    // Thawed, the higher priority preempts again and answers for the VIP.
+    c.lab.proc(ka).wait_for_lines(&[KA_BACKUP], 2, WAIT)?;
+    wait_group(&c.lab, &v, "ipv4", "master", None)?;
+    wait_client_follows(&c, VIP4, &v)?;
+    let s = status(&c.lab, &v)?;
+    ensure!(
+        counter(&s, "neighbor_fenced")? > 0,
+        "the fence is counted: {s:#}"
+    );
     stop(&mut c.lab, vipd)
 }

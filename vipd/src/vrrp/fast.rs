@@ -13,7 +13,7 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use aya::maps::{HashMap, MapData, RingBuf};
+use aya::maps::{Array, HashMap, MapData, RingBuf};
 use vipd_common::{
     maps::{VRRP_BACKUP, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup, VrrpNotice, VrrpSeen},
     vrrp::{self, Notice},
@@ -142,6 +142,8 @@ pub struct Io {
     pub seen: HashMap<MapData, u32, VrrpSeen>,
     /// VRRP_EVENTS: notices that need the daemon.
     pub notices: RingBuf<MapData>,
+    /// The self-fencing clock: this thread's progress, written every wake-up.
+    pub fence: Array<MapData, u64>,
     /// Address changes.
     pub addrs: IfAddrs,
 }
@@ -181,11 +183,24 @@ pub fn run(io: Io, ch: Channels, announce_burst: u16) {
                 r.on_notice(&n);
             }
         }
-        r.on_timers(monotonic_ns());
+        let now = monotonic_ns();
+        r.on_timers(now);
+        // Alive, after hearing what happened meanwhile: the XDP program answers for a
+        // Master's VIPs (see `maps::FENCE_MAP`).
+        let _ = r.io.fence.set(0, now, 0);
+        // Awake at least once per advert interval of the fastest group, so the fence (three
+        // of them, see `run::xdp_config`) stays fresh while a Backup sleeps long.
+        let fence_refresh = r
+            .groups
+            .iter()
+            .map(|g| g.cfg.advert_interval.0.as_nanos() as u64)
+            .min()
+            .map(|i| now + i);
         let wake = r
             .groups
             .iter()
             .filter_map(|g| g.router.next_deadline())
+            .chain(fence_refresh)
             .min();
         let fd = r.io.notices.as_raw_fd();
         if r.ch.sleeper.wait(wake, &[fd]).is_err() {

@@ -131,11 +131,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         also: &names[1..],
         mode: cfg.xdp_mode,
         pin_dir: &cfg.pin_dir(),
-        // No heartbeats in VRRP mode: port 0 matches nothing.
-        config: XdpConfig {
-            node_id: cfg.node_id,
-            ..XdpConfig::default()
-        },
+        config: xdp_config(&cfg),
     })?;
     // ARP/NDP from these is this node's own: the interfaces', the groups' virtual MACs.
     for mac in ports
@@ -157,6 +153,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         groups: loaded.open_vrrp_groups()?,
         seen: loaded.open_vrrp_seen()?,
         notices: rings.vrrp,
+        fence: loaded.open_fence()?,
         addrs: IfAddrs::open().context("opening a netlink socket")?,
     };
     let burst = cfg.announce_burst;
@@ -302,6 +299,23 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     drop(host);
     clean_up(&loaded.pin_dir, &cfg.instance, &hooks).await;
     stop_reason.outcome()
+}
+
+/// What the XDP program is told in VRRP mode: no heartbeats (port 0 matches nothing), and
+/// self-fencing after three advert intervals of the fastest group without progress (a
+/// Backup's Master_Down_Interval, skew aside: when the other routers take over).
+fn xdp_config(cfg: &Config) -> XdpConfig {
+    let fence_ns = cfg
+        .vrrp
+        .iter()
+        .map(|g| 3 * g.advert_interval.0.as_nanos() as u64)
+        .min()
+        .unwrap_or(u64::MAX);
+    XdpConfig {
+        node_id: cfg.node_id,
+        dead_ns: fence_ns,
+        ..XdpConfig::default()
+    }
 }
 
 impl Runtime {
@@ -540,6 +554,9 @@ impl Runtime {
         self.held
             .reconfigure(new.announce_burst, new.announce_repeats.clone());
         self.cfg = new;
+        if let Err(e) = self.loaded.set_config(xdp_config(&self.cfg)) {
+            warn!("reload: {e:#}");
+        }
 
         // 1. Every removal first (so a VIP that moves to another group is not deleted
         //    after that group added it): groups that go away or restart stop; updated
