@@ -173,6 +173,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub hold_down: Option<Dur>,
 
+    /// How long a peer lost by timeout (a partition, a lossy link) must be heard again
+    /// before VIPs are placed on it again [default: the hold-down].
+    #[arg(long)]
+    pub heal_delay: Option<Dur>,
+
     /// This node's placement weight: its share of the pool is proportional to it
     /// [default: 1].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
@@ -284,6 +289,7 @@ impl RunArgs {
         set(&mut f.heartbeat.interval, &self.interval);
         set(&mut f.heartbeat.dead_interval, &self.dead_interval);
         set(&mut f.heartbeat.hold_down, &self.hold_down);
+        set(&mut f.heartbeat.heal_delay, &self.heal_delay);
         set(&mut f.announce.burst, &self.announce_burst);
         if !self.announce_repeats.is_empty() {
             f.announce.repeats = Some(self.announce_repeats.clone());

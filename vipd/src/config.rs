@@ -308,6 +308,8 @@ pub struct HeartbeatSection {
     pub dead_interval: Option<Dur>,
     /// Wait before taking VIPs after start or carrier return.
     pub hold_down: Option<Dur>,
+    /// How long a peer lost by timeout must be heard again before it gets VIPs again.
+    pub heal_delay: Option<Dur>,
     /// Unicast peers.
     pub peers: Option<Vec<IpAddr>>,
     /// Multicast group.
@@ -556,6 +558,8 @@ pub struct Config {
     pub dead_interval: Duration,
     /// Hold-down before taking or getting VIPs.
     pub hold_down: Duration,
+    /// How long a peer lost by timeout must be heard again before it returns to the view.
+    pub heal_delay: Duration,
     /// Placement weight.
     pub weight: u16,
     /// Ceiling on the weights peers announce.
@@ -692,6 +696,10 @@ impl Config {
         if interval > Duration::from_secs(3600) || dead_interval > Duration::from_secs(3 * 3600) {
             return Err("the heartbeat and dead intervals must be at most an hour or so".into());
         }
+        let hold_down = f
+            .heartbeat
+            .hold_down
+            .map_or(Duration::from_secs(1), |d| d.0);
         let rt_priority = f.fastpath.rt_priority.unwrap_or(DEFAULT_RT_PRIORITY);
         if rt_priority > 99 {
             return Err(format!(
@@ -791,6 +799,7 @@ impl Config {
             _ => Ok(()),
         };
         too_long("heartbeat.hold_down", f.heartbeat.hold_down.as_ref(), DAY)?;
+        too_long("heartbeat.heal_delay", f.heartbeat.heal_delay.as_ref(), DAY)?;
         too_long("announce.refresh", f.announce.refresh.as_ref(), DAY)?;
         too_long("hooks.timeout", f.hooks.timeout.as_ref(), HOUR)?;
         for r in f.announce.repeats.iter().flatten() {
@@ -837,10 +846,8 @@ impl Config {
             auth_next_key,
             interval,
             dead_interval,
-            hold_down: f
-                .heartbeat
-                .hold_down
-                .map_or(Duration::from_secs(1), |d| d.0),
+            hold_down,
+            heal_delay: f.heartbeat.heal_delay.map_or(hold_down, |d| d.0),
             weight,
             max_weight,
             preempt: f.pool.preempt.unwrap_or(true),
@@ -884,6 +891,7 @@ impl Config {
                 interval: Some(Dur(self.interval)),
                 dead_interval: Some(Dur(self.dead_interval)),
                 hold_down: Some(Dur(self.hold_down)),
+                heal_delay: Some(Dur(self.heal_delay)),
                 peers: Some(self.peers.clone()),
                 group: self.group,
                 cluster_id: Some(self.cluster_id),

@@ -324,7 +324,7 @@ impl Watch {
     ) -> bool {
         let vip = notice_vip(notice);
         let kind = ClaimKind::from_u8(notice.kind);
-        let is_held = held.held().any(|v| *v == vip);
+        let is_held = held.holds(&vip);
         let (action, new) = self
             .conflicts
             .on_claim(now, vip, notice.mac, kind, claimer, is_held);

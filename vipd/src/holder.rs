@@ -155,6 +155,11 @@ impl Announcements {
         self.held.keys()
     }
 
+    /// Whether `vip` is held, as reported.
+    pub fn holds(&self, vip: &IpAddr) -> bool {
+        self.held.contains_key(vip)
+    }
+
     /// Reports VIPs the fast path took (`vrid` in VRRP mode) and repeats their
     /// announcements from `announcer`.
     pub fn taken(

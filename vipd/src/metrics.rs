@@ -86,6 +86,8 @@ pub struct Metrics {
     pub vip_defences: Counter,
     /// Conflicts going on.
     pub vip_conflicts_now: Gauge,
+    /// Peers whose state sections are for another VIP list.
+    pub peers_other_pool: Gauge,
     /// 1 while this node takes VIPs (mature, carrier, healthy).
     pub active: Gauge,
     /// State sections ignored by the daemon, by reason (`bad_auth`, `replayed`).
@@ -127,6 +129,7 @@ impl Metrics {
             vip_conflicts: Counter::default(),
             vip_defences: Counter::default(),
             vip_conflicts_now: Gauge::default(),
+            peers_other_pool: Gauge::default(),
             active: Gauge::default(),
             state_rejected: Family::default(),
             vrrp_state: Family::default(),
@@ -193,6 +196,12 @@ impl Metrics {
             "vip_conflicts_current",
             "VIP conflicts going on (a claim within the last minute)",
             m.vip_conflicts_now.clone(),
+        );
+        registry.register(
+            "peers_other_pool",
+            "Peers whose state sections are for another VIP list (a rolling change of the \
+             list, or a mistake): their holdings are ignored",
+            m.peers_other_pool.clone(),
         );
         registry.register(
             "active",

@@ -561,3 +561,45 @@ fn a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program() -> anyho
     p.wait_answering(&healed)?;
     Ok(())
 }
+
+#[test]
+fn a_healed_split_is_settled_at_once_and_rebalanced_after_the_heal_delay() -> anyhow::Result<()> {
+    if !privileged("a_healed_split_is_settled_at_once_and_rebalanced_after_the_heal_delay") {
+        return Ok(());
+    }
+    let mut p = Pool::new("vh", 2, &["192.0.2.201", "192.0.2.202"])?;
+    for i in 1..=2 {
+        p.start(i, "first", &["--hold-down", "300ms", "--heal-delay", "6s"])?;
+    }
+    p.wait_counts(&[1, 2], &[1, 1])?;
+    let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
+
+    // A real split (nobody sees both sides): each side takes every VIP.
+    p.lab.partition(&n1, &n2, true)?;
+    wait_until("both sides holding every VIP", SETTLE, || {
+        for vip in &p.vips {
+            if !(p.lab.has_address(&n1, vip)? && p.lab.has_address(&n2, vip)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+
+    // Healed: the VIPs both took are settled at once (the lower id keeps them), while n2
+    // waits out its heal delay before it gets its share back.
+    p.lab.partition(&n1, &n2, false)?;
+    p.wait_counts(&[1, 2], &[2, 0])?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["status", "--json", "--instance"])
+        .arg(format!("{}-n1", p.lab.prefix()))
+        .output()?;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let peer = status["peers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["id"] == 2))
+        .context("peer 2 listed")?;
+    assert_eq!(peer["state"], "returning (heal delay)", "{status:#}");
+    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
+    p.wait_answering(&healed)?;
+    Ok(())
+}

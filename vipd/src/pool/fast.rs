@@ -140,10 +140,12 @@ enum Scan {
 /// releases every VIP. This is the body of the fast-path thread.
 pub fn run(cfg: Config, io: Io, ch: Channels, start_ns: u64) {
     let now = monotonic_ns().max(start_ns);
+    let mut membership = Membership::new(cfg.dead_interval.as_nanos() as u64);
+    membership.set_heal_delay(cfg.heal_delay.as_nanos() as u64);
     let pool = Pool {
         pool: cfg.vips.iter().map(|v| v.addr).collect(),
         pool_digest: pool_digest(&cfg.vips),
-        membership: Membership::new(cfg.dead_interval.as_nanos() as u64),
+        membership,
         send: Periodic::new(start_ns, cfg.interval.as_nanos() as u64),
         mature_at: now + cfg.hold_down.as_nanos() as u64,
         mature: false,
@@ -437,6 +439,8 @@ impl Pool {
                     self.io.heartbeats.set_key(key);
                 }
                 self.io.vouch.weight.store(cfg.weight, Ordering::Relaxed);
+                self.membership
+                    .set_heal_delay(cfg.heal_delay.as_nanos() as u64);
                 self.cfg = *cfg;
                 self.state_burst = STATE_BURST;
                 true
@@ -595,7 +599,15 @@ impl Pool {
         let members = self.members();
         self.check_views(&members);
         let holders = self.holders(&members);
-        self.track_conflicts(&members);
+        // Peers back from a timeout, waiting out the heal delay: no VIPs are placed on
+        // them yet, but what they hold counts (a VIP both sides took is settled now).
+        let healing = self.membership.returning(now);
+        // A peer lost by timeout is back: clients may have followed it meanwhile, so what
+        // is held here is announced again now (not only once its heal delay is over).
+        for id in &healing {
+            returning |= self.timed_out.remove(id);
+        }
+        self.track_conflicts(&members, &healing);
         if !self.carrier {
             // Nothing to place on a dead link (everything was released on carrier loss).
             return false;
@@ -614,7 +626,16 @@ impl Pool {
         // holds is its to hand over: taken once its state section no longer lists it (a
         // hand-back never puts a VIP on two nodes; a lost node is no member, so a
         // takeover never waits).
-        let claimed = self.claimed_by_members(&members);
+        let claimed = self.claimed_by_others(&members, &healing);
+        // The split-brain rule with a returning peer, as `holders` has it among members:
+        // of two claimants the lower id keeps the VIP.
+        let yielded: BTreeMap<IpAddr, u32> = self
+            .peers
+            .iter()
+            .filter(|(id, _)| healing.contains(id) && **id < me)
+            .flat_map(|(id, vips)| vips.iter().map(move |v| (*v, *id)))
+            .filter(|(v, _)| self.held.contains_key(v))
+            .collect();
         let to_take: Vec<Vip> = self
             .cfg
             .vips
@@ -629,8 +650,11 @@ impl Pool {
         let to_release: Vec<(Vip, Option<u32>)> = self
             .held
             .values()
-            .filter(|v| assignment.get(&v.addr) != Some(&me))
-            .map(|v| (*v, assignment.get(&v.addr).copied()))
+            .filter(|v| assignment.get(&v.addr) != Some(&me) || yielded.contains_key(&v.addr))
+            .map(|v| {
+                let to = yielded.get(&v.addr).or(assignment.get(&v.addr));
+                (*v, to.copied())
+            })
             .collect();
         let mut changed = false;
         if !to_take.is_empty() {
@@ -733,19 +757,23 @@ impl Pool {
         }
     }
 
-    /// The VIPs the other members say they hold (their latest state sections).
-    fn claimed_by_members(&self, members: &[Member]) -> BTreeSet<IpAddr> {
+    /// The VIPs the other members, and the peers `returning` from a timeout, say they hold
+    /// (their latest state sections).
+    fn claimed_by_others(&self, members: &[Member], returning: &[u32]) -> BTreeSet<IpAddr> {
         self.peers
             .iter()
-            .filter(|(id, _)| **id != self.cfg.node_id && members.iter().any(|m| m.id == **id))
+            .filter(|(id, _)| {
+                **id != self.cfg.node_id
+                    && (members.iter().any(|m| m.id == **id) || returning.contains(id))
+            })
             .flat_map(|(_, vips)| vips.iter().copied())
             .collect()
     }
 
     /// Re-announces held VIPs that stopped being claimed by a peer: after a split brain the
     /// segment must learn our MAC again.
-    fn track_conflicts(&mut self, members: &[Member]) {
-        let claimed_by_peers = self.claimed_by_members(members);
+    fn track_conflicts(&mut self, members: &[Member], returning: &[u32]) {
+        let claimed_by_peers = self.claimed_by_others(members, returning);
         let now: BTreeSet<IpAddr> = self
             .held
             .keys()
@@ -910,6 +938,7 @@ impl Pool {
             view.push(self.cfg.node_id);
         }
         view.sort_unstable();
+        let returning = self.membership.returning(now);
         let peers = self
             .membership
             .peers()
@@ -919,6 +948,7 @@ impl Pool {
                 in_view,
                 state: match self.vouched.iter().find(|(id, _)| *id == p.node_id) {
                     Some((_, by)) => format!("up (not heard here; node {by} hears it)"),
+                    None if returning.contains(&p.node_id) => "returning (heal delay)".into(),
                     None => peer_state(p, now, self.cfg.dead_interval.as_nanos() as u64).into(),
                 },
                 weight: p.weight,

@@ -25,6 +25,13 @@
 //! only by being heard again. With nobody
 //! hearing both sides (a real split, or two nodes), the silent peer is lost as before.
 //!
+//! A peer that left the view by timeout and is heard again (a partition healed, a lossy
+//! link recovered) comes back only once heard for the *heal delay*
+//! ([`Membership::set_heal_delay`], the hold-down by default): a flapping link does not drag
+//! VIPs back and forth. Meanwhile it is *returning* ([`Membership::returning`]): what it
+//! says it holds still counts, so a VIP both sides took during the split is settled at
+//! once.
+//!
 //! Silence during this node's own stall is excused ([`Membership::excuse_stall`]): when a
 //! hypervisor stops the whole machine, the peers' heartbeats stop with it (in a lab, or
 //! when the "peers" share the host), and on waking the deadline watcher must not judge
@@ -90,12 +97,19 @@ struct Peer {
     /// its last heartbeat here, and that peer (in this incarnation; see
     /// [`Membership::observe`]): it counts like a heartbeat heard through it.
     heard_via: Option<(u64, u32)>,
+    /// It left the view by timeout (in this incarnation): its return waits for the heal
+    /// delay.
+    lost: bool,
+    /// Since when it is heard again after being lost (continuously: reset by a silence).
+    back_since: Option<u64>,
 }
 
 /// The membership view kept by one node.
 #[derive(Debug)]
 pub struct Membership {
     dead_ns: u64,
+    /// How long a peer lost by timeout must be heard again before it returns.
+    heal_ns: u64,
     peers: BTreeMap<u32, Peer>,
     /// The last stall of each of this node's CPUs (or threads), by source: (when it
     /// ended, how long it was).
@@ -113,11 +127,28 @@ impl Membership {
     pub fn new(dead_ns: u64) -> Self {
         Self {
             dead_ns,
+            heal_ns: 0,
             peers: BTreeMap::new(),
             stalls: BTreeMap::new(),
             verified: BTreeMap::new(),
             views: Vec::new(),
         }
+    }
+
+    /// A peer lost by timeout returns to the view only once heard again for `heal_ns`
+    /// (0: at once).
+    pub fn set_heal_delay(&mut self, heal_ns: u64) {
+        self.heal_ns = heal_ns;
+    }
+
+    /// Peers lost by timeout, heard again, waiting out the heal delay.
+    pub fn returning(&self, now_ns: u64) -> Vec<u32> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.in_view && p.lost && p.back_since.is_some())
+            .filter(|(_, p)| self.alive(&p.state, now_ns))
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// The view as this node announces it (ids in ascending order, itself included when
@@ -280,7 +311,10 @@ impl Membership {
     fn qualifies(&self, p: &Peer, now_ns: u64) -> bool {
         let alive = self.alive(&p.state, now_ns)
             || (p.in_view && self.alive_since(Self::last_alive(p), now_ns));
-        self.qualifies_but_silence(&p.state) && alive
+        let healed = !p.lost
+            || p.back_since
+                .is_some_and(|t| now_ns.saturating_sub(t) >= self.heal_ns);
+        self.qualifies_but_silence(&p.state) && alive && healed
     }
 
     /// Feeds the peer table as read at `now_ns`; returns the view's changes, in node order.
@@ -292,17 +326,26 @@ impl Membership {
         for state in table {
             let previous = self.peers.get(&state.node_id).copied();
             let in_view = previous.is_some_and(|p| p.in_view);
+            let same = previous.filter(|p| p.state.incarnation == state.incarnation);
             // Evidence about an earlier incarnation says nothing of this one.
-            let heard_via = previous
-                .filter(|p| p.state.incarnation == state.incarnation)
+            let heard_via = same
                 .and_then(|p| p.heard_via)
                 .filter(|(at, _)| *at > state.last_seen_ns);
+            // A restart is no heal: the new incarnation holds down by itself.
+            let lost = same.is_some_and(|p| p.lost);
+            let back_since = if lost && self.alive(&state, now_ns) {
+                same.and_then(|p| p.back_since).or(Some(now_ns))
+            } else {
+                None
+            };
             self.peers.insert(
                 state.node_id,
                 Peer {
                     state,
                     in_view,
                     heard_via,
+                    lost,
+                    back_since,
                 },
             );
         }
@@ -351,11 +394,16 @@ impl Membership {
             }
             peer.in_view = qualifies;
             if qualifies {
+                peer.lost = false;
+                peer.back_since = None;
                 out.push(Transition::Joined { node_id });
                 continue;
             }
             let last_alive = Self::last_alive(&self.peers[&node_id]);
             let because = if !self.alive_since(last_alive, now_ns) {
+                let peer = self.peers.get_mut(&node_id).expect("present");
+                peer.lost = true;
+                peer.back_since = None;
                 LeftBecause::Timeout {
                     last_seen_ns: state.last_seen_ns,
                 }
@@ -380,16 +428,19 @@ impl Membership {
             .collect()
     }
 
-    /// When the earliest peer in the view would time out, if any (CLOCK_MONOTONIC ns).
+    /// When the earliest peer in the view would time out, or a returning peer's heal
+    /// delay ends, if any (CLOCK_MONOTONIC ns).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.peers
+        let timeouts = self.peers.values().filter(|p| p.in_view).map(|p| {
+            let at = Self::last_alive(p);
+            at + self.allowed(at)
+        });
+        let heals = self
+            .peers
             .values()
-            .filter(|p| p.in_view)
-            .map(|p| {
-                let at = Self::last_alive(p);
-                at + self.allowed(at)
-            })
-            .min()
+            .filter(|p| !p.in_view && p.lost)
+            .filter_map(|p| p.back_since.map(|t| t + self.heal_ns));
+        timeouts.chain(heals).min()
     }
 
     /// Every peer heard, with whether it is in the view, in node order.
@@ -500,6 +551,61 @@ mod tests {
             flags,
             ..PeerState::default()
         }
+    }
+
+    #[test]
+    fn a_peer_back_from_a_timeout_returns_after_the_heal_delay() {
+        const HEAL: u64 = 500 * MS;
+        let mut m = Membership::new(DEAD);
+        m.set_heal_delay(HEAL);
+        let at = |t: u64| peer(2, t * MS, FLAG_MATURE);
+        assert_eq!(
+            seen(&mut m, [at(1000)], 1000 * MS),
+            vec![Transition::Joined { node_id: 2 }]
+        );
+        // Lost by timeout.
+        let t = seen(&mut m, [at(1000)], 1300 * MS);
+        assert!(matches!(
+            t[..],
+            [Transition::Left {
+                because: LeftBecause::Timeout { .. },
+                ..
+            }]
+        ));
+        // Heard again: returning, not in the view, until heard for the heal delay.
+        assert!(seen(&mut m, [at(2000)], 2000 * MS).is_empty());
+        assert_eq!(m.returning(2000 * MS), vec![2]);
+        assert_eq!(m.next_deadline(), Some(2000 * MS + HEAL));
+        assert!(seen(&mut m, [at(2400)], 2400 * MS).is_empty());
+        // Silent again past the dead interval: the wait starts over.
+        assert!(seen(&mut m, [at(2400)], 2800 * MS).is_empty());
+        assert!(m.returning(2800 * MS).is_empty());
+        assert!(seen(&mut m, [at(3000)], 3000 * MS).is_empty());
+        assert!(seen(&mut m, [at(3400)], 3400 * MS).is_empty());
+        assert_eq!(
+            seen(&mut m, [at(3500)], 3500 * MS),
+            vec![Transition::Joined { node_id: 2 }]
+        );
+        assert!(m.returning(3500 * MS).is_empty());
+        // A restart is no heal: a new incarnation joins once mature, without the delay.
+        seen(&mut m, [at(3500)], 3900 * MS);
+        let mut restarted = at(4000);
+        restarted.incarnation = 9;
+        assert_eq!(
+            seen(&mut m, [restarted], 4000 * MS),
+            vec![Transition::Joined { node_id: 2 }]
+        );
+        // Leaving is no timeout either: back at once.
+        let mut leaving = at(4100);
+        leaving.incarnation = 9;
+        leaving.flags |= FLAG_LEAVING;
+        seen(&mut m, [leaving], 4100 * MS);
+        let mut back = at(4200);
+        back.incarnation = 9;
+        assert_eq!(
+            seen(&mut m, [back], 4200 * MS),
+            vec![Transition::Joined { node_id: 2 }]
+        );
     }
 
     #[test]

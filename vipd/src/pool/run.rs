@@ -211,7 +211,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         incarnation,
         verified: BTreeMap::new(),
         state_seen: BTreeMap::new(),
-        pool_mismatch_logged: BTreeSet::new(),
+        other_pool: BTreeSet::new(),
         restore_pending: None,
         vouched: Vec::new(),
         watch: conflict::Watch::new(rings.claims)?,
@@ -385,7 +385,9 @@ struct Slow {
     /// With authentication: (incarnation, sequence) of the last state section accepted
     /// from each peer, so a replayed one is refused.
     state_seen: BTreeMap<u32, (u64, u64)>,
-    pool_mismatch_logged: BTreeSet<u32>,
+    /// Peers whose last state section was for another VIP list (a rolling change, or a
+    /// mistake): their holdings are not decoded.
+    other_pool: BTreeSet<u32>,
     /// Removed addresses the fast path has not been asked to restore yet (its queue was
     /// full); `Some(None)`: every held VIP.
     restore_pending: Option<Option<Vec<IpAddr>>>,
@@ -678,7 +680,8 @@ impl Slow {
                 .store(self.health.healthy(), Ordering::Relaxed);
         }
         self.cfg = new.clone();
-        self.pool_mismatch_logged.clear();
+        self.other_pool.clear();
+        self.metrics.peers_other_pool.set(0);
         self.holdings_sent.clear();
         Some(new)
     }
@@ -855,14 +858,26 @@ impl Slow {
             }
         }
         if state.pool_digest != self.pool_digest || state.vip_count as usize != self.pool.len() {
-            if self.pool_mismatch_logged.insert(hb.node_id) {
+            if self.other_pool.insert(hb.node_id) {
                 warn!(
                     peer = hb.node_id,
                     "peer has a different VIP list: its holdings are ignored \
                     (every node of a pool must list the same VIPs)"
                 );
+                self.metrics
+                    .peers_other_pool
+                    .set(self.other_pool.len() as i64);
             }
             return;
+        }
+        if self.other_pool.remove(&hb.node_id) {
+            info!(
+                peer = hb.node_id,
+                "peer's VIP list matches this node's again"
+            );
+            self.metrics
+                .peers_other_pool
+                .set(self.other_pool.len() as i64);
         }
         let vips: BTreeSet<IpAddr> = self
             .pool
