@@ -8,6 +8,8 @@ pub const ARP_LEN: usize = 28;
 /// Bytes of a neighbour solicitation or advertisement up to its target address: type,
 /// code, checksum, flags/reserved, target.
 pub const ND_LEN: usize = 24;
+/// Length of a gratuitous ARP frame (Ethernet + ARP, without padding).
+pub const GARP_LEN: usize = 14 + ARP_LEN;
 
 const ARP_HTYPE_ETHERNET: u16 = 1;
 const ARP_PTYPE_IPV4: u16 = 0x0800;
@@ -59,6 +61,25 @@ impl ClaimKind {
             Self::Dad => "dad-solicit",
         }
     }
+}
+
+/// A gratuitous ARP request, "who has `ip`? tell `ip`", from `mac`, broadcast: how a host
+/// announces (or claims) an address.
+pub fn gratuitous_arp(mac: [u8; 6], ip: [u8; 4]) -> [u8; GARP_LEN] {
+    let mut f = [0u8; GARP_LEN];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    f[14..16].copy_from_slice(&ARP_HTYPE_ETHERNET.to_be_bytes());
+    f[16..18].copy_from_slice(&ARP_PTYPE_IPV4.to_be_bytes());
+    f[18] = 6;
+    f[19] = 4;
+    f[20..22].copy_from_slice(&ARP_REQUEST.to_be_bytes());
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip);
+    // The target hardware address stays zero.
+    f[38..42].copy_from_slice(&ip);
+    f
 }
 
 /// An Ethernet/IPv4 ARP request or reply.
@@ -206,6 +227,14 @@ mod tests {
         assert_eq!(p(arp(1, vip, vip)).asks_for(), Some(vip));
         assert_eq!(p(arp(2, other, vip)).asks_for(), None);
         assert_eq!(p(arp(1, other, vip)).sender_mac, [2, 0, 0, 0, 0, 9]);
+    }
+
+    #[test]
+    fn a_gratuitous_arp_claims_its_address() {
+        let f = gratuitous_arp([2, 0, 0, 0, 0, 9], [192, 0, 2, 10]);
+        let arp = Arp::parse(f[14..].try_into().unwrap()).unwrap();
+        assert_eq!(arp.claim(), Some(([192, 0, 2, 10], ClaimKind::Gratuitous)));
+        assert_eq!(arp.sender_mac, [2, 0, 0, 0, 0, 9]);
     }
 
     #[test]

@@ -13,26 +13,13 @@ use std::{
 const MMSG_CHUNK: usize = 256;
 
 /// Length of a gratuitous ARP frame (Ethernet + ARP, without padding).
-pub const GARP_LEN: usize = 42;
+pub use vipd_common::neighbor::GARP_LEN;
 /// Length of an unsolicited NA frame (Ethernet + IPv6 + NA + target link-layer option).
 pub const NA_LEN: usize = 14 + 40 + 24 + 8;
 
 /// A gratuitous ARP request: "who has `ip`? tell `ip`", from `mac`, broadcast.
 pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; GARP_LEN] {
-    let mut f = [0u8; GARP_LEN];
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // hardware type: Ethernet
-    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes()); // protocol type: IPv4
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&ip.octets());
-    // target hardware address stays zero
-    f[38..42].copy_from_slice(&ip.octets());
-    f
+    vipd_common::neighbor::gratuitous_arp(mac, ip.octets())
 }
 
 /// An unsolicited neighbour advertisement for `ip` (override set, solicited clear), from

@@ -1,8 +1,10 @@
-//! `cargo xtask chaos`: random faults on a pool of three nodes and a client, each followed
+//! `cargo xtask chaos`: random faults on a pool of three nodes, a client and an intruder,
+//! each followed
 //! by a check of the invariants once the cluster has converged back to its steady state —
 //! every VIP on exactly one running node, two per node, the client reaching it at that
 //! node's MAC, no daemon gone — and, while a cut between two nodes lasts that the third
-//! sees across, no VIP on two nodes. Prints the
+//! sees across, no VIP on two nodes. An intruder host claims VIPs now and then (gratuitous
+//! ARP from a new MAC): the holder must win the client back. Prints the
 //! violations by kind and the convergence times per fault kind; writes
 //! bench/results/<date>-chaos.{json,md}. Exits non-zero on any violation.
 
@@ -56,9 +58,12 @@ enum Fault {
     VipRemoved,
     /// A second vipd started on a node's interface.
     SecondInstance,
+    /// Another host announces one of the node's VIPs as its own (gratuitous ARPs from a
+    /// MAC not seen before): the holder defends it.
+    ForeignClaim,
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 9] = [
     Fault::HardKill,
     Fault::GracefulStop,
     Fault::Partition,
@@ -67,6 +72,7 @@ const FAULTS: [Fault; 8] = [
     Fault::LossyLink,
     Fault::VipRemoved,
     Fault::SecondInstance,
+    Fault::ForeignClaim,
 ];
 
 /// xorshift64*: a repeatable sequence of faults for a seed.
@@ -107,6 +113,10 @@ struct Cluster {
     vipd: PathBuf,
     nodes: Vec<Host>,
     client: Host,
+    /// Claims VIPs it does not hold.
+    intruder: Host,
+    /// Claims made, for a new MAC each.
+    claims: u32,
     procs: Vec<usize>,
     /// Daemons (re)started, for log names.
     starts: usize,
@@ -176,6 +186,15 @@ impl Cluster {
         }
         for (vip, on) in holders {
             let owner = &self.nodes[on[0]];
+            // A client entry at another MAC would make the ping below wait out its timeout
+            // (a second): said at once instead, so the time measured is the repair's.
+            let mac = self.lab.neighbour_mac(&self.client, vip)?;
+            if mac.as_ref().is_some_and(|m| *m != owner.mac) {
+                return Ok(Some((
+                    "client_wrong_mac",
+                    format!("{vip} on {} but the client has {mac:?}", owner.name),
+                )));
+            }
             if !self.lab.ping(&self.client, vip)? {
                 return Ok(Some((
                     "client_unanswered",
@@ -348,6 +367,23 @@ impl Cluster {
                     )));
                 }
             }
+            Fault::ForeignClaim => {
+                let held = self
+                    .holders()?
+                    .into_iter()
+                    .find(|(_, on)| on.contains(&i))
+                    .map(|(v, _)| v);
+                if let Some(vip) = held {
+                    self.claims += 1;
+                    let n = self.claims.to_be_bytes();
+                    let mac = [0x02, 0x66, n[0], n[1], n[2], n[3]];
+                    let ip: std::net::Ipv4Addr = vip.parse()?;
+                    let garp = vipd_common::neighbor::gratuitous_arp(mac, ip.octets()).to_vec();
+                    let intruder = self.intruder.clone();
+                    self.lab
+                        .send_frames(&intruder, "eth0", &[garp.clone(), garp.clone(), garp])?;
+                }
+            }
         }
         Ok(None)
     }
@@ -404,11 +440,14 @@ pub fn run(cycles: usize, seed: u64) -> anyhow::Result<()> {
         )?);
     }
     let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
+    let intruder = lab.add_host("intruder", "192.0.2.66/24", "02:00:00:00:00:42")?;
     let mut c = Cluster {
         lab,
         vipd,
         nodes,
         client,
+        intruder,
+        claims: 0,
         procs: vec![0; 3],
         starts: 0,
         dead: std::env::var("VIPD_CHAOS_DEAD").unwrap_or_else(|_| DEAD_DEFAULT.into()),
@@ -476,7 +515,7 @@ pub fn run(cycles: usize, seed: u64) -> anyhow::Result<()> {
     let _ = writeln!(
         md,
         "Chaos: {cycles} random faults (seed {seed}) on 3 nodes, 6 VIPs (20ms/{}, hold-down \
-         500ms) and a client, {:.0} s; after each, every invariant must hold within {} s. \
+         500ms), a client and an intruder, {:.0} s; after each, every invariant must hold within {} s. \
          **{} violations.**",
         c.dead,
         started.elapsed().as_secs_f64(),
