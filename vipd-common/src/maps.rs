@@ -20,9 +20,11 @@ pub const VRRP_SEEN_MAP: &str = "VRRP_SEEN";
 /// Name of the ring buffer of [`VrrpNotice`]s.
 pub const VRRP_EVENTS_MAP: &str = "VRRP_EVENTS";
 
-/// Name of the self-fencing clock: `Array<u64>`, one entry, the daemon's fast path's last
-/// progress (`bpf_ktime_get_ns()` time; 0: fencing off). Older than the dead interval
-/// (the daemon is frozen, hung or dead), the program stops answering for the held VIPs.
+/// Name of the self-fencing clock: `Array<u64>`, one entry, when the daemon last told its
+/// peers it is alive — its last heartbeat, or a Master's last advert
+/// (`bpf_ktime_get_ns()` time; 0: fencing off). Older than the dead interval (the daemon
+/// is frozen, hung or dead: the peers are taking over), the program stops answering for
+/// the held VIPs.
 pub const FENCE_MAP: &str = "FENCE";
 /// Name of the VIPs this node holds: `HashMap<[u8; 16] address, u8>` (see [`addr_key`]),
 /// written by the daemon; ARP requests and neighbour solicitations for them are dropped
@@ -107,8 +109,8 @@ pub fn claim_update(prev: Option<&VipClaim>, mac: [u8; 6], kind: u8, now: u64) -
     (next, notify)
 }
 
-/// Whether a node whose daemon last made progress at `alive_ns` (0: never said) is fenced
-/// at `now_ns`: silent longer than `dead_ns`, the time its peers take to take over.
+/// Whether a node whose daemon last said it is alive at `alive_ns` (0: never said) is
+/// fenced at `now_ns`: silent longer than `dead_ns`, the time its peers take to take over.
 #[inline(always)]
 pub fn fenced(alive_ns: u64, now_ns: u64, dead_ns: u64) -> bool {
     alive_ns != 0 && now_ns.saturating_sub(alive_ns) > dead_ns

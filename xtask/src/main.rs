@@ -39,9 +39,10 @@ enum Task {
         which: BenchTask,
     },
     /// Random faults on a three-node pool (kills, stops, partitions, freezes, link flaps,
-    /// lossy links, VIPs removed from outside, a second instance), each followed by a check
-    /// of the invariants once converged. Needs root; writes
-    /// bench/results/<date>-chaos.{json,md}; fails on any violation.
+    /// lossy links, VIPs removed from outside, a second instance, another host claiming a
+    /// VIP), each followed by a check of the invariants once converged; `--vrrp`: on vipd
+    /// and keepalived as the two routers of a VRRP group. Needs root; writes
+    /// bench/results/<date>-chaos[-vrrp].{json,md}; fails on any violation.
     Chaos {
         /// Faults to inject, one per cycle.
         #[arg(long, default_value_t = 1000)]
@@ -49,6 +50,9 @@ enum Task {
         /// Seed of the fault sequence.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// VRRP mode, with keepalived as the other router.
+        #[arg(long)]
+        vrrp: bool,
     },
     /// Differential fuzzing of the XDP program: generated and damaged frames through the
     /// loaded program (BPF_PROG_TEST_RUN) and its host reference; any difference in verdict,
@@ -217,7 +221,7 @@ fn main() -> anyhow::Result<()> {
                 },
         } => bench::starvation::bench(seconds, quick, load),
         Task::FuzzXdp { frames, seed } => bench::fuzz_xdp(frames, seed),
-        Task::Chaos { cycles, seed } => chaos::run(cycles, seed),
+        Task::Chaos { cycles, seed, vrrp } => chaos::run(cycles, seed, vrrp),
         Task::Echo {
             bind,
             name,

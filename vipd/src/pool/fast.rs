@@ -69,7 +69,7 @@ pub struct Io {
     pub peers: HashMap<MapData, u32, PeerState>,
     /// The XDP program's event ring.
     pub events: RingBuf<MapData>,
-    /// The self-fencing clock: this thread's progress, written every wake-up.
+    /// The self-fencing clock: when this node last sent a heartbeat.
     pub fence: Array<MapData, u64>,
     /// Address changes on the cluster interface.
     pub addrs: IfAddrs,
@@ -181,8 +181,6 @@ impl Pool {
             let now = monotonic_ns();
             self.io.vouch.progress_ns.store(now, Ordering::Relaxed);
             self.yield_after_silence(now);
-            // Alive: the XDP program answers for our VIPs (see `maps::FENCE_MAP`).
-            let _ = self.io.fence.set(0, now, 0);
             self.send_if_due();
             if self.ch.stopping() {
                 break;
@@ -339,7 +337,12 @@ impl Pool {
         // Taken now: peers read a bit as "heard within 1.25 intervals before it was sent".
         self.take_hears();
         let sent = self.io.heartbeats.send(flags, digest, &section);
-        self.io.vouch.sent(monotonic_ns(), flags, digest);
+        let now = monotonic_ns();
+        self.io.vouch.sent(now, flags, digest);
+        // Alive as the peers see it: the XDP program answers for our VIPs until a dead
+        // interval after this heartbeat, when they would take them over (see
+        // `maps::FENCE_MAP`).
+        let _ = self.io.fence.set(0, now, 0);
         match sent {
             Ok(()) if self.send_failing => {
                 self.send_failing = false;
@@ -860,6 +863,7 @@ impl Pool {
             announcer,
             heartbeats,
             vouch,
+            fence,
             ifindex,
             ..
         } = &mut self.io;
@@ -871,7 +875,9 @@ impl Pool {
                 if send.due(now) {
                     let late = send.advance(now);
                     let _ = heartbeats.send(flags, digest, &[]);
-                    vouch.sent(monotonic_ns(), flags, digest);
+                    let now = monotonic_ns();
+                    vouch.sent(now, flags, digest);
+                    let _ = fence.set(0, now, 0);
                     stats.record_send(late, tolerance);
                 }
             });

@@ -142,7 +142,7 @@ pub struct Io {
     pub seen: HashMap<MapData, u32, VrrpSeen>,
     /// VRRP_EVENTS: notices that need the daemon.
     pub notices: RingBuf<MapData>,
-    /// The self-fencing clock: this thread's progress, written every wake-up.
+    /// The self-fencing clock: when a Master last advertised.
     pub fence: Array<MapData, u64>,
     /// Address changes.
     pub addrs: IfAddrs,
@@ -183,24 +183,11 @@ pub fn run(io: Io, ch: Channels, announce_burst: u16) {
                 r.on_notice(&n);
             }
         }
-        let now = monotonic_ns();
-        r.on_timers(now);
-        // Alive, after hearing what happened meanwhile: the XDP program answers for a
-        // Master's VIPs (see `maps::FENCE_MAP`).
-        let _ = r.io.fence.set(0, now, 0);
-        // Awake at least once per advert interval of the fastest group, so the fence (three
-        // of them, see `run::xdp_config`) stays fresh while a Backup sleeps long.
-        let fence_refresh = r
-            .groups
-            .iter()
-            .map(|g| g.cfg.advert_interval.0.as_nanos() as u64)
-            .min()
-            .map(|i| now + i);
+        r.on_timers(monotonic_ns());
         let wake = r
             .groups
             .iter()
             .filter_map(|g| g.router.next_deadline())
-            .chain(fence_refresh)
             .min();
         let fd = r.io.notices.as_raw_fd();
         if r.ch.sleeper.wait(wake, &[fd]).is_err() {
@@ -397,6 +384,11 @@ impl Routers {
             },
         );
         let sent = g.announcer.send(&frame, proto);
+        if sent.is_ok() && priority > 0 {
+            // A Master alive and advertising: the XDP program answers for the VIPs until
+            // as long after this advert as the Backups wait (see `maps::FENCE_MAP`).
+            let _ = self.io.fence.set(0, monotonic_ns(), 0);
+        }
         let failing = sent.is_err();
         if failing != g.send_failing {
             let report = Report::SendFailing {

@@ -302,14 +302,15 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// What the XDP program is told in VRRP mode: no heartbeats (port 0 matches nothing), and
-/// self-fencing after three advert intervals of the fastest group without progress (a
-/// Backup's Master_Down_Interval, skew aside: when the other routers take over).
+/// self-fencing three advert intervals after a Master's last advert (a Backup's
+/// Master_Down_Interval, skew aside: when the other routers take over) — of the slowest
+/// group, so a Master of a slow group is never fenced while it advertises.
 fn xdp_config(cfg: &Config) -> XdpConfig {
     let fence_ns = cfg
         .vrrp
         .iter()
         .map(|g| 3 * g.advert_interval.0.as_nanos() as u64)
-        .min()
+        .max()
         .unwrap_or(u64::MAX);
     XdpConfig {
         node_id: cfg.node_id,

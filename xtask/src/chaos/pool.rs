@@ -1,25 +1,15 @@
-//! `cargo xtask chaos`: random faults on a pool of three nodes, a client and an intruder,
-//! each followed
-//! by a check of the invariants once the cluster has converged back to its steady state —
+//! The pool under chaos: three vipd nodes (6 VIPs), a client and an intruder. Invariants:
 //! every VIP on exactly one running node, two per node, the client reaching it at that
 //! node's MAC, no daemon gone — and, while a cut between two nodes lasts that the third
-//! sees across, no VIP on two nodes. An intruder host claims VIPs now and then (gratuitous
-//! ARP from a new MAC): the holder must win the client back. Prints the
-//! violations by kind and the convergence times per fault kind; writes
-//! bench/results/<date>-chaos.{json,md}. Exits non-zero on any violation.
+//! sees across, no VIP on two nodes. An intruder claims VIPs now and then (gratuitous ARP
+//! from a new MAC): the holder must win the client back.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
-use anyhow::Context as _;
 use serde::Serialize;
-use xtask::lab::{Host, Lab, interrupted};
+use xtask::lab::{Host, Lab};
 
-use crate::bench::{Machine, write_results};
+use super::{CONVERGE, Cluster, Rng, converge, monotonic_s, tail};
 
 const VIPS: [&str; 6] = [
     "192.0.2.201",
@@ -35,13 +25,11 @@ const VIPS: [&str; 6] = [
 /// README).
 const TIMERS: [&str; 4] = ["--interval", "20ms", "--hold-down", "500ms"];
 const DEAD_DEFAULT: &str = "100ms";
-/// Longest wait for convergence after a fault before it counts as a violation.
-const CONVERGE: Duration = Duration::from_secs(20);
 
 /// The faults injected, one per cycle, drawn at random.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum Fault {
+pub enum Fault {
     /// Link cut and SIGKILL, then the link back and the daemon restarted.
     HardKill,
     /// SIGTERM, then restarted.
@@ -75,40 +63,8 @@ const FAULTS: [Fault; 9] = [
     Fault::ForeignClaim,
 ];
 
-/// xorshift64*: a repeatable sequence of faults for a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
-/// One broken invariant.
-#[derive(Debug, Serialize)]
-struct Violation {
-    cycle: usize,
-    fault: Fault,
-    kind: &'static str,
-    detail: String,
-}
-
-/// What a run measured, per fault kind.
-#[derive(Debug, Default, Serialize)]
-struct PerFault {
-    cycles: usize,
-    violations: usize,
-    /// Fault restored → every invariant holds, ms.
-    converged_ms: Vec<f64>,
-}
-
-/// The cluster under test.
-struct Cluster {
+/// The pool under test.
+pub struct Pool {
     lab: Lab,
     vipd: PathBuf,
     nodes: Vec<Host>,
@@ -124,8 +80,46 @@ struct Cluster {
     dead: String,
 }
 
-impl Cluster {
-    fn start(&mut self, i: usize) -> anyhow::Result<()> {
+impl Pool {
+    /// Builds the lab and starts the three nodes; returns once they hold two VIPs each.
+    pub fn start() -> anyhow::Result<Self> {
+        let vipd = crate::demo::build_vipd()?;
+        let mut lab = Lab::new("chaos")?;
+        let mut nodes = Vec::new();
+        for i in 1..=3 {
+            nodes.push(lab.add_host(
+                &format!("n{i}"),
+                &format!("192.0.2.{}/24", 10 + i),
+                &format!("02:00:00:00:00:{:02x}", 10 + i),
+            )?);
+        }
+        let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
+        let intruder = lab.add_host("intruder", "192.0.2.66/24", "02:00:00:00:00:42")?;
+        let mut c = Pool {
+            lab,
+            vipd,
+            nodes,
+            client,
+            intruder,
+            claims: 0,
+            procs: vec![0; 3],
+            starts: 0,
+            dead: std::env::var("VIPD_CHAOS_DEAD").unwrap_or_else(|_| DEAD_DEFAULT.into()),
+        };
+        for i in 0..3 {
+            c.start_node(i)?;
+        }
+        converge(&mut c)?.map_err(|(kind, detail)| {
+            anyhow::anyhow!("never converged at start: {kind}: {detail}")
+        })?;
+        xtask::lab::wait_until("two VIPs on each node", CONVERGE, || {
+            let holders = c.holders()?;
+            Ok((0..3).all(|i| holders.values().filter(|on| on.contains(&i)).count() == 2))
+        })?;
+        Ok(c)
+    }
+
+    fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         self.starts += 1;
         let host = self.nodes[i].clone();
         let mut args: Vec<&str> = TIMERS.to_vec();
@@ -161,7 +155,7 @@ impl Cluster {
     }
 
     /// Why the invariants do not hold now, if they do not.
-    fn broken(&mut self) -> anyhow::Result<Option<(&'static str, String)>> {
+    fn check(&mut self) -> anyhow::Result<Option<(&'static str, String)>> {
         for i in 0..self.nodes.len() {
             let p = self.procs[i];
             if self.lab.proc(p).child.try_wait()?.is_some() {
@@ -212,34 +206,6 @@ impl Cluster {
         Ok(None)
     }
 
-    /// Waits until the invariants hold; the time it took, or the last reason they did not.
-    /// A slow convergence (over 2 s) says what held it up.
-    fn converge(&mut self) -> anyhow::Result<Result<Duration, (&'static str, String)>> {
-        let start = Instant::now();
-        let mut last = ("not_converged", String::new());
-        while start.elapsed() < CONVERGE {
-            anyhow::ensure!(!interrupted(), "interrupted");
-            match self.broken()? {
-                None => {
-                    let took = start.elapsed();
-                    if took > Duration::from_secs(2) {
-                        eprintln!(
-                            "slow convergence ({:.1} s) at {:.3}: last {}: {}",
-                            took.as_secs_f64(),
-                            monotonic_s(),
-                            last.0,
-                            last.1
-                        );
-                    }
-                    return Ok(Ok(took));
-                }
-                Some(why) => last = why,
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Err(last))
-    }
-
     /// A VIP on two nodes, sampled `samples` times. The nodes are looked at one after the
     /// other, so a hand-over between two looks shows as two owners once: it counts only
     /// when two samples in a row show it.
@@ -266,7 +232,7 @@ impl Cluster {
 
     /// Injects `fault` on node `i` (and `j`, for a partition) and restores; returns a
     /// violation seen while it lasted.
-    fn inject(&mut self, fault: Fault, i: usize, j: usize) -> anyhow::Result<Option<String>> {
+    fn inject_on(&mut self, fault: Fault, i: usize, j: usize) -> anyhow::Result<Option<String>> {
         let host = self.nodes[i].clone();
         let p = self.procs[i];
         match fault {
@@ -276,14 +242,14 @@ impl Cluster {
                 self.lab.proc(p).wait_exit(Duration::from_secs(10))?;
                 self.wait_taken_over(i)?;
                 self.lab.set_link(&host, true)?;
-                self.start(i)?;
+                self.start_node(i)?;
             }
             Fault::GracefulStop => {
                 self.lab.proc(p).signal(libc::SIGTERM)?;
                 if !self.lab.proc(p).wait_exit(Duration::from_secs(10))? {
                     return Ok(Some("a graceful stop exited non-zero".into()));
                 }
-                self.start(i)?;
+                self.start_node(i)?;
             }
             Fault::Partition => {
                 let other = self.nodes[j].clone();
@@ -399,175 +365,44 @@ impl Cluster {
     }
 }
 
-/// CLOCK_MONOTONIC in seconds: the clock vipd's log lines start with.
-fn monotonic_s() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-}
+impl Cluster for Pool {
+    type Fault = Fault;
 
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+    fn faults(&self) -> &'static [Fault] {
+        &FAULTS
     }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
-/// `cargo xtask chaos --cycles N --seed S`.
-pub fn run(cycles: usize, seed: u64) -> anyhow::Result<()> {
-    // SAFETY: geteuid never fails.
-    anyhow::ensure!(
-        unsafe { libc::geteuid() } == 0,
-        "chaos needs root (namespaces, XDP)"
-    );
-    let vipd = crate::demo::build_vipd()?;
-    let mut lab = Lab::new("chaos")?;
-    let mut nodes = Vec::new();
-    for i in 1..=3 {
-        nodes.push(lab.add_host(
-            &format!("n{i}"),
-            &format!("192.0.2.{}/24", 10 + i),
-            &format!("02:00:00:00:00:{:02x}", 10 + i),
-        )?);
-    }
-    let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
-    let intruder = lab.add_host("intruder", "192.0.2.66/24", "02:00:00:00:00:42")?;
-    let mut c = Cluster {
-        lab,
-        vipd,
-        nodes,
-        client,
-        intruder,
-        claims: 0,
-        procs: vec![0; 3],
-        starts: 0,
-        dead: std::env::var("VIPD_CHAOS_DEAD").unwrap_or_else(|_| DEAD_DEFAULT.into()),
-    };
-    for i in 0..3 {
-        c.start(i)?;
-    }
-    c.converge()?
-        .map_err(|(kind, detail)| anyhow::anyhow!("never converged at start: {kind}: {detail}"))?;
-    xtask::lab::wait_until("two VIPs on each node", CONVERGE, || {
-        let holders = c.holders()?;
-        Ok((0..3).all(|i| holders.values().filter(|on| on.contains(&i)).count() == 2))
-    })?;
-
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut per: BTreeMap<Fault, PerFault> = BTreeMap::new();
-    let mut violations = Vec::new();
-    let started = Instant::now();
-    for cycle in 0..cycles {
-        let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
+    fn inject(&mut self, fault: Fault, rng: &mut Rng) -> anyhow::Result<(String, Option<String>)> {
         let i = rng.below(3) as usize;
         let j = (i + 1 + rng.below(2) as usize) % 3;
-        let entry = per.entry(fault).or_default();
-        entry.cycles += 1;
-        let during = c
-            .inject(fault, i, j)
-            .with_context(|| format!("cycle {cycle}: {fault:?} on n{}", i + 1))?;
-        let mut broken = Vec::new();
-        if let Some(d) = during {
-            broken.push(("during_fault", d));
-        }
-        match c.converge()? {
-            Ok(t) => per
-                .get_mut(&fault)
-                .expect("entry")
-                .converged_ms
-                .push(t.as_secs_f64() * 1e3),
-            Err(why) => broken.push(why),
-        }
-        for (kind, detail) in broken {
-            eprintln!(
-                "cycle {cycle} {fault:?} n{}: VIOLATION {kind}: {detail}",
-                i + 1
-            );
-            per.get_mut(&fault).expect("entry").violations += 1;
-            violations.push(Violation {
-                cycle,
-                fault,
-                kind,
-                detail,
-            });
-        }
-        if (cycle + 1) % 10 == 0 {
-            eprintln!(
-                "{} cycles, {} violations, {:.0} s",
-                cycle + 1,
-                violations.len(),
-                started.elapsed().as_secs_f64()
-            );
+        let during = self.inject_on(fault, i, j)?;
+        Ok((format!("n{}", i + 1), during))
+    }
+
+    fn broken(&mut self) -> anyhow::Result<Option<(&'static str, String)>> {
+        self.check()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "3 nodes, 6 VIPs (20ms/{}, hold-down 500ms), a client and an intruder",
+            self.dead
+        )
+    }
+
+    fn results_name(&self, cycles: usize) -> String {
+        match (cycles < 100, self.dead.as_str()) {
+            (true, _) => "chaos-smoke".to_string(),
+            (false, DEAD_DEFAULT) => "chaos".to_string(),
+            (false, dead) => format!("chaos-{dead}"),
         }
     }
 
-    let machine = Machine::here();
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "Chaos: {cycles} random faults (seed {seed}) on 3 nodes, 6 VIPs (20ms/{}, hold-down \
-         500ms), a client and an intruder, {:.0} s; after each, every invariant must hold within {} s. \
-         **{} violations.**",
-        c.dead,
-        started.elapsed().as_secs_f64(),
-        CONVERGE.as_secs(),
-        violations.len()
-    );
-    let _ = writeln!(md, "Machine: {}.\n", machine.line());
-    let _ = writeln!(
-        md,
-        "| fault | cycles | violations | converged p50 (ms) | p99 | max |\n|---|---|---|---|---|---|"
-    );
-    for (fault, f) in &mut per {
-        f.converged_ms.sort_by(f64::total_cmp);
-        let v = &f.converged_ms;
-        let _ = writeln!(
-            md,
-            "| {fault:?} | {} | {} | {:.0} | {:.0} | {:.0} |",
-            f.cycles,
-            f.violations,
-            percentile(v, 0.5),
-            percentile(v, 0.99),
-            percentile(v, 1.0)
-        );
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({ "dead_interval": self.dead })
     }
-    for v in violations.iter().take(20) {
-        let _ = writeln!(
-            md,
-            "\n- cycle {} {:?}: {}: {}",
-            v.cycle, v.fault, v.kind, v.detail
-        );
+
+    fn logs(&self) -> PathBuf {
+        self.lab.dir().to_path_buf()
     }
-    println!("{md}");
-    let json = serde_json::json!({
-        "machine": machine,
-        "cycles": cycles,
-        "seed": seed,
-        "dead_interval": c.dead,
-        "faults": per,
-        "violations": violations,
-    });
-    let name = match (cycles < 100, c.dead.as_str()) {
-        (true, _) => "chaos-smoke".to_string(),
-        (false, DEAD_DEFAULT) => "chaos".to_string(),
-        (false, dead) => format!("chaos-{dead}"),
-    };
-    let (j, m) = write_results(&name, &json, &md)?;
-    println!("wrote {} and {}", j.display(), m.display());
-    anyhow::ensure!(
-        violations.is_empty(),
-        "{} invariant violations (logs in {})",
-        violations.len(),
-        c.lab.dir().display()
-    );
-    Ok(())
 }
