@@ -231,12 +231,13 @@ fn ask(instance: &str) -> anyhow::Result<Status> {
     serde_json::from_str(&text).context("reading the daemon's answer")
 }
 
-/// What the pins tell without a daemon: peers and counters.
+/// What the pins tell without a daemon: whether the node is fenced, the VIPs it holds,
+/// peers and counters.
 fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
-    use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+    use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
     use vipd_common::{
         heartbeat::{FLAG_LEAVING, FLAG_MATURE},
-        maps::{Counter, PeerState},
+        maps::{Counter, PeerState, XdpConfig, fenced},
     };
     let root = config
         .and_then(|p| File::load(p).ok())
@@ -256,6 +257,30 @@ fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
         state: "unknown (no daemon answered; from the pinned maps)".into(),
         ..Status::default()
     };
+    let config = Array::<MapData, XdpConfig>::try_from(open("config")?)?.get(&0, 0)?;
+    status.node_id = config.node_id;
+    let alive = Array::<MapData, u64>::try_from(open("fence")?)?.get(&0, 0)?;
+    let attached = std::fs::read_dir(&dir)?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("link-"));
+    if attached && fenced(alive, now, config.dead_ns) {
+        status.state = format!(
+            "fenced (no daemon answered; it last spoke {:.1} s ago: the XDP program, still \
+             attached, drops ARP requests and solicitations for the VIPs below)",
+            now.saturating_sub(alive) as f64 / 1e9
+        );
+    }
+    let held: HashMap<MapData, [u8; 16], u8> = HashMap::try_from(open("held")?)?;
+    for key in held.keys().filter_map(Result::ok) {
+        let v6 = std::net::Ipv6Addr::from(key);
+        let vip = v6
+            .to_ipv4_mapped()
+            .map_or(v6.to_string(), |v4| v4.to_string());
+        status.vips.push(VipStatus {
+            vip,
+            owner: Some(config.node_id),
+        });
+    }
     for (id, p) in peers.iter().filter_map(Result::ok) {
         let flags = if p.flags & FLAG_LEAVING != 0 {
             "leaving"

@@ -553,6 +553,24 @@ fn a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program() -> anyho
         !text.contains(&n1.mac.to_uppercase()),
         "a dead daemon's node answered:\n{text}"
     );
+    // `vipd status` reads the pins: fenced, holding the VIP on the interface.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["status", "--json", "--instance"])
+        .arg(format!("{}-n1", p.lab.prefix()))
+        .output()?;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert!(
+        status["state"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("fenced")),
+        "{status:#}"
+    );
+    assert!(
+        status["vips"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x["vip"] == n1_vip.as_str())),
+        "{status:#}"
+    );
 
     // The restart replaces the program (no "busy"), removes the leftover VIP and takes its
     // share back.
