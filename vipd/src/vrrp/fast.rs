@@ -183,11 +183,14 @@ pub fn run(io: Io, ch: Channels, announce_burst: u16) {
                 r.on_notice(&n);
             }
         }
-        r.on_timers(monotonic_ns());
+        let now = monotonic_ns();
+        r.on_timers(now);
+        r.retry(now);
         let wake = r
             .groups
             .iter()
-            .filter_map(|g| g.router.next_deadline())
+            .flat_map(|g| [g.router.next_deadline(), g.retry.at])
+            .flatten()
             .min();
         let fd = r.io.notices.as_raw_fd();
         if r.ch.sleeper.wait(wake, &[fd]).is_err() {
@@ -415,12 +418,18 @@ impl Routers {
             None,
             || {},
         );
-        for (vip, e) in failed {
-            self.report(Report::TakeFailed {
-                vrid,
-                vip,
-                error: e.to_string(),
-            });
+        let now = monotonic_ns();
+        let refused: Vec<Vip> = failed.iter().map(|(v, _)| *v).collect();
+        let retry = &mut self.groups[i].retry;
+        // Said once: a retry that fails again stays quiet.
+        let first: Vec<(Vip, String)> = failed
+            .into_iter()
+            .filter(|(v, _)| !retry.add.contains(v))
+            .map(|(v, e)| (v, e.to_string()))
+            .collect();
+        retry.added(now, vips, &refused);
+        for (vip, error) in first {
+            self.report(Report::TakeFailed { vrid, vip, error });
         }
         taken
     }
@@ -447,17 +456,41 @@ impl Routers {
         let g = &self.groups[i];
         let (vrid, ifindex) = (g.cfg.vrid, g.vip_ifindex);
         let list: Vec<(Vip, Option<u32>)> = vips.iter().map(|v| (*v, None)).collect();
-        let mut released = holder::release(&mut self.io.addrs, ifindex, &list);
-        // Gone either way for VRRP: a VIP the kernel kept is not retried by a Backup.
-        for r in &mut released {
-            if let Outcome::Failed(_) = r.outcome {
-                r.outcome = Outcome::Unchanged;
-            }
-        }
+        let released = holder::release(&mut self.io.addrs, ifindex, &list);
+        // A VIP the kernel kept is tried again until it goes (a Backup must not answer
+        // for it); it is reported released once it is.
+        let kept: Vec<Vip> = released
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
+            .map(|r| r.vip)
+            .collect();
+        self.groups[i].retry.removed(monotonic_ns(), vips, &kept);
         self.report(Report::Released {
             vrid,
             list: released,
         });
+    }
+
+    /// Tries again the address changes the kernel refused, where due: a Master's missing
+    /// VIPs (added and announced), any group's kept ones (removed).
+    fn retry(&mut self, now: u64) {
+        for i in 0..self.groups.len() {
+            let g = &self.groups[i];
+            if g.retry.at.is_none_or(|at| at > now) {
+                continue;
+            }
+            let master = g.router.state == VrrpState::Master;
+            let (add, remove) = (g.retry.add.clone(), g.retry.remove.clone());
+            self.groups[i].retry.at = None;
+            if !remove.is_empty() {
+                self.release_vips(i, &remove);
+            }
+            if master && !add.is_empty() {
+                self.take_vips(i, &add);
+            } else if !master {
+                self.groups[i].retry.add.clear();
+            }
+        }
     }
 
     /// A notice from the XDP program.

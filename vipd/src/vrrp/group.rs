@@ -42,6 +42,45 @@ pub struct Group {
     pub(super) link_name: String,
     /// Sends adverts and announcements from `link`'s MAC.
     pub(super) announcer: Arc<Announcer>,
+    /// VIPs the kernel would not add (while Master) or remove, tried again on a timer.
+    pub(super) retry: Retry,
+}
+
+/// A group's address changes the kernel refused, tried again every [`Retry::EVERY_NS`]: a
+/// Master must not advertise for a VIP it does not have, a Backup must not keep one.
+#[derive(Debug, Default)]
+pub(super) struct Retry {
+    /// To add (Master only).
+    pub(super) add: Vec<Vip>,
+    /// To remove.
+    pub(super) remove: Vec<Vip>,
+    /// When to try next.
+    pub(super) at: Option<u64>,
+}
+
+impl Retry {
+    /// Between two tries.
+    pub(super) const EVERY_NS: u64 = 100_000_000;
+
+    /// Records the outcome of adding `tried` at `now`: `failed` are tried again.
+    pub(super) fn added(&mut self, now: u64, tried: &[Vip], failed: &[Vip]) {
+        self.add.retain(|v| !tried.contains(v));
+        self.add.extend(failed);
+        self.arm(now);
+    }
+
+    /// Records the outcome of removing `tried` at `now`: `failed` are tried again, and none
+    /// of them is to be added any more.
+    pub(super) fn removed(&mut self, now: u64, tried: &[Vip], failed: &[Vip]) {
+        self.add.retain(|v| !tried.contains(v));
+        self.remove.retain(|v| !tried.contains(v));
+        self.remove.extend(failed);
+        self.arm(now);
+    }
+
+    fn arm(&mut self, now: u64) {
+        self.at = (!self.add.is_empty() || !self.remove.is_empty()).then_some(now + Self::EVERY_NS);
+    }
 }
 
 /// What the slow path keeps of a group it handed to the fast path.
@@ -118,6 +157,7 @@ pub(super) async fn new_group(
         master: None,
         reason: "startup",
         send_failing: false,
+        retry: Retry::default(),
         cfg: g.clone(),
     })
 }
@@ -240,5 +280,34 @@ pub(super) fn bytes_of(ip: IpAddr) -> [u8; 16] {
             b
         }
         IpAddr::V6(a) => a.octets(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip(s: &str) -> Vip {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn refused_changes_are_tried_again_until_they_succeed() {
+        let (a, b) = (vip("192.0.2.1"), vip("192.0.2.2"));
+        let mut r = Retry::default();
+        r.added(0, &[a, b], &[b]);
+        assert_eq!((r.add.clone(), r.at), (vec![b], Some(Retry::EVERY_NS)));
+        // The retry succeeds: nothing left, no timer.
+        r.added(Retry::EVERY_NS, &[b], &[]);
+        assert!(r.add.is_empty());
+        assert_eq!(r.at, None);
+        // A removal the kernel refuses is tried again, and the VIP is no longer to add.
+        r.added(1, &[a], &[a]);
+        r.removed(2, &[a], &[a]);
+        assert_eq!((r.add.clone(), r.remove.clone()), (vec![], vec![a]));
+        assert_eq!(r.at, Some(2 + Retry::EVERY_NS));
+        r.removed(3, &[a], &[]);
+        assert!(r.remove.is_empty());
+        assert_eq!(r.at, None);
     }
 }
