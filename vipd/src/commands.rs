@@ -13,9 +13,11 @@ use crate::{
 
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_env("VIPD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Diagnostics go to stderr (stdout stays for what commands print).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_timer(clock::MonotonicTimer);
+        .with_timer(clock::MonotonicTimer)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -43,8 +43,9 @@ pub struct Status {
     pub state: String,
     /// The view: node ids VIPs are placed on.
     pub view: Vec<u32>,
-    /// Whether every member's view digest equals ours.
-    pub views_agree: bool,
+    /// Whether every member's view digest equals ours (pool mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views_agree: Option<bool>,
     /// The peers heard.
     pub peers: Vec<PeerStatus>,
     /// Each VIP and who holds it, as far as this node knows.
@@ -360,7 +361,7 @@ pub fn table(s: &Status) -> String {
             t,
             "view {:?}, {}",
             s.view,
-            if s.views_agree {
+            if s.views_agree != Some(false) {
                 "all members agree"
             } else {
                 "VIEWS DIFFER"

@@ -986,7 +986,7 @@ impl Pool {
         Status {
             state: self.state_name().into(),
             view,
-            views_agree: self.views_agree,
+            views_agree: Some(self.views_agree),
             peers,
             vips,
             ..Status::default()

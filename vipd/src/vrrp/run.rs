@@ -504,7 +504,6 @@ impl Runtime {
                 .join(","),
             xdp_mode: self.loaded.mode.into(),
             state: state.into(),
-            views_agree: true,
             counters: self
                 .loaded
                 .counters()
