@@ -66,6 +66,24 @@ impl Pool {
         Ok(())
     }
 
+    /// The client asks who has `vip` (three ARP requests): `owner` answers, `fenced` never.
+    fn only_answers(&self, vip: &str, owner: &Host, fenced: &Host) -> anyhow::Result<()> {
+        let args = ["-c", "3", "-w", "3", "-I", "eth0", vip];
+        let out = self.lab.exec(&self.client, "arping", &args)?;
+        let text = String::from_utf8_lossy(&out.stdout).to_uppercase();
+        anyhow::ensure!(
+            text.contains(&owner.mac.to_uppercase()),
+            "{} answers:\n{text}",
+            owner.name
+        );
+        anyhow::ensure!(
+            !text.contains(&fenced.mac.to_uppercase()),
+            "the fenced {} answered:\n{text}",
+            fenced.name
+        );
+        Ok(())
+    }
+
     /// Hard failure of node `i`: SIGKILL and its link cut.
     fn kill(&mut self, i: usize) -> anyhow::Result<()> {
         let host = self.nodes[i - 1].clone();
@@ -478,18 +496,7 @@ fn a_frozen_daemon_fences_itself_and_yields_on_thaw() -> anyhow::Result<()> {
             "a frozen daemon cannot remove it"
         );
         // The client asks who has it: only n2 answers, n1's kernel is fenced.
-        let out = p.lab.exec(
-            &p.client,
-            "arping",
-            &["-c", "3", "-w", "3", "-I", "eth0", &n1_vip],
-        )?;
-        let text = String::from_utf8_lossy(&out.stdout).to_uppercase();
-        assert!(text.contains(&n2.mac.to_uppercase()), "n2 answers:\n{text}");
-        assert!(
-            !text.contains(&n1.mac.to_uppercase()),
-            "a fenced n1 answered:\n{text}"
-        );
-        Ok(())
+        p.only_answers(&n1_vip, &n2, &n1)
     })();
     p.lab.proc(p.procs["n1"]).signal(libc::SIGCONT)?;
     frozen?;
@@ -542,17 +549,7 @@ fn a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program() -> anyho
     );
     // The XDP program outlived the daemon (its link is pinned) and fences the node: the
     // client's ARP requests are answered by n2 only.
-    let out = p.lab.exec(
-        &p.client,
-        "arping",
-        &["-c", "3", "-w", "3", "-I", "eth0", &n1_vip],
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout).to_uppercase();
-    assert!(text.contains(&n2.mac.to_uppercase()), "n2 answers:\n{text}");
-    assert!(
-        !text.contains(&n1.mac.to_uppercase()),
-        "a dead daemon's node answered:\n{text}"
-    );
+    p.only_answers(&n1_vip, &n2, &n1)?;
     // `vipd status` reads the pins: fenced, holding the VIP on the interface.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
         .args(["status", "--json", "--instance"])

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde::Serialize;
-use xtask::lab::interrupted;
+use xtask::lab::{Host, Lab, interrupted};
 
 use crate::bench::{Machine, write_results};
 
@@ -229,6 +229,44 @@ fn drive<C: Cluster>(c: &mut C, cycles: usize, seed: u64) -> anyhow::Result<()> 
         c.logs().display()
     );
     Ok(())
+}
+
+/// Takes `host`'s link down and up three times in a row.
+pub fn flap(lab: &Lab, host: &Host) -> anyhow::Result<()> {
+    for _ in 0..3 {
+        lab.set_link(host, false)?;
+        std::thread::sleep(Duration::from_millis(30));
+        lab.set_link(host, true)?;
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    Ok(())
+}
+
+/// 10 % loss and 2±1 ms jitter on `host`'s link for a second (tc netem).
+pub fn lossy(lab: &Lab, host: &Host) -> anyhow::Result<()> {
+    let tc = |args: &[&str]| -> anyhow::Result<bool> {
+        let mut full = vec!["qdisc"];
+        full.extend_from_slice(args);
+        Ok(lab.exec(host, "tc", &full)?.status.success())
+    };
+    let netem = ["netem", "loss", "10%", "delay", "2ms", "1ms"];
+    let mut add = vec!["add", "dev", "eth0", "root"];
+    add.extend(netem);
+    if tc(&add)? {
+        std::thread::sleep(Duration::from_secs(1));
+        tc(&["del", "dev", "eth0", "root"])?;
+    }
+    Ok(())
+}
+
+/// `intruder` claims `vip` with three gratuitous ARPs from a MAC of its own, the `n`th
+/// (a new claimer each time: the holder defends at once).
+pub fn claim(lab: &Lab, intruder: &Host, vip: &str, n: u32) -> anyhow::Result<()> {
+    let n = n.to_be_bytes();
+    let mac = [0x02, 0x66, n[0], n[1], n[2], n[3]];
+    let ip: std::net::Ipv4Addr = vip.parse()?;
+    let garp = vipd_common::neighbor::gratuitous_arp(mac, ip.octets()).to_vec();
+    lab.send_frames(intruder, "eth0", &[garp.clone(), garp.clone(), garp])
 }
 
 /// CLOCK_MONOTONIC in seconds: the clock vipd's log lines start with.

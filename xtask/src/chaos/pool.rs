@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use serde::Serialize;
 use xtask::lab::{Host, Lab};
 
-use super::{CONVERGE, Cluster, Rng, converge, monotonic_s, tail};
+use super::{CONVERGE, Cluster, Rng, claim, converge, flap, lossy, monotonic_s, tail};
 
 const VIPS: [&str; 6] = [
     "192.0.2.201",
@@ -224,10 +224,13 @@ impl Pool {
         Ok(None)
     }
 
-    fn tc(&self, host: &Host, args: &[&str]) -> anyhow::Result<bool> {
-        let mut full = vec!["qdisc"];
-        full.extend_from_slice(args);
-        Ok(self.lab.exec(host, "tc", &full)?.status.success())
+    /// A VIP node `i` holds, if any.
+    fn held_by(&self, i: usize) -> anyhow::Result<Option<&'static str>> {
+        Ok(self
+            .holders()?
+            .into_iter()
+            .find(|(_, on)| on.contains(&i))
+            .map(|(v, _)| v))
     }
 
     /// Injects `fault` on node `i` (and `j`, for a partition) and restores; returns a
@@ -274,30 +277,10 @@ impl Pool {
                 self.lab.proc(p).signal(libc::SIGCONT)?;
                 taken?;
             }
-            Fault::LinkFlap => {
-                for _ in 0..3 {
-                    self.lab.set_link(&host, false)?;
-                    std::thread::sleep(Duration::from_millis(30));
-                    self.lab.set_link(&host, true)?;
-                    std::thread::sleep(Duration::from_millis(30));
-                }
-            }
-            Fault::LossyLink => {
-                let netem = ["netem", "loss", "10%", "delay", "2ms", "1ms"];
-                let mut add = vec!["add", "dev", "eth0", "root"];
-                add.extend(netem);
-                if self.tc(&host, &add)? {
-                    std::thread::sleep(Duration::from_secs(1));
-                    self.tc(&host, &["del", "dev", "eth0", "root"])?;
-                }
-            }
+            Fault::LinkFlap => flap(&self.lab, &host)?,
+            Fault::LossyLink => lossy(&self.lab, &host)?,
             Fault::VipRemoved => {
-                let held = self
-                    .holders()?
-                    .into_iter()
-                    .find(|(_, on)| on.contains(&i))
-                    .map(|(v, _)| v);
-                if let Some(vip) = held {
+                if let Some(vip) = self.held_by(i)? {
                     self.lab.ip(
                         &host.netns,
                         &["addr", "del", &format!("{vip}/32"), "dev", "eth0"],
@@ -334,20 +317,9 @@ impl Pool {
                 }
             }
             Fault::ForeignClaim => {
-                let held = self
-                    .holders()?
-                    .into_iter()
-                    .find(|(_, on)| on.contains(&i))
-                    .map(|(v, _)| v);
-                if let Some(vip) = held {
+                if let Some(vip) = self.held_by(i)? {
                     self.claims += 1;
-                    let n = self.claims.to_be_bytes();
-                    let mac = [0x02, 0x66, n[0], n[1], n[2], n[3]];
-                    let ip: std::net::Ipv4Addr = vip.parse()?;
-                    let garp = vipd_common::neighbor::gratuitous_arp(mac, ip.octets()).to_vec();
-                    let intruder = self.intruder.clone();
-                    self.lab
-                        .send_frames(&intruder, "eth0", &[garp.clone(), garp.clone(), garp])?;
+                    claim(&self.lab, &self.intruder, vip, self.claims)?;
                 }
             }
         }

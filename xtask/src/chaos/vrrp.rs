@@ -10,7 +10,7 @@ use std::{path::PathBuf, time::Duration};
 use serde::Serialize;
 use xtask::lab::{Host, Lab};
 
-use super::{CONVERGE, Cluster, Rng, converge, tail};
+use super::{CONVERGE, Cluster, Rng, claim, converge, flap, lossy, tail};
 
 const VRID: u8 = 51;
 const VIP: &str = "192.0.2.200";
@@ -135,12 +135,6 @@ impl Routers {
             self.lab.has_address(&self.k, VIP)
         })
     }
-
-    fn tc(&self, args: &[&str]) -> anyhow::Result<bool> {
-        let mut full = vec!["qdisc"];
-        full.extend_from_slice(args);
-        Ok(self.lab.exec(&self.v, "tc", &full)?.status.success())
-    }
 }
 
 impl Cluster for Routers {
@@ -189,23 +183,8 @@ impl Cluster for Routers {
                 self.lab.proc(q).wait_exit(Duration::from_secs(10))?;
                 self.start_keepalived()?;
             }
-            Fault::LinkFlap => {
-                for _ in 0..3 {
-                    self.lab.set_link(&v, false)?;
-                    std::thread::sleep(Duration::from_millis(30));
-                    self.lab.set_link(&v, true)?;
-                    std::thread::sleep(Duration::from_millis(30));
-                }
-            }
-            Fault::LossyLink => {
-                let netem = ["netem", "loss", "10%", "delay", "2ms", "1ms"];
-                let mut add = vec!["add", "dev", "eth0", "root"];
-                add.extend(netem);
-                if self.tc(&add)? {
-                    std::thread::sleep(Duration::from_secs(1));
-                    self.tc(&["del", "dev", "eth0", "root"])?;
-                }
-            }
+            Fault::LinkFlap => flap(&self.lab, &v)?,
+            Fault::LossyLink => lossy(&self.lab, &v)?,
             Fault::VipRemoved => {
                 if self.lab.has_address(&v, VIP)? {
                     self.lab
@@ -214,13 +193,7 @@ impl Cluster for Routers {
             }
             Fault::ForeignClaim => {
                 self.claims += 1;
-                let n = self.claims.to_be_bytes();
-                let mac = [0x02, 0x66, n[0], n[1], n[2], n[3]];
-                let ip: std::net::Ipv4Addr = VIP.parse()?;
-                let garp = vipd_common::neighbor::gratuitous_arp(mac, ip.octets()).to_vec();
-                let intruder = self.intruder.clone();
-                self.lab
-                    .send_frames(&intruder, "eth0", &[garp.clone(), garp.clone(), garp])?;
+                claim(&self.lab, &self.intruder, VIP, self.claims)?;
             }
         }
         Ok((target.into(), None))
