@@ -3,6 +3,8 @@
 //!
 //! These run as root (CI does); elsewhere they print why they skip.
 
+mod common;
+
 use std::{net::UdpSocket, path::Path, process::Command, time::Duration};
 
 use anyhow::Context as _;
@@ -12,7 +14,8 @@ use vipd_common::{
 };
 use xtask::lab::{Host, Lab, privileged, wait_until};
 
-const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+use common::{VIPD, counter, status};
+
 const VIPS: [&str; 2] = ["192.0.2.201", "192.0.2.202"];
 /// Generous bound for anything that should take milliseconds (CI machines are slow).
 const SETTLE: Duration = Duration::from_secs(15);
@@ -63,23 +66,6 @@ fn start(lab: &mut Lab, host: &Host, id: u32, key: &Path) -> anyhow::Result<usiz
     lab.proc(p)
         .wait_for_line(&["vipd started", "auth=true"], SETTLE)?;
     Ok(p)
-}
-
-fn status(lab: &Lab, host: &Host) -> anyhow::Result<serde_json::Value> {
-    let instance = format!("{}-{}", lab.prefix(), host.name);
-    let out = Command::new(VIPD)
-        .args(["status", "--json", "--instance", &instance])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "vipd status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-fn counter(status: &serde_json::Value, name: &str) -> u64 {
-    status["counters"][name].as_u64().unwrap_or(0)
 }
 
 fn peer(status: &serde_json::Value, id: u32) -> Option<&serde_json::Value> {

@@ -5,7 +5,9 @@
 //!
 //! These run as root (CI does); elsewhere they print why they skip.
 
-use std::{path::Path, process::Command, time::Duration};
+mod common;
+
+use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
 use vipd::announce::{garp_frame, unsolicited_na_frame};
@@ -14,23 +16,11 @@ use xtask::{
     pcap::parse_mac,
 };
 
-const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+use common::{VIPD, status};
+
 const VIPS: [&str; 3] = ["192.0.2.201", "192.0.2.202", "2001:db8::201"];
 /// Generous bound for anything that should take milliseconds (CI machines are slow).
 const SETTLE: Duration = Duration::from_secs(20);
-
-fn status(lab: &Lab, host: &Host) -> anyhow::Result<serde_json::Value> {
-    let instance = format!("{}-{}", lab.prefix(), host.name);
-    let out = Command::new(VIPD)
-        .args(["status", "--json", "--instance", &instance])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "vipd status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
 
 /// The node of `nodes` holding `vip` (exactly one must).
 fn holder<'a>(lab: &Lab, nodes: &'a [Host], vip: &str) -> anyhow::Result<&'a Host> {

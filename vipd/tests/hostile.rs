@@ -4,10 +4,11 @@
 //!
 //! These run as root (CI does); elsewhere they print why they skip.
 
+mod common;
+
 use std::{
     net::{SocketAddr, UdpSocket},
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -19,7 +20,8 @@ use vipd_common::{
 };
 use xtask::lab::{Host, Lab, privileged, wait_until};
 
-const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+use common::{VIPD, counter, status};
+
 const VIPS: [&str; 6] = [
     "192.0.2.201",
     "192.0.2.202",
@@ -30,23 +32,6 @@ const VIPS: [&str; 6] = [
 ];
 /// Generous bound for anything that should take milliseconds (CI machines are slow).
 const SETTLE: Duration = Duration::from_secs(20);
-
-fn status(lab: &Lab, host: &Host) -> anyhow::Result<serde_json::Value> {
-    let instance = format!("{}-{}", lab.prefix(), host.name);
-    let out = Command::new(VIPD)
-        .args(["status", "--json", "--instance", &instance])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "vipd status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-fn counter(status: &serde_json::Value, name: &str) -> u64 {
-    status["counters"][name].as_u64().unwrap_or(0)
-}
 
 /// Which node holds each VIP (None: nobody; Err: more than one).
 fn holders(lab: &Lab, nodes: &[(&Host, u32)]) -> anyhow::Result<Vec<Option<u32>>> {

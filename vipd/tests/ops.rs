@@ -2,6 +2,8 @@
 //!
 //! The namespace tests run as root (CI does); elsewhere they print why they skip.
 
+mod common;
+
 use std::{
     io::{Read as _, Write as _},
     net::{TcpListener, TcpStream},
@@ -17,7 +19,8 @@ use std::{
 use anyhow::Context as _;
 use xtask::lab::{Host, Lab, privileged, wait_until};
 
-const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+use common::{VIPD, status_of};
+
 const SETTLE: Duration = Duration::from_secs(15);
 const VIPS: [&str; 2] = ["192.0.2.201", "192.0.2.202"];
 
@@ -77,18 +80,6 @@ fn scrape_metrics(lab: &Lab, host: &Host) -> anyhow::Result<String> {
         s.read_to_string(&mut text)?;
         Ok(text)
     })
-}
-
-fn status_json(instance: &str) -> anyhow::Result<serde_json::Value> {
-    let out = Command::new(VIPD)
-        .args(["status", "--json", "--instance", instance])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "vipd status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 #[test]
@@ -198,7 +189,7 @@ fn status_and_metrics_describe_a_running_pair() -> anyhow::Result<()> {
     let instance = format!("{}-n1", lab.prefix());
     let mut status = serde_json::Value::Null;
     wait_until("status: both in the view, views agreeing", SETTLE, || {
-        status = status_json(&instance)?;
+        status = status_of(&instance)?;
         Ok(status["view"] == serde_json::json!([1, 2]) && status["views_agree"] == true)
     })
     .with_context(|| format!("{status:#}"))?;
@@ -450,7 +441,7 @@ fn a_reload_admits_a_peer_that_was_refused() -> anyhow::Result<()> {
 
     let prefix = lab.prefix().to_string();
     let peer_ids = |host: &Host| -> anyhow::Result<Vec<u64>> {
-        let s = status_json(&format!("{prefix}-{}", host.name))?;
+        let s = status_of(&format!("{prefix}-{}", host.name))?;
         Ok(s["peers"]
             .as_array()
             .context("peers")?
@@ -460,7 +451,7 @@ fn a_reload_admits_a_peer_that_was_refused() -> anyhow::Result<()> {
     };
     let instance1 = format!("{}-n1", lab.prefix());
     wait_until("n1 refuses n3's heartbeats", SETTLE, || {
-        let s = status_json(&instance1)?;
+        let s = status_of(&instance1)?;
         Ok(s["counters"]["heartbeats_unknown_source"].as_u64() > Some(0))
     })?;
     assert_eq!(peer_ids(&n1)?, [2], "n3 is not a peer of n1 yet");
@@ -480,7 +471,7 @@ fn a_reload_admits_a_peer_that_was_refused() -> anyhow::Result<()> {
             .and_then(|p| p["received"].as_u64())
             .unwrap_or(0)
     };
-    let before = status_json(&instance1)?;
+    let before = status_of(&instance1)?;
     assert_eq!(held(&lab, &n1), 1);
     assert_eq!(held(&lab, &n2), 1);
     assert_eq!(held(&lab, &n3), 0);
@@ -494,7 +485,7 @@ fn a_reload_admits_a_peer_that_was_refused() -> anyhow::Result<()> {
     // Once n3 is listed its heartbeats are recorded, never refused.
     let mut after = before.clone();
     wait_until("more heartbeats from n3 recorded on n1", SETTLE, || {
-        after = status_json(&instance1)?;
+        after = status_of(&instance1)?;
         Ok(received_from_n3(&after) >= received_from_n3(&before) + 5)
     })?;
     assert_eq!(

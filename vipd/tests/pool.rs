@@ -66,6 +66,16 @@ impl Pool {
         Ok(())
     }
 
+    /// Two nodes, two VIPs, one each (300 ms hold-down); returns n1's VIP too.
+    fn two_balanced(tag: &str) -> anyhow::Result<(Self, String)> {
+        let mut p = Pool::new(tag, 2, &["192.0.2.201", "192.0.2.202"])?;
+        for i in 1..=2 {
+            p.start(i, "first", &["--hold-down", "300ms"])?;
+        }
+        let n1_vip = vip_of(&p.wait_counts(&[1, 2], &[1, 1])?, "n1")?;
+        Ok((p, n1_vip))
+    }
+
     /// The client asks who has `vip` (three ARP requests): `owner` answers, `fenced` never.
     fn only_answers(&self, vip: &str, owner: &Host, fenced: &Host) -> anyhow::Result<()> {
         let args = ["-c", "3", "-w", "3", "-I", "eth0", vip];
@@ -173,6 +183,15 @@ impl Pool {
 
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// A VIP `node` holds, from [`Pool::wait_counts`]'s owners.
+fn vip_of(owners: &BTreeMap<String, String>, node: &str) -> anyhow::Result<String> {
+    owners
+        .iter()
+        .find(|(_, o)| *o == node)
+        .map(|(v, _)| v.clone())
+        .with_context(|| format!("{node}'s VIP"))
 }
 
 #[test]
@@ -329,11 +348,7 @@ fn divergent_views_converge_to_one_owner_and_reannounce() -> anyhow::Result<()> 
         &["--peer", "192.0.2.11", "--hold-down", "300ms"],
     )?;
     let owners = p.wait_counts(&[1, 2], &[1, 1])?;
-    let n1_vip = owners
-        .iter()
-        .find(|(_, o)| *o == "n1")
-        .map(|(v, _)| v.clone())
-        .context("n1's VIP")?;
+    let n1_vip = vip_of(&owners, "n1")?;
 
     // n1's heartbeats stop reaching n2 (n2's still reach n1): n2 declares n1 dead and
     // takes its VIP while n1 keeps it. The views differ.
@@ -474,16 +489,7 @@ fn a_frozen_daemon_fences_itself_and_yields_on_thaw() -> anyhow::Result<()> {
     if !privileged("a_frozen_daemon_fences_itself_and_yields_on_thaw") {
         return Ok(());
     }
-    let mut p = Pool::new("vz", 2, &["192.0.2.201", "192.0.2.202"])?;
-    for i in 1..=2 {
-        p.start(i, "first", &["--hold-down", "300ms"])?;
-    }
-    let owners = p.wait_counts(&[1, 2], &[1, 1])?;
-    let n1_vip = owners
-        .iter()
-        .find(|(_, o)| *o == "n1")
-        .map(|(v, _)| v.clone())
-        .context("n1's VIP")?;
+    let (mut p, n1_vip) = Pool::two_balanced("vz")?;
     let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
 
     p.lab.proc(p.procs["n1"]).signal(libc::SIGSTOP)?;
@@ -524,16 +530,7 @@ fn a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program() -> anyho
     if !privileged("a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program") {
         return Ok(());
     }
-    let mut p = Pool::new("vk", 2, &["192.0.2.201", "192.0.2.202"])?;
-    for i in 1..=2 {
-        p.start(i, "first", &["--hold-down", "300ms"])?;
-    }
-    let owners = p.wait_counts(&[1, 2], &[1, 1])?;
-    let n1_vip = owners
-        .iter()
-        .find(|(_, o)| *o == "n1")
-        .map(|(v, _)| v.clone())
-        .context("n1's VIP")?;
+    let (mut p, n1_vip) = Pool::two_balanced("vk")?;
     let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
 
     // A crash: the process dies, its link stays up, its VIP stays on the interface.

@@ -38,6 +38,16 @@ pub struct Report {
     pub setups: Vec<&'static str>,
 }
 
+impl Report {
+    /// Counts one difference, spelling out the first few.
+    fn differ(&mut self, text: String) {
+        self.differences += 1;
+        if self.first.len() < SHOWN {
+            self.first.push(text);
+        }
+    }
+}
+
 /// Runs `frames` frames (split over [`frames::setups`]) from `seed`; needs CAP_BPF. Each
 /// setup starts with every well-formed sample cut at every length.
 pub fn run(frames: u64, seed: u64) -> anyhow::Result<Report> {
@@ -128,15 +138,12 @@ pub fn run(frames: u64, seed: u64) -> anyhow::Result<Report> {
             report.events += events.len() as u64;
             report.frames += 1;
             if !problems.is_empty() {
-                report.differences += 1;
-                if report.first.len() < SHOWN {
-                    report.first.push(format!(
-                        "{}, frame {n}: {}; frame {}",
-                        setup.name,
-                        problems.join("; "),
-                        hex(&frame)
-                    ));
-                }
+                report.differ(format!(
+                    "{}, frame {n}: {}; frame {}",
+                    setup.name,
+                    problems.join("; "),
+                    hex(&frame)
+                ));
             }
         }
         // Every claim at the end: nothing recorded that the model did not.
@@ -144,13 +151,10 @@ pub fn run(frames: u64, seed: u64) -> anyhow::Result<Report> {
             let got = program.claim(vip)?.map(untimed_claim);
             let want = model.claims.get(vip).copied().map(untimed_claim);
             if got != want {
-                report.differences += 1;
-                if report.first.len() < SHOWN {
-                    report.first.push(format!(
-                        "{}, at the end: claim {vip:?}: {got:?}, model {want:?}",
-                        setup.name
-                    ));
-                }
+                report.differ(format!(
+                    "{}, at the end: claim {vip:?}: {got:?}, model {want:?}",
+                    setup.name
+                ));
             }
         }
         // The whole table at the end: nothing recorded that the model did not.
@@ -158,13 +162,10 @@ pub fn run(frames: u64, seed: u64) -> anyhow::Result<Report> {
             let got = program.peer(id)?.map(untimed);
             let want = model.peers.get(&id).copied().map(untimed);
             if got != want {
-                report.differences += 1;
-                if report.first.len() < SHOWN {
-                    report.first.push(format!(
-                        "{}, at the end: peer {id}: {got:?}, model {want:?}",
-                        setup.name
-                    ));
-                }
+                report.differ(format!(
+                    "{}, at the end: peer {id}: {got:?}, model {want:?}",
+                    setup.name
+                ));
             }
         }
     }

@@ -1,0 +1,32 @@
+//! Helpers the namespace tests share: a node's status, its XDP counters.
+#![allow(dead_code)] // Each test file uses some of them.
+
+use std::process::Command;
+
+use xtask::lab::{Host, Lab};
+
+/// The vipd binary under test.
+pub const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
+
+/// `vipd status --json` of the instance the lab runs on `host`.
+pub fn status(lab: &Lab, host: &Host) -> anyhow::Result<serde_json::Value> {
+    status_of(&format!("{}-{}", lab.prefix(), host.name))
+}
+
+/// `vipd status --json` of `instance`.
+pub fn status_of(instance: &str) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(VIPD)
+        .args(["status", "--json", "--instance", instance])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "vipd status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// An XDP counter of a status (0 when absent).
+pub fn counter(status: &serde_json::Value, name: &str) -> u64 {
+    status["counters"][name].as_u64().unwrap_or(0)
+}
