@@ -22,7 +22,8 @@
 //!                           sender's intervals when the bits were taken, at most one
 //!                           interval before sending (0: no evidence)
 //! 56      state        [u8; state_len]  which VIPs the sender holds and which peers'
-//!                                        incarnations it hears, see [`State`]
+//!                                        incarnations it hears, see [`State`] (or a chunk
+//!                                        of its VIP list, see [`crate::vip_list`])
 //!  …      auth         [u8; auth_len]   MAC trailer (0 or 16 bytes), see [`crate::auth`]
 //! ```
 //!

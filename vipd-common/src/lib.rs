@@ -7,6 +7,7 @@
 //! - [`neighbor`]: ARP and neighbour discovery: what a packet claims, what it asks for.
 //! - [`peer`]: what the XDP program checks and records for one heartbeat (GTSM, peer
 //!   filter, MAC, replays, events), pure so the host can run the same rules.
+//! - [`vip_list`]: a node's VIP list in chunks, for peers running another list.
 //! - [`vrrp`]: VRRPv3 advertisements (RFC 5798), for VRRP mode.
 //!
 //! The crate is `#![no_std]` so the eBPF program can use it; the `user` feature adds the
@@ -18,4 +19,5 @@ pub mod heartbeat;
 pub mod maps;
 pub mod neighbor;
 pub mod peer;
+pub mod vip_list;
 pub mod vrrp;

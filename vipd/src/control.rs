@@ -120,6 +120,10 @@ pub struct PeerStatus {
     pub weight: u16,
     /// Whether its view digest equals ours.
     pub same_view: bool,
+    /// It runs another VIP list than ours (a rolling change): only the VIPs both list are
+    /// placed together.
+    #[serde(default)]
+    pub other_vip_list: bool,
     /// Heartbeats received, and missed in sequence.
     pub received: u64,
     /// Heartbeats missing from its sequence.
@@ -271,14 +275,9 @@ fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
             now.saturating_sub(alive) as f64 / 1e9
         );
     }
-    let held: HashMap<MapData, [u8; 16], u8> = HashMap::try_from(open("held")?)?;
-    for key in held.keys().filter_map(Result::ok) {
-        let v6 = std::net::Ipv6Addr::from(key);
-        let vip = v6
-            .to_ipv4_mapped()
-            .map_or(v6.to_string(), |v4| v4.to_string());
+    for vip in crate::xdp::pinned_held(&dir)? {
         status.vips.push(VipStatus {
-            vip,
+            vip: vip.to_string(),
             owner: Some(config.node_id),
         });
     }
@@ -376,14 +375,19 @@ pub fn table(s: &Status) -> String {
     for p in &s.peers {
         let _ = writeln!(
             t,
-            "{:<6} {:<13} {:>9.1} ms {:>7} {:>6} {:>10} {:>7}",
+            "{:<6} {:<13} {:>9.1} ms {:>7} {:>6} {:>10} {:>7}{}",
             p.id,
             p.state,
             p.last_seen_ms_ago,
             if p.in_view { "yes" } else { "no" },
             p.weight,
             p.received,
-            p.missed
+            p.missed,
+            if p.other_vip_list {
+                "  (another VIP list)"
+            } else {
+                ""
+            }
         );
     }
     if !s.vips.is_empty() {

@@ -170,23 +170,36 @@ pub fn claim_interface(name: &str, index: u32) -> anyhow::Result<InterfaceClaim>
     }
 }
 
-/// Removes VIPs of this pool that a crashed earlier run left behind; refuses to touch an
-/// address that is configured with another prefix (it is somebody's real address).
-pub async fn remove_leftovers(link: &Link, vips: &[Vip]) -> anyhow::Result<()> {
+/// Removes VIPs that a crashed earlier run of this instance left behind: those of this
+/// configuration, and those the earlier run recorded as held in its pinned map
+/// (`pin_dir`), which a changed configuration may no longer list. Refuses to touch an
+/// address of this configuration that is configured with another prefix (it is
+/// somebody's real address).
+pub async fn remove_leftovers(
+    link: &Link,
+    vips: &[Vip],
+    pin_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let present = link.addresses().await?;
-    for vip in vips {
-        for &(addr, len) in present.iter().filter(|(a, _)| *a == vip.addr) {
-            if len != vip.prefix_len {
-                bail!(
-                    "{addr}/{len} is already configured on {} and is not one of our VIPs \
-                     (VIPs are added as /{}): remove it or fix the VIP list",
-                    link.name,
-                    vip.prefix_len
-                );
-            }
-            link.remove(vip).await?;
-            warn!(vip = %vip, "removed a VIP left on {} by an earlier run", link.name);
+    let earlier = crate::xdp::pinned_held(pin_dir).unwrap_or_default();
+    for &(addr, len) in &present {
+        let vip = Vip {
+            addr,
+            prefix_len: len,
+        };
+        match vips.iter().find(|v| v.addr == addr) {
+            Some(v) if v.prefix_len != len => bail!(
+                "{addr}/{len} is already configured on {} and is not one of our VIPs \
+                 (VIPs are added as /{}): remove it or fix the VIP list",
+                link.name,
+                v.prefix_len
+            ),
+            Some(_) => {}
+            None if earlier.contains(&addr) => {}
+            None => continue,
         }
+        link.remove(&vip).await?;
+        warn!(vip = %vip, "removed a VIP left on {} by an earlier run", link.name);
     }
     Ok(())
 }

@@ -353,6 +353,19 @@ fn prepare_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The VIPs an instance's pinned `held` map lists (what its last run held, when that run
+/// crashed), read before the pins are replaced.
+pub fn pinned_held(pin_dir: &Path) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    let path = pin_dir.join("held");
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let held: HashMap<MapData, [u8; 16], u8> = HashMap::try_from(aya::maps::Map::HashMap(data))?;
+    Ok(held
+        .keys()
+        .filter_map(Result::ok)
+        .map(|key| std::net::IpAddr::V6(key.into()).to_canonical())
+        .collect())
+}
+
 /// Removes the instance's pins (on a clean exit).
 pub fn remove_pins(pin_dir: &Path) {
     if let Err(e) = fs::remove_dir_all(pin_dir) {

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use vipd_common::{
     auth::{self, AUTH_LEN, Key},
     heartbeat::{HEADER_LEN, Heartbeat, MAGIC, MAX_ECHOES, State, VERSION},
+    vip_list::{self, LIST_HEADER_LEN, LIST_MARK, ListChunk},
     vrrp::{self, Advert, Family},
 };
 
@@ -115,6 +116,50 @@ proptest! {
         }
         // Any other length is refused.
         prop_assert!(State::parse(&out[..out.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn list_chunk_parse_never_panics(
+        mut bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        marked in any::<bool>(),
+    ) {
+        // Half the cases carry the mark, to get past it.
+        if marked && bytes.len() >= 6 {
+            bytes[4..6].copy_from_slice(&LIST_MARK.to_be_bytes());
+        }
+        if let Ok(chunk) = ListChunk::parse(&bytes) {
+            prop_assert_eq!(chunk.entries().count(), usize::from(chunk.count));
+            prop_assert!(u32::from(chunk.first) + u32::from(chunk.count) <= u32::from(chunk.total));
+            prop_assert!(State::parse(&bytes).is_err());
+        }
+    }
+
+    #[test]
+    fn a_written_list_chunk_parses_back(
+        digest in any::<u32>(),
+        first in 0u16..100,
+        entries in proptest::collection::vec((any::<[u8; 16]>(), any::<bool>(), 0u8..=128), 0..40),
+    ) {
+        let entries: Vec<(std::net::IpAddr, u8)> = entries
+            .into_iter()
+            .map(|(b, v4, prefix)| {
+                let v6 = std::net::Ipv6Addr::from(b);
+                if v4 {
+                    let a: [u8; 4] = b[..4].try_into().expect("4 bytes");
+                    (std::net::Ipv4Addr::from(a).into(), prefix.min(32))
+                } else {
+                    (v6.into(), prefix)
+                }
+            })
+            .collect();
+        let total = first + entries.len() as u16;
+        let len = LIST_HEADER_LEN + entries.iter().map(|(a, _)| vip_list::entry_len(a)).sum::<usize>();
+        let mut out = vec![0u8; len];
+        prop_assert_eq!(ListChunk::write(&mut out, digest, total, first, &entries), len);
+        let chunk = ListChunk::parse(&out).expect("a written chunk parses");
+        prop_assert_eq!((chunk.pool_digest, chunk.total, chunk.first), (digest, total, first));
+        prop_assert_eq!(chunk.entries().collect::<Vec<_>>(), entries);
+        prop_assert!(vip_list::is_list(&out) && State::parse(&out).is_err());
     }
 
     #[test]

@@ -3,7 +3,13 @@
 //!
 //! These run as root (CI does); elsewhere they print why they skip.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use xtask::lab::{Host, Lab, privileged, wait_until};
@@ -47,8 +53,10 @@ impl Pool {
     fn start(&mut self, i: usize, run: &str, extra: &[&str]) -> anyhow::Result<()> {
         let host = self.nodes[i - 1].clone();
         let mut args = vec!["--interval", "50ms"];
-        for v in &self.vips {
-            args.extend(["--vip", v.as_str()]);
+        if !extra.contains(&"--config") {
+            for v in &self.vips {
+                args.extend(["--vip", v.as_str()]);
+            }
         }
         args.extend_from_slice(extra);
         let vipd = Path::new(env!("CARGO_BIN_EXE_vipd"));
@@ -601,11 +609,7 @@ fn a_healed_split_is_settled_at_once_and_rebalanced_after_the_heal_delay() -> an
     // waits out its heal delay before it gets its share back.
     p.lab.partition(&n1, &n2, false)?;
     p.wait_counts(&[1, 2], &[2, 0])?;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
-        .args(["status", "--json", "--instance"])
-        .arg(format!("{}-n1", p.lab.prefix()))
-        .output()?;
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let status = common::status(&p.lab, &n1)?;
     let peer = status["peers"]
         .as_array()
         .and_then(|a| a.iter().find(|x| x["id"] == 2))
@@ -614,4 +618,162 @@ fn a_healed_split_is_settled_at_once_and_rebalanced_after_the_heal_delay() -> an
     let healed = p.wait_counts(&[1, 2], &[1, 1])?;
     p.wait_answering(&healed)?;
     Ok(())
+}
+
+/// A changed VIP list rolled out node by node (SIGHUP, one node at a time), one VIP
+/// dropped and one added: nodes on different lists exchange their lists and place the VIPs
+/// they share alike, so no VIP is ever on two nodes or on none that some live node lists
+/// (each VIP on a node that lists it), also when a node on the old list dies halfway; each
+/// node shows the others on another list until they have reloaded too.
+#[test]
+fn a_rolling_vip_list_change_never_doubles_or_drops_a_vip() -> anyhow::Result<()> {
+    if !privileged("a_rolling_vip_list_change_never_doubles_or_drops_a_vip") {
+        return Ok(());
+    }
+    let old: Vec<String> = (201..=206).map(|i| format!("192.0.2.{i}")).collect();
+    let new: Vec<String> = (202..=207).map(|i| format!("192.0.2.{i}")).collect();
+    let every: Vec<&str> = ["192.0.2.201", "192.0.2.207"]
+        .into_iter()
+        .chain(new.iter().take(5).map(String::as_str))
+        .collect();
+    let mut p = Pool::new("vr", 3, &every)?;
+    let write = |p: &Pool, i: usize, vips: &[String]| -> anyhow::Result<String> {
+        let path = p.lab.dir().join(format!("n{i}.toml"));
+        let list: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
+        std::fs::write(&path, format!("[pool]\nvips = [{}]\n", list.join(", ")))?;
+        Ok(path.to_str().context("path")?.to_owned())
+    };
+    let mut lists: BTreeMap<usize, &[String]> = BTreeMap::new();
+    let mut paths = Vec::new();
+    for i in 1..=3 {
+        paths.push(write(&p, i, &old)?);
+        p.start(
+            i,
+            "first",
+            &["--config", &paths[i - 1], "--hold-down", "300ms"],
+        )?;
+        lists.insert(i, &old);
+    }
+    p.wait_placed(&lists)?;
+
+    // n1, then n2, reload the new list; after each step every VIP is placed once.
+    let other_list = |p: &Pool, node: usize, peer: u32| -> anyhow::Result<bool> {
+        let status = common::status(&p.lab, &p.nodes[node - 1])?;
+        let peers = status["peers"].as_array().context("peers")?;
+        let entry = peers
+            .iter()
+            .find(|x| x["id"] == peer)
+            .context("peer listed")?;
+        Ok(entry["other_vip_list"] == true)
+    };
+    for i in [1, 2] {
+        write(&p, i, &new)?;
+        let proc = p.procs[&format!("n{i}")];
+        p.lab.proc(proc).signal(libc::SIGHUP)?;
+        lists.insert(i, &new);
+        p.wait_placed(&lists)?;
+    }
+    assert!(other_list(&p, 3, 1)? && other_list(&p, 1, 3)?);
+    assert!(!other_list(&p, 1, 2)?);
+
+    // n3, still on the old list, dies: what it held goes to n1 and n2, except the VIP
+    // only its list has, which nobody live lists any more.
+    p.kill(3)?;
+    lists.remove(&3);
+    let owners = p.wait_placed(&lists)?;
+    assert!(!owners.contains_key("192.0.2.201"), "{owners:?}");
+
+    // It comes back on the new list: one list again, two VIPs each.
+    write(&p, 3, &new)?;
+    p.lab.set_link(&p.nodes[2].clone(), true)?;
+    p.start(
+        3,
+        "second",
+        &["--config", &paths[2], "--hold-down", "300ms"],
+    )?;
+    lists.insert(3, &new);
+    let owners = p.wait_placed_counts(&lists, Some(&[2, 2, 2]))?;
+    p.wait_answering(&owners)?;
+    assert!(!other_list(&p, 1, 3)?);
+    Ok(())
+}
+
+impl Pool {
+    /// Waits until every VIP some live node lists (`lists`: node → its list) is on
+    /// exactly one live node, one that lists it, and no other VIP is on any; fails if a
+    /// VIP is seen on the same two nodes by two reads in a row meanwhile (nodes are read
+    /// one after the other, so one read may catch a handover half done). Returns who
+    /// holds each.
+    fn wait_placed(
+        &self,
+        lists: &BTreeMap<usize, &[String]>,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        self.wait_placed_counts(lists, None)
+    }
+
+    /// [`Pool::wait_placed`], also until the live nodes hold `counts` VIPs (in order).
+    fn wait_placed_counts(
+        &self,
+        lists: &BTreeMap<usize, &[String]>,
+        counts: Option<&[usize]>,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut owners = BTreeMap::new();
+        let mut last = String::new();
+        let mut doubled = BTreeSet::new();
+        let mut doubled_now: BTreeSet<String> = BTreeSet::new();
+        wait_until("each VIP on one node that lists it", SETTLE, || {
+            owners.clear();
+            let mut settled = true;
+            let before = std::mem::take(&mut doubled_now);
+            for vip in &self.vips {
+                let on: Vec<usize> = lists
+                    .keys()
+                    .copied()
+                    .filter(|i| {
+                        self.lab
+                            .has_address(&self.nodes[i - 1], vip)
+                            .unwrap_or(false)
+                    })
+                    .collect();
+                if on.len() > 1 {
+                    let double = format!("{vip} on {on:?}");
+                    if before.contains(&double) {
+                        doubled.insert(double.clone());
+                    }
+                    doubled_now.insert(double);
+                }
+                let listed = lists.values().any(|l| l.contains(vip));
+                let right = match on[..] {
+                    [i] => lists[&i].contains(vip),
+                    [] => !listed,
+                    _ => false,
+                };
+                if !right {
+                    last = format!("{vip} on {on:?}");
+                    settled = false;
+                } else if let [i] = on[..] {
+                    owners.insert(vip.clone(), self.nodes[i - 1].name.clone());
+                }
+            }
+            if let Some(counts) = counts {
+                let have: Vec<usize> = lists
+                    .keys()
+                    .map(|i| {
+                        owners
+                            .values()
+                            .filter(|o| **o == self.nodes[i - 1].name)
+                            .count()
+                    })
+                    .collect();
+                if have != counts {
+                    last = format!("counts {have:?}");
+                    settled = false;
+                }
+            }
+            Ok(settled)
+        })
+        .with_context(|| format!("last seen: {last}"))?;
+        anyhow::ensure!(doubled.is_empty(), "VIPs on two nodes: {doubled:?}");
+        Ok(owners)
+    }
 }

@@ -25,7 +25,7 @@ use vipd_common::{
 };
 
 use super::{
-    STATE_BURST, STATE_REFRESH_NS,
+    STATE_BURST, STATE_REFRESH_NS, lists,
     membership::{LeftBecause, Membership, Transition, hears_window},
     messages::{Command, Report, Verdicts},
     placement::{self, Member},
@@ -105,6 +105,13 @@ struct Pool {
     held: BTreeMap<IpAddr, Vip>,
     /// What each peer last said it holds.
     peers: BTreeMap<u32, BTreeSet<IpAddr>>,
+    /// The VIP list of each peer that runs another one (a rolling change).
+    lists: BTreeMap<u32, BTreeSet<IpAddr>>,
+    /// This node's list in chunks, for such peers; the next to send, and how many are
+    /// left of the round being sent.
+    list_chunks: Vec<Vec<u8>>,
+    list_next: usize,
+    list_left: usize,
     /// Held VIPs that a peer claims too.
     conflicts: BTreeSet<IpAddr>,
     view_digest: u64,
@@ -153,6 +160,10 @@ pub fn run(cfg: Config, io: Io, ch: Channels, start_ns: u64) {
         healthy: io.verdicts.healthy.load(Ordering::Relaxed),
         held: BTreeMap::new(),
         peers: BTreeMap::new(),
+        lists: BTreeMap::new(),
+        list_chunks: lists::chunks(&cfg.vips),
+        list_next: 0,
+        list_left: 0,
         conflicts: BTreeSet::new(),
         view_digest: 0,
         views_agree: true,
@@ -332,7 +343,10 @@ impl Pool {
     /// or out of turn when something changed (the slots stay as they are, in step with the
     /// shadows).
     fn heartbeat(&mut self) {
-        let section = self.state_section_due();
+        let mut section = self.state_section_due();
+        if section.is_empty() {
+            section = self.list_chunk_due();
+        }
         let (flags, digest) = (self.flags(), self.view_digest);
         // Taken now: peers read a bit as "heard within 1.25 intervals before it was sent".
         self.take_hears();
@@ -396,6 +410,17 @@ impl Pool {
         out
     }
 
+    /// The next chunk of this node's VIP list, while a round is being sent.
+    fn list_chunk_due(&mut self) -> Vec<u8> {
+        if self.list_left == 0 || self.list_chunks.is_empty() {
+            return Vec::new();
+        }
+        self.list_left -= 1;
+        let i = self.list_next % self.list_chunks.len();
+        self.list_next = i + 1;
+        self.list_chunks[i].clone()
+    }
+
     /// Reads the slow path's carrier and health verdicts; returns whether they changed.
     fn take_verdicts(&mut self) -> bool {
         let carrier = self.io.verdicts.carrier.load(Ordering::Relaxed);
@@ -431,9 +456,22 @@ impl Pool {
                 self.peers.insert(peer, vips);
                 changed
             }
+            Command::PeerList { peer, vips } => match vips {
+                Some(vips) => self.lists.insert(peer, vips).as_ref() != self.lists.get(&peer),
+                None => self.lists.remove(&peer).is_some(),
+            },
+            Command::SendList => {
+                if self.list_left == 0 {
+                    self.list_left = self.list_chunks.len();
+                }
+                self.state_burst = STATE_BURST;
+                false
+            }
             Command::Reload(cfg) => {
                 self.pool = cfg.vips.iter().map(|v| v.addr).collect();
                 self.pool_digest = pool_digest(&cfg.vips);
+                self.list_chunks = lists::chunks(&cfg.vips);
+                (self.list_next, self.list_left) = (0, 0);
                 self.io.heartbeats.set_weight(cfg.weight);
                 if cfg.peers != self.cfg.peers {
                     self.io.heartbeats.set_destinations(&cfg.destinations());
@@ -617,9 +655,10 @@ impl Pool {
         }
         // Not active (holding down, or withdrawn by a failing check): we are not a member,
         // so placement gives us nothing and whatever we hold is released below.
-        let assignment = placement::place_preferring(
+        let assignment = placement::place_by_lists(
             &self.pool,
             &members,
+            &self.lists,
             &holders,
             &self.cfg.preferred,
             self.cfg.preempt,
@@ -959,6 +998,7 @@ impl Pool {
                 },
                 weight: p.weight,
                 same_view: p.view_digest == self.view_digest,
+                other_vip_list: self.lists.contains_key(&p.node_id),
                 received: p.received,
                 missed: p.missed,
             })

@@ -44,6 +44,14 @@ impl Verdicts {
 pub enum Command {
     /// What a peer holds, from its latest authenticated state section.
     Holdings { peer: u32, vips: BTreeSet<IpAddr> },
+    /// The VIP list a peer runs, when it is not this node's (`None`: the same again).
+    PeerList {
+        peer: u32,
+        vips: Option<BTreeSet<IpAddr>>,
+    },
+    /// A peer runs another VIP list: send this node's (one round of chunks, once the state
+    /// section that shows our digest has gone out).
+    SendList,
     /// A peer, in `incarnation`, echoed our current incarnation: it is live.
     Verified { peer: u32, incarnation: u64 },
     /// A reloaded configuration (already checked: nothing in it needs a restart).

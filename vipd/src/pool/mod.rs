@@ -1,12 +1,14 @@
 //! Pool mode (Wackamole-like): N VIPs balanced over the live nodes.
 //!
 //! - [`membership`] and [`placement`]: pure rules — who is in the view, who holds what.
+//! - [`lists`]: peers on another VIP list (a rolling change), their lists learned.
 //! - [`plan`]: capacity after failures (`vipd plan`).
 //! - [`fast`]: the fast path's loop (heartbeats, deadlines, takeover) on its real-time
 //!   thread; [`run`]: the slow path (control, metrics, hooks, checks, reload, logs);
 //!   [`messages`]: what they say to each other.
 
 pub mod fast;
+pub mod lists;
 pub mod membership;
 pub mod messages;
 pub mod placement;

@@ -27,7 +27,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap},
+    collections::{BTreeMap, BTreeSet, BinaryHeap},
     net::IpAddr,
 };
 
@@ -171,6 +171,39 @@ pub fn place_preferring(
     out
 }
 
+/// [`place_preferring`] while members run different VIP lists (a rolling configuration
+/// change): each VIP of `pool` is placed among the members that list it, the VIPs listed
+/// by the same members placed together. `lists` holds the list of each member that runs
+/// another list than `pool`; the others run `pool`. Every node, whichever list it runs,
+/// so places a VIP it shares with others as they do; balance holds within each group.
+/// With no other list among the members, this is [`place_preferring`] on `pool`.
+pub fn place_by_lists(
+    pool: &[IpAddr],
+    members: &[Member],
+    lists: &BTreeMap<u32, BTreeSet<IpAddr>>,
+    holders: &BTreeMap<IpAddr, u32>,
+    preferred: &BTreeMap<IpAddr, u32>,
+    preempt: bool,
+) -> BTreeMap<IpAddr, u32> {
+    if !members.iter().any(|m| lists.contains_key(&m.id)) {
+        return place_preferring(pool, members, holders, preferred, preempt);
+    }
+    let lists_it = |m: &Member, vip: &IpAddr| lists.get(&m.id).is_none_or(|l| l.contains(vip));
+    let mut groups: BTreeMap<Vec<Member>, Vec<IpAddr>> = BTreeMap::new();
+    for vip in pool {
+        let listing: Vec<Member> = members
+            .iter()
+            .filter(|m| lists_it(m, vip))
+            .copied()
+            .collect();
+        groups.entry(listing).or_default().push(*vip);
+    }
+    groups
+        .iter()
+        .flat_map(|(listing, vips)| place_preferring(vips, listing, holders, preferred, preempt))
+        .collect()
+}
+
 /// Targets within [lo, hi] that sum to `n` and keep as many held VIPs as possible.
 fn balanced_targets(slots: &mut [Slot], n: usize, total_weight: u128) {
     for s in slots.iter_mut() {
@@ -266,6 +299,87 @@ mod tests {
 
     fn fresh(p: &[IpAddr], m: &[Member]) -> BTreeMap<IpAddr, u32> {
         place(p, m, &BTreeMap::new(), true)
+    }
+
+    /// Each node's own view of the assignment, as node `me` running `lists[me]` computes it.
+    fn as_seen_by(
+        me: u32,
+        lists: &BTreeMap<u32, BTreeSet<IpAddr>>,
+        m: &[Member],
+        holders: &BTreeMap<IpAddr, u32>,
+    ) -> BTreeMap<IpAddr, u32> {
+        let own = &lists[&me];
+        let others: BTreeMap<u32, BTreeSet<IpAddr>> = lists
+            .iter()
+            .filter(|(id, l)| **id != me && *l != own)
+            .map(|(id, l)| (*id, l.clone()))
+            .collect();
+        let pool: Vec<IpAddr> = own.iter().copied().collect();
+        place_by_lists(&pool, m, &others, holders, &BTreeMap::new(), true)
+    }
+
+    #[test]
+    fn nodes_on_different_lists_place_the_vips_they_share_alike() {
+        // A rolling change of 6 VIPs to 5 of them plus a seventh, node 1 first.
+        let old: BTreeSet<IpAddr> = pool(6).into_iter().collect();
+        let new: BTreeSet<IpAddr> = pool(7).into_iter().skip(1).collect();
+        let m = members(&[1, 2, 3]);
+        let start = fresh(&pool(6), &m);
+        for rolled in 0..=3u32 {
+            let lists: BTreeMap<u32, BTreeSet<IpAddr>> = (1..=3)
+                .map(|id| {
+                    (
+                        id,
+                        if id <= rolled {
+                            new.clone()
+                        } else {
+                            old.clone()
+                        },
+                    )
+                })
+                .collect();
+            let views: Vec<_> = (1..=3)
+                .map(|me| as_seen_by(me, &lists, &m, &start))
+                .collect();
+            // Every VIP some node lists is placed on exactly one member that lists it, and
+            // every node that lists it agrees on which.
+            for vip in old.union(&new) {
+                let mut owners = BTreeSet::new();
+                for (me, view) in (1..=3).zip(&views) {
+                    if let Some(owner) = view.get(vip) {
+                        assert!(
+                            lists[owner].contains(vip),
+                            "{vip} on {owner}, which lacks it"
+                        );
+                        owners.insert(*owner);
+                    } else {
+                        assert!(!lists[&me].contains(vip));
+                    }
+                }
+                let listed = lists.values().any(|l| l.contains(vip));
+                assert_eq!(
+                    owners.len(),
+                    usize::from(listed),
+                    "{vip} after {rolled} rolled: {views:?}"
+                );
+            }
+            // What did not change hands stays put: the VIPs both lists share keep their
+            // holders.
+            for vip in old.intersection(&new) {
+                assert_eq!(views[0].get(vip), start.get(vip), "{vip} moved");
+            }
+        }
+    }
+
+    #[test]
+    fn with_one_list_placement_is_unchanged() {
+        let p = pool(7);
+        let m = members(&[1, 2, 3]);
+        let same: BTreeMap<u32, BTreeSet<IpAddr>> = BTreeMap::new();
+        assert_eq!(
+            place_by_lists(&p, &m, &same, &BTreeMap::new(), &BTreeMap::new(), true),
+            fresh(&p, &m)
+        );
     }
 
     /// Every member within one VIP of its weighted share.

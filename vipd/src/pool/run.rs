@@ -21,11 +21,13 @@ use tracing::{debug, info, warn};
 use vipd_common::{
     auth,
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, State as WireState},
-    maps::{ClaimNotice, EventKind, PeerEvent, PeerState, XdpConfig},
+    maps::{ClaimNotice, EventKind, MAX_PEERS, PeerEvent, PeerState, XdpConfig},
+    vip_list::{self, ListChunk},
 };
 
 use super::{
     fast,
+    lists::Lists,
     membership::{LeftBecause, Transition},
     messages::{COMMANDS, Command, REPORTS, Report, Verdicts},
     pool_digest,
@@ -62,6 +64,9 @@ use crate::{
 const DAY: Duration = Duration::from_secs(86_400);
 /// At most one warning about rejected state sections this often.
 const REJECTED_WARNING_EVERY: Duration = Duration::from_secs(10);
+/// While a peer runs another VIP list, this node's list is sent again this often (a peer
+/// that missed a chunk, or started since, gets it).
+const LIST_AGAIN: Duration = Duration::from_secs(10);
 
 /// Runs until SIGTERM or SIGINT; then leaves the cluster cleanly. `args` are re-applied
 /// to the configuration file on SIGHUP.
@@ -72,7 +77,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let link = Link::open(&cfg.interface).await?;
     // Then: one daemon per interface, checked before anything on the host changes.
     let _claim = claim_interface(&link.name, link.index)?;
-    remove_leftovers(&link, &cfg.vips).await?;
+    remove_leftovers(&link, &cfg.vips, &cfg.pin_dir()).await?;
 
     let (mut loaded, rings) = xdp::load(&xdp::XdpSettings {
         interface: &cfg.interface,
@@ -212,6 +217,10 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         verified: BTreeMap::new(),
         state_seen: BTreeMap::new(),
         other_pool: BTreeSet::new(),
+        lists: Lists::new(&cfg.vips),
+        states: BTreeMap::new(),
+        lists_told: BTreeMap::new(),
+        list_sent: None,
         restore_pending: None,
         vouched: Vec::new(),
         watch: conflict::Watch::new(rings.claims)?,
@@ -386,8 +395,17 @@ struct Slow {
     /// from each peer, so a replayed one is refused.
     state_seen: BTreeMap<u32, (u64, u64)>,
     /// Peers whose last state section was for another VIP list (a rolling change, or a
-    /// mistake): their holdings are not decoded.
+    /// mistake): their holdings are read with their list, once it is known.
     other_pool: BTreeSet<u32>,
+    /// The VIP lists known by digest (this node's, peers' learned in chunks).
+    lists: Lists,
+    /// Each peer's last accepted state section (bytes), read again when its list arrives
+    /// or ours changes.
+    states: BTreeMap<u32, Vec<u8>>,
+    /// The other list each peer runs, as last told to the fast path (absent: ours).
+    lists_told: BTreeMap<u32, u32>,
+    /// When this node last asked the fast path to send its list.
+    list_sent: Option<Instant>,
     /// Removed addresses the fast path has not been asked to restore yet (its queue was
     /// full); `Some(None)`: every held VIP.
     restore_pending: Option<Option<Vec<IpAddr>>>,
@@ -680,9 +698,15 @@ impl Slow {
                 .store(self.health.healthy(), Ordering::Relaxed);
         }
         self.cfg = new.clone();
-        self.other_pool.clear();
-        self.metrics.peers_other_pool.set(0);
+        // The peers' holdings, read again with the new list (and the old one kept: peers
+        // not reloaded yet still run it).
+        self.lists.learn(new.vips.as_slice().into());
         self.holdings_sent.clear();
+        self.list_sent = None;
+        let peers: Vec<u32> = self.states.keys().copied().collect();
+        for peer in peers {
+            self.read_holdings(peer);
+        }
         Some(new)
     }
 
@@ -784,12 +808,16 @@ impl Slow {
             conflicts: self.watch.status(monotonic_ns()),
             ..Status::default()
         };
+        let other_pool = self.other_pool.clone();
         tokio::spawn(async move {
             if asked && let Ok(Ok(fast)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
                 base.state = fast.state;
                 base.view = fast.view;
                 base.views_agree = fast.views_agree;
                 base.peers = fast.peers;
+                for p in &mut base.peers {
+                    p.other_vip_list |= other_pool.contains(&p.id);
+                }
                 base.vips = fast.vips;
             }
             answer(stream, base).await;
@@ -838,6 +866,10 @@ impl Slow {
             return;
         }
         let section = &payload[HEADER_LEN..HEADER_LEN + hb.state_len as usize];
+        if vip_list::is_list(section) {
+            self.on_list_chunk(hb.node_id, section);
+            return;
+        }
         let Ok(state) = WireState::parse(section) else {
             debug!(peer = hb.node_id, "malformed state section");
             return;
@@ -851,51 +883,132 @@ impl Slow {
             };
             if self.fast.try_ask(command).is_ok() {
                 // Bounded: forgetting only means asking again (the fast path keeps its own).
-                if self.verified.len() >= 2 * vipd_common::maps::MAX_PEERS as usize {
+                if self.verified.len() >= 2 * MAX_PEERS as usize {
                     self.verified.clear();
                 }
                 self.verified.insert(hb.node_id, hb.incarnation);
             }
         }
-        if state.pool_digest != self.pool_digest || state.vip_count as usize != self.pool.len() {
-            if self.other_pool.insert(hb.node_id) {
-                warn!(
-                    peer = hb.node_id,
-                    "peer has a different VIP list: its holdings are ignored \
-                    (every node of a pool must list the same VIPs)"
-                );
-                self.metrics
-                    .peers_other_pool
-                    .set(self.other_pool.len() as i64);
-            }
-            return;
+        if self.states.len() >= MAX_PEERS as usize && !self.states.contains_key(&hb.node_id) {
+            // Bounded: keep only the peers the XDP program still records.
+            let loaded = &self.loaded;
+            self.states.retain(|id, _| loaded.peers.get(id, 0).is_ok());
         }
-        if self.other_pool.remove(&hb.node_id) {
-            info!(
-                peer = hb.node_id,
-                "peer's VIP list matches this node's again"
+        self.states.insert(hb.node_id, section.to_vec());
+        self.read_holdings(hb.node_id);
+    }
+
+    /// Reads a peer's last state section with the list it was written for: hands the fast
+    /// path the peer's holdings and, when it runs another list than ours, that list.
+    fn read_holdings(&mut self, peer: u32) {
+        let Some(section) = self.states.get(&peer).cloned() else {
+            return;
+        };
+        let Ok(state) = WireState::parse(&section) else {
+            return;
+        };
+        let other = state.pool_digest != self.pool_digest;
+        if other && !self.other_pool.contains(&peer) {
+            self.other_pool.insert(peer);
+            warn!(
+                peer,
+                "peer runs another VIP list (a rolling change, or a mistake): the lists are                  exchanged, and the VIPs both list placed alike"
             );
             self.metrics
                 .peers_other_pool
                 .set(self.other_pool.len() as i64);
+            self.list_sent = None;
+        } else if !other && self.other_pool.remove(&peer) {
+            info!(peer, "peer's VIP list matches this node's again");
+            self.metrics
+                .peers_other_pool
+                .set(self.other_pool.len() as i64);
         }
-        let vips: BTreeSet<IpAddr> = self
-            .pool
+        let list = if other {
+            self.send_list();
+            match self.lists.get(state.pool_digest) {
+                Some(list) => Some(list.iter().map(|v| v.addr).collect::<Vec<IpAddr>>()),
+                // Its holdings are unknown until its list is complete here.
+                None => return,
+            }
+        } else {
+            None
+        };
+        let addrs = list.as_deref().unwrap_or(&self.pool);
+        if addrs.len() != usize::from(state.vip_count) {
+            return;
+        }
+        let vips: BTreeSet<IpAddr> = addrs
             .iter()
             .enumerate()
             .filter(|(i, _)| state.holds(*i))
             .map(|(_, v)| *v)
             .collect();
-        if self.holdings_sent.get(&hb.node_id) == Some(&vips) {
+        let told = other.then_some(state.pool_digest);
+        if self.lists_told.get(&peer).copied() != told {
+            let command = Command::PeerList {
+                peer,
+                vips: list.as_ref().map(|l| l.iter().copied().collect()),
+            };
+            // When the fast path is behind, the peer's next state section says it again.
+            if self.fast.try_ask(command).is_err() {
+                return;
+            }
+            match told {
+                Some(digest) => {
+                    info!(
+                        peer,
+                        vips = addrs.len(),
+                        shared = addrs.iter().filter(|v| self.pool.contains(v)).count(),
+                        "learned the peer's VIP list: the VIPs both list are placed on the \
+                         nodes that list them"
+                    );
+                    self.lists_told.insert(peer, digest)
+                }
+                None => self.lists_told.remove(&peer),
+            };
+        }
+        if self.holdings_sent.get(&peer) == Some(&vips) {
             return;
         }
         let command = Command::Holdings {
-            peer: hb.node_id,
+            peer,
             vips: vips.clone(),
         };
         // When the fast path is behind, the peer's next state section says it again.
         if self.fast.try_ask(command).is_ok() {
-            self.holdings_sent.insert(hb.node_id, vips);
+            self.holdings_sent.insert(peer, vips);
+        }
+    }
+
+    /// A chunk of a peer's VIP list; once the list is complete, the holdings of the peers
+    /// running it are read.
+    fn on_list_chunk(&mut self, peer: u32, section: &[u8]) {
+        let Ok(chunk) = ListChunk::parse(section) else {
+            debug!(peer, "malformed VIP list chunk");
+            return;
+        };
+        if let Some(digest) = self.lists.on_chunk(peer, &chunk) {
+            let running: Vec<u32> = self
+                .states
+                .iter()
+                .filter(|(_, s)| WireState::parse(s).is_ok_and(|s| s.pool_digest == digest))
+                .map(|(id, _)| *id)
+                .collect();
+            for peer in running {
+                self.read_holdings(peer);
+            }
+        }
+    }
+
+    /// Asks the fast path to send this node's list (a peer runs another): at once for a
+    /// new such peer, then every `LIST_AGAIN` while there are any.
+    fn send_list(&mut self) {
+        if self.list_sent.is_some_and(|t| t.elapsed() < LIST_AGAIN) {
+            return;
+        }
+        if self.fast.try_ask(Command::SendList).is_ok() {
+            self.list_sent = Some(Instant::now());
         }
     }
 

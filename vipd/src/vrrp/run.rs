@@ -110,7 +110,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let mut ports = BTreeMap::new();
     for link in links {
         let name = link.name.clone();
-        remove_leftovers(&link, &all).await?;
+        remove_leftovers(&link, &all, &cfg.pin_dir()).await?;
         let announcer = Announcer::open(link.index, link.mac).context(
             "opening an AF_PACKET socket for adverts and gratuitous ARP (needs CAP_NET_RAW)",
         )?;
