@@ -239,8 +239,16 @@ pub struct VrrpGroup {
     pub ifindex: u32,
     /// `vrrp::addresses_fingerprint` of the group's addresses.
     pub addr_fingerprint: u16,
+    /// The VRRP version the group runs (`vrrp::VERSION_3` or `VERSION_2`).
+    pub version: u8,
+    /// VRRPv2: the Auth Type adverts must carry (`vrrp::AUTH_NONE` or `AUTH_PASS`).
+    pub auth_type: u8,
+    /// VRRPv2: the advertisement interval adverts must carry, centiseconds.
+    pub interval_cs: u16,
     /// Padding.
     pub _pad: [u8; 2],
+    /// VRRPv2 with `AUTH_PASS`: the password, zero-padded to 8 bytes.
+    pub auth_data: [u8; 8],
 }
 
 /// What the XDP program last heard of a group's Master, written only by it.
@@ -401,13 +409,13 @@ counters! {
     /// VRRP adverts for one of our groups whose TTL / hop limit is not 255 (sent from
     /// off-link).
     VrrpBadTtl = 10, "vrrp_bad_ttl", "pass";
-    /// VRRP packets of another version or type.
+    /// VRRP packets of another version or type, or of another version than the group's.
     VrrpBadVersion = 11, "vrrp_bad_version", "pass";
     /// VRRP adverts that are truncated or have a zero VRID, count or interval.
     VrrpMalformed = 12, "vrrp_malformed", "pass";
     /// VRRP adverts with a wrong checksum.
     VrrpBadChecksum = 13, "vrrp_bad_checksum", "pass";
-    /// VRRPv3 adverts for a VRID this node does not run on the interface they came in on.
+    /// VRRP adverts for a VRID this node does not run on the interface they came in on.
     VrrpUnknownVrid = 14, "vrrp_unknown_vrid", "pass";
     /// Valid adverts for one of our groups that list other addresses than the group's
     /// (another cluster on the VRID, or differing configurations): logged, still processed.
@@ -427,6 +435,12 @@ counters! {
     /// ARP and NDP packets claiming a held VIP from a MAC that is not this node's (another
     /// owner, or a host configured with it): recorded in `CLAIMS`, told to the daemon.
     NeighborClaim = 20, "neighbor_claims", "pass";
+    /// VRRPv2 adverts for one of our groups with another Auth Type or password than the
+    /// group's (RFC 3768 7.1).
+    VrrpBadAuth = 21, "vrrp_bad_auth", "pass";
+    /// VRRPv2 adverts for one of our groups with another advertisement interval than the
+    /// group's (RFC 3768 7.1: a misconfiguration; never a Master to follow).
+    VrrpBadInterval = 22, "vrrp_bad_interval", "pass";
 }
 
 /// Number of slots in the counters array.
@@ -460,7 +474,7 @@ mod tests {
         );
         assert_eq!(size_of::<PeerState>(), 8 * 8 + 4 + 4 + 2 + 6 + 1 + 7);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
-        assert_eq!(size_of::<VrrpGroup>(), 16 + 4 + 4 + 2 + 2);
+        assert_eq!(size_of::<VrrpGroup>(), 16 + 4 + 4 + 2 + 2 + 2 + 2 + 8);
         assert_eq!(size_of::<VrrpSeen>(), 8 + 8 + 16 + 1 + 1 + 2 + 6 + 6 + 8);
         assert_eq!(size_of::<VipClaim>(), 4 * 8 + 6 + 1 + 1);
         assert_eq!(size_of::<ClaimNotice>(), 8 + 16 + 6 + 1 + 1);

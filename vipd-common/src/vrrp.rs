@@ -1,21 +1,37 @@
-//! VRRPv3 advertisements (RFC 5798, section 5): parsing, building and the checksum.
+//! VRRP advertisements, version 3 (RFC 5798, section 5) and version 2 (RFC 3768, section
+//! 5, IPv4 only): parsing, building and the checksum.
 //!
 //! ```text
 //!  0                   1                   2                   3
 //!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //! |Version| Type  | Virtual Rtr ID|   Priority    |Count IPvX Addr|
-//! |(rsvd) |     Max Adver Int     |          Checksum             |
+//! v3: |(rsvd) |     Max Adver Int     |          Checksum             |
+//! v2: |   Auth Type   |   Adver Int   |          Checksum             |
 //! |                       IPvX Address(es)                        |
+//! v2: |                 Authentication Data (8 bytes)                 |
 //! ```
 //!
-//! Carried in IP protocol 112 to 224.0.0.18 / ff02::12 with TTL / hop limit 255. The
-//! checksum covers the VRRP message and the IPv4 or IPv6 pseudo-header (section 5.2.8).
-//! The XDP program and the daemon share the parser and [`judge`], the per-advert decision.
+//! Carried in IP protocol 112 to 224.0.0.18 / ff02::12 with TTL / hop limit 255. The v3
+//! checksum covers the VRRP message and the IPv4 or IPv6 pseudo-header (section 5.2.8);
+//! the v2 checksum the message alone. v3's interval is in centiseconds, v2's in whole
+//! seconds (kept here in centiseconds too). v2's authentication is type 0 (none) or 1 (a
+//! plain-text password in the authentication data: no security, RFC 3768 section 10).
+//! The XDP program and the daemon share the parser, [`check_group`] and [`judge`].
+
+use crate::maps::{Counter, VrrpGroup};
 
 /// IP protocol number of VRRP.
 pub const IPPROTO_VRRP: u8 = 112;
-/// VRRP version this module reads and writes.
-pub const VERSION: u8 = 3;
+/// VRRPv3 (RFC 5798).
+pub const VERSION_3: u8 = 3;
+/// VRRPv2 (RFC 3768), IPv4 only.
+pub const VERSION_2: u8 = 2;
+/// Bytes of a VRRPv2 advert's authentication data (after the addresses).
+pub const AUTH_DATA_LEN: usize = 8;
+/// VRRPv2 Auth Type 0: no authentication.
+pub const AUTH_NONE: u8 = 0;
+/// VRRPv2 Auth Type 1: a plain-text password (keepalived's `PASS`).
+pub const AUTH_PASS: u8 = 1;
 /// The only VRRPv3 packet type: ADVERTISEMENT.
 pub const TYPE_ADVERTISEMENT: u8 = 1;
 /// Bytes before the addresses.
@@ -51,27 +67,31 @@ impl Family {
     }
 }
 
-/// The fixed part of a VRRPv3 advertisement.
+/// The fixed part of a VRRP advertisement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Advert {
+    /// `VERSION_3` or `VERSION_2`.
+    pub version: u8,
+    /// VRRPv2's Auth Type (0 in VRRPv3).
+    pub auth_type: u8,
     /// Virtual Rtr ID, 1-255.
     pub vrid: u8,
     /// Priority: 1-254 for backups, 255 for the address owner, 0 for a master stopping.
     pub priority: u8,
     /// Count IPvX Addr: how many addresses follow.
     pub count: u8,
-    /// Max Adver Int, centiseconds (12 bits).
+    /// Max Adver Int, centiseconds (12 bits); VRRPv2's Adver Int (seconds) times 100.
     pub max_adver_int_cs: u16,
     /// Checksum as received.
     pub checksum: u16,
 }
 
-/// Why a frame is not a valid VRRPv3 advertisement.
+/// Why a frame is not a valid VRRP advertisement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VrrpError {
     /// Shorter than its header or than its announced addresses.
     Truncated,
-    /// Not version 3.
+    /// Not version 3, nor version 2 over IPv4.
     BadVersion(u8),
     /// Not an ADVERTISEMENT.
     BadType(u8),
@@ -103,17 +123,24 @@ impl Advert {
         family: Family,
     ) -> Result<Self, VrrpError> {
         let version = h[0] >> 4;
-        if version != VERSION {
+        if version != VERSION_3 && !(version == VERSION_2 && family == Family::V4) {
             return Err(VrrpError::BadVersion(version));
         }
         if h[0] & 0x0f != TYPE_ADVERTISEMENT {
             return Err(VrrpError::BadType(h[0] & 0x0f));
         }
+        let v2 = version == VERSION_2;
         let a = Advert {
+            version,
+            auth_type: if v2 { h[4] } else { 0 },
             vrid: h[1],
             priority: h[2],
             count: h[3],
-            max_adver_int_cs: u16::from_be_bytes([h[4], h[5]]) & 0x0fff,
+            max_adver_int_cs: if v2 {
+                u16::from(h[5]) * 100
+            } else {
+                u16::from_be_bytes([h[4], h[5]]) & 0x0fff
+            },
             checksum: u16::from_be_bytes([h[6], h[7]]),
         };
         if a.vrid == 0 {
@@ -122,22 +149,74 @@ impl Advert {
         if a.count == 0 || a.max_adver_int_cs == 0 {
             return Err(VrrpError::BadFields);
         }
-        if msg_len < HEADER_LEN + a.count as usize * family.addr_len() {
+        let trailer = if v2 { AUTH_DATA_LEN } else { 0 };
+        if msg_len < HEADER_LEN + a.count as usize * family.addr_len() + trailer {
             return Err(VrrpError::Truncated);
         }
         Ok(a)
     }
 
-    /// Writes the header with a zero checksum; the caller appends the addresses and then
-    /// stores the checksum at bytes 6..8.
+    /// Where a VRRPv2 advert's authentication data starts in its message.
+    #[inline(always)]
+    pub fn auth_data_offset(&self) -> usize {
+        HEADER_LEN + self.count as usize * 4
+    }
+
+    /// Writes the header with a zero checksum; the caller appends the addresses (and for
+    /// VRRPv2 the authentication data) and then stores the checksum at bytes 6..8.
     pub fn write_header(&self, out: &mut [u8; HEADER_LEN]) {
-        out[0] = (VERSION << 4) | TYPE_ADVERTISEMENT;
+        out[0] = (self.version << 4) | TYPE_ADVERTISEMENT;
         out[1] = self.vrid;
         out[2] = self.priority;
         out[3] = self.count;
-        out[4..6].copy_from_slice(&(self.max_adver_int_cs & 0x0fff).to_be_bytes());
+        if self.version == VERSION_2 {
+            out[4] = self.auth_type;
+            out[5] = (self.max_adver_int_cs / 100) as u8;
+        } else {
+            out[4..6].copy_from_slice(&(self.max_adver_int_cs & 0x0fff).to_be_bytes());
+        }
         out[6..8].copy_from_slice(&[0, 0]);
     }
+
+    /// Whether a message whose words sum to `msg_sum` has a right checksum: VRRPv3's with
+    /// the pseudo-header's sum `pseudo`, VRRPv2's without.
+    #[inline(always)]
+    pub fn checksum_ok(&self, pseudo: u32, msg_sum: u32) -> bool {
+        let pseudo = if self.version == VERSION_2 { 0 } else { pseudo };
+        fold(pseudo + msg_sum) == 0
+    }
+}
+
+/// A group's own rules for an advert with a right checksum (RFC 3768 section 7.1 for
+/// VRRPv2): the version the group runs, and for VRRPv2 its authentication type and
+/// password (`auth_data`: the advert's authentication data) and its interval, which must
+/// be this router's. `Err` names the counter of the refusal.
+#[inline(always)]
+pub fn check_group(
+    advert: &Advert,
+    group: &VrrpGroup,
+    auth_data: &[u8; AUTH_DATA_LEN],
+) -> Result<(), Counter> {
+    if advert.version != group.version {
+        return Err(Counter::VrrpBadVersion);
+    }
+    if advert.version != VERSION_2 {
+        return Ok(());
+    }
+    if advert.auth_type != group.auth_type
+        || (group.auth_type == AUTH_PASS && !eq8(auth_data, &group.auth_data))
+    {
+        return Err(Counter::VrrpBadAuth);
+    }
+    if advert.max_adver_int_cs != group.interval_cs {
+        return Err(Counter::VrrpBadInterval);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn eq8(a: &[u8; 8], b: &[u8; 8]) -> bool {
+    u64::from_ne_bytes(*a) == u64::from_ne_bytes(*b)
 }
 
 /// What the receiving router is doing, as the XDP program needs to know it.
@@ -321,10 +400,19 @@ pub fn addresses_fingerprint(addrs: &[u8]) -> u16 {
 }
 
 /// [`addresses_fingerprint`] of a received message's addresses, from the unfolded sum of
-/// all its words (which the checksum check computes anyway) and its `header`.
+/// all its words (which the checksum check computes anyway), its `header` and its
+/// VRRPv2 authentication data (`auth_data`; zeros for VRRPv3).
 #[inline(always)]
-pub fn message_fingerprint(msg_sum: u32, header: &[u8; HEADER_LEN]) -> u16 {
-    fold(msg_sum.wrapping_sub(sum16(header)))
+pub fn message_fingerprint(
+    msg_sum: u32,
+    header: &[u8; HEADER_LEN],
+    auth_data: &[u8; AUTH_DATA_LEN],
+) -> u16 {
+    fold(
+        msg_sum
+            .wrapping_sub(sum16(header))
+            .wrapping_sub(sum16(auth_data)),
+    )
 }
 
 /// Whether an advert's addresses (`count`, `fingerprint`) are the group's (`ours_count`,
@@ -356,6 +444,11 @@ pub fn checksum_v4(src: [u8; 4], dst: [u8; 4], msg: &[u8]) -> u16 {
     fold(pseudo_sum_v4(src, dst, msg.len()) + sum16(msg))
 }
 
+/// The VRRPv2 checksum of `msg` (no pseudo-header; see [`checksum_v4`]).
+pub fn checksum_v2(msg: &[u8]) -> u16 {
+    fold(sum16(msg))
+}
+
 /// The VRRPv3 checksum of `msg` sent from `src` to `dst` over IPv6 (see [`checksum_v4`]).
 pub fn checksum_v6(src: [u8; 16], dst: [u8; 16], msg: &[u8]) -> u16 {
     fold(pseudo_sum_v6(src, dst, msg.len()) + sum16(msg))
@@ -372,6 +465,8 @@ mod tests {
     fn sample_v4() -> [u8; 12] {
         let mut m = [0u8; 12];
         let a = Advert {
+            version: VERSION_3,
+            auth_type: 0,
             vrid: 51,
             priority: 100,
             count: 1,
@@ -409,6 +504,103 @@ mod tests {
         );
     }
 
+    /// A VRRPv2 advert for VRID 51, priority 100, 3 s, 192.0.2.200, password "secret".
+    fn sample_v2() -> [u8; 20] {
+        let mut m = [0u8; 20];
+        let a = Advert {
+            version: VERSION_2,
+            auth_type: AUTH_PASS,
+            vrid: 51,
+            priority: 100,
+            count: 1,
+            max_adver_int_cs: 300,
+            checksum: 0,
+        };
+        a.write_header((&mut m[..HEADER_LEN]).try_into().unwrap());
+        m[8..12].copy_from_slice(&[192, 0, 2, 200]);
+        m[12..20].copy_from_slice(b"secret\0\0");
+        let c = checksum_v2(&m);
+        m[6..8].copy_from_slice(&c.to_be_bytes());
+        m
+    }
+
+    fn v2_group() -> VrrpGroup {
+        VrrpGroup {
+            version: VERSION_2,
+            auth_type: AUTH_PASS,
+            auth_data: *b"secret\0\0",
+            interval_cs: 300,
+            ..VrrpGroup::default()
+        }
+    }
+
+    #[test]
+    fn vrrpv2_round_trips_over_ipv4_only() {
+        let m = sample_v2();
+        assert_eq!(&m[..6], &[0x21, 51, 100, 1, AUTH_PASS, 3]);
+        let a = Advert::parse(&m, Family::V4).unwrap();
+        assert_eq!(
+            (
+                a.version,
+                a.auth_type,
+                a.max_adver_int_cs,
+                a.auth_data_offset()
+            ),
+            (2, AUTH_PASS, 300, 12)
+        );
+        assert!(a.checksum_ok(0xdead, sum16(&m)), "no pseudo-header");
+        assert_eq!(Advert::parse(&m, Family::V6), Err(VrrpError::BadVersion(2)));
+        // The authentication data must be there.
+        assert_eq!(
+            Advert::parse(&m[..12], Family::V4),
+            Err(VrrpError::Truncated)
+        );
+        let header: &[u8; HEADER_LEN] = m[..HEADER_LEN].try_into().unwrap();
+        let auth: &[u8; 8] = m[12..20].try_into().unwrap();
+        assert_eq!(
+            message_fingerprint(sum16(&m), header, auth),
+            addresses_fingerprint(&[192, 0, 2, 200])
+        );
+    }
+
+    #[test]
+    fn a_group_refuses_another_version_password_or_interval() {
+        let m = sample_v2();
+        let a = Advert::parse(&m, Family::V4).unwrap();
+        let auth: [u8; 8] = m[12..20].try_into().unwrap();
+        let g = v2_group();
+        assert_eq!(check_group(&a, &g, &auth), Ok(()));
+        let v3 = VrrpGroup {
+            version: VERSION_3,
+            ..g
+        };
+        assert_eq!(check_group(&a, &v3, &auth), Err(Counter::VrrpBadVersion));
+        assert_eq!(
+            check_group(&a, &g, b"Secret\0\0"),
+            Err(Counter::VrrpBadAuth)
+        );
+        let none = VrrpGroup {
+            auth_type: AUTH_NONE,
+            auth_data: [0; 8],
+            ..g
+        };
+        assert_eq!(check_group(&a, &none, &auth), Err(Counter::VrrpBadAuth));
+        let faster = VrrpGroup {
+            interval_cs: 100,
+            ..g
+        };
+        assert_eq!(
+            check_group(&a, &faster, &auth),
+            Err(Counter::VrrpBadInterval)
+        );
+        // No password: the data is not compared.
+        let open = Advert {
+            auth_type: AUTH_NONE,
+            ..a
+        };
+        assert_eq!(check_group(&open, &none, &[7; 8]), Ok(()));
+    }
+
     #[test]
     fn every_truncation_and_bad_field_is_rejected() {
         let m = sample_v4();
@@ -424,7 +616,12 @@ mod tests {
             b[i] = v;
             Advert::parse(&b, Family::V4)
         };
-        assert_eq!(with(0, 0x21), Err(VrrpError::BadVersion(2)));
+        assert_eq!(with(0, 0x11), Err(VrrpError::BadVersion(1)));
+        assert_eq!(
+            with(0, 0x21),
+            Err(VrrpError::Truncated),
+            "as VRRPv2, no authentication data"
+        );
         assert_eq!(with(0, 0x32), Err(VrrpError::BadType(2)));
         assert_eq!(with(1, 0), Err(VrrpError::BadVrid));
         assert_eq!(with(3, 0), Err(VrrpError::BadFields));
@@ -454,6 +651,8 @@ mod tests {
 
     fn advert(priority: u8) -> Advert {
         Advert {
+            version: VERSION_3,
+            auth_type: 0,
             vrid: 51,
             priority,
             count: 1,
@@ -564,7 +763,7 @@ mod tests {
         let m = sample_v4();
         let header: &[u8; HEADER_LEN] = m[..HEADER_LEN].try_into().unwrap();
         assert_eq!(
-            message_fingerprint(sum16(&m), header),
+            message_fingerprint(sum16(&m), header, &[0; AUTH_DATA_LEN]),
             addresses_fingerprint(&m[HEADER_LEN..])
         );
     }
@@ -586,6 +785,8 @@ mod tests {
         dst[15] = 0x12;
         let mut m = [0u8; 24];
         let a = Advert {
+            version: VERSION_3,
+            auth_type: 0,
             vrid: 7,
             priority: 255,
             count: 1,

@@ -592,13 +592,30 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
         count(Counter::VrrpMalformed);
         return xdp_action::XDP_PASS;
     };
-    if vrrp::fold(pseudo + msg_sum) != 0 {
+    if !advert.checksum_ok(pseudo, msg_sum) {
         count(Counter::VrrpBadChecksum);
+        return xdp_action::XDP_PASS;
+    }
+    let auth_data = if advert.version == vrrp::VERSION_2 {
+        // The parser checked the authentication data lies inside the message.
+        match ptr_at::<[u8; vrrp::AUTH_DATA_LEN]>(ctx, off + advert.auth_data_offset()) {
+            // SAFETY: ptr_at checked the 8 bytes lie inside the frame.
+            Some(p) => unsafe { *p },
+            None => {
+                count(Counter::VrrpMalformed);
+                return xdp_action::XDP_PASS;
+            }
+        }
+    } else {
+        [0; vrrp::AUTH_DATA_LEN]
+    };
+    if let Err(refused) = vrrp::check_group(&advert, group, &auth_data) {
+        count(refused);
         return xdp_action::XDP_PASS;
     }
     count(Counter::VrrpAccepted);
     // SAFETY: as above.
-    let fingerprint = vrrp::message_fingerprint(msg_sum, unsafe { &*header });
+    let fingerprint = vrrp::message_fingerprint(msg_sum, unsafe { &*header }, &auth_data);
     let mismatch = !vrrp::addresses_match(
         advert.count,
         fingerprint,

@@ -115,13 +115,22 @@ pub struct File {
     pub vrrp: Vec<Vrrp>,
 }
 
-/// One `[[vrrp]]` group: a VRRPv3 virtual router (RFC 5798), like a keepalived
-/// `vrrp_instance`.
+/// One `[[vrrp]]` group: a VRRPv3 (RFC 5798) or VRRPv2 (RFC 3768) virtual router, like a
+/// keepalived `vrrp_instance`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Vrrp {
     /// Virtual Router ID, 1-255 (unique per family on the segment, and on this node).
     pub vrid: u8,
+    /// VRRP version: 3 (RFC 5798, IPv4 and IPv6) or 2 (RFC 3768, IPv4 only, whole-second
+    /// intervals; keepalived's default `vrrp_version`) [default: 3].
+    #[serde(default = "default_vrrp_version")]
+    pub version: u8,
+    /// VRRPv2 only: the plain-text password of keepalived's `auth_type PASS` (at most 8
+    /// bytes, sent in clear in every advert: it keeps configurations apart, it is no
+    /// security) [default: none, Auth Type 0].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_pass: Option<String>,
     /// Where the group runs [default: node.interface].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
@@ -179,8 +188,21 @@ impl Vrrp {
         (self.advert_interval.0.as_millis() / 10) as u16
     }
 
+    /// VRRPv2's Auth Type and authentication data (the password, zero-padded).
+    pub fn auth(&self) -> (u8, [u8; vipd_common::vrrp::AUTH_DATA_LEN]) {
+        let mut data = [0u8; vipd_common::vrrp::AUTH_DATA_LEN];
+        match &self.auth_pass {
+            Some(pass) => {
+                let n = pass.len().min(data.len());
+                data[..n].copy_from_slice(&pass.as_bytes()[..n]);
+                (vipd_common::vrrp::AUTH_PASS, data)
+            }
+            None => (vipd_common::vrrp::AUTH_NONE, data),
+        }
+    }
+
     /// Parses the `--vrrp` form: `VRID` then comma-separated `key=value`: `priority`,
-    /// `vip` (repeat), `interval`, `preempt` and `accept` (yes/no).
+    /// `vip` (repeat), `interval`, `version`, `auth_pass`, `preempt` and `accept` (yes/no).
     pub fn parse_spec(spec: &str) -> Result<Self, String> {
         let mut parts = spec.split(',').map(str::trim);
         let vrid = parts
@@ -189,6 +211,8 @@ impl Vrrp {
             .ok_or_else(|| format!("{spec:?}: starts with the VRID (1-255)"))?;
         let mut g = Vrrp {
             vrid,
+            version: default_vrrp_version(),
+            auth_pass: None,
             interface: None,
             priority: default_vrrp_priority(),
             vips: Vec::new(),
@@ -212,13 +236,16 @@ impl Vrrp {
                 }
                 "vip" => g.vips.push(v.parse()?),
                 "interval" => g.advert_interval = v.parse()?,
+                "version" => g.version = v.parse().map_err(|_| format!("version={v:?}: 2 or 3"))?,
+                "auth_pass" => g.auth_pass = Some(v.to_string()),
                 "preempt" => g.preempt = yes_no(k, v)?,
                 "accept" => g.accept = yes_no(k, v)?,
                 "vmac" => g.vmac = yes_no(k, v)?,
                 "interface" => g.interface = Some(v.to_string()),
                 _ => {
                     return Err(format!(
-                        "unknown key {k:?} (priority, vip, interval, preempt, accept, vmac, interface)"
+                        "unknown key {k:?} (priority, vip, interval, version, auth_pass, preempt, \
+                         accept, vmac, interface)"
                     ));
                 }
             }
@@ -256,13 +283,52 @@ impl Vrrp {
             ));
         }
         let ms = self.advert_interval.0.as_millis();
-        if !self.advert_interval.0.as_nanos().is_multiple_of(10_000_000)
-            || !(10..=40_950).contains(&ms)
-        {
-            return Err(format!(
-                "{at}: advert_interval must be whole centiseconds from 10ms to 40.95s (it is {})",
-                self.advert_interval
-            ));
+        match self.version {
+            3 => {
+                if !self.advert_interval.0.as_nanos().is_multiple_of(10_000_000)
+                    || !(10..=40_950).contains(&ms)
+                {
+                    return Err(format!(
+                        "{at}: advert_interval must be whole centiseconds from 10ms to 40.95s \
+                         (it is {})",
+                        self.advert_interval
+                    ));
+                }
+                if self.auth_pass.is_some() {
+                    return Err(format!(
+                        "{at}: auth_pass is VRRPv2's (RFC 5798 removed authentication from \
+                         VRRPv3): drop it, or set version = 2"
+                    ));
+                }
+            }
+            2 => {
+                if self.ipv6() {
+                    return Err(format!(
+                        "{at}: VRRPv2 is IPv4 only (RFC 3768): use version = 3 for IPv6"
+                    ));
+                }
+                if !self
+                    .advert_interval
+                    .0
+                    .as_nanos()
+                    .is_multiple_of(1_000_000_000)
+                    || !(1_000..=255_000).contains(&ms)
+                {
+                    return Err(format!(
+                        "{at}: a VRRPv2 advert_interval is whole seconds from 1s to 255s (RFC \
+                         3768; keepalived rounds other values) (it is {})",
+                        self.advert_interval
+                    ));
+                }
+                if let Some(pass) = &self.auth_pass
+                    && (pass.is_empty() || pass.len() > vipd_common::vrrp::AUTH_DATA_LEN)
+                {
+                    return Err(format!(
+                        "{at}: auth_pass is 1 to 8 bytes (keepalived uses only the first 8)"
+                    ));
+                }
+            }
+            v => return Err(format!("{at}: version {v}: VRRP version 2 or 3")),
         }
         self.vips.sort();
         if let Some(w) = self.vips.windows(2).find(|w| w[0].addr == w[1].addr) {
@@ -274,6 +340,9 @@ impl Vrrp {
 
 fn default_vrrp_priority() -> u8 {
     100
+}
+fn default_vrrp_version() -> u8 {
+    vipd_common::vrrp::VERSION_3
 }
 fn default_advert_interval() -> Dur {
     Dur(Duration::from_secs(1))
@@ -1231,6 +1300,21 @@ vips = ["2001:db8::200/64"]
     }
 
     #[test]
+    fn a_vrrpv2_group_carries_its_password() {
+        let g =
+            Vrrp::parse_spec("51,vip=192.0.2.200,interval=3s,version=2,auth_pass=secret").unwrap();
+        assert_eq!(g.version, 2);
+        assert_eq!(g.auth(), (vipd_common::vrrp::AUTH_PASS, *b"secret\0\0"));
+        let text = "[node]\nid = 1\ninterface = \"eth0\"\n[[vrrp]]\nvrid = 51\nversion = 2\n\
+                    vips = [\"192.0.2.200\"]\nadvert_interval = \"3s\"\n";
+        let c = Config::from_file(File::parse(text).unwrap()).unwrap();
+        assert_eq!((c.vrrp[0].version, c.vrrp[0].interval_cs()), (2, 300));
+        assert_eq!(c.vrrp[0].auth(), (vipd_common::vrrp::AUTH_NONE, [0; 8]));
+        let v3 = Config::from_file(File::parse(VRRP).unwrap()).unwrap();
+        assert!(v3.vrrp.iter().all(|g| g.version == 3), "3 by default");
+    }
+
+    #[test]
     fn the_vrrp_example_config_is_valid() {
         let text = include_str!("../../dist/vipd-vrrp.toml");
         let c = Config::from_file(File::parse(text).unwrap()).unwrap();
@@ -1282,6 +1366,23 @@ vips = ["2001:db8::200/64"]
             "centiseconds",
         );
         bad("vrid = 1\nvips = [\"192.0.2.1\"]\ncolour = 1", "colour");
+        bad("vrid = 1\nversion = 4\nvips = [\"192.0.2.1\"]", "version 4");
+        bad(
+            "vrid = 1\nversion = 2\nvips = [\"2001:db8::1\"]",
+            "IPv4 only",
+        );
+        bad(
+            "vrid = 1\nversion = 2\nvips = [\"192.0.2.1\"]\nadvert_interval = \"100ms\"",
+            "whole seconds",
+        );
+        bad(
+            "vrid = 1\nversion = 2\nvips = [\"192.0.2.1\"]\nauth_pass = \"123456789\"",
+            "1 to 8 bytes",
+        );
+        bad(
+            "vrid = 1\nvips = [\"192.0.2.1\"]\nauth_pass = \"secret\"",
+            "VRRPv2's",
+        );
         bad(
             "vrid = 1\nvips = [\"192.0.2.1\"]\n[[vrrp]]\nvrid = 1\nvips = [\"192.0.2.2\"]",
             "twice",

@@ -89,6 +89,9 @@ pub struct VrrpStatus {
     pub interface: String,
     /// "ipv4" or "ipv6".
     pub family: String,
+    /// The VRRP version, 3 or 2.
+    #[serde(default)]
+    pub version: u8,
     /// "initialize", "backup" or "master".
     pub state: String,
     /// Our priority.
@@ -328,8 +331,16 @@ pub fn table(s: &Status) -> String {
     if !s.vrrp.is_empty() {
         let _ = writeln!(
             t,
-            "\n{:<5} {:<5} {:<9} {:<10} {:>4}  {:<26} {:>12} {:>9}  vips",
-            "vrid", "af", "interface", "state", "prio", "master (prio)", "last heard", "adverts"
+            "\n{:<5} {:<5} {:<3} {:<9} {:<10} {:>4}  {:<26} {:>12} {:>9}  vips",
+            "vrid",
+            "af",
+            "ver",
+            "interface",
+            "state",
+            "prio",
+            "master (prio)",
+            "last heard",
+            "adverts"
         );
         for g in &s.vrrp {
             let master = match (&g.master, g.master_priority) {
@@ -342,9 +353,10 @@ pub fn table(s: &Status) -> String {
                 .map_or("-".into(), |ms| format!("{ms:.1} ms"));
             let _ = writeln!(
                 t,
-                "{:<5} {:<5} {:<9} {:<10} {:>4}  {:<26} {:>12} {:>9}  {}",
+                "{:<5} {:<5} {:<3} {:<9} {:<10} {:>4}  {:<26} {:>12} {:>9}  {}",
                 g.vrid,
                 g.family,
+                g.version,
                 g.interface,
                 g.state,
                 g.priority,

@@ -565,6 +565,7 @@ pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
                 .context("VRRP_GROUPS map missing")?;
             let mut groups: HashMap<_, u32, VrrpGroup> = HashMap::try_from(map)?;
             let group = VrrpGroup {
+                version: vipd_common::vrrp::VERSION_3,
                 priority: 100,
                 preempt: 1,
                 state: vipd_common::maps::VRRP_BACKUP,
@@ -712,6 +713,8 @@ fn bench_frames() -> [Vec<u8>; 5] {
         crate::vrrp::advert::frame(
             [2, 0, 0, 0, 0, 2],
             &crate::vrrp::advert::AdvertSpec {
+                version: vipd_common::vrrp::VERSION_3,
+                auth: (0, [0; 8]),
                 vrid,
                 priority: 200,
                 interval_cs: 100,

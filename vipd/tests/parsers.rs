@@ -213,6 +213,8 @@ proptest! {
         flip in any::<prop::sample::Index>(),
     ) {
         let advert = Advert {
+            version: vrrp::VERSION_3,
+            auth_type: 0,
             vrid,
             priority,
             count: addrs.len() as u8,

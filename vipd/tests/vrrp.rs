@@ -36,6 +36,8 @@ const GROUP4_MAC: [u8; 6] = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12];
 const GROUP6_MAC: [u8; 6] = [0x33, 0x33, 0x00, 0x00, 0x00, 0x12];
 /// The advert interval of every router in these tests, in centiseconds (100 ms).
 const INTERVAL_CS: u16 = 10;
+/// The VRRPv2 tests' password (keepalived's `auth_pass`), zero-padded.
+const V2_PASS: [u8; 8] = *b"vipdtest";
 /// keepalived's log lines on entering a state.
 const KA_MASTER: &str = "Entering MASTER STATE";
 const KA_BACKUP: &str = "Entering BACKUP STATE";
@@ -76,6 +78,19 @@ fn keepalived_conf(host: &Host, priority: u8, vip_cidr: &str, nopreempt: bool) -
          \x20   priority {priority}\n    advert_int 0.1\n{}    virtual_ipaddress {{\n        {vip_cidr} dev eth0\n    }}\n}}\n",
         host.name,
         if nopreempt { "    nopreempt\n" } else { "" },
+    )
+}
+
+/// A keepalived configuration in its VRRPv2 default: VRID 51, 1 s adverts, `auth_type
+/// PASS` with [`V2_PASS`], one IPv4 VIP, starting as backup.
+fn keepalived_v2_conf(host: &Host, priority: u8) -> String {
+    format!(
+        "global_defs {{\n    vrrp_version 2\n    router_id {}\n}}\n\
+         vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {VRID}\n\
+         \x20   priority {priority}\n    advert_int 1\n    authentication {{\n        auth_type PASS\n\
+         \x20       auth_pass {}\n    }}\n    virtual_ipaddress {{\n        {VIP4_CIDR} dev eth0\n    }}\n}}\n",
+        host.name,
+        String::from_utf8_lossy(&V2_PASS),
     )
 }
 
@@ -266,7 +281,7 @@ fn link_local(lab: &Lab, host: &Host) -> anyhow::Result<Ipv6Addr> {
 }
 
 /// A VRRP advert seen on the wire, with the headers it came in.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Seen {
     /// Index of the packet in the capture.
     index: usize,
@@ -278,12 +293,14 @@ struct Seen {
     dst: IpAddr,
     advert: Advert,
     addrs: Vec<IpAddr>,
+    /// VRRPv2: the authentication data.
+    auth_data: Option<[u8; 8]>,
 }
 
 /// Every VRRP advert in the capture at `path`, each checked as a receiver must: an
-/// advert that does not parse with [`Advert::parse`], whose VRRP checksum (over the
-/// pseudo-header from its IP header) is not zero, or whose IPv4 header checksum is wrong
-/// is an error that shows the frame.
+/// advert that does not parse with [`Advert::parse`], whose VRRP checksum (VRRPv3: over
+/// the pseudo-header from its IP header) is not zero, or whose IPv4 header checksum is
+/// wrong is an error that shows the frame.
 fn adverts(path: &Path) -> anyhow::Result<Vec<Seen>> {
     let capture = Capture::read(path)?;
     ensure!(capture.link_type == xtask::pcap::LINKTYPE_ETHERNET);
@@ -306,13 +323,21 @@ fn adverts(path: &Path) -> anyhow::Result<Vec<Seen>> {
                 if !ip.header_checksum_ok {
                     return Err(bad("wrong IPv4 header checksum".into()));
                 }
+                let v2 = ip
+                    .payload
+                    .first()
+                    .is_some_and(|b| b >> 4 == vrrp::VERSION_2);
                 (
                     Family::V4,
                     ip.ttl,
                     IpAddr::from(ip.src),
                     IpAddr::from(ip.dst),
                     ip.payload,
-                    vrrp::checksum_v4(ip.src, ip.dst, ip.payload),
+                    if v2 {
+                        vrrp::checksum_v2(ip.payload)
+                    } else {
+                        vrrp::checksum_v4(ip.src, ip.dst, ip.payload)
+                    },
                 )
             }
             ETHERTYPE_IPV6 => {
@@ -343,6 +368,10 @@ fn adverts(path: &Path) -> anyhow::Result<Vec<Seen>> {
                 Family::V6 => IpAddr::from(<[u8; 16]>::try_from(a).unwrap_or_default()),
             })
             .collect();
+        let auth_data = (advert.version == vrrp::VERSION_2)
+            .then(|| msg.get(advert.auth_data_offset()..advert.auth_data_offset() + 8))
+            .flatten()
+            .map(|d| d.try_into().unwrap_or_default());
         out.push(Seen {
             index,
             src_mac: eth.src,
@@ -352,6 +381,7 @@ fn adverts(path: &Path) -> anyhow::Result<Vec<Seen>> {
             dst,
             advert,
             addrs,
+            auth_data,
         });
     }
     Ok(out)
@@ -367,9 +397,21 @@ fn adverts_from(path: &Path, host: &Host) -> anyhow::Result<Vec<Seen>> {
 }
 
 /// Checks what every advert of VRID 51 from `host` must be: to the VRRP group at its
-/// multicast MAC, TTL / hop limit 255, from `src`, the one VIP, 100 ms, and a priority of
-/// `priority` or 0.
+/// multicast MAC, TTL / hop limit 255, from `src`, the one VIP, VRRPv3 every 100 ms, and a
+/// priority of `priority` or 0.
 fn check_adverts(seen: &[Seen], src: IpAddr, vip: &str, priority: u8) -> anyhow::Result<()> {
+    check_adverts_of(seen, (vrrp::VERSION_3, INTERVAL_CS), src, vip, priority)
+}
+
+/// [`check_adverts`] for adverts of `(version, interval_cs)`; VRRPv2 ones carry
+/// [`V2_PASS`] (Auth Type 1).
+fn check_adverts_of(
+    seen: &[Seen],
+    (version, interval_cs): (u8, u16),
+    src: IpAddr,
+    vip: &str,
+    priority: u8,
+) -> anyhow::Result<()> {
     let vip: IpAddr = vip.parse()?;
     for s in seen {
         let (group, group_mac) = match src {
@@ -389,7 +431,10 @@ fn check_adverts(seen: &[Seen], src: IpAddr, vip: &str, priority: u8) -> anyhow:
                 && (a.priority == priority || a.priority == vrrp::PRIORITY_STOP)
                 && a.count == 1
                 && s.addrs == [vip]
-                && a.max_adver_int_cs == INTERVAL_CS,
+                && a.version == version
+                && a.max_adver_int_cs == interval_cs
+                && (version == vrrp::VERSION_3
+                    || (a.auth_type == vrrp::AUTH_PASS && s.auth_data == Some(V2_PASS))),
             "advert (packet {}) is not what was configured: {s:?}",
             s.index
         );
@@ -424,8 +469,9 @@ fn ipv4_frame(src_mac: [u8; 6], src: [u8; 4], ttl: u8, vrrp_msg: &[u8]) -> Vec<u
     f
 }
 
-/// A VRRPv3 message (`advert` and `addrs`) from `src` to 224.0.0.18, with `edit` applied
-/// before its checksum is computed and stored (when it still has room for one).
+/// A VRRP message (`advert` and `addrs`, for VRRPv2 then [`V2_PASS`]) from `src` to
+/// 224.0.0.18, with `edit` applied before its checksum (of `advert`'s version) is computed
+/// and stored (when it still has room for one).
 fn vrrp_msg(
     advert: Advert,
     addrs: &[[u8; 4]],
@@ -438,10 +484,18 @@ fn vrrp_msg(
     for a in addrs {
         m.extend_from_slice(a);
     }
+    let v2 = advert.version == vrrp::VERSION_2;
+    if v2 {
+        m.extend_from_slice(&V2_PASS);
+    }
     edit(&mut m);
     if m.len() >= vrrp::HEADER_LEN {
         m[6..8].copy_from_slice(&[0, 0]);
-        let c = vrrp::checksum_v4(src, GROUP4, &m);
+        let c = if v2 {
+            vrrp::checksum_v2(&m)
+        } else {
+            vrrp::checksum_v4(src, GROUP4, &m)
+        };
         m[6..8].copy_from_slice(&c.to_be_bytes());
     }
     m
@@ -454,6 +508,8 @@ fn v4(addr: &str) -> anyhow::Result<[u8; 4]> {
 /// What a VRID 51 advert of the tests carries: 100 ms, one address.
 fn advert(vrid: u8, priority: u8) -> Advert {
     Advert {
+        version: vrrp::VERSION_3,
+        auth_type: 0,
         vrid,
         priority,
         count: 1,
@@ -926,9 +982,24 @@ fn bad_vrrp_adverts_are_counted_and_ignored() -> anyhow::Result<()> {
     let bad: Vec<(&str, &str, Vec<u8>)> = vec![
         ("TTL 254", "vrrp_bad_ttl", frame(254, ok, &[vip], &|_| {})),
         (
-            "version 2",
+            "VRRPv2 to a VRRPv3 group",
             "vrrp_bad_version",
-            frame(255, ok, &[vip], &|m| m[0] = 0x21),
+            frame(
+                255,
+                Advert {
+                    version: vrrp::VERSION_2,
+                    auth_type: vrrp::AUTH_PASS,
+                    max_adver_int_cs: 100,
+                    ..ok
+                },
+                &[vip],
+                &|_| {},
+            ),
+        ),
+        (
+            "version 1",
+            "vrrp_bad_version",
+            frame(255, ok, &[vip], &|m| m[0] = 0x11),
         ),
         (
             "type 2",
@@ -970,35 +1041,7 @@ fn bad_vrrp_adverts_are_counted_and_ignored() -> anyhow::Result<()> {
             frame(255, advert(52, 254), &[vip], &|_| {}),
         ),
     ];
-    for (what, expected, f) in &bad {
-        let before = vrrp_counters(&status(&lab, &v)?)?;
-        ensure!(
-            before.contains_key(*expected),
-            "no {expected} in {before:?}"
-        );
-        lab.send_frames(&injector, "eth0", std::slice::from_ref(f))?;
-        let mut after = before.clone();
-        wait_until(&format!("the {what} advert counted"), WAIT, || {
-            after = vrrp_counters(&status(&lab, &v)?)?;
-            Ok(after != before)
-        })
-        .with_context(|| format!("frame {f:02x?}"))?;
-        let changed: Vec<(&String, u64, u64)> = after
-            .iter()
-            .filter(|(k, n)| before.get(*k) != Some(n))
-            .map(|(k, n)| (k, before.get(k).copied().unwrap_or(0), *n))
-            .collect();
-        ensure!(
-            changed
-                == [(
-                    &expected.to_string(),
-                    before[*expected],
-                    before[*expected] + 1
-                )],
-            "the {what} advert should count once in {expected}; counters that changed \
-             (name, before, after): {changed:?}; frame {f:02x?}"
-        );
-    }
+    each_counted_once(&lab, &v, &injector, &bad)?;
     let st = status(&lab, &v)?;
     assert_eq!(counter(&st, "vrrp_accepted")?, 0, "{st:#}");
     let g = group(&st, "ipv4")?;
@@ -1055,6 +1098,47 @@ fn bad_vrrp_adverts_are_counted_and_ignored() -> anyhow::Result<()> {
         "said once:\n{}",
         lab.proc(vipd).output()
     );
+    Ok(())
+}
+
+/// Sends each frame of `bad` (what it is, the one counter it must add 1 to, the frame)
+/// from `injector`, and checks that this counter, and no other VRRP counter, of vipd on
+/// `v` went up by one.
+fn each_counted_once(
+    lab: &Lab,
+    v: &Host,
+    injector: &Host,
+    bad: &[(&str, &str, Vec<u8>)],
+) -> anyhow::Result<()> {
+    for (what, expected, f) in bad {
+        let before = vrrp_counters(&status(lab, v)?)?;
+        ensure!(
+            before.contains_key(*expected),
+            "no {expected} in {before:?}"
+        );
+        lab.send_frames(injector, "eth0", std::slice::from_ref(f))?;
+        let mut after = before.clone();
+        wait_until(&format!("the {what} advert counted"), WAIT, || {
+            after = vrrp_counters(&status(lab, v)?)?;
+            Ok(after != before)
+        })
+        .with_context(|| format!("frame {f:02x?}"))?;
+        let changed: Vec<(&String, u64, u64)> = after
+            .iter()
+            .filter(|(k, n)| before.get(*k) != Some(n))
+            .map(|(k, n)| (k, before.get(k).copied().unwrap_or(0), *n))
+            .collect();
+        ensure!(
+            changed
+                == [(
+                    &expected.to_string(),
+                    before[*expected],
+                    before[*expected] + 1
+                )],
+            "the {what} advert should count once in {expected}; counters that changed \
+             (name, before, after): {changed:?}; frame {f:02x?}"
+        );
+    }
     Ok(())
 }
 
@@ -1550,4 +1634,185 @@ fn a_frozen_vipd_master_fences_itself_while_keepalived_takes_over() -> anyhow::R
         "the fence is counted: {s:#}"
     );
     stop(&mut c.lab, vipd)
+}
+
+/// VRRPv2 (keepalived's default `vrrp_version`) with its `auth_type PASS`, vipd in both
+/// roles: Backup that takes over on the Master's hard failure, then Master that
+/// keepalived follows as Backup and hands over to on a graceful stop (priority 0), then a
+/// higher-priority Backup that preempts keepalived; every advert sent checked on the wire
+/// (version 2, password, 1 s, plain checksum); forged or misconfigured VRRPv2 adverts
+/// counted and ignored.
+#[test]
+fn vrrpv2_with_keepalived_in_both_roles() -> anyhow::Result<()> {
+    if !privileged("vrrpv2_with_keepalived_in_both_roles") {
+        return Ok(());
+    }
+    let _serial = serial();
+    let mut c = routers("vrv", false)?;
+    let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
+    let (capture, pcap) = c.lab.spawn_capture(
+        &client,
+        "capture",
+        // Not the injector's forged adverts, which are checked by their counters.
+        "ip proto 112 and not ether src 02:00:00:00:00:32",
+        5000,
+        Duration::from_secs(180),
+    )?;
+    let ka = start_keepalived(&mut c.lab, &k, "keepalived", &keepalived_v2_conf(&k, 200))?;
+    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    wait_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
+    // The interval given again overrides start_vipd's 100 ms.
+    let v2 = ",interval=1s,version=2,auth_pass=vipdtest";
+    let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, VIP4_CIDR, v2)?;
+    wait_group(&c.lab, &v, "ipv4", "backup", Some(&k.addr))?;
+    wait_until("vipd counting keepalived's VRRPv2 adverts", WAIT, || {
+        Ok(counter(&status(&c.lab, &v)?, "vrrp_accepted")? >= 2)
+    })?;
+    let st = status(&c.lab, &v)?;
+    assert_eq!(group(&st, "ipv4")?["version"], 2, "{st:#}");
+    for refused in [
+        "vrrp_bad_auth",
+        "vrrp_bad_interval",
+        "vrrp_bad_version",
+        "vrrp_bad_checksum",
+    ] {
+        assert_eq!(counter(&st, refused)?, 0, "{refused}: {st:#}");
+    }
+    wait_client_reaches(&c, VIP4, &k)?;
+
+    // Hard failure of keepalived: vipd takes over.
+    c.lab.set_link(&k, false)?;
+    c.lab.proc(ka).signal(libc::SIGKILL)?;
+    let line = c
+        .lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    assert!(line.contains("reason=master_down"), "{line}");
+    wait_until("the VIP on v", WAIT, || c.lab.has_address(&v, VIP4))?;
+    wait_client_follows(&c, VIP4, &v)?;
+
+    // Forged or misconfigured VRRPv2 adverts (each at priority 254, which would preempt
+    // vipd if accepted) are counted and ignored.
+    let injector = c
+        .lab
+        .add_host("inj", "192.0.2.50/24", "02:00:00:00:00:32")?;
+    let (src, mac, vip) = (v4(&injector.addr)?, parse_mac(&injector.mac)?, v4(VIP4)?);
+    let ok = Advert {
+        version: vrrp::VERSION_2,
+        auth_type: vrrp::AUTH_PASS,
+        max_adver_int_cs: 100,
+        ..advert(VRID, 254)
+    };
+    let frame = |ttl: u8, a: Advert, edit: &dyn Fn(&mut Vec<u8>)| {
+        ipv4_frame(mac, src, ttl, &vrrp_msg(a, &[vip], src, edit))
+    };
+    let mut bad_checksum = frame(255, ok, &|_| {});
+    bad_checksum[14 + 20 + 7] ^= 1;
+    let bad: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "wrong password",
+            "vrrp_bad_auth",
+            frame(255, ok, &|m| m[12] ^= 1),
+        ),
+        (
+            "no authentication",
+            "vrrp_bad_auth",
+            frame(
+                255,
+                Advert {
+                    auth_type: vrrp::AUTH_NONE,
+                    ..ok
+                },
+                &|m| m[12..].fill(0),
+            ),
+        ),
+        (
+            "2 s interval",
+            "vrrp_bad_interval",
+            frame(
+                255,
+                Advert {
+                    max_adver_int_cs: 200,
+                    ..ok
+                },
+                &|_| {},
+            ),
+        ),
+        ("checksum off", "vrrp_bad_checksum", bad_checksum),
+        ("TTL 64", "vrrp_bad_ttl", frame(64, ok, &|_| {})),
+        (
+            "VRRPv3 to a VRRPv2 group",
+            "vrrp_bad_version",
+            frame(255, advert(VRID, 254), &|_| {}),
+        ),
+    ];
+    each_counted_once(&c.lab, &v, &injector, &bad)?;
+    assert_eq!(group(&status(&c.lab, &v)?, "ipv4")?["state"], "master");
+
+    // keepalived back, as Backup: it accepts vipd's adverts (it would take over after
+    // 3.6 s without them) and vipd stays Master.
+    c.lab.set_link(&k, true)?;
+    let ka = start_keepalived(&mut c.lab, &k, "keepalived2", &keepalived_v2_conf(&k, 50))?;
+    c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
+    let before = adverts_from(&pcap, &v)?.len();
+    wait_until("5 more adverts from vipd", WAIT, || {
+        Ok(adverts_from(&pcap, &v)?.len() >= before + 5)
+    })?;
+    let ka_log = c.lab.proc(ka).output();
+    assert!(
+        !ka_log.contains(KA_MASTER),
+        "keepalived took over:\n{ka_log}"
+    );
+    assert_vip_only_on(&c.lab, VIP4, &v, &[&k])?;
+
+    // Graceful stop: priority 0, keepalived takes over at once.
+    stop(&mut c.lab, vipd)?;
+    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    wait_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
+    wait_client_follows(&c, VIP4, &k)?;
+    wait_until("a priority-0 advert from v on the wire", WAIT, || {
+        Ok(adverts_from(&pcap, &v)?
+            .iter()
+            .any(|s| s.advert.priority == vrrp::PRIORITY_STOP))
+    })?;
+    c.lab.proc(capture).signal(libc::SIGTERM)?;
+    c.lab.proc(capture).wait_exit(WAIT)?;
+    let from_v = adverts_from(&pcap, &v)?;
+    ensure!(from_v.len() >= 5, "{} adverts from v", from_v.len());
+    check_adverts_of(
+        &from_v,
+        (vrrp::VERSION_2, 100),
+        IpAddr::from(v4(&v.addr)?),
+        VIP4,
+        100,
+    )?;
+    // keepalived's, at 200 before its failure and 50 after.
+    let from_k = adverts_from(&pcap, &k)?;
+    for (priority, other) in [(200, 50), (50, 200)] {
+        let these: Vec<Seen> = from_k
+            .iter()
+            .filter(|s| s.advert.priority != other)
+            .cloned()
+            .collect();
+        check_adverts_of(
+            &these,
+            (vrrp::VERSION_2, 100),
+            IpAddr::from(v4(&k.addr)?),
+            VIP4,
+            priority,
+        )?;
+    }
+
+    // vipd back at a higher priority: it preempts keepalived (its Master_Down_Timer runs
+    // out while it discards the lower-priority adverts), and keepalived yields.
+    let vipd = start_vipd(&mut c.lab, &v, "vipd2", 150, VIP4_CIDR, v2)?;
+    let line = c
+        .lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    assert!(line.contains("reason=master_down"), "{line}");
+    c.lab.proc(ka).wait_for_lines(&[KA_BACKUP], 2, WAIT)?;
+    wait_vip_only_on(&c.lab, VIP4, &v, &[&k])?;
+    wait_client_follows(&c, VIP4, &v)?;
+    Ok(())
 }

@@ -27,7 +27,10 @@ const PEER_V4: [u8; 3] = [192, 0, 2];
 /// Strangers' IPv4 sources: 198.51.100.x.
 const STRANGER_V4: [u8; 3] = [198, 51, 100];
 /// VRIDs the fuzzed node runs (IPv4 51, 52 with an address list; IPv6 51).
-const VRIDS: [u8; 2] = [51, 52];
+const VRIDS: [u8; 3] = [51, 52, 53];
+/// The VRRPv2 group's (VRIDS[2]) password and interval.
+const V2_PASS: [u8; 8] = *b"secret\0\0";
+const V2_INTERVAL_CS: u16 = 100;
 /// The fuzzed node's own MAC (in `OWN_MACS`); claims from it are not recorded.
 const OWN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 /// Other hosts' MACs.
@@ -148,12 +151,21 @@ pub fn setups() -> Vec<Setup> {
         } else {
             0
         },
+        version: vrrp::VERSION_3,
         ..VrrpGroup::default()
+    };
+    let v2 = VrrpGroup {
+        version: vrrp::VERSION_2,
+        auth_type: vrrp::AUTH_PASS,
+        auth_data: V2_PASS,
+        interval_cs: V2_INTERVAL_CS,
+        ..group(1)
     };
     let groups = vec![
         (vrrp_key(false, VRIDS[0]), group(0)),
         (vrrp_key(false, VRIDS[1]), group(1)),
         (vrrp_key(true, VRIDS[0]), group(0)),
+        (vrrp_key(false, VRIDS[2]), v2),
     ];
     let held = || {
         let mut h: Vec<[u8; 16]> = (1..=2).map(|i| addr_key_v4(vip_v4(i))).collect();
@@ -259,20 +271,10 @@ impl Frames {
             let hb = header(2, 5, 9, FLAG_MATURE, st.as_ref().map_or(0, Vec::len), key);
             out.push(udp_frame(source, 255, PORT, &payload(hb, st, key)));
         }
-        out.push(advert_frame(
-            &mut self.rng,
-            false,
-            VRIDS[1],
-            255,
-            [192, 0, 2, 3],
-        ));
-        out.push(advert_frame(
-            &mut self.rng,
-            true,
-            VRIDS[0],
-            255,
-            link_local(3),
-        ));
+        let rng = &mut self.rng;
+        out.push(advert_frame(rng, (3, false), VRIDS[1], 255, [192, 0, 2, 3]));
+        out.push(advert_frame(rng, (3, true), VRIDS[0], 255, link_local(3)));
+        out.push(advert_frame(rng, (2, false), VRIDS[2], 255, [192, 0, 2, 3]));
         out.push(arp_frame(OTHER_MACS[0], 1, vip_v4(1), vip_v4(1)));
         out.push(nd_frame(OTHER_MACS[0], 136, 255, link_local(4), vip_v6(1)));
         out
@@ -409,11 +411,15 @@ impl Frames {
     fn advert(&mut self) -> Vec<u8> {
         let rng = &mut self.rng;
         let v6 = rng.one_in(2);
-        let vrid = match rng.below(5) {
+        let vrid = match rng.below(6) {
             0 => rng.byte(),
             1 => VRIDS[1],
+            2 if !v6 => VRIDS[2],
             _ => VRIDS[0],
         };
+        // Mostly the group's version; VRRPv2 is IPv4 only.
+        let v2 = !v6 && ((vrid == VRIDS[2]) != rng.one_in(8));
+        let version = if v2 { 2 } else { 3 };
         let ttl = if rng.one_in(6) { rng.byte() } else { 255 };
         let last = 1 + rng.below(9) as u8;
         let mut f = if v6 {
@@ -422,9 +428,9 @@ impl Frames {
             } else {
                 link_local(last)
             };
-            advert_frame(rng, true, vrid, ttl, src)
+            advert_frame(rng, (version, true), vrid, ttl, src)
         } else {
-            advert_frame(rng, false, vrid, ttl, [192, 0, 2, last])
+            advert_frame(rng, (version, false), vrid, ttl, [192, 0, 2, last])
         };
         let ip_len = if v6 { 40 } else { 20 };
         let at = 14 + ip_len;
@@ -625,21 +631,35 @@ fn udp_frame(source: Source, ttl: u8, port: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A VRRPv3 advert for `vrid` with one to three addresses (the first the group's), the
-/// checksum right.
+/// A VRRP advert (`(version, ipv6)`) for `vrid` with one to three addresses (the first
+/// the group's), the checksum right; a VRRPv2 one mostly with the v2 group's password and
+/// interval.
 fn advert_frame<S: Into<AdvertSource>>(
     rng: &mut Rng,
-    v6: bool,
+    (version, v6): (u8, bool),
     vrid: u8,
     ttl: u8,
     source: S,
 ) -> Vec<u8> {
     let count = 1 + rng.below(3) as u8;
+    let v2 = version == vrrp::VERSION_2;
     let advert = Advert {
+        version,
+        auth_type: match rng.below(8) {
+            0 => rng.byte(),
+            1 => vrrp::AUTH_NONE,
+            _ => vrrp::AUTH_PASS,
+        },
         vrid,
         priority: rng.byte(),
         count,
-        max_adver_int_cs: 1 + rng.below(400) as u16,
+        max_adver_int_cs: if !v2 {
+            1 + rng.below(400) as u16
+        } else if rng.one_in(6) {
+            100 * (1 + rng.below(4) as u16)
+        } else {
+            V2_INTERVAL_CS
+        },
         checksum: 0,
     };
     let mut msg = [0u8; vrrp::HEADER_LEN].to_vec();
@@ -652,6 +672,13 @@ fn advert_frame<S: Into<AdvertSource>>(
             msg.extend(vip_v4(1 + i * rng.below(2) as u8));
         }
     }
+    if v2 {
+        let mut pass = V2_PASS;
+        if rng.one_in(6) {
+            pass[rng.below(8) as usize] ^= 1;
+        }
+        msg.extend(pass);
+    }
     let mut f;
     match source.into() {
         AdvertSource(src) if v6 => {
@@ -663,7 +690,11 @@ fn advert_frame<S: Into<AdvertSource>>(
         }
         AdvertSource(src) => {
             let (src, dst) = ([src[0], src[1], src[2], src[3]], [224, 0, 0, 18]);
-            let sum = vrrp::checksum_v4(src, dst, &msg);
+            let sum = if v2 {
+                vrrp::checksum_v2(&msg)
+            } else {
+                vrrp::checksum_v4(src, dst, &msg)
+            };
             msg[6..8].copy_from_slice(&sum.to_be_bytes());
             f = ethernet(0x0800);
             ipv4(&mut f, IPPROTO_VRRP, ttl, src, dst, msg.len());

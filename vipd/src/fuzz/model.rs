@@ -302,10 +302,21 @@ impl Model {
             .chunks_exact(2)
             .map(|w| u32::from(be16(w, 0)))
             .sum();
-        if vrrp::fold(pseudo + msg_sum) != 0 {
+        if !advert.checksum_ok(pseudo, msg_sum) {
             return pass(Counter::VrrpBadChecksum);
         }
-        let fingerprint = vrrp::message_fingerprint(msg_sum, header);
+        let mut auth_data = [0u8; vrrp::AUTH_DATA_LEN];
+        if advert.version == vrrp::VERSION_2 {
+            let at = off + advert.auth_data_offset();
+            let Some(data) = frame.get(at..at + vrrp::AUTH_DATA_LEN) else {
+                return pass(Counter::VrrpMalformed);
+            };
+            auth_data.copy_from_slice(data);
+        }
+        if let Err(refused) = vrrp::check_group(&advert, group, &auth_data) {
+            return pass(refused);
+        }
+        let fingerprint = vrrp::message_fingerprint(msg_sum, header, &auth_data);
         let matches = vrrp::addresses_match(
             advert.count,
             fingerprint,

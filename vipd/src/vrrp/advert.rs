@@ -1,6 +1,7 @@
-//! VRRPv3 advertisement frames as this node sends them: Ethernet, then IPv4 (TTL 255,
-//! to 224.0.0.18) or IPv6 (hop limit 255, from the link-local address, to ff02::12), then
-//! the advert with its checksum over the pseudo-header (RFC 5798 section 5).
+//! VRRP advertisement frames as this node sends them: Ethernet, then IPv4 (TTL 255, to
+//! 224.0.0.18) or IPv6 (hop limit 255, from the link-local address, to ff02::12), then the
+//! advert: VRRPv3 with its checksum over the pseudo-header (RFC 5798 section 5), or VRRPv2
+//! with its authentication data and a checksum over the message alone (RFC 3768).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -18,11 +19,15 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 /// What one advertisement says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdvertSpec<'a> {
+    /// `vrrp::VERSION_3` or `VERSION_2` (IPv4 only).
+    pub version: u8,
+    /// VRRPv2: the Auth Type and its data (a password, zero-padded; zeros for none).
+    pub auth: (u8, [u8; vrrp::AUTH_DATA_LEN]),
     /// Virtual Rtr ID.
     pub vrid: u8,
     /// Priority (0: the Master is stopping).
     pub priority: u8,
-    /// Max Adver Int, centiseconds.
+    /// Max Adver Int, centiseconds (VRRPv2: whole seconds of them).
     pub interval_cs: u16,
     /// Source address: the interface's primary IPv4 address or its IPv6 link-local one.
     pub source: IpAddr,
@@ -33,7 +38,10 @@ pub struct AdvertSpec<'a> {
 /// The whole Ethernet frame from `mac`, and its EtherType.
 pub fn frame(mac: [u8; 6], spec: &AdvertSpec<'_>) -> (Vec<u8>, u16) {
     let mut msg = vec![0u8; vrrp::HEADER_LEN];
+    let v2 = spec.version == vrrp::VERSION_2;
     let header = Advert {
+        version: spec.version,
+        auth_type: if v2 { spec.auth.0 } else { 0 },
         vrid: spec.vrid,
         priority: spec.priority,
         count: spec.vips.len().min(255) as u8, // Config validation keeps it below.
@@ -47,13 +55,20 @@ pub fn frame(mac: [u8; 6], spec: &AdvertSpec<'_>) -> (Vec<u8>, u16) {
             IpAddr::V6(a) => msg.extend_from_slice(&a.octets()),
         }
     }
+    if v2 {
+        msg.extend_from_slice(&spec.auth.1);
+    }
     let mut out = Vec::with_capacity(14 + 40 + msg.len());
     match spec.source {
         IpAddr::V4(src) => {
             out.extend_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
             out.extend_from_slice(&mac);
             out.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
-            let checksum = vrrp::checksum_v4(src.octets(), GROUP_V4.octets(), &msg);
+            let checksum = if v2 {
+                vrrp::checksum_v2(&msg)
+            } else {
+                vrrp::checksum_v4(src.octets(), GROUP_V4.octets(), &msg)
+            };
             msg[6..8].copy_from_slice(&checksum.to_be_bytes());
             let mut ip = [0u8; 20];
             ip[0] = 0x45;
@@ -116,6 +131,8 @@ mod tests {
             "192.0.2.201".parse().unwrap(),
         ];
         let spec = AdvertSpec {
+            version: vrrp::VERSION_3,
+            auth: (0, [0; 8]),
             vrid: 51,
             priority: 150,
             interval_cs: 100,
@@ -145,6 +162,8 @@ mod tests {
         let vips: [IpAddr; 1] = ["2001:db8::200".parse().unwrap()];
         let src: Ipv6Addr = "fe80::1".parse().unwrap();
         let spec = AdvertSpec {
+            version: vrrp::VERSION_3,
+            auth: (0, [0; 8]),
             vrid: 52,
             priority: 0,
             interval_cs: 10,
@@ -159,5 +178,30 @@ mod tests {
         let a = Advert::parse(msg, Family::V6).unwrap();
         assert_eq!((a.vrid, a.priority, a.count), (52, 0, 1));
         assert_eq!(vrrp::checksum_v6(src.octets(), GROUP_V6.octets(), msg), 0);
+    }
+
+    #[test]
+    fn ipv4_vrrpv2_advert_carries_its_password_and_a_plain_checksum() {
+        let vips: [IpAddr; 1] = ["192.0.2.200".parse().unwrap()];
+        let spec = AdvertSpec {
+            version: vrrp::VERSION_2,
+            auth: (vrrp::AUTH_PASS, *b"secret\0\0"),
+            vrid: 51,
+            priority: 100,
+            interval_cs: 300,
+            source: "192.0.2.11".parse().unwrap(),
+            vips: &vips,
+        };
+        let (f, _) = frame(MAC, &spec);
+        let msg = &f[34..];
+        assert_eq!(msg.len(), 8 + 4 + 8);
+        assert_eq!(&msg[..8], &[0x21, 51, 100, 1, 1, 3, msg[6], msg[7]]);
+        assert_eq!(&msg[12..], b"secret\0\0");
+        assert_eq!(vrrp::checksum_v2(msg), 0, "over the message alone");
+        let a = Advert::parse(msg, Family::V4).unwrap();
+        assert_eq!(
+            (a.version, a.auth_type, a.max_adver_int_cs),
+            (2, vrrp::AUTH_PASS, 300)
+        );
     }
 }

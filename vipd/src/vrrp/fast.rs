@@ -313,7 +313,11 @@ impl Routers {
             addr_count: g.vips.len().min(255) as u8,
             ifindex: g.ifindex,
             addr_fingerprint: vrrp::addresses_fingerprint(&address_bytes(&g.vips)),
+            version: g.cfg.version,
+            auth_type: g.cfg.auth().0,
+            interval_cs: g.cfg.interval_cs(),
             _pad: [0; 2],
+            auth_data: g.cfg.auth().1,
         };
         let key = g.key;
         // A failed write leaves the program judging by the old state; it is retried with
@@ -379,6 +383,8 @@ impl Routers {
         let (frame, proto) = advert::frame(
             g.announcer.mac(),
             &AdvertSpec {
+                version: g.cfg.version,
+                auth: g.cfg.auth(),
                 vrid: g.cfg.vrid,
                 priority,
                 interval_cs: g.cfg.interval_cs(),
@@ -700,6 +706,7 @@ impl Routers {
                     vrid: g.cfg.vrid,
                     interface: g.cfg.interface().into(),
                     family: g.cfg.family().into(),
+                    version: g.cfg.version,
                     state: state_name(g.router.state).into(),
                     priority: g.cfg.priority,
                     master: master.map(|(a, _)| a.to_string()),

@@ -83,6 +83,8 @@ pub struct VirtualRouter {
     pub master_down_at: Option<u64>,
     /// When the Adver_Timer fires, if running.
     pub adver_at: Option<u64>,
+    /// The VRRP version: VRRPv2's Skew_Time is in seconds, not Master_Adver_Intervals.
+    pub version: u8,
 }
 
 impl VirtualRouter {
@@ -97,12 +99,24 @@ impl VirtualRouter {
             state: VrrpState::Initialize,
             master_down_at: None,
             adver_at: None,
+            version: vipd_common::vrrp::VERSION_3,
         }
     }
 
-    /// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256, in nanoseconds.
+    /// The router running VRRP `version` (2 or 3).
+    pub fn with_version(self, version: u8) -> Self {
+        Self { version, ..self }
+    }
+
+    /// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256 (RFC 5798), or
+    /// (256 - Priority) / 256 seconds (RFC 3768), in nanoseconds.
     pub fn skew_time(&self) -> u64 {
-        (256 - u64::from(self.priority)) * u64::from(self.master_adver_interval) * CS / 256
+        let unit_cs = if self.version == vipd_common::vrrp::VERSION_2 {
+            100
+        } else {
+            self.master_adver_interval
+        };
+        (256 - u64::from(self.priority)) * u64::from(unit_cs) * CS / 256
     }
 
     /// Master_Down_Interval = (3 * Master_Adver_Interval) + Skew_Time, in nanoseconds.
@@ -334,6 +348,11 @@ mod tests {
         assert_eq!(r.skew_time(), cs(156 * 100) / 256);
         assert_eq!(r.master_down_interval(), cs(300) + cs(156 * 100) / 256);
         assert_eq!(router(255, true).skew_time(), cs(100) / 256);
+        // VRRPv2: in seconds, whatever the interval.
+        let mut v2 = VirtualRouter::new(100, 300, true, ip("192.0.2.12")).with_version(2);
+        v2.master_adver_interval = 300;
+        assert_eq!(v2.skew_time(), cs(156 * 100) / 256);
+        assert_eq!(v2.master_down_interval(), cs(900) + cs(156 * 100) / 256);
     }
 
     #[test]

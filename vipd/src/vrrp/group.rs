@@ -150,7 +150,8 @@ pub(super) async fn new_group(
         link_name: link.name.clone(),
         announcer,
         key: vrrp_key(g.ipv6(), g.vrid),
-        router: VirtualRouter::new(g.priority, g.interval_cs(), g.preempt, source),
+        router: VirtualRouter::new(g.priority, g.interval_cs(), g.preempt, source)
+            .with_version(g.version),
         source,
         vips: g.vips.iter().map(|v| v.addr).collect(),
         stopped_at: 0,

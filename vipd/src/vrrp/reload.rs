@@ -6,7 +6,7 @@
 //! - Priority, preempt, advert interval, accept mode and the VIP list change in place: a
 //!   Master keeps its state, adds the new VIPs, removes the dropped ones and advertises the
 //!   new values at once, so a Backup that now outranks it preempts as RFC 5798 says.
-//! - A new interface or virtual MAC, or becoming or ceasing to be the address owner
+//! - A new interface, virtual MAC or VRRP version, or becoming or ceasing to be the address owner
 //!   (priority 255, which starts as Master), restarts the group: it stops (priority 0 if it
 //!   was Master) and starts again.
 //! - Groups no longer configured stop; new ones start.
@@ -59,7 +59,10 @@ pub fn plan(old: &[Vrrp], new: &[Vrrp]) -> Vec<Change> {
 /// Whether going from `old` to `new` (same family and VRID) needs a restart of the group.
 fn needs_restart(old: &Vrrp, new: &Vrrp) -> bool {
     let owner = |g: &Vrrp| g.priority == vipd_common::vrrp::PRIORITY_OWNER;
-    old.interface() != new.interface() || old.vmac != new.vmac || owner(old) != owner(new)
+    old.interface() != new.interface()
+        || old.vmac != new.vmac
+        || owner(old) != owner(new)
+        || old.version != new.version
 }
 
 /// A Master's address changes for an in-place update: (to remove, to add). A VIP whose
@@ -119,10 +122,11 @@ mod tests {
     }
 
     #[test]
-    fn interface_vmac_and_ownership_changes_restart() {
+    fn interface_vmac_version_and_ownership_changes_restart() {
         let old = group("51,priority=100,vip=192.0.2.200/24");
         for spec in [
             "51,priority=100,vip=192.0.2.200/24,interface=eth1",
+            "51,priority=100,vip=192.0.2.200/24,version=2",
             "51,priority=100,vip=192.0.2.200/24,vmac=yes",
             "51,priority=255,vip=192.0.2.200/24",
         ] {

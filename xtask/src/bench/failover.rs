@@ -71,13 +71,18 @@ pub enum System {
     VrrpFast,
     /// vipd in VRRP mode, adverts every second (the VRRP default).
     VrrpDefault,
+    /// vipd in VRRP mode, VRRPv2 at its fastest (adverts every second: v2 has whole
+    /// seconds only).
+    VrrpV2,
+    /// keepalived, VRRPv2 (its default version), advert_int 1 (v2's fastest).
+    KeepalivedV2,
     /// The scale row: a pool of many VIPs on two vipd nodes ([`run_scale`]).
     VipdScale,
 }
 
 impl System {
     /// Every system, in table order.
-    pub const ALL: [System; 10] = [
+    pub const ALL: [System; 12] = [
         System::VipdDefault,
         System::Vipd1ms3,
         System::Vipd1ms,
@@ -86,6 +91,8 @@ impl System {
         System::VrrpDefault,
         System::KeepalivedFast,
         System::KeepalivedDefault,
+        System::VrrpV2,
+        System::KeepalivedV2,
         System::UcarpFast,
         System::VipdScale,
     ];
@@ -99,6 +106,8 @@ impl System {
             System::VipdFast => "vipd-2ms",
             System::VrrpFast => "vrrp-10ms",
             System::VrrpDefault => "vrrp-1s",
+            System::VrrpV2 => "vrrp-v2",
+            System::KeepalivedV2 => "keepalived-v2",
             System::KeepalivedFast => "keepalived-0.01",
             System::KeepalivedDefault => "keepalived-1",
             System::UcarpFast => "ucarp",
@@ -129,6 +138,8 @@ impl System {
             System::UcarpFast => "ucarp (advbase 1, its fastest stable setting)",
             System::VrrpFast => "vipd VRRP mode (advert 10ms)",
             System::VrrpDefault => "vipd VRRP mode (advert 1s, default)",
+            System::VrrpV2 => "vipd VRRP mode, VRRPv2 (advert 1s, v2's fastest)",
+            System::KeepalivedV2 => "keepalived VRRPv2 (advert_int 1, v2's fastest)",
             System::VipdScale => "vipd pool of many VIPs (5ms/15ms)",
         }
     }
@@ -156,9 +167,11 @@ impl System {
             | System::VipdScale => (dead.unwrap_or(Duration::from_millis(300)) * 5)
                 .clamp(Duration::from_millis(1000), Duration::from_secs(60)),
             System::KeepalivedFast | System::VrrpFast => Duration::from_millis(1000),
-            System::KeepalivedDefault | System::UcarpFast | System::VrrpDefault => {
-                Duration::from_millis(6000)
-            }
+            System::KeepalivedDefault
+            | System::UcarpFast
+            | System::VrrpDefault
+            | System::VrrpV2
+            | System::KeepalivedV2 => Duration::from_millis(6000),
         }
     }
 
@@ -166,9 +179,11 @@ impl System {
     /// preemption takes.
     fn settle(self, dead: Option<Duration>) -> Duration {
         match self {
-            System::KeepalivedDefault | System::UcarpFast | System::VrrpDefault => {
-                Duration::from_secs(5)
-            }
+            System::KeepalivedDefault
+            | System::UcarpFast
+            | System::VrrpDefault
+            | System::VrrpV2
+            | System::KeepalivedV2 => Duration::from_secs(5),
             _ => (dead.unwrap_or_default() * 5).max(Duration::from_millis(1500)),
         }
     }
@@ -181,9 +196,9 @@ impl System {
             | System::Vipd1ms
             | System::Vipd1ms3
             | System::VipdScale => "hold-down over",
-            System::KeepalivedFast | System::KeepalivedDefault => "STATE",
+            System::KeepalivedFast | System::KeepalivedDefault | System::KeepalivedV2 => "STATE",
             System::UcarpFast => "Switching to state",
-            System::VrrpFast | System::VrrpDefault => "vrrp state",
+            System::VrrpFast | System::VrrpDefault | System::VrrpV2 => "vrrp state",
         }
     }
 }
@@ -514,11 +529,11 @@ fn start_daemon(
             args.extend(system.vipd_flags().unwrap_or_default());
             return start_vipd(lab, host, id, &log, vipd, &args);
         }
-        System::VrrpFast | System::VrrpDefault => {
-            let interval = if system == System::VrrpFast {
-                "10ms"
-            } else {
-                "1s"
+        System::VrrpFast | System::VrrpDefault | System::VrrpV2 => {
+            let interval = match system {
+                System::VrrpFast => "10ms",
+                System::VrrpV2 => "1s,version=2",
+                _ => "1s",
             };
             let spec = format!(
                 "51,priority={},vip={VIP}/32,interval={interval}",
@@ -526,14 +541,15 @@ fn start_daemon(
             );
             lab.spawn_vipd(host, id, &log, vipd, &["--vrrp", &spec])?
         }
-        System::KeepalivedFast | System::KeepalivedDefault => {
+        System::KeepalivedFast | System::KeepalivedDefault | System::KeepalivedV2 => {
             let advert = if system == System::KeepalivedFast {
                 "0.01"
             } else {
                 "1"
             };
+            let version = if system == System::KeepalivedV2 { 2 } else { 3 };
             let conf = format!(
-                "global_defs {{\n    vrrp_version 3\n    router_id {}\n}}\n\
+                "global_defs {{\n    vrrp_version {version}\n    router_id {}\n}}\n\
                  vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n\
                  \x20   priority {}\n    advert_int {advert}\n    virtual_ipaddress {{\n        {VIP}/32 dev eth0\n    }}\n}}\n",
                 host.name,
