@@ -142,15 +142,7 @@ impl Pool {
                     }
                     owners.insert(addr.to_string(), on[0].name.clone());
                 }
-                let have: Vec<usize> = live
-                    .iter()
-                    .map(|i| {
-                        owners
-                            .values()
-                            .filter(|o| **o == self.nodes[i - 1].name)
-                            .count()
-                    })
-                    .collect();
+                let have = self.held_counts(&owners, live.iter().copied());
                 last = format!("counts {have:?}");
                 Ok(have == counts)
             },
@@ -181,6 +173,22 @@ impl Pool {
             })?;
         }
         Ok(())
+    }
+
+    /// How many of `owners`' VIPs each of `nodes` (1-based) holds, in order.
+    fn held_counts(
+        &self,
+        owners: &BTreeMap<String, String>,
+        nodes: impl Iterator<Item = usize>,
+    ) -> Vec<usize> {
+        nodes
+            .map(|i| {
+                owners
+                    .values()
+                    .filter(|o| **o == self.nodes[i - 1].name)
+                    .count()
+            })
+            .collect()
     }
 
     fn log(&mut self, node: &str) -> String {
@@ -756,15 +764,7 @@ impl Pool {
                 }
             }
             if let Some(counts) = counts {
-                let have: Vec<usize> = lists
-                    .keys()
-                    .map(|i| {
-                        owners
-                            .values()
-                            .filter(|o| **o == self.nodes[i - 1].name)
-                            .count()
-                    })
-                    .collect();
+                let have = self.held_counts(&owners, lists.keys().copied());
                 if have != counts {
                     last = format!("counts {have:?}");
                     settled = false;
