@@ -56,6 +56,8 @@ const EVENTS_PER_WAKE: usize = 256;
 /// and the view's members): catches what no event says (a weight or view digest change,
 /// events lost to a full ring) at a bounded cost however many ids a flood brings.
 const FULL_SCAN_NS: u64 = 100_000_000;
+/// Least time a reload's new VIPs wait before they are taken (see `Pool::added`).
+const RELOAD_SETTLE_NS: u64 = 250_000_000;
 /// Peers outside the view silent this long are forgotten (and removed from the table).
 const FORGET_AFTER_NS: u64 = 60_000_000_000;
 /// Peer table entries read between two checks of the heartbeat slot.
@@ -112,6 +114,11 @@ struct Pool {
     list_chunks: Vec<Vec<u8>>,
     list_next: usize,
     list_left: usize,
+    /// VIPs the last reload added, not taken before `added_until`: by then the peers'
+    /// state sections say which list they run, so nodes reloaded at the same moment place
+    /// them alike.
+    added: BTreeSet<IpAddr>,
+    added_until: u64,
     /// Held VIPs that a peer claims too.
     conflicts: BTreeSet<IpAddr>,
     view_digest: u64,
@@ -164,6 +171,8 @@ pub fn run(cfg: Config, io: Io, ch: Channels, start_ns: u64) {
         list_chunks: lists::chunks(&cfg.vips),
         list_next: 0,
         list_left: 0,
+        added: BTreeSet::new(),
+        added_until: 0,
         conflicts: BTreeSet::new(),
         view_digest: 0,
         views_agree: true,
@@ -468,7 +477,16 @@ impl Pool {
                 false
             }
             Command::Reload(cfg) => {
+                let old: BTreeSet<IpAddr> = self.pool.iter().copied().collect();
                 self.pool = cfg.vips.iter().map(|v| v.addr).collect();
+                self.added = self
+                    .pool
+                    .iter()
+                    .filter(|v| !old.contains(v))
+                    .copied()
+                    .collect();
+                let interval = cfg.interval.as_nanos() as u64;
+                self.added_until = monotonic_ns() + (3 * interval).max(RELOAD_SETTLE_NS);
                 self.pool_digest = pool_digest(&cfg.vips);
                 self.list_chunks = lists::chunks(&cfg.vips);
                 (self.list_next, self.list_left) = (0, 0);
@@ -528,7 +546,13 @@ impl Pool {
     fn next_timer(&self) -> Option<u64> {
         let hold_down = (self.carrier && !self.mature).then_some(self.mature_at);
         let full_scan = self.last_full_scan_ns + FULL_SCAN_NS;
-        earliest([self.membership.next_deadline(), hold_down, Some(full_scan)])
+        let added = (!self.added.is_empty()).then_some(self.added_until);
+        earliest([
+            self.membership.next_deadline(),
+            hold_down,
+            Some(full_scan),
+            added,
+        ])
     }
 
     /// Reads the peer table (all of it, or the peers named and the view's members),
@@ -678,6 +702,9 @@ impl Pool {
             .flat_map(|(id, vips)| vips.iter().map(move |v| (*v, *id)))
             .filter(|(v, _)| self.held.contains_key(v))
             .collect();
+        if now >= self.added_until {
+            self.added.clear();
+        }
         let to_take: Vec<Vip> = self
             .cfg
             .vips
@@ -686,6 +713,7 @@ impl Pool {
                 assignment.get(&v.addr) == Some(&me)
                     && !self.held.contains_key(&v.addr)
                     && !claimed.contains(&v.addr)
+                    && !self.added.contains(&v.addr)
             })
             .copied()
             .collect();

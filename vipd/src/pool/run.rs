@@ -672,18 +672,22 @@ impl Slow {
             warn!("reload rejected, keeping the running configuration: {e:#}");
             return None;
         }
+        // The peers' holdings and lists, read with the new list, reach the fast path
+        // before the new list does: it never places the new pool on holdings read with
+        // the old one.
+        self.use_list(&new.vips);
         if self
             .fast
             .try_ask(Command::Reload(Box::new(new.clone())))
             .is_err()
         {
             self.restore_xdp();
+            let old = self.cfg.vips.clone();
+            self.use_list(&old);
             warn!("reload not applied: the fast path is busy; send SIGHUP again");
             return None;
         }
         info!("configuration reloaded");
-        self.pool = new.vips.iter().map(|v| v.addr).collect();
-        self.pool_digest = pool_digest(&new.vips);
         self.hooks = self.hooks.reconfigured(hooks_of(&new));
         self.held
             .reconfigure(new.announce_burst, new.announce_repeats.clone());
@@ -698,16 +702,22 @@ impl Slow {
                 .store(self.health.healthy(), Ordering::Relaxed);
         }
         self.cfg = new.clone();
-        // The peers' holdings, read again with the new list (and the old one kept: peers
-        // not reloaded yet still run it).
-        self.lists.learn(new.vips.as_slice().into());
+        Some(new)
+    }
+
+    /// Runs `vips` as this node's list: the peers' holdings read again with it (the lists
+    /// seen before are kept: peers not reloaded yet still run them) and handed to the
+    /// fast path.
+    fn use_list(&mut self, vips: &[crate::vip::Vip]) {
+        self.pool = vips.iter().map(|v| v.addr).collect();
+        self.pool_digest = pool_digest(vips);
+        self.lists.learn(vips.into());
         self.holdings_sent.clear();
         self.list_sent = None;
         let peers: Vec<u32> = self.states.keys().copied().collect();
         for peer in peers {
             self.read_holdings(peer);
         }
-        Some(new)
     }
 
     /// Logs which silent peers another member still hears (kept in the view: a partition
