@@ -212,6 +212,24 @@ pub const fn vrrp_key(ipv6: bool, vrid: u8) -> u32 {
     (if ipv6 { 6 << 8 } else { 4 << 8 }) | vrid as u32
 }
 
+/// Name of the unicast VRRP peers: `HashMap<VrrpPeer, u8>`, written by the daemon for
+/// the groups with `unicast_peers`.
+pub const VRRP_PEERS_MAP: &str = "VRRP_PEERS";
+/// Most entries `VRRP_PEERS` holds (every group with its most peers).
+pub const MAX_VRRP_PEERS: u32 = MAX_VRRP_GROUPS * MAX_VRRP_PEERS_PER_GROUP;
+/// Most unicast peers of one group.
+pub const MAX_VRRP_PEERS_PER_GROUP: u32 = 8;
+
+/// A key of `VRRP_PEERS`: a group (`vrrp_key`) and a peer's address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VrrpPeer {
+    /// The group's `vrrp_key`.
+    pub group: u32,
+    /// The peer's address (IPv4 in the first four bytes, the rest zero).
+    pub addr: [u8; 16],
+}
+
 /// `VrrpGroup::state` values.
 pub const VRRP_INITIALIZE: u8 = 0;
 /// Backup.
@@ -245,8 +263,12 @@ pub struct VrrpGroup {
     pub auth_type: u8,
     /// VRRPv2: the advertisement interval adverts must carry, centiseconds.
     pub interval_cs: u16,
-    /// Padding.
-    pub _pad: [u8; 2],
+    /// 1: unicast VRRP (keepalived's `unicast_peer`): adverts count only from the sources
+    /// `VRRP_PEERS` lists for the group, with a TTL / hop limit of at least `min_ttl`.
+    /// 0: multicast, where the TTL / hop limit must be 255 (RFC 5798 5.1.1.3).
+    pub unicast: u8,
+    /// Unicast only: the lowest TTL / hop limit accepted (0: any, as keepalived).
+    pub min_ttl: u8,
     /// VRRPv2 with `AUTH_PASS`: the password, zero-padded to 8 bytes.
     pub auth_data: [u8; 8],
 }
@@ -406,8 +428,8 @@ counters! {
     HeartbeatReplayed = 8, "heartbeats_replayed", "pass";
     /// Valid VRRP adverts for one of our groups.
     VrrpAccepted = 9, "vrrp_accepted", "pass";
-    /// VRRP adverts for one of our groups whose TTL / hop limit is not 255 (sent from
-    /// off-link).
+    /// VRRP adverts for one of our groups whose TTL / hop limit is not 255 (multicast: sent
+    /// from off-link) or below the group's `unicast_min_ttl` (unicast).
     VrrpBadTtl = 10, "vrrp_bad_ttl", "pass";
     /// VRRP packets of another version or type, or of another version than the group's.
     VrrpBadVersion = 11, "vrrp_bad_version", "pass";
@@ -441,6 +463,9 @@ counters! {
     /// VRRPv2 adverts for one of our groups with another advertisement interval than the
     /// group's (RFC 3768 7.1: a misconfiguration; never a Master to follow).
     VrrpBadInterval = 22, "vrrp_bad_interval", "pass";
+    /// Unicast VRRP adverts for one of our groups from a source that is not one of its
+    /// `unicast_peers`.
+    VrrpNotPeer = 23, "vrrp_not_peer", "pass";
 }
 
 /// Number of slots in the counters array.
@@ -456,6 +481,7 @@ mod user {
     unsafe impl aya::Pod for PeerEvent {}
     unsafe impl aya::Pod for VrrpGroup {}
     unsafe impl aya::Pod for VrrpSeen {}
+    unsafe impl aya::Pod for VrrpPeer {}
     unsafe impl aya::Pod for VrrpNotice {}
     unsafe impl aya::Pod for VipClaim {}
     unsafe impl aya::Pod for ClaimNotice {}

@@ -16,7 +16,10 @@
 //! the v2 checksum the message alone. v3's interval is in centiseconds, v2's in whole
 //! seconds (kept here in centiseconds too). v2's authentication is type 0 (none) or 1 (a
 //! plain-text password in the authentication data: no security, RFC 3768 section 10).
-//! The XDP program and the daemon share the parser, [`check_group`] and [`judge`].
+//! Unicast VRRP (keepalived's `unicast_peer`) sends the same message to each peer's
+//! address; the v3 pseudo-header then holds that address.
+//! The XDP program and the daemon share the parser, [`check_sender`], [`check_group`] and
+//! [`judge`].
 
 use crate::maps::{Counter, VrrpGroup};
 
@@ -210,6 +213,37 @@ pub fn check_group(
     }
     if advert.max_adver_int_cs != group.interval_cs {
         return Err(Counter::VrrpBadInterval);
+    }
+    Ok(())
+}
+
+/// Where an advert for `group` may come from. Multicast (RFC 5798 5.1.1.3, 5.1.2.1):
+/// TTL / hop limit 255, and over IPv6 a link-local source. Unicast (keepalived's
+/// `unicast_peer`, which may cross routers): a source `is_peer` finds among the group's
+/// peers, with a TTL / hop limit of at least the group's `min_ttl`. `Err` names the counter
+/// of the refusal.
+#[inline(always)]
+pub fn check_sender(
+    group: &VrrpGroup,
+    family: Family,
+    ttl: u8,
+    source: &[u8; 16],
+    is_peer: impl FnOnce() -> bool,
+) -> Result<(), Counter> {
+    if group.unicast != 0 {
+        if ttl < group.min_ttl {
+            return Err(Counter::VrrpBadTtl);
+        }
+        if !is_peer() {
+            return Err(Counter::VrrpNotPeer);
+        }
+        return Ok(());
+    }
+    if ttl != 255 {
+        return Err(Counter::VrrpBadTtl);
+    }
+    if family == Family::V6 && (source[0] != 0xfe || source[1] & 0xc0 != 0x80) {
+        return Err(Counter::VrrpNotLinkLocal);
     }
     Ok(())
 }
@@ -599,6 +633,39 @@ mod tests {
             ..a
         };
         assert_eq!(check_group(&open, &none, &[7; 8]), Ok(()));
+    }
+
+    #[test]
+    fn multicast_needs_ttl_255_and_ipv6_link_local_unicast_needs_a_listed_peer() {
+        let multicast = VrrpGroup::default();
+        let global = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let mut link_local = [0u8; 16];
+        link_local[..2].copy_from_slice(&[0xfe, 0x80]);
+        let v4 = [192, 0, 2, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let any = || true;
+        assert_eq!(check_sender(&multicast, Family::V4, 255, &v4, any), Ok(()));
+        let off_link = check_sender(&multicast, Family::V4, 254, &v4, any);
+        assert_eq!(off_link, Err(Counter::VrrpBadTtl));
+        let ll = check_sender(&multicast, Family::V6, 255, &link_local, any);
+        assert_eq!(ll, Ok(()));
+        let not_ll = check_sender(&multicast, Family::V6, 255, &global, any);
+        assert_eq!(not_ll, Err(Counter::VrrpNotLinkLocal));
+
+        let unicast = VrrpGroup {
+            unicast: 1,
+            ..VrrpGroup::default()
+        };
+        // Any TTL (keepalived's default), a global IPv6 source: only the peer list counts.
+        assert_eq!(check_sender(&unicast, Family::V6, 64, &global, any), Ok(()));
+        let stranger = check_sender(&unicast, Family::V4, 255, &v4, || false);
+        assert_eq!(stranger, Err(Counter::VrrpNotPeer));
+        let floor = VrrpGroup {
+            min_ttl: 255,
+            ..unicast
+        };
+        let routed = check_sender(&floor, Family::V4, 254, &v4, any);
+        assert_eq!(routed, Err(Counter::VrrpBadTtl));
+        assert_eq!(check_sender(&floor, Family::V4, 255, &v4, any), Ok(()));
     }
 
     #[test]

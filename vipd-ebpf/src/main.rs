@@ -9,8 +9,9 @@
 //! to `EVENTS` when the peer's state changes, and is dropped: the daemon never has to read
 //! it. A heartbeat that carries a state section (what the sender holds, sent on change) is
 //! recorded too but passed up to the daemon's socket. Everything else is passed untouched.
-//! VRRPv3 adverts (IP protocol 112) for the groups in `VRRP_GROUPS` are validated (version,
-//! type, TTL 255, length, checksum with the pseudo-header) and judged with
+//! VRRP adverts (IP protocol 112) for the groups in `VRRP_GROUPS` are validated (version,
+//! type, length, checksum, the sender by `vrrp::check_sender`: TTL 255 for multicast, a
+//! source in `VRRP_PEERS` for unicast; v2 authentication and interval) and judged with
 //! `vipd_common::vrrp::judge`: an advert that holds a Backup back only refreshes
 //! `VRRP_SEEN`; priority 0, a Master being outranked, or a new Master push a `VrrpNotice`
 //! to `VRRP_EVENTS`. VRRP frames are always passed (nothing on the host reads them).
@@ -49,9 +50,9 @@ use vipd_common::{
     heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, ParseError},
     maps::{
         CLAIM_EVENTS_BYTES, COUNTER_SLOTS, ClaimNotice, Counter, EVENTS_BYTES, MAX_CLAIMS,
-        MAX_HELD, MAX_OWN_MACS, MAX_PEER_ADDRS, MAX_PEERS, MAX_VRRP_GROUPS, PeerEvent, PeerState,
-        VRRP_EVENTS_BYTES, VRRP_INITIALIZE, VRRP_MASTER, VipClaim, VrrpGroup, VrrpNotice, VrrpSeen,
-        XdpConfig, addr_key_v4, claim_update, fenced, vrrp_key,
+        MAX_HELD, MAX_OWN_MACS, MAX_PEER_ADDRS, MAX_PEERS, MAX_VRRP_GROUPS, MAX_VRRP_PEERS,
+        PeerEvent, PeerState, VRRP_EVENTS_BYTES, VRRP_INITIALIZE, VRRP_MASTER, VipClaim, VrrpGroup,
+        VrrpNotice, VrrpPeer, VrrpSeen, XdpConfig, addr_key_v4, claim_update, fenced, vrrp_key,
     },
     neighbor::{ARP_LEN, Arp, ClaimKind, ND_LEN, Nd},
     peer,
@@ -86,6 +87,10 @@ static VRRP_GROUPS: HashMap<u32, VrrpGroup, { MAX_VRRP_GROUPS as usize }> = Hash
 
 #[btf_map]
 static VRRP_SEEN: HashMap<u32, VrrpSeen, { MAX_VRRP_GROUPS as usize }> = HashMap::new();
+
+/// The unicast groups' peers (see `maps::VRRP_PEERS_MAP`).
+#[btf_map]
+static VRRP_PEERS: HashMap<VrrpPeer, u8, { MAX_VRRP_PEERS as usize }> = HashMap::new();
 
 #[btf_map]
 static VRRP_EVENTS: RingBuf<VrrpNotice, { VRRP_EVENTS_BYTES as usize }> = RingBuf::new();
@@ -571,13 +576,16 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
         count(Counter::VrrpUnknownVrid);
         return xdp_action::XDP_PASS;
     }
-    if ttl != 255 {
-        count(Counter::VrrpBadTtl);
-        return xdp_action::XDP_PASS;
-    }
-    // RFC 5798 5.1.2.1: over IPv6 the source is the sender's link-local address.
-    if family == Family::V6 && (source[0] != 0xfe || source[1] & 0xc0 != 0x80) {
-        count(Counter::VrrpNotLinkLocal);
+    let is_peer = || {
+        let peer = VrrpPeer {
+            group: key,
+            addr: *source,
+        };
+        // SAFETY: a lookup; the value is not read.
+        unsafe { VRRP_PEERS.get(peer) }.is_some()
+    };
+    if let Err(refused) = vrrp::check_sender(group, family, ttl, source, is_peer) {
+        count(refused);
         return xdp_action::XDP_PASS;
     }
     // Addresses are 4 or 16 bytes, so a VRRP message has an even length.

@@ -155,6 +155,21 @@ pub struct Vrrp {
     /// interface's MAC and gratuitous ARP / unsolicited NA].
     #[serde(default)]
     pub vmac: bool,
+    /// Unicast VRRP, like keepalived's `unicast_peer`: adverts go to each of these
+    /// addresses instead of the multicast group, and count only from them (at most 8, the
+    /// group's family) [default: none: multicast].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unicast_peers: Vec<IpAddr>,
+    /// Unicast: the adverts' source address, like keepalived's `unicast_src_ip` (one of
+    /// the interface's addresses) [default: as multicast: the interface's primary IPv4
+    /// address or its IPv6 link-local one].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unicast_src: Option<IpAddr>,
+    /// Unicast: the lowest TTL / hop limit accepted, like keepalived's `min_ttl` (255
+    /// when every peer is on the segment) [default: 0: any, as keepalived, since unicast
+    /// adverts may cross routers].
+    #[serde(default)]
+    pub unicast_min_ttl: u8,
 }
 
 impl Vrrp {
@@ -202,7 +217,8 @@ impl Vrrp {
     }
 
     /// Parses the `--vrrp` form: `VRID` then comma-separated `key=value`: `priority`,
-    /// `vip` (repeat), `interval`, `version`, `auth_pass`, `preempt` and `accept` (yes/no).
+    /// `vip` (repeat), `interval`, `version`, `auth_pass`, `preempt`, `accept` and `vmac`
+    /// (yes/no), `interface`, `unicast_peer` (repeat), `unicast_src`, `unicast_min_ttl`.
     pub fn parse_spec(spec: &str) -> Result<Self, String> {
         let mut parts = spec.split(',').map(str::trim);
         let vrid = parts
@@ -220,6 +236,9 @@ impl Vrrp {
             preempt: true,
             accept: true,
             vmac: false,
+            unicast_peers: Vec::new(),
+            unicast_src: None,
+            unicast_min_ttl: 0,
         };
         let yes_no = |k: &str, v: &str| match v {
             "yes" | "true" | "on" => Ok(true),
@@ -242,10 +261,23 @@ impl Vrrp {
                 "accept" => g.accept = yes_no(k, v)?,
                 "vmac" => g.vmac = yes_no(k, v)?,
                 "interface" => g.interface = Some(v.to_string()),
+                "unicast_peer" | "peer" => g.unicast_peers.push(
+                    v.parse()
+                        .map_err(|_| format!("{k}={v:?}: an IPv4 or IPv6 address"))?,
+                ),
+                "unicast_src" => {
+                    g.unicast_src = Some(
+                        v.parse()
+                            .map_err(|_| format!("{k}={v:?}: an IPv4 or IPv6 address"))?,
+                    );
+                }
+                "unicast_min_ttl" => {
+                    g.unicast_min_ttl = v.parse().map_err(|_| format!("{k}={v:?}: 0-255"))?;
+                }
                 _ => {
                     return Err(format!(
                         "unknown key {k:?} (priority, vip, interval, version, auth_pass, preempt, \
-                         accept, vmac, interface)"
+                         accept, vmac, interface, unicast_peer, unicast_src, unicast_min_ttl)"
                     ));
                 }
             }
@@ -333,6 +365,48 @@ impl Vrrp {
         self.vips.sort();
         if let Some(w) = self.vips.windows(2).find(|w| w[0].addr == w[1].addr) {
             return Err(format!("{at}: VIP {} is listed twice", w[0].addr));
+        }
+        self.validate_unicast(&at)
+    }
+
+    /// Whether adverts go to `unicast_peers` instead of the multicast group.
+    pub fn unicast(&self) -> bool {
+        !self.unicast_peers.is_empty()
+    }
+
+    fn validate_unicast(&mut self, at: &str) -> Result<(), String> {
+        let max = vipd_common::maps::MAX_VRRP_PEERS_PER_GROUP as usize;
+        if self.unicast_peers.len() > max {
+            return Err(format!("{at}: at most {max} unicast_peers"));
+        }
+        let is_vip = |a: &IpAddr| self.vips.iter().any(|v| v.addr == *a);
+        for a in self.unicast_peers.iter().chain(&self.unicast_src) {
+            if a.is_ipv6() != self.ipv6() {
+                return Err(format!(
+                    "{at}: {a} is not {} like the group's vips",
+                    self.family()
+                ));
+            }
+            if a.is_unspecified() || a.is_multicast() || a.is_loopback() || is_vip(a) {
+                return Err(format!(
+                    "{at}: {a} cannot be a unicast peer or source (a unicast address that is \
+                     not one of the group's vips)"
+                ));
+            }
+        }
+        if !self.unicast() && (self.unicast_src.is_some() || self.unicast_min_ttl != 0) {
+            return Err(format!(
+                "{at}: unicast_src and unicast_min_ttl need unicast_peers"
+            ));
+        }
+        self.unicast_peers.sort();
+        if let Some(w) = self.unicast_peers.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("{at}: unicast peer {} is listed twice", w[0]));
+        }
+        if let Some(src) = self.unicast_src
+            && self.unicast_peers.contains(&src)
+        {
+            return Err(format!("{at}: unicast_src {src} is also a unicast peer"));
         }
         Ok(())
     }
@@ -1315,6 +1389,27 @@ vips = ["2001:db8::200/64"]
     }
 
     #[test]
+    fn a_unicast_group_lists_its_peers_in_either_form() {
+        let g = Vrrp::parse_spec(
+            "51,vip=192.0.2.200/24,unicast_peer=192.0.2.13,unicast_peer=192.0.2.11,\
+             unicast_src=192.0.2.12,unicast_min_ttl=255",
+        )
+        .unwrap();
+        let text = "[node]\nid = 1\ninterface = \"eth0\"\n[[vrrp]]\nvrid = 51\n\
+                    vips = [\"192.0.2.200/24\"]\nunicast_peers = [\"192.0.2.11\", \"192.0.2.13\"]\n\
+                    unicast_src = \"192.0.2.12\"\nunicast_min_ttl = 255\n";
+        let c = Config::from_file(File::parse(text).unwrap()).unwrap();
+        let mut g = g;
+        g.validate().unwrap();
+        g.interface = c.vrrp[0].interface.clone();
+        assert_eq!(g, c.vrrp[0]);
+        assert!(g.unicast());
+        let again = Config::from_file(File::parse(&c.to_toml()).unwrap()).unwrap();
+        assert_eq!(again, c);
+        assert!(Vrrp::parse_spec("51,unicast_peer=nowhere").is_err());
+    }
+
+    #[test]
     fn the_vrrp_example_config_is_valid() {
         let text = include_str!("../../dist/vipd-vrrp.toml");
         let c = Config::from_file(File::parse(text).unwrap()).unwrap();
@@ -1382,6 +1477,37 @@ vips = ["2001:db8::200/64"]
         bad(
             "vrid = 1\nvips = [\"192.0.2.1\"]\nauth_pass = \"secret\"",
             "VRRPv2's",
+        );
+        let v4 = "vrid = 1\nvips = [\"192.0.2.1\"]\n";
+        bad(
+            &format!("{v4}unicast_peers = [\"2001:db8::2\"]"),
+            "not ipv4",
+        );
+        bad(
+            &format!("{v4}unicast_peers = [\"192.0.2.1\"]"),
+            "not one of",
+        );
+        bad(
+            &format!("{v4}unicast_peers = [\"224.0.0.18\"]"),
+            "unicast address",
+        );
+        bad(
+            &format!("{v4}unicast_src = \"192.0.2.12\""),
+            "need unicast_peers",
+        );
+        bad(&format!("{v4}unicast_min_ttl = 255"), "need unicast_peers");
+        bad(
+            &format!("{v4}unicast_peers = [\"192.0.2.11\", \"192.0.2.11\"]"),
+            "twice",
+        );
+        bad(
+            &format!("{v4}unicast_peers = [\"192.0.2.11\"]\nunicast_src = \"192.0.2.11\""),
+            "also a unicast peer",
+        );
+        let nine: Vec<String> = (1..=9).map(|i| format!("\"192.0.2.{}\"", 10 + i)).collect();
+        bad(
+            &format!("{v4}unicast_peers = [{}]", nine.join(", ")),
+            "at most 8",
         );
         bad(
             "vrid = 1\nvips = [\"192.0.2.1\"]\n[[vrrp]]\nvrid = 1\nvips = [\"192.0.2.2\"]",

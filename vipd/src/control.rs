@@ -106,6 +106,9 @@ pub struct VrrpStatus {
     pub adverts_received: u64,
     /// The group's addresses.
     pub vips: Vec<String>,
+    /// Unicast VRRP: the peers adverts go to (empty: multicast).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unicast_peers: Vec<String>,
 }
 
 /// One peer in [`Status`].
@@ -365,6 +368,9 @@ pub fn table(s: &Status) -> String {
                 g.adverts_received,
                 g.vips.join(" ")
             );
+            if !g.unicast_peers.is_empty() {
+                let _ = writeln!(t, "      unicast to {}", g.unicast_peers.join(" "));
+            }
         }
     }
     if s.vrrp.is_empty() || !s.peers.is_empty() {

@@ -10,7 +10,7 @@ use aya::{
 use vipd_common::maps::{
     CLAIM_EVENTS_MAP, CLAIMS_MAP, CONFIG_MAP, COUNTERS_MAP, Counter, EVENTS_MAP, HELD_MAP,
     OWN_MACS_MAP, PEER_ADDRS_MAP, PEERS_MAP, PeerEvent, PeerState, VRRP_EVENTS_MAP,
-    VRRP_GROUPS_MAP, VipClaim, VrrpGroup, XdpConfig,
+    VRRP_GROUPS_MAP, VRRP_PEERS_MAP, VipClaim, VrrpGroup, VrrpPeer, XdpConfig,
 };
 
 use crate::{fuzz::frames::Setup, xdp::PROGRAM};
@@ -39,6 +39,11 @@ impl Detached {
         let mut vrrp: HashMap<_, u32, VrrpGroup> = HashMap::try_from(map)?;
         for (key, group) in &setup.groups {
             vrrp.insert(key, group, 0)?;
+        }
+        let map = ebpf.map_mut(VRRP_PEERS_MAP).context("VRRP_PEERS")?;
+        let mut peers: HashMap<_, VrrpPeer, u8> = HashMap::try_from(map)?;
+        for peer in &setup.vrrp_peers {
+            peers.insert(peer, 1, 0)?;
         }
         let map = ebpf.map_mut(HELD_MAP).context("HELD")?;
         let mut held: HashMap<_, [u8; 16], u8> = HashMap::try_from(map)?;

@@ -21,7 +21,8 @@ use tracing::{info, warn};
 use vipd_common::maps::{
     CLAIM_EVENTS_MAP, CLAIMS_MAP, CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP,
     FENCE_MAP, HELD_MAP, OWN_MACS_MAP, PEER_ADDRS_MAP, PEERS_MAP, PeerState, VRRP_EVENTS_MAP,
-    VRRP_GROUPS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpSeen, XdpConfig, addr_key,
+    VRRP_GROUPS_MAP, VRRP_PEERS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpPeer, VrrpSeen, XdpConfig,
+    addr_key,
 };
 
 /// The XDP object built by `vipd/build.rs`.
@@ -64,6 +65,8 @@ pub struct LoadedXdp {
     pub vrrp_groups: HashMap<MapData, u32, VrrpGroup>,
     /// What the program last heard of each group's Master.
     pub vrrp_seen: HashMap<MapData, u32, VrrpSeen>,
+    /// The unicast groups' peers.
+    vrrp_peers: HashMap<MapData, VrrpPeer, u8>,
     /// The VIPs this node holds, for self-fencing and the ARP/NDP watch.
     held: HashMap<MapData, [u8; 16], u8>,
     /// This node's MACs: their ARP/NDP claims are not conflicts.
@@ -125,6 +128,7 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
         (EVENTS_MAP, "events"),
         (VRRP_GROUPS_MAP, "vrrp_groups"),
         (VRRP_SEEN_MAP, "vrrp_seen"),
+        (VRRP_PEERS_MAP, "vrrp_peers"),
         (VRRP_EVENTS_MAP, "vrrp_events"),
         (FENCE_MAP, "fence"),
         (HELD_MAP, "held"),
@@ -173,6 +177,7 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
     let vrrp = RingBuf::try_from(ebpf.take_map(VRRP_EVENTS_MAP).context("VRRP_EVENTS")?)?;
     let vrrp_groups = HashMap::try_from(ebpf.take_map(VRRP_GROUPS_MAP).context("VRRP_GROUPS")?)?;
     let vrrp_seen = HashMap::try_from(ebpf.take_map(VRRP_SEEN_MAP).context("VRRP_SEEN")?)?;
+    let vrrp_peers = HashMap::try_from(ebpf.take_map(VRRP_PEERS_MAP).context("VRRP_PEERS")?)?;
     let held = HashMap::try_from(ebpf.take_map(HELD_MAP).context("HELD")?)?;
     let own_macs = HashMap::try_from(ebpf.take_map(OWN_MACS_MAP).context("OWN_MACS")?)?;
     let claims = RingBuf::try_from(ebpf.take_map(CLAIM_EVENTS_MAP).context("CLAIM_EVENTS")?)?;
@@ -186,6 +191,7 @@ pub fn load(settings: &XdpSettings<'_>) -> anyhow::Result<(LoadedXdp, Rings)> {
             counters,
             vrrp_groups,
             vrrp_seen,
+            vrrp_peers,
             held,
             own_macs,
             mode,
@@ -488,6 +494,30 @@ impl LoadedXdp {
             self.peer_addrs
                 .remove(&key)
                 .context("updating the PEER_ADDRS map")?;
+        }
+        Ok(())
+    }
+
+    /// Makes `VRRP_PEERS` hold exactly `peers` (addresses as the map keeps them: IPv4 in
+    /// the first four bytes) for group `group` (a `vrrp_key`): its unicast adverts then
+    /// count only from them.
+    pub fn set_vrrp_peers(&mut self, group: u32, peers: &[[u8; 16]]) -> anyhow::Result<()> {
+        let keep: Vec<VrrpPeer> = peers.iter().map(|&addr| VrrpPeer { group, addr }).collect();
+        let stale: Vec<VrrpPeer> = self
+            .vrrp_peers
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.group == group && !keep.contains(k))
+            .collect();
+        for k in stale {
+            self.vrrp_peers
+                .remove(&k)
+                .context("updating the VRRP_PEERS map")?;
+        }
+        for k in keep {
+            self.vrrp_peers
+                .insert(k, 1, 0)
+                .context("writing the VRRP_PEERS map")?;
         }
         Ok(())
     }

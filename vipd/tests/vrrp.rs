@@ -70,28 +70,72 @@ fn routers(tag: &str, ipv6: bool) -> anyhow::Result<Routers> {
     Ok(Routers { lab, k, v, client })
 }
 
-/// A keepalived configuration: VRRPv3, VRID 51, 100 ms adverts, one VIP, starting as backup.
-fn keepalived_conf(host: &Host, priority: u8, vip_cidr: &str, nopreempt: bool) -> String {
-    format!(
-        "global_defs {{\n    vrrp_version 3\n    router_id {}\n}}\n\
-         vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {VRID}\n\
-         \x20   priority {priority}\n    advert_int 0.1\n{}    virtual_ipaddress {{\n        {vip_cidr} dev eth0\n    }}\n}}\n",
-        host.name,
-        if nopreempt { "    nopreempt\n" } else { "" },
-    )
+/// A keepalived instance of the tests: VRID 51, one VIP on eth0, starting as backup.
+#[derive(Clone, Copy)]
+struct KaConf<'a> {
+    /// `vrrp_version`: 3 (100 ms adverts) or 2 (1 s adverts, `auth_type PASS` with
+    /// [`V2_PASS`]).
+    version: u8,
+    priority: u8,
+    vip_cidr: &'a str,
+    nopreempt: bool,
+    /// Unicast: (`unicast_src_ip`, the one `unicast_peer`).
+    unicast: Option<(&'a str, &'a str)>,
 }
 
-/// A keepalived configuration in its VRRPv2 default: VRID 51, 1 s adverts, `auth_type
-/// PASS` with [`V2_PASS`], one IPv4 VIP, starting as backup.
+impl KaConf<'_> {
+    fn text(&self, host: &Host) -> String {
+        let v2 = self.version == vrrp::VERSION_2;
+        let mut options = String::new();
+        if self.nopreempt {
+            options += "    nopreempt\n";
+        }
+        if v2 {
+            options += &format!(
+                "    authentication {{\n        auth_type PASS\n        auth_pass {}\n    }}\n",
+                String::from_utf8_lossy(&V2_PASS)
+            );
+        }
+        if let Some((src, peer)) = self.unicast {
+            options +=
+                &format!("    unicast_src_ip {src}\n    unicast_peer {{\n        {peer}\n    }}\n");
+        }
+        format!(
+            "global_defs {{\n    vrrp_version {}\n    router_id {}\n}}\n\
+             vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {VRID}\n\
+             \x20   priority {}\n    advert_int {}\n{options}    virtual_ipaddress {{\n        {} dev eth0\n    }}\n}}\n",
+            self.version,
+            host.name,
+            self.priority,
+            if v2 { "1" } else { "0.1" },
+            self.vip_cidr,
+        )
+    }
+}
+
+/// A keepalived configuration: VRRPv3, 100 ms adverts, multicast.
+fn keepalived_conf(host: &Host, priority: u8, vip_cidr: &str, nopreempt: bool) -> String {
+    KaConf {
+        version: vrrp::VERSION_3,
+        priority,
+        vip_cidr,
+        nopreempt,
+        unicast: None,
+    }
+    .text(host)
+}
+
+/// A keepalived configuration in its VRRPv2 default: 1 s adverts, `auth_type PASS` with
+/// [`V2_PASS`], one IPv4 VIP, multicast.
 fn keepalived_v2_conf(host: &Host, priority: u8) -> String {
-    format!(
-        "global_defs {{\n    vrrp_version 2\n    router_id {}\n}}\n\
-         vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {VRID}\n\
-         \x20   priority {priority}\n    advert_int 1\n    authentication {{\n        auth_type PASS\n\
-         \x20       auth_pass {}\n    }}\n    virtual_ipaddress {{\n        {VIP4_CIDR} dev eth0\n    }}\n}}\n",
-        host.name,
-        String::from_utf8_lossy(&V2_PASS),
-    )
+    KaConf {
+        version: vrrp::VERSION_2,
+        priority,
+        vip_cidr: VIP4_CIDR,
+        nopreempt: false,
+        unicast: None,
+    }
+    .text(host)
 }
 
 /// Starts keepalived and waits until it runs its VRRP instance (in BACKUP, init).
@@ -407,24 +451,36 @@ fn check_adverts(seen: &[Seen], src: IpAddr, vip: &str, priority: u8) -> anyhow:
 /// [`V2_PASS`] (Auth Type 1).
 fn check_adverts_of(
     seen: &[Seen],
-    (version, interval_cs): (u8, u16),
+    version: (u8, u16),
     src: IpAddr,
+    vip: &str,
+    priority: u8,
+) -> anyhow::Result<()> {
+    let to = match src {
+        IpAddr::V4(_) => (IpAddr::from(GROUP4), GROUP4_MAC),
+        IpAddr::V6(_) => (
+            IpAddr::from(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)),
+            GROUP6_MAC,
+        ),
+    };
+    check_adverts_to(seen, version, (src, to), vip, priority)
+}
+
+/// [`check_adverts_of`] for adverts from `src` to `to` (an address and its MAC: the
+/// multicast group, or a unicast peer).
+fn check_adverts_to(
+    seen: &[Seen],
+    (version, interval_cs): (u8, u16),
+    (src, (dst, dst_mac)): (IpAddr, (IpAddr, [u8; 6])),
     vip: &str,
     priority: u8,
 ) -> anyhow::Result<()> {
     let vip: IpAddr = vip.parse()?;
     for s in seen {
-        let (group, group_mac) = match src {
-            IpAddr::V4(_) => (IpAddr::from(GROUP4), GROUP4_MAC),
-            IpAddr::V6(_) => (
-                IpAddr::from(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)),
-                GROUP6_MAC,
-            ),
-        };
         let a = &s.advert;
         ensure!(
-            s.dst_mac == group_mac
-                && s.dst == group
+            s.dst_mac == dst_mac
+                && s.dst == dst
                 && s.src == src
                 && s.ttl == 255
                 && a.vrid == VRID
@@ -1814,5 +1870,195 @@ fn vrrpv2_with_keepalived_in_both_roles() -> anyhow::Result<()> {
     c.lab.proc(ka).wait_for_lines(&[KA_BACKUP], 2, WAIT)?;
     wait_vip_only_on(&c.lab, VIP4, &v, &[&k])?;
     wait_client_follows(&c, VIP4, &v)?;
+    Ok(())
+}
+
+#[test]
+fn vrrpv2_unicast_with_keepalived_in_both_roles() -> anyhow::Result<()> {
+    if !privileged("vrrpv2_unicast_with_keepalived_in_both_roles") {
+        return Ok(());
+    }
+    unicast_with_keepalived("vua", vrrp::VERSION_2, false)
+}
+
+#[test]
+fn vrrpv3_unicast_with_keepalived_in_both_roles() -> anyhow::Result<()> {
+    if !privileged("vrrpv3_unicast_with_keepalived_in_both_roles") {
+        return Ok(());
+    }
+    unicast_with_keepalived("vub", vrrp::VERSION_3, false)
+}
+
+#[test]
+fn ipv6_vrrpv3_unicast_with_keepalived_in_both_roles() -> anyhow::Result<()> {
+    if !privileged("ipv6_vrrpv3_unicast_with_keepalived_in_both_roles") {
+        return Ok(());
+    }
+    unicast_with_keepalived("vuc", vrrp::VERSION_3, true)
+}
+
+/// Unicast VRRP with keepalived (`unicast_src_ip` / `unicast_peer`) in both roles, for
+/// `version` over IPv4, or IPv6 (VRRPv3): vipd as Backup follows keepalived's unicast
+/// adverts and takes over on a hard failure; as Master its adverts go to keepalived's
+/// address (checked on the wire) and hold keepalived back; a graceful stop hands over at
+/// once (priority 0); started again at a higher priority it preempts. Over IPv4, adverts
+/// from a host that is not a peer, or from the peer's address below `unicast_min_ttl`,
+/// are counted and ignored.
+fn unicast_with_keepalived(tag: &str, version: u8, ipv6: bool) -> anyhow::Result<()> {
+    let _serial = serial();
+    let mut c = routers(tag, ipv6)?;
+    let (k, v) = (c.k.clone(), c.v.clone());
+    let v2 = version == vrrp::VERSION_2;
+    let (family, vip, vip_cidr, k_addr, v_addr) = if ipv6 {
+        ("ipv6", VIP6, VIP6_CIDR, "2001:db8::11", "2001:db8::12")
+    } else {
+        ("ipv4", VIP4, VIP4_CIDR, k.addr.as_str(), v.addr.as_str())
+    };
+    // At v: unicast adverts between k and v do not reach the client's bridge port.
+    let (capture, pcap) = c.lab.spawn_capture(
+        &v,
+        "capture",
+        "(ip proto 112 or ip6 proto 112) and not ether src 02:00:00:00:00:32",
+        5000,
+        Duration::from_secs(180),
+    )?;
+    let ka_conf = |priority| {
+        KaConf {
+            version,
+            priority,
+            vip_cidr,
+            nopreempt: false,
+            unicast: Some((k_addr, v_addr)),
+        }
+        .text(&k)
+    };
+    let ka = start_keepalived(&mut c.lab, &k, "keepalived", &ka_conf(200))?;
+    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    wait_vip_only_on(&c.lab, vip, &k, &[&v])?;
+    // The interval given again overrides start_vipd's 100 ms. keepalived sends IPv4
+    // unicast adverts with TTL 255, so vipd may ask for it.
+    let (interval, interval_cs) = if v2 {
+        ("1s", 100)
+    } else {
+        ("100ms", INTERVAL_CS)
+    };
+    let mut opts = format!(
+        ",interval={interval},version={version},unicast_peer={k_addr},unicast_src={v_addr}"
+    );
+    if v2 {
+        opts += ",auth_pass=vipdtest";
+    }
+    if !ipv6 {
+        opts += ",unicast_min_ttl=255";
+    }
+    let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, vip_cidr, &opts)?;
+    wait_group(&c.lab, &v, family, "backup", Some(k_addr))?;
+    wait_until("vipd counting keepalived's unicast adverts", WAIT, || {
+        Ok(counter(&status(&c.lab, &v)?, "vrrp_accepted")? >= 2)
+    })?;
+    let st = status(&c.lab, &v)?;
+    let g = group(&st, family)?;
+    assert_eq!(g["unicast_peers"], serde_json::json!([k_addr]), "{st:#}");
+    assert_eq!(g["version"], version, "{st:#}");
+    for refused in [
+        "vrrp_not_peer",
+        "vrrp_bad_ttl",
+        "vrrp_bad_auth",
+        "vrrp_bad_checksum",
+        "vrrp_bad_version",
+        "vrrp_not_link_local",
+    ] {
+        assert_eq!(counter(&st, refused)?, 0, "{refused}: {st:#}");
+    }
+    wait_client_reaches(&c, vip, &k)?;
+
+    // Hard failure of keepalived: vipd takes over.
+    c.lab.set_link(&k, false)?;
+    c.lab.proc(ka).signal(libc::SIGKILL)?;
+    let line = c
+        .lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to(&format!("family={family}"), "to=master"), WAIT)?;
+    assert!(line.contains("reason=master_down"), "{line}");
+    wait_until("the VIP on v", WAIT, || c.lab.has_address(&v, vip))?;
+    wait_client_follows(&c, vip, &v)?;
+
+    if !ipv6 {
+        // Adverts that would preempt vipd if accepted (priority 254): from a host that is
+        // not a peer, and from the peer's address with TTL 64.
+        let injector = c
+            .lab
+            .add_host("inj", "192.0.2.50/24", "02:00:00:00:00:32")?;
+        let mac = parse_mac(&injector.mac)?;
+        let ok = Advert {
+            version,
+            auth_type: if v2 { vrrp::AUTH_PASS } else { vrrp::AUTH_NONE },
+            max_adver_int_cs: interval_cs,
+            ..advert(VRID, 254)
+        };
+        let vip4 = v4(VIP4)?;
+        let frame =
+            |src: [u8; 4], ttl: u8| ipv4_frame(mac, src, ttl, &vrrp_msg(ok, &[vip4], src, |_| {}));
+        let bad = [
+            (
+                "stranger's",
+                "vrrp_not_peer",
+                frame(v4(&injector.addr)?, 255),
+            ),
+            ("TTL 64", "vrrp_bad_ttl", frame(v4(k_addr)?, 64)),
+        ];
+        each_counted_once(&c.lab, &v, &injector, &bad)?;
+        assert_eq!(group(&status(&c.lab, &v)?, family)?["state"], "master");
+    }
+
+    // keepalived back, as Backup: vipd's unicast adverts hold it back.
+    c.lab.set_link(&k, true)?;
+    let ka = start_keepalived(&mut c.lab, &k, "keepalived2", &ka_conf(50))?;
+    c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
+    let before = adverts_from(&pcap, &v)?.len();
+    wait_until("5 more adverts from vipd", WAIT, || {
+        Ok(adverts_from(&pcap, &v)?.len() >= before + 5)
+    })?;
+    let ka_log = c.lab.proc(ka).output();
+    assert!(
+        !ka_log.contains(KA_MASTER),
+        "keepalived took over:\n{ka_log}"
+    );
+    assert_vip_only_on(&c.lab, vip, &v, &[&k])?;
+
+    // Graceful stop: priority 0 to keepalived, which takes over at once.
+    stop(&mut c.lab, vipd)?;
+    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
+    wait_vip_only_on(&c.lab, vip, &k, &[&v])?;
+    wait_client_follows(&c, vip, &k)?;
+    wait_until("a priority-0 advert from v on the wire", WAIT, || {
+        Ok(adverts_from(&pcap, &v)?
+            .iter()
+            .any(|s| s.advert.priority == vrrp::PRIORITY_STOP))
+    })?;
+    c.lab.proc(capture).signal(libc::SIGTERM)?;
+    c.lab.proc(capture).wait_exit(WAIT)?;
+    let from_v = adverts_from(&pcap, &v)?;
+    ensure!(from_v.len() >= 5, "{} adverts from v", from_v.len());
+    let (k_ip, v_ip): (IpAddr, IpAddr) = (k_addr.parse()?, v_addr.parse()?);
+    let to_k = (k_ip, parse_mac(&k.mac)?);
+    check_adverts_to(&from_v, (version, interval_cs), (v_ip, to_k), vip, 100)?;
+    // keepalived's went to v's address, in unicast too.
+    let from_k = adverts_from(&pcap, &k)?;
+    ensure!(!from_k.is_empty(), "no advert from k at v");
+    for s in &from_k {
+        ensure!(s.src == k_ip && s.dst == v_ip, "keepalived's advert: {s:?}");
+    }
+
+    // vipd back at a higher priority: it preempts keepalived.
+    let vipd = start_vipd(&mut c.lab, &v, "vipd2", 150, vip_cidr, &opts)?;
+    let line = c
+        .lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to(&format!("family={family}"), "to=master"), WAIT)?;
+    assert!(line.contains("reason=master_down"), "{line}");
+    c.lab.proc(ka).wait_for_lines(&[KA_BACKUP], 2, WAIT)?;
+    wait_vip_only_on(&c.lab, vip, &v, &[&k])?;
+    wait_client_follows(&c, vip, &v)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use vipd_common::{
     auth::{AUTH_LEN, Key, sign},
     heartbeat::{FLAG_LEAVING, FLAG_MATURE, HEADER_LEN, Heartbeat, State},
-    maps::{VrrpGroup, XdpConfig, addr_key_v4, vrrp_key},
+    maps::{VrrpGroup, VrrpPeer, XdpConfig, addr_key_v4, vrrp_key},
     vrrp::{self, Advert, IPPROTO_VRRP},
 };
 
@@ -84,6 +84,8 @@ pub struct Setup {
     pub peer_addrs: Vec<[u8; 16]>,
     /// `VRRP_GROUPS`.
     pub groups: Vec<(u32, VrrpGroup)>,
+    /// `VRRP_PEERS`: the unicast groups' peers.
+    pub vrrp_peers: Vec<VrrpPeer>,
     /// `HELD`: the VIPs the node holds (the ARP/NDP watch's).
     pub held: Vec<[u8; 16]>,
     /// `OWN_MACS`.
@@ -111,9 +113,9 @@ fn link_local(last: u8) -> [u8; 16] {
     a
 }
 
-/// The three configurations fuzzed: no key and no filter; one key with a peer filter; a
-/// key rotation (two keys). Each has VRRP groups for both families, one comparing address
-/// lists. Dead intervals never end during a run, as the model assumes.
+/// The three configurations fuzzed: no key and no filter; one key with a peer filter (and
+/// unicast VRRP groups); a key rotation (two keys). Each has VRRP groups for both
+/// families, one comparing address lists. Dead intervals never end during a run, as the model assumes.
 pub fn setups() -> Vec<Setup> {
     let config = |auth: u8, peer_filter: u8| XdpConfig {
         cluster_id: CLUSTER,
@@ -167,6 +169,46 @@ pub fn setups() -> Vec<Setup> {
         (vrrp_key(true, VRIDS[0]), group(0)),
         (vrrp_key(false, VRIDS[2]), v2),
     ];
+    // With the peer filter, two groups are unicast: IPv4 from 192.0.2.1-4 with TTL 64 or
+    // more, IPv6 from 2001:db8::1-4 and fe80::1-2 with any hop limit.
+    let unicast_groups = vec![
+        (vrrp_key(false, VRIDS[0]), group(0)),
+        (
+            vrrp_key(false, VRIDS[1]),
+            VrrpGroup {
+                unicast: 1,
+                min_ttl: 64,
+                ..group(1)
+            },
+        ),
+        (
+            vrrp_key(true, VRIDS[0]),
+            VrrpGroup {
+                unicast: 1,
+                ..group(0)
+            },
+        ),
+        (vrrp_key(false, VRIDS[2]), v2),
+    ];
+    let mut vrrp_peers = Vec::new();
+    for i in 1..=4 {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[PEER_V4[0], PEER_V4[1], PEER_V4[2], i]);
+        vrrp_peers.push(VrrpPeer {
+            group: vrrp_key(false, VRIDS[1]),
+            addr,
+        });
+        vrrp_peers.push(VrrpPeer {
+            group: vrrp_key(true, VRIDS[0]),
+            addr: peer_v6(i),
+        });
+    }
+    for i in 1..=2 {
+        vrrp_peers.push(VrrpPeer {
+            group: vrrp_key(true, VRIDS[0]),
+            addr: link_local(i),
+        });
+    }
     let held = || {
         let mut h: Vec<[u8; 16]> = (1..=2).map(|i| addr_key_v4(vip_v4(i))).collect();
         h.push(vip_v6(1));
@@ -178,6 +220,7 @@ pub fn setups() -> Vec<Setup> {
             config: config(0, 0),
             peer_addrs: Vec::new(),
             groups: groups.clone(),
+            vrrp_peers: Vec::new(),
             held: held(),
             own_macs: vec![OWN_MAC],
         },
@@ -185,7 +228,8 @@ pub fn setups() -> Vec<Setup> {
             name: "key, peer filter",
             config: config(1, 1),
             peer_addrs,
-            groups: groups.clone(),
+            groups: unicast_groups,
+            vrrp_peers,
             held: held(),
             own_macs: vec![OWN_MAC],
         },
@@ -194,6 +238,7 @@ pub fn setups() -> Vec<Setup> {
             config: config(2, 0),
             peer_addrs: Vec::new(),
             groups,
+            vrrp_peers: Vec::new(),
             held: held(),
             own_macs: vec![OWN_MAC],
         },

@@ -11,8 +11,8 @@ use vipd_common::{
     auth::{Key, header_mac_offset, siphash24_header},
     heartbeat::{HEADER_LEN, Heartbeat, ParseError},
     maps::{
-        Counter, EventKind, PeerState, VipClaim, VrrpGroup, XdpConfig, addr_key_v4, claim_update,
-        vrrp_key,
+        Counter, EventKind, PeerState, VipClaim, VrrpGroup, VrrpPeer, XdpConfig, addr_key_v4,
+        claim_update, vrrp_key,
     },
     neighbor::{ARP_LEN, Arp, ClaimKind, ND_LEN, Nd},
     peer,
@@ -56,6 +56,8 @@ pub struct Model {
     pub peer_addrs: BTreeSet<[u8; 16]>,
     /// `VRRP_GROUPS`.
     pub groups: BTreeMap<u32, VrrpGroup>,
+    /// `VRRP_PEERS`.
+    pub vrrp_peers: Vec<VrrpPeer>,
     /// `PEERS` (times are not modelled: the program's come from its clock).
     pub peers: BTreeMap<u32, PeerState>,
     /// `HELD`.
@@ -92,6 +94,7 @@ impl Model {
             config: setup.config,
             peer_addrs: setup.peer_addrs.iter().copied().collect(),
             groups: setup.groups.iter().copied().collect(),
+            vrrp_peers: setup.vrrp_peers.clone(),
             peers: BTreeMap::new(),
             held: setup.held.iter().copied().collect(),
             own_macs: setup.own_macs.iter().copied().collect(),
@@ -279,21 +282,22 @@ impl Model {
             }
             Err(_) => return pass(Counter::VrrpMalformed),
         };
-        let Some(group) = self
-            .groups
-            .get(&vrrp_key(family == Family::V6, advert.vrid))
-        else {
+        let key = vrrp_key(family == Family::V6, advert.vrid);
+        let Some(group) = self.groups.get(&key) else {
             return pass(Counter::VrrpUnknownVrid);
         };
         // BPF_PROG_TEST_RUN's frames arrive on the loopback interface.
         if group.ifindex != 0 && group.ifindex != 1 {
             return pass(Counter::VrrpUnknownVrid);
         }
-        if ttl != 255 {
-            return pass(Counter::VrrpBadTtl);
-        }
-        if family == Family::V6 && (source[0] != 0xfe || source[1] & 0xc0 != 0x80) {
-            return pass(Counter::VrrpNotLinkLocal);
+        let is_peer = || {
+            self.vrrp_peers.contains(&VrrpPeer {
+                group: key,
+                addr: source,
+            })
+        };
+        if let Err(refused) = vrrp::check_sender(group, family, ttl, &source, is_peer) {
+            return pass(refused);
         }
         if msg_len > vrrp::MAX_MESSAGE_LEN || msg_len % 2 == 1 || off + msg_len > frame.len() {
             return pass(Counter::VrrpMalformed);

@@ -1,7 +1,8 @@
-//! VRRP advertisement frames as this node sends them: Ethernet, then IPv4 (TTL 255, to
-//! 224.0.0.18) or IPv6 (hop limit 255, from the link-local address, to ff02::12), then the
-//! advert: VRRPv3 with its checksum over the pseudo-header (RFC 5798 section 5), or VRRPv2
-//! with its authentication data and a checksum over the message alone (RFC 3768).
+//! VRRP advertisements as this node sends them: the message — VRRPv3 with its checksum
+//! over the pseudo-header (RFC 5798 section 5), or VRRPv2 with its authentication data
+//! and a checksum over the message alone (RFC 3768) — and, for multicast, the whole
+//! frame: Ethernet, then IPv4 (TTL 255, to 224.0.0.18) or IPv6 (hop limit 255, from the
+//! link-local address, to ff02::12). Unicast messages go out through `unicast`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -35,8 +36,9 @@ pub struct AdvertSpec<'a> {
     pub vips: &'a [IpAddr],
 }
 
-/// The whole Ethernet frame from `mac`, and its EtherType.
-pub fn frame(mac: [u8; 6], spec: &AdvertSpec<'_>) -> (Vec<u8>, u16) {
+/// The VRRP message of `spec` with its checksum, for an IP packet to `dest` (the v3
+/// pseudo-header holds it: the multicast group, or a unicast peer).
+pub fn message(spec: &AdvertSpec<'_>, dest: IpAddr) -> Vec<u8> {
     let mut msg = vec![0u8; vrrp::HEADER_LEN];
     let v2 = spec.version == vrrp::VERSION_2;
     let header = Advert {
@@ -58,18 +60,26 @@ pub fn frame(mac: [u8; 6], spec: &AdvertSpec<'_>) -> (Vec<u8>, u16) {
     if v2 {
         msg.extend_from_slice(&spec.auth.1);
     }
-    let mut out = Vec::with_capacity(14 + 40 + msg.len());
+    let checksum = match (spec.source, dest) {
+        _ if v2 => vrrp::checksum_v2(&msg),
+        (IpAddr::V4(src), IpAddr::V4(dst)) => vrrp::checksum_v4(src.octets(), dst.octets(), &msg),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => vrrp::checksum_v6(src.octets(), dst.octets(), &msg),
+        // Config validation keeps a group's addresses in one family.
+        _ => 0,
+    };
+    msg[6..8].copy_from_slice(&checksum.to_be_bytes());
+    msg
+}
+
+/// The whole multicast Ethernet frame from `mac`, and its EtherType.
+pub fn frame(mac: [u8; 6], spec: &AdvertSpec<'_>) -> (Vec<u8>, u16) {
+    let mut out = Vec::with_capacity(14 + 40 + vrrp::HEADER_LEN + 16 * spec.vips.len() + 8);
     match spec.source {
         IpAddr::V4(src) => {
+            let msg = message(spec, GROUP_V4.into());
             out.extend_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
             out.extend_from_slice(&mac);
             out.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
-            let checksum = if v2 {
-                vrrp::checksum_v2(&msg)
-            } else {
-                vrrp::checksum_v4(src.octets(), GROUP_V4.octets(), &msg)
-            };
-            msg[6..8].copy_from_slice(&checksum.to_be_bytes());
             let mut ip = [0u8; 20];
             ip[0] = 0x45;
             ip[1] = 0xc0; // Precedence: internetwork control, as routers send.
@@ -86,11 +96,10 @@ pub fn frame(mac: [u8; 6], spec: &AdvertSpec<'_>) -> (Vec<u8>, u16) {
             (out, ETH_P_IPV4)
         }
         IpAddr::V6(src) => {
+            let msg = message(spec, GROUP_V6.into());
             out.extend_from_slice(&[0x33, 0x33, 0x00, 0x00, 0x00, 0x12]);
             out.extend_from_slice(&mac);
             out.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
-            let checksum = vrrp::checksum_v6(src.octets(), GROUP_V6.octets(), &msg);
-            msg[6..8].copy_from_slice(&checksum.to_be_bytes());
             let mut ip = [0u8; 40];
             ip[0] = 0x6c; // Version 6, traffic class 0xc0.
             ip[4..6].copy_from_slice(&(msg.len() as u16).to_be_bytes());
@@ -203,5 +212,26 @@ mod tests {
             (a.version, a.auth_type, a.max_adver_int_cs),
             (2, vrrp::AUTH_PASS, 300)
         );
+    }
+
+    #[test]
+    fn a_unicast_v3_message_sums_with_the_peer_in_the_pseudo_header() {
+        let vips: [IpAddr; 1] = ["2001:db8::200".parse().unwrap()];
+        let (src, peer): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8::11".parse().unwrap(),
+            "2001:db8::12".parse().unwrap(),
+        );
+        let spec = AdvertSpec {
+            version: vrrp::VERSION_3,
+            auth: (0, [0; 8]),
+            vrid: 52,
+            priority: 100,
+            interval_cs: 100,
+            source: src.into(),
+            vips: &vips,
+        };
+        let msg = message(&spec, peer.into());
+        assert_eq!(vrrp::checksum_v6(src.octets(), peer.octets(), &msg), 0);
+        assert_ne!(vrrp::checksum_v6(src.octets(), GROUP_V6.octets(), &msg), 0);
     }
 }

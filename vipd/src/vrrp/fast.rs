@@ -316,7 +316,8 @@ impl Routers {
             version: g.cfg.version,
             auth_type: g.cfg.auth().0,
             interval_cs: g.cfg.interval_cs(),
-            _pad: [0; 2],
+            unicast: u8::from(g.cfg.unicast()),
+            min_ttl: g.cfg.unicast_min_ttl,
             auth_data: g.cfg.auth().1,
         };
         let key = g.key;
@@ -380,20 +381,39 @@ impl Routers {
 
     fn send_advert(&mut self, i: usize, priority: u8) {
         let g = &self.groups[i];
-        let (frame, proto) = advert::frame(
-            g.announcer.mac(),
-            &AdvertSpec {
-                version: g.cfg.version,
-                auth: g.cfg.auth(),
-                vrid: g.cfg.vrid,
-                priority,
-                interval_cs: g.cfg.interval_cs(),
-                source: g.source,
-                vips: &g.vips,
-            },
-        );
-        let sent = g.announcer.send(&frame, proto);
-        if sent.is_ok() && priority > 0 {
+        let spec = AdvertSpec {
+            version: g.cfg.version,
+            auth: g.cfg.auth(),
+            vrid: g.cfg.vrid,
+            priority,
+            interval_cs: g.cfg.interval_cs(),
+            source: g.source,
+            vips: &g.vips,
+        };
+        // Unicast: to every peer (the first failure is reported; one delivered is enough
+        // to count as advertising). Multicast: one frame.
+        let (sent, any) = match &g.unicast {
+            Some(socket) => {
+                let mut first_error = None;
+                let mut any = false;
+                for &peer in &g.cfg.unicast_peers {
+                    match socket.send(peer, &advert::message(&spec, peer)) {
+                        Ok(()) => any = true,
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                (first_error.map_or(Ok(()), Err), any)
+            }
+            None => {
+                let (frame, proto) = advert::frame(g.announcer.mac(), &spec);
+                let sent = g.announcer.send(&frame, proto);
+                let any = sent.is_ok();
+                (sent, any)
+            }
+        };
+        if any && priority > 0 {
             // A Master alive and advertising: the XDP program answers for the VIPs until
             // as long after this advert as the Backups wait (see `maps::FENCE_MAP`).
             let _ = self.io.fence.set(0, monotonic_ns(), 0);
@@ -716,6 +736,12 @@ impl Routers {
                         .map(|s| now.saturating_sub(s.last_seen_ns) as f64 / 1e6),
                     adverts_received: seen.map_or(0, |s| s.received),
                     vips: g.cfg.vips.iter().map(ToString::to_string).collect(),
+                    unicast_peers: g
+                        .cfg
+                        .unicast_peers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
                 }
             })
             .collect()

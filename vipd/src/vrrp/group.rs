@@ -15,6 +15,7 @@ use super::{
     advert,
     fsm::{VirtualRouter, VrrpState},
     host::{self, HostChanges},
+    unicast::UnicastSocket,
 };
 use crate::{announce::Announcer, config::Vrrp, netlink::Link, vip::Vip};
 
@@ -44,6 +45,8 @@ pub struct Group {
     pub(super) announcer: Arc<Announcer>,
     /// VIPs the kernel would not add (while Master) or remove, tried again on a timer.
     pub(super) retry: Retry,
+    /// With `unicast_peers`: the socket adverts go to the peers through.
+    pub(super) unicast: Option<UnicastSocket>,
 }
 
 /// A group's address changes the kernel refused, tried again every [`Retry::EVERY_NS`]: a
@@ -144,7 +147,20 @@ pub(super) async fn new_group(
     } else {
         (port.link.clone(), Arc::clone(&port.announcer))
     };
+    let unicast = match g.unicast() {
+        true => Some(
+            UnicastSocket::open(source, &port.link.name, port.link.index).with_context(|| {
+                format!(
+                    "VRRP group {}: a raw socket for unicast adverts from {source} (needs \
+                     CAP_NET_RAW)",
+                    g.vrid
+                )
+            })?,
+        ),
+        false => None,
+    };
     Ok(Group {
+        unicast,
         ifindex: port.link.index,
         vip_ifindex: link.index,
         link_name: link.name.clone(),
@@ -174,13 +190,23 @@ pub(super) fn describe(g: &Vrrp) -> String {
     )
 }
 
-/// The address adverts of `group` are sent from: the interface's first IPv4 address that
-/// is not a VIP, or its IPv6 link-local address (RFC 5798 section 5.1.2.1).
+/// The address adverts of `group` are sent from: its `unicast_src`, which must be one of
+/// the interface's addresses; else the interface's first IPv4 address that is not a VIP,
+/// or its IPv6 link-local address (RFC 5798 section 5.1.2.1).
 pub(super) fn source_address(
     addresses: &[(IpAddr, u8)],
     group: &Vrrp,
     vips: &[Vip],
 ) -> anyhow::Result<IpAddr> {
+    if let Some(src) = group.unicast_src {
+        if !addresses.iter().any(|(a, _)| *a == src) {
+            bail!(
+                "unicast_src {src} is not an address of {}",
+                group.interface()
+            );
+        }
+        return Ok(src);
+    }
     let is_vip = |a: &IpAddr| vips.iter().any(|v| v.addr == *a);
     let found = if group.ipv6() {
         addresses
@@ -202,7 +228,7 @@ pub(super) fn source_address(
     }
 }
 
-/// Joins 224.0.0.18 / ff02::12 on each group's interface where `joined` does not yet,
+/// Joins 224.0.0.18 / ff02::12 on each multicast group's interface where `joined` does not yet,
 /// so its multicast filter lets adverts in (the sockets receive nothing: VRRP is not UDP).
 /// Keep the sockets to stay joined. Tries every group; says which ones failed.
 pub(super) fn join_groups(
@@ -224,7 +250,7 @@ pub(super) fn join_groups(
         }
     };
     let mut failed = Vec::new();
-    for g in groups {
+    for g in groups.iter().filter(|g| !g.cfg.unicast()) {
         let ipv6 = g.cfg.ipv6();
         if joined
             .iter()

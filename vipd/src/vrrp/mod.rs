@@ -19,3 +19,4 @@ pub mod group;
 pub mod host;
 pub mod reload;
 pub mod run;
+pub mod unicast;

@@ -6,7 +6,10 @@
 //! - Priority, preempt, advert interval, accept mode and the VIP list change in place: a
 //!   Master keeps its state, adds the new VIPs, removes the dropped ones and advertises the
 //!   new values at once, so a Backup that now outranks it preempts as RFC 5798 says.
-//! - A new interface, virtual MAC or VRRP version, or becoming or ceasing to be the address owner
+//! - The unicast peers and `unicast_min_ttl` change in place too (adverts go to the new
+//!   peers from the next one on).
+//! - A new interface, virtual MAC, VRRP version, advert source (`unicast_src`), a switch
+//!   between multicast and unicast, or becoming or ceasing to be the address owner
 //!   (priority 255, which starts as Master), restarts the group: it stops (priority 0 if it
 //!   was Master) and starts again.
 //! - Groups no longer configured stop; new ones start.
@@ -63,6 +66,8 @@ fn needs_restart(old: &Vrrp, new: &Vrrp) -> bool {
         || old.vmac != new.vmac
         || owner(old) != owner(new)
         || old.version != new.version
+        || old.unicast() != new.unicast()
+        || old.unicast_src != new.unicast_src
 }
 
 /// A Master's address changes for an in-place update: (to remove, to add). A VIP whose
@@ -129,6 +134,8 @@ mod tests {
             "51,priority=100,vip=192.0.2.200/24,version=2",
             "51,priority=100,vip=192.0.2.200/24,vmac=yes",
             "51,priority=255,vip=192.0.2.200/24",
+            // Multicast to unicast, and (below) another unicast source.
+            "51,priority=100,vip=192.0.2.200/24,unicast_peer=192.0.2.12",
         ] {
             let new = group(spec);
             assert_eq!(
@@ -147,5 +154,30 @@ mod tests {
         let text = |v: &[Vip]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(text(&remove), ["192.0.2.201/24", "192.0.2.202/24"]);
         assert_eq!(text(&add), ["192.0.2.201/25", "192.0.2.203/24"]);
+    }
+
+    #[test]
+    fn unicast_peers_change_in_place_and_a_new_source_restarts() {
+        let old = group("51,vip=192.0.2.200/24,unicast_peer=192.0.2.12,unicast_src=192.0.2.11");
+        for spec in [
+            "51,vip=192.0.2.200/24,unicast_peer=192.0.2.12,unicast_peer=192.0.2.13,\
+             unicast_src=192.0.2.11",
+            "51,vip=192.0.2.200/24,unicast_peer=192.0.2.13,unicast_src=192.0.2.11",
+            "51,vip=192.0.2.200/24,unicast_peer=192.0.2.12,unicast_src=192.0.2.11,\
+             unicast_min_ttl=255",
+        ] {
+            let new = group(spec);
+            let changes = plan(std::slice::from_ref(&old), std::slice::from_ref(&new));
+            assert_eq!(changes, [Change::Update { old: 0, new }], "{spec}");
+        }
+        for spec in [
+            "51,vip=192.0.2.200/24,unicast_peer=192.0.2.12,unicast_src=192.0.2.10",
+            "51,vip=192.0.2.200/24,unicast_peer=192.0.2.12",
+            "51,vip=192.0.2.200/24",
+        ] {
+            let new = group(spec);
+            let changes = plan(std::slice::from_ref(&old), std::slice::from_ref(&new));
+            assert_eq!(changes, [Change::Restart { old: 0, new }], "{spec}");
+        }
     }
 }

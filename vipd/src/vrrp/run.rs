@@ -27,7 +27,9 @@ use vipd_common::maps::{ClaimNotice, XdpConfig, vrrp_key};
 use super::{
     fast::{self, COMMANDS, Command, REPORTS, Report},
     fsm::VrrpState,
-    group::{GroupInfo, Port, describe, join_groups, new_group, source_address, state_name},
+    group::{
+        GroupInfo, Port, bytes_of, describe, join_groups, new_group, source_address, state_name,
+    },
     host::HostChanges,
     reload::{self, Change},
 };
@@ -140,6 +142,9 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         .chain(made.iter().map(|g| g.announcer.mac()))
     {
         loaded.add_own_mac(mac)?;
+    }
+    for g in &cfg.vrrp {
+        set_peers(&mut loaded, g)?;
     }
     let groups: Vec<GroupInfo> = made.iter().map(|g| g.info()).collect();
     let mut joined = Vec::new();
@@ -299,6 +304,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     drop(host);
     clean_up(&loaded.pin_dir, &cfg.instance, &hooks).await;
     stop_reason.outcome()
+}
+
+/// Tells the XDP program group `g`'s unicast peers (none: multicast).
+fn set_peers(loaded: &mut xdp::LoadedXdp, g: &Vrrp) -> anyhow::Result<()> {
+    let peers: Vec<[u8; 16]> = g.unicast_peers.iter().map(|&a| bytes_of(a)).collect();
+    loaded
+        .set_vrrp_peers(vrrp_key(g.ipv6(), g.vrid), &peers)
+        .with_context(|| format!("VRRP group {}: its unicast peers", g.vrid))
 }
 
 /// What the XDP program is told in VRRP mode: no heartbeats (port 0 matches nothing), and
@@ -596,7 +609,8 @@ impl Runtime {
                     let port = &self.ports[new.interface()];
                     match new_group(port, &mut self.host, &new, &all).await {
                         Ok(g) => {
-                            if let Err(e) = self.loaded.add_own_mac(g.announcer.mac()) {
+                            let added = self.loaded.add_own_mac(g.announcer.mac());
+                            if let Err(e) = added.and_then(|()| set_peers(&mut self.loaded, &new)) {
                                 warn!(vrid = new.vrid, "{e:#}");
                             }
                             fresh.push(self.groups.len());
@@ -621,6 +635,9 @@ impl Runtime {
                 "VRRP group updated: {}",
                 describe(&new)
             );
+            if let Err(e) = set_peers(&mut self.loaded, &new) {
+                warn!(vrid = new.vrid, "{e:#}");
+            }
             self.groups[i].cfg = new.clone();
             let key = self.groups[i].key;
             self.fast
@@ -709,6 +726,7 @@ impl Runtime {
         let key = vrrp_key(g.ipv6(), g.vrid);
         let _ = self.loaded.vrrp_groups.remove(&key);
         let _ = self.loaded.vrrp_seen.remove(&key);
+        let _ = self.loaded.set_vrrp_peers(key, &[]);
         self.metrics.vrrp_state.remove(&GroupLabel {
             vrid: g.vrid.to_string(),
             family: g.family().into(),
