@@ -8,7 +8,7 @@ set -euo pipefail
 
 EBPF_TOOLCHAIN=${EBPF_TOOLCHAIN:-nightly}
 BPF_LINKER_VERSION=${BPF_LINKER_VERSION:-0.13.0}
-APT_PACKAGES=(bpftool iproute2 iputils-ping iputils-arping tcpdump util-linux procps nftables keepalived ucarp stress-ng)
+APT_PACKAGES=(bpftool iproute2 iputils-ping iputils-arping tcpdump util-linux procps nftables keepalived ucarp stress-ng frr)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

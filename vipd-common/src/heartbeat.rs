@@ -109,12 +109,14 @@ fn be64(b: &[u8; HEADER_LEN], at: usize) -> u64 {
     (be32(b, at) as u64) << 32 | be32(b, at + 4) as u64
 }
 
-impl Heartbeat {
-    /// Whether the LEAVING flag is set.
-    pub fn is_leaving(&self) -> bool {
-        self.flags & FLAG_LEAVING != 0
-    }
+/// Whether heartbeat flags (a heartbeat's, or as a peer entry or event records them) say
+/// the sender is leaving.
+#[inline(always)]
+pub const fn is_leaving(flags: u8) -> bool {
+    flags & FLAG_LEAVING != 0
+}
 
+impl Heartbeat {
     /// Parses a fixed-size header and checks it belongs to `cluster_id`.
     ///
     /// `payload_len` is the whole UDP payload's length, used to check the MAC trailer
@@ -361,7 +363,7 @@ mod tests {
             ..hb
         };
         let parsed = Heartbeat::parse(&leaving.to_bytes(), hb.cluster_id).unwrap();
-        assert!(parsed.is_leaving());
+        assert!(is_leaving(parsed.flags));
     }
 
     #[test]

@@ -2,6 +2,28 @@
 //!
 //! All values are `#[repr(C)]` with explicit padding so both sides agree byte for byte.
 
+/// Where vipd pins its maps by default: one directory per instance below it.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/vipd";
+
+/// The maps pinned in an instance's directory (`bpftool map dump pinned …`), each as its
+/// name in lower case (`VRRP_GROUPS` → `vrrp_groups`).
+pub const PINNED_MAPS: [&str; 14] = [
+    PEERS_MAP,
+    PEER_ADDRS_MAP,
+    CONFIG_MAP,
+    COUNTERS_MAP,
+    EVENTS_MAP,
+    VRRP_GROUPS_MAP,
+    VRRP_SEEN_MAP,
+    VRRP_PEERS_MAP,
+    VRRP_EVENTS_MAP,
+    FENCE_MAP,
+    HELD_MAP,
+    OWN_MACS_MAP,
+    CLAIMS_MAP,
+    CLAIM_EVENTS_MAP,
+];
+
 /// Name of the peer table: `LruHashMap<u32 node_id, PeerState>` (a flood of forged ids
 /// evicts the least recently heard, never locks real nodes out).
 pub const PEERS_MAP: &str = "PEERS";

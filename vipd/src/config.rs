@@ -151,7 +151,7 @@ pub struct Vrrp {
     #[serde(default = "yes")]
     pub accept: bool,
     /// Use the virtual MAC 00:00:5E:00:01:VRID (IPv6: 00:00:5E:00:02:VRID) on a macvlan
-    /// `vrrp4.VRID` / `vrrp6.VRID`, like keepalived's use_vmac [default: false: the
+    /// `vrrp4.VRID.IFINDEX` / `vrrp6.VRID.IFINDEX`, like keepalived's use_vmac [default: false: the
     /// interface's MAC and gratuitous ARP / unsolicited NA].
     #[serde(default)]
     pub vmac: bool,
@@ -193,9 +193,18 @@ impl Vrrp {
         [0, 0, 0x5e, 0, if self.ipv6() { 2 } else { 1 }, self.vrid]
     }
 
-    /// The name of the group's macvlan when `vmac` is on.
-    pub fn vmac_name(&self) -> String {
-        format!("vrrp{}.{}", if self.ipv6() { 6 } else { 4 }, self.vrid)
+    /// The name of the group's macvlan when `vmac` is on, on the interface of index
+    /// `ifindex`: `vrrp4.<vrid>.<ifindex>` (`vrrp6.…` for IPv6), so daemons running one
+    /// VRID on two interfaces never touch each other's. An index too long for the 15
+    /// characters of a Linux interface name is written in hex after a shorter prefix.
+    pub fn vmac_name(&self, ifindex: u32) -> String {
+        let family = if self.ipv6() { 6 } else { 4 };
+        let name = format!("vrrp{family}.{}.{ifindex}", self.vrid);
+        if name.len() <= 15 {
+            name
+        } else {
+            format!("v{family}.{}.{ifindex:x}", self.vrid)
+        }
     }
 
     /// The advertisement interval in centiseconds.
@@ -1008,7 +1017,10 @@ impl Config {
             ),
             announce_refresh: Some(f.announce.refresh.map_or(Duration::from_secs(60), |d| d.0))
                 .filter(|d| !d.is_zero()),
-            pin_root: f.xdp.pin_root.unwrap_or_else(|| "/sys/fs/bpf/vipd".into()),
+            pin_root: f
+                .xdp
+                .pin_root
+                .unwrap_or_else(|| vipd_common::maps::DEFAULT_PIN_ROOT.into()),
             xdp_mode: f.xdp.mode.unwrap_or(AttachMode::Auto),
             metrics: f.metrics.listen,
             rt_priority,
@@ -1116,7 +1128,7 @@ impl Config {
             Some(
                 "the heartbeat key to one this node does not accept yet (it would split the \
                  pool; to rotate keys, first add the new one as auth_next_key_file on every \
-                 node and reload, see the README's key rotation)",
+                 node and reload, see docs/security.md, key rotation)",
             )
         } else if self.xdp_mode != new.xdp_mode {
             Some("the XDP mode")
@@ -1407,6 +1419,17 @@ vips = ["2001:db8::200/64"]
         let again = Config::from_file(File::parse(&c.to_toml()).unwrap()).unwrap();
         assert_eq!(again, c);
         assert!(Vrrp::parse_spec("51,unicast_peer=nowhere").is_err());
+    }
+
+    #[test]
+    fn macvlan_names_name_the_interface_and_fit_linux() {
+        let g = Vrrp::parse_spec("51,vip=192.0.2.200").unwrap();
+        let g6 = Vrrp::parse_spec("255,vip=2001:db8::1").unwrap();
+        assert_eq!(g.vmac_name(2), "vrrp4.51.2");
+        assert_ne!(g.vmac_name(2), g.vmac_name(3), "one VRID on two interfaces");
+        assert_eq!(g6.vmac_name(99_999), "vrrp6.255.99999");
+        assert_eq!(g6.vmac_name(u32::MAX), "v6.255.ffffffff");
+        assert!(g6.vmac_name(100_000).len() <= 15);
     }
 
     #[test]

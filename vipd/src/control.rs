@@ -39,8 +39,13 @@ pub struct Status {
     /// or "off (INSECURE: …)".
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub auth: String,
-    /// active, holding-down, withdrawn (health checks), fault (no carrier).
+    /// active, holding-down, withdrawn (health checks), fault (no carrier), degraded
+    /// (VRRP mode: some of its interfaces without carrier, see `carrier`).
     pub state: String,
+    /// VRRP mode: whether each interface the groups run on has carrier (the groups on
+    /// one without it are out, like keepalived's FAULT state).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub carrier: BTreeMap<String, bool>,
     /// The view: node ids VIPs are placed on.
     pub view: Vec<u32>,
     /// Whether every member's view digest equals ours (pool mode).
@@ -247,30 +252,33 @@ fn ask(instance: &str) -> anyhow::Result<Status> {
 fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
     use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
     use vipd_common::{
-        heartbeat::{FLAG_LEAVING, FLAG_MATURE},
-        maps::{Counter, PeerState, XdpConfig, fenced},
+        heartbeat::{FLAG_MATURE, is_leaving},
+        maps::{
+            CONFIG_MAP, COUNTERS_MAP, Counter, FENCE_MAP, PEERS_MAP, PeerState, XdpConfig, fenced,
+        },
     };
     let root = config
         .and_then(|p| File::load(p).ok())
         .and_then(|f| f.xdp.pin_root)
-        .unwrap_or_else(|| "/sys/fs/bpf/vipd".into());
+        .unwrap_or_else(|| vipd_common::maps::DEFAULT_PIN_ROOT.into());
     let dir = root.join(instance);
-    let open = |name: &str| -> anyhow::Result<Map> {
-        let data = MapData::from_pin(dir.join(name))
-            .with_context(|| format!("opening {}", dir.join(name).display()))?;
+    let open = |map: &str| -> anyhow::Result<Map> {
+        let path = dir.join(crate::xdp::pin_file(map));
+        let data =
+            MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Map::from_map_data(data)?)
     };
-    let peers: HashMap<MapData, u32, PeerState> = HashMap::try_from(open("peers")?)?;
-    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(open("counters")?)?;
+    let peers: HashMap<MapData, u32, PeerState> = HashMap::try_from(open(PEERS_MAP)?)?;
+    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(open(COUNTERS_MAP)?)?;
     let now = crate::clock::monotonic_ns();
     let mut status = Status {
         instance: instance.into(),
         state: "unknown (no daemon answered; from the pinned maps)".into(),
         ..Status::default()
     };
-    let config = Array::<MapData, XdpConfig>::try_from(open("config")?)?.get(&0, 0)?;
+    let config = Array::<MapData, XdpConfig>::try_from(open(CONFIG_MAP)?)?.get(&0, 0)?;
     status.node_id = config.node_id;
-    let alive = Array::<MapData, u64>::try_from(open("fence")?)?.get(&0, 0)?;
+    let alive = Array::<MapData, u64>::try_from(open(FENCE_MAP)?)?.get(&0, 0)?;
     let attached = std::fs::read_dir(&dir)?
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().starts_with("link-"));
@@ -288,7 +296,7 @@ fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
         });
     }
     for (id, p) in peers.iter().filter_map(Result::ok) {
-        let flags = if p.flags & FLAG_LEAVING != 0 {
+        let flags = if is_leaving(p.flags) {
             "leaving"
         } else if p.flags & FLAG_MATURE != 0 {
             "up"
@@ -321,6 +329,19 @@ pub fn table(s: &Status) -> String {
         "node {} on {} (instance {}, XDP {}): {}",
         s.node_id, s.interface, s.instance, s.xdp_mode, s.state
     );
+    let no_carrier: Vec<&str> = s
+        .carrier
+        .iter()
+        .filter(|(_, up)| !**up)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !no_carrier.is_empty() {
+        let _ = writeln!(
+            t,
+            "no carrier on {} (its groups are out until it returns)",
+            no_carrier.join(", ")
+        );
+    }
     if !s.auth.is_empty() {
         let _ = writeln!(t, "heartbeat authentication: {}", s.auth);
     }

@@ -113,6 +113,25 @@ impl Hooks {
         }
     }
 
+    /// The same dispatcher, with `VIPD_INTERFACE` set to `interface` (a VRRP group's own,
+    /// where it differs from the node's).
+    pub fn on_interface(&self, interface: &str) -> Hooks {
+        let mut settings = Settings {
+            command: self.settings.command.clone(),
+            timeout: self.settings.timeout,
+            env: self.settings.env.clone(),
+        };
+        for (name, value) in &mut settings.env {
+            if *name == "VIPD_INTERFACE" {
+                *value = interface.to_string();
+            }
+        }
+        Hooks {
+            settings: Arc::new(settings),
+            queue: self.queue.clone(),
+        }
+    }
+
     /// Reports that this node acquired a VIP.
     pub fn vip_acquired(&self, vip: IpAddr) {
         self.fire("vip_acquired", Some(vip), None, None, None);
@@ -343,6 +362,28 @@ mod tests {
                 .collect();
             assert_eq!(own, expected, "{vip}'s events out of order");
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_groups_events_name_its_interface() {
+        let dir = temp("interface");
+        let log = dir.join("log");
+        let script = format!(
+            "echo \"$VIPD_EVENT $VIPD_VRID $VIPD_INTERFACE\" >> {}",
+            log.display()
+        );
+        let h = hooks(&dir, &script, Duration::from_secs(10));
+        h.on_interface("eth1").vrrp_state(52, "master");
+        h.node_state("active");
+        h.finish(Duration::from_secs(10)).await;
+        let mut lines: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        assert_eq!(lines, ["node_state  eth0", "vrrp_state 52 eth1"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

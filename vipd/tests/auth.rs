@@ -12,7 +12,7 @@ use vipd_common::{
     auth::{AUTH_LEN, Key, sign},
     heartbeat::{DEFAULT_PORT, Heartbeat},
 };
-use xtask::lab::{Host, Lab, privileged, wait_until};
+use xtask::lab::{Host, Lab, require_root, wait_until};
 
 use common::{VIPD, counter, status};
 
@@ -82,10 +82,9 @@ fn held(lab: &Lab, host: &Host) -> usize {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn only_nodes_sharing_the_key_are_peers_and_replays_are_refused() -> anyhow::Result<()> {
-    if !privileged("only_nodes_sharing_the_key_are_peers_and_replays_are_refused") {
-        return Ok(());
-    }
+    require_root();
     let mut lab = Lab::new("va")?;
     let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
     let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
@@ -192,10 +191,9 @@ fn only_nodes_sharing_the_key_are_peers_and_replays_are_refused() -> anyhow::Res
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn keys_rotate_by_reloads_without_splitting_the_pool() -> anyhow::Result<()> {
-    if !privileged("keys_rotate_by_reloads_without_splitting_the_pool") {
-        return Ok(());
-    }
+    require_root();
     let mut lab = Lab::new("vk")?;
     let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
     let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use xtask::lab::{Lab, privileged};
+use xtask::lab::{Lab, require_root};
 
 const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
 
@@ -62,10 +62,9 @@ fn malformed_cli_values_are_usage_errors() {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn runtime_errors_are_clear() -> anyhow::Result<()> {
-    if !privileged("runtime_errors_are_clear") {
-        return Ok(());
-    }
+    require_root();
     let mut lab = Lab::new("ve")?;
     let host = lab.add_host("h", "192.0.2.11/24", "02:00:00:00:00:0b")?;
     let instance = format!("{}-h", lab.prefix());
@@ -142,10 +141,9 @@ fn runtime_errors_are_clear() -> anyhow::Result<()> {
 /// start before it touches anything: the running daemon keeps its VIPs and its control
 /// socket.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_second_daemon_on_an_interface_changes_nothing() -> anyhow::Result<()> {
-    if !privileged("a_second_daemon_on_an_interface_changes_nothing") {
-        return Ok(());
-    }
+    require_root();
     let mut lab = Lab::new("vt")?;
     let host = lab.add_host("h", "192.0.2.11/24", "02:00:00:00:00:0b")?;
     let vips = ["192.0.2.201", "192.0.2.202"];

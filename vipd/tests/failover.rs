@@ -6,7 +6,7 @@
 use std::{net::UdpSocket, path::Path, time::Duration};
 
 use anyhow::Context as _;
-use xtask::lab::{Host, Lab, privileged, wait_until};
+use xtask::lab::{Host, Lab, require_root, wait_until};
 
 const VIP1: &str = "192.0.2.201";
 const VIP2: &str = "192.0.2.202";
@@ -129,10 +129,9 @@ fn wait_for_ping(c: &Cluster, vip: &str) -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn hard_failure_moves_vip_to_survivor_and_restart_rebalances() -> anyhow::Result<()> {
-    if !privileged("hard_failure_moves_vip_to_survivor_and_restart_rebalances") {
-        return Ok(());
-    }
+    require_root();
     let mut c = cluster("vf")?;
     let (n1, n2) = (c.n1.clone(), c.n2.clone());
     let p1 = start_vipd(&mut c.lab, &n1, 1, &n2, "first")?;
@@ -180,10 +179,9 @@ fn hard_failure_moves_vip_to_survivor_and_restart_rebalances() -> anyhow::Result
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn one_millisecond_heartbeats_fail_over_and_hold_down_ends() -> anyhow::Result<()> {
-    if !privileged("one_millisecond_heartbeats_fail_over_and_hold_down_ends") {
-        return Ok(());
-    }
+    require_root();
     let mut c = cluster("vq")?;
     let (n1, n2) = (c.n1.clone(), c.n2.clone());
     let fast = ["--interval", "1ms", "--dead-interval", "4ms"];
@@ -217,10 +215,9 @@ fn one_millisecond_heartbeats_fail_over_and_hold_down_ends() -> anyhow::Result<(
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn graceful_stop_hands_over_at_once_on_leaving() -> anyhow::Result<()> {
-    if !privileged("graceful_stop_hands_over_at_once_on_leaving") {
-        return Ok(());
-    }
+    require_root();
     let mut c = cluster("vg")?;
     let (n1, n2) = (c.n1.clone(), c.n2.clone());
     let p1 = start_vipd(&mut c.lab, &n1, 1, &n2, "first")?;
@@ -289,11 +286,10 @@ fn stopped_field(log: &str, field: &str) -> anyhow::Result<u64> {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn pinned_maps_count_what_was_sent() -> anyhow::Result<()> {
     use vipd_common::maps::Counter;
-    if !privileged("pinned_maps_count_what_was_sent") {
-        return Ok(());
-    }
+    require_root();
     let mut c = cluster("vm")?;
     let (n1, n2, client) = (c.n1.clone(), c.n2.clone(), c.client.clone());
     let p1 = start_vipd(&mut c.lab, &n1, 1, &n2, "first")?;

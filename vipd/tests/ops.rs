@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use xtask::lab::{Host, Lab, privileged, wait_until};
+use xtask::lab::{Host, Lab, require_root, wait_until};
 
 use common::{VIPD, status_of};
 
@@ -167,10 +167,9 @@ fn zone_prints_round_robin_records() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn status_and_metrics_describe_a_running_pair() -> anyhow::Result<()> {
-    if !privileged("status_and_metrics_describe_a_running_pair") {
-        return Ok(());
-    }
+    require_root();
     let (mut lab, n1, n2, _client) = two_nodes("os")?;
     let c1 = write_config(
         &lab,
@@ -284,10 +283,9 @@ impl Drop for Responder {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_failing_check_moves_vips_away_and_hooks_see_every_event() -> anyhow::Result<()> {
-    if !privileged("a_failing_check_moves_vips_away_and_hooks_see_every_event") {
-        return Ok(());
-    }
+    require_root();
     let (mut lab, n1, n2, client) = two_nodes("oh")?;
     let events = lab.dir().join("n1-events.log");
     let hook = format!(
@@ -361,10 +359,9 @@ fn a_failing_check_moves_vips_away_and_hooks_see_every_event() -> anyhow::Result
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn sighup_applies_a_new_pool_and_rejects_a_bad_file() -> anyhow::Result<()> {
-    if !privileged("sighup_applies_a_new_pool_and_rejects_a_bad_file") {
-        return Ok(());
-    }
+    require_root();
     let (mut lab, n1, n2, _client) = two_nodes("or")?;
     let c1 = write_config(&lab, &n1, 1, &n2, "")?;
     let c2 = write_config(&lab, &n2, 2, &n1, "")?;
@@ -412,10 +409,9 @@ fn sighup_applies_a_new_pool_and_rejects_a_bad_file() -> anyhow::Result<()> {
 /// the XDP program (counted, never in a view); once they list it and reload, it is in every
 /// view, and no VIP moved.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_reload_admits_a_peer_that_was_refused() -> anyhow::Result<()> {
-    if !privileged("a_reload_admits_a_peer_that_was_refused") {
-        return Ok(());
-    }
+    require_root();
     let (mut lab, n1, n2, _client) = two_nodes("op")?;
     let n3 = lab.add_host("n3", "192.0.2.13/24", "02:00:00:00:00:0d")?;
     let c1 = write_config(&lab, &n1, 1, &n2, "")?;
@@ -500,10 +496,9 @@ fn a_reload_admits_a_peer_that_was_refused() -> anyhow::Result<()> {
 /// reconfiguring the interface) is added and announced again, logged and counted; the
 /// peer never takes it.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_vip_removed_from_outside_is_added_again() -> anyhow::Result<()> {
-    if !privileged("a_vip_removed_from_outside_is_added_again") {
-        return Ok(());
-    }
+    require_root();
     let (mut lab, n1, n2, _client) = two_nodes("oa")?;
     let c1 = write_config(
         &lab,
@@ -561,10 +556,9 @@ fn a_vip_removed_from_outside_is_added_again() -> anyhow::Result<()> {
 /// Under a service manager (`Type=notify`): READY=1 once running, WATCHDOG=1 while the fast
 /// path answers, STOPPING=1 on SIGTERM; a clean stop exits 0.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn the_service_manager_hears_ready_watchdog_and_stopping() -> anyhow::Result<()> {
-    if !privileged("the_service_manager_hears_ready_watchdog_and_stopping") {
-        return Ok(());
-    }
+    require_root();
     let (mut lab, n1, n2, _client) = two_nodes("on")?;
     let socket_path = lab.dir().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path)?;

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use xtask::lab::{Host, Lab, privileged, wait_until};
+use xtask::lab::{Host, Lab, require_root, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(15);
 
@@ -211,10 +211,9 @@ fn vip_of(owners: &BTreeMap<String, String>, node: &str) -> anyhow::Result<Strin
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn three_nodes_six_vips_spread_and_return_over_ipv4_and_ipv6() -> anyhow::Result<()> {
-    if !privileged("three_nodes_six_vips_spread_and_return_over_ipv4_and_ipv6") {
-        return Ok(());
-    }
+    require_root();
     let vips = [
         "192.0.2.201",
         "192.0.2.202",
@@ -259,10 +258,9 @@ fn three_nodes_six_vips_spread_and_return_over_ipv4_and_ipv6() -> anyhow::Result
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn five_weighted_nodes_hold_shares_by_weight() -> anyhow::Result<()> {
-    if !privileged("five_weighted_nodes_hold_shares_by_weight") {
-        return Ok(());
-    }
+    require_root();
     let vips: Vec<String> = (201..=210).map(|i| format!("192.0.2.{i}")).collect();
     let vips: Vec<&str> = vips.iter().map(String::as_str).collect();
     let mut p = Pool::new("vw", 5, &vips)?;
@@ -289,10 +287,9 @@ fn five_weighted_nodes_hold_shares_by_weight() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_flapping_link_does_not_drag_vips_back_and_forth() -> anyhow::Result<()> {
-    if !privileged("a_flapping_link_does_not_drag_vips_back_and_forth") {
-        return Ok(());
-    }
+    require_root();
     let mut p = Pool::new("vl", 3, &["192.0.2.201", "192.0.2.202", "192.0.2.203"])?;
     let flags = ["--hold-down", "1500ms", "--dead-interval", "150ms"];
     for i in 1..=3 {
@@ -348,10 +345,9 @@ fn a_flapping_link_does_not_drag_vips_back_and_forth() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn divergent_views_converge_to_one_owner_and_reannounce() -> anyhow::Result<()> {
-    if !privileged("divergent_views_converge_to_one_owner_and_reannounce") {
-        return Ok(());
-    }
+    require_root();
     let mut p = Pool::new("vd", 2, &["192.0.2.201", "192.0.2.202"])?;
     p.start(
         1,
@@ -431,10 +427,9 @@ fn divergent_views_converge_to_one_owner_and_reannounce() -> anyhow::Result<()> 
 /// on two nodes, and the heal changes nothing. A real failure behind the same cut is still
 /// a failover.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_partition_that_a_third_node_sees_across_moves_nothing() -> anyhow::Result<()> {
-    if !privileged("a_partition_that_a_third_node_sees_across_moves_nothing") {
-        return Ok(());
-    }
+    require_root();
     let vips = [
         "192.0.2.201",
         "192.0.2.202",
@@ -501,10 +496,9 @@ fn a_partition_that_a_third_node_sees_across_moves_nothing() -> anyhow::Result<(
 /// own kernel stops answering ARP for them (self-fencing in XDP), so clients see one owner;
 /// on thaw it gives them back, holds down, then takes its share again.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_frozen_daemon_fences_itself_and_yields_on_thaw() -> anyhow::Result<()> {
-    if !privileged("a_frozen_daemon_fences_itself_and_yields_on_thaw") {
-        return Ok(());
-    }
+    require_root();
     let (mut p, n1_vip) = Pool::two_balanced("vz")?;
     let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
 
@@ -542,10 +536,9 @@ fn a_frozen_daemon_fences_itself_and_yields_on_thaw() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program() -> anyhow::Result<()> {
-    if !privileged("a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program") {
-        return Ok(());
-    }
+    require_root();
     let (mut p, n1_vip) = Pool::two_balanced("vk")?;
     let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
 
@@ -591,10 +584,9 @@ fn a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program() -> anyho
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_healed_split_is_settled_at_once_and_rebalanced_after_the_heal_delay() -> anyhow::Result<()> {
-    if !privileged("a_healed_split_is_settled_at_once_and_rebalanced_after_the_heal_delay") {
-        return Ok(());
-    }
+    require_root();
     let mut p = Pool::new("vh", 2, &["192.0.2.201", "192.0.2.202"])?;
     for i in 1..=2 {
         p.start(i, "first", &["--hold-down", "300ms", "--heal-delay", "6s"])?;
@@ -634,10 +626,9 @@ fn a_healed_split_is_settled_at_once_and_rebalanced_after_the_heal_delay() -> an
 /// (each VIP on a node that lists it), also when a node on the old list dies halfway; each
 /// node shows the others on another list until they have reloaded too.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_rolling_vip_list_change_never_doubles_or_drops_a_vip() -> anyhow::Result<()> {
-    if !privileged("a_rolling_vip_list_change_never_doubles_or_drops_a_vip") {
-        return Ok(());
-    }
+    require_root();
     let old: Vec<String> = (201..=206).map(|i| format!("192.0.2.{i}")).collect();
     let new: Vec<String> = (202..=207).map(|i| format!("192.0.2.{i}")).collect();
     let every: Vec<&str> = ["192.0.2.201", "192.0.2.207"]

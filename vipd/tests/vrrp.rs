@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, ensure};
 use vipd_common::vrrp::{self, Advert, Family};
 use xtask::{
-    lab::{Host, Lab, privileged, wait_until},
+    lab::{Host, Lab, require_root, wait_until},
     pcap::{Capture, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Ethernet, Ipv4, Ipv6, parse_mac},
 };
 
@@ -120,19 +120,6 @@ fn keepalived_conf(host: &Host, priority: u8, vip_cidr: &str, nopreempt: bool) -
         priority,
         vip_cidr,
         nopreempt,
-        unicast: None,
-    }
-    .text(host)
-}
-
-/// A keepalived configuration in its VRRPv2 default: 1 s adverts, `auth_type PASS` with
-/// [`V2_PASS`], one IPv4 VIP, multicast.
-fn keepalived_v2_conf(host: &Host, priority: u8) -> String {
-    KaConf {
-        version: vrrp::VERSION_2,
-        priority,
-        vip_cidr: VIP4_CIDR,
-        nopreempt: false,
         unicast: None,
     }
     .text(host)
@@ -324,6 +311,13 @@ fn link_local(lab: &Lab, host: &Host) -> anyhow::Result<Ipv6Addr> {
         .with_context(|| format!("no link-local address on {}", host.name))
 }
 
+/// The name vipd gives the IPv4 macvlan of `vrid` on `host`'s eth0: `vrrp4.<vrid>.<ifindex>`.
+fn vmac_link(lab: &Lab, host: &Host, vrid: u8) -> anyhow::Result<String> {
+    let out = lab.exec(host, "cat", &["/sys/class/net/eth0/ifindex"])?;
+    let index: u32 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+    Ok(format!("vrrp4.{vrid}.{index}"))
+}
+
 /// A VRRP advert seen on the wire, with the headers it came in.
 #[derive(Clone, Debug)]
 struct Seen {
@@ -458,19 +452,17 @@ fn check_adverts_of(
 ) -> anyhow::Result<()> {
     let to = match src {
         IpAddr::V4(_) => (IpAddr::from(GROUP4), GROUP4_MAC),
-        IpAddr::V6(_) => (
-            IpAddr::from(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)),
-            GROUP6_MAC,
-        ),
+        IpAddr::V6(_) => (IpAddr::from(advert_group_v6()), GROUP6_MAC),
     };
-    check_adverts_to(seen, version, (src, to), vip, priority)
+    check_adverts_to(seen, (version, Some(V2_PASS)), (src, to), vip, priority)
 }
 
 /// [`check_adverts_of`] for adverts from `src` to `to` (an address and its MAC: the
-/// multicast group, or a unicast peer).
+/// multicast group, or a unicast peer); VRRPv2 ones carry `password` (Auth Type 1), or
+/// none (Auth Type 0, zeros).
 fn check_adverts_to(
     seen: &[Seen],
-    (version, interval_cs): (u8, u16),
+    ((version, interval_cs), password): ((u8, u16), Option<[u8; 8]>),
     (src, (dst, dst_mac)): (IpAddr, (IpAddr, [u8; 6])),
     vip: &str,
     priority: u8,
@@ -490,7 +482,8 @@ fn check_adverts_to(
                 && a.version == version
                 && a.max_adver_int_cs == interval_cs
                 && (version == vrrp::VERSION_3
-                    || (a.auth_type == vrrp::AUTH_PASS && s.auth_data == Some(V2_PASS))),
+                    || (a.auth_type == password.map_or(vrrp::AUTH_NONE, |_| vrrp::AUTH_PASS)
+                        && s.auth_data == Some(password.unwrap_or_default()))),
             "advert (packet {}) is not what was configured: {s:?}",
             s.index
         );
@@ -579,10 +572,9 @@ fn advert(vrid: u8, priority: u8) -> Advert {
 /// of its shutdown; and frames sent with [`Lab::send_frames`] reach another host byte for
 /// byte. The other tests rely on all of this.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn keepalived_adverts_decode_and_injected_frames_arrive_intact() -> anyhow::Result<()> {
-    if !privileged("keepalived_adverts_decode_and_injected_frames_arrive_intact") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut c = routers("vrk", true)?;
     let (k, client) = (c.k.clone(), c.client.clone());
@@ -670,10 +662,9 @@ fn keepalived_adverts_decode_and_injected_frames_arrive_intact() -> anyhow::Resu
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn keepalived_master_vipd_backup_takes_over_on_hard_failure() -> anyhow::Result<()> {
-    if !privileged("keepalived_master_vipd_backup_takes_over_on_hard_failure") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut c = routers("vrh", false)?;
     let (k, v) = (c.k.clone(), c.v.clone());
@@ -725,10 +716,9 @@ fn keepalived_master_vipd_backup_takes_over_on_hard_failure() -> anyhow::Result<
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn vipd_master_keepalived_backup_and_graceful_handover() -> anyhow::Result<()> {
-    if !privileged("vipd_master_keepalived_backup_and_graceful_handover") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut c = routers("vrg", false)?;
     let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
@@ -821,10 +811,9 @@ fn vipd_master_keepalived_backup_and_graceful_handover() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn preemption_both_ways_and_no_preempt() -> anyhow::Result<()> {
-    if !privileged("preemption_both_ways_and_no_preempt") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut c = routers("vrp", false)?;
     let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
@@ -946,10 +935,9 @@ fn preemption_both_ways_and_no_preempt() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn ipv6_keepalived_master_vipd_backup_takes_over() -> anyhow::Result<()> {
-    if !privileged("ipv6_keepalived_master_vipd_backup_takes_over") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut c = routers("vrsix", true)?;
     let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
@@ -1009,10 +997,9 @@ fn ipv6_keepalived_master_vipd_backup_takes_over() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn bad_vrrp_adverts_are_counted_and_ignored() -> anyhow::Result<()> {
-    if !privileged("bad_vrrp_adverts_are_counted_and_ignored") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut lab = Lab::new("vrb")?;
     let v = lab.add_host("v", "192.0.2.12/24", "02:00:00:00:00:0c")?;
@@ -1199,10 +1186,9 @@ fn each_counted_once(
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn virtual_mac_moves_with_the_master_and_accept_mode_off_drops_vip_traffic() -> anyhow::Result<()> {
-    if !privileged("virtual_mac_moves_with_the_master_and_accept_mode_off_drops_vip_traffic") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut c = routers("vrm", false)?;
     let (k, v) = (c.k.clone(), c.v.clone());
@@ -1220,7 +1206,8 @@ fn virtual_mac_moves_with_the_master_and_accept_mode_off_drops_vip_traffic() -> 
     c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
     let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, VIP4_CIDR, ",vmac=yes")?;
     wait_group(&c.lab, &v, "ipv4", "backup", Some(&k.addr))?;
-    let link = c.lab.exec(&v, "ip", &["-br", "link", "show", "vrrp4.51"])?;
+    let macvlan = vmac_link(&c.lab, &v, VRID)?;
+    let link = c.lab.exec(&v, "ip", &["-br", "link", "show", &macvlan])?;
     let link = String::from_utf8_lossy(&link.stdout).to_string();
     ensure!(
         link.contains(VMAC),
@@ -1244,7 +1231,7 @@ fn virtual_mac_moves_with_the_master_and_accept_mode_off_drops_vip_traffic() -> 
     wait_until("the VIP answering from the virtual MAC", WAIT, || {
         c.lab.ping(&c.client, VIP4)
     })?;
-    let on = c.lab.exec(&v, "ip", &["-br", "addr", "show", "vrrp4.51"])?;
+    let on = c.lab.exec(&v, "ip", &["-br", "addr", "show", &macvlan])?;
     ensure!(
         String::from_utf8_lossy(&on.stdout).contains(VIP4),
         "the VIP is on the macvlan"
@@ -1256,7 +1243,7 @@ fn virtual_mac_moves_with_the_master_and_accept_mode_off_drops_vip_traffic() -> 
 
     // A graceful stop removes the macvlan and puts the sysctls back.
     stop(&mut c.lab, vipd)?;
-    let gone = c.lab.exec(&v, "ip", &["link", "show", "vrrp4.51"])?;
+    let gone = c.lab.exec(&v, "ip", &["link", "show", &macvlan])?;
     ensure!(!gone.status.success(), "the macvlan is removed on stop");
     ensure!(sysctl(&c.lab, "arp_ignore")? == "0" && sysctl(&c.lab, "arp_announce")? == "0");
 
@@ -1323,10 +1310,9 @@ fn virtual_mac_moves_with_the_master_and_accept_mode_off_drops_vip_traffic() -> 
 /// interface, an advert for VRID 52 arriving on eth0 is another segment's group (counted
 /// as an unknown VRID, ignored), and losing carrier on eth1 stops only VRID 52.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn groups_run_on_their_own_interfaces() -> anyhow::Result<()> {
-    if !privileged("groups_run_on_their_own_interfaces") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut c = routers("vri", false)?;
     let (k, v) = (c.k.clone(), c.v.clone());
@@ -1428,6 +1414,13 @@ fn groups_run_on_their_own_interfaces() -> anyhow::Result<()> {
     );
     let st = status(&c.lab, &v)?;
     assert_eq!(by_vrid(&st, 51)?["state"], "backup", "{st:#}");
+    // The node says which interface is out, not that it is all in fault.
+    assert_eq!(st["state"], "degraded", "{st:#}");
+    assert_eq!(
+        st["carrier"],
+        serde_json::json!({"eth0": true, "eth1": false}),
+        "{st:#}"
+    );
     // Carrier back: VRID 52 starts again and, outranking keepalived, is Master once more.
     c.lab.set_link_of(&k, "eth1", true)?;
     wait_until("VRID 52 master again", WAIT, || {
@@ -1449,10 +1442,9 @@ fn groups_run_on_their_own_interfaces() -> anyhow::Result<()> {
 /// a removed one stops; a broken file, or a group on an interface vipd does not run on, is
 /// rejected and everything keeps running as it was.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn sighup_reloads_vrrp_groups_in_place() -> anyhow::Result<()> {
-    if !privileged("sighup_reloads_vrrp_groups_in_place") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut c = routers("vrl", false)?;
     let (k, v) = (c.k.clone(), c.v.clone());
@@ -1504,15 +1496,22 @@ fn sighup_reloads_vrrp_groups_in_place() -> anyhow::Result<()> {
         Ok(())
     };
 
-    // 51 outranks keepalived now, 52 gets a second VIP, 53 is new, and a health check
-    // appears (which must not stop the groups before its first result).
+    let arp_ignore = |lab: &Lab| -> anyhow::Result<String> {
+        let out = lab.exec(&v, "sysctl", &["-n", "net.ipv4.conf.eth0.arp_ignore"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(arp_ignore(&c.lab)?, "0", "no virtual MAC yet");
+
+    // 51 outranks keepalived now, 52 gets a second VIP, 53 is new (with a virtual MAC),
+    // and a health check appears (which must not stop the groups before its first result).
     write(&[
         group(51, 200, &[VIP4_CIDR]),
         group(52, 100, &["192.0.2.210/24", "192.0.2.211/24"]),
-        group(53, 100, &["192.0.2.220/24"]),
+        group(53, 100, &["192.0.2.220/24"]) + "vmac = true\n",
         "[[check]]\nname = \"ok\"\ntype = \"command\"\ncommand = [\"true\"]\n".into(),
     ])?;
     reloads(&mut c.lab, 1)?;
+    assert_eq!(arp_ignore(&c.lab)?, "1", "set for 53's virtual MAC");
     let line = c
         .lab
         .proc(vipd)
@@ -1521,9 +1520,17 @@ fn sighup_reloads_vrrp_groups_in_place() -> anyhow::Result<()> {
     c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
     wait_vip_only_on(&c.lab, VIP4, &v, &[&k])?;
     wait_client_reaches(&c, VIP4, &v)?;
-    for vip in ["192.0.2.211", "192.0.2.220"] {
-        wait_until(&format!("{vip} on v"), WAIT, || c.lab.has_address(&v, vip))?;
-    }
+    wait_until("192.0.2.211 on v", WAIT, || {
+        c.lab.has_address(&v, "192.0.2.211")
+    })?;
+    let vmac53 = vmac_link(&c.lab, &v, 53)?;
+    wait_until("192.0.2.220 on v's macvlan for VRID 53", WAIT, || {
+        Ok(c.lab
+            .addresses_on(&v, &vmac53)
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.starts_with("192.0.2.220/")))
+    })?;
     let log = c.lab.proc(vipd).output();
     assert_eq!(
         c.lab
@@ -1576,9 +1583,19 @@ fn sighup_reloads_vrrp_groups_in_place() -> anyhow::Result<()> {
         group(52, 100, &["192.0.2.210/24", "192.0.2.211/24"]),
     ])?;
     reloads(&mut c.lab, 2)?;
-    wait_until("192.0.2.220 removed", WAIT, || {
-        Ok(!c.lab.has_address(&v, "192.0.2.220")?)
-    })?;
+    wait_until(
+        "VRID 53's macvlan (and 192.0.2.220 on it) removed",
+        WAIT,
+        || {
+            let link = c.lab.exec(&v, "ip", &["link", "show", &vmac53])?;
+            Ok(!link.status.success())
+        },
+    )?;
+    assert_eq!(
+        arp_ignore(&c.lab)?,
+        "0",
+        "restored with 53's virtual MAC gone"
+    );
     let now = vrids(&c.lab)?;
     assert_eq!(
         now,
@@ -1594,10 +1611,9 @@ fn sighup_reloads_vrrp_groups_in_place() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn another_host_claiming_a_masters_vip_is_a_conflict_defended() -> anyhow::Result<()> {
-    if !privileged("another_host_claiming_a_masters_vip_is_a_conflict_defended") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut c = routers("vrc", false)?;
     let (v, client) = (c.v.clone(), c.client.clone());
@@ -1634,10 +1650,9 @@ fn another_host_claiming_a_masters_vip_is_a_conflict_defended() -> anyhow::Resul
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_frozen_vipd_master_fences_itself_while_keepalived_takes_over() -> anyhow::Result<()> {
-    if !privileged("a_frozen_vipd_master_fences_itself_while_keepalived_takes_over") {
-        return Ok(());
-    }
+    require_root();
     let _serial = serial();
     let mut c = routers("vrf", false)?;
     let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
@@ -1699,212 +1714,43 @@ fn a_frozen_vipd_master_fences_itself_while_keepalived_takes_over() -> anyhow::R
 /// (version 2, password, 1 s, plain checksum); forged or misconfigured VRRPv2 adverts
 /// counted and ignored.
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn vrrpv2_with_keepalived_in_both_roles() -> anyhow::Result<()> {
-    if !privileged("vrrpv2_with_keepalived_in_both_roles") {
-        return Ok(());
-    }
-    let _serial = serial();
-    let mut c = routers("vrv", false)?;
-    let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
-    let (capture, pcap) = c.lab.spawn_capture(
-        &client,
-        "capture",
-        // Not the injector's forged adverts, which are checked by their counters.
-        "ip proto 112 and not ether src 02:00:00:00:00:32",
-        5000,
-        Duration::from_secs(180),
-    )?;
-    let ka = start_keepalived(&mut c.lab, &k, "keepalived", &keepalived_v2_conf(&k, 200))?;
-    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
-    wait_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
-    // The interval given again overrides start_vipd's 100 ms.
-    let v2 = ",interval=1s,version=2,auth_pass=vipdtest";
-    let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, VIP4_CIDR, v2)?;
-    wait_group(&c.lab, &v, "ipv4", "backup", Some(&k.addr))?;
-    wait_until("vipd counting keepalived's VRRPv2 adverts", WAIT, || {
-        Ok(counter(&status(&c.lab, &v)?, "vrrp_accepted")? >= 2)
-    })?;
-    let st = status(&c.lab, &v)?;
-    assert_eq!(group(&st, "ipv4")?["version"], 2, "{st:#}");
-    for refused in [
-        "vrrp_bad_auth",
-        "vrrp_bad_interval",
-        "vrrp_bad_version",
-        "vrrp_bad_checksum",
-    ] {
-        assert_eq!(counter(&st, refused)?, 0, "{refused}: {st:#}");
-    }
-    wait_client_reaches(&c, VIP4, &k)?;
-
-    // Hard failure of keepalived: vipd takes over.
-    c.lab.set_link(&k, false)?;
-    c.lab.proc(ka).signal(libc::SIGKILL)?;
-    let line = c
-        .lab
-        .proc(vipd)
-        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
-    assert!(line.contains("reason=master_down"), "{line}");
-    wait_until("the VIP on v", WAIT, || c.lab.has_address(&v, VIP4))?;
-    wait_client_follows(&c, VIP4, &v)?;
-
-    // Forged or misconfigured VRRPv2 adverts (each at priority 254, which would preempt
-    // vipd if accepted) are counted and ignored.
-    let injector = c
-        .lab
-        .add_host("inj", "192.0.2.50/24", "02:00:00:00:00:32")?;
-    let (src, mac, vip) = (v4(&injector.addr)?, parse_mac(&injector.mac)?, v4(VIP4)?);
-    let ok = Advert {
-        version: vrrp::VERSION_2,
-        auth_type: vrrp::AUTH_PASS,
-        max_adver_int_cs: 100,
-        ..advert(VRID, 254)
-    };
-    let frame = |ttl: u8, a: Advert, edit: &dyn Fn(&mut Vec<u8>)| {
-        ipv4_frame(mac, src, ttl, &vrrp_msg(a, &[vip], src, edit))
-    };
-    let mut bad_checksum = frame(255, ok, &|_| {});
-    bad_checksum[14 + 20 + 7] ^= 1;
-    let bad: Vec<(&str, &str, Vec<u8>)> = vec![
-        (
-            "wrong password",
-            "vrrp_bad_auth",
-            frame(255, ok, &|m| m[12] ^= 1),
-        ),
-        (
-            "no authentication",
-            "vrrp_bad_auth",
-            frame(
-                255,
-                Advert {
-                    auth_type: vrrp::AUTH_NONE,
-                    ..ok
-                },
-                &|m| m[12..].fill(0),
-            ),
-        ),
-        (
-            "2 s interval",
-            "vrrp_bad_interval",
-            frame(
-                255,
-                Advert {
-                    max_adver_int_cs: 200,
-                    ..ok
-                },
-                &|_| {},
-            ),
-        ),
-        ("checksum off", "vrrp_bad_checksum", bad_checksum),
-        ("TTL 64", "vrrp_bad_ttl", frame(64, ok, &|_| {})),
-        (
-            "VRRPv3 to a VRRPv2 group",
-            "vrrp_bad_version",
-            frame(255, advert(VRID, 254), &|_| {}),
-        ),
-    ];
-    each_counted_once(&c.lab, &v, &injector, &bad)?;
-    assert_eq!(group(&status(&c.lab, &v)?, "ipv4")?["state"], "master");
-
-    // keepalived back, as Backup: it accepts vipd's adverts (it would take over after
-    // 3.6 s without them) and vipd stays Master.
-    c.lab.set_link(&k, true)?;
-    let ka = start_keepalived(&mut c.lab, &k, "keepalived2", &keepalived_v2_conf(&k, 50))?;
-    c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
-    let before = adverts_from(&pcap, &v)?.len();
-    wait_until("5 more adverts from vipd", WAIT, || {
-        Ok(adverts_from(&pcap, &v)?.len() >= before + 5)
-    })?;
-    let ka_log = c.lab.proc(ka).output();
-    assert!(
-        !ka_log.contains(KA_MASTER),
-        "keepalived took over:\n{ka_log}"
-    );
-    assert_vip_only_on(&c.lab, VIP4, &v, &[&k])?;
-
-    // Graceful stop: priority 0, keepalived takes over at once.
-    stop(&mut c.lab, vipd)?;
-    c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
-    wait_vip_only_on(&c.lab, VIP4, &k, &[&v])?;
-    wait_client_follows(&c, VIP4, &k)?;
-    wait_until("a priority-0 advert from v on the wire", WAIT, || {
-        Ok(adverts_from(&pcap, &v)?
-            .iter()
-            .any(|s| s.advert.priority == vrrp::PRIORITY_STOP))
-    })?;
-    c.lab.proc(capture).signal(libc::SIGTERM)?;
-    c.lab.proc(capture).wait_exit(WAIT)?;
-    let from_v = adverts_from(&pcap, &v)?;
-    ensure!(from_v.len() >= 5, "{} adverts from v", from_v.len());
-    check_adverts_of(
-        &from_v,
-        (vrrp::VERSION_2, 100),
-        IpAddr::from(v4(&v.addr)?),
-        VIP4,
-        100,
-    )?;
-    // keepalived's, at 200 before its failure and 50 after.
-    let from_k = adverts_from(&pcap, &k)?;
-    for (priority, other) in [(200, 50), (50, 200)] {
-        let these: Vec<Seen> = from_k
-            .iter()
-            .filter(|s| s.advert.priority != other)
-            .cloned()
-            .collect();
-        check_adverts_of(
-            &these,
-            (vrrp::VERSION_2, 100),
-            IpAddr::from(v4(&k.addr)?),
-            VIP4,
-            priority,
-        )?;
-    }
-
-    // vipd back at a higher priority: it preempts keepalived (its Master_Down_Timer runs
-    // out while it discards the lower-priority adverts), and keepalived yields.
-    let vipd = start_vipd(&mut c.lab, &v, "vipd2", 150, VIP4_CIDR, v2)?;
-    let line = c
-        .lab
-        .proc(vipd)
-        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
-    assert!(line.contains("reason=master_down"), "{line}");
-    c.lab.proc(ka).wait_for_lines(&[KA_BACKUP], 2, WAIT)?;
-    wait_vip_only_on(&c.lab, VIP4, &v, &[&k])?;
-    wait_client_follows(&c, VIP4, &v)?;
-    Ok(())
+    require_root();
+    with_keepalived("vrv", vrrp::VERSION_2, false, false)
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn vrrpv2_unicast_with_keepalived_in_both_roles() -> anyhow::Result<()> {
-    if !privileged("vrrpv2_unicast_with_keepalived_in_both_roles") {
-        return Ok(());
-    }
-    unicast_with_keepalived("vua", vrrp::VERSION_2, false)
+    require_root();
+    with_keepalived("vua", vrrp::VERSION_2, false, true)
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn vrrpv3_unicast_with_keepalived_in_both_roles() -> anyhow::Result<()> {
-    if !privileged("vrrpv3_unicast_with_keepalived_in_both_roles") {
-        return Ok(());
-    }
-    unicast_with_keepalived("vub", vrrp::VERSION_3, false)
+    require_root();
+    with_keepalived("vub", vrrp::VERSION_3, false, true)
 }
 
 #[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn ipv6_vrrpv3_unicast_with_keepalived_in_both_roles() -> anyhow::Result<()> {
-    if !privileged("ipv6_vrrpv3_unicast_with_keepalived_in_both_roles") {
-        return Ok(());
-    }
-    unicast_with_keepalived("vuc", vrrp::VERSION_3, true)
+    require_root();
+    with_keepalived("vuc", vrrp::VERSION_3, true, true)
 }
 
-/// Unicast VRRP with keepalived (`unicast_src_ip` / `unicast_peer`) in both roles, for
-/// `version` over IPv4, or IPv6 (VRRPv3): vipd as Backup follows keepalived's unicast
-/// adverts and takes over on a hard failure; as Master its adverts go to keepalived's
-/// address (checked on the wire) and hold keepalived back; a graceful stop hands over at
-/// once (priority 0); started again at a higher priority it preempts. Over IPv4, adverts
-/// from a host that is not a peer, or from the peer's address below `unicast_min_ttl`,
-/// are counted and ignored.
-fn unicast_with_keepalived(tag: &str, version: u8, ipv6: bool) -> anyhow::Result<()> {
+/// vipd and keepalived as the two routers of VRID 51, VRRP `version` over IPv4 or IPv6
+/// (VRRPv3), multicast or `unicast` (keepalived's `unicast_src_ip` / `unicast_peer`,
+/// vipd's `unicast_src` / `unicast_peers`); VRRPv2 with keepalived's `PASS` password.
+/// vipd as Backup follows keepalived's adverts and takes over on a hard failure; as
+/// Master its adverts (checked on the wire: to the group, or to keepalived's address)
+/// hold keepalived back; a graceful stop hands over at once (priority 0); started again
+/// at a higher priority it preempts. Over IPv4, adverts that would preempt vipd if
+/// accepted are counted and ignored: for VRRPv2 a wrong password, Auth Type, interval,
+/// version or checksum; TTL 64; in unicast, a sender that is not a peer.
+fn with_keepalived(tag: &str, version: u8, ipv6: bool, unicast: bool) -> anyhow::Result<()> {
     let _serial = serial();
     let mut c = routers(tag, ipv6)?;
     let (k, v) = (c.k.clone(), c.v.clone());
@@ -1914,7 +1760,8 @@ fn unicast_with_keepalived(tag: &str, version: u8, ipv6: bool) -> anyhow::Result
     } else {
         ("ipv4", VIP4, VIP4_CIDR, k.addr.as_str(), v.addr.as_str())
     };
-    // At v: unicast adverts between k and v do not reach the client's bridge port.
+    // At v: unicast adverts between k and v do not reach the client's bridge port. Not
+    // the injector's forged adverts, which are checked by their counters.
     let (capture, pcap) = c.lab.spawn_capture(
         &v,
         "capture",
@@ -1928,7 +1775,7 @@ fn unicast_with_keepalived(tag: &str, version: u8, ipv6: bool) -> anyhow::Result
             priority,
             vip_cidr,
             nopreempt: false,
-            unicast: Some((k_addr, v_addr)),
+            unicast: unicast.then_some((k_addr, v_addr)),
         }
         .text(&k)
     };
@@ -1942,28 +1789,35 @@ fn unicast_with_keepalived(tag: &str, version: u8, ipv6: bool) -> anyhow::Result
     } else {
         ("100ms", INTERVAL_CS)
     };
-    let mut opts = format!(
-        ",interval={interval},version={version},unicast_peer={k_addr},unicast_src={v_addr}"
-    );
+    let mut opts = format!(",interval={interval},version={version}");
     if v2 {
         opts += ",auth_pass=vipdtest";
     }
-    if !ipv6 {
-        opts += ",unicast_min_ttl=255";
+    if unicast {
+        opts += &format!(",unicast_peer={k_addr},unicast_src={v_addr}");
+        if !ipv6 {
+            opts += ",unicast_min_ttl=255";
+        }
     }
     let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, vip_cidr, &opts)?;
     wait_group(&c.lab, &v, family, "backup", Some(k_addr))?;
-    wait_until("vipd counting keepalived's unicast adverts", WAIT, || {
+    wait_until("vipd counting keepalived's adverts", WAIT, || {
         Ok(counter(&status(&c.lab, &v)?, "vrrp_accepted")? >= 2)
     })?;
     let st = status(&c.lab, &v)?;
     let g = group(&st, family)?;
-    assert_eq!(g["unicast_peers"], serde_json::json!([k_addr]), "{st:#}");
     assert_eq!(g["version"], version, "{st:#}");
+    let peers = if unicast { vec![k_addr] } else { vec![] };
+    assert_eq!(
+        g["unicast_peers"].as_array().map_or(0, Vec::len),
+        peers.len(),
+        "{st:#}"
+    );
     for refused in [
         "vrrp_not_peer",
         "vrrp_bad_ttl",
         "vrrp_bad_auth",
+        "vrrp_bad_interval",
         "vrrp_bad_checksum",
         "vrrp_bad_version",
         "vrrp_not_link_local",
@@ -1984,34 +1838,17 @@ fn unicast_with_keepalived(tag: &str, version: u8, ipv6: bool) -> anyhow::Result
     wait_client_follows(&c, vip, &v)?;
 
     if !ipv6 {
-        // Adverts that would preempt vipd if accepted (priority 254): from a host that is
-        // not a peer, and from the peer's address with TTL 64.
+        // Adverts at priority 254, which would preempt vipd if accepted.
         let injector = c
             .lab
             .add_host("inj", "192.0.2.50/24", "02:00:00:00:00:32")?;
-        let mac = parse_mac(&injector.mac)?;
-        let ok = Advert {
-            version,
-            auth_type: if v2 { vrrp::AUTH_PASS } else { vrrp::AUTH_NONE },
-            max_adver_int_cs: interval_cs,
-            ..advert(VRID, 254)
-        };
-        let vip4 = v4(VIP4)?;
-        let frame =
-            |src: [u8; 4], ttl: u8| ipv4_frame(mac, src, ttl, &vrrp_msg(ok, &[vip4], src, |_| {}));
-        let bad = [
-            (
-                "stranger's",
-                "vrrp_not_peer",
-                frame(v4(&injector.addr)?, 255),
-            ),
-            ("TTL 64", "vrrp_bad_ttl", frame(v4(k_addr)?, 64)),
-        ];
+        let bad = bad_adverts(&injector, version, unicast.then_some(k_addr))?;
         each_counted_once(&c.lab, &v, &injector, &bad)?;
         assert_eq!(group(&status(&c.lab, &v)?, family)?["state"], "master");
     }
 
-    // keepalived back, as Backup: vipd's unicast adverts hold it back.
+    // keepalived back, as Backup: vipd's adverts hold it back (it would take over after
+    // 3 intervals without them) and vipd stays Master.
     c.lab.set_link(&k, true)?;
     let ka = start_keepalived(&mut c.lab, &k, "keepalived2", &ka_conf(50))?;
     c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
@@ -2026,7 +1863,7 @@ fn unicast_with_keepalived(tag: &str, version: u8, ipv6: bool) -> anyhow::Result
     );
     assert_vip_only_on(&c.lab, vip, &v, &[&k])?;
 
-    // Graceful stop: priority 0 to keepalived, which takes over at once.
+    // Graceful stop: priority 0, keepalived takes over at once.
     stop(&mut c.lab, vipd)?;
     c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
     wait_vip_only_on(&c.lab, vip, &k, &[&v])?;
@@ -2041,16 +1878,39 @@ fn unicast_with_keepalived(tag: &str, version: u8, ipv6: bool) -> anyhow::Result
     let from_v = adverts_from(&pcap, &v)?;
     ensure!(from_v.len() >= 5, "{} adverts from v", from_v.len());
     let (k_ip, v_ip): (IpAddr, IpAddr) = (k_addr.parse()?, v_addr.parse()?);
-    let to_k = (k_ip, parse_mac(&k.mac)?);
-    check_adverts_to(&from_v, (version, interval_cs), (v_ip, to_k), vip, 100)?;
-    // keepalived's went to v's address, in unicast too.
+    let password = v2.then_some(V2_PASS);
+    let to = match (unicast, ipv6) {
+        (true, _) => (k_ip, parse_mac(&k.mac)?),
+        (false, false) => (IpAddr::from(GROUP4), GROUP4_MAC),
+        (false, true) => (IpAddr::from(advert_group_v6()), GROUP6_MAC),
+    };
+    check_adverts_to(
+        &from_v,
+        ((version, interval_cs), password),
+        (v_ip, to),
+        vip,
+        100,
+    )?;
+    // keepalived's, at 200 before its failure and 50 after, to v's address in unicast.
     let from_k = adverts_from(&pcap, &k)?;
     ensure!(!from_k.is_empty(), "no advert from k at v");
+    let to_v = if unicast { Some(v_ip) } else { None };
     for s in &from_k {
-        ensure!(s.src == k_ip && s.dst == v_ip, "keepalived's advert: {s:?}");
+        let a = &s.advert;
+        ensure!(
+            s.src == k_ip
+                && to_v.is_none_or(|v| s.dst == v)
+                && a.version == version
+                && a.max_adver_int_cs == interval_cs
+                && [200, 50, vrrp::PRIORITY_STOP].contains(&a.priority)
+                && s.addrs == [vip.parse::<IpAddr>()?],
+            "keepalived's advert (packet {}): {s:?}",
+            s.index
+        );
     }
 
-    // vipd back at a higher priority: it preempts keepalived.
+    // vipd back at a higher priority: it preempts keepalived (its Master_Down_Timer runs
+    // out while it discards the lower-priority adverts), and keepalived yields.
     let vipd = start_vipd(&mut c.lab, &v, "vipd2", 150, vip_cidr, &opts)?;
     let line = c
         .lab
@@ -2060,5 +1920,289 @@ fn unicast_with_keepalived(tag: &str, version: u8, ipv6: bool) -> anyhow::Result
     c.lab.proc(ka).wait_for_lines(&[KA_BACKUP], 2, WAIT)?;
     wait_vip_only_on(&c.lab, vip, &v, &[&k])?;
     wait_client_follows(&c, vip, &v)?;
+    Ok(())
+}
+
+/// ff02::12.
+fn advert_group_v6() -> Ipv6Addr {
+    Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)
+}
+
+/// IPv4 adverts for VRID 51 at priority 254 from `injector` that a group of `version`
+/// must count and ignore, each with the counter it must count in; with `peer` (a unicast
+/// group's peer), also one from the injector's own address (not a peer), and the others
+/// forged from the peer's address so that only their flaw refuses them.
+fn bad_adverts(
+    injector: &Host,
+    version: u8,
+    peer: Option<&str>,
+) -> anyhow::Result<Vec<(&'static str, &'static str, Vec<u8>)>> {
+    let v2 = version == vrrp::VERSION_2;
+    let (own, mac, vip) = (v4(&injector.addr)?, parse_mac(&injector.mac)?, v4(VIP4)?);
+    let src = peer.map_or(Ok(own), v4)?;
+    let ok = Advert {
+        version,
+        auth_type: if v2 { vrrp::AUTH_PASS } else { vrrp::AUTH_NONE },
+        max_adver_int_cs: if v2 { 100 } else { INTERVAL_CS },
+        ..advert(VRID, 254)
+    };
+    let frame = |src: [u8; 4], ttl: u8, a: Advert, edit: &dyn Fn(&mut Vec<u8>)| {
+        ipv4_frame(mac, src, ttl, &vrrp_msg(a, &[vip], src, edit))
+    };
+    let mut bad_checksum = frame(src, 255, ok, &|_| {});
+    bad_checksum[14 + 20 + 7] ^= 1;
+    let mut bad = vec![
+        ("checksum off", "vrrp_bad_checksum", bad_checksum),
+        ("TTL 64", "vrrp_bad_ttl", frame(src, 64, ok, &|_| {})),
+    ];
+    if peer.is_some() {
+        bad.push(("stranger's", "vrrp_not_peer", frame(own, 255, ok, &|_| {})));
+    }
+    if v2 {
+        let none = Advert {
+            auth_type: vrrp::AUTH_NONE,
+            ..ok
+        };
+        let slower = Advert {
+            max_adver_int_cs: 200,
+            ..ok
+        };
+        bad.extend([
+            (
+                "wrong password",
+                "vrrp_bad_auth",
+                frame(src, 255, ok, &|m| m[12] ^= 1),
+            ),
+            (
+                "no authentication",
+                "vrrp_bad_auth",
+                frame(src, 255, none, &|m| m[12..].fill(0)),
+            ),
+            (
+                "2 s interval",
+                "vrrp_bad_interval",
+                frame(src, 255, slower, &|_| {}),
+            ),
+            (
+                "VRRPv3 to a VRRPv2 group",
+                "vrrp_bad_version",
+                frame(src, 255, advert(VRID, 254), &|_| {}),
+            ),
+        ]);
+    }
+    Ok(bad)
+}
+
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn vrrpv3_with_frr_vrrpd_in_both_roles() -> anyhow::Result<()> {
+    require_root();
+    with_frr("vfa", vrrp::VERSION_3)
+}
+
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn vrrpv2_with_frr_vrrpd_in_both_roles() -> anyhow::Result<()> {
+    require_root();
+    with_frr("vfb", vrrp::VERSION_2)
+}
+
+/// The IPv4 virtual MAC of VRID 51, which FRR's Master answers and advertises from.
+const VMAC4: &str = "00:00:5e:00:01:33";
+
+/// The state ("Master", "Backup", …) and received-advert count of VRID 51 over IPv4 in
+/// FRR's `show vrrp json`.
+fn frr_state(lab: &Lab, host: &Host, name: &str) -> anyhow::Result<(String, u64)> {
+    let shown = lab.frr_vrrp(host, name)?;
+    let v4 = shown
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["vrid"] == u64::from(VRID))
+        .map(|r| &r["v4"])
+        .with_context(|| format!("no VRID {VRID} in FRR's show vrrp: {shown:#}"))?;
+    Ok((
+        v4["status"].as_str().unwrap_or_default().to_string(),
+        v4["stats"]["adverRx"].as_u64().unwrap_or_default(),
+    ))
+}
+
+fn wait_frr_state(lab: &Lab, host: &Host, name: &str, state: &str) -> anyhow::Result<()> {
+    let mut last = Default::default();
+    wait_until(&format!("FRR's VRID {VRID} in {state}"), WAIT, || {
+        last = frr_state(lab, host, name)?;
+        Ok(last.0 == state)
+    })
+    .with_context(|| format!("FRR: {last:?}"))
+}
+
+/// FRRouting's vrrpd (with zebra, on the macvlan `vrrp4-2-51` FRR expects) as the other
+/// router of VRID 51, VRRP `version` over IPv4: vipd as Backup follows FRR's adverts and
+/// takes over on a hard failure; as Master it holds FRR (restarted at a lower priority)
+/// back; its graceful stop (priority 0) makes FRR Master at once; started again at a
+/// higher priority it preempts FRR. The client follows each Master (FRR answers from the
+/// virtual MAC, vipd from its own), and both routers' adverts are checked on the wire.
+fn with_frr(tag: &str, version: u8) -> anyhow::Result<()> {
+    let _serial = serial();
+    let mut c = routers(tag, false)?;
+    let (f, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
+    let (capture, pcap) = c.lab.spawn_capture(
+        &client,
+        "capture",
+        "ip proto 112",
+        5000,
+        Duration::from_secs(180),
+    )?;
+    // FRR's macvlan, made as its documentation says: the virtual MAC, mode bridge, the VIP
+    // on it; vrrpd keeps it protodown while Backup. eth0 must not answer ARP for the VIP
+    // with its own MAC (Linux answers for any local address on any interface).
+    for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+        c.lab
+            .sysctl(&f, &format!("net.ipv4.conf.eth0.{key}"), value)?;
+    }
+    let macvlan = "vrrp4-2-51";
+    c.lab.ip(
+        &f.netns,
+        &[
+            "link", "add", macvlan, "link", "eth0", "type", "macvlan", "mode", "bridge",
+        ],
+    )?;
+    c.lab
+        .ip(&f.netns, &["link", "set", macvlan, "address", VMAC4])?;
+    c.lab
+        .ip(&f.netns, &["addr", "add", VIP4_CIDR, "dev", macvlan])?;
+    c.lab.ip(&f.netns, &["link", "set", macvlan, "up"])?;
+    let v2 = version == vrrp::VERSION_2;
+    let (interval_ms, interval_cs) = if v2 { (1000, 100) } else { (100, INTERVAL_CS) };
+    let frr_conf = |priority: u8| {
+        format!(
+            "interface eth0\n vrrp {VRID} version {version}\n vrrp {VRID} priority {priority}\n\
+             \x20vrrp {VRID} advertisement-interval {interval_ms}\n vrrp {VRID} ip {VIP4}\n"
+        )
+    };
+    let (zebra, vrrpd) = c.lab.spawn_frr(&f, "frr", &frr_conf(200))?;
+    wait_frr_state(&c.lab, &f, "frr", "Master")?;
+    wait_until("the VIP answering the client from FRR", WAIT, || {
+        Ok(c.lab.ping(&client, VIP4)?
+            && c.lab.neighbour_mac(&client, VIP4)?.as_deref() == Some(VMAC4))
+    })?;
+
+    // The interval given again overrides start_vipd's 100 ms.
+    let opts = format!(",interval={}ms,version={version}", interval_ms);
+    let vipd = start_vipd(&mut c.lab, &v, "vipd", 100, VIP4_CIDR, &opts)?;
+    wait_group(&c.lab, &v, "ipv4", "backup", Some(&f.addr))?;
+    wait_until("vipd counting FRR's adverts", WAIT, || {
+        Ok(counter(&status(&c.lab, &v)?, "vrrp_accepted")? >= 2)
+    })?;
+    let st = status(&c.lab, &v)?;
+    let refused: u64 = vrrp_counters(&st)?
+        .iter()
+        .filter(|(k, _)| !["vrrp_accepted", "vrrp_unknown_vrid"].contains(&k.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(refused, 0, "vipd refused some of FRR's adverts: {st:#}");
+    assert!(!c.lab.has_address(&v, VIP4)?, "a Backup holds the VIP");
+
+    // Hard failure of FRR: vipd takes over.
+    c.lab.set_link(&f, false)?;
+    for p in [vrrpd, zebra] {
+        c.lab.proc(p).signal(libc::SIGKILL)?;
+    }
+    let line = c
+        .lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    assert!(line.contains("reason=master_down"), "{line}");
+    wait_client_follows(&c, VIP4, &v)?;
+
+    // FRR back at a lower priority, as after a reboot (its macvlan down to the protocol
+    // until vrrpd says otherwise): it stays Backup, counting vipd's adverts.
+    c.lab
+        .ip(&f.netns, &["link", "set", macvlan, "protodown", "on"])?;
+    c.lab.set_link(&f, true)?;
+    let (_, _) = c.lab.spawn_frr(&f, "frr2", &frr_conf(50))?;
+    wait_frr_state(&c.lab, &f, "frr2", "Backup")?;
+    let before = adverts_from(&pcap, &v)?.len();
+    wait_until("5 more adverts from vipd", WAIT, || {
+        Ok(adverts_from(&pcap, &v)?.len() >= before + 5)
+    })?;
+    let mut last = Default::default();
+    wait_until("FRR counting 5 of vipd's adverts", WAIT, || {
+        last = frr_state(&c.lab, &f, "frr2")?;
+        Ok(last.1 >= 5)
+    })
+    .with_context(|| format!("FRR: {last:?}"))?;
+    assert_eq!(last.0, "Backup", "FRR took over from vipd");
+    assert_eq!(group(&status(&c.lab, &v)?, "ipv4")?["state"], "master");
+    assert_eq!(
+        c.lab.neighbour_mac(&client, VIP4)?.as_deref(),
+        Some(v.mac.as_str())
+    );
+
+    // Graceful stop: priority 0, FRR takes over at once and the client follows its
+    // gratuitous ARP to the virtual MAC.
+    stop(&mut c.lab, vipd)?;
+    wait_frr_state(&c.lab, &f, "frr2", "Master")?;
+    wait_until(
+        "the client's entry for the VIP on FRR's virtual MAC",
+        WAIT,
+        || Ok(c.lab.neighbour_mac(&client, VIP4)?.as_deref() == Some(VMAC4)),
+    )?;
+    wait_until("the VIP answering the client from FRR", WAIT, || {
+        c.lab.ping(&client, VIP4)
+    })?;
+    assert!(!c.lab.has_address(&v, VIP4)?, "vipd left the VIP behind");
+
+    // vipd back at a higher priority: it preempts FRR.
+    let vipd = start_vipd(&mut c.lab, &v, "vipd2", 150, VIP4_CIDR, &opts)?;
+    let line = c
+        .lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    assert!(line.contains("reason=master_down"), "{line}");
+    wait_frr_state(&c.lab, &f, "frr2", "Backup")?;
+    wait_client_follows(&c, VIP4, &v)?;
+
+    c.lab.proc(capture).signal(libc::SIGTERM)?;
+    c.lab.proc(capture).wait_exit(WAIT)?;
+    // Every advert parsed and summed right (`adverts`); vipd's as configured, FRR's from
+    // the virtual MAC and its primary address at its two priorities.
+    let all = adverts(&pcap)?;
+    let from_v = adverts_from(&pcap, &v)?;
+    ensure!(from_v.len() >= 5, "{} adverts from v", from_v.len());
+    let v_ip = IpAddr::from(v4(&v.addr)?);
+    for (priority, other) in [(100, 150), (150, 100)] {
+        let these: Vec<Seen> = from_v
+            .iter()
+            .filter(|s| s.advert.priority != other)
+            .cloned()
+            .collect();
+        // FRR's VRRPv2 has no authentication: Auth Type 0.
+        let group = (IpAddr::from(GROUP4), GROUP4_MAC);
+        check_adverts_to(
+            &these,
+            ((version, interval_cs), None),
+            (v_ip, group),
+            VIP4,
+            priority,
+        )?;
+    }
+    let vmac = parse_mac(VMAC4)?;
+    let from_f: Vec<Seen> = all.into_iter().filter(|s| s.src_mac == vmac).collect();
+    ensure!(from_f.len() >= 5, "{} adverts from FRR", from_f.len());
+    for s in &from_f {
+        let a = &s.advert;
+        ensure!(
+            s.src == IpAddr::from(v4(&f.addr)?)
+                && s.dst == IpAddr::from(GROUP4)
+                && s.ttl == 255
+                && a.version == version
+                && a.max_adver_int_cs == interval_cs
+                && [200, 50, vrrp::PRIORITY_STOP].contains(&a.priority)
+                && s.addrs == [VIP4.parse::<IpAddr>()?],
+            "FRR's advert (packet {}): {s:?}",
+            s.index
+        );
+    }
     Ok(())
 }

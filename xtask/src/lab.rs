@@ -74,7 +74,7 @@ fn remove_stale_labs() {
 
 /// vipd's default pin root: the lab removes `<PIN_ROOT>/<lab prefix>-*` when dropped, so
 /// name vipd instances `<lab prefix>-<host>`.
-pub const PIN_ROOT: &str = "/sys/fs/bpf/vipd";
+pub const PIN_ROOT: &str = vipd_common::maps::DEFAULT_PIN_ROOT;
 
 /// One host: a network namespace with `eth0` plugged into the lab's bridge.
 #[derive(Clone, Debug)]
@@ -569,6 +569,79 @@ impl Lab {
         self.spawn(host, log_name, Path::new("keepalived"), &args)
     }
 
+    /// Starts FRRouting's zebra and vrrpd in `host`, as FRR's `frr` user (its daemons
+    /// refuse root unless it is in the `frrvty` group), with `vrrpd_conf` (interface and
+    /// `vrrp` lines); their sockets, pid files and configuration go to `<lab dir>/<name>/`,
+    /// their output to `<lab dir>/<name>-zebra.log` and `<name>-vrrpd.log`. vrrpd needs
+    /// the group's macvlan (`vrrp4-2-<vrid>`, the virtual MAC, mode bridge, the VIPs on
+    /// it), made by the caller. Returns the two processes.
+    pub fn spawn_frr(
+        &mut self,
+        host: &Host,
+        name: &str,
+        vrrpd_conf: &str,
+    ) -> anyhow::Result<(usize, usize)> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = self.frr_dir(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+        let text = |p: PathBuf| p.to_str().context("non-UTF-8 path").map(str::to_owned);
+        let mut procs = [0; 2];
+        for (i, (daemon, conf)) in [
+            ("zebra", format!("hostname {}\n", host.name)),
+            ("vrrpd", vrrpd_conf.to_string()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let path = dir.join(format!("{daemon}.conf"));
+            std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;
+            let (conf, pid) = (text(path)?, text(dir.join(format!("{daemon}.pid")))?);
+            let (zserv, vty) = (text(dir.join("zserv.api"))?, text(dir.clone())?);
+            let args = [
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+                "-f",
+                &conf,
+                "-i",
+                &pid,
+                "-z",
+                &zserv,
+                "--vty_socket",
+                &vty,
+                "--log",
+                "stdout",
+            ];
+            let program = PathBuf::from(format!("/usr/lib/frr/{daemon}"));
+            procs[i] = self.spawn(host, &format!("{name}-{daemon}"), &program, &args)?;
+        }
+        Ok((procs[0], procs[1]))
+    }
+
+    /// `show vrrp json` of the FRR started as `name` in `host`: one object per VRID.
+    pub fn frr_vrrp(&self, host: &Host, name: &str) -> anyhow::Result<serde_json::Value> {
+        let dir = self.frr_dir(name);
+        let dir = dir.to_str().context("non-UTF-8 path")?;
+        let out = self.exec(
+            host,
+            "vtysh",
+            &["--vty_socket", dir, "-c", "show vrrp json"],
+        )?;
+        anyhow::ensure!(
+            out.status.success(),
+            "vtysh: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).context("vtysh's show vrrp json")
+    }
+
+    fn frr_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
     /// Starts tcpdump on `host`'s eth0, writing the frames that match `filter` (a pcap
     /// filter such as `"ip proto 112"`) to `<lab dir>/<name>.pcap` packet by packet (read it
     /// with [`crate::pcap::Capture::read`] while it runs). It stops after `max_packets`
@@ -781,18 +854,18 @@ pub fn wait_until(
     }
 }
 
-/// True when running as root. Outside CI, prints why a privileged test is skipped and
-/// returns false; in CI (`CI` set) a missing privilege is a failure, never a skip.
-pub fn privileged(test: &str) -> bool {
+/// Asserts that this test runs as root, as the namespace lab and XDP need. The tests that
+/// call it are `#[ignore]`d with that reason, so a plain `cargo test` lists them as
+/// ignored; `cargo test -- --include-ignored` (README's test command, and CI) runs them,
+/// and as another user fails them here, saying why, instead of passing without running.
+pub fn require_root() {
     // SAFETY: geteuid never fails.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: CI must run the privileged tests as root");
-    }
-    eprintln!("skipping {test}: needs root (network namespaces, XDP, bpffs)");
-    false
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "this test needs root (network namespaces, XDP, bpffs): run `cargo test -- \
+         --include-ignored` as root, or plain `cargo test` to list it as ignored"
+    );
 }
 
 /// Whether SIGINT or SIGTERM arrived since [`handle_interrupts`], for loops of a caller's

@@ -19,7 +19,7 @@ use vipd_common::{
     auth::AUTH_LEN,
     heartbeat::{
         ECHO_LEN, FLAG_LEAVING, FLAG_MATURE, HEADER_LEN, MAX_ECHOES, State as WireState,
-        view_digest,
+        is_leaving, view_digest,
     },
     maps::{EventKind, PeerEvent, PeerState},
 };
@@ -1074,7 +1074,7 @@ fn read_event(item: &[u8]) -> Option<PeerEvent> {
 fn peer_state(p: &PeerState, now: u64, dead_ns: u64) -> &'static str {
     if now.saturating_sub(p.last_seen_ns) >= dead_ns {
         "down"
-    } else if p.flags & FLAG_LEAVING != 0 {
+    } else if is_leaving(p.flags) {
         "leaving"
     } else if p.flags & FLAG_MATURE != 0 {
         "up"

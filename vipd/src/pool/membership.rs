@@ -40,7 +40,7 @@
 use std::collections::BTreeMap;
 
 use vipd_common::{
-    heartbeat::{FLAG_LEAVING, FLAG_MATURE, view_digest},
+    heartbeat::{FLAG_MATURE, is_leaving, view_digest},
     maps::PeerState,
 };
 
@@ -302,7 +302,7 @@ impl Membership {
     fn qualifies_but_silence(&self, state: &PeerState) -> bool {
         self.is_verified(state.node_id, state.incarnation)
             && state.flags & FLAG_MATURE != 0
-            && state.flags & FLAG_LEAVING == 0
+            && !is_leaving(state.flags)
     }
 
     /// Whether `p` is (or stays) in the view: heard within the dead interval, or — a member
@@ -407,7 +407,7 @@ impl Membership {
                 LeftBecause::Timeout {
                     last_seen_ns: state.last_seen_ns,
                 }
-            } else if state.flags & FLAG_LEAVING != 0 {
+            } else if is_leaving(state.flags) {
                 LeftBecause::Leaving
             } else if state.first_seen_ns >= now_ns.saturating_sub(dead_ns) {
                 LeftBecause::Restarted
@@ -485,6 +485,7 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vipd_common::heartbeat::FLAG_LEAVING;
 
     const MS: u64 = 1_000_000;
     const DEAD: u64 = 300 * MS;

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use vipd_common::{
     auth,
-    heartbeat::{FLAG_LEAVING, HEADER_LEN, Heartbeat, State as WireState},
+    heartbeat::{HEADER_LEN, Heartbeat, State as WireState, is_leaving},
     maps::{ClaimNotice, EventKind, MAX_PEERS, PeerEvent, PeerState, XdpConfig},
     vip_list::{self, ListChunk},
 };
@@ -554,7 +554,7 @@ impl Slow {
             .iter()
             .filter_map(Result::ok)
             .map(|(id, p)| {
-                let live = now.saturating_sub(p.last_seen_ns) < dead && p.flags & FLAG_LEAVING == 0;
+                let live = now.saturating_sub(p.last_seen_ns) < dead && !is_leaving(p.flags);
                 (p.mac, (id, live))
             })
             .collect();
@@ -1066,7 +1066,7 @@ fn log_event(ev: &PeerEvent, suppressed: u64) {
                 "new peer heard"
             )
         }
-        Some(EventKind::FlagsChanged) if ev.flags & FLAG_LEAVING != 0 => {
+        Some(EventKind::FlagsChanged) if is_leaving(ev.flags) => {
             info!(
                 peer = ev.node_id,
                 mono_ns = ev.ts_ns,

@@ -507,4 +507,79 @@ mod tests {
         );
         assert_eq!((m.state, m.next_deadline()), (VrrpState::Initialize, None));
     }
+
+    /// The XDP program's judgement of an advert (`vipd_common::vrrp::judge`) and this FSM's
+    /// handling of it encode RFC 5798 section 6.4 twice; they must always agree: the
+    /// program refreshes the Master_Down_Timer exactly when the FSM would restart it, and
+    /// wakes the daemon (a notice) whenever the FSM would change state or act.
+    mod agree_with_judge {
+        use proptest::prelude::*;
+        use vipd_common::vrrp::{Advert, Local, Notice, judge};
+
+        use super::*;
+
+        fn addr(last: u8) -> IpAddr {
+            IpAddr::from([192, 0, 2, last])
+        }
+
+        fn bytes(a: IpAddr) -> [u8; 16] {
+            let mut b = [0u8; 16];
+            if let IpAddr::V4(v4) = a {
+                b[..4].copy_from_slice(&v4.octets());
+            }
+            b
+        }
+
+        proptest! {
+            #[test]
+            fn on_every_advert(
+                master in any::<bool>(),
+                priority in 1u8..=254,
+                preempt in any::<bool>(),
+                own in 1u8..=254,
+                advert_priority in any::<u8>(),
+                from in 1u8..=254,
+                interval in 1u16..=4095,
+            ) {
+                let now = 1_000 * CS;
+                let mut r = VirtualRouter::new(priority, 100, preempt, addr(own));
+                r.handle(VrrpEvent::Startup, 0);
+                if master {
+                    r.tick(r.master_down_at.unwrap_or_default());
+                }
+                prop_assume!(r.state == if master { VrrpState::Master } else { VrrpState::Backup });
+                let before = r.clone();
+                let source = addr(from);
+                let actions = r.handle(
+                    VrrpEvent::Advert { priority: advert_priority, max_adver_int_cs: interval, source },
+                    now,
+                );
+                let primary = bytes(addr(own));
+                let local = Local { priority, preempt, master, active: true, primary: &primary };
+                let advert = Advert {
+                    version: vipd_common::vrrp::VERSION_3,
+                    auth_type: 0,
+                    vrid: 51,
+                    priority: advert_priority,
+                    count: 1,
+                    max_adver_int_cs: interval,
+                    checksum: 0,
+                };
+                let verdict = judge(&local, &advert, &bytes(source), None);
+                // The FSM restarted its Master_Down_Timer from this advert (as a Backup,
+                // staying or becoming one), not on a priority 0 (Skew_Time only).
+                let restarted = r.state == VrrpState::Backup
+                    && advert_priority != 0
+                    && r.master_down_at == Some(now + r.master_down_interval());
+                prop_assert_eq!(verdict.refresh, restarted, "{:?} -> {:?}", before, r);
+                let acted = r.state != before.state
+                    || !actions.is_empty()
+                    || r.master_down_at != before.master_down_at;
+                prop_assert_eq!(verdict.notice.is_some(), acted, "{:?}: {:?} -> {:?}", verdict, before, r);
+                if advert_priority == 0 {
+                    prop_assert_eq!(verdict.notice, Some(Notice::PriorityZero));
+                }
+            }
+        }
+    }
 }

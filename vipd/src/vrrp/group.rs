@@ -133,7 +133,7 @@ pub(super) async fn new_group(
         if !g.ipv6() {
             host.arp_settings(g.interface())?;
         }
-        let name = g.vmac_name();
+        let name = g.vmac_name(port.link.index);
         host.macvlan(&name);
         let vlink = port
             .link

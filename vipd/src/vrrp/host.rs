@@ -92,6 +92,30 @@ impl HostChanges {
         Ok(())
     }
 
+    /// Gives the interfaces not in `keep` (no IPv4 virtual-MAC group left on them after a
+    /// reload) their original [`ARP_SETTINGS`] back at once.
+    pub fn keep_arp_settings(&mut self, keep: &[&str]) {
+        let on = |path: &str, interface: &str| {
+            path.starts_with(&format!("/proc/sys/net/ipv4/conf/{interface}/"))
+        };
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sysctls)
+            .into_iter()
+            .partition(|(path, _)| keep.iter().any(|i| on(path, i)));
+        self.sysctls = kept;
+        if gone.is_empty() {
+            return;
+        }
+        for (path, value) in gone {
+            match std::fs::write(&path, &value) {
+                Ok(()) => info!("{path} = {value}: restored (no virtual-MAC group left there)"),
+                Err(e) => warn!("restoring {path} to {value}: {e}"),
+            }
+        }
+        if let Err(e) = self.save() {
+            warn!("{e:#}");
+        }
+    }
+
     fn save(&self) -> anyhow::Result<()> {
         let text: String = self
             .sysctls

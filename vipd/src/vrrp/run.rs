@@ -371,7 +371,7 @@ impl Runtime {
     fn on_report(&mut self, report: Report) {
         match report {
             Report::Transition {
-                key: _,
+                key,
                 vrid,
                 family,
                 from,
@@ -383,7 +383,8 @@ impl Runtime {
                     state_name(from),
                     state_name(to),
                 );
-                self.hooks.vrrp_state(vrid, state_name(to));
+                self.group_hooks(|g| g.key == key)
+                    .vrrp_state(vrid, state_name(to));
                 self.metrics
                     .vrrp_state
                     .get_or_create(&GroupLabel {
@@ -435,7 +436,9 @@ impl Runtime {
                 for t in &list {
                     self.loaded.set_held(t.vip.addr, true);
                 }
-                self.held.taken(&list, Some(vrid), &announcer, &self.hooks);
+                let ipv6 = list.first().is_some_and(|t| t.vip.addr.is_ipv6());
+                let hooks = self.group_hooks(|g| (g.cfg.vrid, g.cfg.ipv6()) == (vrid, ipv6));
+                self.held.taken(&list, Some(vrid), &announcer, &hooks);
             }
             Report::Restored {
                 vrid: _,
@@ -451,7 +454,9 @@ impl Runtime {
                     self.loaded.set_held(r.vip.addr, false);
                     self.watch.forget(&r.vip.addr);
                 }
-                self.held.released(&list, Some(vrid), &self.hooks);
+                let ipv6 = list.first().is_some_and(|r| r.vip.addr.is_ipv6());
+                let hooks = self.group_hooks(|g| (g.cfg.vrid, g.cfg.ipv6()) == (vrid, ipv6));
+                self.held.released(&list, Some(vrid), &hooks);
             }
             Report::SendFailing {
                 vrid,
@@ -461,6 +466,15 @@ impl Runtime {
                 Some(e) => warn!(vrid, interface = %interface, "sending adverts fails: {e}"),
                 None => info!(vrid, interface = %interface, "sending adverts works again"),
             },
+        }
+    }
+
+    /// The hooks for the events of the group `which` finds: `VIPD_INTERFACE` is its
+    /// interface.
+    fn group_hooks(&self, which: impl Fn(&GroupInfo) -> bool) -> Hooks {
+        match self.groups.iter().find(|g| which(g)) {
+            Some(g) => self.hooks.on_interface(g.cfg.interface()),
+            None => self.hooks.clone(),
         }
     }
 
@@ -497,8 +511,10 @@ impl Runtime {
     fn answer_status(&self, stream: tokio::net::UnixStream) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let asked = self.fast.try_ask(Command::Status(tx)).is_ok();
-        let state = if self.carrier.values().any(|up| !up) {
+        let state = if self.carrier.values().all(|up| !up) {
             "fault"
+        } else if self.carrier.values().any(|up| !up) {
+            "degraded"
         } else if !self.health.healthy() {
             "withdrawn"
         } else {
@@ -525,6 +541,14 @@ impl Runtime {
                 .collect(),
             fast_path: Some(self.fast.status()),
             conflicts: self.watch.status(monotonic_ns()),
+            carrier: self
+                .ports
+                .values()
+                .map(|p| {
+                    let up = self.carrier.get(&p.link.index).copied().unwrap_or(false);
+                    (p.link.name.clone(), up)
+                })
+                .collect(),
             ..Status::default()
         };
         tokio::spawn(async move {
@@ -654,6 +678,13 @@ impl Runtime {
         if let Err(e) = self.host.accept_rules(&self.cfg.vrrp) {
             warn!("{e:#}");
         }
+        let vmac_ports: Vec<&str> = self
+            .groups
+            .iter()
+            .filter(|g| g.cfg.vmac && !g.cfg.ipv6())
+            .map(|g| g.cfg.interface())
+            .collect();
+        self.host.keep_arp_settings(&vmac_ports);
         info!(
             groups = ?self.cfg.vrrp.iter().map(describe).collect::<Vec<_>>(),
             "configuration reloaded"
@@ -712,7 +743,8 @@ impl Runtime {
         }
         let cfg = self.groups[i].cfg.clone();
         if cfg.vmac {
-            self.host.remove_macvlan(&cfg.vmac_name());
+            self.host
+                .remove_macvlan(&cfg.vmac_name(self.groups[i].ifindex));
         }
         if gone {
             self.forget(&cfg);

@@ -21,8 +21,8 @@ const VIPS: [&str; 6] = [
 ];
 /// The pool's timers: 20 ms heartbeats, dead after 100 ms (five intervals, the ratio of
 /// vipd's defaults), 500 ms hold-down. `VIPD_CHAOS_DEAD` overrides the dead interval (e.g.
-/// `60ms`, three intervals, where partition arbitration has no room for jitter: see the
-/// README).
+/// `60ms`, three intervals, where partition arbitration has no room for jitter: see
+/// docs/benchmarks.md, Chaos).
 const TIMERS: [&str; 4] = ["--interval", "20ms", "--hold-down", "500ms"];
 const DEAD_DEFAULT: &str = "100ms";
 
