@@ -76,9 +76,7 @@ fn peer(status: &serde_json::Value, id: u32) -> Option<&serde_json::Value> {
 }
 
 fn held(lab: &Lab, host: &Host) -> usize {
-    VIPS.iter()
-        .filter(|v| lab.has_address(host, v).unwrap_or(false))
-        .count()
+    common::held(lab, host, &VIPS)
 }
 
 #[test]

@@ -66,9 +66,7 @@ fn start(lab: &mut Lab, host: &Host, config: &Path, extra: &[&str]) -> anyhow::R
 }
 
 fn held(lab: &Lab, host: &Host) -> usize {
-    VIPS.iter()
-        .filter(|v| lab.has_address(host, v).unwrap_or(false))
-        .count()
+    common::held(lab, host, &VIPS)
 }
 
 /// `GET /metrics` from the endpoint at 127.0.0.1:9797 inside `host`'s namespace.

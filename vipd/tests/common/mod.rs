@@ -1,4 +1,4 @@
-//! Helpers the namespace tests share: a node's status, its XDP counters.
+//! Helpers the namespace tests share: a node's status, its XDP counters, the VIPs it holds.
 #![allow(dead_code)] // Each test file uses some of them.
 
 use std::process::Command;
@@ -26,7 +26,16 @@ pub fn status_of(instance: &str) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-/// An XDP counter of a status (0 when absent).
+/// An XDP counter of a status (every counter is always there: a missing one is a bug).
 pub fn counter(status: &serde_json::Value, name: &str) -> u64 {
-    status["counters"][name].as_u64().unwrap_or(0)
+    status["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in the status: {status:#}"))
+}
+
+/// How many of `vips` `host` has on eth0.
+pub fn held(lab: &Lab, host: &Host, vips: &[&str]) -> usize {
+    vips.iter()
+        .filter(|v| lab.has_address(host, v).unwrap_or(false))
+        .count()
 }
