@@ -45,6 +45,8 @@ pub const HEADER_LEN: usize = 56;
 pub const MAX_STATE_LEN: usize = 2047;
 /// Default UDP port heartbeats are sent to.
 pub const DEFAULT_PORT: u16 = 7846;
+/// The default IPv4 multicast group of heartbeats (link-local, unassigned by IANA).
+pub const DEFAULT_GROUP_V4: core::net::Ipv4Addr = core::net::Ipv4Addr::new(224, 0, 0, 199);
 
 /// The sender is stopping on purpose: peers adopt its VIPs at once.
 pub const FLAG_LEAVING: u8 = 0x01;

@@ -161,8 +161,11 @@ pub struct XdpConfig {
     pub auth: u8,
     /// 1: heartbeats are recorded only from the source addresses in `PEER_ADDRS`.
     pub peer_filter: u8,
+    /// 1: this node runs a pool, and UDP to `port` is read as heartbeats; 0: no heartbeats
+    /// (VRRP mode), every UDP datagram is other traffic.
+    pub heartbeats: u8,
     /// Padding.
-    pub _pad: [u8; 4],
+    pub _pad: [u8; 3],
     /// The shared SipHash key as (k0, k1), when `auth` is 1 or 2.
     pub auth_key: [u64; 2],
     /// The second accepted key, when `auth` is 2.
@@ -448,7 +451,7 @@ counters! {
     /// With authentication on: heartbeats of a known peer older than the last one recorded
     /// (an earlier incarnation, or a sequence not above the last), passed, never recorded.
     HeartbeatReplayed = 8, "heartbeats_replayed", "pass";
-    /// Valid VRRP adverts for one of our groups.
+    /// Valid VRRP adverts for one of our groups, listing the group's addresses.
     VrrpAccepted = 9, "vrrp_accepted", "pass";
     /// VRRP adverts for one of our groups whose TTL / hop limit is not 255 (multicast: sent
     /// from off-link) or below the group's `unicast_min_ttl` (unicast).
@@ -462,7 +465,8 @@ counters! {
     /// VRRP adverts for a VRID this node does not run on the interface they came in on.
     VrrpUnknownVrid = 14, "vrrp_unknown_vrid", "pass";
     /// Valid adverts for one of our groups that list other addresses than the group's
-    /// (another cluster on the VRID, or differing configurations): logged, still processed.
+    /// (another cluster on the VRID, or differing configurations): logged, still processed
+    /// (counted here, not as `vrrp_accepted`).
     VrrpAddrMismatch = 15, "vrrp_addr_mismatch", "pass";
     /// Heartbeats whose TTL / hop limit is not 255 (GTSM, RFC 5082: sent from off-link, or
     /// by a sender that does not set it), passed and never recorded.

@@ -129,7 +129,7 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     let udp: *const UdpHdr = ptr_at(ctx, udp_off)?;
     // SAFETY: as above.
     let udp = unsafe { &*udp };
-    if u16::from_be_bytes(udp.dst) != config.port {
+    if config.heartbeats == 0 || u16::from_be_bytes(udp.dst) != config.port {
         return None;
     }
     // From here on the frame is addressed to the heartbeat port.

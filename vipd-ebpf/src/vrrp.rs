@@ -155,7 +155,6 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
         count(refused);
         return xdp_action::XDP_PASS;
     }
-    count(Counter::VrrpAccepted);
     // SAFETY: as above.
     let fingerprint = vrrp::message_fingerprint(msg_sum, unsafe { &*header }, &auth_data);
     let mismatch = !vrrp::addresses_match(
@@ -164,6 +163,12 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
         group.addr_count,
         group.addr_fingerprint,
     );
+    // Either counter, never both: each frame counts once.
+    count(if mismatch {
+        Counter::VrrpAddrMismatch
+    } else {
+        Counter::VrrpAccepted
+    });
     let local = Local {
         priority: group.priority,
         preempt: group.preempt != 0,
@@ -221,7 +226,6 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
         vrrp_notify(now, source, key, notice, &advert);
     }
     if mismatch {
-        count(Counter::VrrpAddrMismatch);
         // Say so at most every MISMATCH_NOTICE_NS per group.
         let due = match VRRP_SEEN.get_ptr_mut(key) {
             // SAFETY: a map value pointer; the XDP program is its only writer.

@@ -394,7 +394,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::heartbeat::DEFAULT_GROUP_V4;
+    use vipd_common::heartbeat::DEFAULT_GROUP_V4;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(["vipd", "run", "--config", "/dev/null"].iter().chain(args))

@@ -14,9 +14,9 @@ use std::{
 };
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use vipd_common::heartbeat::DEFAULT_PORT;
+use vipd_common::heartbeat::{DEFAULT_GROUP_V4, DEFAULT_PORT};
 
-use crate::{auth::Key, heartbeat::DEFAULT_GROUP_V4, vip::Vip, xdp::AttachMode};
+use crate::{auth::Key, vip::Vip};
 
 /// Where the configuration file is read from when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG: &str = "/etc/vipd/vipd.toml";
@@ -419,6 +419,123 @@ impl Vrrp {
         }
         Ok(())
     }
+}
+
+/// How to attach the XDP program: `auto` tries native (driver) mode and falls back to
+/// generic (skb).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native if the driver supports it, else generic.
+    Auto,
+    /// Native XDP in the driver only.
+    Driver,
+    /// Generic XDP in the network stack only.
+    Skb,
+}
+
+/// `[heartbeat]`'s interval and dead interval, defaulted and checked.
+fn heartbeat_timers(h: &HeartbeatSection) -> Result<(Duration, Duration), String> {
+    let interval = h.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "the heartbeat interval ({interval:?}) must be at least {MIN_INTERVAL:?}: \
+             shorter intervals cannot be kept under load (timer wake-up and scheduling \
+             latency are tens of microseconds)"
+        ));
+    }
+    let dead_interval = h.dead_interval.map_or(interval * DEAD_INTERVALS, |d| d.0);
+    if dead_interval <= interval {
+        return Err(format!(
+            "the dead interval ({dead_interval:?}) must be longer than the heartbeat interval ({interval:?})"
+        ));
+    }
+    if interval > Duration::from_secs(3600) || dead_interval > Duration::from_secs(3 * 3600) {
+        return Err("the heartbeat and dead intervals must be at most an hour or so".into());
+    }
+    Ok((interval, dead_interval))
+}
+
+/// Validates each `[[vrrp]]` group (its interface defaulting to `interface`), and that no
+/// VRID is declared twice per family and no address is in two groups.
+fn check_vrrp_groups(vrrp: &mut [Vrrp], interface: &str) -> Result<(), String> {
+    for g in vrrp.iter_mut() {
+        g.validate()?;
+        if g.interface.as_deref().is_none_or(str::is_empty) {
+            g.interface = Some(interface.to_string());
+        }
+    }
+    let mut keys: Vec<(bool, u8)> = vrrp.iter().map(|g| (g.ipv6(), g.vrid)).collect();
+    keys.sort();
+    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!(
+            "vrrp: VRID {} is declared twice for {}",
+            w[0].1,
+            if w[0].0 { "IPv6" } else { "IPv4" }
+        ));
+    }
+    let mut all: Vec<IpAddr> = vrrp
+        .iter()
+        .flat_map(|g| g.vips.iter().map(|v| v.addr))
+        .collect();
+    all.sort();
+    if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("vrrp: {} is in two groups", w[0]));
+    }
+    Ok(())
+}
+
+/// The pool's VIPs: at most [`MAX_VIPS`], none twice; sorted.
+fn check_pool_vips(vips: &mut [Vip]) -> Result<(), String> {
+    if vips.len() > MAX_VIPS {
+        return Err(format!("at most {MAX_VIPS} VIPs per pool"));
+    }
+    vips.sort();
+    if let Some(w) = vips.windows(2).find(|w| w[0].addr == w[1].addr) {
+        return Err(format!("VIP {} is listed twice", w[0].addr));
+    }
+    Ok(())
+}
+
+/// Bounds on the file's durations that keep timer arithmetic far from overflow.
+fn check_durations(
+    heartbeat: &HeartbeatSection,
+    announce: &AnnounceSection,
+    hooks: &HooksSection,
+    checks: &[Check],
+) -> Result<(), String> {
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86_400);
+    let too_long = |what: &str, d: Option<&Dur>, max: Duration| match d {
+        Some(d) if d.0 > max => Err(format!("{what} must be at most {}", Dur(max))),
+        _ => Ok(()),
+    };
+    too_long("heartbeat.hold_down", heartbeat.hold_down.as_ref(), DAY)?;
+    too_long("heartbeat.heal_delay", heartbeat.heal_delay.as_ref(), DAY)?;
+    too_long("announce.refresh", announce.refresh.as_ref(), DAY)?;
+    too_long("hooks.timeout", hooks.timeout.as_ref(), HOUR)?;
+    for r in announce.repeats.iter().flatten() {
+        too_long("announce.repeats", Some(r), HOUR)?;
+    }
+    for c in checks {
+        too_long("check interval", Some(&c.interval), HOUR)?;
+        too_long("check timeout", Some(&c.timeout), HOUR)?;
+    }
+    Ok(())
+}
+
+/// Each `[[check]]`: positive rise, fall, interval and timeout, and a probe that parses.
+fn check_health_checks(checks: &[Check]) -> Result<(), String> {
+    for c in checks {
+        if c.rise == 0 || c.fall == 0 || c.interval.0.is_zero() || c.timeout.0.is_zero() {
+            return Err(format!(
+                "check {:?}: rise, fall, interval and timeout must be more than zero",
+                c.name
+            ));
+        }
+        c.probe()?;
+    }
+    Ok(())
 }
 
 fn default_vrrp_priority() -> u8 {
@@ -828,26 +945,7 @@ impl Config {
             .node
             .interface
             .ok_or("no interface: set [node] interface or --interface")?;
-        let interval = f.heartbeat.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
-        if interval < MIN_INTERVAL {
-            return Err(format!(
-                "the heartbeat interval ({interval:?}) must be at least {MIN_INTERVAL:?}: \
-                 shorter intervals cannot be kept under load (timer wake-up and scheduling \
-                 latency are tens of microseconds)"
-            ));
-        }
-        let dead_interval = f
-            .heartbeat
-            .dead_interval
-            .map_or(interval * DEAD_INTERVALS, |d| d.0);
-        if dead_interval <= interval {
-            return Err(format!(
-                "the dead interval ({dead_interval:?}) must be longer than the heartbeat interval ({interval:?})"
-            ));
-        }
-        if interval > Duration::from_secs(3600) || dead_interval > Duration::from_secs(3 * 3600) {
-            return Err("the heartbeat and dead intervals must be at most an hour or so".into());
-        }
+        let (interval, dead_interval) = heartbeat_timers(&f.heartbeat)?;
         let hold_down = f
             .heartbeat
             .hold_down
@@ -871,36 +969,8 @@ impl Config {
                     .into(),
             );
         }
-        for g in &mut vrrp {
-            g.validate()?;
-            if g.interface.as_deref().is_none_or(str::is_empty) {
-                g.interface = Some(interface.clone());
-            }
-        }
-        let mut keys: Vec<(bool, u8)> = vrrp.iter().map(|g| (g.ipv6(), g.vrid)).collect();
-        keys.sort();
-        if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!(
-                "vrrp: VRID {} is declared twice for {}",
-                w[0].1,
-                if w[0].0 { "IPv6" } else { "IPv4" }
-            ));
-        }
-        let mut all: Vec<IpAddr> = vrrp
-            .iter()
-            .flat_map(|g| g.vips.iter().map(|v| v.addr))
-            .collect();
-        all.sort();
-        if let Some(w) = all.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("vrrp: {} is in two groups", w[0]));
-        }
-        if vips.len() > MAX_VIPS {
-            return Err(format!("at most {MAX_VIPS} VIPs per pool"));
-        }
-        vips.sort();
-        if let Some(w) = vips.windows(2).find(|w| w[0].addr == w[1].addr) {
-            return Err(format!("VIP {} is listed twice", w[0].addr));
-        }
+        check_vrrp_groups(&mut vrrp, &interface)?;
+        check_pool_vips(&mut vips)?;
         let peers = f.heartbeat.peers.clone().unwrap_or_default();
         if let Some(p) = peers
             .iter()
@@ -943,37 +1013,12 @@ impl Config {
         if instance.is_empty() || instance.contains('/') || instance.starts_with('.') {
             return Err(format!("instance {instance:?} must be a plain file name"));
         }
-        // Bounds that keep timer arithmetic far from overflow.
-        const HOUR: Duration = Duration::from_secs(3600);
-        const DAY: Duration = Duration::from_secs(86_400);
-        let too_long = |what: &str, d: Option<&Dur>, max: Duration| match d {
-            Some(d) if d.0 > max => Err(format!("{what} must be at most {}", Dur(max))),
-            _ => Ok(()),
-        };
-        too_long("heartbeat.hold_down", f.heartbeat.hold_down.as_ref(), DAY)?;
-        too_long("heartbeat.heal_delay", f.heartbeat.heal_delay.as_ref(), DAY)?;
-        too_long("announce.refresh", f.announce.refresh.as_ref(), DAY)?;
-        too_long("hooks.timeout", f.hooks.timeout.as_ref(), HOUR)?;
-        for r in f.announce.repeats.iter().flatten() {
-            too_long("announce.repeats", Some(r), HOUR)?;
-        }
-        for c in &f.checks {
-            too_long("check interval", Some(&c.interval), HOUR)?;
-            too_long("check timeout", Some(&c.timeout), HOUR)?;
-        }
+        check_durations(&f.heartbeat, &f.announce, &f.hooks, &f.checks)?;
         let burst = f.announce.burst.unwrap_or(3);
         if !(1..=100).contains(&burst) {
             return Err("the announce burst must be 1 to 100".into());
         }
-        for c in &f.checks {
-            if c.rise == 0 || c.fall == 0 || c.interval.0.is_zero() || c.timeout.0.is_zero() {
-                return Err(format!(
-                    "check {:?}: rise, fall, interval and timeout must be more than zero",
-                    c.name
-                ));
-            }
-            c.probe()?;
-        }
+        check_health_checks(&f.checks)?;
         if f.hooks.command.as_ref().is_some_and(Vec::is_empty) {
             return Err("hooks.command is empty".into());
         }

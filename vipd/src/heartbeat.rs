@@ -23,9 +23,6 @@ use vipd_common::{
     peer::GTSM_TTL,
 };
 
-/// The default IPv4 multicast group (link-local, unassigned by IANA).
-pub const DEFAULT_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 199);
-
 /// Largest heartbeat datagram we build or read.
 pub const MAX_DATAGRAM: usize = 2048;
 

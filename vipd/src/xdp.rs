@@ -31,19 +31,7 @@ pub(crate) static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT
 /// bpffs's f_type (`BPF_FS_MAGIC`).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// How to attach: `auto` tries native (driver) mode and falls back to generic (skb).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Native if the driver supports it, else generic.
-    Auto,
-    /// Native XDP in the driver only.
-    Driver,
-    /// Generic XDP in the network stack only.
-    Skb,
-}
+pub use crate::config::AttachMode;
 
 /// The loaded program, attached, with its maps.
 pub struct LoadedXdp {
@@ -572,6 +560,7 @@ pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
                 node_id: 1,
                 dead_ns: 300_000_000,
                 port: DEFAULT_PORT,
+                heartbeats: 1,
                 auth: u8::from(auth),
                 auth_key: if auth { [key.k0, key.k1] } else { [0; 2] },
                 ..XdpConfig::default()
@@ -775,7 +764,7 @@ mod tests {
 
     /// The program loaded (never attached) with authentication on (needs root).
     fn load_with_auth(key: Key) -> Ebpf {
-        xtask::lab::require_root();
+        vipd_lab::lab::require_root();
         let mut ebpf = Ebpf::load(PROGRAM).expect("loading the object");
         let map = ebpf.map_mut(CONFIG_MAP).expect("CONFIG");
         let mut config: Array<_, XdpConfig> = Array::try_from(map).expect("CONFIG array");
@@ -784,6 +773,7 @@ mod tests {
             node_id: 1,
             dead_ns: 300_000_000,
             port: DEFAULT_PORT,
+            heartbeats: 1,
             auth: 1,
             auth_key: [key.k0, key.k1],
             ..XdpConfig::default()

@@ -12,7 +12,7 @@ use vipd_common::{
     auth::{AUTH_LEN, Key, sign},
     heartbeat::{DEFAULT_PORT, Heartbeat},
 };
-use xtask::lab::{Host, Lab, require_root, wait_until};
+use vipd_lab::lab::{Host, Lab, require_root, wait_until};
 
 use common::{VIPD, counter, status};
 

@@ -11,7 +11,7 @@ use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
 use vipd::announce::{garp_frame, unsolicited_na_frame};
-use xtask::{
+use vipd_lab::{
     lab::{Host, Lab, require_root, wait_until},
     pcap::parse_mac,
 };

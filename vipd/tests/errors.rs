@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use xtask::lab::{Lab, require_root};
+use vipd_lab::lab::{Lab, require_root};
 
 const VIPD: &str = env!("CARGO_BIN_EXE_vipd");
 
@@ -154,7 +154,7 @@ fn a_second_daemon_on_an_interface_changes_nothing() -> anyhow::Result<()> {
     let first = lab.spawn_vipd(&host, 1, "first", Path::new(VIPD), &args)?;
     lab.proc(first)
         .wait_for_line(&["vipd started"], Duration::from_secs(20))?;
-    xtask::lab::wait_until("both VIPs held", Duration::from_secs(20), || {
+    vipd_lab::lab::wait_until("both VIPs held", Duration::from_secs(20), || {
         Ok(lab.has_address(&host, vips[0])? && lab.has_address(&host, vips[1])?)
     })?;
 

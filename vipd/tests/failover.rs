@@ -6,7 +6,7 @@
 use std::{net::UdpSocket, path::Path, time::Duration};
 
 use anyhow::Context as _;
-use xtask::lab::{Host, Lab, require_root, wait_until};
+use vipd_lab::lab::{Host, Lab, require_root, wait_until};
 
 const VIP1: &str = "192.0.2.201";
 const VIP2: &str = "192.0.2.202";
@@ -248,7 +248,7 @@ fn graceful_stop_hands_over_at_once_on_leaving() -> anyhow::Result<()> {
 
 /// `bpftool -j map dump pinned <path>` as JSON.
 fn bpftool_dump(path: &str) -> anyhow::Result<serde_json::Value> {
-    let out = xtask::lab::run("bpftool", &["-j", "map", "dump", "pinned", path])?;
+    let out = vipd_lab::lab::run("bpftool", &["-j", "map", "dump", "pinned", path])?;
     serde_json::from_str(&out).with_context(|| format!("bpftool output: {out}"))
 }
 

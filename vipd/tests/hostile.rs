@@ -18,7 +18,7 @@ use vipd_common::{
     auth::{AUTH_LEN, Key, sign},
     heartbeat::{DEFAULT_PORT, FLAG_LEAVING, FLAG_MATURE, HEADER_LEN, Heartbeat, State},
 };
-use xtask::lab::{Host, Lab, require_root, wait_until};
+use vipd_lab::lab::{Host, Lab, require_root, wait_until};
 
 use common::{VIPD, counter, status};
 
@@ -405,10 +405,10 @@ fn a_recording_replayed_to_a_node_that_just_started_is_not_a_live_peer() -> anyh
     settled(&lab, &both, &[1, 2])?;
     // A few seconds of heartbeats, state-section refreshes included.
     wait_until("a recording of n2 with state sections", SETTLE, || {
-        let capture = xtask::pcap::Capture::read(&pcap)?;
+        let capture = vipd_lab::pcap::Capture::read(&pcap)?;
         Ok(capture.packets.len() > 200 && capture.packets.iter().any(|p| p.data.len() > 120))
     })?;
-    let frames: Vec<Vec<u8>> = xtask::pcap::Capture::read(&pcap)?
+    let frames: Vec<Vec<u8>> = vipd_lab::pcap::Capture::read(&pcap)?
         .packets
         .into_iter()
         .map(|p| p.data)

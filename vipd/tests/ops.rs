@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use xtask::lab::{Host, Lab, require_root, wait_until};
+use vipd_lab::lab::{Host, Lab, require_root, wait_until};
 
 use common::{VIPD, status_of};
 

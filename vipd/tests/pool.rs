@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use xtask::lab::{Host, Lab, require_root, wait_until};
+use vipd_lab::lab::{Host, Lab, require_root, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(15);
 

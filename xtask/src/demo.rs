@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context as _, bail};
-use xtask::lab::{Host, Lab, Proc, wait_until};
+use vipd_lab::lab::{Host, Lab, Proc, wait_until};
 
 use crate::workspace_root;
 
@@ -169,7 +169,7 @@ fn show(lab: &Lab, nodes: &[Host], client: &Host) -> anyhow::Result<()> {
 
 /// Prints the survivor's failover timeline for `vip` from its log.
 fn timeline(survivor: &Proc, vip: &str) -> anyhow::Result<()> {
-    let Some(t) = xtask::timeline::last_takeover(&survivor.output(), None, vip) else {
+    let Some(t) = vipd_lab::timeline::last_takeover(&survivor.output(), None, vip) else {
         println!("  (timeline lines not found in the survivor's log)");
         return Ok(());
     };

@@ -177,7 +177,7 @@ fn main() -> anyhow::Result<()> {
     let task = Cli::parse().task;
     if matches!(task, Task::Demo | Task::Bench { .. } | Task::Chaos { .. }) {
         // Ctrl-C unwinds the lab (namespaces, processes, pins) instead of leaking it.
-        xtask::lab::handle_interrupts();
+        vipd_lab::lab::handle_interrupts();
     }
     match task {
         Task::BuildEbpf => {

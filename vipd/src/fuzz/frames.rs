@@ -113,8 +113,8 @@ fn link_local(last: u8) -> [u8; 16] {
     a
 }
 
-/// The three configurations fuzzed: no key and no filter; one key with a peer filter (and
-/// unicast VRRP groups); a key rotation (two keys). Each has VRRP groups for both
+/// The four configurations fuzzed: no key and no filter; one key with a peer filter (and
+/// unicast VRRP groups); VRRP mode (no heartbeats read); a key rotation (two keys). Each has VRRP groups for both
 /// families, one comparing address lists. Dead intervals never end during a run, as the model assumes.
 pub fn setups() -> Vec<Setup> {
     let config = |auth: u8, peer_filter: u8| XdpConfig {
@@ -122,6 +122,7 @@ pub fn setups() -> Vec<Setup> {
         node_id: 1,
         dead_ns: u64::MAX,
         port: PORT,
+        heartbeats: 1,
         auth,
         peer_filter,
         auth_key: if auth > 0 {
@@ -230,6 +231,18 @@ pub fn setups() -> Vec<Setup> {
             peer_addrs,
             groups: unicast_groups,
             vrrp_peers,
+            held: held(),
+            own_macs: vec![OWN_MAC],
+        },
+        Setup {
+            name: "VRRP mode (no heartbeats)",
+            config: XdpConfig {
+                heartbeats: 0,
+                ..config(0, 0)
+            },
+            peer_addrs: Vec::new(),
+            groups: groups.clone(),
+            vrrp_peers: Vec::new(),
             held: held(),
             own_macs: vec![OWN_MAC],
         },

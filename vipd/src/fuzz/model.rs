@@ -36,8 +36,6 @@ pub struct Outcome {
     pub verdict: u32,
     /// The counter it adds one to.
     pub counter: Counter,
-    /// A second counter it adds one to (a VRRP advert listing other addresses).
-    pub also: Option<Counter>,
     /// The event it pushes (node id, kind), if any.
     pub event: Option<(u32, EventKind)>,
     /// The node whose peer entry it writes, if any.
@@ -80,7 +78,6 @@ fn pass(counter: Counter) -> Outcome {
     Outcome {
         verdict: PASS,
         counter,
-        also: None,
         event: None,
         recorded: None,
         claimed: None,
@@ -144,7 +141,7 @@ impl Model {
         let Some(udp) = frame.get(udp_off..udp_off + UDP_LEN) else {
             return other();
         };
-        if be16(udp, 2) != self.config.port {
+        if self.config.heartbeats == 0 || be16(udp, 2) != self.config.port {
             return other();
         }
         let payload_len = (be16(udp, 4) as usize).saturating_sub(UDP_LEN);
@@ -178,7 +175,6 @@ impl Model {
                 Outcome {
                     verdict: if hb.state_len > 0 { PASS } else { DROP },
                     counter: Counter::HeartbeatAccepted,
-                    also: None,
                     event: kind.map(|k| (hb.node_id, k)),
                     recorded: Some(hb.node_id),
                     claimed: None,
@@ -327,10 +323,11 @@ impl Model {
             group.addr_count,
             group.addr_fingerprint,
         );
-        Outcome {
-            also: (!matches).then_some(Counter::VrrpAddrMismatch),
-            ..pass(Counter::VrrpAccepted)
-        }
+        pass(if matches {
+            Counter::VrrpAccepted
+        } else {
+            Counter::VrrpAddrMismatch
+        })
     }
 }
 

@@ -331,6 +331,7 @@ fn xdp_config(cfg: &Config) -> XdpConfig {
         node_id: cfg.node_id,
         dead_ns: cfg.dead_interval.as_nanos() as u64,
         port: cfg.port,
+        heartbeats: 1,
         auth: u8::from(cfg.auth_key.is_some()) + u8::from(cfg.auth_next_key.is_some()),
         peer_filter: u8::from(!cfg.peers.is_empty()),
         auth_key: words(cfg.auth_key),

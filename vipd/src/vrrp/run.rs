@@ -314,7 +314,7 @@ fn set_peers(loaded: &mut xdp::LoadedXdp, g: &Vrrp) -> anyhow::Result<()> {
         .with_context(|| format!("VRRP group {}: its unicast peers", g.vrid))
 }
 
-/// What the XDP program is told in VRRP mode: no heartbeats (port 0 matches nothing), and
+/// What the XDP program is told in VRRP mode: no heartbeats (`heartbeats` 0), and
 /// self-fencing three advert intervals after a Master's last advert (a Backup's
 /// Master_Down_Interval, skew aside: when the other routers take over) — of the slowest
 /// group, so a Master of a slow group is never fenced while it advertises.

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use xtask::lab::{Host, Lab};
+use vipd_lab::lab::{Host, Lab};
 
 /// The vipd binary under test.
 pub const VIPD: &str = env!("CARGO_BIN_EXE_vipd");

@@ -8,7 +8,7 @@
 use std::{path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
-use xtask::lab::{Host, Lab};
+use vipd_lab::lab::{Host, Lab};
 
 const PEERS: u32 = 8;
 

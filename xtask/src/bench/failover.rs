@@ -39,7 +39,7 @@ use super::{
     probe::{ManyReport, ProbeReport, monotonic_ns},
     quantile,
 };
-use xtask::{
+use vipd_lab::{
     lab::{Host, Lab, wait_until},
     timeline,
 };

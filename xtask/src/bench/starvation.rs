@@ -35,7 +35,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
-use xtask::{
+use vipd_lab::{
     lab::{self, Host, Lab, wait_until},
     pcap::{Capture, ETHERTYPE_IPV4, Ethernet, Ipv4, parse_mac},
     timeline::field,

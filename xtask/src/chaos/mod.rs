@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde::Serialize;
-use xtask::lab::{Host, Lab, interrupted};
+use vipd_lab::lab::{Host, Lab, interrupted};
 
 use crate::bench::{Machine, write_results};
 

@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::Serialize;
-use xtask::lab::{Host, Lab};
+use vipd_lab::lab::{Host, Lab};
 
 use super::{CONVERGE, Cluster, Rng, claim, converge, flap, lossy, monotonic_s, tail};
 
@@ -112,7 +112,7 @@ impl Pool {
         converge(&mut c)?.map_err(|(kind, detail)| {
             anyhow::anyhow!("never converged at start: {kind}: {detail}")
         })?;
-        xtask::lab::wait_until("two VIPs on each node", CONVERGE, || {
+        vipd_lab::lab::wait_until("two VIPs on each node", CONVERGE, || {
             let holders = c.holders()?;
             Ok((0..3).all(|i| holders.values().filter(|on| on.contains(&i)).count() == 2))
         })?;
@@ -328,7 +328,7 @@ impl Pool {
 
     /// Waits (bounded) until the other nodes hold every VIP node `i` held.
     fn wait_taken_over(&self, i: usize) -> anyhow::Result<()> {
-        xtask::lab::wait_until("the peers to take over", CONVERGE, || {
+        vipd_lab::lab::wait_until("the peers to take over", CONVERGE, || {
             Ok(self
                 .holders()?
                 .values()

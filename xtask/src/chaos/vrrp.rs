@@ -8,7 +8,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use serde::Serialize;
-use xtask::lab::{Host, Lab};
+use vipd_lab::lab::{Host, Lab};
 
 use super::{CONVERGE, Cluster, Rng, claim, converge, flap, lossy, tail};
 
@@ -131,7 +131,7 @@ impl Routers {
 
     /// Waits (bounded) until keepalived holds the VIP.
     fn wait_keepalived_holds(&self) -> anyhow::Result<()> {
-        xtask::lab::wait_until("keepalived to take over", CONVERGE, || {
+        vipd_lab::lab::wait_until("keepalived to take over", CONVERGE, || {
             self.lab.has_address(&self.k, VIP)
         })
     }
