@@ -322,6 +322,21 @@ impl Lab {
         Ok(host)
     }
 
+    /// Adds the nodes `n1` … `nN` on the bridge: node `i` at 192.0.2.(10 + i)/24 with the
+    /// MAC 02:00:00:00:00:(10 + i), the layout every namespace test uses.
+    pub fn add_nodes<const N: usize>(&mut self) -> anyhow::Result<[Host; N]> {
+        let mut hosts = Vec::with_capacity(N);
+        for i in 1..=N {
+            let n = 10 + i;
+            hosts.push(self.add_host(
+                &format!("n{i}"),
+                &format!("192.0.2.{n}/24"),
+                &format!("02:00:00:00:00:{n:02x}"),
+            )?);
+        }
+        Ok(hosts.try_into().unwrap_or_else(|_| unreachable!("N hosts")))
+    }
+
     /// Joins `a` and `b` by a cable of their own (a veth pair, both ends named `ifname`,
     /// with the MAC `<host's eth0 MAC with the last byte + 0x80>`) besides the switch:
     /// a second segment, with `a_cidr` and `b_cidr` on its ends.

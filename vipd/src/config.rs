@@ -1466,6 +1466,129 @@ vips = ["2001:db8::200/64"]
         assert!(Vrrp::parse_spec("51,unicast_peer=nowhere").is_err());
     }
 
+    /// Every key the file accepts, as serde's derives declare them: `section.key` for the
+    /// sections, `vrrp.key` and `check.key` for the `[[vrrp]]` and `[[check]]` tables.
+    fn file_keys() -> Vec<String> {
+        use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+        use std::cell::RefCell;
+
+        type Error = de::value::Error;
+        /// Deserializes nothing: records each struct's field names under `prefix`, visits
+        /// a section's fields one level down, gives structs an empty map (their defaults)
+        /// and tables one element (recorded even though it fails).
+        struct Keys<'a> {
+            prefix: String,
+            depth: usize,
+            out: &'a RefCell<Vec<String>>,
+        }
+        impl<'de> Deserializer<'de> for Keys<'_> {
+            type Error = Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+                Err(de::Error::custom("a leaf"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                visitor: V,
+            ) -> Result<V::Value, Error> {
+                let mut out = self.out.borrow_mut();
+                out.extend(fields.iter().map(|f| format!("{}{f}", self.prefix)));
+                drop(out);
+                let fields = if self.depth == 0 { fields } else { &[] };
+                visitor.visit_map(Fields {
+                    fields: fields.iter(),
+                    out: self.out,
+                    current: String::new(),
+                })
+            }
+            fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+                visitor.visit_seq(One { keys: Some(self) })
+            }
+            fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+                visitor.visit_some(self)
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 u8 u16 u32 u64 f32 f64 char str string bytes byte_buf
+                unit unit_struct newtype_struct tuple tuple_struct map enum identifier
+                ignored_any
+            }
+        }
+        struct Fields<'a> {
+            fields: std::slice::Iter<'static, &'static str>,
+            out: &'a RefCell<Vec<String>>,
+            current: String,
+        }
+        impl<'de> MapAccess<'de> for Fields<'_> {
+            type Error = Error;
+            fn next_key_seed<K: DeserializeSeed<'de>>(
+                &mut self,
+                seed: K,
+            ) -> Result<Option<K::Value>, Error> {
+                let Some(f) = self.fields.next() else {
+                    return Ok(None);
+                };
+                self.current = (*f).to_string();
+                seed.deserialize(de::value::StrDeserializer::<Error>::new(f))
+                    .map(Some)
+            }
+            fn next_value_seed<T: DeserializeSeed<'de>>(
+                &mut self,
+                seed: T,
+            ) -> Result<T::Value, Error> {
+                seed.deserialize(Keys {
+                    prefix: format!("{}.", self.current),
+                    depth: 1,
+                    out: self.out,
+                })
+            }
+        }
+        struct One<'a> {
+            keys: Option<Keys<'a>>,
+        }
+        impl<'de> SeqAccess<'de> for One<'_> {
+            type Error = Error;
+            fn next_element_seed<T: DeserializeSeed<'de>>(
+                &mut self,
+                seed: T,
+            ) -> Result<Option<T::Value>, Error> {
+                // The element fails (required fields missing) once its keys are recorded.
+                Ok(self.keys.take().and_then(|k| seed.deserialize(k).ok()))
+            }
+        }
+        let out = RefCell::new(Vec::new());
+        let _ = File::deserialize(Keys {
+            prefix: String::new(),
+            depth: 0,
+            out: &out,
+        });
+        out.into_inner()
+    }
+
+    /// The configuration reference (docs/configuration.md, and docs/vrrp.md for the VRRP
+    /// groups' keys) names every key the code accepts, so the two cannot drift apart.
+    #[test]
+    fn the_configuration_reference_names_every_key() {
+        let reference = include_str!("../../docs/configuration.md");
+        let vrrp = include_str!("../../docs/vrrp.md");
+        let keys = file_keys();
+        assert!(keys.len() > 40, "{keys:?}");
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|k| match k.split_once('.') {
+                // A section itself: its keys are checked one by one.
+                None => false,
+                Some(("vrrp", key)) => !vrrp.contains(&format!("{key} =")),
+                Some(("check", key)) => !reference.contains(&format!("`{key}`")),
+                Some(_) => !reference.contains(&format!("`{k}`")),
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "keys the code accepts but the reference does not name: {missing:?}"
+        );
+    }
+
     #[test]
     fn macvlan_names_name_the_interface_and_fit_linux() {
         let g = Vrrp::parse_spec("51,vip=192.0.2.200").unwrap();

@@ -56,16 +56,7 @@ fn start(lab: &mut Lab, host: &Host, id: u32, key: &Path) -> anyhow::Result<usiz
         "--auth-key-file",
         key,
     ];
-    let p = lab.spawn_vipd(
-        host,
-        id,
-        &format!("{}-vipd", host.name),
-        Path::new(VIPD),
-        &args,
-    )?;
-    lab.proc(p)
-        .wait_for_line(&["vipd started", "auth=true"], SETTLE)?;
-    Ok(p)
+    common::start_node(lab, host, id, &args, &["auth=true"])
 }
 
 fn peer(status: &serde_json::Value, id: u32) -> Option<&serde_json::Value> {
@@ -84,9 +75,7 @@ fn held(lab: &Lab, host: &Host) -> usize {
 fn only_nodes_sharing_the_key_are_peers_and_replays_are_refused() -> anyhow::Result<()> {
     require_root();
     let mut lab = Lab::new("va")?;
-    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
-    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
-    let n3 = lab.add_host("n3", "192.0.2.13/24", "02:00:00:00:00:0d")?;
+    let [n1, n2, n3] = lab.add_nodes()?;
     let shared = lab.dir().join("shared.key");
     let other = lab.dir().join("other.key");
     let key = keygen(&shared)?;
@@ -193,8 +182,7 @@ fn only_nodes_sharing_the_key_are_peers_and_replays_are_refused() -> anyhow::Res
 fn keys_rotate_by_reloads_without_splitting_the_pool() -> anyhow::Result<()> {
     require_root();
     let mut lab = Lab::new("vk")?;
-    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
-    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let [n1, n2] = lab.add_nodes()?;
     let (old, new) = (lab.dir().join("old.key"), lab.dir().join("new.key"));
     keygen(&old)?;
     let nodes = [(&n1, 1), (&n2, 2)];

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use vipd::announce::{garp_frame, unsolicited_na_frame};
@@ -16,7 +16,7 @@ use vipd_lab::{
     pcap::parse_mac,
 };
 
-use common::{VIPD, status};
+use common::status;
 
 const VIPS: [&str; 3] = ["192.0.2.201", "192.0.2.202", "2001:db8::201"];
 /// Generous bound for anything that should take milliseconds (CI machines are slow).
@@ -46,8 +46,7 @@ fn conflict(status: &serde_json::Value, vip: &str) -> Option<serde_json::Value> 
 fn another_host_claiming_a_held_vip_is_reported_and_defended_a_peer_is_not() -> anyhow::Result<()> {
     require_root();
     let mut lab = Lab::new("claim")?;
-    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
-    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let [n1, n2] = lab.add_nodes()?;
     let intruder = lab.add_host("intruder", "192.0.2.66/24", "02:00:00:00:00:42")?;
     let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
     let nodes = [n1.clone(), n2.clone()];
@@ -65,14 +64,7 @@ fn another_host_claiming_a_held_vip_is_reported_and_defended_a_peer_is_not() -> 
         for vip in VIPS {
             args.extend(["--vip", vip]);
         }
-        let p = lab.spawn_vipd(
-            host,
-            id,
-            &format!("{}-vipd", host.name),
-            Path::new(VIPD),
-            &args,
-        )?;
-        lab.proc(p).wait_for_line(&["vipd started"], SETTLE)?;
+        common::start_node(&mut lab, host, id, &args, &[])?;
     }
     wait_until("every VIP held by one node", SETTLE, || {
         Ok(VIPS.iter().all(|v| holder(&lab, &nodes, v).is_ok()))

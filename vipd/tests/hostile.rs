@@ -8,7 +8,6 @@ mod common;
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -20,7 +19,7 @@ use vipd_common::{
 };
 use vipd_lab::lab::{Host, Lab, require_root, wait_until};
 
-use common::{VIPD, counter, status};
+use common::{counter, status};
 
 const VIPS: [&str; 6] = [
     "192.0.2.201",
@@ -56,15 +55,7 @@ fn start(lab: &mut Lab, host: &Host, id: u32, extra: &[&str]) -> anyhow::Result<
         args.extend(["--vip", vip]);
     }
     args.extend_from_slice(extra);
-    let p = lab.spawn_vipd(
-        host,
-        id,
-        &format!("{}-vipd", host.name),
-        Path::new(VIPD),
-        &args,
-    )?;
-    lab.proc(p).wait_for_line(&["vipd started"], SETTLE)?;
-    Ok(p)
+    common::start_node(lab, host, id, &args, &[])
 }
 
 /// Waits until every VIP is held once and the nodes agree on the view `ids`.
@@ -182,9 +173,7 @@ fn key_of(lab: &Lab) -> anyhow::Result<Key> {
 fn forged_heartbeats_on_the_link_and_from_off_link_move_nothing() -> anyhow::Result<()> {
     require_root();
     let mut lab = Lab::new("vh")?;
-    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
-    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
-    let n3 = lab.add_host("n3", "192.0.2.13/24", "02:00:00:00:00:0d")?;
+    let [n1, n2, n3] = lab.add_nodes()?;
     let evil = lab.add_host("evil", "192.0.2.66/24", "02:00:00:00:00:42")?;
     // Off-link: a router on the segment, the attacker behind it.
     let rt = lab.add_host("rt", "192.0.2.1/24", "02:00:00:00:00:01")?;
@@ -298,10 +287,7 @@ fn forged_ids_cannot_lock_out_a_real_node_and_a_flood_costs_no_failover() -> any
     // Unauthenticated (the attacker could forge anything here): what must still hold is
     // that the tables stay usable, real nodes are never declared dead and logs stay small.
     let mut lab = Lab::new("vf")?;
-    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
-    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
-    let n3 = lab.add_host("n3", "192.0.2.13/24", "02:00:00:00:00:0d")?;
-    let n4 = lab.add_host("n4", "192.0.2.14/24", "02:00:00:00:00:0e")?;
+    let [n1, n2, n3, n4] = lab.add_nodes()?;
     let evil = lab.add_host("evil", "192.0.2.66/24", "02:00:00:00:00:42")?;
     let mut procs = Vec::new();
     for (host, id) in [(&n1, 1), (&n2, 2), (&n3, 3)] {
@@ -388,8 +374,7 @@ fn forged_ids_cannot_lock_out_a_real_node_and_a_flood_costs_no_failover() -> any
 fn a_recording_replayed_to_a_node_that_just_started_is_not_a_live_peer() -> anyhow::Result<()> {
     require_root();
     let mut lab = Lab::new("vr")?;
-    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
-    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let [n1, n2] = lab.add_nodes()?;
     let evil = lab.add_host("evil", "192.0.2.66/24", "02:00:00:00:00:42")?;
     // The attacker records n2's heartbeats (with their state sections) from its start.
     let (_, pcap) = lab.spawn_capture(
@@ -459,8 +444,7 @@ fn a_recording_replayed_to_a_node_that_just_started_is_not_a_live_peer() -> anyh
 fn a_node_whose_clock_went_back_is_still_a_peer() -> anyhow::Result<()> {
     require_root();
     let mut lab = Lab::new("vc")?;
-    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
-    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let [n1, n2] = lab.add_nodes()?;
     let both = [(&n1, 1), (&n2, 2)];
     start(&mut lab, &n1, 1, &[])?;
     // n2's previous run had its clock a day ahead: n1 recorded that run's incarnation (an

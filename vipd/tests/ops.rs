@@ -26,8 +26,7 @@ const VIPS: [&str; 2] = ["192.0.2.201", "192.0.2.202"];
 
 fn two_nodes(tag: &str) -> anyhow::Result<(Lab, Host, Host, Host)> {
     let mut lab = Lab::new(tag)?;
-    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
-    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let [n1, n2] = lab.add_nodes()?;
     let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
     Ok((lab, n1, n2, client))
 }

@@ -17,8 +17,7 @@ pub fn run() -> anyhow::Result<()> {
     }
     let vipd = build_vipd()?;
     let mut lab = Lab::new("demo")?;
-    let n1 = lab.add_host("n1", "192.0.2.11/24", "02:00:00:00:00:0b")?;
-    let n2 = lab.add_host("n2", "192.0.2.12/24", "02:00:00:00:00:0c")?;
+    let [n1, n2] = lab.add_nodes()?;
     let client = lab.add_host("client", "192.0.2.100/24", "02:00:00:00:00:64")?;
     let nodes = [n1.clone(), n2.clone()];
     step(&format!(

@@ -1,7 +1,8 @@
-//! Helpers the namespace tests share: a node's status, its XDP counters, the VIPs it holds.
+//! Helpers the namespace tests share: starting a node, its status and XDP counters, the
+//! VIPs it holds.
 #![allow(dead_code)] // Each test file uses some of them.
 
-use std::process::Command;
+use std::{path::Path, process::Command, time::Duration};
 
 use vipd_lab::lab::{Host, Lab};
 
@@ -38,4 +39,26 @@ pub fn held(lab: &Lab, host: &Host, vips: &[&str]) -> usize {
     vips.iter()
         .filter(|v| lab.has_address(host, v).unwrap_or(false))
         .count()
+}
+
+/// How long a node may take to start (CI machines are slow).
+pub const START: Duration = Duration::from_secs(20);
+
+/// Starts `vipd run` as node `id` on `host`'s eth0 with `args` (log `<host>-vipd`; the
+/// lab's key unless `args` say otherwise) and waits until its start-up line, which must
+/// also hold `also`.
+pub fn start_node(
+    lab: &mut Lab,
+    host: &Host,
+    id: u32,
+    args: &[&str],
+    also: &[&str],
+) -> anyhow::Result<usize> {
+    let log = format!("{}-vipd", host.name);
+    let p = lab.spawn_vipd(host, id, &log, Path::new(VIPD), args)?;
+    let needles: Vec<&str> = std::iter::once("vipd started")
+        .chain(also.iter().copied())
+        .collect();
+    lab.proc(p).wait_for_line(&needles, START)?;
+    Ok(p)
 }
