@@ -42,16 +42,42 @@ pub const VRRP_SEEN_MAP: &str = "VRRP_SEEN";
 /// Name of the ring buffer of [`VrrpNotice`]s.
 pub const VRRP_EVENTS_MAP: &str = "VRRP_EVENTS";
 
-/// Name of the self-fencing clock: `Array<u64>`, one entry, when the daemon last told its
-/// peers it is alive — its last heartbeat, or a Master's last advert
-/// (`bpf_ktime_get_ns()` time; 0: fencing off). Older than the dead interval (the daemon
-/// is frozen, hung or dead: the peers are taking over), the program stops answering for
-/// the held VIPs.
+/// Name of the self-fencing clocks: `Array<u64>`, one entry per [`Fence`] slot, when the
+/// daemon last told its peers it is alive — the pool's last heartbeat, a VRRP Master's
+/// last advert (`bpf_ktime_get_ns()` time; 0: fencing off). Older than the slot's dead
+/// time ([`fence_ns`]: the daemon is frozen, hung or dead, the peers are taking over), the
+/// program stops answering for the VIPs held under that slot.
 pub const FENCE_MAP: &str = "FENCE";
-/// Name of the VIPs this node holds: `HashMap<[u8; 16] address, u8>` (see [`addr_key`]),
-/// written by the daemon; ARP requests and neighbour solicitations for them are dropped
-/// while the node is fenced.
+/// Name of the VIPs this node holds: `HashMap<[u8; 16] address, u8 Fence slot>` (see
+/// [`addr_key`]), written by the daemon; ARP requests and neighbour solicitations for
+/// them are dropped while their slot is fenced.
 pub const HELD_MAP: &str = "HELD";
+
+/// Who speaks for a held VIP, and so which `FENCE` clock guards it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fence {
+    /// The pool: alive while heartbeats go out; fenced after the dead interval.
+    Pool = 0,
+    /// The VRRP groups: alive while a Master advertises; fenced after three advert
+    /// intervals of the slowest group (a Backup's Master_Down_Interval, skew aside).
+    Vrrp = 1,
+}
+
+/// Number of `FENCE` slots.
+pub const FENCE_SLOTS: u32 = 2;
+
+/// The silence after which slot `slot` of `FENCE` is fenced (unknown slot: never).
+#[inline(always)]
+pub fn fence_ns(config: &XdpConfig, slot: u8) -> u64 {
+    if slot == Fence::Pool as u8 {
+        config.dead_ns
+    } else if slot == Fence::Vrrp as u8 {
+        config.vrrp_fence_ns
+    } else {
+        u64::MAX
+    }
+}
 /// Most VIPs `HELD` holds.
 pub const MAX_HELD: u32 = 16 * 1024;
 
@@ -151,7 +177,8 @@ pub struct XdpConfig {
     pub cluster_id: u32,
     /// Our own node id: heartbeats carrying it are counted (duplicate id or loop).
     pub node_id: u32,
-    /// Silence after which a peer heard again is reported as returned, nanoseconds.
+    /// The pool's dead interval, nanoseconds: silence after which a peer heard again is
+    /// reported as returned, and the pool's VIPs are fenced (see [`fence_ns`]).
     pub dead_ns: u64,
     /// UDP destination port of heartbeats.
     pub port: u16,
@@ -170,6 +197,8 @@ pub struct XdpConfig {
     pub auth_key: [u64; 2],
     /// The second accepted key, when `auth` is 2.
     pub auth_next_key: [u64; 2],
+    /// The VRRP groups' fencing time, nanoseconds (see [`Fence::Vrrp`]).
+    pub vrrp_fence_ns: u64,
 }
 
 /// Name of the peers' source addresses: `HashMap<[u8; 16] address, u8>` (see
@@ -522,7 +551,7 @@ mod tests {
     fn sizes_have_no_implicit_padding() {
         assert_eq!(
             size_of::<XdpConfig>(),
-            4 + 4 + 8 + 2 + 1 + 1 + 4 + 2 * 8 + 2 * 8
+            4 + 4 + 8 + 2 + 1 + 1 + 1 + 3 + 2 * 8 + 2 * 8 + 8
         );
         assert_eq!(size_of::<PeerState>(), 8 * 8 + 4 + 4 + 2 + 6 + 1 + 7);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);

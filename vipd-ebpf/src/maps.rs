@@ -6,9 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vipd_common::maps::{
-    CLAIM_EVENTS_BYTES, COUNTER_SLOTS, ClaimNotice, EVENTS_BYTES, MAX_CLAIMS, MAX_HELD,
-    MAX_OWN_MACS, MAX_PEER_ADDRS, MAX_PEERS, MAX_VRRP_GROUPS, MAX_VRRP_PEERS, PeerEvent, PeerState,
-    VRRP_EVENTS_BYTES, VipClaim, VrrpGroup, VrrpNotice, VrrpPeer, VrrpSeen, XdpConfig,
+    CLAIM_EVENTS_BYTES, COUNTER_SLOTS, ClaimNotice, EVENTS_BYTES, FENCE_SLOTS, MAX_CLAIMS,
+    MAX_HELD, MAX_OWN_MACS, MAX_PEER_ADDRS, MAX_PEERS, MAX_VRRP_GROUPS, MAX_VRRP_PEERS, PeerEvent,
+    PeerState, VRRP_EVENTS_BYTES, VipClaim, VrrpGroup, VrrpNotice, VrrpPeer, VrrpSeen, XdpConfig,
 };
 
 // LRU: a flood of forged ids evicts the least recently heard entries instead of filling
@@ -49,7 +49,7 @@ pub(crate) static VRRP_EVENTS: RingBuf<VrrpNotice, { VRRP_EVENTS_BYTES as usize 
 
 /// The daemon's last progress (see `maps::FENCE_MAP`).
 #[btf_map]
-pub(crate) static FENCE: Array<u64, 1> = Array::new();
+pub(crate) static FENCE: Array<u64, { FENCE_SLOTS as usize }> = Array::new();
 
 /// The VIPs this node holds (see `maps::HELD_MAP`).
 #[btf_map]

@@ -5,7 +5,7 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns};
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 use vipd_common::{
-    maps::{ClaimNotice, Counter, XdpConfig, addr_key_v4, claim_update, fenced},
+    maps::{ClaimNotice, Counter, XdpConfig, addr_key_v4, claim_update, fence_ns, fenced},
     neighbor::{ARP_LEN, Arp, ClaimKind, ND_LEN, Nd},
 };
 
@@ -116,11 +116,12 @@ fn watch(vip: &[u8; 16], mac: [u8; 6], kind: ClaimKind) -> bool {
 /// dead daemon's node stops answering for them as the peers start to.
 #[inline(always)]
 fn fence(config: &XdpConfig, vip: &[u8; 16]) -> Option<u32> {
-    let alive = *FENCE.get(0)?;
+    // SAFETY: a lookup of a plain value.
+    let slot = *unsafe { HELD.get(vip) }?;
+    let alive = *FENCE.get(u32::from(slot))?;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: a lookup; the value is not read.
-    if !fenced(alive, now, config.dead_ns) || unsafe { HELD.get(vip) }.is_none() {
+    if !fenced(alive, now, fence_ns(config, slot)) {
         return None;
     }
     count(Counter::NeighborFenced);

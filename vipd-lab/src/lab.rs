@@ -556,7 +556,8 @@ impl Lab {
         let key = key.to_str().context("non-UTF-8 path")?.to_owned();
         let mut args = vec!["run", "-i", "eth0", "-n", &id, "--instance", &instance];
         let says = |flag: &str| extra.contains(&flag);
-        if !says("--auth-key-file") && !says("--insecure") && !says("--vrrp") {
+        let vrrp_only = says("--vrrp") && !says("--vip");
+        if !says("--auth-key-file") && !says("--insecure") && !vrrp_only {
             args.extend(["--auth-key-file", &key]);
         }
         args.extend_from_slice(extra);

@@ -23,12 +23,20 @@ pub fn field(line: &str, name: &str) -> Option<u64> {
 }
 
 /// The last loss of a peer (of `peer`, if given) in `log`, or in VRRP mode the last
-/// expiry of the Master_Down_Timer, and the takeover of `vip` after it.
+/// expiry of the Master_Down_Timer, and the takeover of `vip` after it. When `vip` was
+/// added, only losses up to its last addition count (a daemon running a pool and VRRP
+/// groups logs both kinds: the one that moved `vip` came before it).
 pub fn last_takeover(log: &str, peer: Option<u32>, vip: &str) -> Option<Takeover> {
+    let added_last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("event=\"address_added\"") && l.contains(&format!("vip={vip} ")))
+        .and_then(|l| field(l, "mono_ns"));
     let lost = log.lines().rev().find(|l| {
-        (l.contains("event=\"peer_lost\"")
+        let loss = (l.contains("event=\"peer_lost\"")
             && peer.is_none_or(|p| l.contains(&format!("peer={p} "))))
-            || l.contains("event=\"master_down\"")
+            || l.contains("event=\"master_down\"");
+        loss && added_last.is_none_or(|a| field(l, "mono_ns").is_some_and(|t| t <= a))
     })?;
     if lost.contains("event=\"master_down\"") {
         let detected_ns = field(lost, "mono_ns")?;
@@ -177,6 +185,26 @@ mod tests {
         assert_eq!(
             last_takeover(log, None, "192.0.2.202").unwrap().added_ns,
             None
+        );
+    }
+
+    #[test]
+    fn reads_the_loss_that_moved_the_vip_when_a_daemon_runs_both() {
+        // A pool and a VRRP group: the peer's loss moved the pool's VIP, the later
+        // Master_Down_Timer the group's.
+        let log = "\
+2.0 INFO vipd::timeline: peer left the view (timeout) event=\"peer_lost\" peer=1 reason=\"timeout\" last_seen_mono_ns=100 mono_ns=400 silence_us=300
+2.1 INFO vipd::timeline: took over VIP event=\"address_added\" vip=192.0.2.201 mono_ns=410 already_present=false
+2.2 INFO vipd::timeline: announced VIP event=\"first_announce\" vip=192.0.2.201 mono_ns=420 burst=3
+2.3 INFO vipd::timeline: Master_Down_Timer fired event=\"master_down\" vrid=51 mono_ns=900 last_seen_ns=40
+2.4 INFO vipd::timeline: took over VIP event=\"address_added\" vip=192.0.2.200 mono_ns=910 vrid=51
+";
+        let pool = last_takeover(log, Some(1), "192.0.2.201").unwrap();
+        assert_eq!((pool.reason.as_str(), pool.detected_ns), ("timeout", 400));
+        let group = last_takeover(log, Some(1), "192.0.2.200").unwrap();
+        assert_eq!(
+            (group.reason.as_str(), group.added_ns),
+            ("master_down", Some(910))
         );
     }
 

@@ -7,8 +7,8 @@ use crate::{
     cli::{PlanArgs, RunArgs, ZoneArgs},
     clock,
     config::{self, File, MAX_VIPS},
-    pool::{self, placement, plan},
-    vrrp,
+    daemon,
+    pool::{placement, plan},
 };
 
 fn init_logging(json: bool) {
@@ -25,7 +25,7 @@ fn init_logging(json: bool) {
     }
 }
 
-/// `vipd run`: the daemon, in pool mode or (with VRRP groups) in VRRP mode.
+/// `vipd run`: the daemon, with a pool, VRRP groups or both.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_json);
     let cfg = args
@@ -35,11 +35,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("starting the tokio runtime: {e}"))?;
-    if cfg.vrrp.is_empty() {
-        rt.block_on(pool::run::run(cfg, args))
-    } else {
-        rt.block_on(vrrp::run::run(cfg, args))
-    }
+    rt.block_on(daemon::run(cfg, args))
 }
 
 /// `vipd check-config`: validates and prints the effective configuration.

@@ -963,14 +963,17 @@ impl Config {
                 "no VIPs: set [pool] vips or --vip, or declare [[vrrp]] groups or --vrrp".into(),
             );
         }
-        if !vips.is_empty() && !vrrp.is_empty() {
-            return Err(
-                "a node runs either a pool or VRRP groups, not both: remove [pool] vips or the [[vrrp]] groups"
-                    .into(),
-            );
-        }
         check_vrrp_groups(&mut vrrp, &interface)?;
         check_pool_vips(&mut vips)?;
+        if let Some(v) = vips
+            .iter()
+            .find(|v| vrrp.iter().any(|g| g.vips.iter().any(|w| w.addr == v.addr)))
+        {
+            return Err(format!(
+                "{} is both in the pool and in a VRRP group: one address, one owner",
+                v.addr
+            ));
+        }
         let peers = f.heartbeat.peers.clone().unwrap_or_default();
         if let Some(p) = peers
             .iter()
@@ -1141,6 +1144,11 @@ impl Config {
             .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
+    /// Whether this node runs a pool (it may run VRRP groups as well).
+    pub fn has_pool(&self) -> bool {
+        !self.vips.is_empty()
+    }
+
     /// Every VRRP group's VIPs.
     pub fn vrrp_vips(&self) -> Vec<Vip> {
         self.vrrp
@@ -1183,8 +1191,10 @@ impl Config {
             Some("the fast path's rt_priority or shadow_senders")
         } else if self.interval != new.interval || self.dead_interval != new.dead_interval {
             Some("the heartbeat or dead interval")
+        } else if self.has_pool() != new.has_pool() {
+            Some("whether this node runs a pool")
         } else if self.vrrp.is_empty() != new.vrrp.is_empty() {
-            Some("between pool mode and VRRP mode")
+            Some("whether this node runs VRRP groups")
         } else {
             None
         }
@@ -1705,8 +1715,24 @@ vips = ["2001:db8::200/64"]
             "twice",
         );
         bad(
-            "vrid = 1\nvips = [\"192.0.2.1\"]\n[pool]\nvips = [\"192.0.2.9\"]",
-            "not both",
+            "vrid = 1\nvips = [\"192.0.2.1\"]\n[pool]\nvips = [\"192.0.2.1\", \"192.0.2.9\"]",
+            "one owner",
+        );
+    }
+
+    #[test]
+    fn a_node_may_run_a_pool_and_vrrp_groups() {
+        let text = "[node]\nid = 1\ninterface = \"eth0\"\n[heartbeat]\nauth = \"off\"\n\
+                    [pool]\nvips = [\"192.0.2.8\", \"192.0.2.9\"]\n[[vrrp]]\nvrid = 51\nvips = [\"192.0.2.1\"]\n";
+        let c = Config::from_file(File::parse(text).unwrap()).unwrap();
+        assert!(c.has_pool());
+        assert_eq!((c.vips.len(), c.vrrp.len()), (2, 1));
+        assert_eq!(c.vrrp[0].interface(), "eth0");
+        let mut vrrp_only = c.clone();
+        vrrp_only.vips.clear();
+        assert_eq!(
+            c.needs_restart(&vrrp_only),
+            Some("whether this node runs a pool")
         );
     }
 }

@@ -65,6 +65,10 @@ pub struct Status {
     /// VRRP groups (VRRP mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<VrrpStatus>,
+    /// The VRRP groups' fast path, when the node runs a pool as well (`fast_path` is then
+    /// the pool's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrrp_fast_path: Option<FastPathStatus>,
     /// Held VIPs another host claims (the ARP/NDP watch).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<crate::conflict::ConflictStatus>,
@@ -254,7 +258,8 @@ fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
     use vipd_common::{
         heartbeat::{FLAG_MATURE, is_leaving},
         maps::{
-            CONFIG_MAP, COUNTERS_MAP, Counter, FENCE_MAP, PEERS_MAP, PeerState, XdpConfig, fenced,
+            CONFIG_MAP, COUNTERS_MAP, Counter, FENCE_MAP, FENCE_SLOTS, PEERS_MAP, PeerState,
+            XdpConfig, fence_ns, fenced,
         },
     };
     let root = config
@@ -278,11 +283,17 @@ fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
     };
     let config = Array::<MapData, XdpConfig>::try_from(open(CONFIG_MAP)?)?.get(&0, 0)?;
     status.node_id = config.node_id;
-    let alive = Array::<MapData, u64>::try_from(open(FENCE_MAP)?)?.get(&0, 0)?;
+    let clocks = Array::<MapData, u64>::try_from(open(FENCE_MAP)?)?;
+    // The most recent clock that is fenced, if any.
+    let alive = (0..FENCE_SLOTS)
+        .filter_map(|slot| Some((slot, clocks.get(&slot, 0).ok()?)))
+        .filter(|&(slot, alive)| fenced(alive, now, fence_ns(&config, slot as u8)))
+        .map(|(_, alive)| alive)
+        .max();
     let attached = std::fs::read_dir(&dir)?
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().starts_with("link-"));
-    if attached && fenced(alive, now, config.dead_ns) {
+    if let Some(alive) = alive.filter(|_| attached) {
         status.state = format!(
             "fenced (no daemon answered; it last spoke {:.1} s ago: the XDP program, still \
              attached, drops ARP requests and solicitations for the VIPs below)",

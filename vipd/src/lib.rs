@@ -2,7 +2,8 @@
 //!
 //! The daemon is split in two: the fast path ([`fastpath`], and each mode's loop on it:
 //! [`pool::fast`]) sends heartbeats, watches deadlines and takes VIPs over on a real-time
-//! thread; the slow path ([`pool::run`], [`vrrp::run`]) does everything else on tokio.
+//! thread; the slow path ([`pool::slow`], [`vrrp::slow`], in one shell: [`daemon`]) does
+//! everything else on tokio.
 //! Pure rules — membership, placement, the RFC 5798 state machine, reload plans — are
 //! host-tested with a fake clock.
 
@@ -14,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod conflict;
 pub mod control;
+pub mod daemon;
 pub mod fastpath;
 pub mod fuzz;
 pub mod health;

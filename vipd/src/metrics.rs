@@ -251,11 +251,10 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// Brings the fast path's metrics up to date.
-    pub fn sync_fast_path(&self, realtime: bool, stats: &crate::fastpath::Stats, dropped: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// Brings the fast paths' metrics up to date: whether all run real-time, and their
+    /// totals of [sent, late, reports dropped].
+    pub fn sync_fast_path(&self, realtime: bool, totals: [u64; 3]) {
         self.fast_path_realtime.set(i64::from(realtime));
-        let totals = [stats.sent.load(Relaxed), stats.late.load(Relaxed), dropped];
         let mut seen = self.fast_seen.lock().unwrap_or_else(|e| e.into_inner());
         for ((counter, total), seen) in [
             &self.heartbeats_sent,

@@ -8,7 +8,7 @@
 
 use std::{
     os::{linux::net::SocketAddrExt as _, unix::net::UnixDatagram},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::Mutex,
     time::Duration,
 };
 
@@ -18,8 +18,8 @@ use tracing::{debug, warn};
 pub struct Notifier {
     socket: Option<(UnixDatagram, std::os::unix::net::SocketAddr)>,
     watchdog: Option<Duration>,
-    /// The fast path's wake-up count at the last watchdog tick.
-    last_wakeups: AtomicU64,
+    /// The fast paths' wake-up counts at the last watchdog tick.
+    last_wakeups: Mutex<Vec<u64>>,
 }
 
 impl Notifier {
@@ -52,7 +52,7 @@ impl Notifier {
         Self {
             socket,
             watchdog,
-            last_wakeups: AtomicU64::new(0),
+            last_wakeups: Mutex::new(Vec::new()),
         }
     }
 
@@ -72,15 +72,18 @@ impl Notifier {
         self.watchdog.map_or(Duration::from_secs(86_400), |w| w / 2)
     }
 
-    /// One watchdog tick: feeds the watchdog if the fast path woke since the last tick
-    /// (`wakeups`, its counter), then calls `wake` so it must wake before the next one.
-    /// A fast path that stops answering stops feeding it, and systemd restarts vipd.
-    pub fn watchdog(&self, wakeups: u64, wake: impl FnOnce()) {
+    /// One watchdog tick: feeds the watchdog if every fast path woke since the last tick
+    /// (`wakeups`, their counters), then calls `wake` so they must wake before the next
+    /// one. A fast path that stops answering stops feeding it, and systemd restarts vipd.
+    pub fn watchdog(&self, wakeups: &[u64], wake: impl FnOnce()) {
         if self.watchdog.is_none() {
             return;
         }
-        let last = self.last_wakeups.swap(wakeups, Ordering::Relaxed);
-        if wakeups != last {
+        let mut last = self.last_wakeups.lock().unwrap_or_else(|e| e.into_inner());
+        let woke = last.len() != wakeups.len() || last.iter().zip(wakeups).all(|(a, b)| a != b);
+        *last = wakeups.to_vec();
+        drop(last);
+        if woke {
             self.send("WATCHDOG=1");
         } else {
             warn!(
@@ -117,7 +120,7 @@ mod tests {
                 std::os::unix::net::SocketAddr::from_pathname(&path).unwrap(),
             )),
             watchdog: Some(Duration::from_secs(2)),
-            last_wakeups: AtomicU64::new(0),
+            last_wakeups: Mutex::new(Vec::new()),
         };
         assert_eq!(n.watchdog_period(), Duration::from_secs(1));
         let recv = || {
@@ -130,14 +133,17 @@ mod tests {
         n.ready();
         assert_eq!(recv().as_deref(), Some("READY=1"));
         let mut woken = 0;
-        n.watchdog(5, || woken += 1);
+        n.watchdog(&[5, 9], || woken += 1);
         assert_eq!(recv().as_deref(), Some("WATCHDOG=1"));
         // No wake-up since: not fed.
-        n.watchdog(5, || woken += 1);
+        n.watchdog(&[5, 9], || woken += 1);
         assert_eq!(recv(), None);
-        n.watchdog(6, || woken += 1);
+        // One of two fast paths woke: not fed either.
+        n.watchdog(&[6, 9], || woken += 1);
+        assert_eq!(recv(), None);
+        n.watchdog(&[7, 10], || woken += 1);
         assert_eq!(recv().as_deref(), Some("WATCHDOG=1"));
-        assert_eq!(woken, 3, "the fast path is woken at every tick");
+        assert_eq!(woken, 4, "the fast paths are woken at every tick");
         n.stopping();
         assert_eq!(recv().as_deref(), Some("STOPPING=1"));
         std::fs::remove_dir_all(dir).unwrap();

@@ -19,7 +19,7 @@ use tracing::warn;
 use crate::{
     config::Config,
     control::{self, Status},
-    fastpath::{Granted, channel::SlowEnd},
+    fastpath::channel::Shared,
     hooks::Hooks,
     metrics::{self, Metrics},
     netlink::Link,
@@ -92,23 +92,29 @@ impl Signals {
 }
 
 /// Serves Prometheus metrics on `addr` (if set), bringing the XDP counters and the fast
-/// path's figures up to date at each scrape.
-pub async fn serve_metrics<C: Send + 'static>(
+/// paths' figures (`fast_paths`: each one's shared state and whether it runs real-time)
+/// up to date at each scrape.
+pub async fn serve_metrics(
     addr: Option<SocketAddr>,
     metrics: &Arc<Metrics>,
     counters: &Arc<Mutex<PerCpuArray<MapData, u64>>>,
-    fast: &SlowEnd<C>,
+    fast_paths: Vec<(Arc<Shared>, bool)>,
 ) -> anyhow::Result<()> {
     let Some(addr) = addr else {
         return Ok(());
     };
     let counters = Arc::clone(counters);
-    let (m, shared) = (Arc::clone(metrics), Arc::clone(&fast.shared));
-    let realtime = matches!(fast.granted, Granted::RealTime(_));
+    let m = Arc::clone(metrics);
     metrics::serve(addr, Arc::clone(metrics), move || {
         m.sync_xdp(&xdp::sum_counters(&counters));
-        let dropped = shared.reports_dropped.load(Ordering::Relaxed);
-        m.sync_fast_path(realtime, &shared.stats, dropped);
+        let realtime = fast_paths.iter().all(|(_, rt)| *rt);
+        let mut totals = [0u64; 3];
+        for (shared, _) in &fast_paths {
+            totals[0] += shared.stats.sent.load(Ordering::Relaxed);
+            totals[1] += shared.stats.late.load(Ordering::Relaxed);
+            totals[2] += shared.reports_dropped.load(Ordering::Relaxed);
+        }
+        m.sync_fast_path(realtime, totals);
     })
     .await
     .with_context(|| format!("serving metrics on {addr}"))?;

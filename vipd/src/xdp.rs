@@ -20,9 +20,9 @@ use aya::{
 use tracing::{info, warn};
 use vipd_common::maps::{
     CLAIM_EVENTS_MAP, CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP, FENCE_MAP,
-    HELD_MAP, OWN_MACS_MAP, PEER_ADDRS_MAP, PEERS_MAP, PINNED_MAPS, PeerState, VRRP_EVENTS_MAP,
-    VRRP_GROUPS_MAP, VRRP_PEERS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpPeer, VrrpSeen, XdpConfig,
-    addr_key,
+    Fence, HELD_MAP, OWN_MACS_MAP, PEER_ADDRS_MAP, PEERS_MAP, PINNED_MAPS, PeerState,
+    VRRP_EVENTS_MAP, VRRP_GROUPS_MAP, VRRP_PEERS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpPeer, VrrpSeen,
+    XdpConfig, addr_key,
 };
 
 /// The XDP object built by `vipd/build.rs`.
@@ -421,17 +421,17 @@ impl LoadedXdp {
         Ok(Array::try_from(aya::maps::Map::Array(data))?)
     }
 
-    /// Records that this node holds (`true`) or no longer holds `vip`: while the daemon is
-    /// fenced the program drops ARP requests and solicitations for the VIPs it holds.
-    pub fn set_held(&mut self, vip: std::net::IpAddr, held: bool) {
+    /// Records that this node holds `vip` under the fencing clock `by` (`None`: no longer
+    /// holds it): while that clock is stale the program drops ARP requests and
+    /// solicitations for it.
+    pub fn set_held(&mut self, vip: std::net::IpAddr, by: Option<Fence>) {
         let key = addr_key(vip);
-        let r = if held {
-            self.held.insert(key, 1, 0)
-        } else {
-            self.held.remove(&key)
+        let r = match by {
+            Some(slot) => self.held.insert(key, slot as u8, 0),
+            None => self.held.remove(&key),
         };
         if let Err(e) = r
-            && held
+            && by.is_some()
         {
             warn!(%vip, "recording a held VIP for self-fencing: {e}");
         }

@@ -20,7 +20,7 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
-use common::{VIPD, counter, status};
+use common::{VIPD, counter, status, stop};
 use vipd_common::vrrp::{self, Advert, Family};
 use vipd_lab::{
     lab::{Host, Lab, require_root, wait_until},
@@ -150,14 +150,6 @@ fn start_vipd(
     lab.proc(p)
         .wait_for_line(&["vrrp state", "vrid=51", "reason=startup"], WAIT)?;
     Ok(p)
-}
-
-/// Stops a process with SIGTERM; it must exit 0.
-fn stop(lab: &mut Lab, p: usize) -> anyhow::Result<()> {
-    lab.proc(p).signal(libc::SIGTERM)?;
-    let ok = lab.proc(p).wait_exit(WAIT)?;
-    ensure!(ok, "exited with an error:\n{}", lab.proc(p).output());
-    Ok(())
 }
 
 /// Needles of vipd's transition lines for VRID 51 in `family` into state `to`.

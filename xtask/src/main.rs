@@ -170,6 +170,9 @@ enum BenchTask {
         /// Load profile(s), run one after the other with fresh labs.
         #[arg(long, value_enum, default_value_t = bench::starvation::LoadChoice::Both)]
         load: bench::starvation::LoadChoice,
+        /// Only the systems whose label contains this (repeatable), e.g. "one daemon".
+        #[arg(long)]
+        only: Vec<String>,
     },
 }
 
@@ -218,8 +221,9 @@ fn main() -> anyhow::Result<()> {
                     seconds,
                     quick,
                     load,
+                    only,
                 },
-        } => bench::starvation::bench(seconds, quick, load),
+        } => bench::starvation::bench(seconds, quick, load, &only),
         Task::FuzzXdp { frames, seed } => bench::fuzz_xdp(frames, seed),
         Task::Chaos { cycles, seed, vrrp } => chaos::run(cycles, seed, vrrp),
         Task::Echo {

@@ -109,6 +109,15 @@ impl<C> SlowEnd<C> {
         self.waker.wake();
     }
 
+    /// What the metrics and the watchdog read of the fast path: its shared state, and
+    /// whether it runs real-time.
+    pub fn path(&self) -> (Arc<Shared>, bool) {
+        (
+            Arc::clone(&self.shared),
+            matches!(self.granted, Granted::RealTime(_)),
+        )
+    }
+
     /// The fast path's part of `vipd status`.
     pub fn status(&self) -> FastPathStatus {
         let stats = &self.shared.stats;

@@ -21,7 +21,7 @@ use vipd_common::{
         ECHO_LEN, FLAG_LEAVING, FLAG_MATURE, HEADER_LEN, MAX_ECHOES, State as WireState,
         is_leaving, view_digest,
     },
-    maps::{EventKind, PeerEvent, PeerState},
+    maps::{EventKind, Fence, PeerEvent, PeerState},
 };
 
 use super::{
@@ -365,7 +365,7 @@ impl Pool {
         // Alive as the peers see it: the XDP program answers for our VIPs until a dead
         // interval after this heartbeat, when they would take them over (see
         // `maps::FENCE_MAP`).
-        let _ = self.io.fence.set(0, now, 0);
+        let _ = self.io.fence.set(Fence::Pool as u32, now, 0);
         match sent {
             Ok(()) if self.send_failing => {
                 self.send_failing = false;
@@ -944,7 +944,7 @@ impl Pool {
                     let _ = heartbeats.send(flags, digest, &[]);
                     let now = monotonic_ns();
                     vouch.sent(now, flags, digest);
-                    let _ = fence.set(0, now, 0);
+                    let _ = fence.set(Fence::Pool as u32, now, 0);
                     stats.record_send(late, tolerance);
                 }
             });

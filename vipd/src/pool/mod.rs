@@ -4,7 +4,7 @@
 //! - [`lists`]: peers on another VIP list (a rolling change), their lists learned.
 //! - [`plan`]: capacity after failures (`vipd plan`).
 //! - [`fast`]: the fast path's loop (heartbeats, deadlines, takeover) on its real-time
-//!   thread; [`run`]: the slow path (control, metrics, hooks, checks, reload, logs);
+//!   thread; [`slow`]: the slow path (state sections, carrier, checks, reload, logs);
 //!   [`messages`]: what they say to each other.
 
 pub mod fast;
@@ -13,7 +13,7 @@ pub mod membership;
 pub mod messages;
 pub mod placement;
 pub mod plan;
-pub mod run;
+pub mod slow;
 
 use vipd_common::heartbeat::fnv1a64;
 

@@ -15,7 +15,7 @@ use std::{
 
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use vipd_common::{
-    maps::{VRRP_BACKUP, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup, VrrpNotice, VrrpSeen},
+    maps::{Fence, VRRP_BACKUP, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup, VrrpNotice, VrrpSeen},
     vrrp::{self, Notice},
 };
 
@@ -416,7 +416,7 @@ impl Routers {
         if any && priority > 0 {
             // A Master alive and advertising: the XDP program answers for the VIPs until
             // as long after this advert as the Backups wait (see `maps::FENCE_MAP`).
-            let _ = self.io.fence.set(0, monotonic_ns(), 0);
+            let _ = self.io.fence.set(Fence::Vrrp as u32, monotonic_ns(), 0);
         }
         let failing = sent.is_err();
         if failing != g.send_failing {

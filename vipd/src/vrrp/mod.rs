@@ -8,7 +8,7 @@
 //! - [`group`]: one group at run time: how it is made, joined and addressed.
 //! - [`fast`]: the groups' state machines on the fast path's real-time thread: adverts
 //!   on time, Master_Down_Timer, takeover.
-//! - [`run`]: the slow path around them. The XDP program validates and judges received adverts
+//! - [`slow`]: the slow path around them. The XDP program validates and judges received adverts
 //!   (`vipd_common::vrrp`), so a Backup is woken only by a change, a priority-0 advert or
 //!   its own Master_Down_Timer, which it checks against the kernel's last-heard time.
 
@@ -18,5 +18,5 @@ pub mod fsm;
 pub mod group;
 pub mod host;
 pub mod reload;
-pub mod run;
+pub mod slow;
 pub mod unicast;

@@ -62,3 +62,11 @@ pub fn start_node(
     lab.proc(p).wait_for_line(&needles, START)?;
     Ok(p)
 }
+
+/// Stops a process with SIGTERM; it must exit 0 within 20 s.
+pub fn stop(lab: &mut Lab, p: usize) -> anyhow::Result<()> {
+    lab.proc(p).signal(libc::SIGTERM)?;
+    let ok = lab.proc(p).wait_exit(Duration::from_secs(20))?;
+    anyhow::ensure!(ok, "exited with an error:\n{}", lab.proc(p).output());
+    Ok(())
+}

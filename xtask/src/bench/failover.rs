@@ -45,6 +45,9 @@ use vipd_lab::{
 };
 
 const VIP: &str = "192.0.2.200";
+/// The VRRP group beside the pool in the mixed row (every node at the default priority:
+/// the highest address is Master), on its own VIP.
+const MIXED_GROUP: &str = "51,vip=192.0.2.250/32,interval=10ms";
 const PORT: u16 = 9000;
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -78,14 +81,18 @@ pub enum System {
     KeepalivedV2,
     /// The scale row: a pool of many VIPs on two vipd nodes ([`run_scale`]).
     VipdScale,
+    /// vipd at 1 ms / 4 ms with a VRRP group (adverts every 10 ms, another VIP) in the same
+    /// daemon: the pool's failover while a second fast path runs beside it.
+    VipdMixed,
 }
 
 impl System {
     /// Every system, in table order.
-    pub const ALL: [System; 12] = [
+    pub const ALL: [System; 13] = [
         System::VipdDefault,
         System::Vipd1ms3,
         System::Vipd1ms,
+        System::VipdMixed,
         System::VipdFast,
         System::VrrpFast,
         System::VrrpDefault,
@@ -112,6 +119,7 @@ impl System {
             System::KeepalivedDefault => "keepalived-1",
             System::UcarpFast => "ucarp",
             System::VipdScale => "vipd-scale",
+            System::VipdMixed => "vipd-mixed",
         }
     }
 
@@ -141,6 +149,7 @@ impl System {
             System::VrrpV2 => "vipd VRRP mode, VRRPv2 (advert 1s, v2's fastest)",
             System::KeepalivedV2 => "keepalived VRRPv2 (advert_int 1, v2's fastest)",
             System::VipdScale => "vipd pool of many VIPs (5ms/15ms)",
+            System::VipdMixed => "vipd (1ms/4ms) + VRRP group (10ms), one daemon",
         }
     }
 
@@ -152,6 +161,14 @@ impl System {
             System::Vipd1ms => Some(&["--interval", "1ms", "--dead-interval", "4ms"]),
             System::Vipd1ms3 => Some(&["--interval", "1ms", "--dead-interval", "3ms"]),
             System::VipdScale => Some(&SCALE_FLAGS),
+            System::VipdMixed => Some(&[
+                "--interval",
+                "1ms",
+                "--dead-interval",
+                "4ms",
+                "--vrrp",
+                MIXED_GROUP,
+            ]),
             _ => None,
         }
     }
@@ -164,6 +181,7 @@ impl System {
             | System::VipdFast
             | System::Vipd1ms
             | System::Vipd1ms3
+            | System::VipdMixed
             | System::VipdScale => (dead.unwrap_or(Duration::from_millis(300)) * 5)
                 .clamp(Duration::from_millis(1000), Duration::from_secs(60)),
             System::KeepalivedFast | System::VrrpFast => Duration::from_millis(1000),
@@ -195,6 +213,7 @@ impl System {
             | System::VipdFast
             | System::Vipd1ms
             | System::Vipd1ms3
+            | System::VipdMixed
             | System::VipdScale => "hold-down over",
             System::KeepalivedFast | System::KeepalivedDefault | System::KeepalivedV2 => "STATE",
             System::UcarpFast => "Switching to state",
@@ -458,6 +477,7 @@ fn vipd_label(
     let parsed = timeline::parse_duration(&dead);
     let label = match system {
         System::VipdDefault => format!("vipd (default: {interval}/{dead})"),
+        System::VipdMixed => format!("vipd ({interval}/{dead}) + VRRP group (10ms), one daemon"),
         _ => format!("vipd ({interval}/{dead})"),
     };
     (label, parsed)
@@ -524,6 +544,7 @@ fn start_daemon(
         | System::VipdFast
         | System::Vipd1ms
         | System::Vipd1ms3
+        | System::VipdMixed
         | System::VipdScale => {
             let mut args = vec!["--vip", VIP, "--hold-down", "300ms"];
             args.extend(system.vipd_flags().unwrap_or_default());

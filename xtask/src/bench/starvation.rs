@@ -125,6 +125,12 @@ pub enum Kind {
     Keepalived,
     /// vipd VRRP mode, adverts every 10 ms, priorities 200 and 100.
     VipdVrrp,
+    /// One vipd daemon per node running both: the pool with these (interval, dead
+    /// interval), and VRID 51 as [`Kind::VipdVrrp`] — two fast paths on one box.
+    Mixed {
+        /// (interval, dead interval) of the pool, e.g. ("1ms", "4ms").
+        timers: (String, String),
+    },
 }
 
 /// One row of the benchmark: a two-node cluster.
@@ -138,6 +144,21 @@ pub struct System {
     pub interval: Duration,
     /// Flags added to both nodes' `vipd run` (e.g. `--rt-priority 0`).
     pub extra: Vec<String>,
+}
+
+impl System {
+    /// Whether it runs a vipd pool (heartbeat figures in its logs).
+    fn runs_pool(&self) -> bool {
+        matches!(self.kind, Kind::Pool { .. } | Kind::Mixed { .. })
+    }
+
+    /// Its pool's heartbeat interval (a pool's `interval`; a mixed daemon's pool timers).
+    fn heartbeat_interval(&self) -> Duration {
+        match &self.kind {
+            Kind::Mixed { timers } => parse_duration(&timers.0).unwrap_or(self.interval),
+            _ => self.interval,
+        }
+    }
 }
 
 /// The systems to run: a subset for `quick`.
@@ -192,6 +213,16 @@ pub fn systems(quick: bool, vipd: &Path) -> anyhow::Result<Vec<System>> {
         interval: VRRP_INTERVAL,
         extra: Vec::new(),
     });
+    if !quick {
+        all.push(System {
+            label: "vipd pool 1ms/4ms + VRRP 10ms, one daemon".into(),
+            kind: Kind::Mixed {
+                timers: ("1ms".into(), "4ms".into()),
+            },
+            interval: VRRP_INTERVAL,
+            extra: Vec::new(),
+        });
+    }
     Ok(all)
 }
 
@@ -281,7 +312,8 @@ pub struct Row {
 
 /// `cargo xtask bench starvation`: runs every system under each profile of `load` for
 /// `seconds` (about 5 s and a subset with `quick`), prints the table and writes the results.
-pub fn bench(seconds: u64, quick: bool, load: LoadChoice) -> anyhow::Result<()> {
+/// With `only`, just the systems whose label contains one of those words.
+pub fn bench(seconds: u64, quick: bool, load: LoadChoice, only: &[String]) -> anyhow::Result<()> {
     // SAFETY: geteuid never fails.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the starvation benchmark needs root (network namespaces, XDP): run it with sudo");
@@ -289,7 +321,13 @@ pub fn bench(seconds: u64, quick: bool, load: LoadChoice) -> anyhow::Result<()> 
     let window = Duration::from_secs(if quick { 5 } else { seconds.max(1) });
     let vipd = crate::demo::build_vipd()?;
     let machine = Machine::here();
-    let systems = systems(quick, &vipd)?;
+    let mut systems = systems(quick, &vipd)?;
+    if !only.is_empty() {
+        systems.retain(|s| only.iter().any(|w| s.label.contains(w.as_str())));
+        if systems.is_empty() {
+            bail!("no system's label contains any of {only:?}");
+        }
+    }
     let hogs = HOGS_PER_CORE * machine.cores;
     let flooders = machine.cores.max(1);
     let mut rows = Vec::new();
@@ -337,6 +375,8 @@ pub fn bench(seconds: u64, quick: bool, load: LoadChoice) -> anyhow::Result<()> 
     });
     let name = if quick {
         "starvation-smoke"
+    } else if !only.is_empty() {
+        "starvation-subset"
     } else {
         "starvation"
     };
@@ -582,35 +622,39 @@ impl Cluster {
                 .any(|l| needles.iter().all(|s| l.contains(s)))
         };
         let on = |lab: &Lab, node: &Host, vip: &str| lab.has_address(node, vip);
-        match self.system.kind {
-            Kind::Pool { .. } => {
-                let up = (0..2).all(|n| has(n, &["hold-down over"]) && has(n, &["peer joined"]));
-                if !up {
+        let pool_steady = || -> anyhow::Result<bool> {
+            let up = (0..2).all(|n| has(n, &["hold-down over"]) && has(n, &["peer joined"]));
+            if !up {
+                return Ok(false);
+            }
+            let mut holders = Vec::new();
+            for vip in POOL_VIPS.split(',') {
+                let on_nodes: Vec<usize> = (0..2)
+                    .filter(|&n| on(&self.lab, &self.nodes[n], vip).unwrap_or(false))
+                    .collect();
+                if on_nodes.len() != 1 {
                     return Ok(false);
                 }
-                let mut holders = Vec::new();
-                for vip in POOL_VIPS.split(',') {
-                    let on_nodes: Vec<usize> = (0..2)
-                        .filter(|&n| on(&self.lab, &self.nodes[n], vip).unwrap_or(false))
-                        .collect();
-                    if on_nodes.len() != 1 {
-                        return Ok(false);
-                    }
-                    holders.push(on_nodes[0]);
-                }
-                Ok(holders[0] != holders[1])
+                holders.push(on_nodes[0]);
             }
-            Kind::Keepalived | Kind::VipdVrrp => {
-                let (master, backup): (&[&str], &[&str]) = if self.system.kind == Kind::Keepalived {
-                    (&["Entering MASTER STATE"], &["Entering BACKUP STATE"])
-                } else {
-                    (&["vrrp state", "to=master"], &["vrrp state", "to=backup"])
-                };
-                Ok(has(0, master)
-                    && has(1, backup)
-                    && on(&self.lab, &self.nodes[0], VRRP_VIP)?
-                    && !on(&self.lab, &self.nodes[1], VRRP_VIP)?)
-            }
+            Ok(holders[0] != holders[1])
+        };
+        let vrrp_steady = |keepalived: bool| -> anyhow::Result<bool> {
+            let (master, backup): (&[&str], &[&str]) = if keepalived {
+                (&["Entering MASTER STATE"], &["Entering BACKUP STATE"])
+            } else {
+                (&["vrrp state", "to=master"], &["vrrp state", "to=backup"])
+            };
+            Ok(has(0, master)
+                && has(1, backup)
+                && on(&self.lab, &self.nodes[0], VRRP_VIP)?
+                && !on(&self.lab, &self.nodes[1], VRRP_VIP)?)
+        };
+        match self.system.kind {
+            Kind::Pool { .. } => pool_steady(),
+            Kind::Keepalived => vrrp_steady(true),
+            Kind::VipdVrrp => vrrp_steady(false),
+            Kind::Mixed { .. } => Ok(pool_steady()? && vrrp_steady(false)?),
         }
     }
 
@@ -662,15 +706,27 @@ impl Cluster {
         let (master, backup) = (self.daemons[0], self.daemons[1]);
         let count = |lab: &mut Lab, p: usize, needles: &[&str]| lab.proc(p).count_lines(needles);
         let lab = &mut self.lab;
+        let pool = |lab: &mut Lab| {
+            let lost = ["event=\"peer_lost\""];
+            let timeout = ["event=\"peer_lost\"", "reason=\"timeout\""];
+            let all = count(lab, master, &lost) + count(lab, backup, &lost);
+            let failovers = count(lab, master, &timeout) + count(lab, backup, &timeout);
+            Counts {
+                failovers,
+                other: all - failovers,
+            }
+        };
+        let vrrp = |lab: &mut Lab| {
+            count(lab, backup, &["vrrp state", "to=master"])
+                + count(lab, master, &["vrrp state", "from=master"])
+        };
         match self.system.kind {
-            Kind::Pool { .. } => {
-                let lost = ["event=\"peer_lost\""];
-                let timeout = ["event=\"peer_lost\"", "reason=\"timeout\""];
-                let all = count(lab, master, &lost) + count(lab, backup, &lost);
-                let failovers = count(lab, master, &timeout) + count(lab, backup, &timeout);
+            Kind::Pool { .. } => pool(lab),
+            Kind::Mixed { .. } => {
+                let p = pool(lab);
                 Counts {
-                    failovers,
-                    other: all - failovers,
+                    failovers: p.failovers + vrrp(lab),
+                    other: p.other,
                 }
             }
             Kind::Keepalived => Counts {
@@ -680,8 +736,7 @@ impl Cluster {
                 other: 0,
             },
             Kind::VipdVrrp => Counts {
-                failovers: count(lab, backup, &["vrrp state", "to=master"])
-                    + count(lab, master, &["vrrp state", "from=master"]),
+                failovers: vrrp(lab),
                 other: 0,
             },
         }
@@ -732,7 +787,7 @@ impl Cluster {
                     .push(format!("capture at the {} side unusable: {e:#}", tap.at)),
             }
         }
-        if matches!(self.system.kind, Kind::Pool { .. }) {
+        if self.system.runs_pool() {
             // How long each lost peer had been silent when it was declared lost.
             let mut silences = Vec::new();
             for n in 0..self.daemons.len() {
@@ -781,7 +836,7 @@ impl Cluster {
             let p = self.lab.proc(self.daemons[n]);
             p.wait_exit(Duration::from_secs(10))
                 .with_context(|| format!("stopping vipd on {}", self.nodes[n].name))?;
-            let node = HeartbeatStats::from_log(&p.output(), self.system.interval);
+            let node = HeartbeatStats::from_log(&p.output(), self.system.heartbeat_interval());
             total.sent = total.sent.zip(node.sent).map(|(a, b)| a + b);
             total.scheduled = total.scheduled.zip(node.scheduled).map(|(a, b)| a + b);
             total.late = total.late.zip(node.late).map(|(a, b)| a + b);
@@ -858,6 +913,28 @@ fn start_daemon(
             args.extend(extra);
             let log = format!("vrrp-{}", host.name);
             (lab.spawn_vipd(host, id, &log, vipd, &args)?, "vipd started")
+        }
+        Kind::Mixed {
+            timers: (interval, dead),
+        } => {
+            let ms = VRRP_INTERVAL.as_millis();
+            let spec = format!("51,priority={priority},vip={VRRP_VIP}/32,interval={ms}ms");
+            let mut args = vec!["--vip", POOL_VIPS, "--hold-down", "300ms"];
+            args.extend([
+                "--interval",
+                interval,
+                "--dead-interval",
+                dead,
+                "--vrrp",
+                &spec,
+            ]);
+            args.extend(extra);
+            let log = format!("mixed-{}", host.name);
+            // The groups start after the pool.
+            (
+                lab.spawn_vipd(host, id, &log, vipd, &args)?,
+                "vipd started: VRRP groups",
+            )
         }
         Kind::Keepalived => {
             let conf = keepalived_conf(host, priority);

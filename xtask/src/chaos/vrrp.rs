@@ -106,7 +106,7 @@ impl Routers {
             .spawn_vipd(&v, 1, &log, &self.vipd, &["--vrrp", &spec])?;
         self.lab
             .proc(p)
-            .wait_for_line(&["vipd started in VRRP mode"], CONVERGE)?;
+            .wait_for_line(&["vipd started: VRRP groups"], CONVERGE)?;
         self.vipd_proc = p;
         Ok(())
     }

@@ -1,8 +1,8 @@
-//! Pool mode's slow path: start-up, then everything that does not decide failover speed —
-//! signals, the control socket, metrics, health checks, hooks, reload, carrier events,
-//! reading peers' state sections, logging what the fast path reports, repeating and
-//! refreshing announcements. It asks the fast path ([`super::fast`]) for changes and
-//! never stands between a deadline and a takeover.
+//! The pool's slow path: start-up, then everything that does not decide failover speed —
+//! reading peers' state sections, logging what the fast path reports, carrier and health
+//! verdicts, reload, status. It asks the fast path ([`super::fast`]) for changes and never
+//! stands between a deadline and a takeover. The daemon's shell ([`crate::daemon`]) owns
+//! what the pool shares with VRRP groups and hands it the events that concern it.
 //!
 //! Timeline log lines (target `vipd::timeline`, CLOCK_MONOTONIC nanoseconds, the clock of
 //! the XDP program's timestamps, taken on the fast path): `peer_lost` (with the peer's last
@@ -15,13 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
-use tokio::task::JoinHandle;
+use anyhow::{Context as _, bail};
+use aya::maps::{MapData, RingBuf};
 use tracing::{debug, info, warn};
 use vipd_common::{
     auth,
     heartbeat::{HEADER_LEN, Heartbeat, State as WireState, is_leaving},
-    maps::{ClaimNotice, EventKind, MAX_PEERS, PeerEvent, PeerState, XdpConfig},
+    maps::{ClaimNotice, EventKind, Fence, MAX_PEERS, PeerEvent, PeerState},
     vip_list::{self, ListChunk},
 };
 
@@ -34,60 +34,44 @@ use super::{
 };
 use crate::{
     announce::Announcer,
-    cli::RunArgs,
     clock::{monotonic_ns, realtime_ns},
     config::Config,
-    conflict::{self, Claimer},
-    control::{self, CheckStatus, Status},
+    conflict::Claimer,
+    control::Status,
+    daemon::Shell,
     fastpath::{
-        channel::{self, SlowEnd},
+        channel::{self, Shared, SlowEnd},
         shadow::{self, Vouch},
     },
-    health,
-    heartbeat::{Heartbeats, MAX_DATAGRAM},
-    holder::Announcements,
-    hooks::Hooks,
+    heartbeat::{Heartbeats, Receiver},
     ifaddr::{IfAddrs, Outcome},
     incarnation,
-    metrics::{Metrics, PeerLabel, ReasonLabel},
-    netlink::{AddressGone, AddressWatch, CarrierWatch, Link},
-    notify::Notifier,
+    metrics::{PeerLabel, ReasonLabel},
+    netlink::{AddressGone, Link},
     ratelimit::LogLimit,
-    runtime::{
-        Signal, Signals, Stop, answer, check_privileges, claim_interface, clean_up, counters_text,
-        hooks_of, join_fast_path, remove_leftovers, serve_metrics,
-    },
-    xdp,
+    runtime::join_fast_path,
 };
 
-/// A period long enough to mean "never".
-const DAY: Duration = Duration::from_secs(86_400);
 /// At most one warning about rejected state sections this often.
 const REJECTED_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// While a peer runs another VIP list, this node's list is sent again this often (a peer
 /// that missed a chunk, or started since, gets it).
 const LIST_AGAIN: Duration = Duration::from_secs(10);
 
-/// Runs until SIGTERM or SIGINT; then leaves the cluster cleanly. `args` are re-applied
-/// to the configuration file on SIGHUP.
-pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
-    check_privileges()?;
-    // First: a second daemon of the same instance must stop before it touches anything.
-    let control = control::bind(&cfg.instance)?;
-    let link = Link::open(&cfg.interface).await?;
-    // Then: one daemon per interface, checked before anything on the host changes.
-    let _claim = claim_interface(&link.name, link.index)?;
-    remove_leftovers(&link, &cfg.vips, &cfg.pin_dir()).await?;
-
-    let (mut loaded, rings) = xdp::load(&xdp::XdpSettings {
-        interface: &cfg.interface,
-        also: &[],
-        mode: cfg.xdp_mode,
-        pin_dir: &cfg.pin_dir(),
-        config: xdp_config(&cfg),
-    })?;
-    loaded.set_peer_addrs(&cfg.peers)?;
-    loaded.add_own_mac(link.mac)?;
+/// Starts the pool on `link` (the configured interface): heartbeat sockets, shadow
+/// senders, the fast path's thread. Returns the slow side, the fast path's reports and its
+/// thread.
+pub fn start(
+    sh: &mut Shell,
+    link: &Link,
+    events: RingBuf<MapData>,
+) -> anyhow::Result<(
+    Pool,
+    tokio::sync::mpsc::Receiver<Report>,
+    std::thread::JoinHandle<()>,
+)> {
+    let cfg = &sh.cfg;
+    sh.loaded.set_peer_addrs(&cfg.peers)?;
     let incarnation = incarnation::next(&cfg.incarnation_file(), realtime_ns());
     let announcer = Arc::new(
         Announcer::open(link.index, link.mac)
@@ -117,13 +101,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let receiver = heartbeats
         .receiver()
         .context("registering the heartbeat sockets")?;
-    let mut carrier = CarrierWatch::open(link.index)?;
-    let mut gone = AddressWatch::open()?;
-    let (health_tx, mut health_rx) = tokio::sync::mpsc::unbounded_channel();
-    let health_tasks = health::spawn(&cfg.checks, 0, health_tx.clone());
-    let tracker = health::Tracker::new(&cfg.checks);
-
-    let verdicts = Arc::new(Verdicts::new(link.carrier, tracker.healthy()));
+    let verdicts = Arc::new(Verdicts::new(link.carrier, sh.health.healthy()));
     let start_ns = monotonic_ns();
     let interval_ns = cfg.interval.as_nanos() as u64;
     let shadow_period_ns = shadow::check_period(interval_ns, cfg.dead_interval.as_nanos() as u64);
@@ -146,9 +124,9 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     };
     let io = fast::Io {
         heartbeats,
-        peers: loaded.open_peers()?,
-        fence: loaded.open_fence()?,
-        events: rings.events,
+        peers: sh.loaded.open_peers()?,
+        fence: sh.loaded.open_fence()?,
+        events,
         addrs: IfAddrs::open().context("opening a netlink socket")?,
         ifindex: link.index,
         announcer: Arc::clone(&announcer),
@@ -157,17 +135,11 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         verdicts: Arc::clone(&verdicts),
     };
     let fast_cfg = cfg.clone();
-    let (fast, mut reports, thread) =
+    let (fast, reports, thread) =
         channel::start(cfg.fast_path_priority(), (COMMANDS, REPORTS), move |end| {
             fast::run(fast_cfg, io, end, start_ns)
         })
-        .context("starting the fast path")?;
-    let metrics = Arc::new(Metrics::new());
-    serve_metrics(cfg.metrics, &metrics, &loaded.counters, &fast).await?;
-    let mut signals = Signals::install()?;
-    let mut refresh = refresh_timer(cfg.announce_refresh);
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
-
+        .context("starting the pool's fast path")?;
     info!(
         node = cfg.node_id,
         interface = %cfg.interface,
@@ -180,11 +152,8 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         preempt = cfg.preempt,
         carrier = link.carrier,
         auth = cfg.auth_key.is_some(),
-        "vipd started"
+        "vipd started: pool"
     );
-    let notifier = Notifier::from_env();
-    let mut watchdog = tokio::time::interval(notifier.watchdog_period());
-    notifier.ready();
     if cfg.auth_key.is_none() {
         warn!(
             "heartbeats are NOT authenticated (auth = \"off\"): anyone who can send onto {} \
@@ -192,26 +161,17 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             cfg.interface
         );
     }
-    metrics.auth_enabled.set(i64::from(cfg.auth_key.is_some()));
-
-    let mut slow = Slow {
+    sh.metrics
+        .auth_enabled
+        .set(i64::from(cfg.auth_key.is_some()));
+    let pool = Pool {
         pool: cfg.vips.iter().map(|v| v.addr).collect(),
         pool_digest: pool_digest(&cfg.vips),
-        hooks: hooks_of(&cfg),
-        health: tracker,
-        health_generation: 0,
-        health_tasks,
-        health_tx,
-        held: Announcements::new(
-            Arc::clone(&metrics),
-            cfg.announce_burst,
-            cfg.announce_repeats.clone(),
-        ),
-        metrics,
         announcer,
         fast,
         verdicts,
-        loaded,
+        receiver,
+        vouch,
         holdings_sent: BTreeMap::new(),
         incarnation,
         verified: BTreeMap::new(),
@@ -223,121 +183,15 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         list_sent: None,
         restore_pending: None,
         vouched: Vec::new(),
-        watch: conflict::Watch::new(rings.claims)?,
         rejected: Rejected::default(),
         event_logs: LogLimit::per_peer(),
         view_logs: LogLimit::per_peer(),
         stopped: None,
-        args,
         link_name: link.name.clone(),
         ifindex: link.index,
         carrier: link.carrier,
-        cfg,
     };
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let stop_reason = loop {
-        tokio::select! {
-            biased;
-            signal = signals.next() => match signal {
-                Signal::Stop(why) => break Stop::Asked(why),
-                Signal::Reload => {
-                    if let Some(new) = slow.reload() {
-                        refresh = refresh_timer(new.announce_refresh);
-                    }
-                }
-            },
-            report = reports.recv() => match report {
-                Some(r) => slow.on_report(r),
-                None => break Stop::Failed("the fast path ended"),
-            },
-            up = carrier.next() => {
-                let Some(up) = up else {
-                    break Stop::Failed("the kernel closed the link notification socket");
-                };
-                slow.on_carrier(up);
-            }
-            removed = gone.next() => match removed {
-                Some(what) => slow.on_address_gone(what),
-                None => break Stop::Failed("the kernel closed the address notification socket"),
-            },
-            Some((generation, check, passed)) = health_rx.recv() => {
-                if generation == slow.health_generation {
-                    slow.on_check(check, passed);
-                }
-            }
-            accepted = control.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    slow.answer_status(stream);
-                }
-            }
-            received = receiver.recv(&mut buf) => match received {
-                Ok((n, from)) => slow.on_datagram(&buf[..n], from),
-                Err(e) => debug!("receiving heartbeats: {e}"),
-            },
-            _ = watchdog.tick() => {
-                let wakeups = slow.fast.shared.stats.wakeups.load(Ordering::Relaxed);
-                notifier.watchdog(wakeups, || slow.fast.wake());
-            }
-            _ = refresh.tick() => {
-                slow.held.refresh();
-                slow.retry_restore();
-            }
-            claims = slow.watch.ring.next() => match claims {
-                Ok(notices) => slow.on_claims(&notices),
-                Err(e) => {
-                    warn!("polling the XDP claim ring: {e}");
-                    break Stop::Failed("the XDP claim ring could not be polled");
-                }
-            },
-            _ = housekeeping.tick() => slow.watch.expire(monotonic_ns(), &slow.metrics),
-        }
-    };
-
-    info!(
-        reason = stop_reason.reason(),
-        "stopping: sending LEAVING and releasing VIPs"
-    );
-    notifier.stopping();
-    slow.hooks.node_state("stopping");
-    slow.fast.stop();
-    join_fast_path(&mut reports, thread, |r| slow.on_report(r)).await;
-    let (sent, failed, sequence) = slow.stopped.unwrap_or_default();
-    let stats = &slow.fast.shared.stats;
-    let covered = vouch.covered.load(Ordering::Relaxed);
-    info!(
-        heartbeats_sent = sent + covered,
-        heartbeats_failed = failed,
-        heartbeats_late = stats.late.load(Ordering::Relaxed),
-        heartbeats_covered = covered,
-        stalls = stats.stalls.load(Ordering::Relaxed),
-        max_stall_us = stats.max_stall_ns.load(Ordering::Relaxed) / 1000,
-        max_late_us = stats.max_late_ns.load(Ordering::Relaxed) / 1000,
-        last_sequence = sequence,
-        xdp_mode = slow.loaded.mode,
-        counters = counters_text(&slow.loaded),
-        "stopped"
-    );
-    slow.health_tasks.iter().for_each(JoinHandle::abort);
-    clean_up(&slow.loaded.pin_dir, &slow.cfg.instance, &slow.hooks).await;
-    stop_reason.outcome()
-}
-
-/// What the XDP program is told: who we are, the dead interval, the keys, whether only
-/// the peers' addresses count.
-fn xdp_config(cfg: &Config) -> XdpConfig {
-    let words = |k: Option<auth::Key>| k.map_or([0; 2], |k| [k.k0, k.k1]);
-    XdpConfig {
-        cluster_id: cfg.cluster_id,
-        node_id: cfg.node_id,
-        dead_ns: cfg.dead_interval.as_nanos() as u64,
-        port: cfg.port,
-        heartbeats: 1,
-        auth: u8::from(cfg.auth_key.is_some()) + u8::from(cfg.auth_next_key.is_some()),
-        peer_filter: u8::from(!cfg.peers.is_empty()),
-        auth_key: words(cfg.auth_key),
-        auth_next_key: words(cfg.auth_next_key),
-        ..XdpConfig::default()
-    }
+    Ok((pool, reports, thread))
 }
 
 /// How heartbeats are authenticated, for the start-up line and `vipd status`.
@@ -351,12 +205,6 @@ fn auth_text(cfg: &Config) -> &'static str {
     }
 }
 
-fn refresh_timer(every: Option<Duration>) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(every.unwrap_or(DAY));
-    t.reset();
-    t
-}
-
 /// State sections ignored because they failed authentication, for a rate-limited warning.
 #[derive(Default)]
 struct Rejected {
@@ -364,25 +212,17 @@ struct Rejected {
     since_warning: u64,
 }
 
-/// What the slow path keeps.
-struct Slow {
-    cfg: Config,
-    /// Where a reload reads the configuration from.
-    args: RunArgs,
-    hooks: Hooks,
-    health: health::Tracker,
-    /// Results of other generations of checks (before a reload) are ignored.
-    health_generation: u64,
-    health_tasks: Vec<JoinHandle<()>>,
-    health_tx: tokio::sync::mpsc::UnboundedSender<(u64, usize, bool)>,
-    metrics: Arc<Metrics>,
+/// What the pool's slow path keeps.
+pub struct Pool {
     announcer: Arc<Announcer>,
-    /// Held VIPs (as reported), their announcements repeated.
-    held: Announcements,
-    fast: SlowEnd<Command>,
+    /// Asks the fast path.
+    pub fast: SlowEnd<Command>,
     /// The slow path's carrier and health verdicts, as the fast path reads them.
     verdicts: Arc<Verdicts>,
-    loaded: xdp::LoadedXdp,
+    /// Heartbeats the XDP program passed up (those with a state section).
+    pub receiver: Receiver,
+    /// What the shadow senders covered.
+    vouch: Arc<Vouch>,
     /// The pool, sorted (bit i of a state section is `pool[i]`).
     pool: Vec<IpAddr>,
     pool_digest: u32,
@@ -412,8 +252,6 @@ struct Slow {
     restore_pending: Option<Option<Vec<IpAddr>>>,
     /// Peers kept in the view on another member's word (peer, member), as last reported.
     vouched: Vec<(u32, u32)>,
-    /// The ARP/NDP watch: other hosts claiming held VIPs.
-    watch: conflict::Watch,
     rejected: Rejected,
     /// Per-peer limits on the log lines heartbeats can cause.
     event_logs: LogLimit<u32>,
@@ -424,6 +262,31 @@ struct Slow {
     /// The cluster interface's index.
     ifindex: u32,
     carrier: bool,
+}
+
+/// The pool's part of a `vipd status` answer, once its fast path has answered.
+pub struct PendingStatus {
+    asked: Option<tokio::sync::oneshot::Receiver<Status>>,
+    other_pool: BTreeSet<u32>,
+}
+
+impl PendingStatus {
+    /// Waits (at most 1 s) for the fast path's view and writes it into `status`.
+    pub async fn fill(self, status: &mut Status) {
+        let Some(rx) = self.asked else {
+            return;
+        };
+        if let Ok(Ok(fast)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+            status.state = fast.state;
+            status.view = fast.view;
+            status.views_agree = fast.views_agree;
+            status.peers = fast.peers;
+            for p in &mut status.peers {
+                p.other_vip_list |= self.other_pool.contains(&p.id);
+            }
+            status.vips.extend(fast.vips);
+        }
+    }
 }
 
 /// Whether a state section authenticated as (`incarnation`, `sequence`) may be used: it is
@@ -439,9 +302,9 @@ fn fresh_state(
     current == Some(incarnation) && last.is_none_or(|last| (incarnation, sequence) > last)
 }
 
-impl Slow {
+impl Pool {
     /// Logs, counts and hooks what the fast path did.
-    fn on_report(&mut self, report: Report) {
+    pub fn on_report(&mut self, sh: &mut Shell, report: Report) {
         match report {
             Report::XdpEvent(ev) => {
                 if let Some(suppressed) = self.event_logs.allow(ev.node_id, monotonic_ns()) {
@@ -460,7 +323,7 @@ impl Slow {
                 if let Some(suppressed) = self.view_logs.allow(id, at_ns) {
                     log_transition(&transition, at_ns, last_seen_ns, weight, suppressed);
                 }
-                self.count_transition(&transition, at_ns);
+                self.count_transition(sh, &transition, at_ns);
             }
             Report::Vouched(list) => self.on_vouched(list),
             Report::Silenced { silent_ns, held } => warn!(
@@ -472,11 +335,11 @@ impl Slow {
             ),
             Report::NodeState(state) => {
                 info!(state, "node state");
-                self.hooks.node_state(state);
-                self.metrics.active.set(i64::from(state == "active"));
+                sh.hooks.node_state(state);
+                sh.metrics.active.set(i64::from(state == "active"));
             }
             Report::Mature => info!(
-                node = self.cfg.node_id,
+                node = sh.cfg.node_id,
                 "hold-down over: this node now takes its share of VIPs"
             ),
             Report::Views {
@@ -495,7 +358,7 @@ impl Slow {
             }
             Report::ConflictResolved(vip) => {
                 info!(vip = %vip, "conflict resolved: announcing again");
-                self.held.announced_again(vip);
+                sh.held.announced_again(vip);
             }
             Report::AnnouncedAgain(vips) => {
                 info!(
@@ -503,16 +366,16 @@ impl Slow {
                     "a peer declared lost is back: held VIPs announced again"
                 );
                 for vip in vips {
-                    self.held.announced_again(vip);
+                    sh.held.announced_again(vip);
                 }
             }
             Report::Taken(list) => {
                 for t in &list {
-                    self.loaded.set_held(t.vip.addr, true);
+                    sh.loaded.set_held(t.vip.addr, Some(Fence::Pool));
                 }
-                self.held.taken(&list, None, &self.announcer, &self.hooks);
+                sh.held.taken(&list, None, &self.announcer, &sh.hooks);
             }
-            Report::Restored(vips) => self.held.restored(&vips, &self.announcer),
+            Report::Restored(vips) => sh.held.restored(&vips, &self.announcer),
             Report::TakeFailed { vip, error } => {
                 warn!("taking over {vip}: {error}; will retry")
             }
@@ -521,16 +384,16 @@ impl Slow {
                     .iter()
                     .filter(|r| !matches!(r.outcome, Outcome::Failed(_)))
                 {
-                    self.loaded.set_held(r.vip.addr, false);
-                    self.watch.forget(&r.vip.addr);
+                    sh.loaded.set_held(r.vip.addr, None);
+                    sh.watch.forget(&r.vip.addr);
                 }
-                self.held.released(&list, None, &self.hooks);
+                sh.held.released(&list, None, &sh.hooks);
             }
             Report::SendFailing(Some(e)) => {
-                warn!("sending heartbeats on {}: {e}", self.cfg.interface)
+                warn!("sending heartbeats on {}: {e}", sh.cfg.interface)
             }
             Report::SendFailing(None) => {
-                info!("sending heartbeats on {} works again", self.cfg.interface)
+                info!("sending heartbeats on {} works again", sh.cfg.interface)
             }
             Report::Stopped {
                 sent,
@@ -545,11 +408,11 @@ impl Slow {
     /// rule settles a split brain: the lower id keeps the VIP and announces it again when
     /// the other lets go; an ARP packet, which nothing authenticates, never makes this
     /// node let go itself); anyone else's is a conflict, defended.
-    fn on_claims(&mut self, notices: &[ClaimNotice]) {
+    pub fn on_claims(&mut self, sh: &mut Shell, notices: &[ClaimNotice]) {
         let now = monotonic_ns();
-        let dead = self.cfg.dead_interval.as_nanos() as u64;
+        let dead = sh.cfg.dead_interval.as_nanos() as u64;
         // One read of the peer table per batch: MAC → (node id, live).
-        let peers: BTreeMap<[u8; 6], (u32, bool)> = self
+        let peers: BTreeMap<[u8; 6], (u32, bool)> = sh
             .loaded
             .peers
             .iter()
@@ -566,9 +429,9 @@ impl Slow {
                 Some((id, false)) => Claimer::SilentPeer(*id),
                 None => Claimer::Unknown,
             };
-            peer_claim |=
-                self.watch
-                    .on_notice(now, n, claimer, &mut self.held, &self.metrics, &self.hooks);
+            peer_claim |= sh
+                .watch
+                .on_notice(now, n, claimer, &mut sh.held, &sh.metrics, &sh.hooks);
         }
         if peer_claim {
             let _ = self.fast.try_ask(Command::SendHoldings);
@@ -576,12 +439,12 @@ impl Slow {
     }
 
     /// Metrics for one view change.
-    fn count_transition(&mut self, t: &Transition, now: u64) {
+    fn count_transition(&mut self, sh: &Shell, t: &Transition, now: u64) {
         let (node_id, up) = match *t {
             Transition::Joined { node_id } => (node_id, true),
             Transition::Left { node_id, .. } => (node_id, false),
         };
-        self.metrics
+        sh.metrics
             .peer_up
             .get_or_create(&PeerLabel {
                 peer: node_id.to_string(),
@@ -592,7 +455,7 @@ impl Slow {
         };
         let reason = match because {
             LeftBecause::Timeout { last_seen_ns } => {
-                self.metrics
+                sh.metrics
                     .detection_seconds
                     .observe(now.saturating_sub(last_seen_ns) as f64 / 1e9);
                 "timeout"
@@ -601,7 +464,7 @@ impl Slow {
             LeftBecause::Restarted => "restarted",
             LeftBecause::NotMature => "withdrawn",
         };
-        self.metrics
+        sh.metrics
             .failovers
             .get_or_create(&ReasonLabel {
                 reason: reason.into(),
@@ -609,14 +472,25 @@ impl Slow {
             .inc();
     }
 
-    /// Carrier changed: tell the fast path (which releases everything on a loss).
-    fn on_carrier(&mut self, up: bool) {
-        if up == self.carrier {
+    /// The fast path's thread state, for metrics and the watchdog.
+    pub fn fast_path(&self) -> (Arc<Shared>, bool) {
+        self.fast.path()
+    }
+
+    /// The cluster interface's index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Carrier changed on interface `index`: if it is the pool's, tell the fast path
+    /// (which releases everything on a loss).
+    pub fn on_carrier(&mut self, sh: &Shell, index: u32, up: bool) {
+        if index != self.ifindex || up == self.carrier {
             return;
         }
         self.carrier = up;
         if up {
-            info!(interface = %self.link_name, hold_down = ?self.cfg.hold_down,
+            info!(interface = %self.link_name, hold_down = ?sh.cfg.hold_down,
                 "carrier back: taking VIPs again after the hold-down");
         } else {
             warn!(interface = %self.link_name, "carrier lost: releasing all VIPs");
@@ -625,91 +499,53 @@ impl Slow {
         self.fast.wake();
     }
 
-    /// A health check result.
-    fn on_check(&mut self, index: usize, passed: bool) {
-        let Some(now_healthy) = self.health.record(index, passed) else {
-            return;
-        };
-        let name = self.cfg.checks.get(index).map_or("?", |c| c.name.as_str());
-        if now_healthy {
-            info!(check = name, "health check passing");
-        } else {
-            warn!(check = name, "health check failing");
-        }
-        self.verdicts
-            .healthy
-            .store(self.health.healthy(), Ordering::Relaxed);
+    /// The health checks' verdict changed (the fast path releases everything while they
+    /// fail).
+    pub fn on_health(&mut self, healthy: bool) {
+        self.verdicts.healthy.store(healthy, Ordering::Relaxed);
         self.fast.wake();
     }
 
-    /// Re-reads the configuration for SIGHUP and hands it to the fast path; returns the
-    /// new one if it was applied.
-    fn reload(&mut self) -> Option<Config> {
-        let new = match self.args.load() {
-            Ok(new) => new,
-            Err(e) => {
-                warn!("reload rejected, keeping the running configuration: {e}");
-                return None;
-            }
-        };
-        if let Some(what) = self.cfg.needs_restart(&new) {
-            warn!(
-                "reload rejected, keeping the running configuration: changing {what} needs a restart"
-            );
-            return None;
-        }
-        if new == self.cfg {
-            info!("reload: configuration unchanged");
-            return None;
-        }
+    /// The pool's part of a reload to `new` (checked by the shell): the XDP program takes
+    /// the new keys and peers, the peers' holdings are read with the new list, and the
+    /// fast path gets the new configuration. Nothing changes if it fails.
+    pub fn reload(&mut self, sh: &mut Shell, new: &Config) -> anyhow::Result<()> {
         // Accept the new keys and peers before signing with them or sending to them (a
         // rotation never splits the pool).
-        if let Err(e) = self
+        if let Err(e) = sh
             .loaded
             .set_peer_addrs(&new.peers)
-            .and_then(|()| self.loaded.set_config(xdp_config(&new)))
+            .and_then(|()| sh.loaded.set_config(crate::daemon::xdp_config(new)))
         {
-            self.restore_xdp();
-            warn!("reload rejected, keeping the running configuration: {e:#}");
-            return None;
+            self.restore_xdp(sh);
+            return Err(e);
         }
         // The peers' holdings and lists, read with the new list, reach the fast path
         // before the new list does: it never places the new pool on holdings read with
         // the old one.
-        self.use_list(&new.vips);
+        self.use_list(sh, &new.vips);
         if self
             .fast
             .try_ask(Command::Reload(Box::new(new.clone())))
             .is_err()
         {
-            self.restore_xdp();
-            let old = self.cfg.vips.clone();
-            self.use_list(&old);
-            warn!("reload not applied: the fast path is busy; send SIGHUP again");
-            return None;
+            self.restore_xdp(sh);
+            let old = sh.cfg.vips.clone();
+            self.use_list(sh, &old);
+            bail!("the pool's fast path is busy; send SIGHUP again");
         }
-        info!("configuration reloaded");
-        self.hooks = self.hooks.reconfigured(hooks_of(&new));
-        self.held
-            .reconfigure(new.announce_burst, new.announce_repeats.clone());
-        if new.checks != self.cfg.checks {
-            self.health = self.health.carry_over(&self.cfg.checks, &new.checks);
-            self.health_generation += 1;
-            self.health_tasks.iter().for_each(JoinHandle::abort);
-            self.health_tasks =
-                health::spawn(&new.checks, self.health_generation, self.health_tx.clone());
-            self.verdicts
-                .healthy
-                .store(self.health.healthy(), Ordering::Relaxed);
-        }
-        self.cfg = new.clone();
-        Some(new)
+        Ok(())
+    }
+
+    /// After the shell took a reload: the health verdict as the (maybe new) checks say.
+    pub fn reloaded(&mut self, sh: &Shell) {
+        self.on_health(sh.health.healthy());
     }
 
     /// Runs `vips` as this node's list: the peers' holdings read again with it (the lists
     /// seen before are kept: peers not reloaded yet still run them) and handed to the
     /// fast path.
-    fn use_list(&mut self, vips: &[crate::vip::Vip]) {
+    fn use_list(&mut self, sh: &Shell, vips: &[crate::vip::Vip]) {
         self.pool = vips.iter().map(|v| v.addr).collect();
         self.pool_digest = pool_digest(vips);
         self.lists.learn(vips.into());
@@ -717,7 +553,7 @@ impl Slow {
         self.list_sent = None;
         let peers: Vec<u32> = self.states.keys().copied().collect();
         for peer in peers {
-            self.read_holdings(peer);
+            self.read_holdings(sh, peer);
         }
     }
 
@@ -744,8 +580,8 @@ impl Slow {
 
     /// An address left the interface: if it is a VIP, the fast path adds it again if it
     /// still holds it (its own releases are not held any more, so they are left alone).
-    fn on_address_gone(&mut self, what: AddressGone) {
-        let addrs = match what {
+    pub fn on_address_gone(&mut self, what: &AddressGone) {
+        let addrs = match *what {
             AddressGone::Address(index, a) if index == self.ifindex && self.pool.contains(&a) => {
                 Some(vec![a])
             }
@@ -766,7 +602,7 @@ impl Slow {
 
     /// Hands the fast path the pending restore, unless its queue is full (then the
     /// announcement refresh tick tries again).
-    fn retry_restore(&mut self) {
+    pub fn retry_restore(&mut self) {
         let Some(addrs) = self.restore_pending.take() else {
             return;
         };
@@ -777,81 +613,74 @@ impl Slow {
 
     /// Puts the running configuration's keys and peers back into the XDP program (a reload
     /// that did not go through).
-    fn restore_xdp(&mut self) {
-        let restored = self
+    fn restore_xdp(&mut self, sh: &mut Shell) {
+        let restored = sh
             .loaded
-            .set_peer_addrs(&self.cfg.peers)
-            .and_then(|()| self.loaded.set_config(xdp_config(&self.cfg)));
+            .set_peer_addrs(&sh.cfg.peers)
+            .and_then(|()| sh.loaded.set_config(crate::daemon::xdp_config(&sh.cfg)));
         if let Err(e) = restored {
             warn!("restoring the XDP program's keys and peers: {e:#}");
         }
     }
 
-    /// Answers a control connection: the fast path's view plus the slow path's part.
-    fn answer_status(&self, stream: tokio::net::UnixStream) {
+    /// The pool's part of a `vipd status` answer: asks the fast path for its view (read by
+    /// [`PendingStatus::fill`]) and writes what the slow path knows into `status`.
+    pub fn status(&self, sh: &Shell, status: &mut Status) -> PendingStatus {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let asked = self.fast.try_ask(Command::Status(tx)).is_ok();
-        let fast_path = self.fast.status();
-        let mut base = Status {
-            node_id: self.cfg.node_id,
-            instance: self.cfg.instance.clone(),
-            interface: self.cfg.interface.clone(),
-            xdp_mode: self.loaded.mode.into(),
-            auth: auth_text(&self.cfg).into(),
-            state: "unknown (the fast path did not answer)".into(),
-            checks: self
-                .cfg
-                .checks
-                .iter()
-                .zip(self.health.states())
-                .map(|(c, (healthy, _))| CheckStatus {
-                    name: c.name.clone(),
-                    healthy,
-                })
-                .collect(),
-            counters: self
-                .loaded
-                .counters()
-                .iter()
-                .map(|(c, v)| (c.name().to_string(), *v))
-                .collect(),
-            fast_path: Some(fast_path),
-            conflicts: self.watch.status(monotonic_ns()),
-            ..Status::default()
-        };
-        let other_pool = self.other_pool.clone();
-        tokio::spawn(async move {
-            if asked && let Ok(Ok(fast)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
-                base.state = fast.state;
-                base.view = fast.view;
-                base.views_agree = fast.views_agree;
-                base.peers = fast.peers;
-                for p in &mut base.peers {
-                    p.other_vip_list |= other_pool.contains(&p.id);
-                }
-                base.vips = fast.vips;
-            }
-            answer(stream, base).await;
-        });
+        status.auth = auth_text(&sh.cfg).into();
+        status.state = "unknown (the fast path did not answer)".into();
+        if let Some(groups) = status.fast_path.replace(self.fast.status()) {
+            status.vrrp_fast_path = Some(groups);
+        }
+        PendingStatus {
+            asked: asked.then_some(rx),
+            other_pool: self.other_pool.clone(),
+        }
+    }
+
+    /// Stops: waits for the fast path (told to stop) to send LEAVING and release its VIPs,
+    /// taking its last reports, and logs its figures.
+    pub async fn stop(
+        mut self,
+        sh: &mut Shell,
+        reports: &mut tokio::sync::mpsc::Receiver<Report>,
+        thread: std::thread::JoinHandle<()>,
+    ) {
+        join_fast_path(reports, thread, |r| self.on_report(sh, r)).await;
+        let (sent, failed, sequence) = self.stopped.unwrap_or_default();
+        let stats = &self.fast.shared.stats;
+        let covered = self.vouch.covered.load(Ordering::Relaxed);
+        info!(
+            heartbeats_sent = sent + covered,
+            heartbeats_failed = failed,
+            heartbeats_late = stats.late.load(Ordering::Relaxed),
+            heartbeats_covered = covered,
+            stalls = stats.stalls.load(Ordering::Relaxed),
+            max_stall_us = stats.max_stall_ns.load(Ordering::Relaxed) / 1000,
+            max_late_us = stats.max_late_ns.load(Ordering::Relaxed) / 1000,
+            last_sequence = sequence,
+            "pool stopped"
+        );
     }
 
     /// A datagram on the heartbeat port that the XDP program passed up: a peer's state
     /// section is checked here and handed to the fast path when it says something new.
-    fn on_datagram(&mut self, payload: &[u8], from: IpAddr) {
-        let Ok(hb) = Heartbeat::parse(payload, self.cfg.cluster_id) else {
+    pub fn on_datagram(&mut self, sh: &Shell, payload: &[u8], from: IpAddr) {
+        let Ok(hb) = Heartbeat::parse(payload, sh.cfg.cluster_id) else {
             return;
         };
         // The XDP program passed it up without recording it if it came from elsewhere.
-        if !self.cfg.peers.is_empty() && !self.cfg.peers.contains(&from) {
+        if !sh.cfg.peers.is_empty() && !sh.cfg.peers.contains(&from) {
             return;
         }
-        if hb.node_id == self.cfg.node_id || hb.state_len == 0 {
+        if hb.node_id == sh.cfg.node_id || hb.state_len == 0 {
             return;
         }
-        let recorded = self.recorded(hb.node_id);
-        if let Some(key) = self.cfg.auth_key {
+        let recorded = self.recorded(sh, hb.node_id);
+        if let Some(key) = sh.cfg.auth_key {
             let verify = |k| auth::verify(k, payload, hb.state_len.into(), hb.auth_len).is_ok();
-            let authentic = verify(key) || self.cfg.auth_next_key.is_some_and(verify);
+            let authentic = verify(key) || sh.cfg.auth_next_key.is_some_and(verify);
             let reason = if !authentic {
                 Some("bad_auth")
             } else if !fresh_state(
@@ -865,7 +694,7 @@ impl Slow {
                 None
             };
             if let Some(reason) = reason {
-                self.reject_state(hb.node_id, reason);
+                self.reject_state(sh, hb.node_id, reason);
                 return;
             }
             self.state_seen
@@ -878,14 +707,14 @@ impl Slow {
         }
         let section = &payload[HEADER_LEN..HEADER_LEN + hb.state_len as usize];
         if vip_list::is_list(section) {
-            self.on_list_chunk(hb.node_id, section);
+            self.on_list_chunk(sh, hb.node_id, section);
             return;
         }
         let Ok(state) = WireState::parse(section) else {
             debug!(peer = hb.node_id, "malformed state section");
             return;
         };
-        if state.echoes_for(self.cfg.node_id, self.incarnation)
+        if state.echoes_for(sh.cfg.node_id, self.incarnation)
             && self.verified.get(&hb.node_id) != Some(&hb.incarnation)
         {
             let command = Command::Verified {
@@ -902,16 +731,16 @@ impl Slow {
         }
         if self.states.len() >= MAX_PEERS as usize && !self.states.contains_key(&hb.node_id) {
             // Bounded: keep only the peers the XDP program still records.
-            let loaded = &self.loaded;
+            let loaded = &sh.loaded;
             self.states.retain(|id, _| loaded.peers.get(id, 0).is_ok());
         }
         self.states.insert(hb.node_id, section.to_vec());
-        self.read_holdings(hb.node_id);
+        self.read_holdings(sh, hb.node_id);
     }
 
     /// Reads a peer's last state section with the list it was written for: hands the fast
     /// path the peer's holdings and, when it runs another list than ours, that list.
-    fn read_holdings(&mut self, peer: u32) {
+    fn read_holdings(&mut self, sh: &Shell, peer: u32) {
         let Some(section) = self.states.get(&peer).cloned() else {
             return;
         };
@@ -925,13 +754,13 @@ impl Slow {
                 peer,
                 "peer runs another VIP list (a rolling change, or a mistake): the lists are                  exchanged, and the VIPs both list placed alike"
             );
-            self.metrics
+            sh.metrics
                 .peers_other_pool
                 .set(self.other_pool.len() as i64);
             self.list_sent = None;
         } else if !other && self.other_pool.remove(&peer) {
             info!(peer, "peer's VIP list matches this node's again");
-            self.metrics
+            sh.metrics
                 .peers_other_pool
                 .set(self.other_pool.len() as i64);
         }
@@ -994,7 +823,7 @@ impl Slow {
 
     /// A chunk of a peer's VIP list; once the list is complete, the holdings of the peers
     /// running it are read.
-    fn on_list_chunk(&mut self, peer: u32, section: &[u8]) {
+    fn on_list_chunk(&mut self, sh: &Shell, peer: u32, section: &[u8]) {
         let Ok(chunk) = ListChunk::parse(section) else {
             debug!(peer, "malformed VIP list chunk");
             return;
@@ -1007,7 +836,7 @@ impl Slow {
                 .map(|(id, _)| *id)
                 .collect();
             for peer in running {
-                self.read_holdings(peer);
+                self.read_holdings(sh, peer);
             }
         }
     }
@@ -1024,13 +853,13 @@ impl Slow {
     }
 
     /// What the XDP program recorded of peer `id`, if anything.
-    fn recorded(&self, id: u32) -> Option<PeerState> {
-        self.loaded.peers.get(&id, 0).ok()
+    fn recorded(&self, sh: &Shell, id: u32) -> Option<PeerState> {
+        sh.loaded.peers.get(&id, 0).ok()
     }
 
     /// Counts a state section that failed authentication; warns now and then.
-    fn reject_state(&mut self, claimed_peer: u32, reason: &'static str) {
-        self.metrics
+    fn reject_state(&mut self, sh: &Shell, claimed_peer: u32, reason: &'static str) {
+        sh.metrics
             .state_rejected
             .get_or_create(&ReasonLabel {
                 reason: reason.into(),
