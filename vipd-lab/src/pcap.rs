@@ -1,22 +1,14 @@
-//! Reading packet captures (`tcpdump -w`, the classic libpcap format) and decoding the
-//! Ethernet, IPv4 and IPv6 headers of the frames in them, so tests can check what was on
-//! the wire byte by byte.
-//!
-//! The format: a 24-byte global header (magic `a1b2c3d4`, or `a1b23c4d` for nanosecond
-//! timestamps, in the writer's byte order; version 2.4; snap length; link type), then per
-//! packet a 16-byte record header (seconds, micro- or nanoseconds, captured length,
-//! original length) followed by the captured bytes.
+//! Reading packet captures (`tcpdump -w`, the classic libpcap format, through the
+//! `pcap-file` crate) and decoding the Ethernet, IPv4 and IPv6 headers of the frames in
+//! them, so tests can check what was on the wire byte by byte.
 
 use std::path::Path;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
+use pcap_file::{PcapError, pcap::PcapParser};
 
 /// Link type of Ethernet captures (`LINKTYPE_ETHERNET`).
 pub const LINKTYPE_ETHERNET: u32 = 1;
-const GLOBAL_HEADER_LEN: usize = 24;
-const RECORD_HEADER_LEN: usize = 16;
-const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
-const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
 
 /// One captured packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,66 +33,41 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Parses a capture. A last record cut short (a capture still being written) is left
-    /// out; anything else malformed is an error.
+    /// Parses a capture. A last record cut short (a capture tcpdump is still writing) is
+    /// left out; anything else malformed is an error.
     pub fn parse(bytes: &[u8]) -> anyhow::Result<Self> {
+        let (mut rest, parser) =
+            PcapParser::new(bytes).context("not a classic pcap capture (or its header is cut)")?;
+        let header = parser.header();
         ensure!(
-            bytes.len() >= GLOBAL_HEADER_LEN,
-            "{} bytes: shorter than a pcap header",
-            bytes.len()
+            header.version_major == 2,
+            "pcap version {}.{}, expected 2.x",
+            header.version_major,
+            header.version_minor
         );
-        let magic_le = u32::from_le_bytes(bytes[..4].try_into()?);
-        let magic_be = u32::from_be_bytes(bytes[..4].try_into()?);
-        let (big_endian, nanos) = match (magic_le, magic_be) {
-            (MAGIC_MICROS, _) => (false, false),
-            (MAGIC_NANOS, _) => (false, true),
-            (_, MAGIC_MICROS) => (true, false),
-            (_, MAGIC_NANOS) => (true, true),
-            _ => bail!("not a classic pcap file (magic {magic_le:#010x})"),
-        };
-        let u16_at = |b: &[u8], at: usize| {
-            let w = [b[at], b[at + 1]];
-            if big_endian {
-                u16::from_be_bytes(w)
-            } else {
-                u16::from_le_bytes(w)
-            }
-        };
-        let u32_at = |b: &[u8], at: usize| {
-            let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-            if big_endian {
-                u32::from_be_bytes(w)
-            } else {
-                u32::from_le_bytes(w)
-            }
-        };
-        let (major, minor) = (u16_at(bytes, 4), u16_at(bytes, 6));
-        ensure!(major == 2, "pcap version {major}.{minor}, expected 2.x");
-        let link_type = u32_at(bytes, 20) & 0x0fff_ffff;
         let mut packets = Vec::new();
-        let mut at = GLOBAL_HEADER_LEN;
-        while at + RECORD_HEADER_LEN <= bytes.len() {
-            let ts_sec = u32_at(bytes, at);
-            let frac = u32_at(bytes, at + 4);
-            let incl_len = u32_at(bytes, at + 8) as usize;
-            let orig_len = u32_at(bytes, at + 12);
-            let start = at + RECORD_HEADER_LEN;
-            let Some(data) = bytes.get(start..start + incl_len) else {
-                break;
-            };
-            ensure!(
-                frac < if nanos { 1_000_000_000 } else { 1_000_000 },
-                "record at byte {at}: sub-second timestamp {frac} out of range"
-            );
-            packets.push(Packet {
-                ts_sec,
-                ts_nsec: if nanos { frac } else { frac * 1000 },
-                orig_len,
-                data: data.to_vec(),
-            });
-            at = start + incl_len;
+        while !rest.is_empty() {
+            match parser.next_packet(rest) {
+                Ok((next, p)) => {
+                    packets.push(Packet {
+                        ts_sec: p.timestamp.as_secs() as u32,
+                        ts_nsec: p.timestamp.subsec_nanos(),
+                        orig_len: p.orig_len,
+                        data: p.data.into_owned(),
+                    });
+                    rest = next;
+                }
+                Err(PcapError::IncompleteBuffer) => break,
+                Err(e) => {
+                    let at = bytes.len() - rest.len();
+                    return Err(e).with_context(|| format!("record at byte {at}"));
+                }
+            }
         }
-        Ok(Self { link_type, packets })
+        Ok(Self {
+            link_type: u32::from(header.datalink),
+            packets,
+        })
     }
 
     /// Reads and parses the capture at `path`.
@@ -257,38 +224,28 @@ mod tests {
         f
     }
 
-    /// A capture as a big- or little-endian writer makes it, microsecond timestamps.
+    /// A capture as a big- or little-endian writer makes it, microsecond timestamps:
+    /// records of (seconds, microseconds, bytes, length on the wire).
     fn capture(big_endian: bool, records: &[(u32, u32, &[u8], u32)]) -> Vec<u8> {
-        let w32 = |v: u32| {
-            if big_endian {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            }
+        use pcap_file::{
+            DataLink, Endianness,
+            pcap::{PcapHeader, PcapPacket, PcapWriter},
         };
-        let w16 = |v: u16| {
-            if big_endian {
-                v.to_be_bytes()
+        let header = PcapHeader {
+            endianness: if big_endian {
+                Endianness::Big
             } else {
-                v.to_le_bytes()
-            }
+                Endianness::Little
+            },
+            datalink: DataLink::ETHERNET,
+            ..PcapHeader::default()
         };
-        let mut out = Vec::new();
-        out.extend_from_slice(&w32(MAGIC_MICROS));
-        out.extend_from_slice(&w16(2));
-        out.extend_from_slice(&w16(4));
-        out.extend_from_slice(&w32(0));
-        out.extend_from_slice(&w32(0));
-        out.extend_from_slice(&w32(262_144));
-        out.extend_from_slice(&w32(LINKTYPE_ETHERNET));
-        for (sec, usec, data, orig) in records {
-            out.extend_from_slice(&w32(*sec));
-            out.extend_from_slice(&w32(*usec));
-            out.extend_from_slice(&w32(data.len() as u32));
-            out.extend_from_slice(&w32(*orig));
-            out.extend_from_slice(data);
+        let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+        for &(sec, usec, data, orig) in records {
+            let ts = std::time::Duration::new(u64::from(sec), usec * 1000);
+            w.write_packet(&PcapPacket::new(ts, orig, data)).unwrap();
         }
-        out
+        w.into_writer()
     }
 
     #[test]
@@ -334,7 +291,7 @@ mod tests {
         let mut bytes = capture(false, &[(1, 0, &f, 46), (2, 0, &f, 46)]);
         bytes.truncate(bytes.len() - 5);
         assert_eq!(Capture::parse(&bytes).unwrap().packets.len(), 1);
-        bytes.truncate(GLOBAL_HEADER_LEN + 3);
+        bytes.truncate(24 + 3);
         assert!(Capture::parse(&bytes).unwrap().packets.is_empty());
         assert!(Capture::parse(&[0u8; 24]).is_err(), "bad magic");
         assert!(Capture::parse(&bytes[..10]).is_err(), "short header");

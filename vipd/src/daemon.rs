@@ -197,6 +197,15 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         cfg,
         args,
     };
+    // The groups first: they only start (out of Initialize) once the daemon runs, so a
+    // pool that fails to start leaves nothing taken.
+    let (mut vrrp, mut vrrp_reports, vrrp_thread) = match groups {
+        Some(groups) => {
+            let (v, r, t) = vrrp::slow::start(&mut sh, groups, rings.vrrp).await?;
+            (Some(v), Some(r), Some(t))
+        }
+        None => (None, None, None),
+    };
     let (mut pool, mut pool_reports, pool_thread) = match sh.cfg.has_pool() {
         true => {
             let link = links[&sh.cfg.interface].clone();
@@ -204,13 +213,6 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             (Some(p), Some(r), Some(t))
         }
         false => (None, None, None),
-    };
-    let (mut vrrp, mut vrrp_reports, vrrp_thread) = match groups {
-        Some(groups) => {
-            let (v, r, t) = vrrp::slow::start(&mut sh, groups, rings.vrrp).await?;
-            (Some(v), Some(r), Some(t))
-        }
-        None => (None, None, None),
     };
     let fast_paths: Vec<_> = pool
         .iter()

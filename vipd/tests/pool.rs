@@ -319,7 +319,16 @@ fn a_flapping_link_does_not_drag_vips_back_and_forth() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(300));
     }
     // After a hold-down of stability n3 gets one VIP back.
-    let after = p.wait_counts(&[1, 2, 3], &[1, 1, 1])?;
+    let after = match p.wait_counts(&[1, 2, 3], &[1, 1, 1]) {
+        Ok(after) => after,
+        Err(e) => {
+            let logs: Vec<String> = ["n1", "n2", "n3"]
+                .iter()
+                .map(|n| format!("--- {n}\n{}", p.log(n)))
+                .collect();
+            return Err(e.context(logs.join("\n")));
+        }
+    };
     p.wait_answering(&after)?;
 
     // Over the whole episode: n3's VIP went to a survivor once and n3 got one VIP back
