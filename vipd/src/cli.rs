@@ -417,12 +417,12 @@ mod tests {
             "--insecure",
         ])
         .unwrap();
-        assert_eq!(c.auth_key, None);
-        assert_eq!(c.interval, Duration::from_millis(2));
-        assert_eq!(c.dead_interval, Duration::from_millis(10));
-        assert_eq!(c.destinations(), vec![IpAddr::from(DEFAULT_GROUP_V4)]);
-        assert_eq!(c.vips[0].to_string(), "192.0.2.201/32");
-        assert_eq!(c.pin_dir(), PathBuf::from("/sys/fs/bpf/vipd/eth0-1"));
+        assert_eq!(c.pool.auth_key, None);
+        assert_eq!(c.pool.interval, Duration::from_millis(2));
+        assert_eq!(c.pool.dead_interval, Duration::from_millis(10));
+        assert_eq!(c.pool.destinations(), vec![IpAddr::from(DEFAULT_GROUP_V4)]);
+        assert_eq!(c.pool.vips[0].to_string(), "192.0.2.201/32");
+        assert_eq!(c.node.pin_dir(), PathBuf::from("/sys/fs/bpf/vipd/eth0-1"));
     }
 
     #[test]
@@ -440,7 +440,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.destinations(),
+            c.pool.destinations(),
             vec!["192.0.2.11".parse::<IpAddr>().unwrap()]
         );
     }
@@ -462,7 +462,7 @@ mod tests {
             panic!("not run")
         };
         let c = run.load().unwrap();
-        assert_eq!((c.node_id, c.interface.as_str()), (4, "eth1"));
+        assert_eq!((c.node.id, c.node.interface.as_str()), (4, "eth1"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -218,7 +218,7 @@ pub fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
             }
             .load()
             .map_err(|e| anyhow::anyhow!(e))?;
-            cfg.instance
+            cfg.node.instance
         }
         (None, None) => anyhow::bail!("give --instance or --config"),
     };

@@ -69,14 +69,21 @@ impl Shell {
     /// program's configuration.
     fn reconfigure(&mut self, new: Config) {
         self.hooks = self.hooks.reconfigured(hooks_of(&new));
-        self.held
-            .reconfigure(new.announce_burst, new.announce_repeats.clone());
-        if new.checks != self.cfg.checks {
-            self.health = self.health.carry_over(&self.cfg.checks, &new.checks);
+        self.held.reconfigure(
+            new.common.announce_burst,
+            new.common.announce_repeats.clone(),
+        );
+        if new.common.checks != self.cfg.common.checks {
+            self.health = self
+                .health
+                .carry_over(&self.cfg.common.checks, &new.common.checks);
             self.health_generation += 1;
             self.health_tasks.iter().for_each(JoinHandle::abort);
-            self.health_tasks =
-                health::spawn(&new.checks, self.health_generation, self.health_tx.clone());
+            self.health_tasks = health::spawn(
+                &new.common.checks,
+                self.health_generation,
+                self.health_tx.clone(),
+            );
         }
         if let Err(e) = self.loaded.set_config(xdp_config(&new)) {
             warn!("reload: {e:#}");
@@ -98,7 +105,7 @@ pub fn xdp_config(cfg: &Config) -> XdpConfig {
         .max()
         .unwrap_or(u64::MAX);
     let base = XdpConfig {
-        node_id: cfg.node_id,
+        node_id: cfg.node.id,
         vrrp_fence_ns,
         dead_ns: u64::MAX,
         ..XdpConfig::default()
@@ -107,14 +114,14 @@ pub fn xdp_config(cfg: &Config) -> XdpConfig {
         return base;
     }
     XdpConfig {
-        cluster_id: cfg.cluster_id,
-        dead_ns: cfg.dead_interval.as_nanos() as u64,
-        port: cfg.port,
+        cluster_id: cfg.pool.cluster_id,
+        dead_ns: cfg.pool.dead_interval.as_nanos() as u64,
+        port: cfg.pool.port,
         heartbeats: 1,
-        auth: u8::from(cfg.auth_key.is_some()) + u8::from(cfg.auth_next_key.is_some()),
-        peer_filter: u8::from(!cfg.peers.is_empty()),
-        auth_key: words(cfg.auth_key),
-        auth_next_key: words(cfg.auth_next_key),
+        auth: u8::from(cfg.pool.auth_key.is_some()) + u8::from(cfg.pool.auth_next_key.is_some()),
+        peer_filter: u8::from(!cfg.pool.peers.is_empty()),
+        auth_key: words(cfg.pool.auth_key),
+        auth_next_key: words(cfg.pool.auth_next_key),
         ..base
     }
 }
@@ -124,7 +131,7 @@ pub fn xdp_config(cfg: &Config) -> XdpConfig {
 fn interfaces(cfg: &Config) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     if cfg.has_pool() {
-        names.push(cfg.interface.clone());
+        names.push(cfg.node.interface.clone());
     }
     let mut groups: Vec<String> = cfg.vrrp.iter().map(|g| g.interface().to_string()).collect();
     groups.sort();
@@ -148,7 +155,7 @@ async fn next_of<R>(reports: &mut Option<tokio::sync::mpsc::Receiver<R>>) -> Opt
 pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     check_privileges()?;
     // First: a second daemon of the same instance must stop before it touches anything.
-    let control = control::bind(&cfg.instance)?;
+    let control = control::bind(&cfg.node.instance)?;
     // Then: one daemon per interface, every interface claimed before anything on the host
     // changes (leftover VIPs, macvlans, sysctls).
     let names = interfaces(&cfg);
@@ -159,9 +166,15 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         _claims.push(claim_interface(&link.name, link.index)?);
         links.insert(name.clone(), link);
     }
-    let all: Vec<_> = cfg.vips.iter().copied().chain(cfg.vrrp_vips()).collect();
+    let all: Vec<_> = cfg
+        .pool
+        .vips
+        .iter()
+        .copied()
+        .chain(cfg.vrrp_vips())
+        .collect();
     for link in links.values() {
-        remove_leftovers(link, &all, &cfg.pin_dir()).await?;
+        remove_leftovers(link, &all, &cfg.node.pin_dir()).await?;
     }
     let groups = match cfg.vrrp.is_empty() {
         true => None,
@@ -170,8 +183,8 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let (mut loaded, rings) = xdp::load(&xdp::XdpSettings {
         interface: &names[0],
         also: &names[1..],
-        mode: cfg.xdp_mode,
-        pin_dir: &cfg.pin_dir(),
+        mode: cfg.node.xdp_mode,
+        pin_dir: &cfg.node.pin_dir(),
         config: xdp_config(&cfg),
     })?;
     // ARP/NDP from these is this node's own (and the groups' virtual MACs, below).
@@ -182,14 +195,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let (health_tx, mut health_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut sh = Shell {
         hooks: hooks_of(&cfg),
-        health: health::Tracker::new(&cfg.checks),
+        health: health::Tracker::new(&cfg.common.checks),
         health_generation: 0,
-        health_tasks: health::spawn(&cfg.checks, 0, health_tx.clone()),
+        health_tasks: health::spawn(&cfg.common.checks, 0, health_tx.clone()),
         health_tx,
         held: Announcements::new(
             Arc::clone(&metrics),
-            cfg.announce_burst,
-            cfg.announce_repeats.clone(),
+            cfg.common.announce_burst,
+            cfg.common.announce_repeats.clone(),
         ),
         watch: conflict::Watch::new(rings.claims)?,
         metrics,
@@ -208,7 +221,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     };
     let (mut pool, mut pool_reports, pool_thread) = match sh.cfg.has_pool() {
         true => {
-            let link = links[&sh.cfg.interface].clone();
+            let link = links[&sh.cfg.node.interface].clone();
             let (p, r, t) = pool::slow::start(&mut sh, &link, rings.events)?;
             (Some(p), Some(r), Some(t))
         }
@@ -219,7 +232,13 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         .map(|p| p.fast_path())
         .chain(vrrp.iter().map(|v| v.fast_path()))
         .collect();
-    serve_metrics(sh.cfg.metrics, &sh.metrics, &sh.loaded.counters, fast_paths).await?;
+    serve_metrics(
+        sh.cfg.common.metrics,
+        &sh.metrics,
+        &sh.loaded.counters,
+        fast_paths,
+    )
+    .await?;
     let indices: Vec<u32> = pool
         .iter()
         .map(|p| p.ifindex())
@@ -228,7 +247,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let mut carrier = CarrierWatch::open_many(&indices)?;
     let mut gone = AddressWatch::open()?;
     let mut signals = Signals::install()?;
-    let mut refresh = refresh_timer(sh.cfg.announce_refresh);
+    let mut refresh = refresh_timer(sh.cfg.common.announce_refresh);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let notifier = Notifier::from_env();
     let mut watchdog = tokio::time::interval(notifier.watchdog_period());
@@ -245,7 +264,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                 Signal::Stop(why) => break Stop::Asked(why),
                 Signal::Reload => {
                     if reload(&mut sh, pool.as_mut(), vrrp.as_mut(), &mut vrrp_reports).await {
-                        refresh = refresh_timer(sh.cfg.announce_refresh);
+                        refresh = refresh_timer(sh.cfg.common.announce_refresh);
                     }
                 }
             },
@@ -349,7 +368,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         "stopped"
     );
     sh.health_tasks.iter().for_each(JoinHandle::abort);
-    clean_up(&sh.loaded.pin_dir, &sh.cfg.instance, &sh.hooks).await;
+    clean_up(&sh.loaded.pin_dir, &sh.cfg.node.instance, &sh.hooks).await;
     stop_reason.outcome()
 }
 
@@ -370,7 +389,12 @@ async fn on_check(
     let Some(now_healthy) = sh.health.record(index, passed) else {
         return;
     };
-    let name = sh.cfg.checks.get(index).map_or("?", |c| c.name.as_str());
+    let name = sh
+        .cfg
+        .common
+        .checks
+        .get(index)
+        .map_or("?", |c| c.name.as_str());
     if now_healthy {
         info!(check = name, "health check passing");
     } else {
@@ -400,7 +424,7 @@ fn on_claims(
 ) {
     let (ours, theirs): (Vec<ClaimNotice>, Vec<ClaimNotice>) = notices
         .iter()
-        .partition(|n| sh.cfg.vips.iter().any(|v| v.addr == notice_vip(n)));
+        .partition(|n| sh.cfg.pool.vips.iter().any(|v| v.addr == notice_vip(n)));
     if let Some(p) = pool
         && !ours.is_empty()
     {
@@ -471,12 +495,13 @@ fn answer_status(
     stream: tokio::net::UnixStream,
 ) {
     let mut base = Status {
-        node_id: sh.cfg.node_id,
-        instance: sh.cfg.instance.clone(),
+        node_id: sh.cfg.node.id,
+        instance: sh.cfg.node.instance.clone(),
         interface: interfaces(&sh.cfg).join(","),
         xdp_mode: sh.loaded.mode.into(),
         checks: sh
             .cfg
+            .common
             .checks
             .iter()
             .zip(sh.health.states())

@@ -239,11 +239,11 @@ pub fn check_privileges() -> anyhow::Result<()> {
 /// The hooks of `cfg`.
 pub fn hooks_of(cfg: &Config) -> Hooks {
     Hooks::new(
-        cfg.hook.clone(),
-        cfg.hook_timeout,
-        cfg.node_id,
-        &cfg.instance,
-        &cfg.interface,
+        cfg.common.hook.clone(),
+        cfg.common.hook_timeout,
+        cfg.node.id,
+        &cfg.node.instance,
+        &cfg.node.interface,
     )
 }
 

@@ -154,21 +154,21 @@ enum Scan {
 /// releases every VIP. This is the body of the fast-path thread.
 pub fn run(cfg: Config, io: Io, ch: Channels, start_ns: u64) {
     let now = monotonic_ns().max(start_ns);
-    let mut membership = Membership::new(cfg.dead_interval.as_nanos() as u64);
-    membership.set_heal_delay(cfg.heal_delay.as_nanos() as u64);
+    let mut membership = Membership::new(cfg.pool.dead_interval.as_nanos() as u64);
+    membership.set_heal_delay(cfg.pool.heal_delay.as_nanos() as u64);
     let pool = Pool {
-        pool: cfg.vips.iter().map(|v| v.addr).collect(),
-        pool_digest: pool_digest(&cfg.vips),
+        pool: cfg.pool.vips.iter().map(|v| v.addr).collect(),
+        pool_digest: pool_digest(&cfg.pool.vips),
         membership,
-        send: Periodic::new(start_ns, cfg.interval.as_nanos() as u64),
-        mature_at: now + cfg.hold_down.as_nanos() as u64,
+        send: Periodic::new(start_ns, cfg.pool.interval.as_nanos() as u64),
+        mature_at: now + cfg.pool.hold_down.as_nanos() as u64,
         mature: false,
         carrier: io.verdicts.carrier.load(Ordering::Relaxed),
         healthy: io.verdicts.healthy.load(Ordering::Relaxed),
         held: BTreeMap::new(),
         peers: BTreeMap::new(),
         lists: BTreeMap::new(),
-        list_chunks: lists::chunks(&cfg.vips),
+        list_chunks: lists::chunks(&cfg.pool.vips),
         list_next: 0,
         list_left: 0,
         added: BTreeSet::new(),
@@ -254,7 +254,7 @@ impl Pool {
         let last = self.io.vouch.sent_ns.load(Ordering::Acquire);
         let silent = now.saturating_sub(last);
         if last == 0
-            || silent < self.cfg.dead_interval.as_nanos() as u64
+            || silent < self.cfg.pool.dead_interval.as_nanos() as u64
             || !self.dropped_by_peers()
         {
             return;
@@ -265,7 +265,7 @@ impl Pool {
         });
         self.release_all();
         self.mature = false;
-        self.mature_at = now + self.cfg.hold_down.as_nanos() as u64;
+        self.mature_at = now + self.cfg.pool.hold_down.as_nanos() as u64;
         self.state_burst = STATE_BURST;
     }
 
@@ -273,7 +273,7 @@ impl Pool {
     /// peers did declare it lost (a stall they shared, as when the whole machine paused,
     /// they excused, and then nothing need be given back).
     fn dropped_by_peers(&self) -> bool {
-        let me = self.cfg.node_id;
+        let me = self.cfg.node.id;
         if !self.view_ids.contains(&me) {
             return false;
         }
@@ -307,8 +307,8 @@ impl Pool {
     /// saw them (a stall still going on counts until now): a heartbeat that reached a
     /// stopped CPU waits with it.
     fn excuse_cpu_stalls(&mut self, now: u64) {
-        let interval = self.cfg.interval.as_nanos() as u64;
-        let period = shadow::check_period(interval, self.cfg.dead_interval.as_nanos() as u64);
+        let interval = self.cfg.pool.interval.as_nanos() as u64;
+        let period = shadow::check_period(interval, self.cfg.pool.dead_interval.as_nanos() as u64);
         let n = usize::from(self.io.vouch.shadows.load(Ordering::Acquire));
         for (i, cpu) in self.io.vouch.cpus.iter().take(n).enumerate() {
             if let Some((end, len)) = cpu.stall(now, period, STALL_NS) {
@@ -319,7 +319,7 @@ impl Pool {
 
     /// A heartbeat more than half an interval after its slot counts as late.
     fn send_tolerance_ns(&self) -> u64 {
-        self.cfg.interval.as_nanos() as u64 / 2
+        self.cfg.pool.interval.as_nanos() as u64 / 2
     }
 
     fn report(&self, r: Report) {
@@ -386,10 +386,10 @@ impl Pool {
         let peers = &self.io.peers;
         let bits = Membership::hears_bits(
             &self.view_ids,
-            self.cfg.node_id,
+            self.cfg.node.id,
             |id| peers.get(&id, 0).ok().map(|p| p.last_seen_ns),
             now,
-            hears_window(self.cfg.interval.as_nanos() as u64),
+            hears_window(self.cfg.pool.interval.as_nanos() as u64),
         );
         self.io.heartbeats.set_hears(bits);
     }
@@ -443,7 +443,7 @@ impl Pool {
             self.carrier = carrier;
             if carrier {
                 // Start the hold-down again: a flapping link must not drag VIPs around.
-                self.mature_at = monotonic_ns() + self.cfg.hold_down.as_nanos() as u64;
+                self.mature_at = monotonic_ns() + self.cfg.pool.hold_down.as_nanos() as u64;
             } else {
                 self.mature = false;
                 self.release_all();
@@ -478,28 +478,33 @@ impl Pool {
             }
             Command::Reload(cfg) => {
                 let old: BTreeSet<IpAddr> = self.pool.iter().copied().collect();
-                self.pool = cfg.vips.iter().map(|v| v.addr).collect();
+                self.pool = cfg.pool.vips.iter().map(|v| v.addr).collect();
                 self.added = self
                     .pool
                     .iter()
                     .filter(|v| !old.contains(v))
                     .copied()
                     .collect();
-                let interval = cfg.interval.as_nanos() as u64;
+                let interval = cfg.pool.interval.as_nanos() as u64;
                 self.added_until = monotonic_ns() + (3 * interval).max(RELOAD_SETTLE_NS);
-                self.pool_digest = pool_digest(&cfg.vips);
-                self.list_chunks = lists::chunks(&cfg.vips);
+                self.pool_digest = pool_digest(&cfg.pool.vips);
+                self.list_chunks = lists::chunks(&cfg.pool.vips);
                 (self.list_next, self.list_left) = (0, 0);
-                self.io.heartbeats.set_weight(cfg.weight);
-                if cfg.peers != self.cfg.peers {
-                    self.io.heartbeats.set_destinations(&cfg.destinations());
+                self.io.heartbeats.set_weight(cfg.pool.weight);
+                if cfg.pool.peers != self.cfg.pool.peers {
+                    self.io
+                        .heartbeats
+                        .set_destinations(&cfg.pool.destinations());
                 }
-                if let Some(key) = cfg.auth_key {
+                if let Some(key) = cfg.pool.auth_key {
                     self.io.heartbeats.set_key(key);
                 }
-                self.io.vouch.weight.store(cfg.weight, Ordering::Relaxed);
+                self.io
+                    .vouch
+                    .weight
+                    .store(cfg.pool.weight, Ordering::Relaxed);
                 self.membership
-                    .set_heal_delay(cfg.heal_delay.as_nanos() as u64);
+                    .set_heal_delay(cfg.pool.heal_delay.as_nanos() as u64);
                 self.cfg = *cfg;
                 self.state_burst = STATE_BURST;
                 true
@@ -684,10 +689,10 @@ impl Pool {
             &members,
             &self.lists,
             &holders,
-            &self.cfg.preferred,
-            self.cfg.preempt,
+            &self.cfg.pool.preferred,
+            self.cfg.pool.preempt,
         );
-        let me = self.cfg.node_id;
+        let me = self.cfg.node.id;
         // Take over first: that is the urgent half. A VIP another member still says it
         // holds is its to hand over: taken once its state section no longer lists it (a
         // hand-back never puts a VIP on two nodes; a lost node is no member, so a
@@ -707,6 +712,7 @@ impl Pool {
         }
         let to_take: Vec<Vip> = self
             .cfg
+            .pool
             .vips
             .iter()
             .filter(|v| {
@@ -753,7 +759,7 @@ impl Pool {
         }
         self.io
             .announcer
-            .announce_many(&held, self.cfg.announce_burst);
+            .announce_many(&held, self.cfg.common.announce_burst);
         self.report(Report::AnnouncedAgain(held));
     }
 
@@ -765,16 +771,15 @@ impl Pool {
             .into_iter()
             .map(|id| Member {
                 id,
-                weight: self
-                    .membership
-                    .peer(id)
-                    .map_or(1, |p| u32::from(p.weight.clamp(1, self.cfg.max_weight))),
+                weight: self.membership.peer(id).map_or(1, |p| {
+                    u32::from(p.weight.clamp(1, self.cfg.pool.max_weight))
+                }),
             })
             .collect();
         if self.active() {
             members.push(Member {
-                id: self.cfg.node_id,
-                weight: u32::from(self.cfg.weight),
+                id: self.cfg.node.id,
+                weight: u32::from(self.cfg.pool.weight),
             });
         }
         members.sort();
@@ -785,7 +790,7 @@ impl Pool {
     /// a VIP claimed twice counts as the lower id's.
     fn holders(&self, members: &[Member]) -> BTreeMap<IpAddr, u32> {
         let mut holders: BTreeMap<IpAddr, u32> = BTreeMap::new();
-        let claims = self.held.keys().map(|v| (*v, self.cfg.node_id)).chain(
+        let claims = self.held.keys().map(|v| (*v, self.cfg.node.id)).chain(
             self.peers
                 .iter()
                 .filter(|(id, _)| members.iter().any(|m| m.id == **id))
@@ -808,7 +813,7 @@ impl Pool {
         self.view_ids.clone_from(&ids);
         let differing: Vec<u32> = ids
             .iter()
-            .filter(|id| **id != self.cfg.node_id)
+            .filter(|id| **id != self.cfg.node.id)
             .filter(|id| {
                 self.membership
                     .peer(**id)
@@ -833,7 +838,7 @@ impl Pool {
         self.peers
             .iter()
             .filter(|(id, _)| {
-                **id != self.cfg.node_id
+                **id != self.cfg.node.id
                     && (members.iter().any(|m| m.id == **id) || returning.contains(id))
             })
             .flat_map(|(_, vips)| vips.iter().copied())
@@ -863,7 +868,7 @@ impl Pool {
         if !resolved.is_empty() {
             self.io
                 .announcer
-                .announce_many(&resolved, self.cfg.announce_burst);
+                .announce_many(&resolved, self.cfg.common.announce_burst);
             for vip in resolved {
                 self.report(Report::ConflictResolved(vip));
             }
@@ -922,7 +927,7 @@ impl Pool {
         let loss_ns = self
             .last_loss_ns
             .filter(|l| monotonic_ns().saturating_sub(*l) < 1_000_000_000);
-        let burst = self.cfg.announce_burst;
+        let burst = self.cfg.common.announce_burst;
         let tolerance = self.send_tolerance_ns();
         let (flags, digest) = (self.flags(), self.view_digest);
         let Io {
@@ -1008,7 +1013,7 @@ impl Pool {
         let now = monotonic_ns();
         let mut view = self.membership.view_peers();
         if self.active() {
-            view.push(self.cfg.node_id);
+            view.push(self.cfg.node.id);
         }
         view.sort_unstable();
         let returning = self.membership.returning(now);
@@ -1022,7 +1027,9 @@ impl Pool {
                 state: match self.vouched.iter().find(|(id, _)| *id == p.node_id) {
                     Some((_, by)) => format!("up (not heard here; node {by} hears it)"),
                     None if returning.contains(&p.node_id) => "returning (heal delay)".into(),
-                    None => peer_state(p, now, self.cfg.dead_interval.as_nanos() as u64).into(),
+                    None => {
+                        peer_state(p, now, self.cfg.pool.dead_interval.as_nanos() as u64).into()
+                    }
                 },
                 weight: p.weight,
                 same_view: p.view_digest == self.view_digest,
@@ -1033,11 +1040,12 @@ impl Pool {
             .collect();
         let vips = self
             .cfg
+            .pool
             .vips
             .iter()
             .map(|v| {
                 let owner = if self.held.contains_key(&v.addr) {
-                    Some(self.cfg.node_id)
+                    Some(self.cfg.node.id)
                 } else {
                     self.peers
                         .iter()

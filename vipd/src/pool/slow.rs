@@ -71,31 +71,31 @@ pub fn start(
     std::thread::JoinHandle<()>,
 )> {
     let cfg = &sh.cfg;
-    sh.loaded.set_peer_addrs(&cfg.peers)?;
-    let incarnation = incarnation::next(&cfg.incarnation_file(), realtime_ns());
+    sh.loaded.set_peer_addrs(&cfg.pool.peers)?;
+    let incarnation = incarnation::next(&cfg.node.incarnation_file(), realtime_ns());
     let announcer = Arc::new(
         Announcer::open(link.index, link.mac)
             .context("opening an AF_PACKET socket for gratuitous ARP (needs CAP_NET_RAW)")?,
     );
     let heartbeats = Heartbeats::open(
-        &cfg.interface,
+        &cfg.node.interface,
         link.index,
-        cfg.port,
-        &cfg.destinations(),
+        cfg.pool.port,
+        &cfg.pool.destinations(),
         Heartbeat {
-            cluster_id: cfg.cluster_id,
-            node_id: cfg.node_id,
+            cluster_id: cfg.pool.cluster_id,
+            node_id: cfg.node.id,
             incarnation,
-            interval_us: cfg.interval.as_micros().min(u32::MAX as u128) as u32,
-            weight: cfg.weight,
+            interval_us: cfg.pool.interval.as_micros().min(u32::MAX as u128) as u32,
+            weight: cfg.pool.weight,
             ..Heartbeat::default()
         },
-        cfg.auth_key,
+        cfg.pool.auth_key,
     )
     .with_context(|| {
         format!(
             "opening heartbeat sockets on {} port {}",
-            cfg.interface, cfg.port
+            cfg.node.interface, cfg.pool.port
         )
     })?;
     let receiver = heartbeats
@@ -103,20 +103,21 @@ pub fn start(
         .context("registering the heartbeat sockets")?;
     let verdicts = Arc::new(Verdicts::new(link.carrier, sh.health.healthy()));
     let start_ns = monotonic_ns();
-    let interval_ns = cfg.interval.as_nanos() as u64;
-    let shadow_period_ns = shadow::check_period(interval_ns, cfg.dead_interval.as_nanos() as u64);
+    let interval_ns = cfg.pool.interval.as_nanos() as u64;
+    let shadow_period_ns =
+        shadow::check_period(interval_ns, cfg.pool.dead_interval.as_nanos() as u64);
     let vouch = Arc::new(Vouch::default());
-    vouch.weight.store(cfg.weight, Ordering::Relaxed);
+    vouch.weight.store(cfg.pool.weight, Ordering::Relaxed);
     vouch
         .dead_ns
-        .store(cfg.dead_interval.as_nanos() as u64, Ordering::Relaxed);
-    let shadows = if cfg.shadow_senders {
+        .store(cfg.pool.dead_interval.as_nanos() as u64, Ordering::Relaxed);
+    let shadows = if cfg.node.shadow_senders {
         shadow::spawn(
             &heartbeats,
             &vouch,
             start_ns,
             (interval_ns, shadow_period_ns),
-            cfg.fast_path_priority(),
+            cfg.node.fast_path_priority(),
         )
         .context("starting the shadow senders")?
     } else {
@@ -135,38 +136,39 @@ pub fn start(
         verdicts: Arc::clone(&verdicts),
     };
     let fast_cfg = cfg.clone();
-    let (fast, reports, thread) =
-        channel::start(cfg.fast_path_priority(), (COMMANDS, REPORTS), move |end| {
-            fast::run(fast_cfg, io, end, start_ns)
-        })
-        .context("starting the pool's fast path")?;
+    let (fast, reports, thread) = channel::start(
+        cfg.node.fast_path_priority(),
+        (COMMANDS, REPORTS),
+        move |end| fast::run(fast_cfg, io, end, start_ns),
+    )
+    .context("starting the pool's fast path")?;
     info!(
-        node = cfg.node_id,
-        interface = %cfg.interface,
-        vips = ?cfg.vips.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        destinations = ?cfg.destinations(),
-        interval = ?cfg.interval,
-        dead_interval = ?cfg.dead_interval,
-        hold_down = ?cfg.hold_down,
-        weight = cfg.weight,
-        preempt = cfg.preempt,
+        node = cfg.node.id,
+        interface = %cfg.node.interface,
+        vips = ?cfg.pool.vips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        destinations = ?cfg.pool.destinations(),
+        interval = ?cfg.pool.interval,
+        dead_interval = ?cfg.pool.dead_interval,
+        hold_down = ?cfg.pool.hold_down,
+        weight = cfg.pool.weight,
+        preempt = cfg.pool.preempt,
         carrier = link.carrier,
-        auth = cfg.auth_key.is_some(),
+        auth = cfg.pool.auth_key.is_some(),
         "vipd started: pool"
     );
-    if cfg.auth_key.is_none() {
+    if cfg.pool.auth_key.is_none() {
         warn!(
             "heartbeats are NOT authenticated (auth = \"off\"): anyone who can send onto {} \
              can move, hold or free the VIPs",
-            cfg.interface
+            cfg.node.interface
         );
     }
     sh.metrics
         .auth_enabled
-        .set(i64::from(cfg.auth_key.is_some()));
+        .set(i64::from(cfg.pool.auth_key.is_some()));
     let pool = Pool {
-        pool: cfg.vips.iter().map(|v| v.addr).collect(),
-        pool_digest: pool_digest(&cfg.vips),
+        pool: cfg.pool.vips.iter().map(|v| v.addr).collect(),
+        pool_digest: pool_digest(&cfg.pool.vips),
         announcer,
         fast,
         verdicts,
@@ -177,7 +179,7 @@ pub fn start(
         verified: BTreeMap::new(),
         state_seen: BTreeMap::new(),
         other_pool: BTreeSet::new(),
-        lists: Lists::new(&cfg.vips),
+        lists: Lists::new(&cfg.pool.vips),
         states: BTreeMap::new(),
         lists_told: BTreeMap::new(),
         list_sent: None,
@@ -196,7 +198,7 @@ pub fn start(
 
 /// How heartbeats are authenticated, for the start-up line and `vipd status`.
 fn auth_text(cfg: &Config) -> &'static str {
-    match (cfg.auth_key, cfg.auth_next_key) {
+    match (cfg.pool.auth_key, cfg.pool.auth_next_key) {
         (Some(_), None) => "key",
         (Some(_), Some(_)) => "key (rotating: a second key is accepted)",
         (None, _) => {
@@ -339,7 +341,7 @@ impl Pool {
                 sh.metrics.active.set(i64::from(state == "active"));
             }
             Report::Mature => info!(
-                node = sh.cfg.node_id,
+                node = sh.cfg.node.id,
                 "hold-down over: this node now takes its share of VIPs"
             ),
             Report::Views {
@@ -390,10 +392,13 @@ impl Pool {
                 sh.held.released(&list, None, &sh.hooks);
             }
             Report::SendFailing(Some(e)) => {
-                warn!("sending heartbeats on {}: {e}", sh.cfg.interface)
+                warn!("sending heartbeats on {}: {e}", sh.cfg.node.interface)
             }
             Report::SendFailing(None) => {
-                info!("sending heartbeats on {} works again", sh.cfg.interface)
+                info!(
+                    "sending heartbeats on {} works again",
+                    sh.cfg.node.interface
+                )
             }
             Report::Stopped {
                 sent,
@@ -410,7 +415,7 @@ impl Pool {
     /// node let go itself); anyone else's is a conflict, defended.
     pub fn on_claims(&mut self, sh: &mut Shell, notices: &[ClaimNotice]) {
         let now = monotonic_ns();
-        let dead = sh.cfg.dead_interval.as_nanos() as u64;
+        let dead = sh.cfg.pool.dead_interval.as_nanos() as u64;
         // One read of the peer table per batch: MAC → (node id, live).
         let peers: BTreeMap<[u8; 6], (u32, bool)> = sh
             .loaded
@@ -490,7 +495,7 @@ impl Pool {
         }
         self.carrier = up;
         if up {
-            info!(interface = %self.link_name, hold_down = ?sh.cfg.hold_down,
+            info!(interface = %self.link_name, hold_down = ?sh.cfg.pool.hold_down,
                 "carrier back: taking VIPs again after the hold-down");
         } else {
             warn!(interface = %self.link_name, "carrier lost: releasing all VIPs");
@@ -514,7 +519,7 @@ impl Pool {
         // rotation never splits the pool).
         if let Err(e) = sh
             .loaded
-            .set_peer_addrs(&new.peers)
+            .set_peer_addrs(&new.pool.peers)
             .and_then(|()| sh.loaded.set_config(crate::daemon::xdp_config(new)))
         {
             self.restore_xdp(sh);
@@ -523,14 +528,14 @@ impl Pool {
         // The peers' holdings and lists, read with the new list, reach the fast path
         // before the new list does: it never places the new pool on holdings read with
         // the old one.
-        self.use_list(sh, &new.vips);
+        self.use_list(sh, &new.pool.vips);
         if self
             .fast
             .try_ask(Command::Reload(Box::new(new.clone())))
             .is_err()
         {
             self.restore_xdp(sh);
-            let old = sh.cfg.vips.clone();
+            let old = sh.cfg.pool.vips.clone();
             self.use_list(sh, &old);
             bail!("the pool's fast path is busy; send SIGHUP again");
         }
@@ -616,7 +621,7 @@ impl Pool {
     fn restore_xdp(&mut self, sh: &mut Shell) {
         let restored = sh
             .loaded
-            .set_peer_addrs(&sh.cfg.peers)
+            .set_peer_addrs(&sh.cfg.pool.peers)
             .and_then(|()| sh.loaded.set_config(crate::daemon::xdp_config(&sh.cfg)));
         if let Err(e) = restored {
             warn!("restoring the XDP program's keys and peers: {e:#}");
@@ -667,20 +672,20 @@ impl Pool {
     /// A datagram on the heartbeat port that the XDP program passed up: a peer's state
     /// section is checked here and handed to the fast path when it says something new.
     pub fn on_datagram(&mut self, sh: &Shell, payload: &[u8], from: IpAddr) {
-        let Ok(hb) = Heartbeat::parse(payload, sh.cfg.cluster_id) else {
+        let Ok(hb) = Heartbeat::parse(payload, sh.cfg.pool.cluster_id) else {
             return;
         };
         // The XDP program passed it up without recording it if it came from elsewhere.
-        if !sh.cfg.peers.is_empty() && !sh.cfg.peers.contains(&from) {
+        if !sh.cfg.pool.peers.is_empty() && !sh.cfg.pool.peers.contains(&from) {
             return;
         }
-        if hb.node_id == sh.cfg.node_id || hb.state_len == 0 {
+        if hb.node_id == sh.cfg.node.id || hb.state_len == 0 {
             return;
         }
         let recorded = self.recorded(sh, hb.node_id);
-        if let Some(key) = sh.cfg.auth_key {
+        if let Some(key) = sh.cfg.pool.auth_key {
             let verify = |k| auth::verify(k, payload, hb.state_len.into(), hb.auth_len).is_ok();
-            let authentic = verify(key) || sh.cfg.auth_next_key.is_some_and(verify);
+            let authentic = verify(key) || sh.cfg.pool.auth_next_key.is_some_and(verify);
             let reason = if !authentic {
                 Some("bad_auth")
             } else if !fresh_state(
@@ -714,7 +719,7 @@ impl Pool {
             debug!(peer = hb.node_id, "malformed state section");
             return;
         };
-        if state.echoes_for(sh.cfg.node_id, self.incarnation)
+        if state.echoes_for(sh.cfg.node.id, self.incarnation)
             && self.verified.get(&hb.node_id) != Some(&hb.incarnation)
         {
             let command = Command::Verified {

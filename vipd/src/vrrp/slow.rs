@@ -62,7 +62,7 @@ pub struct Prepared {
 /// interface, each group's advert source and virtual MAC. `links` are the node's
 /// interfaces, each groups' among them.
 pub async fn prepare(cfg: &Config, links: &BTreeMap<String, Link>) -> anyhow::Result<Prepared> {
-    let mut host = HostChanges::new(&cfg.instance, cfg.sysctl_file());
+    let mut host = HostChanges::new(&cfg.node.instance, cfg.node.sysctl_file());
     let all = cfg.vrrp_vips();
     let mut ports = BTreeMap::new();
     for g in &cfg.vrrp {
@@ -127,17 +127,18 @@ pub async fn start(
         fence: sh.loaded.open_fence()?,
         addrs: IfAddrs::open().context("opening a netlink socket")?,
     };
-    let burst = cfg.announce_burst;
-    let (fast, reports, thread) =
-        channel::start(cfg.fast_path_priority(), (COMMANDS, REPORTS), move |end| {
-            fast::run(io, end, burst)
-        })
-        .context("starting the VRRP fast path")?;
+    let burst = cfg.common.announce_burst;
+    let (fast, reports, thread) = channel::start(
+        cfg.node.fast_path_priority(),
+        (COMMANDS, REPORTS),
+        move |end| fast::run(io, end, burst),
+    )
+    .context("starting the VRRP fast path")?;
     for g in made {
         fast.ask(Command::Add(Box::new(g))).await;
     }
     info!(
-        node = cfg.node_id,
+        node = cfg.node.id,
         interfaces = ?ports.keys().collect::<Vec<_>>(),
         groups = ?cfg.vrrp.iter().map(describe).collect::<Vec<_>>(),
         "vipd started: VRRP groups"
