@@ -21,7 +21,7 @@ use vipd_common::{
 
 use super::{
     advert::{self, AdvertSpec},
-    fsm::{Heard, VrrpAction, VrrpEvent, VrrpState},
+    fsm::{Heard, Step, VrrpAction, VrrpEvent, VrrpState},
     group::{Group, address_bytes, bytes_of, ip_of, state_name},
 };
 use crate::{
@@ -331,7 +331,7 @@ impl Routers {
     fn heard(&self, i: usize, now: u64) -> Option<Heard> {
         let g = &self.groups[i];
         let seen = self.io.seen.get(&g.key, 0).ok()?;
-        (seen.last_seen_ns > g.stopped_at).then(|| Heard {
+        g.router.counts(seen.last_seen_ns).then(|| Heard {
             at: seen.last_seen_ns.min(now),
             priority: seen.priority,
             max_adver_int_cs: seen.max_adver_int_cs,
@@ -341,19 +341,18 @@ impl Routers {
 
     /// Feeds `event` to group `i` at `now` and carries out what it says.
     fn feed(&mut self, i: usize, event: VrrpEvent, now: u64) {
-        let before = self.groups[i].router.state;
-        let actions = self.groups[i].router.handle(event, now);
-        self.after(i, before, actions);
+        let step = self.groups[i].router.handle(event, now);
+        self.after(i, step);
     }
 
-    /// Carries out `actions` of group `i`, then reports and publishes a transition.
-    fn after(&mut self, i: usize, before: VrrpState, actions: Vec<VrrpAction>) {
-        let after = self.groups[i].router.state;
-        if after != before {
+    /// Carries out group `i`'s `step`: publishes its transition, does its actions, then
+    /// reports the transition.
+    fn after(&mut self, i: usize, step: Step) {
+        if step.transition.is_some() {
             // Tell the XDP program first: it judges the next advert by our state.
             self.publish(i);
         }
-        for action in actions {
+        for action in step.actions {
             match action {
                 VrrpAction::SendAdvert { priority } => self.send_advert(i, priority),
                 VrrpAction::TakeVips => {
@@ -366,15 +365,15 @@ impl Routers {
                 }
             }
         }
-        if after != before {
+        if let Some(t) = step.transition {
             let g = &self.groups[i];
             self.report(Report::Transition {
                 key: g.key,
                 vrid: g.cfg.vrid,
                 family: g.cfg.family(),
-                from: before,
-                to: after,
-                reason: g.reason,
+                from: t.from,
+                to: t.to,
+                reason: t.reason,
             });
         }
     }
@@ -534,15 +533,15 @@ impl Routers {
             max_adver_int_cs: n.max_adver_int_cs,
             source,
         };
-        // Nothing heard before the group (re)started counts.
-        if self.groups[i].router.state == VrrpState::Initialize
-            || n.ts_ns < self.groups[i].stopped_at
-        {
+        // Nothing heard before the group (re)started, or before its Master's priority 0,
+        // counts.
+        let router = &self.groups[i].router;
+        if router.state == VrrpState::Initialize || n.ts_ns < router.void_before {
             return;
         }
         // Notices carry the kernel's arrival time; never feed a time in the future.
         let at = n.ts_ns.min(monotonic_ns());
-        let g = &mut self.groups[i];
+        let g = &self.groups[i];
         let vrid = g.cfg.vrid;
         match kind {
             Notice::AddressMismatch => {
@@ -564,21 +563,14 @@ impl Routers {
                 return;
             }
             Notice::PriorityZero => {
-                g.stopped_at = n.ts_ns;
-                g.master = None;
-                g.reason = "priority_zero";
                 self.report(Report::PriorityZero {
                     vrid,
                     master: source,
                 });
             }
-            Notice::Outranked => {
-                g.master = Some((source, n.priority));
-                g.reason = "preempted";
-            }
+            // The FSM steps down below and says why.
+            Notice::Outranked => {}
             Notice::MasterChanged => {
-                g.master = Some((source, n.priority));
-                g.reason = "master_down";
                 self.report(Report::MasterHeard {
                     vrid,
                     master: source,
@@ -609,9 +601,7 @@ impl Routers {
                 .then(|| self.heard(i, now))
                 .flatten();
             let snapshot = self.groups[i].router.clone();
-            let mut actions = self.groups[i].router.expire(now, heard);
-            // The record the timer was judged against.
-            let mut judged = heard;
+            let mut step = self.groups[i].router.expire(now, heard);
             if before == VrrpState::Backup && self.groups[i].router.state == VrrpState::Master {
                 // Tell the XDP program at once, then look again: an advert that arrived
                 // while we decided was judged as a Backup's and only recorded.
@@ -620,60 +610,42 @@ impl Routers {
                     .heard(i, now)
                     .filter(|l| heard.is_none_or(|h| l.at > h.at));
                 if let Some(late) = late {
-                    judged = Some(late);
                     let g = &mut self.groups[i];
                     g.router = snapshot;
-                    actions = g.router.expire(now, Some(late));
+                    step = g.router.expire(now, Some(late));
                     if g.router.state == VrrpState::Backup {
                         self.publish(i);
                     }
                 }
             }
-            let g = &mut self.groups[i];
-            match (before, g.router.state) {
-                (VrrpState::Backup, VrrpState::Master) => {
-                    // A Skew_Time after priority 0 keeps that reason; any other expiry
-                    // (also right after stepping down) is the Master going silent.
-                    if g.reason != "priority_zero" {
-                        g.reason = "master_down";
-                    }
-                    g.master = None;
-                    let report = Report::MasterDown {
-                        vrid: g.cfg.vrid,
-                        mono_ns: now,
-                        last_seen_ns: heard.map_or(0, |h| h.at),
-                    };
-                    self.report(report);
-                }
-                (VrrpState::Backup, VrrpState::Backup) => {
-                    // Re-armed from the kernel's record: the Master is alive.
-                    if let Some(h) = judged {
-                        g.master = Some((h.source, h.priority));
-                        g.reason = "master_down";
-                    }
-                }
-                _ => {}
+            if step
+                .transition
+                .is_some_and(|t| (t.from, t.to) == (VrrpState::Backup, VrrpState::Master))
+            {
+                self.report(Report::MasterDown {
+                    vrid: self.groups[i].cfg.vrid,
+                    mono_ns: now,
+                    last_seen_ns: heard.map_or(0, |h| h.at),
+                });
             }
-            self.after(i, before, actions);
+            self.after(i, step);
         }
     }
 
     /// Starts group `i` (Initialize → Backup, or Master for the owner).
     fn start(&mut self, i: usize, reason: &'static str) {
         let now = monotonic_ns();
-        let g = &mut self.groups[i];
+        let g = &self.groups[i];
         if g.router.state != VrrpState::Initialize {
             return;
         }
-        g.reason = reason;
-        // What the XDP program heard before is void: judge the Master afresh.
-        g.stopped_at = now;
-        g.master = None;
-        // Safe while the map still says Initialize (the XDP program ignores adverts then):
-        // the first advert after the start is news, and Master_Adver_Interval is learnt.
+        // What the XDP program heard before is void (the FSM's `void_before`): judge the
+        // Master afresh. Safe while the map still says Initialize (the XDP program ignores
+        // adverts then): the first advert after the start is news, and
+        // Master_Adver_Interval is learnt.
         let key = g.key;
         let _ = self.io.seen.remove(&key);
-        self.feed(i, VrrpEvent::Startup, now);
+        self.feed(i, VrrpEvent::Startup { reason }, now);
     }
 
     /// Stops group `i`: a Master sends priority 0 and releases its VIPs.
@@ -682,14 +654,12 @@ impl Routers {
             return;
         }
         let was_master = self.groups[i].router.state == VrrpState::Master;
-        self.groups[i].reason = reason;
-        self.feed(i, VrrpEvent::Shutdown, monotonic_ns());
+        self.feed(i, VrrpEvent::Shutdown { reason }, monotonic_ns());
         if was_master {
             for _ in 1..STOP_ADVERTS {
                 self.send_advert(i, 0);
             }
         }
-        self.groups[i].master = None;
     }
 
     /// Gives group `i` the settings of `new` in place
@@ -708,7 +678,13 @@ impl Routers {
         if state == VrrpState::Master {
             self.take_vips(i, add);
         }
-        self.after(i, state, actions);
+        self.after(
+            i,
+            Step {
+                actions,
+                transition: None,
+            },
+        );
     }
 
     fn status(&self) -> Vec<VrrpStatus> {
@@ -719,7 +695,7 @@ impl Routers {
                 let seen = self.io.seen.get(&g.key, 0).ok();
                 let master = match g.router.state {
                     VrrpState::Master => Some((g.source, g.cfg.priority)),
-                    VrrpState::Backup => g.master,
+                    VrrpState::Backup => g.router.master,
                     VrrpState::Initialize => None,
                 };
                 VrrpStatus {

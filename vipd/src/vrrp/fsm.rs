@@ -1,7 +1,8 @@
 //! The VRRPv3 state machine of RFC 5798, section 6.4, as pure logic: events and a clock
-//! in, actions out. Names follow the RFC; intervals are centiseconds, as on the wire, and
-//! times are nanoseconds on a monotonic clock (the XDP program's), so Skew_Time keeps its
-//! fraction of a centisecond.
+//! in, actions and the transition (from, to, reason) out. It also keeps what a Backup
+//! knows of its Master. Names follow the RFC; intervals are centiseconds, as on the wire,
+//! and times are nanoseconds on a monotonic clock (the XDP program's), so Skew_Time keeps
+//! its fraction of a centisecond.
 
 use std::net::IpAddr;
 
@@ -19,10 +20,16 @@ pub enum VrrpState {
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VrrpEvent {
-    /// The group was started.
-    Startup,
-    /// The group is being stopped.
-    Shutdown,
+    /// The group was started (`reason`: why, for the log: startup, link_up, …).
+    Startup {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The group is being stopped (`reason`: why: shutdown, link_down, …).
+    Shutdown {
+        /// Why.
+        reason: &'static str,
+    },
     /// An ADVERTISEMENT for this VRID arrived (already validated).
     Advert {
         /// Its Priority.
@@ -50,6 +57,37 @@ pub enum VrrpAction {
 
 /// Nanoseconds per centisecond.
 pub const CS: u64 = 10_000_000;
+
+/// Transition reasons the machine gives itself (Startup and Shutdown bring theirs).
+pub mod reason {
+    /// A Backup's Master_Down_Timer fired: the Master went silent.
+    pub const MASTER_DOWN: &str = "master_down";
+    /// A Backup took over a Skew_Time after its Master sent priority 0.
+    pub const PRIORITY_ZERO: &str = "priority_zero";
+    /// A Master heard a higher-priority router (or an equal one from a higher address).
+    pub const PREEMPTED: &str = "preempted";
+}
+
+/// A change of state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The state left.
+    pub from: VrrpState,
+    /// The state entered.
+    pub to: VrrpState,
+    /// Why (see [`reason`], or the Startup/Shutdown event's).
+    pub reason: &'static str,
+}
+
+/// What one event or timer did: the actions to carry out, in order, and the transition if
+/// the state changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// To carry out, in order.
+    pub actions: Vec<VrrpAction>,
+    /// The state change, if any.
+    pub transition: Option<Transition>,
+}
 
 /// The Master's last advert as the XDP program recorded it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +123,13 @@ pub struct VirtualRouter {
     pub adver_at: Option<u64>,
     /// The VRRP version: VRRPv2's Skew_Time is in seconds, not Master_Adver_Intervals.
     pub version: u8,
+    /// The Master as a Backup last accepted it: its address and priority.
+    pub master: Option<(IpAddr, u8)>,
+    /// Adverts that arrived before this time are void (the group started after them, or
+    /// the Master sent priority 0 then); see [`counts`](Self::counts).
+    pub void_before: u64,
+    /// The Master sent priority 0 and nothing since: the next takeover is for that reason.
+    master_left: bool,
 }
 
 impl VirtualRouter {
@@ -100,6 +145,9 @@ impl VirtualRouter {
             master_down_at: None,
             adver_at: None,
             version: vipd_common::vrrp::VERSION_3,
+            master: None,
+            void_before: 0,
+            master_left: false,
         }
     }
 
@@ -132,6 +180,11 @@ impl VirtualRouter {
         }
     }
 
+    /// Whether an advert that arrived at `at` still counts (see `void_before`).
+    pub fn counts(&self, at: u64) -> bool {
+        at > self.void_before
+    }
+
     fn become_master(&mut self, now: u64, out: &mut Vec<VrrpAction>) {
         out.push(VrrpAction::SendAdvert {
             priority: self.priority,
@@ -139,6 +192,7 @@ impl VirtualRouter {
         out.push(VrrpAction::TakeVips);
         self.adver_at = Some(now + u64::from(self.advertisement_interval) * CS);
         self.master_down_at = None;
+        self.master = None;
         self.state = VrrpState::Master;
     }
 
@@ -176,12 +230,22 @@ impl VirtualRouter {
         }
     }
 
-    /// Feeds one event at `now`; returns the actions, in order.
-    pub fn handle(&mut self, event: VrrpEvent, now: u64) -> Vec<VrrpAction> {
+    /// Feeds one event at `now` (an advert's arrival time); returns what to do. Adverts
+    /// that arrived before `void_before` are ignored.
+    pub fn handle(&mut self, event: VrrpEvent, now: u64) -> Step {
+        let from = self.state;
+        let mut reason = "";
         let mut out = Vec::new();
+        if matches!(event, VrrpEvent::Advert { .. }) && now < self.void_before {
+            return Step::default();
+        }
         match (self.state, event) {
             // 6.4.1: Startup.
-            (VrrpState::Initialize, VrrpEvent::Startup) => {
+            (VrrpState::Initialize, VrrpEvent::Startup { reason: why }) => {
+                reason = why;
+                self.void_before = now;
+                self.master = None;
+                self.master_left = false;
                 if self.priority == 255 {
                     self.become_master(now, &mut out);
                 } else {
@@ -190,36 +254,45 @@ impl VirtualRouter {
             }
             (VrrpState::Initialize, _) => {}
             // 6.4.2: Backup.
-            (VrrpState::Backup, VrrpEvent::Shutdown) => {
+            (VrrpState::Backup, VrrpEvent::Shutdown { reason: why }) => {
+                reason = why;
                 self.master_down_at = None;
+                self.master = None;
                 self.state = VrrpState::Initialize;
             }
             (VrrpState::Backup, VrrpEvent::Advert { priority: 0, .. }) => {
                 self.master_down_at = Some(now + self.skew_time());
+                self.master = None;
+                self.master_left = true;
+                self.void_before = now;
             }
             (
                 VrrpState::Backup,
                 VrrpEvent::Advert {
                     priority,
                     max_adver_int_cs,
-                    ..
+                    source,
                 },
             ) => {
                 if !self.preempt || priority >= self.priority {
                     self.become_backup(now, max_adver_int_cs);
+                    self.master = Some((source, priority));
+                    self.master_left = false;
                 }
                 // Otherwise discard: a lower-priority Master will be preempted when the
                 // Master_Down_Timer fires.
             }
-            (VrrpState::Backup, VrrpEvent::Startup) => {}
+            (VrrpState::Backup, VrrpEvent::Startup { .. }) => {}
             // 6.4.3: Master.
-            (VrrpState::Master, VrrpEvent::Shutdown) => {
+            (VrrpState::Master, VrrpEvent::Shutdown { reason: why }) => {
+                reason = why;
                 self.adver_at = None;
                 out.push(VrrpAction::SendAdvert { priority: 0 });
                 out.push(VrrpAction::ReleaseVips);
                 self.state = VrrpState::Initialize;
             }
             (VrrpState::Master, VrrpEvent::Advert { priority: 0, .. }) => {
+                self.void_before = now;
                 out.push(VrrpAction::SendAdvert {
                     priority: self.priority,
                 });
@@ -236,25 +309,40 @@ impl VirtualRouter {
                 let wins = priority > self.priority
                     || (priority == self.priority && source > self.primary);
                 if wins {
+                    reason = reason::PREEMPTED;
                     out.push(VrrpAction::ReleaseVips);
                     self.become_backup(now, max_adver_int_cs);
+                    self.master = Some((source, priority));
+                    self.master_left = false;
                 }
             }
-            (VrrpState::Master, VrrpEvent::Startup) => {}
+            (VrrpState::Master, VrrpEvent::Startup { .. }) => {}
         }
-        out
+        self.step(from, reason, out)
+    }
+
+    /// The step from `from` to the current state.
+    fn step(&self, from: VrrpState, reason: &'static str, actions: Vec<VrrpAction>) -> Step {
+        Step {
+            actions,
+            transition: (from != self.state).then_some(Transition {
+                from,
+                to: self.state,
+                reason,
+            }),
+        }
     }
 
     /// Fires the timers due at `now`, after checking a Backup's Master_Down_Timer against
     /// `heard`: the last advert that should have reset it (recorded by the XDP program
-    /// instead of waking us). If that advert is recent enough, the timer is re-armed from
-    /// it, exactly as if it had been delivered; otherwise the timer fires.
-    pub fn expire(&mut self, now: u64, heard: Option<Heard>) -> Vec<VrrpAction> {
+    /// instead of waking us). If that advert counts and is recent enough, the timer is
+    /// re-armed from it, exactly as if it had been delivered; otherwise the timer fires.
+    pub fn expire(&mut self, now: u64, heard: Option<Heard>) -> Step {
         if self.state == VrrpState::Backup
             && self.master_down_at.is_some_and(|t| t <= now)
-            && let Some(h) = heard.filter(|h| h.at <= now)
+            && let Some(h) = heard.filter(|h| h.at <= now && self.counts(h.at))
         {
-            self.handle(
+            let mut step = self.handle(
                 VrrpEvent::Advert {
                     priority: h.priority,
                     max_adver_int_cs: h.max_adver_int_cs,
@@ -262,15 +350,27 @@ impl VirtualRouter {
                 },
                 h.at,
             );
+            let then = self.tick(now);
+            step.actions.extend(then.actions);
+            step.transition = then.transition.or(step.transition);
+            return step;
         }
         self.tick(now)
     }
 
-    /// Fires the timers due at `now`; returns the actions.
-    pub fn tick(&mut self, now: u64) -> Vec<VrrpAction> {
+    /// Fires the timers due at `now`; returns what to do.
+    pub fn tick(&mut self, now: u64) -> Step {
+        let from = self.state;
+        let mut reason = "";
         let mut out = Vec::new();
         if self.state == VrrpState::Backup && self.master_down_at.is_some_and(|t| t <= now) {
             // 6.4.2: Master_Down_Timer fired.
+            reason = if self.master_left {
+                reason::PRIORITY_ZERO
+            } else {
+                reason::MASTER_DOWN
+            };
+            self.master_left = false;
             self.become_master(now, &mut out);
         } else if self.state == VrrpState::Master && self.adver_at.is_some_and(|t| t <= now) {
             // 6.4.3: Adver_Timer fired.
@@ -279,7 +379,7 @@ impl VirtualRouter {
             });
             self.adver_at = Some(now + u64::from(self.advertisement_interval) * CS);
         }
-        out
+        self.step(from, reason, out)
     }
 }
 
@@ -294,6 +394,9 @@ mod tests {
 
     /// Master_Down_Interval of a priority-100 router at 1 s adverts.
     const DOWN: u64 = cs(300) + cs(156 * 100) / 256;
+
+    const START: VrrpEvent = VrrpEvent::Startup { reason: "startup" };
+    const STOP: VrrpEvent = VrrpEvent::Shutdown { reason: "shutdown" };
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -314,7 +417,7 @@ mod tests {
     #[test]
     fn reconfigure_keeps_the_state_and_a_master_advertises_at_once() {
         let mut m = router(100, true);
-        m.handle(VrrpEvent::Startup, cs(0));
+        m.handle(START, cs(0));
         m.tick(DOWN);
         assert_eq!(m.adver_at, Some(DOWN + cs(100)));
         // From 1 s to 200 ms adverts half-way: an advert now, the next 200 ms later (not
@@ -326,14 +429,14 @@ mod tests {
         assert_eq!((m.priority, m.preempt), (200, false));
 
         let mut b = router(100, true);
-        b.handle(VrrpEvent::Startup, cs(0));
+        b.handle(START, cs(0));
         assert!(b.reconfigure(150, 20, true, cs(50)).is_empty());
         assert_eq!((b.state, b.master_down_at), (VrrpState::Backup, Some(DOWN)));
         assert_eq!(b.priority, 150);
 
         let mut idle = router(100, true);
         assert!(idle.reconfigure(100, 20, true, cs(50)).is_empty());
-        idle.handle(VrrpEvent::Startup, cs(60));
+        idle.handle(START, cs(60));
         assert_eq!(
             idle.master_down_at,
             Some(cs(60) + idle.master_down_interval())
@@ -359,32 +462,38 @@ mod tests {
     fn startup_owner_is_master_at_once_others_backup() {
         let mut owner = router(255, true);
         assert_eq!(
-            owner.handle(VrrpEvent::Startup, cs(0)),
+            owner.handle(START, cs(0)).actions,
             vec![SendAdvert { priority: 255 }, TakeVips]
         );
         assert_eq!(owner.state, VrrpState::Master);
         let mut b = router(100, true);
-        assert!(b.handle(VrrpEvent::Startup, cs(0)).is_empty());
+        assert!(b.handle(START, cs(0)).actions.is_empty());
         assert_eq!((b.state, b.master_down_at), (VrrpState::Backup, Some(DOWN)));
     }
 
     #[test]
     fn backup_becomes_master_when_the_master_down_timer_fires() {
         let mut b = router(100, true);
-        b.handle(VrrpEvent::Startup, cs(0));
-        assert!(b.tick(DOWN - 1).is_empty());
-        assert_eq!(b.tick(DOWN), vec![SendAdvert { priority: 100 }, TakeVips]);
+        b.handle(START, cs(0));
+        assert!(b.tick(DOWN - 1).actions.is_empty());
+        assert_eq!(
+            b.tick(DOWN).actions,
+            vec![SendAdvert { priority: 100 }, TakeVips]
+        );
         assert_eq!(
             (b.state, b.adver_at),
             (VrrpState::Master, Some(DOWN + cs(100)))
         );
-        assert_eq!(b.tick(DOWN + cs(100)), vec![SendAdvert { priority: 100 }]);
+        assert_eq!(
+            b.tick(DOWN + cs(100)).actions,
+            vec![SendAdvert { priority: 100 }]
+        );
     }
 
     #[test]
     fn adverts_reset_the_master_down_timer_and_teach_the_interval() {
         let mut b = router(100, true);
-        b.handle(VrrpEvent::Startup, cs(0));
+        b.handle(START, cs(0));
         b.handle(
             VrrpEvent::Advert {
                 priority: 200,
@@ -404,7 +513,7 @@ mod tests {
     #[test]
     fn a_master_heard_by_the_kernel_re_arms_the_timer_without_a_wake_per_advert() {
         let mut b = router(100, true);
-        b.handle(VrrpEvent::Startup, cs(0));
+        b.handle(START, cs(0));
         let heard = |at| Heard {
             at,
             priority: 200,
@@ -412,32 +521,36 @@ mod tests {
             source: ip("192.0.2.11"),
         };
         // The timer comes due; the Master's last advert was 50 cs ago: re-armed from it.
-        assert!(b.expire(DOWN, Some(heard(DOWN - cs(50)))).is_empty());
+        assert!(
+            b.expire(DOWN, Some(heard(DOWN - cs(50))))
+                .actions
+                .is_empty()
+        );
         assert_eq!(b.state, VrrpState::Backup);
         assert_eq!(b.master_down_at, Some(DOWN - cs(50) + DOWN));
         // Due again with no newer advert: the Master is down.
         let t = DOWN - cs(50) + DOWN;
         assert_eq!(
-            b.expire(t, Some(heard(DOWN - cs(50)))),
+            b.expire(t, Some(heard(DOWN - cs(50)))).actions,
             vec![SendAdvert { priority: 100 }, TakeVips]
         );
         // Nothing heard at all: fires as usual.
         let mut c = router(100, true);
-        c.handle(VrrpEvent::Startup, cs(0));
+        c.handle(START, cs(0));
         assert_eq!(
-            c.expire(DOWN, None),
+            c.expire(DOWN, None).actions,
             vec![SendAdvert { priority: 100 }, TakeVips]
         );
         // A preempting Backup is not held back by a lower-priority Master.
         let mut p = router(250, true);
-        p.handle(VrrpEvent::Startup, cs(0));
+        p.handle(START, cs(0));
         let due = p.master_down_at.unwrap();
         let lower = Heard {
             at: due - cs(1),
             ..heard(0)
         };
         assert_eq!(
-            p.expire(due, Some(lower)),
+            p.expire(due, Some(lower)).actions,
             vec![SendAdvert { priority: 250 }, TakeVips]
         );
     }
@@ -445,12 +558,12 @@ mod tests {
     #[test]
     fn priority_zero_means_take_over_after_skew_time() {
         let mut b = router(100, true);
-        b.handle(VrrpEvent::Startup, cs(0));
+        b.handle(START, cs(0));
         b.handle(advert(0, "192.0.2.11"), cs(50));
         let skew = cs(156 * 100) / 256;
         assert_eq!(b.master_down_at, Some(cs(50) + skew));
         assert_eq!(
-            b.tick(cs(50) + skew),
+            b.tick(cs(50) + skew).actions,
             vec![SendAdvert { priority: 100 }, TakeVips]
         );
     }
@@ -458,12 +571,12 @@ mod tests {
     #[test]
     fn preempting_backup_ignores_a_lower_master_non_preempting_does_not() {
         let mut pre = router(200, true);
-        pre.handle(VrrpEvent::Startup, cs(0));
+        pre.handle(START, cs(0));
         let down = pre.master_down_at;
         pre.handle(advert(100, "192.0.2.11"), cs(100));
         assert_eq!(pre.master_down_at, down, "discarded: it will preempt");
         let mut nopre = router(200, false);
-        nopre.handle(VrrpEvent::Startup, cs(0));
+        nopre.handle(START, cs(0));
         nopre.handle(advert(100, "192.0.2.11"), cs(100));
         assert!(nopre.master_down_at > down, "accepted: it stays backup");
     }
@@ -471,23 +584,29 @@ mod tests {
     #[test]
     fn master_yields_to_higher_priority_or_higher_address_on_a_tie() {
         let mut m = router(100, true);
-        m.handle(VrrpEvent::Startup, cs(0));
+        m.handle(START, cs(0));
         m.tick(DOWN);
-        assert!(m.handle(advert(50, "192.0.2.99"), cs(400)).is_empty());
         assert!(
-            m.handle(advert(100, "192.0.2.1"), cs(400)).is_empty(),
+            m.handle(advert(50, "192.0.2.99"), cs(400))
+                .actions
+                .is_empty()
+        );
+        assert!(
+            m.handle(advert(100, "192.0.2.1"), cs(400))
+                .actions
+                .is_empty(),
             "lower address loses a tie"
         );
         assert_eq!(
-            m.handle(advert(100, "192.0.2.13"), cs(400)),
+            m.handle(advert(100, "192.0.2.13"), cs(400)).actions,
             vec![ReleaseVips]
         );
         assert_eq!(m.state, VrrpState::Backup);
         let mut m2 = router(100, true);
-        m2.handle(VrrpEvent::Startup, cs(0));
+        m2.handle(START, cs(0));
         m2.tick(DOWN);
         assert_eq!(
-            m2.handle(advert(150, "192.0.2.1"), cs(400)),
+            m2.handle(advert(150, "192.0.2.1"), cs(400)).actions,
             vec![ReleaseVips]
         );
     }
@@ -495,17 +614,103 @@ mod tests {
     #[test]
     fn master_answers_priority_zero_and_shuts_down_with_it() {
         let mut m = router(100, true);
-        m.handle(VrrpEvent::Startup, cs(0));
+        m.handle(START, cs(0));
         m.tick(DOWN);
         assert_eq!(
-            m.handle(advert(0, "192.0.2.11"), cs(400)),
+            m.handle(advert(0, "192.0.2.11"), cs(400)).actions,
             vec![SendAdvert { priority: 100 }]
         );
         assert_eq!(
-            m.handle(VrrpEvent::Shutdown, cs(410)),
+            m.handle(STOP, cs(410)).actions,
             vec![SendAdvert { priority: 0 }, ReleaseVips]
         );
         assert_eq!((m.state, m.next_deadline()), (VrrpState::Initialize, None));
+    }
+
+    fn transition(from: VrrpState, to: VrrpState, reason: &'static str) -> Option<Transition> {
+        Some(Transition { from, to, reason })
+    }
+
+    #[test]
+    fn each_step_says_its_transition_and_why() {
+        use VrrpState::*;
+        let mut b = router(100, true);
+        let up = VrrpEvent::Startup { reason: "link_up" };
+        assert_eq!(
+            b.handle(up, cs(0)).transition,
+            transition(Initialize, Backup, "link_up")
+        );
+        assert_eq!(
+            b.tick(DOWN).transition,
+            transition(Backup, Master, reason::MASTER_DOWN)
+        );
+        assert_eq!(
+            b.tick(DOWN + cs(100)).transition,
+            None,
+            "an advert is no transition"
+        );
+        let higher = b.handle(advert(200, "192.0.2.11"), DOWN + cs(150));
+        assert_eq!(
+            higher.transition,
+            transition(Master, Backup, reason::PREEMPTED)
+        );
+        // The Master stops: the takeover a Skew_Time later says so, and only that one.
+        b.handle(advert(0, "192.0.2.11"), DOWN + cs(200));
+        let due = b.master_down_at.unwrap();
+        assert_eq!(
+            b.tick(due).transition,
+            transition(Backup, Master, reason::PRIORITY_ZERO)
+        );
+        let down = VrrpEvent::Shutdown {
+            reason: "link_down",
+        };
+        assert_eq!(
+            b.handle(down, due + cs(1)).transition,
+            transition(Master, Initialize, "link_down")
+        );
+        b.handle(START, due + cs(2));
+        let again = b.master_down_at.unwrap();
+        assert_eq!(
+            b.tick(again).transition,
+            transition(Backup, Master, reason::MASTER_DOWN)
+        );
+    }
+
+    #[test]
+    fn a_backup_knows_its_master_until_it_stops_or_goes_silent() {
+        let mut b = router(100, true);
+        b.handle(START, cs(10));
+        assert_eq!(b.master, None);
+        b.handle(advert(200, "192.0.2.11"), cs(20));
+        assert_eq!(b.master, Some((ip("192.0.2.11"), 200)));
+        // A lower priority is discarded by a preempting Backup: not its Master.
+        b.handle(advert(50, "192.0.2.13"), cs(30));
+        assert_eq!(b.master, Some((ip("192.0.2.11"), 200)));
+        // Priority 0 ends it, and what the kernel recorded before is void.
+        b.handle(advert(0, "192.0.2.11"), cs(40));
+        assert_eq!(b.master, None);
+        assert!(!b.counts(cs(40)) && b.counts(cs(41)));
+        let stale = Heard {
+            at: cs(39),
+            priority: 200,
+            max_adver_int_cs: 100,
+            source: ip("192.0.2.11"),
+        };
+        let due = b.master_down_at.unwrap();
+        assert_eq!(
+            b.expire(due, Some(stale)).transition.map(|t| t.to),
+            Some(VrrpState::Master)
+        );
+        assert_eq!(b.master, None);
+        // Adverts that arrived before a restart do not count after it.
+        b.handle(STOP, cs(500));
+        b.handle(START, cs(600));
+        assert!(
+            b.handle(advert(200, "192.0.2.11"), cs(590))
+                .transition
+                .is_none()
+        );
+        assert_eq!(b.master, None);
     }
 
     /// The XDP program's judgement of an advert (`vipd_common::vrrp::judge`) and this FSM's
@@ -543,7 +748,7 @@ mod tests {
             ) {
                 let now = 1_000 * CS;
                 let mut r = VirtualRouter::new(priority, 100, preempt, addr(own));
-                r.handle(VrrpEvent::Startup, 0);
+                r.handle(START, 0);
                 if master {
                     r.tick(r.master_down_at.unwrap_or_default());
                 }
@@ -573,7 +778,7 @@ mod tests {
                     && r.master_down_at == Some(now + r.master_down_interval());
                 prop_assert_eq!(verdict.refresh, restarted, "{:?} -> {:?}", before, r);
                 let acted = r.state != before.state
-                    || !actions.is_empty()
+                    || !actions.actions.is_empty()
                     || r.master_down_at != before.master_down_at;
                 prop_assert_eq!(verdict.notice.is_some(), acted, "{:?}: {:?} -> {:?}", verdict, before, r);
                 if advert_priority == 0 {

@@ -27,12 +27,6 @@ pub struct Group {
     /// The adverts' source: primary IPv4 address or IPv6 link-local address.
     pub(super) source: IpAddr,
     pub(super) vips: Vec<IpAddr>,
-    /// Kernel time of the last priority-0 notice: older sightings of the Master are void.
-    pub(super) stopped_at: u64,
-    /// The Master as last heard (Backup).
-    pub(super) master: Option<(IpAddr, u8)>,
-    /// Why the next transition happens (for the log).
-    pub(super) reason: &'static str,
     /// Index of the interface the group runs on.
     pub(super) ifindex: u32,
     /// Whether the last advert failed to go out (warned once until one succeeds).
@@ -170,9 +164,6 @@ pub(super) async fn new_group(
             .with_version(g.version),
         source,
         vips: g.vips.iter().map(|v| v.addr).collect(),
-        stopped_at: 0,
-        master: None,
-        reason: "startup",
         send_failing: false,
         retry: Retry::default(),
         cfg: g.clone(),
