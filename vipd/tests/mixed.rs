@@ -21,6 +21,23 @@ const WAIT: Duration = Duration::from_secs(20);
 const POOL: [&str; 2] = ["192.0.2.201", "192.0.2.202"];
 const GROUP_VIP: &str = "192.0.2.200";
 
+/// Spawns vipd as node `id` on `host`: the pool ([`POOL`], 50 ms heartbeats), the VRRP
+/// group `spec` and the `extra` flags.
+fn spawn(
+    lab: &mut Lab,
+    host: &Host,
+    id: u32,
+    log: &str,
+    spec: &str,
+    extra: &[&str],
+) -> anyhow::Result<usize> {
+    let vips: Vec<String> = POOL.iter().map(|v| format!("{v}/24")).collect();
+    let mut args: Vec<&str> = vips.iter().flat_map(|v| ["--vip", v.as_str()]).collect();
+    args.extend(["--interval", "50ms", "--vrrp", spec]);
+    args.extend_from_slice(extra);
+    lab.spawn_vipd(host, id, log, Path::new(VIPD), &args)
+}
+
 /// Starts node `id` on `host` with the pool and VRID 51 (`vrrp_extra` appended to the
 /// group's spec) at `priority`; waits until both have started.
 fn start(
@@ -32,19 +49,7 @@ fn start(
     log: &str,
 ) -> anyhow::Result<usize> {
     let spec = format!("51,priority={priority},vip={GROUP_VIP}/24,interval=100ms{vrrp_extra}");
-    let args = [
-        "--vip",
-        "192.0.2.201/24",
-        "--vip",
-        "192.0.2.202/24",
-        "--interval",
-        "50ms",
-        "--hold-down",
-        "300ms",
-        "--vrrp",
-        &spec,
-    ];
-    let p = lab.spawn_vipd(host, id, log, Path::new(VIPD), &args)?;
+    let p = spawn(lab, host, id, log, &spec, &["--hold-down", "300ms"])?;
     lab.proc(p).wait_for_line(&["vipd started: pool"], WAIT)?;
     lab.proc(p)
         .wait_for_line(&["vrrp state", "vrid=51", "reason=startup"], WAIT)?;
@@ -163,22 +168,13 @@ fn a_vrrp_group_on_another_interface_than_the_pool() -> anyhow::Result<()> {
     for (host, id, priority) in [(&n1, 1, 200), (&n2, 2, 100)] {
         let spec =
             format!("52,priority={priority},vip=198.51.100.200/24,interval=100ms,interface=eth1");
-        let args = [
-            "--vip",
-            "192.0.2.201/24",
-            "--vip",
-            "192.0.2.202/24",
-            "--interval",
-            "50ms",
-            "--vrrp",
-            &spec,
-        ];
-        let p = lab.spawn_vipd(
+        let p = spawn(
+            &mut lab,
             host,
             id,
             &format!("{}-vipd", host.name),
-            Path::new(VIPD),
-            &args,
+            &spec,
+            &[],
         )?;
         lab.proc(p)
             .wait_for_line(&["vipd started: VRRP groups"], WAIT)?;

@@ -17,24 +17,13 @@ use super::{PROGRAM, load_program};
 /// (frame, verdict, ns per packet).
 pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
     use aya::programs::{TestRun as _, TestRunOptions};
-    use vipd_common::heartbeat::DEFAULT_PORT;
     let key = vipd_common::auth::Key::from_bytes(*b"vipd-bench-key!!");
     let load = |auth: bool| -> anyhow::Result<Ebpf> {
         let mut ebpf = Ebpf::load(PROGRAM).context("loading the XDP object (needs CAP_BPF)")?;
         {
             let map = ebpf.map_mut(CONFIG_MAP).context("CONFIG map missing")?;
             let mut config: Array<_, XdpConfig> = Array::try_from(map)?;
-            let cfg = XdpConfig {
-                cluster_id: 1,
-                node_id: 1,
-                dead_ns: 300_000_000,
-                port: DEFAULT_PORT,
-                heartbeats: 1,
-                auth: u8::from(auth),
-                auth_key: if auth { [key.k0, key.k1] } else { [0; 2] },
-                ..XdpConfig::default()
-            };
-            config.set(0, cfg, 0)?;
+            config.set(0, node_1_config(auth.then_some(key)), 0)?;
             // A Backup of VRID 51 (IPv4) at priority 100: the bench's advert, at priority
             // 200, holds it back (validated, checksummed, recorded, no notice after the
             // first).
@@ -120,6 +109,21 @@ pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
         out.push((label, r.return_value, r.duration.as_nanos() as f64));
     }
     Ok(out)
+}
+
+/// The configuration of node 1 of cluster 1 (300 ms dead interval, heartbeats on the
+/// default port), checking heartbeats with `key` if given.
+pub(super) fn node_1_config(key: Option<vipd_common::auth::Key>) -> XdpConfig {
+    XdpConfig {
+        cluster_id: 1,
+        node_id: 1,
+        dead_ns: 300_000_000,
+        port: vipd_common::heartbeat::DEFAULT_PORT,
+        heartbeats: 1,
+        auth: u8::from(key.is_some()),
+        auth_key: key.map_or([0; 2], |k| [k.k0, k.k1]),
+        ..XdpConfig::default()
+    }
 }
 
 /// The heartbeat of the benchmark: node 2 of cluster 1.

@@ -551,7 +551,7 @@ mod tests {
     use aya::programs::{TestRun as _, TestRunOptions};
     use vipd_common::{
         auth::{AUTH_LEN, Key, sign},
-        heartbeat::{DEFAULT_PORT, HEADER_LEN, Heartbeat, State},
+        heartbeat::{HEADER_LEN, Heartbeat, State},
     };
 
     use super::*;
@@ -565,17 +565,9 @@ mod tests {
         let mut ebpf = Ebpf::load(PROGRAM).expect("loading the object");
         let map = ebpf.map_mut(CONFIG_MAP).expect("CONFIG");
         let mut config: Array<_, XdpConfig> = Array::try_from(map).expect("CONFIG array");
-        let cfg = XdpConfig {
-            cluster_id: 1,
-            node_id: 1,
-            dead_ns: 300_000_000,
-            port: DEFAULT_PORT,
-            heartbeats: 1,
-            auth: 1,
-            auth_key: [key.k0, key.k1],
-            ..XdpConfig::default()
-        };
-        config.set(0, cfg, 0).expect("writing CONFIG");
+        config
+            .set(0, cost::node_1_config(Some(key)), 0)
+            .expect("writing CONFIG");
         let p: &mut Xdp = ebpf
             .program_mut("vipd")
             .expect("program")
