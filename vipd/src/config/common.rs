@@ -4,12 +4,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use super::{
+    DAY, HOUR,
     file::{AnnounceSection, Dur, File, HooksSection, MetricsSection},
     health::{Check, check_health_checks},
 };
-
-const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(86_400);
 
 /// The settings both the pool and the VRRP groups use, validated.
 #[derive(Clone, Debug, PartialEq)]

@@ -120,6 +120,10 @@ impl Config {
     }
 }
 
+/// Bounds on duration keys that keep timer arithmetic far from overflow.
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
 /// A duration key bounded so that timer arithmetic stays far from overflow.
 fn at_most(what: &str, d: Option<Dur>, max: Duration) -> Result<(), String> {
     match d {

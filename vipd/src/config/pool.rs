@@ -106,9 +106,8 @@ impl Pool {
                  node is given: raise pool.max_weight on every node"
             ));
         }
-        const DAY: Duration = Duration::from_secs(86_400);
-        super::at_most("heartbeat.hold_down", h.hold_down, DAY)?;
-        super::at_most("heartbeat.heal_delay", h.heal_delay, DAY)?;
+        super::at_most("heartbeat.hold_down", h.hold_down, super::DAY)?;
+        super::at_most("heartbeat.heal_delay", h.heal_delay, super::DAY)?;
         let hold_down = h.hold_down.map_or(DEFAULT_HOLD_DOWN, |d| d.0);
         let (auth_key, auth_next_key) = auth_keys(h, !vips.is_empty())?;
         Ok(Pool {
