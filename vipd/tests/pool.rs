@@ -629,6 +629,45 @@ fn a_healed_split_is_settled_at_once_and_rebalanced_after_the_heal_delay() -> an
     Ok(())
 }
 
+/// A split longer than the time after which a silent peer is forgotten (60 s): each side
+/// forgets the other, and once healed they hear, verify and place with each other again
+/// (each VIP back on one node), as after a short split.
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn a_split_longer_than_the_forget_time_heals_to_one_owner() -> anyhow::Result<()> {
+    require_root();
+    let mut p = Pool::new("vf", 2, &["192.0.2.201", "192.0.2.202"])?;
+    for i in 1..=2 {
+        p.start(i, "first", &["--hold-down", "300ms"])?;
+    }
+    p.wait_counts(&[1, 2], &[1, 1])?;
+    let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
+
+    p.lab.partition(&n1, &n2, true)?;
+    // Both sides take every VIP, then forget each other (no longer listed as peers).
+    for (node, peer) in [(&n1, 2), (&n2, 1)] {
+        wait_until("the peer forgotten", Duration::from_secs(90), || {
+            std::thread::sleep(Duration::from_millis(500));
+            let status = common::status(&p.lab, node)?;
+            Ok(status["peers"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|x| x["id"] != peer)))
+        })?;
+    }
+    p.lab.partition(&n1, &n2, false)?;
+    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
+    p.wait_answering(&healed)?;
+    for (node, peer) in [(&n1, 2), (&n2, 1)] {
+        let status = common::status(&p.lab, node)?;
+        let entry = status["peers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == peer))
+            .context("peer listed")?;
+        assert_eq!(entry["in_view"], true, "{status:#}");
+    }
+    Ok(())
+}
+
 /// A changed VIP list rolled out node by node (SIGHUP, one node at a time), one VIP
 /// dropped and one added: nodes on different lists exchange their lists and place the VIPs
 /// they share alike, so no VIP is ever on two nodes or on none that some live node lists

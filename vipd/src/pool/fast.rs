@@ -621,10 +621,16 @@ impl Pool {
     /// Forgets long-silent peers outside the view, and removes them from the table.
     fn forget(&mut self, now: u64) {
         let max = vipd_common::maps::MAX_PEERS as usize;
-        for id in self.membership.forget(now, FORGET_AFTER_NS, max) {
-            self.peers.remove(&id);
-            let _ = self.io.peers.remove(&id);
+        let gone = self.membership.forget(now, FORGET_AFTER_NS, max);
+        if gone.is_empty() {
+            return;
         }
+        for id in &gone {
+            self.peers.remove(id);
+            self.lists.remove(id);
+            let _ = self.io.peers.remove(id);
+        }
+        self.report(Report::Forgotten(gone));
     }
 
     /// Feeds a peer table snapshot; places and acts. Returns whether what we hold changed.

@@ -110,6 +110,10 @@ pub enum Report {
     Released(Vec<Released>),
     /// Sending heartbeats started failing (the error), or works again (None).
     SendFailing(Option<String>),
+    /// Long-silent peers outside the view were forgotten (with their XDP entries): what
+    /// the slow path told the fast path about them (verified, holdings, lists) must be
+    /// told again when they come back.
+    Forgotten(Vec<u32>),
     /// The fast path ended: heartbeats sent and failed, last sequence number.
     Stopped {
         sent: u64,

@@ -400,11 +400,33 @@ impl Pool {
                     sh.cfg.node.interface
                 )
             }
+            Report::Forgotten(ids) => {
+                info!(peers = ?ids, "long-silent peers forgotten");
+                for id in ids {
+                    self.forget(sh, id);
+                }
+            }
             Report::Stopped {
                 sent,
                 failed,
                 sequence,
             } => self.stopped = Some((sent, failed, sequence)),
+        }
+    }
+
+    /// The fast path forgot `peer`: whatever it was told of it is told again when the peer
+    /// is heard from again (its echo verifies it anew, its holdings and list count anew).
+    /// The last state section's (incarnation, sequence) is kept: a recording of it stays
+    /// refused.
+    fn forget(&mut self, sh: &Shell, peer: u32) {
+        self.verified.remove(&peer);
+        self.holdings_sent.remove(&peer);
+        self.lists_told.remove(&peer);
+        self.states.remove(&peer);
+        if self.other_pool.remove(&peer) {
+            sh.metrics
+                .peers_other_pool
+                .set(self.other_pool.len() as i64);
         }
     }
 
