@@ -30,6 +30,7 @@ pub mod notify;
 pub mod pool;
 pub mod ratelimit;
 pub mod runtime;
+pub mod sim;
 pub mod testrun;
 pub mod vip;
 pub mod vrrp;

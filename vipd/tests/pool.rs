@@ -668,6 +668,71 @@ fn a_split_longer_than_the_forget_time_heals_to_one_owner() -> anyhow::Result<()
     Ok(())
 }
 
+/// A restart behind a cut that a third node sees across (3 nodes, 6 VIPs; n1 and n2 cut
+/// apart, n1 restarted 3 s in): during the cut every VIP stays answered, never by two nodes
+/// that hear each other, and the heal leaves each VIP on one node, balanced.
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn a_restart_during_a_cut_leaves_no_vip_on_none_or_on_two() -> anyhow::Result<()> {
+    require_root();
+    let vips = [
+        "192.0.2.201",
+        "192.0.2.202",
+        "192.0.2.203",
+        "192.0.2.204",
+        "192.0.2.205",
+        "192.0.2.206",
+    ];
+    let mut p = Pool::new("vr", 3, &vips)?;
+    for i in 1..=3 {
+        p.start(i, "first", &["--hold-down", "300ms"])?;
+    }
+    p.wait_counts(&[1, 2, 3], &[2, 2, 2])?;
+    let (n1, n2, n3) = (p.nodes[0].clone(), p.nodes[1].clone(), p.nodes[2].clone());
+
+    p.lab.partition(&n1, &n2, true)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = p.procs["n1"];
+    p.lab.proc(pid).signal(libc::SIGTERM)?;
+    p.lab.proc(pid).wait_exit(SETTLE)?;
+    p.start(1, "second", &["--hold-down", "300ms"])?;
+    // During the cut: every VIP answered, by one of n1 and n3 and one of n2 and n3 at
+    // most (n1 and n2 do not hear each other).
+    let mut last = String::new();
+    wait_until(
+        "every VIP on a node, never on two that hear each other",
+        SETTLE,
+        || {
+            for vip in &vips {
+                let on: Vec<&Host> = [&n1, &n2, &n3]
+                    .into_iter()
+                    .filter(|h| p.lab.has_address(h, vip).unwrap_or(false))
+                    .collect();
+                let hear =
+                    |a: &Host, b: &Host| !(a.name != b.name && a.name != "n3" && b.name != "n3");
+                let twice = on
+                    .iter()
+                    .enumerate()
+                    .any(|(k, a)| on[k + 1..].iter().any(|b| hear(a, b)));
+                if on.is_empty() || twice {
+                    last = format!(
+                        "{vip} on {:?}",
+                        on.iter().map(|h| &h.name).collect::<Vec<_>>()
+                    );
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+    .with_context(|| last.clone())?;
+
+    p.lab.partition(&n1, &n2, false)?;
+    let healed = p.wait_counts(&[1, 2, 3], &[2, 2, 2])?;
+    p.wait_answering(&healed)?;
+    Ok(())
+}
+
 /// A changed VIP list rolled out node by node (SIGHUP, one node at a time), one VIP
 /// dropped and one added: nodes on different lists exchange their lists and place the VIPs
 /// they share alike, so no VIP is ever on two nodes or on none that some live node lists

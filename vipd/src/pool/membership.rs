@@ -120,6 +120,8 @@ pub struct Membership {
     /// with their digests, the latest last: a member's `hears` bits index into the one
     /// whose digest it sends (a view change here need not have reached it yet).
     views: Vec<(u64, Vec<u32>)>,
+    /// When the table was last observed: a deadline not after it has been acted on.
+    observed_ns: u64,
 }
 
 impl Membership {
@@ -132,6 +134,7 @@ impl Membership {
             stalls: BTreeMap::new(),
             verified: BTreeMap::new(),
             views: Vec::new(),
+            observed_ns: 0,
         }
     }
 
@@ -323,6 +326,7 @@ impl Membership {
         table: impl IntoIterator<Item = PeerState>,
         now_ns: u64,
     ) -> Vec<Transition> {
+        self.observed_ns = now_ns;
         for state in table {
             let previous = self.peers.get(&state.node_id).copied();
             let in_view = previous.is_some_and(|p| p.in_view);
@@ -419,6 +423,16 @@ impl Membership {
         out
     }
 
+    /// Whether some member's latest heartbeat says it does not hear `me` (its `hears` bit
+    /// for this node is clear, or written for a view this node cannot decode): a link that
+    /// works one way only, which this node cannot see from its side.
+    pub fn unheard_by_a_member(&self, me: u32) -> bool {
+        self.peers
+            .values()
+            .filter(|p| p.in_view)
+            .any(|p| !self.bit_for(&p.state, me))
+    }
+
     /// The peers in the view, in node order.
     pub fn view_peers(&self) -> Vec<u32> {
         self.peers
@@ -429,7 +443,10 @@ impl Membership {
     }
 
     /// When the earliest peer in the view would time out, or a returning peer's heal
-    /// delay ends, if any (CLOCK_MONOTONIC ns).
+    /// delay ends, if any (CLOCK_MONOTONIC ns). A heal delay that ended by the last
+    /// observation without the peer returning (it is not mature, or leaving) is no
+    /// deadline: only its next heartbeat can change that (a deadline in the past would
+    /// keep the fast path from ever sleeping).
     pub fn next_deadline(&self) -> Option<u64> {
         let timeouts = self.peers.values().filter(|p| p.in_view).map(|p| {
             let at = Self::last_alive(p);
@@ -439,7 +456,8 @@ impl Membership {
             .peers
             .values()
             .filter(|p| !p.in_view && p.lost)
-            .filter_map(|p| p.back_since.map(|t| t + self.heal_ns));
+            .filter_map(|p| p.back_since.map(|t| t + self.heal_ns))
+            .filter(|t| *t > self.observed_ns);
         timeouts.chain(heals).min()
     }
 
@@ -605,6 +623,27 @@ mod tests {
         back.incarnation = 9;
         assert_eq!(
             seen(&mut m, [back], 4200 * MS),
+            vec![Transition::Joined { node_id: 2 }]
+        );
+    }
+
+    #[test]
+    fn a_heal_delay_that_ended_without_a_return_is_no_deadline() {
+        // Lost, heard again but not mature (its checks fail): when its heal delay ends it
+        // does not return, and that moment must not stay a deadline (the fast path would
+        // wake for it forever, never sleeping).
+        const HEAL: u64 = 500 * MS;
+        let mut m = Membership::new(DEAD);
+        m.set_heal_delay(HEAL);
+        seen(&mut m, [peer(2, 1000 * MS, FLAG_MATURE)], 1000 * MS);
+        seen(&mut m, [peer(2, 1000 * MS, FLAG_MATURE)], 1300 * MS);
+        assert!(seen(&mut m, [peer(2, 2000 * MS, 0)], 2000 * MS).is_empty());
+        assert_eq!(m.next_deadline(), Some(2000 * MS + HEAL));
+        assert!(seen(&mut m, [peer(2, 2500 * MS, 0)], 2500 * MS).is_empty());
+        assert_eq!(m.next_deadline(), None);
+        // Mature again: it returns at once (heard for longer than the delay).
+        assert_eq!(
+            seen(&mut m, [peer(2, 2600 * MS, FLAG_MATURE)], 2600 * MS),
             vec![Transition::Joined { node_id: 2 }]
         );
     }

@@ -42,8 +42,12 @@ impl Verdicts {
 /// Something the slow path asks of the fast path.
 #[derive(Debug)]
 pub enum Command {
-    /// What a peer holds, from its latest authenticated state section.
-    Holdings { peer: u32, vips: BTreeSet<IpAddr> },
+    /// What a peer, in `incarnation`, holds, from its latest authenticated state section.
+    Holdings {
+        peer: u32,
+        incarnation: u64,
+        vips: BTreeSet<IpAddr>,
+    },
     /// The VIP list a peer runs, when it is not this node's (`None`: the same again).
     PeerList {
         peer: u32,

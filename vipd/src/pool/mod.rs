@@ -1,12 +1,16 @@
 //! Pool mode (Wackamole-like): N VIPs balanced over the live nodes.
 //!
 //! - [`membership`] and [`placement`]: pure rules — who is in the view, who holds what.
+//! - [`decide`]: the pool's decisions as a state machine behind [`decide::Edges`] (what to
+//!   take, release, announce and send), run by the fast path and by the simulator
+//!   ([`crate::sim`]); [`told`]: what the slow path has told it of each peer.
 //! - [`lists`]: peers on another VIP list (a rolling change), their lists learned.
 //! - [`plan`]: capacity after failures (`vipd plan`).
 //! - [`fast`]: the fast path's loop (heartbeats, deadlines, takeover) on its real-time
-//!   thread; [`slow`]: the slow path (state sections, carrier, checks, reload, logs);
+//!   thread, `decide`'s I/O; [`slow`]: the slow path (state sections, carrier, checks, reload, logs);
 //!   [`messages`]: what they say to each other.
 
+pub mod decide;
 pub mod fast;
 pub mod lists;
 pub mod membership;
@@ -14,6 +18,7 @@ pub mod messages;
 pub mod placement;
 pub mod plan;
 pub mod slow;
+pub mod told;
 
 use vipd_common::heartbeat::fnv1a64;
 

@@ -31,6 +31,7 @@ use super::{
     membership::{LeftBecause, Transition},
     messages::{COMMANDS, Command, REPORTS, Report, Verdicts},
     pool_digest,
+    told::Told,
 };
 use crate::{
     announce::Announcer,
@@ -174,9 +175,8 @@ pub fn start(
         verdicts,
         receiver,
         vouch,
-        holdings_sent: BTreeMap::new(),
+        told: Told::default(),
         incarnation,
-        verified: BTreeMap::new(),
         state_seen: BTreeMap::new(),
         other_pool: BTreeSet::new(),
         lists: Lists::new(&cfg.pool.vips),
@@ -228,12 +228,10 @@ pub struct Pool {
     /// The pool, sorted (bit i of a state section is `pool[i]`).
     pool: Vec<IpAddr>,
     pool_digest: u32,
-    /// What was last passed to the fast path for each peer.
-    holdings_sent: BTreeMap<u32, BTreeSet<IpAddr>>,
+    /// What the fast path was told of each peer (verified, holdings).
+    told: Told,
     /// This daemon's incarnation, which peers' state sections must echo.
     incarnation: u64,
-    /// The incarnation each peer was last verified in (passed to the fast path).
-    verified: BTreeMap<u32, u64>,
     /// With authentication: (incarnation, sequence) of the last state section accepted
     /// from each peer, so a replayed one is refused.
     state_seen: BTreeMap<u32, (u64, u64)>,
@@ -379,7 +377,10 @@ impl Pool {
             }
             Report::Restored(vips) => sh.held.restored(&vips, &self.announcer),
             Report::TakeFailed { vip, error } => {
-                warn!("taking over {vip}: {error}; will retry")
+                warn!(
+                    "taking over {vip}: {error}; this node holds down (its peers take its \
+                     share) and tries again after the hold-down"
+                )
             }
             Report::Released(list) => {
                 for r in list
@@ -419,8 +420,7 @@ impl Pool {
     /// The last state section's (incarnation, sequence) is kept: a recording of it stays
     /// refused.
     fn forget(&mut self, sh: &Shell, peer: u32) {
-        self.verified.remove(&peer);
-        self.holdings_sent.remove(&peer);
+        self.told.forget(peer);
         self.lists_told.remove(&peer);
         self.states.remove(&peer);
         if self.other_pool.remove(&peer) {
@@ -576,7 +576,7 @@ impl Pool {
         self.pool = vips.iter().map(|v| v.addr).collect();
         self.pool_digest = pool_digest(vips);
         self.lists.learn(vips.into());
-        self.holdings_sent.clear();
+        self.told.unsay_holdings();
         self.list_sent = None;
         let peers: Vec<u32> = self.states.keys().copied().collect();
         for peer in peers {
@@ -742,19 +742,10 @@ impl Pool {
             return;
         };
         if state.echoes_for(sh.cfg.node.id, self.incarnation)
-            && self.verified.get(&hb.node_id) != Some(&hb.incarnation)
+            && let Some(command) = self.told.verify(hb.node_id, hb.incarnation)
+            && self.fast.try_ask(command).is_ok()
         {
-            let command = Command::Verified {
-                peer: hb.node_id,
-                incarnation: hb.incarnation,
-            };
-            if self.fast.try_ask(command).is_ok() {
-                // Bounded: forgetting only means asking again (the fast path keeps its own).
-                if self.verified.len() >= 2 * MAX_PEERS as usize {
-                    self.verified.clear();
-                }
-                self.verified.insert(hb.node_id, hb.incarnation);
-            }
+            self.told.verified(hb.node_id, hb.incarnation);
         }
         if self.states.len() >= MAX_PEERS as usize && !self.states.contains_key(&hb.node_id) {
             // Bounded: keep only the peers the XDP program still records.
@@ -835,16 +826,14 @@ impl Pool {
                 None => self.lists_told.remove(&peer),
             };
         }
-        if self.holdings_sent.get(&peer) == Some(&vips) {
-            return;
-        }
-        let command = Command::Holdings {
-            peer,
-            vips: vips.clone(),
-        };
         // When the fast path is behind, the peer's next state section says it again.
-        if self.fast.try_ask(command).is_ok() {
-            self.holdings_sent.insert(peer, vips);
+        let Some(incarnation) = self.recorded(sh, peer).map(|p| p.incarnation) else {
+            return;
+        };
+        if let Some(command) = self.told.holdings(peer, incarnation, &vips)
+            && self.fast.try_ask(command).is_ok()
+        {
+            self.told.held(peer, incarnation, vips);
         }
     }
 

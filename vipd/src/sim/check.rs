@@ -1,0 +1,165 @@
+//! The invariants, checked after every wake-up and every fault's start and end:
+//! - two nodes that hear each other never both answer for a VIP, once the faults have
+//!   been still for [`Bounds::two_owners_ns`];
+//! - a VIP is never answered by nobody while a node that may hold it runs, once the faults
+//!   have been still for [`Bounds::no_owner_ns`];
+//! - after the faults end and a quiet time ([`Bounds::quiet_ns`]), each VIP has exactly
+//!   one owner, where placement puts it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+};
+
+use super::world::{Params, World};
+use crate::pool::placement::{self, Member};
+
+const MS: u64 = 1_000_000;
+
+/// How long after the last fault change each invariant must hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub two_owners_ns: u64,
+    pub no_owner_ns: u64,
+    pub quiet_ns: u64,
+}
+
+impl Bounds {
+    /// The bounds for `params`' timers: two dead intervals plus the heal delay (a peer
+    /// heard again is settled within a few heartbeats, or after its heal delay), and for a
+    /// VIP on nobody the hold-down on top (a node that starts waits that long).
+    pub fn for_params(p: &Params) -> Self {
+        let (dead, hold) = (p.dead_ms * MS, p.hold_down_ms * MS);
+        Self {
+            two_owners_ns: 2 * dead + hold + 500 * MS,
+            no_owner_ns: 2 * dead + 2 * hold + 1000 * MS,
+            quiet_ns: 2 * hold + 5000 * MS,
+        }
+    }
+}
+
+/// An invariant broken: when and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub at_ns: u64,
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at {:.3}s: {}", self.at_ns as f64 / 1e9, self.what)
+    }
+}
+
+/// Watches a run.
+pub struct Checker {
+    bounds: Bounds,
+    /// Since when each VIP has been answered by nobody.
+    unanswered_since: BTreeMap<IpAddr, u64>,
+}
+
+impl Checker {
+    pub fn new(bounds: Bounds) -> Self {
+        Self {
+            bounds,
+            unanswered_since: BTreeMap::new(),
+        }
+    }
+
+    /// The invariants that hold at every moment (past their bounds).
+    pub fn check(&mut self, w: &World) -> Result<(), Violation> {
+        let still = w.now.saturating_sub(w.last_change);
+        let pool = w.pool().to_vec();
+        for vip in &pool {
+            let owners: Vec<usize> = (0..w.len()).filter(|i| w.answers(*i, vip)).collect();
+            if still > self.bounds.two_owners_ns {
+                for (k, a) in owners.iter().enumerate() {
+                    for b in &owners[k + 1..] {
+                        if w.hear_each_other(*a, *b) {
+                            return Err(Violation {
+                                at_ns: w.now,
+                                what: format!(
+                                    "{vip} answered by n{} and n{}, which hear each other",
+                                    w.id(*a),
+                                    w.id(*b)
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+            if !owners.is_empty() {
+                self.unanswered_since.remove(vip);
+                continue;
+            }
+            let since = *self.unanswered_since.entry(*vip).or_insert(w.now);
+            let eligible = (0..w.len()).any(|i| {
+                let h = w.health(i);
+                h.running && !h.paused && h.carrier && h.healthy && !h.add_fails
+            });
+            let unanswered = w.now.saturating_sub(since.max(w.last_change));
+            if eligible && unanswered > self.bounds.no_owner_ns {
+                return Err(Violation {
+                    at_ns: w.now,
+                    what: format!(
+                        "{vip} answered by nobody for {:.3}s while a node that may hold it runs",
+                        unanswered as f64 / 1e9
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// After the quiet time: each VIP on exactly one node, as placement puts it on every
+    /// node (equal weights).
+    pub fn converged(&self, w: &World) -> Result<(), Violation> {
+        let mut holders = BTreeMap::new();
+        for vip in w.pool() {
+            let owners: Vec<u32> = (0..w.len())
+                .filter(|i| w.answers(*i, vip))
+                .map(|i| w.id(i))
+                .collect();
+            if owners.len() != 1 {
+                return Err(Violation {
+                    at_ns: w.now,
+                    what: format!("after the quiet time {vip} is answered by {owners:?}"),
+                });
+            }
+            holders.insert(*vip, owners[0]);
+        }
+        let members: Vec<Member> = (0..w.len())
+            .map(|i| Member {
+                id: w.id(i),
+                weight: 1,
+            })
+            .collect();
+        let placed = placement::place_by_lists(
+            w.pool(),
+            &members,
+            &BTreeMap::new(),
+            &holders,
+            &BTreeMap::new(),
+            true,
+        );
+        if placed != holders {
+            let counts = |m: &BTreeMap<IpAddr, u32>| {
+                let ids: BTreeSet<u32> = m.values().copied().collect();
+                ids.iter()
+                    .map(|id| (*id, m.values().filter(|v| *v == id).count()))
+                    .collect::<Vec<_>>()
+            };
+            return Err(Violation {
+                at_ns: w.now,
+                what: format!(
+                    "after the quiet time the VIPs are not where placement puts them: held \
+                     {:?}, placed {:?}",
+                    counts(&holders),
+                    counts(&placed)
+                ),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,866 @@
+//! The simulated cluster: nodes running the pool's real state machine ([`Decide`]), the
+//! XDP program's real peer-table rule ([`peer::record`]) and the slow path's real
+//! bookkeeping ([`Told`]), over a simulated link and a virtual clock. The loop of each
+//! node's wake-up is the fast path's ([`crate::pool::fast`]): verdicts, commands, events,
+//! deadlines, reconcile.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use vipd_common::{
+    heartbeat::{FLAG_LEAVING, Heartbeat, State as WireState},
+    maps::{EventKind, PeerState, XdpConfig, fenced},
+    peer,
+};
+
+use super::{
+    check::Violation,
+    faults::{Fault, Kind},
+    rng::Rng,
+};
+use crate::{
+    config::{Config, File},
+    fastpath::{
+        STALL_NS,
+        schedule::{Periodic, earliest},
+    },
+    holder::{Released, Taken},
+    ifaddr::Outcome,
+    pool::{
+        decide::{Decide, Edges, Outgoing, Scan},
+        messages::{Command, Report},
+        pool_digest,
+        told::Told,
+    },
+    vip::Vip,
+};
+
+/// How often the fast path reads the whole peer table (as `pool::fast` does).
+const FULL_SCAN_NS: u64 = 100_000_000;
+/// One-way delay of a frame on the simulated link.
+const DELAY_NS: u64 = 100_000;
+/// Datagrams and events a stopped process's socket and ring keep.
+const BACKLOG: usize = 4096;
+const MS: u64 = 1_000_000;
+/// Events at one moment beyond which the nodes are busy-looping.
+const STORM: u32 = 100_000;
+/// Wake-ups of one node in 10 ms of virtual time beyond which it is busy-looping (it
+/// wakes for each heartbeat heard, at most a few hundred).
+const BUSY: u32 = 2_000;
+
+/// The cluster's shape and timers.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub nodes: usize,
+    pub vips: usize,
+    pub interval_ms: u64,
+    pub dead_ms: u64,
+    pub hold_down_ms: u64,
+}
+
+impl Params {
+    /// The configuration of node `id` (1-based).
+    pub fn config(&self, id: u32) -> Config {
+        let vips: Vec<String> = (0..self.vips)
+            .map(|i| {
+                if i % 3 == 2 {
+                    format!("\"2001:db8::{:x}\"", 0x201 + i)
+                } else {
+                    format!("\"192.0.2.{}\"", 201 + i)
+                }
+            })
+            .collect();
+        let text = format!(
+            "[node]\nid = {id}\ninterface = \"sim0\"\n\
+             [heartbeat]\ninterval = \"{}ms\"\ndead_interval = \"{}ms\"\nhold_down = \"{}ms\"\nauth = \"off\"\n\
+             [pool]\nvips = [{}]\n",
+            self.interval_ms,
+            self.dead_ms,
+            self.hold_down_ms,
+            vips.join(", ")
+        );
+        let file = File::parse(&text).expect("the simulator's config parses");
+        Config::from_file(file).expect("the simulator's config is valid")
+    }
+}
+
+/// The daemon on a node, while it runs.
+struct Proc {
+    decide: Decide,
+    told: Told,
+    incarnation: u64,
+    send: Periodic,
+    /// What the slow path asked, not yet served.
+    commands: Vec<Command>,
+    /// What the XDP program reported, not yet read.
+    events: Vec<(Option<EventKind>, u32)>,
+    /// State sections waiting in the socket (while the process is stopped).
+    sections: Vec<(Heartbeat, Vec<u8>)>,
+    /// The wake-up it asked for.
+    asked: Option<u64>,
+}
+
+/// One simulated node: its kernel (peer table, addresses, fence clock) and its daemon.
+struct Node {
+    id: u32,
+    cfg: Config,
+    pool: Vec<IpAddr>,
+    proc: Option<Proc>,
+    /// The XDP program's peer table.
+    table: BTreeMap<u32, PeerState>,
+    /// The VIPs on the interface.
+    addrs: BTreeSet<IpAddr>,
+    /// The self-fencing clock: the last heartbeat sent.
+    fence_ns: u64,
+    sequence: u64,
+    incarnations: u64,
+    /// Bumped on each wake-up scheduled, so older ones are void.
+    wake_gen: u64,
+    /// Wake-ups in the current 10 ms of virtual time, and when those began.
+    wakes: (u64, u32),
+}
+
+/// Something that happens at a moment of virtual time.
+enum Event {
+    Deliver {
+        to: usize,
+        hb: Heartbeat,
+        section: Vec<u8>,
+    },
+    Wake {
+        node: usize,
+        generation: u64,
+    },
+    /// Fault `i` starts (true) or ends.
+    Fault(usize, bool),
+    /// Node `i`'s daemon is started for the first time.
+    Start(usize),
+}
+
+/// What a node's kernel and daemon see of the faults on at some moment.
+#[derive(Clone, Copy, Default)]
+pub struct Health {
+    pub carrier: bool,
+    pub running: bool,
+    pub paused: bool,
+    pub healthy: bool,
+    pub add_fails: bool,
+    pub isolated: bool,
+}
+
+/// The simulated cluster.
+pub struct World {
+    pub params: Params,
+    pub now: u64,
+    nodes: Vec<Node>,
+    faults: Vec<Fault>,
+    /// The faults on now.
+    on: Vec<bool>,
+    queue: BTreeMap<(u64, u64), Event>,
+    seq: u64,
+    rng: Rng,
+    /// When the faults last changed (a start or an end).
+    pub last_change: u64,
+    /// Events handled.
+    pub steps: u64,
+    /// A line per notable moment, when tracing.
+    pub trace: Option<Vec<String>>,
+}
+
+impl World {
+    /// `params.nodes` nodes started at time 0, with `faults` to come; `seed` draws losses
+    /// and delays.
+    pub fn new(params: Params, faults: Vec<Fault>, seed: u64) -> Self {
+        let nodes = (1..=params.nodes as u32)
+            .map(|id| {
+                let cfg = params.config(id);
+                let mut pool: Vec<IpAddr> = cfg.pool.vips.iter().map(|v| v.addr).collect();
+                pool.sort();
+                Node {
+                    id,
+                    cfg,
+                    pool,
+                    proc: None,
+                    table: BTreeMap::new(),
+                    addrs: BTreeSet::new(),
+                    fence_ns: 0,
+                    sequence: 0,
+                    incarnations: 0,
+                    wake_gen: 0,
+                    wakes: (0, 0),
+                }
+            })
+            .collect();
+        let on = vec![false; faults.len()];
+        let mut world = Self {
+            params,
+            now: 0,
+            nodes,
+            faults,
+            on,
+            queue: BTreeMap::new(),
+            seq: 0,
+            rng: Rng::new(seed ^ 0x5eed),
+            last_change: 0,
+            steps: 0,
+            trace: None,
+        };
+        for i in 0..world.faults.len() {
+            let f = world.faults[i];
+            world.push(f.start_ms * MS, Event::Fault(i, true));
+            world.push((f.start_ms + f.len_ms) * MS, Event::Fault(i, false));
+        }
+        for i in 0..world.nodes.len() {
+            // Started a little apart, as nodes are.
+            let at = world.rng.range(0, 50) * MS;
+            world.push(at, Event::Start(i));
+        }
+        world
+    }
+
+    fn push(&mut self, at: u64, ev: Event) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(t) = &mut self.trace {
+            t.push(format!("{:>10.3}s {}", self.now as f64 / 1e9, line()));
+        }
+    }
+
+    /// The faults' effect on node `i` now.
+    pub fn health(&self, i: usize) -> Health {
+        let mut h = Health {
+            carrier: true,
+            running: self.nodes[i].proc.is_some(),
+            healthy: true,
+            ..Health::default()
+        };
+        for (f, on) in self.faults.iter().zip(&self.on) {
+            if !on {
+                continue;
+            }
+            match f.kind {
+                Kind::Carrier { a } if a == i => h.carrier = false,
+                Kind::Pause { a } if a == i => h.paused = true,
+                Kind::Unhealthy { a } if a == i => h.healthy = false,
+                Kind::AddFails { a } if a == i => h.add_fails = true,
+                Kind::Isolate { a } if a == i => h.isolated = true,
+                _ => {}
+            }
+        }
+        h
+    }
+
+    /// Whether a frame from `a` to `b` is dropped for good now, and the loss ratio and
+    /// jitter of the link otherwise.
+    fn link(&self, a: usize, b: usize) -> Option<(f64, u64)> {
+        let (ha, hb) = (self.health(a), self.health(b));
+        if !ha.carrier || !hb.carrier || ha.isolated || hb.isolated {
+            return None;
+        }
+        let (mut loss, mut jitter) = (0.0, 0);
+        for (f, on) in self.faults.iter().zip(&self.on) {
+            if !on {
+                continue;
+            }
+            match f.kind {
+                Kind::Cut { a: x, b: y } if (x, y) == (a, b) || (x, y) == (b, a) => return None,
+                Kind::OneWay { from, to } if (from, to) == (a, b) => return None,
+                Kind::Lossy {
+                    a: x,
+                    b: y,
+                    percent,
+                    jitter_us,
+                } if (x, y) == (a, b) || (x, y) == (b, a) => {
+                    loss = f64::from(percent) / 100.0;
+                    jitter = u64::from(jitter_us) * 1000;
+                }
+                _ => {}
+            }
+        }
+        Some((loss, jitter))
+    }
+
+    /// Whether `a` and `b` hear each other cleanly now (both ways, no loss): where two
+    /// owners of a VIP are a fault.
+    pub fn hear_each_other(&self, a: usize, b: usize) -> bool {
+        let up = |i: usize| {
+            let h = self.health(i);
+            h.running && !h.paused
+        };
+        up(a)
+            && up(b)
+            && matches!(self.link(a, b), Some((l, _)) if l == 0.0)
+            && matches!(self.link(b, a), Some((l, _)) if l == 0.0)
+    }
+
+    /// Whether node `i` answers for `vip` now: the address is on its interface, it has
+    /// carrier, and its XDP program does not fence it.
+    pub fn answers(&self, i: usize, vip: &IpAddr) -> bool {
+        let n = &self.nodes[i];
+        n.addrs.contains(vip)
+            && self.health(i).carrier
+            && !fenced(n.fence_ns, self.now, self.params.dead_ms * MS)
+    }
+
+    /// Each node as its status shows it (what it holds, its view, who it thinks owns each
+    /// VIP), for a failing run's report.
+    pub fn describe(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let h = self.health(i);
+                let status = n.proc.as_ref().map(|p| p.decide.status(self.now));
+                let owners: Vec<String> = status
+                    .iter()
+                    .flat_map(|s| &s.vips)
+                    .map(|v| format!("{}->{:?}", v.vip, v.owner))
+                    .collect();
+                format!(
+                    "n{}: running {} paused {} carrier {} addrs {:?} fenced {} state {:?} view {:?} owners {:?}",
+                    n.id,
+                    h.running,
+                    h.paused,
+                    h.carrier,
+                    n.addrs,
+                    fenced(n.fence_ns, self.now, self.params.dead_ms * MS),
+                    status.as_ref().map(|s| s.state.clone()),
+                    status.as_ref().map(|s| s.view.clone()),
+                    owners
+                )
+            })
+            .collect()
+    }
+
+    /// The pool (the same on every node).
+    pub fn pool(&self) -> &[IpAddr] {
+        &self.nodes[0].pool
+    }
+
+    /// Node `i`'s id.
+    pub fn id(&self, i: usize) -> u32 {
+        self.nodes[i].id
+    }
+
+    /// The nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Ends every fault now (the network heals, stopped daemons start again).
+    pub fn heal_all(&mut self) {
+        for i in 0..self.faults.len() {
+            if self.on[i] {
+                self.fault(i, false);
+            }
+            let end = self.faults[i].start_ms + self.faults[i].len_ms;
+            if end * MS > self.now {
+                // Not to come any more.
+                self.faults[i].len_ms = (self.now / MS).saturating_sub(self.faults[i].start_ms);
+            }
+        }
+        self.queue.retain(|_, e| !matches!(e, Event::Fault(..)));
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].proc.is_none() {
+                self.start(i);
+            }
+        }
+    }
+
+    /// Handles the events up to `until` (ns), calling `check` after each that changed
+    /// something a node holds or hears. Stops at the first `Err` of `check`.
+    pub fn run_until(
+        &mut self,
+        until: u64,
+        mut check: impl FnMut(&World) -> Result<(), Violation>,
+    ) -> Result<(), Violation> {
+        let mut same_time = 0u32;
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let ((at, _), ev) = entry.remove_entry();
+            same_time = if at == self.now { same_time + 1 } else { 0 };
+            if same_time > STORM {
+                return Err(Violation {
+                    at_ns: at,
+                    what: format!("{STORM} events without time passing (a busy loop)"),
+                });
+            }
+            self.now = at;
+            self.steps += 1;
+            match ev {
+                Event::Deliver { to, hb, section } => self.deliver(to, hb, section),
+                Event::Wake { node, generation } => {
+                    if self.nodes[node].wake_gen == generation {
+                        self.busy(node)?;
+                        self.wake(node);
+                        check(self)?;
+                    }
+                }
+                Event::Fault(i, start) => {
+                    self.fault(i, start);
+                    check(self)?;
+                }
+                Event::Start(i) => {
+                    if self.nodes[i].proc.is_none() {
+                        self.start(i);
+                    }
+                }
+            }
+        }
+        self.now = until;
+        check(self)
+    }
+
+    /// Counts a wake-up of node `i`: more than [`BUSY`] in 10 ms of virtual time is a
+    /// loop that never sleeps (a timer in the past), which would spin a real-time thread.
+    fn busy(&mut self, i: usize) -> Result<(), Violation> {
+        let (since, count) = &mut self.nodes[i].wakes;
+        if self.now.saturating_sub(*since) >= 10 * MS {
+            (*since, *count) = (self.now, 0);
+        }
+        *count += 1;
+        if *count > BUSY {
+            return Err(Violation {
+                at_ns: self.now,
+                what: format!("n{} woke {BUSY} times in 10 ms (a busy loop)", i + 1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Fault `i` starts or ends.
+    fn fault(&mut self, i: usize, start: bool) {
+        self.on[i] = start;
+        self.last_change = self.now;
+        let f = self.faults[i];
+        self.note(|| format!("{} {:?}", if start { "start" } else { "end  " }, f.kind));
+        let node = match f.kind {
+            Kind::Crash { a } | Kind::Stop { a } | Kind::Pause { a } => a,
+            Kind::Carrier { a } | Kind::Unhealthy { a } | Kind::AddFails { a } => a,
+            Kind::Isolate { a } => a,
+            Kind::Cut { .. } | Kind::OneWay { .. } | Kind::Lossy { .. } => return,
+        };
+        match (f.kind, start) {
+            (Kind::Crash { .. }, true) => {
+                self.nodes[node].proc = None;
+            }
+            (Kind::Stop { .. }, true) => self.stop(node),
+            // Another fault may have started it already (or keep it stopped).
+            (Kind::Crash { .. } | Kind::Stop { .. }, false)
+                if self.nodes[node].proc.is_none() && !self.stopped_by_another(node, i) =>
+            {
+                self.start(node);
+            }
+            _ => {}
+        }
+        // The verdicts changed, or it woke up: it runs now.
+        self.schedule(node, self.now);
+    }
+
+    /// Whether another crash or stop fault still keeps node `a` down.
+    fn stopped_by_another(&self, a: usize, except: usize) -> bool {
+        self.faults
+            .iter()
+            .zip(&self.on)
+            .enumerate()
+            .any(|(j, (f, on))| {
+                *on && j != except
+                    && matches!(f.kind, Kind::Crash { a: x } | Kind::Stop { a: x } if x == a)
+            })
+    }
+
+    /// Starts the daemon on node `i` (a new incarnation): a restart first removes what a
+    /// crashed run left on the interface.
+    fn start(&mut self, i: usize) {
+        let now = self.now;
+        let h = self.health(i);
+        let n = &mut self.nodes[i];
+        n.incarnations += 1;
+        n.addrs.clear();
+        n.table.clear();
+        n.sequence = 0;
+        let interval = n.cfg.pool.interval.as_nanos() as u64;
+        n.proc = Some(Proc {
+            decide: Decide::new(n.cfg.clone(), now, h.carrier, h.healthy),
+            told: Told::default(),
+            incarnation: n.incarnations,
+            send: Periodic::new(now, interval),
+            commands: Vec::new(),
+            events: Vec::new(),
+            sections: Vec::new(),
+            asked: None,
+        });
+        let id = n.id;
+        self.note(|| format!("n{id} starts"));
+        self.schedule(i, now);
+    }
+
+    /// A graceful stop of node `i`'s daemon: LEAVING, then every VIP released.
+    fn stop(&mut self, i: usize) {
+        let Some(mut p) = self.nodes[i].proc.take() else {
+            return;
+        };
+        let leaving = Outgoing {
+            flags: FLAG_LEAVING,
+            view_digest: p.decide.view_digest(),
+            ..Outgoing::default()
+        };
+        for _ in 0..3 {
+            self.broadcast(i, p.incarnation, &leaving);
+        }
+        let (mut out, mut reports) = (Vec::new(), Vec::new());
+        let h = self.health(i);
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        let mut fx = Fx {
+            now,
+            node: n,
+            send: &mut p.send,
+            out: &mut out,
+            reports: &mut reports,
+            add_fails: h.add_fails,
+        };
+        p.decide.release_all(&mut fx);
+    }
+
+    /// Wakes node `i`'s daemon at `at` (earlier than its timer: an event, a command),
+    /// replacing the wake-up scheduled before; its timer stays what it asked.
+    fn schedule(&mut self, i: usize, at: u64) {
+        let n = &mut self.nodes[i];
+        n.wake_gen += 1;
+        let generation = n.wake_gen;
+        self.push(
+            at,
+            Event::Wake {
+                node: i,
+                generation,
+            },
+        );
+    }
+
+    /// Sends `hb` from node `i` to every other node its link reaches.
+    fn broadcast(&mut self, i: usize, incarnation: u64, out: &Outgoing) {
+        self.nodes[i].sequence += 1;
+        let n = &self.nodes[i];
+        let hb = Heartbeat {
+            flags: out.flags,
+            auth_len: 0,
+            cluster_id: 1,
+            node_id: n.id,
+            incarnation,
+            sequence: n.sequence,
+            interval_us: (n.cfg.pool.interval.as_micros()) as u32,
+            weight: n.cfg.pool.weight,
+            state_len: out.section.len() as u16,
+            view_digest: out.view_digest,
+            hears: out.hears,
+        };
+        for to in 0..self.nodes.len() {
+            if to == i {
+                continue;
+            }
+            let Some((loss, jitter)) = self.link(i, to) else {
+                continue;
+            };
+            if loss > 0.0 && self.rng.chance(loss) {
+                continue;
+            }
+            let copies = if loss > 0.0 && self.rng.chance(loss / 4.0) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let at = self.now + DELAY_NS + self.rng.range(0, jitter.max(1));
+                let section = out.section.clone();
+                self.push(at, Event::Deliver { to, hb, section });
+            }
+        }
+    }
+
+    /// A heartbeat reaches node `to`: its XDP program records it; a state section goes up
+    /// to the slow path.
+    fn deliver(&mut self, to: usize, hb: Heartbeat, section: Vec<u8>) {
+        let h = self.health(to);
+        if !h.carrier || h.isolated {
+            return;
+        }
+        let now = self.now;
+        let n = &mut self.nodes[to];
+        let config = XdpConfig {
+            cluster_id: 1,
+            node_id: n.id,
+            dead_ns: n.cfg.pool.dead_interval.as_nanos() as u64,
+            ..XdpConfig::default()
+        };
+        let mac = [2, 0, 0, 0, 0, hb.node_id as u8];
+        let Ok((state, kind)) = peer::record(n.table.get(&hb.node_id), &hb, mac, now, &config)
+        else {
+            return;
+        };
+        n.table.insert(hb.node_id, state);
+        let Some(p) = &mut n.proc else {
+            return;
+        };
+        let mut wake = false;
+        if let Some(kind) = kind
+            && p.events.len() < BACKLOG
+        {
+            p.events.push((Some(kind), hb.node_id));
+            wake = true;
+        }
+        if !section.is_empty() && p.sections.len() < BACKLOG {
+            p.sections.push((hb, section));
+            wake = true;
+        }
+        if wake && !h.paused {
+            self.schedule(to, now);
+        }
+    }
+
+    /// Node `i`'s daemon wakes: its slow path reads the waiting state sections, then its
+    /// fast path runs one turn of its loop.
+    fn wake(&mut self, i: usize) {
+        let h = self.health(i);
+        let now = self.now;
+        if h.paused {
+            return;
+        }
+        let n = &mut self.nodes[i];
+        let Some(mut p) = n.proc.take() else {
+            return;
+        };
+        // The slow path: verified peers and holdings, told once (as `pool::slow` does).
+        for (hb, section) in std::mem::take(&mut p.sections) {
+            read_section(&*n, &mut p, &hb, &section);
+        }
+        let (mut out, mut reports) = (Vec::new(), Vec::new());
+        let d = &mut p.decide;
+        let late = p.asked.map_or(0, |a| now.saturating_sub(a));
+        let mut fx = Fx {
+            now,
+            node: n,
+            send: &mut p.send,
+            out: &mut out,
+            reports: &mut reports,
+            add_fails: h.add_fails,
+        };
+        if late > STALL_NS {
+            d.excuse_stall(0, now, late);
+        }
+        d.yield_after_silence(&mut fx);
+        d.send_if_due(&mut fx);
+        let mut reconcile = d.verdicts(&mut fx, h.carrier, h.healthy);
+        for c in std::mem::take(&mut p.commands) {
+            reconcile |= match c {
+                Command::Verified { peer, incarnation } => d.verified(peer, incarnation),
+                Command::Holdings {
+                    peer,
+                    incarnation,
+                    vips,
+                } => d.holdings(peer, incarnation, vips),
+                Command::PeerList { peer, vips } => d.peer_list(peer, vips),
+                Command::SendList => {
+                    d.send_list();
+                    false
+                }
+                Command::SendHoldings => {
+                    d.send_holdings(&mut fx);
+                    false
+                }
+                Command::Reload(_) | Command::Status(_) | Command::Restore(_) => false,
+            };
+        }
+        let mut touched = BTreeSet::new();
+        for (kind, id) in std::mem::take(&mut p.events) {
+            d.on_event(kind);
+            touched.insert(id);
+        }
+        reconcile |= !touched.is_empty();
+        if d.timer_due(now, FULL_SCAN_NS) {
+            reconcile = true;
+        }
+        if d.full_scan_due(now, FULL_SCAN_NS) {
+            d.reconcile(&mut fx, Scan::All);
+        } else if reconcile {
+            d.reconcile(&mut fx, Scan::Ids(touched));
+        }
+        let next = earliest([Some(fx.send.next()), d.next_timer(FULL_SCAN_NS)]);
+        for r in reports {
+            match r {
+                Report::Forgotten(ids) => {
+                    for id in ids {
+                        p.told.forget(id);
+                    }
+                }
+                Report::Taken(t) => {
+                    let id = n.id;
+                    let list: Vec<String> = t.iter().map(|t| t.vip.to_string()).collect();
+                    if let Some(tr) = &mut self.trace {
+                        tr.push(format!("{:>10.3}s n{id} takes {list:?}", now as f64 / 1e9));
+                    }
+                }
+                Report::Released(r) => {
+                    let id = n.id;
+                    let list: Vec<String> = r.iter().map(|r| r.vip.to_string()).collect();
+                    if let Some(tr) = &mut self.trace {
+                        tr.push(format!(
+                            "{:>10.3}s n{id} releases {list:?}",
+                            now as f64 / 1e9
+                        ));
+                    }
+                }
+                Report::Transition { transition, .. } => {
+                    let id = n.id;
+                    if let Some(tr) = &mut self.trace {
+                        tr.push(format!("{:>10.3}s n{id} {transition:?}", now as f64 / 1e9));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let incarnation = p.incarnation;
+        let next = next.unwrap_or(now + FULL_SCAN_NS).max(now + 1);
+        p.asked = Some(next);
+        self.nodes[i].proc = Some(p);
+        for hb in out {
+            self.broadcast(i, incarnation, &hb);
+        }
+        self.schedule(i, next);
+    }
+}
+
+/// The slow path's reading of a state section (one VIP list in the simulator): a peer
+/// that echoes this daemon's incarnation is verified, what it holds is passed on.
+fn read_section(n: &Node, p: &mut Proc, hb: &Heartbeat, section: &[u8]) {
+    if n.table.get(&hb.node_id).map(|s| s.incarnation) != Some(hb.incarnation) {
+        return;
+    }
+    let Ok(state) = WireState::parse(section) else {
+        return;
+    };
+    if state.pool_digest != pool_digest(&n.cfg.pool.vips) {
+        return;
+    }
+    if state.echoes_for(n.id, p.incarnation)
+        && let Some(c) = p.told.verify(hb.node_id, hb.incarnation)
+    {
+        p.commands.push(c);
+        p.told.verified(hb.node_id, hb.incarnation);
+    }
+    if usize::from(state.vip_count) != n.pool.len() {
+        return;
+    }
+    let vips: BTreeSet<IpAddr> = n
+        .pool
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| state.holds(*i))
+        .map(|(_, v)| *v)
+        .collect();
+    if let Some(c) = p.told.holdings(hb.node_id, hb.incarnation, &vips) {
+        p.commands.push(c);
+        p.told.held(hb.node_id, hb.incarnation, vips);
+    }
+}
+
+/// [`Edges`] over a simulated node.
+struct Fx<'a> {
+    now: u64,
+    node: &'a mut Node,
+    send: &'a mut Periodic,
+    out: &'a mut Vec<Outgoing>,
+    reports: &'a mut Vec<Report>,
+    add_fails: bool,
+}
+
+impl Edges for Fx<'_> {
+    fn now(&self) -> u64 {
+        self.now
+    }
+
+    fn peer(&self, id: u32) -> Option<PeerState> {
+        self.node.table.get(&id).copied()
+    }
+
+    fn peer_ids(&self) -> Vec<u32> {
+        self.node.table.keys().copied().collect()
+    }
+
+    fn remove_peer(&mut self, id: u32) {
+        self.node.table.remove(&id);
+    }
+
+    fn heartbeat_due(&mut self) -> bool {
+        if !self.send.due(self.now) {
+            return false;
+        }
+        self.send.advance(self.now);
+        true
+    }
+
+    fn send(&mut self, hb: &Outgoing) -> Result<(), String> {
+        self.out.push(hb.clone());
+        self.node.fence_ns = self.now;
+        Ok(())
+    }
+
+    fn last_sent(&self) -> u64 {
+        self.node.fence_ns
+    }
+
+    fn add(
+        &mut self,
+        vips: &[Vip],
+        _keepalive: &Outgoing,
+        loss_ns: Option<u64>,
+    ) -> (Vec<Taken>, Vec<(Vip, String)>) {
+        if self.add_fails {
+            let failed = vips.iter().map(|v| (*v, "refused (simulated)".into()));
+            return (Vec::new(), failed.collect());
+        }
+        let taken = vips
+            .iter()
+            .map(|v| Taken {
+                vip: *v,
+                added_ns: self.now,
+                already_present: !self.node.addrs.insert(v.addr),
+                first_announce_ns: Some(self.now),
+                loss_ns,
+            })
+            .collect();
+        (taken, Vec::new())
+    }
+
+    fn remove(&mut self, vips: &[(Vip, Option<u32>)]) -> Vec<Released> {
+        vips.iter()
+            .map(|(v, to)| Released {
+                vip: *v,
+                new_owner: *to,
+                outcome: if self.node.addrs.remove(&v.addr) {
+                    Outcome::Done
+                } else {
+                    Outcome::Unchanged
+                },
+            })
+            .collect()
+    }
+
+    fn announce(&mut self, _addrs: &[IpAddr]) {}
+
+    fn report(&mut self, report: Report) {
+        self.reports.push(report);
+    }
+}

@@ -1,0 +1,63 @@
+//! The pool's deterministic simulator (no root needed): every bug it found keeps its seed
+//! here, replayed exactly, and a bounded run of fresh seeds. `cargo xtask sim` runs many
+//! more (release build).
+
+use vipd::sim::{Options, Scenario};
+
+/// Runs `seed` and fails with its trace's end if an invariant breaks.
+fn clean(seed: u64) {
+    let scenario = Scenario::draw(seed, &Options::default());
+    let out = scenario.run(false);
+    if let Some(v) = out.violation {
+        let traced = scenario.shrink().run(true);
+        let tail = traced.trace.len().saturating_sub(40);
+        panic!("seed {seed}: {v}\n{}", traced.trace[tail..].join("\n"));
+    }
+}
+
+/// A peer back from a timeout but not mature (its checks fail) kept a heal deadline in the
+/// past: the fast path never slept again (a busy loop on a real-time thread).
+#[test]
+fn a_heal_deadline_that_passed_does_not_spin() {
+    clean(21);
+}
+
+/// A peer restarted during a split and came back holding what it held before: its state
+/// sections were not passed on again (the same holdings), so both sides kept the VIP.
+#[test]
+fn a_restart_during_a_split_is_settled_on_heal() {
+    clean(289);
+}
+
+/// A restarted peer's holdings were read before the event saying it restarted, which then
+/// dropped them: a VIP on two nodes that hear each other.
+#[test]
+fn holdings_read_before_the_restart_event_count() {
+    clean(148);
+}
+
+/// A node whose address adds fail kept its share placed on itself: those VIPs on nobody.
+#[test]
+fn a_node_that_cannot_add_addresses_steps_aside() {
+    for seed in [5, 46, 110, 176] {
+        clean(seed);
+    }
+}
+
+/// A cut two nodes' common witness could not cover (it paused), then views that differ:
+/// each side's placement put a VIP on a node whose own placement put it elsewhere (on
+/// nobody), or two members both kept one (on two nodes that hear each other).
+#[test]
+fn views_that_differ_leave_no_vip_on_nobody_or_on_two() {
+    for seed in [210, 76, 91, 121, 152, 193, 194, 242, 27, 251, 978] {
+        clean(seed);
+    }
+}
+
+/// Fresh seeds, a few per test run (the CI script runs thousands in a release build).
+#[test]
+fn fresh_seeds_break_no_invariant() {
+    for seed in 5000..5010 {
+        clean(seed);
+    }
+}
