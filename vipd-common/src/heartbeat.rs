@@ -7,7 +7,7 @@
 //! ```text
 //!  0      magic        u32  0x56495044 ("VIPD")
 //!  4      version      u8   3
-//!  5      flags        u8   FLAG_LEAVING | FLAG_MATURE
+//!  5      flags        u8   FLAG_LEAVING | FLAG_MATURE | FLAG_PARTIAL
 //!  6      auth_len     u16  length of the MAC trailer that follows the header (0: none)
 //!  8      cluster_id   u32  which cluster this node belongs to (wide: no 8-bit VRID clashes)
 //! 12      node_id      u32  the sender, unique in the cluster, never 0
@@ -52,6 +52,11 @@ pub const DEFAULT_GROUP_V4: core::net::Ipv4Addr = core::net::Ipv4Addr::new(224, 
 pub const FLAG_LEAVING: u8 = 0x01;
 /// The sender has been up for its hold-down and may be given VIPs.
 pub const FLAG_MATURE: u8 = 0x02;
+/// The sender sees the cluster only in part: it keeps a member it does not hear on
+/// another's word, a member does not hear it, or its members' views differ from its own.
+/// Its peers then keep a VIP they took because nobody claimed it (placement on views that
+/// differ may leave one on nobody). Nodes that do not know this bit ignore it.
+pub const FLAG_PARTIAL: u8 = 0x04;
 
 /// One heartbeat's header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -54,6 +54,26 @@ fn views_that_differ_leave_no_vip_on_nobody_or_on_two() {
     }
 }
 
+/// A link that works one way only (a member keeps another on a third's word): its claims
+/// were stale there, so placement waited for a node that would not take the VIP, and the
+/// node that could see it all released what it took at once (the partial view is now
+/// said in heartbeats, `FLAG_PARTIAL`); or a member that could not hear a conflict never
+/// gave way (the one that does hear it now does).
+#[test]
+fn one_way_links_leave_no_vip_on_nobody() {
+    for seed in [4, 1130, 1668, 2405, 2514, 2730] {
+        clean(seed);
+    }
+}
+
+/// A link losing 90 % of its frames: a state section saying a VIP was let go was lost, and
+/// the node that would take it waited for the 2 s refresh while nobody answered (now every
+/// heartbeat carries the state while a VIP is claimed by nobody).
+#[test]
+fn a_lost_release_is_said_again_at_once() {
+    clean(1041);
+}
+
 /// Fresh seeds, a few per test run (the CI script runs thousands in a release build).
 #[test]
 fn fresh_seeds_break_no_invariant() {

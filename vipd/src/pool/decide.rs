@@ -16,7 +16,8 @@ use std::{
 use vipd_common::{
     auth::AUTH_LEN,
     heartbeat::{
-        ECHO_LEN, FLAG_MATURE, HEADER_LEN, MAX_ECHOES, State as WireState, is_leaving, view_digest,
+        ECHO_LEN, FLAG_MATURE, FLAG_PARTIAL, HEADER_LEN, MAX_ECHOES, State as WireState,
+        is_leaving, view_digest,
     },
     maps::{EventKind, PeerState},
 };
@@ -136,6 +137,8 @@ pub struct Decide {
     unclaimed_since: BTreeMap<IpAddr, u64>,
     /// Held VIPs taken because nobody claimed them (see [`ORPHAN_NS`]).
     orphans: BTreeSet<IpAddr>,
+    /// This node sees the cluster only in part (see [`FLAG_PARTIAL`]).
+    partial: bool,
     view_digest: u64,
     views_agree: bool,
     state_burst: u8,
@@ -181,6 +184,7 @@ impl Decide {
             conflicts: BTreeSet::new(),
             unclaimed_since: BTreeMap::new(),
             orphans: BTreeSet::new(),
+            partial: false,
             view_digest: 0,
             views_agree: true,
             state_burst: STATE_BURST,
@@ -219,7 +223,9 @@ impl Decide {
 
     /// The flags of this node's heartbeats.
     pub fn flags(&self) -> u8 {
-        if self.active() { FLAG_MATURE } else { 0 }
+        let mature = if self.active() { FLAG_MATURE } else { 0 };
+        let partial = if self.partial { FLAG_PARTIAL } else { 0 };
+        mature | partial
     }
 
     /// The heartbeat the shadow senders and the keep-alives of a long takeover send: no
@@ -644,24 +650,50 @@ impl Decide {
         // The split-brain rule: of two claimants the lower id keeps the VIP, whatever this
         // node's placement says (views can differ after a partial partition: placement on
         // each side may give the VIP to itself), among members and peers returning alike.
+        // A member that does not hear this node cannot learn of its claim, so this node
+        // gives way to it whatever the ids (a link that works one way only).
         let yielded: BTreeMap<IpAddr, u32> = self
             .claims()
             .filter(|(id, _)| {
-                *id < me && (healing.contains(id) || members.iter().any(|m| m.id == *id))
+                let member = members.iter().any(|m| m.id == *id);
+                (*id < me && (member || healing.contains(id)))
+                    || (member && self.membership.deaf_to(*id, me))
             })
             .flat_map(|(id, vips)| vips.iter().map(move |v| (*v, id)))
             .filter(|(v, _)| self.held.contains_key(v))
             .collect();
-        let orphans = self.orphans(&claimed, &members, now);
+        // What a member kept on another's word says it holds may be stale (its state
+        // sections do not reach this node): it does not stop an orphan being taken (if it
+        // does hold it, it hears this node's claim and the lower id keeps the VIP).
+        let unheard: Vec<u32> = self.vouched.iter().map(|(id, _)| *id).collect();
+        let heard: Vec<Member> = members
+            .iter()
+            .filter(|m| !unheard.contains(&m.id))
+            .copied()
+            .collect();
+        let claimed_heard = self.claimed_by_others(&heard, &healing);
+        let orphans = self.orphans(&claimed_heard, &members, now);
+        // A VIP nobody claims for a dead interval: the views of who holds what differ
+        // somewhere (a lost state section, a lossy link); every heartbeat says what this
+        // node holds until it is claimed again.
+        let dead = self.cfg.pool.dead_interval.as_nanos() as u64;
+        if self
+            .unclaimed_since
+            .values()
+            .any(|t| now.saturating_sub(*t) >= dead)
+        {
+            self.state_burst = self.state_burst.max(1);
+        }
         let to_take: Vec<Vip> = self
             .cfg
             .pool
             .vips
             .iter()
             .filter(|v| {
-                (assignment.get(&v.addr) == Some(&me) || orphans.contains(&v.addr))
+                let orphan = orphans.contains(&v.addr);
+                (assignment.get(&v.addr) == Some(&me) || orphan)
                     && !self.held.contains_key(&v.addr)
-                    && !claimed.contains(&v.addr)
+                    && (!claimed.contains(&v.addr) || orphan)
                     && !self.added.contains(&v.addr)
             })
             .copied()
@@ -672,14 +704,20 @@ impl Decide {
             self.orphans
                 .extend(orphans.iter().filter(|v| self.held.contains_key(v)));
         }
-        // A VIP taken as an orphan is kept while the nodes may not see alike (views differ,
-        // a member is kept on another's word or does not hear this node): the member
-        // placement gives it to may not take it. Once they do, placement rules again.
-        let partial = !self.views_agree
+        // A VIP taken as an orphan is kept while some node sees the cluster only in part
+        // (here, or as a member's heartbeat says): the member placement gives it to may
+        // not take it. Once every node sees all, placement rules again.
+        self.partial = !self.views_agree
             || !self.vouched.is_empty()
             || self.membership.unheard_by_a_member(me);
+        let partial = self.partial
+            || members.iter().any(|m| {
+                self.membership
+                    .peer(m.id)
+                    .is_some_and(|p| m.id != me && p.flags & FLAG_PARTIAL != 0)
+            });
         self.orphans
-            .retain(|v| partial && self.held.contains_key(v) && !claimed.contains(v));
+            .retain(|v| partial && self.held.contains_key(v) && !claimed_heard.contains(v));
         // A refused add made this node hold down again: it keeps nothing.
         let active = self.active();
         let to_release: Vec<(Vip, Option<u32>)> = self

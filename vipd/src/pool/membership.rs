@@ -216,12 +216,18 @@ impl Membership {
     /// Whether member `m`'s `hears` bits say it heard `node_id`: decoded with the view
     /// (of the last ones here) whose digest it sent.
     fn bit_for(&self, m: &PeerState, node_id: u32) -> bool {
+        self.hears_bit(m, node_id) == Some(true)
+    }
+
+    /// Member `m`'s `hears` bit for `node_id`, if its view is one of ours and covers it.
+    fn hears_bit(&self, m: &PeerState, node_id: u32) -> Option<bool> {
         self.views
             .iter()
             .rev()
             .find(|(d, _)| *d == m.view_digest)
             .and_then(|(_, ids)| ids.iter().position(|id| *id == node_id))
-            .is_some_and(|pos| pos < HEARS_BITS && m.hears & (1 << pos) != 0)
+            .filter(|pos| *pos < HEARS_BITS)
+            .map(|pos| m.hears & (1 << pos) != 0)
     }
 
     /// Verified peers heard within the dead interval, in or out of the view: those whose
@@ -431,6 +437,15 @@ impl Membership {
             .values()
             .filter(|p| p.in_view)
             .any(|p| !self.bit_for(&p.state, me))
+    }
+
+    /// Whether member `member`'s latest heartbeat, decoded with the view it names, says it
+    /// does not hear `me`: what `me` claims cannot reach it (a one-way link), so in a
+    /// conflict it is `me` that must give way.
+    pub fn deaf_to(&self, member: u32, me: u32) -> bool {
+        self.peers
+            .get(&member)
+            .is_some_and(|p| p.in_view && self.hears_bit(&p.state, me) == Some(false))
     }
 
     /// The peers in the view, in node order.
