@@ -72,26 +72,7 @@ enum Task {
     /// shape, cuts past the forget time, loss, reordering, crashes, restarts, pauses, flaps,
     /// refused adds), invariants checked after every step. No root needed; writes
     /// bench/results/<date>-sim.{json,md}; fails on any violation (shrunk and traced).
-    Sim {
-        /// Seeds to run.
-        #[arg(long, default_value_t = 10_000)]
-        seeds: u64,
-        /// The first seed.
-        #[arg(long, default_value_t = 1)]
-        first: u64,
-        /// Nodes per run (each seed draws a count).
-        #[arg(long, default_value = "2..7")]
-        nodes: String,
-        /// Faults per run.
-        #[arg(long, default_value = "1..6")]
-        faults: String,
-        /// Virtual seconds the faults fall in (the network then heals and stays quiet).
-        #[arg(long, default_value_t = 150)]
-        run_secs: u64,
-        /// Replay one seed with its whole trace.
-        #[arg(long)]
-        replay: Option<u64>,
-    },
+    Sim(sim::Args),
     /// (Used by the failover benchmark.) Answer UDP requests to an address with a name.
     #[command(hide = true)]
     Echo {
@@ -252,21 +233,7 @@ fn main() -> anyhow::Result<()> {
         } => bench::starvation::bench(seconds, quick, load, &only),
         Task::FuzzXdp { frames, seed } => bench::fuzz_xdp(frames, seed),
         Task::Chaos { cycles, seed, vrrp } => chaos::run(cycles, seed, vrrp),
-        Task::Sim {
-            seeds,
-            first,
-            nodes,
-            faults,
-            run_secs,
-            replay,
-        } => sim::run(&sim::Args {
-            seeds,
-            first,
-            nodes,
-            faults,
-            run_secs,
-            replay,
-        }),
+        Task::Sim(args) => sim::run(&args),
         Task::Echo {
             bind,
             name,

@@ -9,12 +9,25 @@ use anyhow::Context as _;
 use crate::bench::{Machine, write_results};
 
 /// What to run.
+#[derive(clap::Args)]
 pub struct Args {
+    /// Seeds to run.
+    #[arg(long, default_value_t = 10_000)]
     pub seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
     pub first: u64,
+    /// Nodes per run (each seed draws a count).
+    #[arg(long, default_value = "2..7")]
     pub nodes: String,
+    /// Faults per run.
+    #[arg(long, default_value = "1..6")]
     pub faults: String,
+    /// Virtual seconds the faults fall in (the network then heals and stays quiet).
+    #[arg(long, default_value_t = 150)]
     pub run_secs: u64,
+    /// Replay one seed with its whole trace.
+    #[arg(long)]
     pub replay: Option<u64>,
 }
 

@@ -25,7 +25,7 @@ use vipd_common::{
 use super::{
     STATE_BURST, STATE_REFRESH_NS, lists,
     membership::{LeftBecause, Membership, Transition, hears_window},
-    messages::Report,
+    messages::{Command, Report},
     placement::{self, Member},
     pool_digest,
 };
@@ -42,6 +42,10 @@ use crate::{
 const RELOAD_SETTLE_NS: u64 = 250_000_000;
 /// Peers outside the view silent this long are forgotten (and removed from the table).
 pub const FORGET_AFTER_NS: u64 = 60_000_000_000;
+/// How often the whole peer table is read (between times, only the peers named by events
+/// and the view's members): catches what no event says (a weight or view digest change,
+/// events lost to a full ring) at a bounded cost however many ids a flood brings.
+pub const FULL_SCAN_NS: u64 = 100_000_000;
 /// Peer table entries read between two checks of the heartbeat slot.
 const SCAN_CHUNK: usize = 32;
 /// How long a VIP may be claimed by nobody this node knows of before the lowest id of its
@@ -93,6 +97,8 @@ pub trait Edges {
     fn remove(&mut self, vips: &[(Vip, Option<u32>)]) -> Vec<Released>;
     /// Announces held addresses again (gratuitous ARP / unsolicited NA, with repeats).
     fn announce(&mut self, addrs: &[IpAddr]);
+    /// A reload: gives the heartbeat senders `new`'s weight, destinations and key.
+    fn reconfigure(&mut self, old: &Config, new: &Config);
     /// Tells the slow path (never waits: a report that does not fit is dropped, counted).
     fn report(&mut self, report: Report);
 }
@@ -137,8 +143,9 @@ pub struct Decide {
     unclaimed_since: BTreeMap<IpAddr, u64>,
     /// Held VIPs taken because nobody claimed them (see [`ORPHAN_NS`]).
     orphans: BTreeSet<IpAddr>,
-    /// This node sees the cluster only in part (see [`FLAG_PARTIAL`]).
+    /// This node sees the cluster only in part (see [`FLAG_PARTIAL`]), and since when.
     partial: bool,
+    partial_since: Option<u64>,
     view_digest: u64,
     views_agree: bool,
     state_burst: u8,
@@ -185,6 +192,7 @@ impl Decide {
             unclaimed_since: BTreeMap::new(),
             orphans: BTreeSet::new(),
             partial: false,
+            partial_since: None,
             view_digest: 0,
             views_agree: true,
             state_burst: STATE_BURST,
@@ -490,21 +498,80 @@ impl Decide {
         }
     }
 
-    /// Whether a peer's deadline, the end of the hold-down or a periodic read is due.
-    pub fn timer_due(&self, now: u64, full_scan_ns: u64) -> bool {
-        self.next_timer(full_scan_ns).is_some_and(|t| t <= now)
+    /// One turn of the fast path's loop once it woke (after its heartbeat): the slow
+    /// path's verdicts and `commands`, the XDP program's `events` (kind, peer), then the
+    /// deadlines; reads the peer table and acts when any of them says so. Returns when it
+    /// must run again at the latest (a deadline, the hold-down's end, the next full read).
+    pub fn turn(
+        &mut self,
+        fx: &mut impl Edges,
+        carrier: bool,
+        healthy: bool,
+        commands: impl IntoIterator<Item = Command>,
+        events: &[(Option<EventKind>, u32)],
+    ) -> Option<u64> {
+        let mut reconcile = self.verdicts(fx, carrier, healthy);
+        for c in commands {
+            reconcile |= self.command(fx, c);
+        }
+        // Events coalesce per peer: a flood costs one read of each peer it names.
+        let mut touched = BTreeSet::new();
+        for (kind, id) in events {
+            self.on_event(*kind);
+            touched.insert(*id);
+        }
+        reconcile |= !touched.is_empty();
+        let now = fx.now();
+        if self.next_timer().is_some_and(|t| t <= now) {
+            reconcile = true;
+        }
+        if now.saturating_sub(self.last_full_scan_ns) >= FULL_SCAN_NS {
+            self.reconcile(fx, Scan::All);
+        } else if reconcile {
+            self.reconcile(fx, Scan::Ids(touched));
+        }
+        self.next_timer()
     }
 
-    /// Whether the whole peer table is due to be read again.
-    pub fn full_scan_due(&self, now: u64, full_scan_ns: u64) -> bool {
-        now.saturating_sub(self.last_full_scan_ns) >= full_scan_ns
+    /// A command from the slow path; returns whether to reconcile.
+    fn command(&mut self, fx: &mut impl Edges, command: Command) -> bool {
+        match command {
+            Command::Verified { peer, incarnation } => self.verified(peer, incarnation),
+            Command::Holdings {
+                peer,
+                incarnation,
+                vips,
+            } => self.holdings(peer, incarnation, vips),
+            Command::PeerList { peer, vips } => self.peer_list(peer, vips),
+            Command::SendList => {
+                self.send_list();
+                false
+            }
+            Command::Reload(cfg) => {
+                fx.reconfigure(&self.cfg, &cfg);
+                self.reload(fx.now(), *cfg);
+                true
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status(fx.now()));
+                false
+            }
+            Command::Restore(addrs) => {
+                self.restore(fx, addrs);
+                false
+            }
+            Command::SendHoldings => {
+                self.send_holdings(fx);
+                false
+            }
+        }
     }
 
     /// The next moment something can change without a packet: a peer's deadline, the end
     /// of our hold-down, the next full read of the table, a reload's new VIPs.
-    pub fn next_timer(&self, full_scan_ns: u64) -> Option<u64> {
+    pub fn next_timer(&self) -> Option<u64> {
         let hold_down = (self.carrier && !self.mature).then_some(self.mature_at);
-        let full_scan = self.last_full_scan_ns + full_scan_ns;
+        let full_scan = self.last_full_scan_ns + FULL_SCAN_NS;
         let added = (!self.added.is_empty()).then_some(self.added_until);
         crate::fastpath::schedule::earliest([
             self.membership.next_deadline(),
@@ -676,11 +743,11 @@ impl Decide {
         // A VIP nobody claims for a dead interval: the views of who holds what differ
         // somewhere (a lost state section, a lossy link); every heartbeat says what this
         // node holds until it is claimed again.
-        let dead = self.cfg.pool.dead_interval.as_nanos() as u64;
+        let dead_ns = self.cfg.pool.dead_interval.as_nanos() as u64;
         if self
             .unclaimed_since
             .values()
-            .any(|t| now.saturating_sub(*t) >= dead)
+            .any(|t| now.saturating_sub(*t) >= dead_ns)
         {
             self.state_burst = self.state_burst.max(1);
         }
@@ -707,9 +774,15 @@ impl Decide {
         // A VIP taken as an orphan is kept while some node sees the cluster only in part
         // (here, or as a member's heartbeat says): the member placement gives it to may
         // not take it. Once every node sees all, placement rules again.
-        self.partial = !self.views_agree
+        // Said once it lasted a dead interval: views differ for a moment at every join.
+        let partial_here = !self.views_agree
             || !self.vouched.is_empty()
             || self.membership.unheard_by_a_member(me);
+        self.partial_since = partial_here.then(|| self.partial_since.unwrap_or(now));
+        let dead = self.cfg.pool.dead_interval.as_nanos() as u64;
+        self.partial = self
+            .partial_since
+            .is_some_and(|t| now.saturating_sub(t) >= dead);
         let partial = self.partial
             || members.iter().any(|m| {
                 self.membership

@@ -8,7 +8,6 @@
 //! Nothing here waits on the slow path: reports go out with `try_send`.
 
 use std::{
-    collections::BTreeSet,
     net::IpAddr,
     os::fd::AsRawFd as _,
     sync::{Arc, atomic::Ordering},
@@ -44,10 +43,6 @@ use crate::{
 const LEAVING_BURST: usize = 3;
 /// XDP events handled per wake-up (a flood must not delay the next heartbeat).
 const EVENTS_PER_WAKE: usize = 256;
-/// How often the whole peer table is read (between times, only the peers named by events
-/// and the view's members): catches what no event says (a weight or view digest change,
-/// events lost to a full ring) at a bounded cost however many ids a flood brings.
-const FULL_SCAN_NS: u64 = 100_000_000;
 
 /// The descriptors and maps the fast path acts with.
 pub struct Io {
@@ -146,37 +141,22 @@ impl Pool {
             }
             let carrier = fx.io.verdicts.carrier.load(Ordering::Relaxed);
             let healthy = fx.io.verdicts.healthy.load(Ordering::Relaxed);
-            let mut reconcile = d.verdicts(&mut fx, carrier, healthy);
-            for _ in 0..super::messages::COMMANDS {
-                let Some(c) = fx.ch.next_command() else {
-                    break;
-                };
-                reconcile |= on_command(d, &mut fx, c);
-            }
-            // Events coalesce per peer: a flood costs one read of each peer it names.
-            let mut touched = BTreeSet::new();
+            let commands: Vec<Command> = std::iter::from_fn(|| fx.ch.next_command())
+                .take(super::messages::COMMANDS)
+                .collect();
+            let mut events = Vec::new();
             for _ in 0..EVENTS_PER_WAKE {
                 let Some(ev) = fx.io.events.next().map(|item| read_event(&item)) else {
                     break;
                 };
                 if let Some(ev) = ev {
-                    d.on_event(EventKind::from_u8(ev.kind));
+                    events.push((EventKind::from_u8(ev.kind), ev.node_id));
                     fx.report(Report::XdpEvent(ev));
-                    touched.insert(ev.node_id);
                 }
             }
-            reconcile |= !touched.is_empty();
-            let now = monotonic_ns();
-            excuse_cpu_stalls(d, fx.io, now);
-            if d.timer_due(now, FULL_SCAN_NS) {
-                reconcile = true;
-            }
-            if d.full_scan_due(now, FULL_SCAN_NS) {
-                d.reconcile(&mut fx, Scan::All);
-            } else if reconcile {
-                d.reconcile(&mut fx, Scan::Ids(touched));
-            }
-            let wake = earliest([Some(fx.send.next()), d.next_timer(FULL_SCAN_NS)]);
+            excuse_cpu_stalls(d, fx.io, monotonic_ns());
+            let timer = d.turn(&mut fx, carrier, healthy, commands, &events);
+            let wake = earliest([Some(fx.send.next()), timer]);
             let fd = self.io.events.as_raw_fd();
             if self.ch.sleeper.wait(wake, &[fd]).is_err() {
                 // poll/timerfd failing is not expected; never spin on it.
@@ -220,48 +200,6 @@ impl Pool {
             failed: h.failed,
             sequence: h.sequence(),
         });
-    }
-}
-
-/// A command from the slow path; returns whether to reconcile.
-fn on_command(d: &mut Decide, fx: &mut Edge<'_>, command: Command) -> bool {
-    match command {
-        Command::Verified { peer, incarnation } => d.verified(peer, incarnation),
-        Command::Holdings {
-            peer,
-            incarnation,
-            vips,
-        } => d.holdings(peer, incarnation, vips),
-        Command::PeerList { peer, vips } => d.peer_list(peer, vips),
-        Command::SendList => {
-            d.send_list();
-            false
-        }
-        Command::Reload(cfg) => {
-            let heartbeats = &mut fx.io.heartbeats;
-            heartbeats.set_weight(cfg.pool.weight);
-            if cfg.pool.peers != d.cfg().pool.peers {
-                heartbeats.set_destinations(&cfg.pool.destinations());
-            }
-            if let Some(key) = cfg.pool.auth_key {
-                heartbeats.set_key(key);
-            }
-            fx.io.vouch.weight.store(cfg.pool.weight, Ordering::Relaxed);
-            d.reload(monotonic_ns(), *cfg);
-            true
-        }
-        Command::Status(reply) => {
-            let _ = reply.send(d.status(monotonic_ns()));
-            false
-        }
-        Command::Restore(addrs) => {
-            d.restore(fx, addrs);
-            false
-        }
-        Command::SendHoldings => {
-            d.send_holdings(fx);
-            false
-        }
     }
 }
 
@@ -376,6 +314,21 @@ impl Edges for Edge<'_> {
 
     fn announce(&mut self, addrs: &[IpAddr]) {
         self.io.announcer.announce_many(addrs, self.burst);
+    }
+
+    fn reconfigure(&mut self, old: &Config, new: &Config) {
+        let heartbeats = &mut self.io.heartbeats;
+        heartbeats.set_weight(new.pool.weight);
+        if new.pool.peers != old.pool.peers {
+            heartbeats.set_destinations(&new.pool.destinations());
+        }
+        if let Some(key) = new.pool.auth_key {
+            heartbeats.set_key(key);
+        }
+        self.io
+            .vouch
+            .weight
+            .store(new.pool.weight, Ordering::Relaxed);
     }
 
     fn report(&mut self, report: Report) {

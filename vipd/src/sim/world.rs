@@ -29,7 +29,7 @@ use crate::{
     holder::{Released, Taken},
     ifaddr::Outcome,
     pool::{
-        decide::{Decide, Edges, Outgoing, Scan},
+        decide::{Decide, Edges, FULL_SCAN_NS, Outgoing},
         messages::{Command, Report},
         pool_digest,
         told::Told,
@@ -37,8 +37,6 @@ use crate::{
     vip::Vip,
 };
 
-/// How often the fast path reads the whole peer table (as `pool::fast` does).
-const FULL_SCAN_NS: u64 = 100_000_000;
 /// One-way delay of a frame on the simulated link.
 const DELAY_NS: u64 = 100_000;
 /// Datagrams and events a stopped process's socket and ring keep.
@@ -662,42 +660,15 @@ impl World {
         }
         d.yield_after_silence(&mut fx);
         d.send_if_due(&mut fx);
-        let mut reconcile = d.verdicts(&mut fx, h.carrier, h.healthy);
-        for c in std::mem::take(&mut p.commands) {
-            reconcile |= match c {
-                Command::Verified { peer, incarnation } => d.verified(peer, incarnation),
-                Command::Holdings {
-                    peer,
-                    incarnation,
-                    vips,
-                } => d.holdings(peer, incarnation, vips),
-                Command::PeerList { peer, vips } => d.peer_list(peer, vips),
-                Command::SendList => {
-                    d.send_list();
-                    false
-                }
-                Command::SendHoldings => {
-                    d.send_holdings(&mut fx);
-                    false
-                }
-                Command::Reload(_) | Command::Status(_) | Command::Restore(_) => false,
-            };
-        }
-        let mut touched = BTreeSet::new();
-        for (kind, id) in std::mem::take(&mut p.events) {
-            d.on_event(kind);
-            touched.insert(id);
-        }
-        reconcile |= !touched.is_empty();
-        if d.timer_due(now, FULL_SCAN_NS) {
-            reconcile = true;
-        }
-        if d.full_scan_due(now, FULL_SCAN_NS) {
-            d.reconcile(&mut fx, Scan::All);
-        } else if reconcile {
-            d.reconcile(&mut fx, Scan::Ids(touched));
-        }
-        let next = earliest([Some(fx.send.next()), d.next_timer(FULL_SCAN_NS)]);
+        let events = std::mem::take(&mut p.events);
+        let timer = d.turn(
+            &mut fx,
+            h.carrier,
+            h.healthy,
+            std::mem::take(&mut p.commands),
+            &events,
+        );
+        let next = earliest([Some(fx.send.next()), timer]);
         for r in reports {
             match r {
                 Report::Forgotten(ids) => {
@@ -859,6 +830,8 @@ impl Edges for Fx<'_> {
     }
 
     fn announce(&mut self, _addrs: &[IpAddr]) {}
+
+    fn reconfigure(&mut self, _old: &Config, _new: &Config) {}
 
     fn report(&mut self, report: Report) {
         self.reports.push(report);
