@@ -49,7 +49,7 @@ pub const FULL_SCAN_NS: u64 = 100_000_000;
 /// Peer table entries read between two checks of the heartbeat slot.
 const SCAN_CHUNK: usize = 32;
 /// How long a VIP may be claimed by nobody this node knows of before the lowest id of its
-/// view takes it whatever placement says: views that differ (a partial partition) can
+/// view (of those that see all of it) takes it whatever placement says: views that differ (a partial partition) can
 /// each place it on a node that places it elsewhere. Longer than the refresh of state
 /// sections, so a claim not heard yet is not overridden.
 const ORPHAN_NS: u64 = STATE_REFRESH_NS + STATE_REFRESH_NS / 4;
@@ -729,17 +729,7 @@ impl Decide {
             .flat_map(|(id, vips)| vips.iter().map(move |v| (*v, id)))
             .filter(|(v, _)| self.held.contains_key(v))
             .collect();
-        // What a member kept on another's word says it holds may be stale (its state
-        // sections do not reach this node): it does not stop an orphan being taken (if it
-        // does hold it, it hears this node's claim and the lower id keeps the VIP).
-        let unheard: Vec<u32> = self.vouched.iter().map(|(id, _)| *id).collect();
-        let heard: Vec<Member> = members
-            .iter()
-            .filter(|m| !unheard.contains(&m.id))
-            .copied()
-            .collect();
-        let claimed_heard = self.claimed_by_others(&heard, &healing);
-        let orphans = self.orphans(&claimed_heard, &members, now);
+        let orphans = self.orphans(&claimed, &members, now);
         // A VIP nobody claims for a dead interval: the views of who holds what differ
         // somewhere (a lost state section, a lossy link); every heartbeat says what this
         // node holds until it is claimed again.
@@ -757,10 +747,9 @@ impl Decide {
             .vips
             .iter()
             .filter(|v| {
-                let orphan = orphans.contains(&v.addr);
-                (assignment.get(&v.addr) == Some(&me) || orphan)
+                (assignment.get(&v.addr) == Some(&me) || orphans.contains(&v.addr))
                     && !self.held.contains_key(&v.addr)
-                    && (!claimed.contains(&v.addr) || orphan)
+                    && !claimed.contains(&v.addr)
                     && !self.added.contains(&v.addr)
             })
             .copied()
@@ -790,7 +779,7 @@ impl Decide {
                     .is_some_and(|p| m.id != me && p.flags & FLAG_PARTIAL != 0)
             });
         self.orphans
-            .retain(|v| partial && self.held.contains_key(v) && !claimed_heard.contains(v));
+            .retain(|v| partial && self.held.contains_key(v) && !claimed.contains(v));
         // A refused add made this node hold down again: it keeps nothing.
         let active = self.active();
         let to_release: Vec<(Vip, Option<u32>)> = self
@@ -838,8 +827,25 @@ impl Decide {
         for v in &unclaimed {
             self.unclaimed_since.entry(*v).or_insert(now);
         }
-        let lowest = members.first().is_some_and(|m| m.id == self.cfg.node.id);
-        if !self.active() || !lowest {
+        // The taker: the lowest id of the view among the members that see all of it (a
+        // member that sees it only in part may hold stale claims of the peers it does not
+        // hear, and so see no orphan where there is one), else the lowest id.
+        let me = self.cfg.node.id;
+        let sees_all = |m: &&Member| {
+            if m.id == me {
+                !self.partial
+            } else {
+                self.membership
+                    .peer(m.id)
+                    .is_some_and(|p| p.flags & FLAG_PARTIAL == 0)
+            }
+        };
+        let taker = members
+            .iter()
+            .find(sees_all)
+            .or(members.first())
+            .map(|m| m.id);
+        if !self.active() || taker != Some(me) {
             return BTreeSet::new();
         }
         self.unclaimed_since
@@ -1133,5 +1139,194 @@ fn peer_state(p: &PeerState, now: u64, dead_ns: u64) -> &'static str {
         "up"
     } else {
         "holding-down"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use vipd_common::heartbeat::view_digest;
+
+    use super::*;
+    use crate::config::File;
+
+    const MS: u64 = 1_000_000;
+
+    /// Memory edges with a clock the test moves.
+    #[derive(Default)]
+    struct Fake {
+        now: u64,
+        table: BTreeMap<u32, PeerState>,
+        addrs: BTreeSet<IpAddr>,
+        sent: Vec<Outgoing>,
+        refuse: bool,
+        reports: Vec<Report>,
+    }
+
+    impl Edges for Fake {
+        fn now(&self) -> u64 {
+            self.now
+        }
+        fn peer(&self, id: u32) -> Option<PeerState> {
+            self.table.get(&id).copied()
+        }
+        fn peer_ids(&self) -> Vec<u32> {
+            self.table.keys().copied().collect()
+        }
+        fn remove_peer(&mut self, id: u32) {
+            self.table.remove(&id);
+        }
+        fn heartbeat_due(&mut self) -> bool {
+            false
+        }
+        fn send(&mut self, hb: &Outgoing) -> Result<(), String> {
+            self.sent.push(hb.clone());
+            Ok(())
+        }
+        fn last_sent(&self) -> u64 {
+            self.sent.last().map_or(0, |_| self.now)
+        }
+        fn add(
+            &mut self,
+            vips: &[Vip],
+            _keepalive: &Outgoing,
+            loss_ns: Option<u64>,
+        ) -> (Vec<Taken>, Vec<(Vip, String)>) {
+            if self.refuse {
+                return (
+                    Vec::new(),
+                    vips.iter().map(|v| (*v, "EPERM".into())).collect(),
+                );
+            }
+            let taken = vips
+                .iter()
+                .map(|v| Taken {
+                    vip: *v,
+                    added_ns: self.now,
+                    already_present: !self.addrs.insert(v.addr),
+                    first_announce_ns: None,
+                    loss_ns,
+                })
+                .collect();
+            (taken, Vec::new())
+        }
+        fn remove(&mut self, vips: &[(Vip, Option<u32>)]) -> Vec<Released> {
+            vips.iter()
+                .map(|(v, to)| {
+                    self.addrs.remove(&v.addr);
+                    Released {
+                        vip: *v,
+                        new_owner: *to,
+                        outcome: Outcome::Done,
+                    }
+                })
+                .collect()
+        }
+        fn announce(&mut self, _addrs: &[IpAddr]) {}
+        fn reconfigure(&mut self, _old: &Config, _new: &Config) {}
+        fn report(&mut self, report: Report) {
+            self.reports.push(report);
+        }
+    }
+
+    /// Node `id` of a pool of two VIPs (100 ms heartbeats, 500 ms dead, 1 s hold-down).
+    fn config(id: u32) -> Config {
+        let text = format!(
+            "[node]\nid = {id}\ninterface = \"eth0\"\n[heartbeat]\ninterval = \"100ms\"\n\
+             dead_interval = \"500ms\"\nhold_down = \"1s\"\nauth = \"off\"\n\
+             [pool]\nvips = [\"192.0.2.201\", \"192.0.2.202\"]\n"
+        );
+        Config::from_file(File::parse(&text).unwrap()).unwrap()
+    }
+
+    /// Peer `id`'s entry as the XDP program records it, heard at `at`, with `view`.
+    fn peer(id: u32, at: u64, view: &[u32]) -> PeerState {
+        PeerState {
+            node_id: id,
+            incarnation: 7,
+            last_seen_ns: at,
+            first_seen_ns: 0,
+            flags: FLAG_MATURE,
+            interval_us: 100_000,
+            weight: 1,
+            view_digest: view_digest(view),
+            hears: 0b11,
+            ..PeerState::default()
+        }
+    }
+
+    /// Node 2 with peer 1 in its view, at 2 s, each holding one VIP.
+    fn two_nodes() -> (Decide, Fake) {
+        let mut d = Decide::new(config(2), 0, true, true);
+        let mut fx = Fake::default();
+        fx.table.insert(1, peer(1, 0, &[1, 2]));
+        d.verified(1, 7);
+        for t in (1000..=2000).step_by(100) {
+            fx.now = t * MS;
+            fx.table.insert(1, peer(1, fx.now, &[1, 2]));
+            d.turn(&mut fx, true, true, [], &[]);
+        }
+        assert_eq!(fx.addrs.len(), 1, "{:?}", fx.addrs);
+        let theirs: BTreeSet<IpAddr> = d
+            .pool
+            .iter()
+            .filter(|v| !fx.addrs.contains(v))
+            .copied()
+            .collect();
+        d.holdings(1, 7, theirs);
+        (d, fx)
+    }
+
+    #[test]
+    fn a_node_takes_its_share_once_mature_and_all_when_its_peer_dies() {
+        let (mut d, mut fx) = two_nodes();
+        assert_eq!(d.state_name(), "active");
+        // Peer 1 falls silent: a dead interval later this node holds both.
+        let last = fx.now;
+        fx.now = last + 500 * MS;
+        d.turn(&mut fx, true, true, [], &[]);
+        assert_eq!(fx.addrs.len(), 2);
+    }
+
+    #[test]
+    fn a_refused_add_holds_the_node_down_and_gives_back_what_it_has() {
+        let (mut d, mut fx) = two_nodes();
+        fx.refuse = true;
+        fx.now += 500 * MS;
+        d.turn(&mut fx, true, true, [], &[]);
+        assert!(fx.addrs.is_empty(), "{:?}", fx.addrs);
+        assert_eq!(d.state_name(), "holding-down");
+        assert_eq!(fx.sent.last().map(|h| h.flags & FLAG_MATURE), Some(0));
+        // Adds work again: after the hold-down it takes its share again.
+        fx.refuse = false;
+        for _ in 0..11 {
+            fx.now += 100 * MS;
+            d.turn(&mut fx, true, true, [], &[]);
+        }
+        assert_eq!(d.state_name(), "active");
+        assert!(!fx.addrs.is_empty());
+    }
+
+    #[test]
+    fn of_two_members_claiming_a_vip_the_lower_id_keeps_it() {
+        let (mut d, mut fx) = two_nodes();
+        let mine: Vec<IpAddr> = fx.addrs.iter().copied().collect();
+        // Peer 1 (lower id) says it holds everything (a split brain settling).
+        d.holdings(1, 7, d.pool.iter().copied().collect());
+        fx.now += 100 * MS;
+        fx.table.insert(1, peer(1, fx.now, &[1, 2]));
+        d.turn(&mut fx, true, true, [], &[]);
+        assert!(fx.addrs.is_empty(), "kept {mine:?}");
+    }
+
+    #[test]
+    fn claims_of_an_earlier_incarnation_do_not_count() {
+        let (mut d, mut fx) = two_nodes();
+        d.holdings(1, 6, d.pool.iter().copied().collect());
+        fx.now += 100 * MS;
+        fx.table.insert(1, peer(1, fx.now, &[1, 2]));
+        d.turn(&mut fx, true, true, [], &[]);
+        assert_eq!(fx.addrs.len(), 1);
     }
 }
