@@ -729,7 +729,16 @@ impl Decide {
             .flat_map(|(id, vips)| vips.iter().map(move |v| (*v, id)))
             .filter(|(v, _)| self.held.contains_key(v))
             .collect();
-        let orphans = self.orphans(&claimed, &members, now);
+        // What the members this node hears directly claim (a member kept on another's word
+        // may have let go of a VIP without this node hearing it).
+        let unheard: Vec<u32> = self.vouched.iter().map(|(id, _)| *id).collect();
+        let heard: Vec<Member> = members
+            .iter()
+            .filter(|m| !unheard.contains(&m.id))
+            .copied()
+            .collect();
+        let claimed_heard = self.claimed_by_others(&heard, &healing);
+        let (orphans, orphan_basis) = self.orphans(&claimed, &claimed_heard, &members, now);
         // A VIP nobody claims for a dead interval: the views of who holds what differ
         // somewhere (a lost state section, a lossy link); every heartbeat says what this
         // node holds until it is claimed again.
@@ -747,9 +756,10 @@ impl Decide {
             .vips
             .iter()
             .filter(|v| {
-                (assignment.get(&v.addr) == Some(&me) || orphans.contains(&v.addr))
+                let orphan = orphans.contains(&v.addr);
+                (assignment.get(&v.addr) == Some(&me) || orphan)
                     && !self.held.contains_key(&v.addr)
-                    && !claimed.contains(&v.addr)
+                    && (!claimed.contains(&v.addr) || orphan)
                     && !self.added.contains(&v.addr)
             })
             .copied()
@@ -779,7 +789,7 @@ impl Decide {
                     .is_some_and(|p| m.id != me && p.flags & FLAG_PARTIAL != 0)
             });
         self.orphans
-            .retain(|v| partial && self.held.contains_key(v) && !claimed.contains(v));
+            .retain(|v| partial && self.held.contains_key(v) && !orphan_basis.contains(v));
         // A refused add made this node hold down again: it keeps nothing.
         let active = self.active();
         let to_release: Vec<(Vip, Option<u32>)> = self
@@ -810,49 +820,59 @@ impl Decide {
     }
 
     /// The VIPs nobody this node knows of has claimed for [`ORPHAN_NS`] and that it takes
-    /// as the lowest id of its view (when active).
+    /// (when active), with the claims that decided it. The taker is the lowest id of the
+    /// view among the members that see all of it (a member that sees it only in part may
+    /// hold stale claims of the peers it does not hear, and so see no orphan where there
+    /// is one), judging by every claim; when no member sees all of it, the lowest id,
+    /// judging by the claims of the members it hears directly (`claimed_heard`).
     fn orphans(
         &mut self,
         claimed: &BTreeSet<IpAddr>,
+        claimed_heard: &BTreeSet<IpAddr>,
         members: &[Member],
         now: u64,
-    ) -> BTreeSet<IpAddr> {
+    ) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>) {
+        let me = self.cfg.node.id;
+        // (What a member kept on another's word last said is stale: it is not counted.)
+        let sees_all = |m: &&Member| {
+            if m.id == me {
+                !self.partial
+            } else {
+                !self.vouched.iter().any(|(id, _)| *id == m.id)
+                    && self
+                        .membership
+                        .peer(m.id)
+                        .is_some_and(|p| p.flags & FLAG_PARTIAL == 0)
+            }
+        };
+        let seer = members.iter().find(sees_all);
+        let taker = seer.or(members.first()).map(|m| m.id);
+        let basis = if seer.is_some() {
+            claimed
+        } else {
+            claimed_heard
+        }
+        .clone();
         let unclaimed: Vec<IpAddr> = self
             .pool
             .iter()
-            .filter(|v| !claimed.contains(v) && !self.held.contains_key(v))
+            .filter(|v| !basis.contains(v) && !self.held.contains_key(v))
             .copied()
             .collect();
         self.unclaimed_since.retain(|v, _| unclaimed.contains(v));
         for v in &unclaimed {
             self.unclaimed_since.entry(*v).or_insert(now);
         }
-        // The taker: the lowest id of the view among the members that see all of it (a
-        // member that sees it only in part may hold stale claims of the peers it does not
-        // hear, and so see no orphan where there is one), else the lowest id.
-        let me = self.cfg.node.id;
-        let sees_all = |m: &&Member| {
-            if m.id == me {
-                !self.partial
-            } else {
-                self.membership
-                    .peer(m.id)
-                    .is_some_and(|p| p.flags & FLAG_PARTIAL == 0)
-            }
-        };
-        let taker = members
-            .iter()
-            .find(sees_all)
-            .or(members.first())
-            .map(|m| m.id);
         if !self.active() || taker != Some(me) {
-            return BTreeSet::new();
+            return (BTreeSet::new(), basis);
         }
-        self.unclaimed_since
+        let orphans = self
+            .unclaimed_since
             .iter()
             .filter(|(_, since)| now.saturating_sub(**since) >= ORPHAN_NS)
             .map(|(v, _)| *v)
-            .collect()
+            .collect();
+        (orphans, basis)
     }
 
     /// A peer declared lost came back (a partition healed, a frozen node thawed): it may

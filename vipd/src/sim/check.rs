@@ -1,6 +1,7 @@
 //! The invariants, checked after every wake-up and every fault's start and end:
-//! - two nodes that hear each other never both answer for a VIP, once the faults have
-//!   been still for [`Bounds::two_owners_ns`];
+//! - two nodes that hear each other never both answer for a VIP for longer than a dead
+//!   interval (two takers settle it by their state sections), once the faults have been
+//!   still for [`Bounds::two_owners_ns`];
 //! - a VIP is never answered by nobody while a node that may hold it runs, once the faults
 //!   have been still for [`Bounds::no_owner_ns`];
 //! - after the faults end and a quiet time ([`Bounds::quiet_ns`]), each VIP has exactly
@@ -20,6 +21,8 @@ const MS: u64 = 1_000_000;
 /// How long after the last fault change each invariant must hold.
 #[derive(Clone, Copy, Debug)]
 pub struct Bounds {
+    /// How long two owners that hear each other may last (a dead interval).
+    pub settle_ns: u64,
     pub two_owners_ns: u64,
     pub no_owner_ns: u64,
     pub quiet_ns: u64,
@@ -32,6 +35,7 @@ impl Bounds {
     pub fn for_params(p: &Params) -> Self {
         let (dead, hold) = (p.dead_ms * MS, p.hold_down_ms * MS);
         Self {
+            settle_ns: dead,
             two_owners_ns: 2 * dead + hold + 500 * MS,
             no_owner_ns: 2 * dead + 2 * hold + 1000 * MS,
             quiet_ns: 2 * hold + 5000 * MS,
@@ -57,6 +61,8 @@ pub struct Checker {
     bounds: Bounds,
     /// Since when each VIP has been answered by nobody.
     unanswered_since: BTreeMap<IpAddr, u64>,
+    /// Since when each VIP has been answered by two nodes that hear each other.
+    doubled_since: BTreeMap<(IpAddr, usize, usize), u64>,
 }
 
 impl Checker {
@@ -64,6 +70,7 @@ impl Checker {
         Self {
             bounds,
             unanswered_since: BTreeMap::new(),
+            doubled_since: BTreeMap::new(),
         }
     }
 
@@ -73,20 +80,29 @@ impl Checker {
         let pool = w.pool().to_vec();
         for vip in &pool {
             let owners: Vec<usize> = (0..w.len()).filter(|i| w.answers(*i, vip)).collect();
-            if still > self.bounds.two_owners_ns {
-                for (k, a) in owners.iter().enumerate() {
-                    for b in &owners[k + 1..] {
-                        if w.hear_each_other(*a, *b) {
-                            return Err(Violation {
-                                at_ns: w.now,
-                                what: format!(
-                                    "{vip} answered by n{} and n{}, which hear each other",
-                                    w.id(*a),
-                                    w.id(*b)
-                                ),
-                            });
-                        }
+            let mut doubled = Vec::new();
+            for (k, a) in owners.iter().enumerate() {
+                for b in &owners[k + 1..] {
+                    if w.hear_each_other(*a, *b) {
+                        doubled.push((*vip, *a, *b));
                     }
+                }
+            }
+            self.doubled_since
+                .retain(|(v, a, b), _| v != vip || doubled.contains(&(*v, *a, *b)));
+            for (v, a, b) in doubled {
+                let since = *self.doubled_since.entry((v, a, b)).or_insert(w.now);
+                let lasted = w.now.saturating_sub(since);
+                if still > self.bounds.two_owners_ns && lasted > self.bounds.settle_ns {
+                    return Err(Violation {
+                        at_ns: w.now,
+                        what: format!(
+                            "{vip} answered by n{} and n{}, which hear each other, for {:.3}s",
+                            w.id(a),
+                            w.id(b),
+                            lasted as f64 / 1e9
+                        ),
+                    });
                 }
             }
             if !owners.is_empty() {

@@ -314,14 +314,21 @@ impl World {
             .map(|(i, n)| {
                 let h = self.health(i);
                 let status = n.proc.as_ref().map(|p| p.decide.status(self.now));
-                let owners: Vec<String> = status
+                let mut owners: Vec<String> = status
                     .iter()
                     .flat_map(|s| &s.vips)
                     .map(|v| format!("{}->{:?}", v.vip, v.owner))
                     .collect();
+                owners.extend(
+                    status
+                        .iter()
+                        .flat_map(|s| &s.peers)
+                        .map(|p| format!("peer {}: {} in_view {}", p.id, p.state, p.in_view)),
+                );
                 format!(
-                    "n{}: running {} paused {} carrier {} addrs {:?} fenced {} state {:?} view {:?} owners {:?}",
+                    "n{}: flags {:?} running {} paused {} carrier {} addrs {:?} fenced {} state {:?} view {:?} owners {:?}",
                     n.id,
+                    n.proc.as_ref().map(|p| p.decide.flags()),
                     h.running,
                     h.paused,
                     h.carrier,
