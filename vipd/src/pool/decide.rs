@@ -392,7 +392,7 @@ impl Decide {
     }
 
     /// The slow path's carrier and health verdicts; returns whether they changed.
-    pub fn verdicts(&mut self, fx: &mut impl Edges, carrier: bool, healthy: bool) -> bool {
+    fn verdicts(&mut self, fx: &mut impl Edges, carrier: bool, healthy: bool) -> bool {
         let changed = carrier != self.carrier || healthy != self.healthy;
         if healthy != self.healthy {
             self.healthy = healthy;
@@ -413,14 +413,14 @@ impl Decide {
 
     /// A peer, in `incarnation`, echoed our current incarnation; returns whether that is
     /// new.
-    pub fn verified(&mut self, peer: u32, incarnation: u64) -> bool {
+    fn verified(&mut self, peer: u32, incarnation: u64) -> bool {
         let new = !self.membership.is_verified(peer, incarnation);
         self.membership.verify(peer, incarnation);
         new
     }
 
     /// What a peer, in `incarnation`, says it holds; returns whether that changed.
-    pub fn holdings(&mut self, peer: u32, incarnation: u64, vips: BTreeSet<IpAddr>) -> bool {
+    fn holdings(&mut self, peer: u32, incarnation: u64, vips: BTreeSet<IpAddr>) -> bool {
         let entry = (incarnation, vips);
         let changed = self.peers.get(&peer) != Some(&entry);
         self.peers.insert(peer, entry);
@@ -443,7 +443,7 @@ impl Decide {
 
     /// The VIP list a peer runs when it is not ours (`None`: ours again); returns whether
     /// that changed.
-    pub fn peer_list(&mut self, peer: u32, vips: Option<BTreeSet<IpAddr>>) -> bool {
+    fn peer_list(&mut self, peer: u32, vips: Option<BTreeSet<IpAddr>>) -> bool {
         match vips {
             Some(vips) => self.lists.insert(peer, vips.clone()).as_ref() != Some(&vips),
             None => self.lists.remove(&peer).is_some(),
@@ -451,7 +451,7 @@ impl Decide {
     }
 
     /// A peer runs another list: send ours (one round of chunks).
-    pub fn send_list(&mut self) {
+    fn send_list(&mut self) {
         if self.list_left == 0 {
             self.list_left = self.list_chunks.len();
         }
@@ -459,14 +459,14 @@ impl Decide {
     }
 
     /// A live peer claims a held VIP: send what this node holds now.
-    pub fn send_holdings(&mut self, fx: &mut impl Edges) {
+    fn send_holdings(&mut self, fx: &mut impl Edges) {
         self.state_burst = STATE_BURST;
         self.heartbeat(fx);
     }
 
     /// A reloaded configuration (nothing in it needs a restart); the caller has given the
     /// sockets their new weight, destinations and key.
-    pub fn reload(&mut self, now: u64, cfg: Config) {
+    fn reload(&mut self, now: u64, cfg: Config) {
         let old: BTreeSet<IpAddr> = self.pool.iter().copied().collect();
         self.pool = cfg.pool.vips.iter().map(|v| v.addr).collect();
         self.added = self
@@ -488,7 +488,7 @@ impl Decide {
 
     /// An event from the XDP program (what a restarted peer held no longer counts: see
     /// [`Decide::claims`]).
-    pub fn on_event(&mut self, kind: Option<EventKind>) {
+    fn on_event(&mut self, kind: Option<EventKind>) {
         if matches!(
             kind,
             Some(EventKind::NewPeer | EventKind::Restarted | EventKind::Returned)
