@@ -1,7 +1,7 @@
 //! Types shared by the vipd daemon and its XDP program.
 //!
 //! - [`auth`]: SipHash-2-4 and the heartbeats' MAC trailer (shared-key authentication).
-//! - [`heartbeat`]: the vipd heartbeat frame (version 1), built by the daemon and read by
+//! - [`heartbeat`]: the vipd heartbeat frame (wire format version 3), built by the daemon and read by
 //!   the XDP program with the same parser.
 //! - [`maps`]: the layout of the BPF maps both sides use (peer table, counters, events).
 //! - [`neighbor`]: ARP and neighbour discovery: what a packet claims, what it asks for.

@@ -42,42 +42,31 @@ pub const VRRP_SEEN_MAP: &str = "VRRP_SEEN";
 /// Name of the ring buffer of [`VrrpNotice`]s.
 pub const VRRP_EVENTS_MAP: &str = "VRRP_EVENTS";
 
-/// Name of the self-fencing clocks: `Array<u64>`, one entry per [`Fence`] slot, when the
-/// daemon last told its peers it is alive — the pool's last heartbeat, a VRRP Master's
-/// last advert (`bpf_ktime_get_ns()` time; 0: fencing off). Older than the slot's dead
-/// time ([`fence_ns`]: the daemon is frozen, hung or dead, the peers are taking over), the
-/// program stops answering for the VIPs held under that slot.
+/// Name of the self-fencing deadlines: `Array<u64>`, one per slot ([`FENCE_POOL`], and
+/// [`fence_slot_vrrp`] for each VRRP group), each the moment its daemon's word runs out —
+/// the pool's last heartbeat plus the dead interval (when its peers take over), a VRRP
+/// group's last advert as Master plus three of its advert intervals (a Backup's
+/// Master_Down_Interval, skew aside) — in `bpf_ktime_get_ns()` time; 0: fencing off. Past
+/// it ([`fenced`]: the daemon is frozen, hung or dead) the program stops answering for
+/// the VIPs held under that slot. Each VRRP group has its own, so a frozen Master of a
+/// fast group is fenced as fast as its Backups take over, whatever the other groups run.
 pub const FENCE_MAP: &str = "FENCE";
-/// Name of the VIPs this node holds: `HashMap<[u8; 16] address, u8 Fence slot>` (see
+/// Name of the VIPs this node holds: `HashMap<[u8; 16] address, u16 fence slot>` (see
 /// [`addr_key`]), written by the daemon; ARP requests and neighbour solicitations for
 /// them are dropped while their slot is fenced.
 pub const HELD_MAP: &str = "HELD";
 
-/// Who speaks for a held VIP, and so which `FENCE` clock guards it.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fence {
-    /// The pool: alive while heartbeats go out; fenced after the dead interval.
-    Pool = 0,
-    /// The VRRP groups: alive while a Master advertises; fenced after three advert
-    /// intervals of the slowest group (a Backup's Master_Down_Interval, skew aside).
-    Vrrp = 1,
+/// The pool's slot of `FENCE`.
+pub const FENCE_POOL: u16 = 0;
+
+/// The `FENCE` slot of VRRP group `vrid` of a family.
+pub const fn fence_slot_vrrp(ipv6: bool, vrid: u8) -> u16 {
+    1 + ((ipv6 as u16) << 8 | vrid as u16)
 }
 
-/// Number of `FENCE` slots.
-pub const FENCE_SLOTS: u32 = 2;
+/// Number of `FENCE` slots: the pool's, and one per VRRP group (VRID and family).
+pub const FENCE_SLOTS: u32 = 1 + 2 * 256;
 
-/// The silence after which slot `slot` of `FENCE` is fenced (unknown slot: never).
-#[inline(always)]
-pub fn fence_ns(config: &XdpConfig, slot: u8) -> u64 {
-    if slot == Fence::Pool as u8 {
-        config.dead_ns
-    } else if slot == Fence::Vrrp as u8 {
-        config.vrrp_fence_ns
-    } else {
-        u64::MAX
-    }
-}
 /// Most VIPs `HELD` holds.
 pub const MAX_HELD: u32 = 16 * 1024;
 
@@ -157,11 +146,11 @@ pub fn claim_update(prev: Option<&VipClaim>, mac: [u8; 6], kind: u8, now: u64) -
     (next, notify)
 }
 
-/// Whether a node whose daemon last said it is alive at `alive_ns` (0: never said) is
-/// fenced at `now_ns`: silent longer than `dead_ns`, the time its peers take to take over.
+/// Whether a `FENCE` slot whose deadline is `deadline_ns` (0: never set) is fenced at
+/// `now_ns`: its daemon's last word ran out, its peers are taking over.
 #[inline(always)]
-pub fn fenced(alive_ns: u64, now_ns: u64, dead_ns: u64) -> bool {
-    alive_ns != 0 && now_ns.saturating_sub(alive_ns) > dead_ns
+pub fn fenced(deadline_ns: u64, now_ns: u64) -> bool {
+    deadline_ns != 0 && now_ns > deadline_ns
 }
 
 /// Most peers the peer table holds.
@@ -178,7 +167,7 @@ pub struct XdpConfig {
     /// Our own node id: heartbeats carrying it are counted (duplicate id or loop).
     pub node_id: u32,
     /// The pool's dead interval, nanoseconds: silence after which a peer heard again is
-    /// reported as returned, and the pool's VIPs are fenced (see [`fence_ns`]).
+    /// reported as returned.
     pub dead_ns: u64,
     /// UDP destination port of heartbeats.
     pub port: u16,
@@ -197,8 +186,6 @@ pub struct XdpConfig {
     pub auth_key: [u64; 2],
     /// The second accepted key, when `auth` is 2.
     pub auth_next_key: [u64; 2],
-    /// The VRRP groups' fencing time, nanoseconds (see [`Fence::Vrrp`]).
-    pub vrrp_fence_ns: u64,
 }
 
 /// Name of the peers' source addresses: `HashMap<[u8; 16] address, u8>` (see
@@ -424,10 +411,36 @@ pub struct PeerEvent {
     pub _pad: u8,
 }
 
+/// What the XDP program does with a frame, by the counter it counts it under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Recorded in a map, then dropped (a heartbeat) or passed up (one with a state
+    /// section, for the daemon's socket).
+    Record,
+    /// Passed to the kernel's stack untouched.
+    Pass,
+    /// Dropped: refused, so nothing on the host ever reads it.
+    Drop,
+    /// Not a frame (a lost event).
+    None,
+}
+
+impl Verdict {
+    /// The metric label: `"record"`, `"pass"`, `"drop"`, or `""`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Record => "record",
+            Verdict::Pass => "pass",
+            Verdict::Drop => "drop",
+            Verdict::None => "",
+        }
+    }
+}
+
 /// Declares the counters once: the enum, [`Counter::ALL`], names and metric labels all
 /// come from this one list.
 macro_rules! counters {
-    ($( $(#[doc = $doc:literal])* $variant:ident = $index:literal, $name:literal, $verdict:literal; )*) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $index:literal, $name:literal, $verdict:ident; )*) => {
         /// Indices into the per-CPU counters array.
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -446,12 +459,11 @@ macro_rules! counters {
                 }
             }
 
-            /// What the XDP program did with the frames counted here: `"record"` (recorded,
-            /// then dropped or passed up), `"pass"`, `"drop"`, or `""` for a counter of
-            /// something other than frames.
-            pub fn verdict(self) -> &'static str {
+            /// What the XDP program does with the frames counted here: the one table both
+            /// the program and its host model (`cargo xtask fuzz-xdp`) act on.
+            pub const fn verdict(self) -> Verdict {
                 match self {
-                    $(Counter::$variant => $verdict,)*
+                    $(Counter::$variant => Verdict::$verdict,)*
                 }
             }
         }
@@ -461,66 +473,69 @@ macro_rules! counters {
 counters! {
     /// Heartbeats of our cluster from another node, recorded (dropped, or passed up when
     /// they carry a state section).
-    HeartbeatAccepted = 0, "heartbeats_accepted", "record";
-    /// Frames to the heartbeat port that are not valid heartbeats.
-    HeartbeatMalformed = 1, "heartbeats_malformed", "pass";
-    /// Valid heartbeats of another cluster.
-    ForeignCluster = 2, "foreign_cluster", "pass";
-    /// Heartbeats carrying our own node id (a duplicate id on the segment).
-    OwnNodeId = 3, "own_node_id", "pass";
+    HeartbeatAccepted = 0, "heartbeats_accepted", Record;
+    /// Frames to the heartbeat port that are not valid heartbeats, dropped.
+    HeartbeatMalformed = 1, "heartbeats_malformed", Drop;
+    /// Valid heartbeats of another cluster, dropped.
+    ForeignCluster = 2, "foreign_cluster", Drop;
+    /// Heartbeats carrying our own node id (a duplicate id on the segment), dropped.
+    OwnNodeId = 3, "own_node_id", Drop;
     /// Everything else, passed untouched.
-    OtherTraffic = 4, "other_traffic", "pass";
+    OtherTraffic = 4, "other_traffic", Pass;
     /// Events lost because a ring buffer was full.
-    EventsLost = 5, "events_lost", "";
-    /// Heartbeats not recorded because the peer table could not take a new peer.
-    PeerTableFull = 6, "peer_table_full", "pass";
+    EventsLost = 5, "events_lost", None;
+    /// Heartbeats not recorded because the peer table could not take a new peer, dropped.
+    PeerTableFull = 6, "peer_table_full", Drop;
     /// With authentication on: heartbeats without a trailer or with a wrong header MAC,
-    /// passed and never recorded.
-    HeartbeatBadAuth = 7, "heartbeats_bad_auth", "pass";
+    /// dropped.
+    HeartbeatBadAuth = 7, "heartbeats_bad_auth", Drop;
     /// With authentication on: heartbeats of a known peer older than the last one recorded
-    /// (an earlier incarnation, or a sequence not above the last), passed, never recorded.
-    HeartbeatReplayed = 8, "heartbeats_replayed", "pass";
+    /// (an earlier incarnation, or a sequence not above the last), dropped: a replayed
+    /// state section never reaches the daemon either.
+    HeartbeatReplayed = 8, "heartbeats_replayed", Drop;
     /// Valid VRRP adverts for one of our groups, listing the group's addresses.
-    VrrpAccepted = 9, "vrrp_accepted", "pass";
+    VrrpAccepted = 9, "vrrp_accepted", Pass;
     /// VRRP adverts for one of our groups whose TTL / hop limit is not 255 (multicast: sent
-    /// from off-link) or below the group's `unicast_min_ttl` (unicast).
-    VrrpBadTtl = 10, "vrrp_bad_ttl", "pass";
+    /// from off-link) or below the group's `unicast_min_ttl` (unicast). Like every VRRP
+    /// refusal below, dropped (nothing on the host reads VRRP).
+    VrrpBadTtl = 10, "vrrp_bad_ttl", Drop;
     /// VRRP packets of another version or type, or of another version than the group's.
-    VrrpBadVersion = 11, "vrrp_bad_version", "pass";
+    VrrpBadVersion = 11, "vrrp_bad_version", Drop;
     /// VRRP adverts that are truncated or have a zero VRID, count or interval.
-    VrrpMalformed = 12, "vrrp_malformed", "pass";
+    VrrpMalformed = 12, "vrrp_malformed", Drop;
     /// VRRP adverts with a wrong checksum.
-    VrrpBadChecksum = 13, "vrrp_bad_checksum", "pass";
+    VrrpBadChecksum = 13, "vrrp_bad_checksum", Drop;
     /// VRRP adverts for a VRID this node does not run on the interface they came in on.
-    VrrpUnknownVrid = 14, "vrrp_unknown_vrid", "pass";
+    VrrpUnknownVrid = 14, "vrrp_unknown_vrid", Pass;
     /// Valid adverts for one of our groups that list other addresses than the group's
     /// (another cluster on the VRID, or differing configurations): logged, still processed
     /// (counted here, not as `vrrp_accepted`).
-    VrrpAddrMismatch = 15, "vrrp_addr_mismatch", "pass";
+    VrrpAddrMismatch = 15, "vrrp_addr_mismatch", Pass;
     /// Heartbeats whose TTL / hop limit is not 255 (GTSM, RFC 5082: sent from off-link, or
-    /// by a sender that does not set it), passed and never recorded.
-    HeartbeatBadTtl = 16, "heartbeats_bad_ttl", "pass";
+    /// by a sender that does not set it), dropped (the kernel does not enforce
+    /// `IP_MINTTL` on UDP sockets).
+    HeartbeatBadTtl = 16, "heartbeats_bad_ttl", Drop;
     /// With `peers` configured: heartbeats from a source address that is not a peer,
-    /// passed and never recorded.
-    HeartbeatUnknownSource = 17, "heartbeats_unknown_source", "pass";
+    /// dropped.
+    HeartbeatUnknownSource = 17, "heartbeats_unknown_source", Drop;
     /// IPv6 VRRP adverts from a source that is not link-local (RFC 5798 5.1.2.1).
-    VrrpNotLinkLocal = 18, "vrrp_not_link_local", "pass";
+    VrrpNotLinkLocal = 18, "vrrp_not_link_local", Drop;
     /// ARP requests and neighbour solicitations for a held VIP dropped because the daemon
     /// made no progress for the dead interval (frozen, hung or dead: self-fencing, while
     /// its peers take the VIPs over).
-    NeighborFenced = 19, "neighbor_fenced", "drop";
+    NeighborFenced = 19, "neighbor_fenced", Drop;
     /// ARP and NDP packets claiming a held VIP from a MAC that is not this node's (another
     /// owner, or a host configured with it): recorded in `CLAIMS`, told to the daemon.
-    NeighborClaim = 20, "neighbor_claims", "pass";
+    NeighborClaim = 20, "neighbor_claims", Pass;
     /// VRRPv2 adverts for one of our groups with another Auth Type or password than the
     /// group's (RFC 3768 7.1).
-    VrrpBadAuth = 21, "vrrp_bad_auth", "pass";
+    VrrpBadAuth = 21, "vrrp_bad_auth", Drop;
     /// VRRPv2 adverts for one of our groups with another advertisement interval than the
     /// group's (RFC 3768 7.1: a misconfiguration; never a Master to follow).
-    VrrpBadInterval = 22, "vrrp_bad_interval", "pass";
+    VrrpBadInterval = 22, "vrrp_bad_interval", Drop;
     /// Unicast VRRP adverts for one of our groups from a source that is not one of its
     /// `unicast_peers`.
-    VrrpNotPeer = 23, "vrrp_not_peer", "pass";
+    VrrpNotPeer = 23, "vrrp_not_peer", Drop;
 }
 
 /// Number of slots in the counters array.
@@ -551,7 +566,7 @@ mod tests {
     fn sizes_have_no_implicit_padding() {
         assert_eq!(
             size_of::<XdpConfig>(),
-            4 + 4 + 8 + 2 + 1 + 1 + 1 + 3 + 2 * 8 + 2 * 8 + 8
+            4 + 4 + 8 + 2 + 1 + 1 + 1 + 3 + 2 * 8 + 2 * 8
         );
         assert_eq!(size_of::<PeerState>(), 8 * 8 + 4 + 4 + 2 + 6 + 1 + 7);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
@@ -566,7 +581,7 @@ mod tests {
     fn counters_are_in_index_order_and_fit() {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i, "{}", c.name());
-            assert!(["record", "pass", "drop", ""].contains(&c.verdict()));
+            assert_eq!(c.verdict() == Verdict::None, c == &Counter::EventsLost);
         }
         assert!(Counter::ALL.len() as u32 <= COUNTER_SLOTS);
     }

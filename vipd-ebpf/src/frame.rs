@@ -4,7 +4,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use vipd_common::maps::Counter;
+use vipd_common::maps::{Counter, Verdict};
 
 use crate::maps::{COUNTERS, LOGGED_AT};
 
@@ -19,6 +19,17 @@ pub(crate) fn count(c: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: a per-CPU slot, written only from this CPU.
         unsafe { *slot += 1 };
+    }
+}
+
+/// Counts a frame under `c` and returns what the counters' table says becomes of it
+/// (`Counter::verdict`): dropped if refused, passed otherwise.
+#[inline(always)]
+pub(crate) fn judged(c: Counter) -> u32 {
+    count(c);
+    match c.verdict() {
+        Verdict::Drop => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
     }
 }
 

@@ -53,10 +53,10 @@ fn mac_matches(mac: u64, header: &[u8; HEADER_LEN], key: &[u64; 2]) -> bool {
 }
 
 /// Updates the peer table for one admitted heartbeat ([`peer::record`]) and reports state
-/// changes. Returns false (nothing recorded) for a replay. Not inlined, so its stack frame
+/// changes. Refuses (nothing recorded) a replay, or a new peer the table cannot take. Not inlined, so its stack frame
 /// does not add to the VRRP path's (the verifier allows 512 bytes along a call chain).
 #[inline(never)]
-pub(crate) fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) -> bool {
+pub(crate) fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) -> Result<(), Counter> {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let entry = PEERS.get_ptr_mut(hb.node_id);
@@ -65,20 +65,13 @@ pub(crate) fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) -> bo
     let prev_sequence = prev.map_or(0, |p| p.sequence);
     let prev_flags = prev.map_or(0, |p| p.flags);
     let mac = eth_source(ctx).unwrap_or_default();
-    let (state, kind) = match peer::record(prev, hb, mac, now, config) {
-        Ok(next) => next,
-        Err(refused) => {
-            count(refused);
-            return false;
-        }
-    };
+    let (state, kind) = peer::record(prev, hb, mac, now, config)?;
     match entry {
         // SAFETY: as above.
         Some(p) => unsafe { *p = state },
         None => {
             if PEERS.insert(hb.node_id, state, 0).is_err() {
-                count(Counter::PeerTableFull);
-                return false;
+                return Err(Counter::PeerTableFull);
             }
             if log_due(now) {
                 info!(
@@ -104,7 +97,7 @@ pub(crate) fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) -> bo
             _pad: 0,
         });
     }
-    true
+    Ok(())
 }
 
 #[inline(always)]

@@ -3,7 +3,8 @@
 //! Parses Ethernet → IPv4/IPv6 → UDP → vipd heartbeat with bounds checks on every read.
 //! A heartbeat of our cluster must pass `vipd_common::peer::admit` — TTL / hop limit 255
 //! (GTSM), a source in `PEER_ADDRS` when `peers` are configured, the MAC when a key is —
-//! or it is counted and passed, never recorded. An admitted heartbeat from another node
+//! or it is counted and dropped, never recorded: what this program refuses never reaches
+//! the daemon (`Counter::verdict` says, for every counter, what becomes of the frame). An admitted heartbeat from another node
 //! updates that peer's entry in `PEERS` (`vipd_common::peer::record`)
 //! (last-seen time, sequence, incarnation, flags, weight, counts), pushes a `PeerEvent`
 //! to `EVENTS` when the peer's state changes, and is dropped: the daemon never has to read
@@ -14,7 +15,8 @@
 //! source in `VRRP_PEERS` for unicast; v2 authentication and interval) and judged with
 //! `vipd_common::vrrp::judge`: an advert that holds a Backup back only refreshes
 //! `VRRP_SEEN`; priority 0, a Master being outranked, or a new Master push a `VrrpNotice`
-//! to `VRRP_EVENTS`. VRRP frames are always passed (nothing on the host reads them).
+//! to `VRRP_EVENTS`. Adverts for our groups that fail a check are dropped; the others
+//! are passed (nothing on the host reads them, capture tools still see them).
 //! ARP packets and neighbour solicitations/advertisements are read for two things: a claim
 //! on a VIP in `HELD` from a MAC not in `OWN_MACS` (another owner, or a host configured
 //! with the address) is recorded in `CLAIMS` and told to the daemon through
@@ -26,7 +28,7 @@
 //! is there and its header MAC (SipHash-2-4 of the 56 header bytes with the shared key) is
 //! right, and only if it is newer than the last one recorded from that peer (a later
 //! incarnation, or the same one with a higher sequence): anything else is counted and
-//! passed, never recorded. The daemon checks the full MAC of the state sections it receives.
+//! dropped, never recorded. The daemon checks the full MAC of the state sections it receives.
 //!
 //! Layout: this file dispatches each frame and parses heartbeats up to their admission
 //! (inline in the entry point, whose stack frame the verifier adds to each callee's);
@@ -57,7 +59,7 @@ use vipd_common::{
 
 use crate::{
     frame::{
-        ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, count, other_traffic,
+        ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, judged, other_traffic,
         ptr_at,
     },
     maps::{CONFIG, PEER_ADDRS},
@@ -89,7 +91,7 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
         ETH_P_ARP => {
             let frame: *const [u8; ARP_FRAME] = ptr_at(ctx, 0)?;
             // SAFETY: ptr_at checked the whole frame prefix lies inside the frame.
-            return Some(arp(unsafe { &*frame }, config));
+            return Some(arp(unsafe { &*frame }));
         }
         ETH_P_IPV4 => {
             let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
@@ -117,7 +119,7 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
             if ip.next_hdr == IPPROTO_ICMPV6 {
                 let frame: *const [u8; ND_FRAME] = ptr_at(ctx, 0)?;
                 // SAFETY: ptr_at checked the whole frame prefix lies inside the frame.
-                return Some(neighbor::nd(unsafe { &*frame }, config));
+                return Some(neighbor::nd(unsafe { &*frame }));
             }
             if ip.next_hdr != IPPROTO_UDP {
                 return None;
@@ -135,21 +137,14 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
     // From here on the frame is addressed to the heartbeat port.
     let payload_len = (u16::from_be_bytes(udp.len) as usize).saturating_sub(UdpHdr::LEN);
     let Some(header) = ptr_at::<[u8; HEADER_LEN]>(ctx, udp_off + UdpHdr::LEN) else {
-        count(Counter::HeartbeatMalformed);
-        return Some(xdp_action::XDP_PASS);
+        return Some(judged(Counter::HeartbeatMalformed));
     };
     // SAFETY: ptr_at checked all HEADER_LEN bytes lie inside the frame.
     let header = unsafe { &*header };
     let hb = match Heartbeat::parse_header(header, payload_len, config.cluster_id) {
         Ok(hb) => hb,
-        Err(ParseError::ForeignCluster(_)) => {
-            count(Counter::ForeignCluster);
-            return Some(xdp_action::XDP_PASS);
-        }
-        Err(_) => {
-            count(Counter::HeartbeatMalformed);
-            return Some(xdp_action::XDP_PASS);
-        }
+        Err(ParseError::ForeignCluster(_)) => return Some(judged(Counter::ForeignCluster)),
+        Err(_) => return Some(judged(Counter::HeartbeatMalformed)),
     };
     let admitted = peer::admit(
         &hb,
@@ -160,11 +155,10 @@ fn classify(ctx: &XdpContext) -> Option<u32> {
         || heartbeat::authentic(ctx, header, &hb, udp_off, config),
     );
     if let Err(refused) = admitted {
-        count(refused);
-        return Some(xdp_action::XDP_PASS);
+        return Some(judged(refused));
     }
-    if !heartbeat::record(ctx, &hb, config) {
-        return Some(xdp_action::XDP_PASS);
+    if let Err(refused) = heartbeat::record(ctx, &hb, config) {
+        return Some(judged(refused));
     }
     if hb.state_len > 0 {
         Some(xdp_action::XDP_PASS)

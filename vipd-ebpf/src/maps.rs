@@ -47,13 +47,13 @@ pub(crate) static VRRP_PEERS: HashMap<VrrpPeer, u8, { MAX_VRRP_PEERS as usize }>
 #[btf_map]
 pub(crate) static VRRP_EVENTS: RingBuf<VrrpNotice, { VRRP_EVENTS_BYTES as usize }> = RingBuf::new();
 
-/// The daemon's last progress (see `maps::FENCE_MAP`).
+/// When each slot's daemon's word runs out (see `maps::FENCE_MAP`).
 #[btf_map]
 pub(crate) static FENCE: Array<u64, { FENCE_SLOTS as usize }> = Array::new();
 
 /// The VIPs this node holds (see `maps::HELD_MAP`).
 #[btf_map]
-pub(crate) static HELD: HashMap<[u8; 16], u8, { MAX_HELD as usize }> = HashMap::new();
+pub(crate) static HELD: HashMap<[u8; 16], u16, { MAX_HELD as usize }> = HashMap::new();
 
 /// This node's MACs (see `maps::OWN_MACS_MAP`).
 #[btf_map]

@@ -5,7 +5,7 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns};
 use network_types::{eth::EthHdr, ip::Ipv6Hdr};
 use vipd_common::{
-    maps::{ClaimNotice, Counter, XdpConfig, addr_key_v4, claim_update, fence_ns, fenced},
+    maps::{ClaimNotice, Counter, addr_key_v4, claim_update, fenced},
     neighbor::{ARP_LEN, Arp, ClaimKind, ND_LEN, Nd},
 };
 
@@ -24,7 +24,7 @@ pub(crate) const ND_FRAME: usize = EthHdr::LEN + Ipv6Hdr::LEN + ND_LEN;
 /// traffic. Takes the frame's bytes (checked to be there), not the context: its stack
 /// frame stays out of the entry point's.
 #[inline(never)]
-pub(crate) fn arp(frame: &[u8; ARP_FRAME], config: &XdpConfig) -> u32 {
+pub(crate) fn arp(frame: &[u8; ARP_FRAME]) -> u32 {
     let packet: Option<&[u8; ARP_LEN]> = frame[EthHdr::LEN..].try_into().ok();
     let Some(arp) = packet.and_then(Arp::parse) else {
         return other_traffic();
@@ -33,7 +33,7 @@ pub(crate) fn arp(frame: &[u8; ARP_FRAME], config: &XdpConfig) -> u32 {
         Some((addr, kind)) => watch(&addr_key_v4(addr), arp.sender_mac, kind),
         None => false,
     };
-    let fenced = arp.asks_for().and_then(|a| fence(config, &addr_key_v4(a)));
+    let fenced = arp.asks_for().and_then(|a| fence(&addr_key_v4(a)));
     verdict(fenced, claimed)
 }
 
@@ -51,7 +51,7 @@ fn verdict(fenced: Option<u32>, claimed: bool) -> u32 {
 /// Neighbour discovery: as [`arp`], for advertisements and DAD solicitations (claims,
 /// from the frame's Ethernet source) and solicitations (fencing).
 #[inline(never)]
-pub(crate) fn nd(frame: &[u8; ND_FRAME], config: &XdpConfig) -> u32 {
+pub(crate) fn nd(frame: &[u8; ND_FRAME]) -> u32 {
     const IP: usize = EthHdr::LEN;
     let (Ok(source), Ok(message)) = (
         <&[u8; 16]>::try_from(&frame[IP + 8..IP + 24]),
@@ -69,7 +69,7 @@ pub(crate) fn nd(frame: &[u8; ND_FRAME], config: &XdpConfig) -> u32 {
         }
         None => false,
     };
-    let fenced = nd.asks_for().and_then(|a| fence(config, &a));
+    let fenced = nd.asks_for().and_then(|a| fence(&a));
     verdict(fenced, claimed)
 }
 
@@ -111,17 +111,18 @@ fn watch(vip: &[u8; 16], mac: [u8; 6], kind: ClaimKind) -> bool {
     true
 }
 
-/// Self-fencing: when the daemon has made no progress for the dead interval (its peers
-/// are taking its VIPs over), a request for one of its VIPs is dropped, so a frozen or
-/// dead daemon's node stops answering for them as the peers start to.
+/// Self-fencing: once the deadline of a held VIP's slot has passed (its daemon's last
+/// heartbeat or advert plus the time its peers wait before taking over), a request for it
+/// is dropped, so a frozen or dead daemon's node stops answering for it as the peers start
+/// to.
 #[inline(always)]
-fn fence(config: &XdpConfig, vip: &[u8; 16]) -> Option<u32> {
+fn fence(vip: &[u8; 16]) -> Option<u32> {
     // SAFETY: a lookup of a plain value.
     let slot = *unsafe { HELD.get(vip) }?;
-    let alive = *FENCE.get(u32::from(slot))?;
+    let deadline = *FENCE.get(u32::from(slot))?;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if !fenced(alive, now, fence_ns(config, slot)) {
+    if !fenced(deadline, now) {
         return None;
     }
     count(Counter::NeighborFenced);

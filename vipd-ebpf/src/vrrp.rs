@@ -12,7 +12,7 @@ use vipd_common::{
 };
 
 use crate::{
-    frame::{count, eth_source, ptr_at},
+    frame::{count, eth_source, judged, ptr_at},
     maps::{VRRP_EVENTS, VRRP_GROUPS, VRRP_PEERS, VRRP_SEEN},
 };
 
@@ -24,8 +24,7 @@ const VRRP_MAX_WORDS: usize = vrrp::MAX_MESSAGE_LEN / 2;
 pub(crate) fn over_v4(ctx: &XdpContext, ip: &Ipv4Hdr) -> u32 {
     let total = u16::from_be_bytes(ip.tot_len) as usize;
     if ip.vihl != 0x45 || u16::from_be_bytes(ip.frags) & 0x3fff != 0 || total < Ipv4Hdr::LEN {
-        count(Counter::VrrpMalformed);
-        return xdp_action::XDP_PASS;
+        return judged(Counter::VrrpMalformed);
     }
     let mut packet = VrrpPacket {
         family: Family::V4,
@@ -66,8 +65,8 @@ struct VrrpPacket {
 }
 
 /// Validates a VRRP advert `msg_len` bytes long after the IP header, and records it if it
-/// is for one of our groups. Always passes the frame: nothing on this host reads VRRP, so
-/// the kernel discards it, and capture tools still see it. Not inlined, so its stack frame
+/// is for one of our groups. An advert refused is dropped; the others are passed: nothing
+/// on this host reads VRRP, so the kernel discards them, and capture tools still see them. Not inlined, so its stack frame
 /// does not add to the heartbeat path's (the verifier allows 512 bytes along a call chain).
 #[inline(never)]
 fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
@@ -84,31 +83,26 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
     };
     let off = EthHdr::LEN + ip_len;
     let Some(header) = ptr_at::<[u8; vrrp::HEADER_LEN]>(ctx, off) else {
-        count(Counter::VrrpMalformed);
-        return xdp_action::XDP_PASS;
+        return judged(Counter::VrrpMalformed);
     };
     // SAFETY: ptr_at checked the header lies inside the frame.
     let advert = match Advert::parse_header(unsafe { &*header }, msg_len, family) {
         Ok(a) => a,
         Err(VrrpError::BadVersion(_) | VrrpError::BadType(_)) => {
-            count(Counter::VrrpBadVersion);
-            return xdp_action::XDP_PASS;
+            return judged(Counter::VrrpBadVersion);
         }
         Err(_) => {
-            count(Counter::VrrpMalformed);
-            return xdp_action::XDP_PASS;
+            return judged(Counter::VrrpMalformed);
         }
     };
     let key = vrrp_key(family == Family::V6, advert.vrid);
     // SAFETY: a map value pointer, only read here (the daemon replaces values whole).
     let Some(group) = (unsafe { VRRP_GROUPS.get(key) }) else {
-        count(Counter::VrrpUnknownVrid);
-        return xdp_action::XDP_PASS;
+        return judged(Counter::VrrpUnknownVrid);
     };
     // The same VRID on another segment is another group.
     if group.ifindex != 0 && group.ifindex as usize != ctx.ingress_ifindex() {
-        count(Counter::VrrpUnknownVrid);
-        return xdp_action::XDP_PASS;
+        return judged(Counter::VrrpUnknownVrid);
     }
     let is_peer = || {
         let peer = VrrpPeer {
@@ -119,24 +113,20 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
         unsafe { VRRP_PEERS.get(peer) }.is_some()
     };
     if let Err(refused) = vrrp::check_sender(group, family, ttl, source, is_peer) {
-        count(refused);
-        return xdp_action::XDP_PASS;
+        return judged(refused);
     }
     // Addresses are 4 or 16 bytes, so a VRRP message has an even length.
     if msg_len > VRRP_MAX_WORDS * 2
         || msg_len % 2 == 1
         || ctx.data() + off + msg_len > ctx.data_end()
     {
-        count(Counter::VrrpMalformed);
-        return xdp_action::XDP_PASS;
+        return judged(Counter::VrrpMalformed);
     }
     let Some(msg_sum) = message_sum(ctx, off, msg_len) else {
-        count(Counter::VrrpMalformed);
-        return xdp_action::XDP_PASS;
+        return judged(Counter::VrrpMalformed);
     };
     if !advert.checksum_ok(pseudo, msg_sum) {
-        count(Counter::VrrpBadChecksum);
-        return xdp_action::XDP_PASS;
+        return judged(Counter::VrrpBadChecksum);
     }
     let auth_data = if advert.version == vrrp::VERSION_2 {
         // The parser checked the authentication data lies inside the message.
@@ -144,16 +134,14 @@ fn vrrp_advert(ctx: &XdpContext, packet: &VrrpPacket) -> u32 {
             // SAFETY: ptr_at checked the 8 bytes lie inside the frame.
             Some(p) => unsafe { *p },
             None => {
-                count(Counter::VrrpMalformed);
-                return xdp_action::XDP_PASS;
+                return judged(Counter::VrrpMalformed);
             }
         }
     } else {
         [0; vrrp::AUTH_DATA_LEN]
     };
     if let Err(refused) = vrrp::check_group(&advert, group, &auth_data) {
-        count(refused);
-        return xdp_action::XDP_PASS;
+        return judged(refused);
     }
     // SAFETY: as above.
     let fingerprint = vrrp::message_fingerprint(msg_sum, unsafe { &*header }, &auth_data);

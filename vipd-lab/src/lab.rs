@@ -417,6 +417,29 @@ impl Lab {
         } else {
             format!("table bridge {TABLE} {{}}\ndelete table bridge {TABLE}\n")
         };
+        self.switch_nft(&script)
+    }
+
+    /// Cuts (or, with `cut` false, heals) the switch path from `from` to `to` only: frames
+    /// `from` sends to `to` are dropped in the switch (unicast and multicast), the other
+    /// way still flows (a one-way fault, as a bad transceiver or a filter makes). Its own
+    /// table, apart from [`partition`](Self::partition)'s.
+    pub fn cut_one_way(&self, from: &Host, to: &Host, cut: bool) -> anyhow::Result<()> {
+        const TABLE: &str = "lab_one_way";
+        let script = if cut {
+            let (pa, pb) = (format!("p-{}", from.name), format!("p-{}", to.name));
+            format!(
+                "table bridge {TABLE} {{\n chain forward {{\n  type filter hook forward priority 0;\n  \
+                 iifname \"{pa}\" oifname \"{pb}\" drop\n }}\n}}\n"
+            )
+        } else {
+            format!("table bridge {TABLE} {{}}\ndelete table bridge {TABLE}\n")
+        };
+        self.switch_nft(&script)
+    }
+
+    /// Runs an nft script in the switch's namespace.
+    fn switch_nft(&self, script: &str) -> anyhow::Result<()> {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.switch, "nft", "-f", "-"])
             .stdin(Stdio::piped())

@@ -1,11 +1,16 @@
 //! The ARP/NDP watch's daemon side: what to do when the XDP program sees another MAC claim
 //! a VIP this node holds.
 //!
-//! A claimer that is a live peer (a split brain between vipd nodes, or VRRP routers both
-//! Master for a moment) is left to the cluster's own rule — the pool's holdings (lower id
-//! keeps, the keeper announces again when the other lets go) or VRRP's adverts; the pool
-//! sends its holdings at once so that rule runs now. Anyone else — a host configured with
-//! the address, a peer that is not live — is a *conflict*: said once (log with the MAC,
+//! A claimer is judged by the cluster's word, not by its MAC alone (a MAC is easy to
+//! forge). A live peer whose own authenticated state says it holds the VIP (a split brain
+//! between vipd nodes; VRRP routers both Master for a moment) is left to the cluster's own
+//! rule — the pool's holdings (lower id keeps, the keeper announces again when the other
+//! lets go) or VRRP's adverts; the pool sends its holdings at once so that rule runs now.
+//! A live peer's MAC whose state does not say so is given [`GRACE_NS`] (a hand-over's
+//! state section may be on its way) and judged again. Anyone else — a host configured with
+//! the address, a peer that is not live, a forged peer MAC — is a *conflict* of the VIP
+//! (one per VIP, whoever claims, so claims from ever new MACs cost no more than one
+//! claimer's): said once (log with the MAC,
 //! `vip_conflict` hook, metric, `vipd status`) and the VIP is defended by announcing it
 //! again, at once and then with a back-off (RFC 5227 2.4 (c): at most one defence per
 //! [`DEFEND_INTERVAL_NS`], the gap doubling while the conflict lasts), so two hosts never
@@ -38,12 +43,19 @@ pub const QUIET_NS: u64 = 60_000_000_000;
 pub const MAX_CONFLICTS: usize = 256;
 /// Notices read per wake-up.
 const NOTICES_PER_WAKE: usize = 256;
+/// A live peer's MAC claiming a VIP its state does not hold is judged again this long
+/// after the first claim (its state section may be on its way).
+pub const GRACE_NS: u64 = 250_000_000;
 
-/// Who claims the VIP, as the mode can tell from the MAC.
+/// Who claims the VIP, as the mode can tell from the MAC and the cluster's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claimer {
-    /// A live peer: the pool node or VRRP router with this id (pool) or VRID (VRRP).
+    /// A live peer that holds the VIP by its own word: the pool node whose authenticated
+    /// state (this incarnation, verified) lists it, or a live VRRP router of the group.
     Peer(u32),
+    /// A live pool peer's MAC, but the peer's state does not list the VIP (a forged MAC,
+    /// or a hand-over whose state section is on its way): judged again after [`GRACE_NS`].
+    Unproven(u32),
     /// A peer heard before but not live now (pool: its node id).
     SilentPeer(u32),
     /// No peer has this MAC.
@@ -59,6 +71,9 @@ pub enum Action {
     PeerClaim,
     /// Announce the VIP again now.
     Defend,
+    /// A live peer that claimed the VIP too let go (the cluster's rule settled it for this
+    /// node): announce it again, clients may still hold the peer's MAC.
+    Reannounce,
 }
 
 /// One VIP another host claims.
@@ -81,34 +96,85 @@ pub struct Conflict {
     pub defences: u32,
     /// The next defence is allowed from here.
     pub next_defence_ns: u64,
+    /// Times the claimer's MAC changed (one conflict per VIP, whoever claims).
+    pub claimers: u32,
 }
 
 /// The conflicts of the VIPs this node holds.
 #[derive(Debug, Default)]
 pub struct Conflicts {
     table: BTreeMap<IpAddr, Conflict>,
+    /// Claims judged again once their grace ended: the claim, when it was first seen, and
+    /// whether a live peer holding the VIP made it (a split brain the cluster's rule
+    /// settles: once that peer lets go, its announcements may still sit in clients'
+    /// caches, so this node announces the VIP again) or an [`Claimer::Unproven`] one.
+    pending: BTreeMap<IpAddr, (Claim, u64, bool)>,
+}
+
+/// One claim, as the XDP program told it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The claimed VIP.
+    pub vip: IpAddr,
+    /// The claimer's MAC.
+    pub mac: [u8; 6],
+    /// How it claimed.
+    pub kind: Option<ClaimKind>,
 }
 
 impl Conflicts {
-    /// A claim on `vip` by `mac` at `now`; `held`: this node holds `vip`. Returns what to
-    /// do, and whether a new conflict began (to report once).
+    /// A claim at `now`; `held`: this node holds the VIP. Returns what to do, and whether
+    /// a new conflict began (to report once).
     pub fn on_claim(
         &mut self,
         now: u64,
-        vip: IpAddr,
-        mac: [u8; 6],
-        kind: Option<ClaimKind>,
+        claim: Claim,
         claimer: Claimer,
         held: bool,
     ) -> (Action, bool) {
+        let Claim { vip, mac, kind } = claim;
         if !held {
             self.table.remove(&vip);
+            self.pending.remove(&vip);
             return (Action::Nothing, false);
         }
-        if let Claimer::Peer(_) = claimer {
-            return (Action::PeerClaim, false);
+        let room = self.pending.len() < MAX_CONFLICTS || self.pending.contains_key(&vip);
+        match claimer {
+            Claimer::Peer(_) => {
+                // Bounded: without room, the claim is told again within a second.
+                if !room {
+                    return (Action::PeerClaim, false);
+                }
+                let known = self.pending.get(&vip).is_some_and(|p| p.2);
+                let entry = self.pending.entry(vip).or_insert((claim, now, true));
+                entry.2 = true;
+                // Asked once: the cluster's rule runs on the holdings sent then.
+                let action = if known {
+                    Action::Nothing
+                } else {
+                    Action::PeerClaim
+                };
+                return (action, false);
+            }
+            Claimer::Unproven(_) if self.pending.get(&vip).is_some_and(|p| p.2) => {
+                // The peer that held it let go while this node kept it.
+                self.pending.remove(&vip);
+                return (Action::Reannounce, false);
+            }
+            Claimer::Unproven(_) if !self.table.contains_key(&vip) => {
+                if !room {
+                    return (Action::PeerClaim, false);
+                }
+                let since = self.pending.entry(vip).or_insert((claim, now, false)).1;
+                if now.saturating_sub(since) < GRACE_NS {
+                    return (Action::PeerClaim, false);
+                }
+                self.pending.remove(&vip);
+            }
+            _ => {}
         }
-        let new = self.table.get(&vip).is_none_or(|c| c.mac != mac);
+        // One conflict per VIP: another claimer's MAC is recorded, the back-off goes on.
+        let new = !self.table.contains_key(&vip);
         if new {
             self.make_room(now);
             self.table.insert(
@@ -122,6 +188,7 @@ impl Conflicts {
                     notices: 0,
                     defences: 0,
                     next_defence_ns: now,
+                    claimers: 1,
                 },
             );
         }
@@ -132,6 +199,10 @@ impl Conflicts {
         c.notices += 1;
         c.kind = kind;
         c.claimer = claimer;
+        if c.mac != mac {
+            c.mac = mac;
+            c.claimers = c.claimers.saturating_add(1);
+        }
         if now < c.next_defence_ns {
             return (Action::Nothing, new);
         }
@@ -160,6 +231,16 @@ impl Conflicts {
     /// Forgets `vip`'s conflict (released: no longer this node's to defend).
     pub fn forget(&mut self, vip: &IpAddr) {
         self.table.remove(vip);
+        self.pending.remove(vip);
+    }
+
+    /// The unproven claims whose grace has ended at `now`, to judge again.
+    pub fn due(&self, now: u64) -> Vec<Claim> {
+        self.pending
+            .values()
+            .filter(|(_, since, _)| now.saturating_sub(*since) >= GRACE_NS)
+            .map(|(claim, _, _)| *claim)
+            .collect()
     }
 
     /// The conflicts, by VIP.
@@ -192,6 +273,7 @@ impl Conflicts {
                 notices: c.notices,
                 defences: c.defences,
                 next_defence_in_s: secs(c.next_defence_ns.saturating_sub(now)),
+                claimers: c.claimers,
             })
             .collect()
     }
@@ -233,13 +315,27 @@ pub struct ConflictStatus {
     pub defences: u32,
     /// Seconds until another defence is allowed.
     pub next_defence_in_s: f64,
+    /// Times the claimer's MAC changed.
+    #[serde(default)]
+    pub claimers: u32,
 }
 
 fn claimer_text(c: Claimer) -> String {
     match c {
         Claimer::Peer(id) => format!("peer {id}"),
+        Claimer::Unproven(id) => format!("node {id}'s MAC (its state does not hold it)"),
         Claimer::SilentPeer(id) => format!("node {id} (not live here)"),
         Claimer::Unknown => "unknown host".into(),
+    }
+}
+
+impl From<&ClaimNotice> for Claim {
+    fn from(n: &ClaimNotice) -> Self {
+        Claim {
+            vip: notice_vip(n),
+            mac: n.mac,
+            kind: ClaimKind::from_u8(n.kind),
+        }
     }
 }
 
@@ -309,27 +405,24 @@ impl Watch {
         })
     }
 
-    /// One claim notice, `claimer` as the mode tells it from the MAC: a new conflict is
-    /// logged with the MAC, counted and hooked (`vip_conflict`); a due defence announces
-    /// the VIP again (from `held`, which says whether this node holds it). Returns whether
-    /// a live peer claims a held VIP (the mode's own rule settles it).
-    pub fn on_notice(
+    /// One claim, `claimer` as the mode judges it: a new conflict is logged with the MAC,
+    /// counted and hooked (`vip_conflict`); a due defence announces the VIP again (from
+    /// `held`, which says whether this node holds it). Returns whether a live peer's MAC
+    /// claims a held VIP (the mode sends its holdings, so the cluster's rule runs now).
+    pub fn on_claim(
         &mut self,
         now: u64,
-        notice: &ClaimNotice,
+        claim: Claim,
         claimer: Claimer,
         held: &mut Announcements,
         metrics: &Metrics,
         hooks: &Hooks,
     ) -> bool {
-        let vip = notice_vip(notice);
-        let kind = ClaimKind::from_u8(notice.kind);
+        let vip = claim.vip;
         let is_held = held.holds(&vip);
-        let (action, new) = self
-            .conflicts
-            .on_claim(now, vip, notice.mac, kind, claimer, is_held);
-        let mac = mac_text(notice.mac);
-        let how = kind.map_or("unknown", ClaimKind::name);
+        let (action, new) = self.conflicts.on_claim(now, claim, claimer, is_held);
+        let mac = mac_text(claim.mac);
+        let how = claim.kind.map_or("unknown", ClaimKind::name);
         if new {
             metrics.vip_conflicts.inc();
             hooks.vip_conflict(vip, &mac);
@@ -340,6 +433,9 @@ impl Watch {
             match claimer {
                 Claimer::Peer(id) => info!(%vip, mac, how, peer = id, suppressed,
                     "a live peer claims a VIP held here too (split brain): its rule settles it"),
+                Claimer::Unproven(id) if !new => info!(%vip, mac, how, peer = id, suppressed,
+                    "a live peer's MAC claims a VIP held here that its state does not hold: \
+                     defended unless its state says so within 250 ms"),
                 _ => warn!(%vip, mac, how, claimer = claimer_text(claimer), suppressed,
                     "another host claims a VIP held here: announcing it again (at most once \
                      every 10 s, backing off); remove the address from that host"),
@@ -349,8 +445,18 @@ impl Watch {
             metrics.vip_defences.inc();
             held.defend(vip);
         }
+        if action == Action::Reannounce {
+            info!(%vip, "a peer that claimed a VIP held here let go: announcing it again");
+            held.defend(vip);
+        }
         metrics.vip_conflicts_now.set(self.conflicts.len() as i64);
         action == Action::PeerClaim
+    }
+
+    /// The claims by a live peer's MAC whose grace ended at `now`: the mode judges them
+    /// again and hands them back to [`on_claim`](Self::on_claim).
+    pub fn due(&self, now: u64) -> Vec<Claim> {
+        self.conflicts.due(now)
     }
 
     /// Ends quiet conflicts (call now and then).
@@ -380,15 +486,16 @@ mod tests {
     const VIP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10));
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
 
+    fn by(mac: [u8; 6]) -> Claim {
+        Claim {
+            vip: VIP,
+            mac,
+            kind: Some(ClaimKind::Gratuitous),
+        }
+    }
+
     fn claim(c: &mut Conflicts, at: u64) -> (Action, bool) {
-        c.on_claim(
-            at,
-            VIP,
-            MAC,
-            Some(ClaimKind::Gratuitous),
-            Claimer::Unknown,
-            true,
-        )
+        c.on_claim(at, by(MAC), Claimer::Unknown, true)
     }
 
     #[test]
@@ -420,31 +527,73 @@ mod tests {
     #[test]
     fn a_live_peer_is_left_to_the_cluster_rule_and_a_released_vip_is_forgotten() {
         let mut c = Conflicts::default();
-        let peer = c.on_claim(0, VIP, MAC, None, Claimer::Peer(2), true);
+        let peer = c.on_claim(0, by(MAC), Claimer::Peer(2), true);
         assert_eq!(peer, (Action::PeerClaim, false));
         assert!(c.is_empty());
         assert_eq!(claim(&mut c, 0).0, Action::Defend);
-        let gone = c.on_claim(S, VIP, MAC, None, Claimer::Unknown, false);
+        let gone = c.on_claim(S, by(MAC), Claimer::Unknown, false);
         assert_eq!(gone, (Action::Nothing, false));
         assert!(c.is_empty());
     }
 
     #[test]
-    fn a_new_claimer_is_a_new_conflict_and_quiet_ones_end() {
+    fn a_new_claimer_does_not_restart_the_back_off_and_quiet_conflicts_end() {
         let mut c = Conflicts::default();
-        claim(&mut c, 0);
-        let other = c.on_claim(
-            S,
-            VIP,
-            [2, 0, 0, 0, 0, 7],
-            None,
-            Claimer::SilentPeer(3),
-            true,
-        );
-        assert_eq!(other, (Action::Defend, true));
-        assert_eq!(c.expire(QUIET_NS), Vec::<IpAddr>::new());
-        assert_eq!(c.expire(S + QUIET_NS), vec![VIP]);
+        assert_eq!(claim(&mut c, 0), (Action::Defend, true));
+        // Claims from ever new MACs (a flood alternating between two, or forging many):
+        // one conflict, defended on the same schedule as one claimer's.
+        let mut defences = 1;
+        for i in 1..100u64 {
+            let mac = [2, 0, 0, 0, (i >> 8) as u8, i as u8];
+            match c.on_claim(i * S / 10, by(mac), Claimer::SilentPeer(3), true) {
+                (Action::Defend, false) => defences += 1,
+                (Action::Nothing, false) => {}
+                other => panic!("claim {i}: {other:?}"),
+            }
+        }
+        assert_eq!(defences, 1, "10 s of claims: one defence");
+        assert_eq!(c.status(10 * S)[0].claimers, 100);
+        assert_eq!(c.expire(9 * S + QUIET_NS), Vec::<IpAddr>::new());
+        assert_eq!(c.expire(10 * S + QUIET_NS), vec![VIP]);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_peer_mac_whose_state_does_not_hold_the_vip_is_defended_after_the_grace() {
+        let mut c = Conflicts::default();
+        // A hand-over: the claim comes first, the state section saying so right after.
+        assert_eq!(
+            c.on_claim(0, by(MAC), Claimer::Unproven(2), true),
+            (Action::PeerClaim, false)
+        );
+        assert_eq!(c.due(GRACE_NS - 1), vec![]);
+        assert_eq!(
+            c.on_claim(GRACE_NS / 2, by(MAC), Claimer::Peer(2), true),
+            (Action::PeerClaim, false)
+        );
+        // Judged again while the peer still holds it: nothing more (asked once).
+        assert_eq!(c.due(GRACE_NS), vec![by(MAC)]);
+        assert_eq!(
+            c.on_claim(GRACE_NS, by(MAC), Claimer::Peer(2), true),
+            (Action::Nothing, false)
+        );
+        // The rule settled it for this node: the peer let go; its announcements may sit
+        // in caches, so the VIP is announced again (no conflict).
+        assert_eq!(
+            c.on_claim(2 * GRACE_NS, by(MAC), Claimer::Unproven(2), true),
+            (Action::Reannounce, false)
+        );
+        assert!(c.is_empty());
+        assert_eq!(c.due(S), vec![]);
+        // A forged MAC: the state never says so; judged again once the grace ends.
+        c.on_claim(S, by(MAC), Claimer::Unproven(2), true);
+        assert_eq!(c.due(S + GRACE_NS), vec![by(MAC)]);
+        assert_eq!(
+            c.on_claim(S + GRACE_NS, by(MAC), Claimer::Unproven(2), true),
+            (Action::Defend, true)
+        );
+        assert_eq!(c.due(S + 2 * GRACE_NS), vec![]);
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
@@ -454,7 +603,12 @@ mod tests {
             let vip = IpAddr::V6(std::net::Ipv6Addr::from(
                 0x2001_0db8_u128 << 96 | u128::from(i),
             ));
-            c.on_claim(u64::from(i), vip, MAC, None, Claimer::Unknown, true);
+            let claim = Claim {
+                vip,
+                mac: MAC,
+                kind: None,
+            };
+            c.on_claim(u64::from(i), claim, Claimer::Unknown, true);
         }
         assert_eq!(c.len(), MAX_CONFLICTS);
     }

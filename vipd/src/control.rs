@@ -35,6 +35,10 @@ pub struct Status {
     pub interface: String,
     /// "driver" or "skb".
     pub xdp_mode: String,
+    /// Whether heartbeats and adverts are exempt from connection tracking: "exempt
+    /// (nftables table …)" or "tracked (why)".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub conntrack: String,
     /// Heartbeat authentication (pool mode): "key", "key (rotating: two keys accepted)",
     /// or "off (INSECURE: …)".
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -259,7 +263,7 @@ fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
         heartbeat::{FLAG_MATURE, is_leaving},
         maps::{
             CONFIG_MAP, COUNTERS_MAP, Counter, FENCE_MAP, FENCE_SLOTS, PEERS_MAP, PeerState,
-            XdpConfig, fence_ns, fenced,
+            XdpConfig, fenced,
         },
     };
     let root = config
@@ -283,21 +287,20 @@ fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
     };
     let config = Array::<MapData, XdpConfig>::try_from(open(CONFIG_MAP)?)?.get(&0, 0)?;
     status.node_id = config.node_id;
-    let clocks = Array::<MapData, u64>::try_from(open(FENCE_MAP)?)?;
-    // The most recent clock that is fenced, if any.
-    let alive = (0..FENCE_SLOTS)
-        .filter_map(|slot| Some((slot, clocks.get(&slot, 0).ok()?)))
-        .filter(|&(slot, alive)| fenced(alive, now, fence_ns(&config, slot as u8)))
-        .map(|(_, alive)| alive)
+    let deadlines = Array::<MapData, u64>::try_from(open(FENCE_MAP)?)?;
+    // The latest deadline that has passed, if any.
+    let passed = (0..FENCE_SLOTS)
+        .filter_map(|slot| deadlines.get(&slot, 0).ok())
+        .filter(|&deadline| fenced(deadline, now))
         .max();
     let attached = std::fs::read_dir(&dir)?
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().starts_with("link-"));
-    if let Some(alive) = alive.filter(|_| attached) {
+    if let Some(deadline) = passed.filter(|_| attached) {
         status.state = format!(
-            "fenced (no daemon answered; it last spoke {:.1} s ago: the XDP program, still \
+            "fenced (no daemon answered; its word ran out {:.1} s ago: the XDP program, still \
              attached, drops ARP requests and solicitations for the VIPs below)",
-            now.saturating_sub(alive) as f64 / 1e9
+            now.saturating_sub(deadline) as f64 / 1e9
         );
     }
     for vip in crate::xdp::pinned_held(&dir)? {
@@ -352,6 +355,9 @@ pub fn table(s: &Status) -> String {
             "no carrier on {} (its groups are out until it returns)",
             no_carrier.join(", ")
         );
+    }
+    if !s.conntrack.is_empty() {
+        let _ = writeln!(t, "connection tracking: {}", s.conntrack);
     }
     if !s.auth.is_empty() {
         let _ = writeln!(t, "heartbeat authentication: {}", s.auth);

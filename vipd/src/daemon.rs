@@ -29,6 +29,7 @@ use crate::{
     hooks::Hooks,
     metrics::Metrics,
     netlink::{AddressWatch, CarrierWatch, Link},
+    nft::Notrack,
     notify::Notifier,
     pool,
     runtime::{
@@ -56,6 +57,8 @@ pub struct Shell {
     pub held: Announcements,
     /// The ARP/NDP watch: other hosts claiming held VIPs.
     pub watch: conflict::Watch,
+    /// Heartbeats and adverts exempt from connection tracking (removed on drop).
+    pub notrack: Notrack,
     pub health: health::Tracker,
     /// Results of other generations of checks (before a reload) are ignored.
     health_generation: u64,
@@ -68,7 +71,7 @@ impl Shell {
     /// health checks (restarted if they changed, their states carried over), the XDP
     /// program's configuration.
     fn reconfigure(&mut self, new: Config) {
-        self.hooks = self.hooks.reconfigured(hooks_of(&new));
+        self.hooks = self.hooks.reconfigured(hooks_of(&new, &self.metrics));
         self.held.reconfigure(
             new.common.announce_burst,
             new.common.announce_repeats.clone(),
@@ -92,21 +95,11 @@ impl Shell {
     }
 }
 
-/// What the XDP program is told: the pool's heartbeat settings (none without a pool) and
-/// the VRRP groups' fencing time — three advert intervals after a Master's last advert (a
-/// Backup's Master_Down_Interval, skew aside), of the slowest group, so a Master of a slow
-/// group is never fenced while it advertises.
+/// What the XDP program is told: the pool's heartbeat settings (none without a pool).
 pub fn xdp_config(cfg: &Config) -> XdpConfig {
     let words = |k: Option<auth::Key>| k.map_or([0; 2], |k| [k.k0, k.k1]);
-    let vrrp_fence_ns = cfg
-        .vrrp
-        .iter()
-        .map(|g| 3 * g.advert_interval.0.as_nanos() as u64)
-        .max()
-        .unwrap_or(u64::MAX);
     let base = XdpConfig {
         node_id: cfg.node.id,
-        vrrp_fence_ns,
         dead_ns: u64::MAX,
         ..XdpConfig::default()
     };
@@ -194,7 +187,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let (health_tx, mut health_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut sh = Shell {
-        hooks: hooks_of(&cfg),
+        hooks: hooks_of(&cfg, &metrics),
         health: health::Tracker::new(&cfg.common.checks),
         health_generation: 0,
         health_tasks: health::spawn(&cfg.common.checks, 0, health_tx.clone()),
@@ -205,6 +198,11 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             cfg.common.announce_repeats.clone(),
         ),
         watch: conflict::Watch::new(rings.claims)?,
+        notrack: Notrack::install(
+            &cfg.node.instance,
+            cfg.has_pool().then_some(cfg.pool.port),
+            !cfg.vrrp.is_empty(),
+        ),
         metrics,
         loaded,
         cfg,
@@ -248,7 +246,8 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let mut gone = AddressWatch::open()?;
     let mut signals = Signals::install()?;
     let mut refresh = refresh_timer(sh.cfg.common.announce_refresh);
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    // Often enough to judge a claim again soon after its grace (conflict::GRACE_NS).
+    let mut housekeeping = tokio::time::interval(Duration::from_millis(125));
     let notifier = Notifier::from_env();
     let mut watchdog = tokio::time::interval(notifier.watchdog_period());
     notifier.ready();
@@ -268,6 +267,18 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                     }
                 }
             },
+            _ = watchdog.tick() => {
+                let wakeups: Vec<u64> = pool
+                    .iter()
+                    .map(|p| p.fast_path())
+                    .chain(vrrp.iter().map(|v| v.fast_path()))
+                    .map(|(shared, _)| shared.stats.wakeups.load(Ordering::Relaxed))
+                    .collect();
+                notifier.watchdog(&wakeups, || {
+                    pool.iter().for_each(|p| p.fast.wake());
+                    vrrp.iter().for_each(|v| v.fast.wake());
+                });
+            }
             report = next_of(&mut pool_reports) => match (report, pool.as_mut()) {
                 (Some(r), Some(p)) => p.on_report(&mut sh, r),
                 _ => break Stop::Failed("the pool's fast path ended"),
@@ -308,28 +319,6 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                     answer_status(&sh, pool.as_ref(), vrrp.as_ref(), stream);
                 }
             }
-            received = async {
-                match pool.as_ref() {
-                    Some(p) => p.receiver.recv(&mut buf).await,
-                    None => pending().await,
-                }
-            } => match (received, pool.as_mut()) {
-                (Ok((n, from)), Some(p)) => p.on_datagram(&sh, &buf[..n], from),
-                (Err(e), _) => tracing::debug!("receiving heartbeats: {e}"),
-                _ => {}
-            },
-            _ = watchdog.tick() => {
-                let wakeups: Vec<u64> = pool
-                    .iter()
-                    .map(|p| p.fast_path())
-                    .chain(vrrp.iter().map(|v| v.fast_path()))
-                    .map(|(shared, _)| shared.stats.wakeups.load(Ordering::Relaxed))
-                    .collect();
-                notifier.watchdog(&wakeups, || {
-                    pool.iter().for_each(|p| p.fast.wake());
-                    vrrp.iter().for_each(|v| v.fast.wake());
-                });
-            }
             _ = refresh.tick() => {
                 sh.held.refresh();
                 if let Some(p) = pool.as_mut() {
@@ -343,7 +332,24 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
                     break Stop::Failed("the XDP claim ring could not be polled");
                 }
             },
-            _ = housekeeping.tick() => sh.watch.expire(monotonic_ns(), &sh.metrics),
+            _ = housekeeping.tick() => {
+                sh.watch.expire(monotonic_ns(), &sh.metrics);
+                if let Some(p) = pool.as_mut() {
+                    p.recheck_claims(&mut sh);
+                }
+            }
+            // Last, one datagram a turn: a flood on the heartbeat port (which the XDP
+            // program drops unless it recorded it) never keeps anything above waiting.
+            received = async {
+                match pool.as_ref() {
+                    Some(p) => p.receiver.recv(&mut buf).await,
+                    None => pending().await,
+                }
+            } => match (received, pool.as_mut()) {
+                (Ok((n, from)), Some(p)) => p.on_datagram(&sh, &buf[..n], from),
+                (Err(e), _) => tracing::debug!("receiving heartbeats: {e}"),
+                _ => {}
+            },
         }
     };
 
@@ -517,6 +523,7 @@ fn answer_status(
             .map(|(c, v)| (c.name().to_string(), *v))
             .collect(),
         conflicts: sh.watch.status(monotonic_ns()),
+        conntrack: sh.notrack.describe(),
         ..Status::default()
     };
     // The groups first: with a pool as well, the pool's state and fast path are the node's.

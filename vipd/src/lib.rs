@@ -26,6 +26,7 @@ pub mod ifaddr;
 pub mod incarnation;
 pub mod metrics;
 pub mod netlink;
+pub mod nft;
 pub mod notify;
 pub mod pool;
 pub mod ratelimit;

@@ -22,7 +22,7 @@ use tokio::{
     net::TcpListener,
 };
 use tracing::{info, warn};
-use vipd_common::maps::{COUNTER_SLOTS, Counter as XdpCounter};
+use vipd_common::maps::{COUNTER_SLOTS, Counter as XdpCounter, Verdict};
 
 /// `peer` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,6 +86,9 @@ pub struct Metrics {
     pub vip_defences: Counter,
     /// Conflicts going on.
     pub vip_conflicts_now: Gauge,
+    /// Hook events replaced by a newer one of their VIP, group or node before they ran
+    /// (or refused by a full queue).
+    pub hook_events_coalesced: Counter,
     /// Peers whose state sections are for another VIP list.
     pub peers_other_pool: Gauge,
     /// 1 while this node takes VIPs (mature, carrier, healthy).
@@ -129,6 +132,7 @@ impl Metrics {
             vip_conflicts: Counter::default(),
             vip_defences: Counter::default(),
             vip_conflicts_now: Gauge::default(),
+            hook_events_coalesced: Counter::default(),
             peers_other_pool: Gauge::default(),
             active: Gauge::default(),
             state_rejected: Family::default(),
@@ -191,6 +195,12 @@ impl Metrics {
             "vip_defences",
             "Held VIPs announced again against another host's claim (backing off)",
             m.vip_defences.clone(),
+        );
+        registry.register(
+            "hook_events_coalesced",
+            "Hook events replaced by a newer one of their VIP, group or node before they \
+             ran, or refused by a full queue",
+            m.hook_events_coalesced.clone(),
         );
         registry.register(
             "vip_conflicts_current",
@@ -280,13 +290,13 @@ impl Metrics {
             };
             let delta = total.saturating_sub(*slot);
             *slot = total.max(*slot);
-            if c.verdict().is_empty() {
+            if c.verdict() == Verdict::None {
                 self.xdp_events_lost.inc_by(delta);
                 continue;
             }
             let label = PacketLabel {
                 kind: c.name().into(),
-                verdict: c.verdict().into(),
+                verdict: c.verdict().name().into(),
             };
             self.xdp_packets.get_or_create(&label).inc_by(delta);
         }

@@ -32,7 +32,10 @@ impl Notifier {
                 Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name),
                 None => std::os::unix::net::SocketAddr::from_pathname(&path),
             };
-            match (addr, UnixDatagram::unbound()) {
+            // Non-blocking: a service manager slow to read (its queue holds ten datagrams)
+            // costs a notification, never a stalled daemon.
+            let sock = UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s));
+            match (addr, sock) {
                 (Ok(addr), Ok(sock)) => Some((sock, addr)),
                 (Err(e), _) | (_, Err(e)) => {
                     warn!("NOTIFY_SOCKET {path:?} unusable: {e}");

@@ -236,14 +236,13 @@ pub fn check_privileges() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hooks of `cfg`.
-pub fn hooks_of(cfg: &Config) -> Hooks {
+/// The hooks of `cfg`, counting what they coalesce in `metrics`.
+pub fn hooks_of(cfg: &Config, metrics: &Metrics) -> Hooks {
     Hooks::new(
         cfg.common.hook.clone(),
         cfg.common.hook_timeout,
-        cfg.node.id,
-        &cfg.node.instance,
-        &cfg.node.interface,
+        (cfg.node.id, &cfg.node.instance, &cfg.node.interface),
+        metrics.hook_events_coalesced.clone(),
     )
 }
 

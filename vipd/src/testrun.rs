@@ -46,9 +46,10 @@ impl Detached {
             peers.insert(peer, 1, 0)?;
         }
         let map = ebpf.map_mut(HELD_MAP).context("HELD")?;
-        let mut held: HashMap<_, [u8; 16], u8> = HashMap::try_from(map)?;
+        let mut held: HashMap<_, [u8; 16], u16> = HashMap::try_from(map)?;
         for vip in &setup.held {
-            held.insert(vip, 1, 0)?;
+            // A VRRP group's slot, never fenced here (its deadline stays 0).
+            held.insert(vip, vipd_common::maps::fence_slot_vrrp(false, 1), 0)?;
         }
         let map = ebpf.map_mut(OWN_MACS_MAP).context("OWN_MACS")?;
         let mut own: HashMap<_, [u8; 6], u8> = HashMap::try_from(map)?;

@@ -248,12 +248,23 @@ fn keys_rotate_by_reloads_without_splitting_the_pool() -> anyhow::Result<()> {
     let steps: [(&Path, Option<&Path>); 3] = [(&old, Some(&new)), (&new, Some(&old)), (&new, None)];
     for (step, (key, next)) in steps.into_iter().enumerate() {
         write(&lab, key, next)?;
-        for &p in &procs {
+        for (i, &p) in procs.iter().enumerate() {
             let before = lab.proc(p).count_lines(&["configuration reloaded"]);
             lab.proc(p).signal(libc::SIGHUP)?;
             lab.proc(p)
                 .wait_for_lines(&["configuration reloaded"], before + 1, SETTLE)?;
             assert!(one_each(&lab)?, "step {step}: the pool split");
+            if (step, i) == (1, 0) {
+                // n1 signs with the new key, n2 still with the old one: n1 dropping the
+                // old key now would lose n2. Refused, from what n2 signs with.
+                write(&lab, &new, None)?;
+                let needle = ["still signs with a key this configuration no longer accepts"];
+                let before = lab.proc(p).count_lines(&needle);
+                lab.proc(p).signal(libc::SIGHUP)?;
+                lab.proc(p).wait_for_lines(&needle, before + 1, SETTLE)?;
+                assert!(one_each(&lab)?, "the refused reload split the pool");
+                write(&lab, key, next)?;
+            }
         }
         let received = |lab: &Lab| -> anyhow::Result<u64> {
             Ok(peer(&status(lab, &n1)?, 2)

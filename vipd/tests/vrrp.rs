@@ -1602,26 +1602,15 @@ fn another_host_claiming_a_masters_vip_is_a_conflict_defended() -> anyhow::Resul
     stop(&mut c.lab, vipd)
 }
 
-#[test]
-#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
-fn a_frozen_vipd_master_fences_itself_while_keepalived_takes_over() -> anyhow::Result<()> {
-    require_root();
-    let _serial = serial();
-    let mut c = routers("vrf", false)?;
+/// Freezes vipd (`vipd`, Master of VRID 51) until keepalived (`ka`, its Backup) takes
+/// over, then thaws it: meanwhile the frozen node keeps the VIP on its interface but only
+/// keepalived answers ARP for it (the frozen Master's node is fenced).
+fn frozen_while_keepalived_takes_over(
+    c: &mut Routers,
+    vipd: usize,
+    ka: usize,
+) -> anyhow::Result<()> {
     let (k, v, client) = (c.k.clone(), c.v.clone(), c.client.clone());
-    let vipd = start_vipd(&mut c.lab, &v, "vipd", 200, VIP4_CIDR, "")?;
-    c.lab
-        .proc(vipd)
-        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
-    let ka = start_keepalived(
-        &mut c.lab,
-        &k,
-        "keepalived",
-        &keepalived_conf(&k, 100, VIP4_CIDR, false),
-    )?;
-    c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
-    wait_client_reaches(&c, VIP4, &v)?;
-
     c.lab.proc(vipd).signal(libc::SIGSTOP)?;
     let frozen = (|| -> anyhow::Result<()> {
         c.lab.proc(ka).wait_for_line(&[KA_MASTER], WAIT)?;
@@ -1629,7 +1618,6 @@ fn a_frozen_vipd_master_fences_itself_while_keepalived_takes_over() -> anyhow::R
             c.lab.has_address(&v, VIP4)?,
             "a frozen daemon cannot remove the VIP"
         );
-        // Only keepalived answers: the frozen Master's node is fenced.
         let out = c.lab.exec(
             &client,
             "arping",
@@ -1647,7 +1635,30 @@ fn a_frozen_vipd_master_fences_itself_while_keepalived_takes_over() -> anyhow::R
         Ok(())
     })();
     c.lab.proc(vipd).signal(libc::SIGCONT)?;
-    frozen?;
+    frozen
+}
+
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn a_frozen_vipd_master_fences_itself_while_keepalived_takes_over() -> anyhow::Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut c = routers("vrf", false)?;
+    let (k, v) = (c.k.clone(), c.v.clone());
+    let vipd = start_vipd(&mut c.lab, &v, "vipd", 200, VIP4_CIDR, "")?;
+    c.lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    let ka = start_keepalived(
+        &mut c.lab,
+        &k,
+        "keepalived",
+        &keepalived_conf(&k, 100, VIP4_CIDR, false),
+    )?;
+    c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
+    wait_client_reaches(&c, VIP4, &v)?;
+
+    frozen_while_keepalived_takes_over(&mut c, vipd, ka)?;
     // Thawed, the higher priority preempts again and answers for the VIP.
     c.lab.proc(ka).wait_for_lines(&[KA_BACKUP], 2, WAIT)?;
     wait_group(&c.lab, &v, "ipv4", "master", None)?;
@@ -1657,6 +1668,47 @@ fn a_frozen_vipd_master_fences_itself_while_keepalived_takes_over() -> anyhow::R
         counter(&s, "neighbor_fenced") > 0,
         "the fence is counted: {s:#}"
     );
+    stop(&mut c.lab, vipd)
+}
+
+/// A vipd node Master of two groups, one advertising every 100 ms (keepalived its
+/// Backup), one every 5 s, frozen: each group's VIPs are fenced on its own time, so only
+/// keepalived answers for the fast group's VIP once it took over (one fence for all, the
+/// slowest group's, would leave the frozen node answering for 15 s).
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn a_frozen_two_group_master_is_fenced_per_group() -> anyhow::Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut c = routers("vrt", false)?;
+    let (k, v) = (c.k.clone(), c.v.clone());
+    let fast = format!("{VRID},priority=200,vip={VIP4_CIDR},interval=100ms");
+    let slow = "52,priority=200,vip=192.0.2.152/24,interval=5s";
+    let vipd = c.lab.spawn_vipd(
+        &v,
+        1,
+        "vipd",
+        Path::new(VIPD),
+        &["--vrrp", &fast, "--vrrp", slow],
+    )?;
+    c.lab
+        .proc(vipd)
+        .wait_for_line(&vipd_to("family=ipv4", "to=master"), WAIT)?;
+    // (Master once three of its 5 s intervals passed with no other Master.)
+    c.lab.proc(vipd).wait_for_line(
+        &["vrrp state", "vrid=52", "to=master"],
+        Duration::from_secs(40),
+    )?;
+    let ka = start_keepalived(
+        &mut c.lab,
+        &k,
+        "keepalived",
+        &keepalived_conf(&k, 100, VIP4_CIDR, false),
+    )?;
+    c.lab.proc(ka).wait_for_line(&[KA_BACKUP], WAIT)?;
+    wait_client_reaches(&c, VIP4, &v)?;
+
+    frozen_while_keepalived_takes_over(&mut c, vipd, ka)?;
     stop(&mut c.lab, vipd)
 }
 

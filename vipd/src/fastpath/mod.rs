@@ -10,6 +10,7 @@
 
 pub mod channel;
 pub mod schedule;
+pub mod sends;
 pub mod shadow;
 
 /// A thread waking more than this after the time it asked for was stopped (ns): its CPU,

@@ -20,6 +20,9 @@ use std::{
     thread::JoinHandle,
 };
 
+use aya::maps::{Array, MapData};
+use vipd_common::maps::FENCE_POOL;
+
 use super::{Priority, STALL_NS, Sleeper, schedule::Periodic};
 use crate::{clock::monotonic_ns, heartbeat::Heartbeats};
 
@@ -123,17 +126,22 @@ pub fn check_period(interval_ns: u64, dead_ns: u64) -> u64 {
 /// Starts a shadow on each CPU this process may run on (up to [`MAX_SHADOWS`]), each
 /// with its own copy of `heartbeats` (sent every `interval_ns`), checking every `period_ns`
 /// (see [`check_period`]) from half an interval after the fast path's first slot
-/// (`start_ns`).
+/// (`start_ns`), and its own handle on the XDP program's fencing deadlines
+/// (`open_fence`): a heartbeat a shadow sends moves the pool's deadline as the fast
+/// path's does (the peers wait from it too; else the node would stop answering for its
+/// VIPs while its peers still wait, and nobody would).
 pub fn spawn(
     heartbeats: &Heartbeats,
     vouch: &Arc<Vouch>,
     start_ns: u64,
     (interval_ns, period_ns): (u64, u64),
     priority: Priority,
-) -> std::io::Result<Vec<JoinHandle<()>>> {
+    open_fence: &dyn Fn() -> anyhow::Result<Array<MapData, u64>>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::new();
     for (slot, cpu) in allowed_cpus().into_iter().take(MAX_SHADOWS).enumerate() {
         let mut hb = heartbeats.shadow()?;
+        let mut fence = open_fence()?;
         let vouch = Arc::clone(vouch);
         let (mut sleeper, _waker) = Sleeper::new()?;
         let body = move || {
@@ -161,6 +169,11 @@ pub fn spawn(
                 let before = hb.sent;
                 let _ = hb.send(flags, digest, &[]);
                 vouch.covered.fetch_add(hb.sent - before, Ordering::Relaxed);
+                if hb.sent > before {
+                    let dead = vouch.dead_ns.load(Ordering::Relaxed);
+                    let deadline = monotonic_ns().saturating_add(dead);
+                    let _ = fence.set(u32::from(FENCE_POOL), deadline, 0);
+                }
             }
         };
         let (_, handle) = super::spawn(&format!("vipd-shadow{cpu}"), priority, body)?;

@@ -11,8 +11,8 @@ use vipd_common::{
     auth::{Key, header_mac_offset, siphash24_header},
     heartbeat::{HEADER_LEN, Heartbeat, ParseError},
     maps::{
-        Counter, EventKind, PeerState, VipClaim, VrrpGroup, VrrpPeer, XdpConfig, addr_key_v4,
-        claim_update, vrrp_key,
+        Counter, EventKind, PeerState, Verdict, VipClaim, VrrpGroup, VrrpPeer, XdpConfig,
+        addr_key_v4, claim_update, vrrp_key,
     },
     neighbor::{ARP_LEN, Arp, ClaimKind, ND_LEN, Nd},
     peer,
@@ -71,12 +71,16 @@ fn be16(b: &[u8], at: usize) -> u16 {
 }
 
 fn other() -> Outcome {
-    pass(Counter::OtherTraffic)
+    judged(Counter::OtherTraffic)
 }
 
-fn pass(counter: Counter) -> Outcome {
+/// A frame counted under `counter`, dropped or passed as the counters' table says.
+fn judged(counter: Counter) -> Outcome {
     Outcome {
-        verdict: PASS,
+        verdict: match counter.verdict() {
+            Verdict::Drop => DROP,
+            _ => PASS,
+        },
         counter,
         event: None,
         recorded: None,
@@ -147,13 +151,13 @@ impl Model {
         let payload_len = (be16(udp, 4) as usize).saturating_sub(UDP_LEN);
         let at = udp_off + UDP_LEN;
         let Some(header) = frame.get(at..at + HEADER_LEN) else {
-            return pass(Counter::HeartbeatMalformed);
+            return judged(Counter::HeartbeatMalformed);
         };
         let header: &[u8; HEADER_LEN] = header.try_into().expect("HEADER_LEN bytes");
         let hb = match Heartbeat::parse_header(header, payload_len, self.config.cluster_id) {
             Ok(hb) => hb,
-            Err(ParseError::ForeignCluster(_)) => return pass(Counter::ForeignCluster),
-            Err(_) => return pass(Counter::HeartbeatMalformed),
+            Err(ParseError::ForeignCluster(_)) => return judged(Counter::ForeignCluster),
+            Err(_) => return judged(Counter::HeartbeatMalformed),
         };
         let config = self.config;
         let admitted = peer::admit(
@@ -164,12 +168,12 @@ impl Model {
             || authentic(frame, header, &hb, udp_off, &config),
         );
         if let Err(refused) = admitted {
-            return pass(refused);
+            return judged(refused);
         }
         let mut mac = [0u8; 6];
         mac.copy_from_slice(&frame[6..12]);
         match peer::record(self.peers.get(&hb.node_id), &hb, mac, 0, &config) {
-            Err(refused) => pass(refused),
+            Err(refused) => judged(refused),
             Ok((state, kind)) => {
                 self.peers.insert(hb.node_id, state);
                 Outcome {
@@ -228,14 +232,14 @@ impl Model {
         self.claims.insert(vip, next);
         Outcome {
             claimed: Some((vip, new_claimer)),
-            ..pass(Counter::NeighborClaim)
+            ..judged(Counter::NeighborClaim)
         }
     }
 
     fn vrrp_v4(&self, frame: &[u8], ip: &[u8]) -> Outcome {
         let total = be16(ip, 2) as usize;
         if ip[0] != 0x45 || be16(ip, 6) & 0x3fff != 0 || total < IPV4_LEN {
-            return pass(Counter::VrrpMalformed);
+            return judged(Counter::VrrpMalformed);
         }
         let (src, dst) = (
             [ip[12], ip[13], ip[14], ip[15]],
@@ -268,23 +272,23 @@ impl Model {
                 Family::V6 => IPV6_LEN,
             };
         let Some(header) = frame.get(off..off + vrrp::HEADER_LEN) else {
-            return pass(Counter::VrrpMalformed);
+            return judged(Counter::VrrpMalformed);
         };
         let header: &[u8; vrrp::HEADER_LEN] = header.try_into().expect("header bytes");
         let advert = match Advert::parse_header(header, msg_len, family) {
             Ok(a) => a,
             Err(VrrpError::BadVersion(_) | VrrpError::BadType(_)) => {
-                return pass(Counter::VrrpBadVersion);
+                return judged(Counter::VrrpBadVersion);
             }
-            Err(_) => return pass(Counter::VrrpMalformed),
+            Err(_) => return judged(Counter::VrrpMalformed),
         };
         let key = vrrp_key(family == Family::V6, advert.vrid);
         let Some(group) = self.groups.get(&key) else {
-            return pass(Counter::VrrpUnknownVrid);
+            return judged(Counter::VrrpUnknownVrid);
         };
         // BPF_PROG_TEST_RUN's frames arrive on the loopback interface.
         if group.ifindex != 0 && group.ifindex != 1 {
-            return pass(Counter::VrrpUnknownVrid);
+            return judged(Counter::VrrpUnknownVrid);
         }
         let is_peer = || {
             self.vrrp_peers.contains(&VrrpPeer {
@@ -293,28 +297,28 @@ impl Model {
             })
         };
         if let Err(refused) = vrrp::check_sender(group, family, ttl, &source, is_peer) {
-            return pass(refused);
+            return judged(refused);
         }
         if msg_len > vrrp::MAX_MESSAGE_LEN || msg_len % 2 == 1 || off + msg_len > frame.len() {
-            return pass(Counter::VrrpMalformed);
+            return judged(Counter::VrrpMalformed);
         }
         let msg_sum: u32 = frame[off..off + msg_len]
             .chunks_exact(2)
             .map(|w| u32::from(be16(w, 0)))
             .sum();
         if !advert.checksum_ok(pseudo, msg_sum) {
-            return pass(Counter::VrrpBadChecksum);
+            return judged(Counter::VrrpBadChecksum);
         }
         let mut auth_data = [0u8; vrrp::AUTH_DATA_LEN];
         if advert.version == vrrp::VERSION_2 {
             let at = off + advert.auth_data_offset();
             let Some(data) = frame.get(at..at + vrrp::AUTH_DATA_LEN) else {
-                return pass(Counter::VrrpMalformed);
+                return judged(Counter::VrrpMalformed);
             };
             auth_data.copy_from_slice(data);
         }
         if let Err(refused) = vrrp::check_group(&advert, group, &auth_data) {
-            return pass(refused);
+            return judged(refused);
         }
         let fingerprint = vrrp::message_fingerprint(msg_sum, header, &auth_data);
         let matches = vrrp::addresses_match(
@@ -323,7 +327,7 @@ impl Model {
             group.addr_count,
             group.addr_fingerprint,
         );
-        pass(if matches {
+        judged(if matches {
             Counter::VrrpAccepted
         } else {
             Counter::VrrpAddrMismatch

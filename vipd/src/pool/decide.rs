@@ -32,6 +32,7 @@ use super::{
 use crate::{
     config::Config,
     control::{PeerStatus, Status, VipStatus},
+    fastpath::sends::SendWatch,
     heartbeat::MAX_DATAGRAM,
     holder::{Released, Taken},
     ifaddr::Outcome,
@@ -76,8 +77,6 @@ pub trait Edges {
     fn peer(&self, id: u32) -> Option<PeerState>;
     /// Every id in the table.
     fn peer_ids(&self) -> Vec<u32>;
-    /// Removes a peer's entry from the table.
-    fn remove_peer(&mut self, id: u32);
     /// Whether this node's heartbeat slot has come (the schedule moves on when it has).
     fn heartbeat_due(&mut self) -> bool;
     /// Sends a heartbeat now and moves the self-fencing clock to its time.
@@ -85,7 +84,8 @@ pub trait Edges {
     /// When this node last sent a heartbeat (its own or a shadow sender's), 0 if never.
     fn last_sent(&self) -> u64;
     /// Adds `vips` and announces them in batches; between batches a heartbeat whose slot
-    /// has come goes out with `keepalive` (no state section). Returns what was added and
+    /// has come goes out with `keepalive` (no state section), unless the node has been
+    /// silent for the dead interval (then [`Decide::heartbeat`] yields first). Returns what was added and
     /// what failed, with why.
     fn add(
         &mut self,
@@ -146,6 +146,8 @@ pub struct Decide {
     /// This node sees the cluster only in part (see [`FLAG_PARTIAL`]), and since when.
     partial: bool,
     partial_since: Option<u64>,
+    /// The end of this hold-down waits for a member's view ([`Decide::member_sees_more`]).
+    waited_for_view: bool,
     view_digest: u64,
     views_agree: bool,
     state_burst: u8,
@@ -155,7 +157,8 @@ pub struct Decide {
     last_loss_ns: Option<u64>,
     /// VIPs whose failure to be added was reported (once until they are added).
     take_failed: BTreeSet<IpAddr>,
-    send_failing: bool,
+    /// Failing heartbeat sends, said once per episode.
+    sends: SendWatch,
     /// When the whole peer table was last read.
     last_full_scan_ns: u64,
     /// The view as announced (ids in order, this node included when active).
@@ -193,6 +196,7 @@ impl Decide {
             orphans: BTreeSet::new(),
             partial: false,
             partial_since: None,
+            waited_for_view: false,
             view_digest: 0,
             views_agree: true,
             state_burst: STATE_BURST,
@@ -200,7 +204,7 @@ impl Decide {
             node_state: "",
             last_loss_ns: None,
             take_failed: BTreeSet::new(),
-            send_failing: false,
+            sends: SendWatch::default(),
             last_full_scan_ns: 0,
             view_ids: Vec::new(),
             vouched: Vec::new(),
@@ -236,8 +240,8 @@ impl Decide {
         mature | partial
     }
 
-    /// The heartbeat the shadow senders and the keep-alives of a long takeover send: no
-    /// state section, the `hears` bits of the last one.
+    /// The heartbeat the keep-alives of a long takeover send (no state section; the caller
+    /// sets the `hears` bits, under the view whose digest it carries).
     pub fn keepalive(&self) -> Outgoing {
         Outgoing {
             flags: self.flags(),
@@ -269,7 +273,7 @@ impl Decide {
         let silent = now.saturating_sub(last);
         if last == 0
             || silent < self.cfg.pool.dead_interval.as_nanos() as u64
-            || !self.dropped_by_peers(fx)
+            || !self.dropped_by_peers(fx, last)
         {
             return;
         }
@@ -283,10 +287,33 @@ impl Decide {
         self.state_burst = STATE_BURST;
     }
 
-    /// Whether a member's latest heartbeat (read now) shows a view without this node: the
-    /// peers did declare it lost (a stall they shared, as when the whole machine paused,
-    /// they excused, and then nothing need be given back).
-    fn dropped_by_peers(&self, fx: &impl Edges) -> bool {
+    /// A member whose view holds nodes this node does not have (its digest is neither this
+    /// node's members' nor theirs with this node): it hears a node this one does not — a
+    /// cut this node sees one side of. Such a node does not end its hold-down: placing the
+    /// pool over the part it sees would take VIPs the unseen nodes hold (a restart during a
+    /// cut put them on two nodes); it waits, holding nothing, until it sees what its
+    /// members see. (A node running does not stop taking over for this: a takeover waits
+    /// for nothing.)
+    fn member_sees_more(&self) -> Option<u32> {
+        let me = self.cfg.node.id;
+        let mut peers = self.membership.view_peers();
+        peers.sort_unstable();
+        let without = view_digest(&peers);
+        let mut with: Vec<u32> = peers.iter().copied().chain([me]).collect();
+        with.sort_unstable();
+        let with = view_digest(&with);
+        peers.iter().copied().find(|id| {
+            self.membership
+                .peer(*id)
+                .is_some_and(|p| p.view_digest != without && p.view_digest != with)
+        })
+    }
+
+    /// Whether a member heard after this node's silence reached the dead interval (read
+    /// now) shows a view without this node: the peers did declare it lost (after a stall
+    /// they shared and excused, as when the whole machine paused, their view is still
+    /// this node's, and nothing need be given back).
+    fn dropped_by_peers(&self, fx: &impl Edges, last_sent: u64) -> bool {
         let me = self.cfg.node.id;
         if !self.view_ids.contains(&me) {
             return false;
@@ -298,9 +325,11 @@ impl Decide {
             .filter(|id| *id != me)
             .collect();
         let digest = view_digest(&without);
+        let dead = self.cfg.pool.dead_interval.as_nanos() as u64;
         without
             .iter()
             .filter_map(|id| fx.peer(*id))
+            .filter(|p| p.last_seen_ns >= last_sent.saturating_add(dead))
             .any(|p| p.view_digest == digest)
     }
 
@@ -321,6 +350,10 @@ impl Decide {
     /// or out of turn when something changed (the slots stay as they are, in step with the
     /// shadows).
     pub fn heartbeat(&mut self, fx: &mut impl Edges) {
+        // Silent for the dead interval (a takeover blocked in netlink, a pause): the peers
+        // took what this node holds; it gives that back before its next heartbeat says
+        // anything (a heartbeat would make the silence look over).
+        self.yield_after_silence(fx);
         let mut section = self.state_section_due(fx.now());
         if section.is_empty() {
             section = self.list_chunk_due();
@@ -332,16 +365,12 @@ impl Decide {
             hears: self.hears(fx),
             section,
         };
-        match fx.send(&hb) {
-            Ok(()) if self.send_failing => {
-                self.send_failing = false;
-                fx.report(Report::SendFailing(None));
-            }
-            Err(e) if !self.send_failing => {
-                self.send_failing = true;
-                fx.report(Report::SendFailing(Some(e)));
-            }
-            _ => {}
+        let sent = fx.send(&hb);
+        if let Some(notice) = self
+            .sends
+            .sent(fx.now(), sent.as_ref().map_err(String::as_str).copied())
+        {
+            fx.report(Report::Sends(notice));
         }
     }
 
@@ -586,11 +615,21 @@ impl Decide {
     pub fn reconcile(&mut self, fx: &mut impl Edges, scan: Scan) {
         let now = fx.now();
         if self.carrier && !self.mature && now >= self.mature_at {
-            self.mature = true;
-            fx.report(Report::Mature);
-            // Tell peers at once, so they hand over this node's share together with it.
-            self.state_burst = STATE_BURST;
-            self.heartbeat(fx);
+            if let Some(member) = self.member_sees_more() {
+                // Looked at again every interval; said once per hold-down.
+                if !self.waited_for_view {
+                    self.waited_for_view = true;
+                    fx.report(Report::HoldingForView { member });
+                }
+                self.mature_at = now + self.cfg.pool.interval.as_nanos() as u64;
+            } else {
+                self.waited_for_view = false;
+                self.mature = true;
+                fx.report(Report::Mature);
+                // Tell peers at once, so they hand over this node's share together with it.
+                self.state_burst = STATE_BURST;
+                self.heartbeat(fx);
+            }
         }
         let full = matches!(scan, Scan::All);
         let table = match scan {
@@ -625,7 +664,9 @@ impl Decide {
         table
     }
 
-    /// Forgets long-silent peers outside the view, and removes them from the table.
+    /// Forgets long-silent peers outside the view. Their entries stay in the XDP program's
+    /// table (a bounded LRU map), so a recording of their heartbeats stays a replay there;
+    /// [`update`](Self::update) skips entries that old for peers it does not know.
     fn forget(&mut self, fx: &mut impl Edges, now: u64) {
         let max = vipd_common::maps::MAX_PEERS as usize;
         let gone = self.membership.forget(now, FORGET_AFTER_NS, max);
@@ -635,13 +676,17 @@ impl Decide {
         for id in &gone {
             self.peers.remove(id);
             self.lists.remove(id);
-            fx.remove_peer(*id);
         }
         fx.report(Report::Forgotten(gone));
     }
 
     /// Feeds a peer table snapshot; places and acts. Returns whether what we hold changed.
-    fn update(&mut self, fx: &mut impl Edges, table: Vec<PeerState>, now: u64) -> bool {
+    fn update(&mut self, fx: &mut impl Edges, mut table: Vec<PeerState>, now: u64) -> bool {
+        // A forgotten peer's entry: known again only once it is heard from again.
+        table.retain(|p| {
+            now.saturating_sub(p.last_seen_ns) < FORGET_AFTER_NS
+                || self.membership.peer(p.node_id).is_some()
+        });
         let transitions = self.membership.observe(table, now);
         let vouched = self.membership.vouched(now);
         if vouched != self.vouched {
@@ -1046,7 +1091,13 @@ impl Decide {
         let loss_ns = self
             .last_loss_ns
             .filter(|l| fx.now().saturating_sub(*l) < LOSS_REPORTED_NS);
-        let (taken, failed) = fx.add(vips, &self.keepalive(), loss_ns);
+        // Its `hears` bits are taken now, under the view whose digest it carries (bits
+        // taken under an earlier view would shift when a lower id left).
+        let keepalive = Outgoing {
+            hears: self.hears(fx),
+            ..self.keepalive()
+        };
+        let (taken, failed) = fx.add(vips, &keepalive, loss_ns);
         for t in &taken {
             self.held.insert(t.vip.addr, t.vip);
             self.take_failed.remove(&t.vip.addr);
@@ -1182,6 +1233,13 @@ mod tests {
         sent: Vec<Outgoing>,
         refuse: bool,
         reports: Vec<Report>,
+        last_sent_ns: u64,
+        /// How long an add blocks.
+        add_blocks_ns: u64,
+        /// A peer's entry written while an add blocks.
+        meanwhile: Option<(u32, PeerState)>,
+        /// The keep-alives handed to each add.
+        keepalives: Vec<Outgoing>,
     }
 
     impl Edges for Fake {
@@ -1194,25 +1252,31 @@ mod tests {
         fn peer_ids(&self) -> Vec<u32> {
             self.table.keys().copied().collect()
         }
-        fn remove_peer(&mut self, id: u32) {
-            self.table.remove(&id);
-        }
         fn heartbeat_due(&mut self) -> bool {
-            false
+            // Every 100 ms (the tests' interval).
+            self.now >= self.last_sent_ns + 100 * MS
         }
         fn send(&mut self, hb: &Outgoing) -> Result<(), String> {
             self.sent.push(hb.clone());
+            self.last_sent_ns = self.now;
             Ok(())
         }
         fn last_sent(&self) -> u64 {
-            self.sent.last().map_or(0, |_| self.now)
+            self.last_sent_ns
         }
         fn add(
             &mut self,
             vips: &[Vip],
-            _keepalive: &Outgoing,
+            keepalive: &Outgoing,
             loss_ns: Option<u64>,
         ) -> (Vec<Taken>, Vec<(Vip, String)>) {
+            self.keepalives.push(keepalive.clone());
+            // A takeover blocked in netlink: the keepalive is not sent past the dead
+            // interval (as the fast path's), and the peers move on meanwhile.
+            self.now += self.add_blocks_ns;
+            if let Some((id, state)) = self.meanwhile.take() {
+                self.table.insert(id, state);
+            }
             if self.refuse {
                 return (
                     Vec::new(),
@@ -1310,6 +1374,30 @@ mod tests {
     }
 
     #[test]
+    fn a_forgotten_peer_stays_forgotten_until_heard_again() {
+        let (mut d, mut fx) = two_nodes();
+        let last = fx.now;
+        // Silent past the forget time: forgotten, its entry left in the table (where a
+        // recording of its heartbeats stays a replay).
+        fx.now = last + FORGET_AFTER_NS + FULL_SCAN_NS;
+        d.turn(&mut fx, true, true, [], &[]);
+        fx.now += FULL_SCAN_NS;
+        d.turn(&mut fx, true, true, [], &[]);
+        assert!(
+            fx.reports
+                .iter()
+                .any(|r| matches!(r, Report::Forgotten(ids) if ids == &[1]))
+        );
+        assert!(fx.table.contains_key(&1));
+        assert!(d.membership.peer(1).is_none(), "the stale entry came back");
+        // Heard again: a peer again.
+        fx.now += 100 * MS;
+        fx.table.insert(1, peer(1, fx.now, &[1, 2]));
+        d.turn(&mut fx, true, true, [], &[]);
+        assert!(d.membership.peer(1).is_some());
+    }
+
+    #[test]
     fn a_refused_add_holds_the_node_down_and_gives_back_what_it_has() {
         let (mut d, mut fx) = two_nodes();
         fx.refuse = true;
@@ -1348,5 +1436,130 @@ mod tests {
         fx.table.insert(1, peer(1, fx.now, &[1, 2]));
         d.turn(&mut fx, true, true, [], &[]);
         assert_eq!(fx.addrs.len(), 1);
+    }
+
+    /// Node 2 of three (six VIPs, two each), at 2 s.
+    fn three_nodes() -> (Decide, Fake) {
+        let text = "[node]\nid = 2\ninterface = \"eth0\"\n[heartbeat]\ninterval = \"100ms\"\n\
+                    dead_interval = \"500ms\"\nhold_down = \"1s\"\nauth = \"off\"\n[pool]\n\
+                    vips = [\"192.0.2.201\", \"192.0.2.202\", \"192.0.2.203\", \
+                    \"192.0.2.204\", \"192.0.2.205\", \"192.0.2.206\"]\n";
+        let cfg = Config::from_file(File::parse(text).unwrap()).unwrap();
+        let mut d = Decide::new(cfg, 0, true, true);
+        let mut fx = Fake::default();
+        for id in [1, 3] {
+            d.verified(id, 7);
+        }
+        for t in (1000..=2000).step_by(100) {
+            fx.now = t * MS;
+            for id in [1, 3] {
+                fx.table.insert(id, peer(id, fx.now, &[1, 2, 3]));
+            }
+            d.turn(&mut fx, true, true, [], &[]);
+        }
+        (d, fx)
+    }
+
+    /// Turns every 100 ms for `n` turns: node 1 silent, node 3 heard (not hearing node 1).
+    fn node_1_dies(d: &mut Decide, fx: &mut Fake, n: usize) {
+        for _ in 0..n {
+            fx.now += 100 * MS;
+            let hears = 0b110;
+            fx.table.insert(
+                3,
+                PeerState {
+                    hears,
+                    ..peer(3, fx.now, &[1, 2, 3])
+                },
+            );
+            d.turn(fx, true, true, [], &[]);
+        }
+    }
+
+    #[test]
+    fn a_takeovers_keepalive_says_hears_under_the_view_it_names() {
+        let (mut d, mut fx) = three_nodes();
+        node_1_dies(&mut d, &mut fx, 6);
+        assert_eq!(fx.addrs.len(), 3, "{:?}", fx.addrs);
+        let keepalive = fx.keepalives.last().expect("a takeover");
+        let after = fx.sent.last().expect("a heartbeat after the takeover");
+        assert_eq!(keepalive.view_digest, view_digest(&[2, 3]));
+        assert_eq!(after.view_digest, keepalive.view_digest);
+        assert_ne!(keepalive.hears, 0, "node 3 is heard");
+        assert_eq!(keepalive.hears, after.hears, "bits of another view");
+    }
+
+    #[test]
+    fn a_takeover_blocked_past_the_dead_interval_gives_back_what_peers_took() {
+        let (mut d, mut fx) = three_nodes();
+        assert_eq!(fx.addrs.len(), 2, "{:?}", fx.addrs);
+        let mine = fx.addrs.clone();
+        // Node 1 dies. Node 2's takeover of its share blocks in netlink for 2 s, while
+        // node 3 declares node 2 lost too (its view: itself).
+        fx.add_blocks_ns = 2_000 * MS;
+        let mut three = peer(3, fx.now + 1_900 * MS, &[3]);
+        three.hears = 0b1;
+        fx.meanwhile = Some((3, three));
+        // Until the takeover: node 1 silent, node 3 heard; after it, node 3 says view [3].
+        while fx.meanwhile.is_some() {
+            node_1_dies(&mut d, &mut fx, 1);
+        }
+        fx.add_blocks_ns = 0;
+        for _ in 0..3 {
+            fx.now += 100 * MS;
+            let last_seen_ns = fx.now;
+            fx.table.insert(
+                3,
+                PeerState {
+                    last_seen_ns,
+                    ..three
+                },
+            );
+            d.turn(&mut fx, true, true, [], &[]);
+        }
+        assert!(
+            fx.addrs.is_empty(),
+            "kept {:?} (held {mine:?}) after a silence its peers acted on",
+            fx.addrs
+        );
+        assert_eq!(d.state_name(), "holding-down");
+        assert!(
+            fx.reports
+                .iter()
+                .any(|r| matches!(r, Report::Silenced { .. }))
+        );
+    }
+
+    #[test]
+    fn a_node_that_sees_one_side_of_a_cut_holds_down_until_it_sees_all() {
+        // Node 3 starts during a cut between it and node 2: it hears node 1 only, whose
+        // view is [1, 2].
+        let mut d = Decide::new(config(3), 0, true, true);
+        let mut fx = Fake::default();
+        d.verified(1, 7);
+        for t in (0..=3000).step_by(100) {
+            fx.now = t * MS;
+            fx.table.insert(1, peer(1, fx.now, &[1, 2]));
+            d.turn(&mut fx, true, true, [], &[]);
+        }
+        assert_eq!(d.state_name(), "holding-down");
+        assert!(fx.addrs.is_empty(), "took {:?}", fx.addrs);
+        let waits = |fx: &Fake| {
+            fx.reports
+                .iter()
+                .filter(|r| matches!(r, Report::HoldingForView { member: 1 }))
+                .count()
+        };
+        assert_eq!(waits(&fx), 1, "said once");
+        // The cut heals: node 2 heard and verified, node 1's view is explained.
+        d.verified(2, 7);
+        for _ in 0..5 {
+            fx.now += 100 * MS;
+            for id in [1, 2] {
+                fx.table.insert(id, peer(id, fx.now, &[1, 2]));
+            }
+            d.turn(&mut fx, true, true, [], &[]);
+        }
+        assert_eq!(d.state_name(), "active");
     }
 }

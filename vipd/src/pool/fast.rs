@@ -16,7 +16,7 @@ use std::{
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use vipd_common::{
     heartbeat::FLAG_LEAVING,
-    maps::{EventKind, Fence, PeerEvent, PeerState},
+    maps::{EventKind, FENCE_POOL, PeerEvent, PeerState},
 };
 
 use super::{
@@ -89,6 +89,8 @@ struct Edge<'a> {
     tolerance_ns: u64,
     /// Frames per announcement.
     burst: u16,
+    /// The dead interval (ns): past it, a keepalive inside a takeover is not sent.
+    dead_ns: u64,
 }
 
 /// Runs the pool's fast path until `shared.stop`, its heartbeat slots starting at
@@ -114,6 +116,7 @@ impl Pool {
         let cfg = self.decide.cfg();
         let tolerance_ns = cfg.pool.interval.as_nanos() as u64 / 2;
         let burst = cfg.common.announce_burst;
+        let dead_ns = cfg.pool.dead_interval.as_nanos() as u64;
         (
             &mut self.decide,
             Edge {
@@ -122,6 +125,7 @@ impl Pool {
                 send: &mut self.send,
                 tolerance_ns,
                 burst,
+                dead_ns,
             },
         )
     }
@@ -231,10 +235,6 @@ impl Edges for Edge<'_> {
         self.io.peers.keys().filter_map(Result::ok).collect()
     }
 
-    fn remove_peer(&mut self, id: u32) {
-        let _ = self.io.peers.remove(&id);
-    }
-
     fn heartbeat_due(&mut self) -> bool {
         let now = monotonic_ns();
         if !self.send.due(now) {
@@ -256,7 +256,10 @@ impl Edges for Edge<'_> {
         // Alive as the peers see it: the XDP program answers for our VIPs until a dead
         // interval after this heartbeat, when they would take them over (see
         // `maps::FENCE_MAP`).
-        let _ = self.io.fence.set(Fence::Pool as u32, now, 0);
+        let _ = self
+            .io
+            .fence
+            .set(u32::from(FENCE_POOL), now + self.dead_ns, 0);
         sent.map_err(|e| e.to_string())
     }
 
@@ -280,6 +283,7 @@ impl Edges for Edge<'_> {
             ..
         } = &mut *self.io;
         let (send, stats, tolerance) = (&mut *self.send, &self.ch.shared.stats, self.tolerance_ns);
+        let dead_ns = self.dead_ns;
         let (taken, failed) = holder::take(
             addrs,
             announcer,
@@ -288,15 +292,19 @@ impl Edges for Edge<'_> {
             self.burst,
             loss_ns,
             || {
-                // A long batch must not make the peers declare this node dead.
+                // A long batch must not make the peers declare this node dead; but once a
+                // netlink call blocked past the dead interval they have, and a heartbeat
+                // now would hide the silence from `Decide::yield_after_silence`.
                 let now = monotonic_ns();
-                if send.due(now) {
+                let silent = now.saturating_sub(vouch.sent_ns.load(Ordering::Acquire));
+                if send.due(now) && silent < dead_ns {
                     let late = send.advance(now);
                     let (flags, digest) = (keepalive.flags, keepalive.view_digest);
+                    heartbeats.set_hears(keepalive.hears);
                     let _ = heartbeats.send(flags, digest, &[]);
                     let now = monotonic_ns();
                     vouch.sent(now, flags, digest);
-                    let _ = fence.set(Fence::Pool as u32, now, 0);
+                    let _ = fence.set(u32::from(FENCE_POOL), now + dead_ns, 0);
                     stats.record_send(late, tolerance);
                 }
             },

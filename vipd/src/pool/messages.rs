@@ -10,6 +10,7 @@ use super::membership::Transition;
 use crate::{
     config::Config,
     control::Status,
+    fastpath::sends::SendNotice,
     holder::{Released, Taken},
     vip::Vip,
 };
@@ -92,6 +93,9 @@ pub enum Report {
     NodeState(&'static str),
     /// The hold-down is over.
     Mature,
+    /// The hold-down is over but this node waits: `member`'s view holds nodes it does not
+    /// hear (it sees one side of a cut).
+    HoldingForView { member: u32 },
     /// The members' view digests started or stopped agreeing with ours.
     Views {
         agree: bool,
@@ -112,8 +116,8 @@ pub enum Report {
     TakeFailed { vip: Vip, error: String },
     /// VIPs removed (or kept, when the kernel refused: they stay held and are retried).
     Released(Vec<Released>),
-    /// Sending heartbeats started failing (the error), or works again (None).
-    SendFailing(Option<String>),
+    /// Something to say about failing heartbeat sends (once per episode, not per send).
+    Sends(SendNotice),
     /// Long-silent peers outside the view were forgotten (with their XDP entries): what
     /// the slow path told the fast path about them (verified, holdings, lists) must be
     /// told again when they come back.

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use vipd_common::{
     auth,
     heartbeat::{HEADER_LEN, Heartbeat, State as WireState, is_leaving},
-    maps::{ClaimNotice, EventKind, Fence, MAX_PEERS, PeerEvent, PeerState},
+    maps::{ClaimNotice, EventKind, FENCE_POOL, MAX_PEERS, PeerEvent, PeerState},
     vip_list::{self, ListChunk},
 };
 
@@ -37,11 +37,12 @@ use crate::{
     announce::Announcer,
     clock::{monotonic_ns, realtime_ns},
     config::Config,
-    conflict::Claimer,
+    conflict::{Claim, Claimer},
     control::Status,
     daemon::Shell,
     fastpath::{
         channel::{self, Shared, SlowEnd},
+        sends::SendNotice,
         shadow::{self, Vouch},
     },
     heartbeat::{Heartbeats, Receiver},
@@ -119,6 +120,7 @@ pub fn start(
             start_ns,
             (interval_ns, shadow_period_ns),
             cfg.node.fast_path_priority(),
+            &|| sh.loaded.open_fence(),
         )
         .context("starting the shadow senders")?
     } else {
@@ -155,6 +157,7 @@ pub fn start(
         preempt = cfg.pool.preempt,
         carrier = link.carrier,
         auth = cfg.pool.auth_key.is_some(),
+        conntrack = %sh.notrack.describe(),
         "vipd started: pool"
     );
     if cfg.pool.auth_key.is_none() {
@@ -181,6 +184,7 @@ pub fn start(
         other_pool: BTreeSet::new(),
         lists: Lists::new(&cfg.pool.vips),
         states: BTreeMap::new(),
+        signed_with: BTreeMap::new(),
         lists_told: BTreeMap::new(),
         list_sent: None,
         restore_pending: None,
@@ -235,6 +239,9 @@ pub struct Pool {
     /// With authentication: (incarnation, sequence) of the last state section accepted
     /// from each peer, so a replayed one is refused.
     state_seen: BTreeMap<u32, (u64, u64)>,
+    /// With authentication: the key each peer signed its last state section with, so a
+    /// reload never drops a key a live peer still signs with.
+    signed_with: BTreeMap<u32, auth::Key>,
     /// Peers whose last state section was for another VIP list (a rolling change, or a
     /// mistake): their holdings are read with their list, once it is known.
     other_pool: BTreeSet<u32>,
@@ -342,6 +349,11 @@ impl Pool {
                 node = sh.cfg.node.id,
                 "hold-down over: this node now takes its share of VIPs"
             ),
+            Report::HoldingForView { member } => warn!(
+                member,
+                "hold-down over, but a member hears nodes this node does not (a cut?): \
+                 holding down until this node sees what its members see"
+            ),
             Report::Views {
                 agree,
                 view,
@@ -371,7 +383,7 @@ impl Pool {
             }
             Report::Taken(list) => {
                 for t in &list {
-                    sh.loaded.set_held(t.vip.addr, Some(Fence::Pool));
+                    sh.loaded.set_held(t.vip.addr, Some(FENCE_POOL));
                 }
                 sh.held.taken(&list, None, &self.announcer, &sh.hooks);
             }
@@ -392,14 +404,11 @@ impl Pool {
                 }
                 sh.held.released(&list, None, &sh.hooks);
             }
-            Report::SendFailing(Some(e)) => {
-                warn!("sending heartbeats on {}: {e}", sh.cfg.node.interface)
+            Report::Sends(notice @ SendNotice::Recovered { .. }) => {
+                info!("sending heartbeats on {} {notice}", sh.cfg.node.interface)
             }
-            Report::SendFailing(None) => {
-                info!(
-                    "sending heartbeats on {} works again",
-                    sh.cfg.node.interface
-                )
+            Report::Sends(notice) => {
+                warn!("sending heartbeats on {} {notice}", sh.cfg.node.interface)
             }
             Report::Forgotten(ids) => {
                 info!(peers = ?ids, "long-silent peers forgotten");
@@ -421,6 +430,7 @@ impl Pool {
     /// refused.
     fn forget(&mut self, sh: &Shell, peer: u32) {
         self.told.forget(peer);
+        self.signed_with.remove(&peer);
         self.lists_told.remove(&peer);
         self.states.remove(&peer);
         if self.other_pool.remove(&peer) {
@@ -430,38 +440,60 @@ impl Pool {
         }
     }
 
-    /// Notices of the ARP/NDP watch. The claimer is told by its MAC in the peer table: a
-    /// live peer's claim makes the fast path send this node's holdings now (the holdings
-    /// rule settles a split brain: the lower id keeps the VIP and announces it again when
-    /// the other lets go; an ARP packet, which nothing authenticates, never makes this
-    /// node let go itself); anyone else's is a conflict, defended.
+    /// Notices of the ARP/NDP watch, each claimer judged by [`claimer`](Self::claimer):
+    /// a live peer's claim makes the fast path send this node's holdings now (the
+    /// holdings rule settles a split brain: the lower id keeps the VIP and announces it
+    /// again when the other lets go; an ARP packet, which nothing authenticates, never
+    /// makes this node let go itself); anyone else's is a conflict, defended.
     pub fn on_claims(&mut self, sh: &mut Shell, notices: &[ClaimNotice]) {
+        let claims: Vec<Claim> = notices.iter().map(Claim::from).collect();
+        self.judge_claims(sh, &claims);
+    }
+
+    /// Judges again the claims by a live peer's MAC whose grace ended (call now and then).
+    pub fn recheck_claims(&mut self, sh: &mut Shell) {
+        let due = sh.watch.due(monotonic_ns());
+        if !due.is_empty() {
+            self.judge_claims(sh, &due);
+        }
+    }
+
+    fn judge_claims(&mut self, sh: &mut Shell, claims: &[Claim]) {
         let now = monotonic_ns();
         let dead = sh.cfg.pool.dead_interval.as_nanos() as u64;
-        // One read of the peer table per batch: MAC → (node id, live).
-        let peers: BTreeMap<[u8; 6], (u32, bool)> = sh
+        // One read of the peer table per batch: MAC → (node id, live incarnation).
+        let peers: BTreeMap<[u8; 6], (u32, Option<u64>)> = sh
             .loaded
             .peers
             .iter()
             .filter_map(Result::ok)
             .map(|(id, p)| {
                 let live = now.saturating_sub(p.last_seen_ns) < dead && !is_leaving(p.flags);
-                (p.mac, (id, live))
+                (p.mac, (id, live.then_some(p.incarnation)))
             })
             .collect();
         let mut peer_claim = false;
-        for n in notices {
-            let claimer = match peers.get(&n.mac) {
-                Some((id, true)) => Claimer::Peer(*id),
-                Some((id, false)) => Claimer::SilentPeer(*id),
-                None => Claimer::Unknown,
-            };
-            peer_claim |= sh
-                .watch
-                .on_notice(now, n, claimer, &mut sh.held, &sh.metrics, &sh.hooks);
+        for claim in claims {
+            let claimer = self.claimer(peers.get(&claim.mac).copied(), claim.vip);
+            peer_claim |=
+                sh.watch
+                    .on_claim(now, *claim, claimer, &mut sh.held, &sh.metrics, &sh.hooks);
         }
         if peer_claim {
             let _ = self.fast.try_ask(Command::SendHoldings);
+        }
+    }
+
+    /// Who claims `vip`, from the peer its MAC names (id, incarnation if live): a peer
+    /// only if its own authenticated state — verified in this incarnation — holds `vip`.
+    fn claimer(&self, by_mac: Option<(u32, Option<u64>)>, vip: IpAddr) -> Claimer {
+        match by_mac {
+            Some((id, Some(incarnation))) if self.told.holds(id, incarnation, &vip) => {
+                Claimer::Peer(id)
+            }
+            Some((id, Some(_))) => Claimer::Unproven(id),
+            Some((id, None)) => Claimer::SilentPeer(id),
+            None => Claimer::Unknown,
         }
     }
 
@@ -537,6 +569,12 @@ impl Pool {
     /// the new keys and peers, the peers' holdings are read with the new list, and the
     /// fast path gets the new configuration. Nothing changes if it fails.
     pub fn reload(&mut self, sh: &mut Shell, new: &Config) -> anyhow::Result<()> {
+        if let Some(peer) = self.signing_with_a_dropped_key(sh, new) {
+            bail!(
+                "peer {peer} still signs with a key this configuration no longer accepts (it \
+                 would split the pool): finish the rotation's previous step on every node first"
+            );
+        }
         // Accept the new keys and peers before signing with them or sending to them (a
         // rotation never splits the pool).
         if let Err(e) = sh
@@ -567,6 +605,21 @@ impl Pool {
     /// After the shell took a reload: the health verdict as the (maybe new) checks say.
     pub fn reloaded(&mut self, sh: &Shell) {
         self.on_health(sh.health.healthy());
+    }
+
+    /// A live peer whose last state section was signed with a key `new` does not accept.
+    fn signing_with_a_dropped_key(&self, sh: &Shell, new: &Config) -> Option<u32> {
+        let accepted = [new.pool.auth_key, new.pool.auth_next_key];
+        let now = monotonic_ns();
+        let dead = sh.cfg.pool.dead_interval.as_nanos() as u64;
+        self.signed_with
+            .iter()
+            .filter(|(_, k)| !accepted.contains(&Some(**k)))
+            .map(|(id, _)| *id)
+            .find(|id| {
+                self.recorded(sh, *id)
+                    .is_some_and(|p| now.saturating_sub(p.last_seen_ns) < dead)
+            })
     }
 
     /// Runs `vips` as this node's list: the peers' holdings read again with it (the lists
@@ -707,8 +760,11 @@ impl Pool {
         let recorded = self.recorded(sh, hb.node_id);
         if let Some(key) = sh.cfg.pool.auth_key {
             let verify = |k| auth::verify(k, payload, hb.state_len.into(), hb.auth_len).is_ok();
-            let authentic = verify(key) || sh.cfg.pool.auth_next_key.is_some_and(verify);
-            let reason = if !authentic {
+            let signer = [Some(key), sh.cfg.pool.auth_next_key]
+                .into_iter()
+                .flatten()
+                .find(|k| verify(*k));
+            let reason = if signer.is_none() {
                 Some("bad_auth")
             } else if !fresh_state(
                 self.state_seen.get(&hb.node_id).copied(),
@@ -726,6 +782,12 @@ impl Pool {
             }
             self.state_seen
                 .insert(hb.node_id, (hb.incarnation, hb.sequence));
+            if let Some(k) = signer {
+                if self.signed_with.len() >= MAX_PEERS as usize {
+                    self.signed_with.clear();
+                }
+                self.signed_with.insert(hb.node_id, k);
+            }
         }
         if recorded.is_none_or(|p| p.incarnation != hb.incarnation) {
             // Not (yet) in the peer table as this incarnation: a spoofed or brand-new id;
@@ -770,7 +832,8 @@ impl Pool {
             self.other_pool.insert(peer);
             warn!(
                 peer,
-                "peer runs another VIP list (a rolling change, or a mistake): the lists are                  exchanged, and the VIPs both list placed alike"
+                "peer runs another VIP list (a rolling change, or a mistake): the lists are \
+                 exchanged, and the VIPs both list placed alike"
             );
             sh.metrics
                 .peers_other_pool

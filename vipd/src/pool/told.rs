@@ -63,6 +63,15 @@ impl Told {
         self.holdings.insert(peer, (incarnation, vips));
     }
 
+    /// Whether `peer`, verified in `incarnation`, said in it that it holds `vip`.
+    pub fn holds(&self, peer: u32, incarnation: u64, vip: &IpAddr) -> bool {
+        self.verified.get(&peer) == Some(&incarnation)
+            && self
+                .holdings
+                .get(&peer)
+                .is_some_and(|(i, vips)| *i == incarnation && vips.contains(vip))
+    }
+
     /// Every peer's holdings are to be said again (this node's list changed).
     pub fn unsay_holdings(&mut self) {
         self.holdings.clear();

@@ -302,7 +302,10 @@ impl World {
         let n = &self.nodes[i];
         n.addrs.contains(vip)
             && self.health(i).carrier
-            && !fenced(n.fence_ns, self.now, self.params.dead_ms * MS)
+            && !fenced(
+                fence_deadline(n.fence_ns, self.params.dead_ms * MS),
+                self.now,
+            )
     }
 
     /// Each node as its status shows it (what it holds, its view, who it thinks owns each
@@ -333,7 +336,7 @@ impl World {
                     h.paused,
                     h.carrier,
                     n.addrs,
-                    fenced(n.fence_ns, self.now, self.params.dead_ms * MS),
+                    fenced(fence_deadline(n.fence_ns, self.params.dead_ms * MS), self.now),
                     status.as_ref().map(|s| s.state.clone()),
                     status.as_ref().map(|s| s.view.clone()),
                     owners
@@ -777,10 +780,6 @@ impl Edges for Fx<'_> {
         self.node.table.keys().copied().collect()
     }
 
-    fn remove_peer(&mut self, id: u32) {
-        self.node.table.remove(&id);
-    }
-
     fn heartbeat_due(&mut self) -> bool {
         if !self.send.due(self.now) {
             return false;
@@ -843,4 +842,10 @@ impl Edges for Fx<'_> {
     fn report(&mut self, report: Report) {
         self.reports.push(report);
     }
+}
+
+/// The XDP program's fencing deadline for a node whose last heartbeat went out at `last`
+/// (0: none yet, never fenced).
+fn fence_deadline(last: u64, dead_ns: u64) -> u64 {
+    if last == 0 { 0 } else { last + dead_ns }
 }

@@ -3,7 +3,7 @@
 //! checked against the kernel's last-heard time, the XDP program's notices, and the
 //! takeover itself (VIPs added and announced in batches, no async hop).
 //!
-//! The slow path ([`super::run`]) makes groups (addresses, macvlans, nftables), decides
+//! The slow path ([`super::slow`]) makes groups (addresses, macvlans, nftables), decides
 //! which may run (carrier, health checks), reloads, and reports; it asks through
 //! [`Command`]s and hears [`Report`]s. Nothing here waits on it.
 
@@ -15,7 +15,9 @@ use std::{
 
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use vipd_common::{
-    maps::{Fence, VRRP_BACKUP, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup, VrrpNotice, VrrpSeen},
+    maps::{
+        VRRP_BACKUP, VRRP_INITIALIZE, VRRP_MASTER, VrrpGroup, VrrpNotice, VrrpSeen, fence_slot_vrrp,
+    },
     vrrp::{self, Notice},
 };
 
@@ -29,7 +31,7 @@ use crate::{
     clock::monotonic_ns,
     config::Vrrp,
     control::VrrpStatus,
-    fastpath::channel::FastEnd,
+    fastpath::{channel::FastEnd, sends::SendNotice},
     holder::{self, Released, Taken},
     ifaddr::{IfAddrs, Outcome},
     vip::Vip,
@@ -126,11 +128,11 @@ pub enum Report {
     TakeFailed { vrid: u8, vip: Vip, error: String },
     /// VIPs removed.
     Released { vrid: u8, list: Vec<Released> },
-    /// Adverts of a group started failing (the error) or work again (None).
-    SendFailing {
+    /// Something to say about a group's failing advert sends (once per episode).
+    Sends {
         vrid: u8,
         interface: String,
-        error: Option<String>,
+        notice: SendNotice,
     },
 }
 
@@ -413,20 +415,25 @@ impl Routers {
             }
         };
         if any && priority > 0 {
-            // A Master alive and advertising: the XDP program answers for the VIPs until
-            // as long after this advert as the Backups wait (see `maps::FENCE_MAP`).
-            let _ = self.io.fence.set(Fence::Vrrp as u32, monotonic_ns(), 0);
+            // A Master alive and advertising: the XDP program answers for the group's
+            // VIPs until three of its advert intervals after this advert, when its Backups
+            // take over (see `maps::FENCE_MAP`).
+            let slot = fence_slot_vrrp(g.cfg.ipv6(), g.cfg.vrid);
+            let wait = 3 * g.cfg.advert_interval.0.as_nanos() as u64;
+            let _ = self.io.fence.set(u32::from(slot), monotonic_ns() + wait, 0);
         }
-        let failing = sent.is_err();
-        if failing != g.send_failing {
-            let report = Report::SendFailing {
-                vrid: g.cfg.vrid,
-                interface: g.link_name.clone(),
-                error: sent.err().map(|e| e.to_string()),
-            };
-            self.report(report);
+        let error = sent.err().map(|e| e.to_string());
+        let (vrid, interface) = (g.cfg.vrid, g.link_name.clone());
+        let notice = self.groups[i]
+            .sends
+            .sent(monotonic_ns(), error.as_deref().map_or(Ok(()), Err));
+        if let Some(notice) = notice {
+            self.report(Report::Sends {
+                vrid,
+                interface,
+                notice,
+            });
         }
-        self.groups[i].send_failing = failing;
     }
 
     /// Adds `vips` to group `i`'s interface and announces them, reporting those the kernel

@@ -17,7 +17,9 @@ use super::{
     host::{self, HostChanges},
     unicast::UnicastSocket,
 };
-use crate::{announce::Announcer, config::Vrrp, netlink::Link, vip::Vip};
+use crate::{
+    announce::Announcer, config::Vrrp, fastpath::sends::SendWatch, netlink::Link, vip::Vip,
+};
 
 /// One group at run time, owned by the fast path.
 pub struct Group {
@@ -29,8 +31,8 @@ pub struct Group {
     pub(super) vips: Vec<IpAddr>,
     /// Index of the interface the group runs on.
     pub(super) ifindex: u32,
-    /// Whether the last advert failed to go out (warned once until one succeeds).
-    pub(super) send_failing: bool,
+    /// Failing advert sends, said once per episode.
+    pub(super) sends: SendWatch,
     /// Where the VIPs go: the interface, or the group's virtual-MAC macvlan (its index
     /// and name).
     pub(super) vip_ifindex: u32,
@@ -164,7 +166,7 @@ pub(super) async fn new_group(
             .with_version(g.version),
         source,
         vips: g.vips.iter().map(|v| v.addr).collect(),
-        send_failing: false,
+        sends: SendWatch::default(),
         retry: Retry::default(),
         cfg: g.clone(),
     })

@@ -8,18 +8,12 @@
 //! which the unit removes), so a start after a crash restores the originals, not the values
 //! the crashed run set.
 
-use std::{
-    io::{self, Write as _},
-    net::IpAddr,
-    path::PathBuf,
-    process::{Command, Output, Stdio},
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, path::PathBuf, process::Command};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use tracing::{debug, info, warn};
 
-use crate::config::Vrrp;
+use crate::{config::Vrrp, nft};
 
 /// Set on an interface whose IPv4 VIPs live on a virtual-MAC macvlan: it must neither
 /// answer ARP for them nor use them as the sender of its own ARP requests, or clients
@@ -145,7 +139,7 @@ impl HostChanges {
     /// place of earlier ones (a leftover table, or the rules before a reload), in one
     /// transaction: there is no moment without rules.
     pub fn accept_rules(&mut self, groups: &[Vrrp]) -> anyhow::Result<()> {
-        let table = nft_table(&self.instance);
+        let table = nft::table_name(None, &self.instance);
         let rules: Vec<String> = groups
             .iter()
             .filter(|g| !g.accept && g.priority != 255)
@@ -158,16 +152,17 @@ impl HostChanges {
             })
             .collect();
         if rules.is_empty() {
-            remove_nft_table(&table);
+            nft::remove_table(&table);
             self.nft_table = None;
             return Ok(());
         }
-        // Creating the table first makes the delete succeed whether or not it existed.
-        nft(&format!(
-            "table inet {table} {{}}\ndelete table inet {table}\n\
-             table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    {}\n  }}\n}}\n",
-            rules.join("\n    ")
-        ))
+        nft::replace_table(
+            &table,
+            &format!(
+                "  chain input {{\n    type filter hook input priority 0; policy accept;\n    {}\n  }}\n",
+                rules.join("\n    ")
+            ),
+        )
         .context("installing the accept = false rules")?;
         self.nft_table = Some(table);
         Ok(())
@@ -177,7 +172,7 @@ impl HostChanges {
 impl Drop for HostChanges {
     fn drop(&mut self) {
         if let Some(table) = self.nft_table.take() {
-            remove_nft_table(&table);
+            nft::remove_table(&table);
         }
         for name in self.macvlans.drain(..) {
             delete_link(&name);
@@ -191,70 +186,11 @@ impl Drop for HostChanges {
     }
 }
 
-/// How long `nft` or `ip` may run before it is killed (they take milliseconds; one that
-/// hangs must not hang the daemon).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Runs `cmd` with `input` on its stdin (stdout discarded, stderr kept), killed after
-/// [`COMMAND_TIMEOUT`].
-fn run_bounded(cmd: &mut Command, input: &[u8]) -> io::Result<Output> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input)?;
-    }
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    while child.try_wait()?.is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("killed after {COMMAND_TIMEOUT:?}"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.wait_with_output()
-}
-
 fn delete_link(name: &str) {
-    let ok = run_bounded(Command::new("ip").args(["link", "del", name]), b"")
+    let ok = nft::run_bounded(Command::new("ip").args(["link", "del", name]), b"")
         .is_ok_and(|o| o.status.success());
     if !ok {
         debug!("removing the virtual MAC interface {name} failed (already gone?)");
-    }
-}
-
-/// The table of an instance: `vipd_<instance>` with other characters as `_`.
-fn nft_table(instance: &str) -> String {
-    let clean: String = instance
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("vipd_{clean}")
-}
-
-fn nft(script: &str) -> anyhow::Result<()> {
-    let out = run_bounded(Command::new("nft").args(["-f", "-"]), script.as_bytes())
-        .context("running nft (accept = false needs nftables)")?;
-    if !out.status.success() {
-        bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-fn remove_nft_table(table: &str) {
-    let exists = run_bounded(
-        Command::new("nft").args(["list", "table", "inet", table]),
-        b"",
-    )
-    .is_ok_and(|o| o.status.success());
-    if exists && let Err(e) = nft(&format!("delete table inet {table}\n")) {
-        warn!("removing the accept = false rules: {e}");
     }
 }
 

@@ -23,7 +23,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{MapData, RingBuf};
 use tracing::{debug, info, warn};
-use vipd_common::maps::{ClaimNotice, Fence, vrrp_key};
+use vipd_common::maps::{ClaimNotice, fence_slot_vrrp, vrrp_key};
 
 use super::{
     fast::{self, COMMANDS, Command, REPORTS, Report},
@@ -42,7 +42,10 @@ use crate::{
     conflict::Claimer,
     control::{Status, VrrpStatus},
     daemon::Shell,
-    fastpath::channel::{self, Shared, SlowEnd},
+    fastpath::{
+        channel::{self, Shared, SlowEnd},
+        sends::SendNotice,
+    },
     hooks::Hooks,
     ifaddr::{IfAddrs, Outcome},
     metrics::{GroupLabel, ReasonLabel},
@@ -141,6 +144,7 @@ pub async fn start(
         node = cfg.node.id,
         interfaces = ?ports.keys().collect::<Vec<_>>(),
         groups = ?cfg.vrrp.iter().map(describe).collect::<Vec<_>>(),
+        conntrack = %sh.notrack.describe(),
         "vipd started: VRRP groups"
     );
     let groups = Groups {
@@ -343,10 +347,11 @@ impl Groups {
                 announcer,
                 list,
             } => {
-                for t in &list {
-                    sh.loaded.set_held(t.vip.addr, Some(Fence::Vrrp));
-                }
                 let ipv6 = list.first().is_some_and(|t| t.vip.addr.is_ipv6());
+                for t in &list {
+                    sh.loaded
+                        .set_held(t.vip.addr, Some(fence_slot_vrrp(ipv6, vrid)));
+                }
                 let hooks = self.group_hooks(sh, |g| (g.cfg.vrid, g.cfg.ipv6()) == (vrid, ipv6));
                 sh.held.taken(&list, Some(vrid), &announcer, &hooks);
             }
@@ -368,13 +373,15 @@ impl Groups {
                 let hooks = self.group_hooks(sh, |g| (g.cfg.vrid, g.cfg.ipv6()) == (vrid, ipv6));
                 sh.held.released(&list, Some(vrid), &hooks);
             }
-            Report::SendFailing {
+            Report::Sends {
                 vrid,
                 interface,
-                error,
-            } => match error {
-                Some(e) => warn!(vrid, interface = %interface, "sending adverts fails: {e}"),
-                None => info!(vrid, interface = %interface, "sending adverts works again"),
+                notice,
+            } => match notice {
+                SendNotice::Recovered { .. } => {
+                    info!(vrid, interface = %interface, "sending adverts {notice}")
+                }
+                _ => warn!(vrid, interface = %interface, "sending adverts {notice}"),
             },
         }
     }
@@ -413,7 +420,7 @@ impl Groups {
                 None => Claimer::Unknown,
             };
             sh.watch
-                .on_notice(now, n, claimer, &mut sh.held, &sh.metrics, &sh.hooks);
+                .on_claim(now, n.into(), claimer, &mut sh.held, &sh.metrics, &sh.hooks);
         }
     }
 

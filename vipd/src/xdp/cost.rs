@@ -84,13 +84,13 @@ pub fn bench(repeat: u32) -> anyhow::Result<Vec<(&'static str, u32, f64)>> {
         (
             &authenticated,
             "vipd",
-            "with auth: heartbeat, MAC checked, then refused as a replay (passed)",
+            "with auth: heartbeat, MAC checked, then refused as a replay (dropped)",
             &signed,
         ),
         (
             &authenticated,
             "vipd",
-            "with auth: heartbeat with a wrong MAC (passed)",
+            "with auth: heartbeat with a wrong MAC (dropped)",
             &bad_mac,
         ),
     ] {

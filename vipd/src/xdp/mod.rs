@@ -20,9 +20,9 @@ use aya::{
 use tracing::{info, warn};
 use vipd_common::maps::{
     CLAIM_EVENTS_MAP, CONFIG_MAP, COUNTER_SLOTS, COUNTERS_MAP, Counter, EVENTS_MAP, FENCE_MAP,
-    Fence, HELD_MAP, OWN_MACS_MAP, PEER_ADDRS_MAP, PEERS_MAP, PINNED_MAPS, PeerState,
-    VRRP_EVENTS_MAP, VRRP_GROUPS_MAP, VRRP_PEERS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpPeer, VrrpSeen,
-    XdpConfig, addr_key,
+    HELD_MAP, OWN_MACS_MAP, PEER_ADDRS_MAP, PEERS_MAP, PINNED_MAPS, PeerState, VRRP_EVENTS_MAP,
+    VRRP_GROUPS_MAP, VRRP_PEERS_MAP, VRRP_SEEN_MAP, VrrpGroup, VrrpPeer, VrrpSeen, XdpConfig,
+    addr_key,
 };
 
 mod cost;
@@ -60,7 +60,7 @@ pub struct LoadedXdp {
     /// The unicast groups' peers.
     vrrp_peers: HashMap<MapData, VrrpPeer, u8>,
     /// The VIPs this node holds, for self-fencing and the ARP/NDP watch.
-    held: HashMap<MapData, [u8; 16], u8>,
+    held: HashMap<MapData, [u8; 16], u16>,
     /// This node's MACs: their ARP/NDP claims are not conflicts.
     own_macs: HashMap<MapData, [u8; 6], u8>,
     /// "driver" or "skb".
@@ -345,11 +345,18 @@ fn prepare_pin_dir(pin_dir: &Path) -> anyhow::Result<()> {
 /// crashed), read before the pins are replaced.
 pub fn pinned_held(pin_dir: &Path) -> anyhow::Result<Vec<std::net::IpAddr>> {
     let path = pin_dir.join(pin_file(HELD_MAP));
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
-    let held: HashMap<MapData, [u8; 16], u8> = HashMap::try_from(aya::maps::Map::HashMap(data))?;
-    Ok(held
-        .keys()
-        .filter_map(Result::ok)
+    let open = || MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()));
+    // The slot was a u8 before per-group VRRP fencing: a crashed older daemon's pin.
+    let keys: Vec<[u8; 16]> =
+        match HashMap::<_, [u8; 16], u16>::try_from(aya::maps::Map::HashMap(open()?)) {
+            Ok(held) => held.keys().filter_map(Result::ok).collect(),
+            Err(_) => HashMap::<_, [u8; 16], u8>::try_from(aya::maps::Map::HashMap(open()?))?
+                .keys()
+                .filter_map(Result::ok)
+                .collect(),
+        };
+    Ok(keys
+        .into_iter()
         .map(|key| std::net::IpAddr::V6(key.into()).to_canonical())
         .collect())
 }
@@ -425,13 +432,13 @@ impl LoadedXdp {
         Ok(Array::try_from(aya::maps::Map::Array(data))?)
     }
 
-    /// Records that this node holds `vip` under the fencing clock `by` (`None`: no longer
-    /// holds it): while that clock is stale the program drops ARP requests and
-    /// solicitations for it.
-    pub fn set_held(&mut self, vip: std::net::IpAddr, by: Option<Fence>) {
+    /// Records that this node holds `vip` under the fencing slot `by` (`FENCE_POOL`, a
+    /// group's `fence_slot_vrrp`; `None`: no longer holds it): once that slot's deadline
+    /// has passed the program drops ARP requests and solicitations for it.
+    pub fn set_held(&mut self, vip: std::net::IpAddr, by: Option<u16>) {
         let key = addr_key(vip);
         let r = match by {
-            Some(slot) => self.held.insert(key, slot as u8, 0),
+            Some(slot) => self.held.insert(key, slot, 0),
             None => self.held.remove(&key),
         };
         if let Err(e) = r
@@ -632,26 +639,26 @@ mod tests {
         let key = Key::from_bytes(*b"0123456789abcdef");
         let ebpf = load_with_auth(key);
         let bad = |n| (counter(&ebpf, Counter::HeartbeatBadAuth), n);
-        // No trailer, another key, a changed header: refused, passed, never recorded.
-        assert_eq!(verdict(&ebpf, &frame(None, 2, 10, 1, false)), PASS);
+        // No trailer, another key, a changed header: refused, dropped, never recorded.
+        assert_eq!(verdict(&ebpf, &frame(None, 2, 10, 1, false)), DROP);
         let other = Key::from_bytes([0x55; 16]);
-        assert_eq!(verdict(&ebpf, &frame(Some(other), 2, 10, 1, false)), PASS);
+        assert_eq!(verdict(&ebpf, &frame(Some(other), 2, 10, 1, false)), DROP);
         let mut changed = frame(Some(key), 2, 10, 1, false);
         changed[14 + 20 + 8 + 37] ^= 1; // the weight's low byte
-        assert_eq!(verdict(&ebpf, &changed), PASS);
+        assert_eq!(verdict(&ebpf, &changed), DROP);
         // The trailer announced but cut off by the end of the frame (the UDP length
         // claims it): refused.
         let mut cut = frame(Some(key), 2, 10, 1, true);
         let udp_end = 14 + 20 + 8 + HEADER_LEN + State::len_for(1, 0);
         cut.truncate(udp_end + 4);
-        assert_eq!(verdict(&ebpf, &cut), PASS);
+        assert_eq!(verdict(&ebpf, &cut), DROP);
         assert_eq!(bad(4), (4, 4));
         assert_eq!(recorded(&ebpf, 2), None);
 
         // Authentic but from off the link (TTL below 255): refused before the MAC is checked.
         let mut routed = frame(Some(key), 2, 10, 5, false);
         routed[14 + 8] = 254;
-        assert_eq!(verdict(&ebpf, &routed), PASS);
+        assert_eq!(verdict(&ebpf, &routed), DROP);
         assert_eq!(counter(&ebpf, Counter::HeartbeatBadTtl), 1);
         assert_eq!(bad(4), (4, 4));
         assert_eq!(recorded(&ebpf, 2), None);
@@ -659,11 +666,12 @@ mod tests {
         // Authentic: recorded (and dropped, no state section).
         assert_eq!(verdict(&ebpf, &frame(Some(key), 2, 10, 5, false)), DROP);
         assert_eq!(recorded(&ebpf, 2).map(|p| p.sequence), Some(5));
-        // Replays: the same sequence, an older one, an older incarnation.
-        for (incarnation, sequence) in [(10, 5), (10, 4), (9, 100)] {
+        // Replays: the same sequence, an older one, an older incarnation; dropped, with a
+        // state section too (the daemon's socket never sees a replay).
+        for (incarnation, sequence, state) in [(10, 5, false), (10, 4, true), (9, 100, false)] {
             assert_eq!(
-                verdict(&ebpf, &frame(Some(key), 2, incarnation, sequence, false)),
-                PASS
+                verdict(&ebpf, &frame(Some(key), 2, incarnation, sequence, state)),
+                DROP
             );
         }
         assert_eq!(counter(&ebpf, Counter::HeartbeatReplayed), 3);
@@ -678,7 +686,7 @@ mod tests {
         assert_eq!(counter(&ebpf, Counter::HeartbeatAccepted), 3);
         assert_eq!(bad(4), (4, 4));
         // Our own id with a wrong MAC counts as bad auth, not as a duplicate id.
-        assert_eq!(verdict(&ebpf, &frame(Some(other), 1, 1, 1, false)), PASS);
+        assert_eq!(verdict(&ebpf, &frame(Some(other), 1, 1, 1, false)), DROP);
         assert_eq!(counter(&ebpf, Counter::OwnNodeId), 0);
         assert_eq!(bad(5), (5, 5));
     }

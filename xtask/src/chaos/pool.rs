@@ -1,7 +1,9 @@
 //! The pool under chaos: three vipd nodes (6 VIPs), a client and an intruder. Invariants:
 //! every VIP on exactly one running node, two per node, the client reaching it at that
 //! node's MAC, no daemon gone — and, while a cut between two nodes lasts that the third
-//! sees across, no VIP on two nodes. An intruder claims VIPs now and then (gratuitous ARP
+//! sees across (a restart of one side during it included), no VIP on two nodes. Faults
+//! include long ones (a cable pulled past every forget time), one-way cuts and faults
+//! during faults (a restart, or the witness frozen, during a cut). An intruder claims VIPs now and then (gratuitous ARP
 //! from a new MAC): the holder must win the client back.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
@@ -49,9 +51,20 @@ pub enum Fault {
     /// Another host announces one of the node's VIPs as its own (gratuitous ARPs from a
     /// MAC not seen before): the holder defends it.
     ForeignClaim,
+    /// The node's cable pulled for longer than every forget time (65 s), then back.
+    LongCut,
+    /// Frames from one node to another dropped for 2 s (longer than the dead interval),
+    /// the other way still flowing.
+    OneWayCut,
+    /// A cut between two nodes that the third sees across, and one of the two restarted
+    /// 3 s into it; no VIP on two nodes that hear each other meanwhile.
+    RestartDuringCut,
+    /// A cut between two nodes, and the third (the one that sees across) frozen past the
+    /// dead interval during it.
+    FreezeDuringCut,
 }
 
-const FAULTS: [Fault; 9] = [
+const FAULTS: [Fault; 13] = [
     Fault::HardKill,
     Fault::GracefulStop,
     Fault::Partition,
@@ -61,7 +74,14 @@ const FAULTS: [Fault; 9] = [
     Fault::VipRemoved,
     Fault::SecondInstance,
     Fault::ForeignClaim,
+    Fault::LongCut,
+    Fault::OneWayCut,
+    Fault::RestartDuringCut,
+    Fault::FreezeDuringCut,
 ];
+
+/// Longer than every forget time (60 s).
+const LONG_CUT: Duration = Duration::from_secs(65);
 
 /// The pool under test.
 pub struct Pool {
@@ -321,6 +341,66 @@ impl Pool {
                     self.claims += 1;
                     claim(&self.lab, &self.intruder, vip, self.claims)?;
                 }
+            }
+            Fault::LongCut => {
+                let until = std::time::Instant::now() + LONG_CUT;
+                self.lab.set_switch_port(&host, false)?;
+                let taken = self.wait_taken_over(i);
+                // Looked at all along: no VIP on two nodes (the cut node let go of its
+                // VIPs when its carrier went).
+                let mut seen = None;
+                while seen.is_none() && std::time::Instant::now() < until {
+                    seen = self.double_owned(10)?;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                if let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                    std::thread::sleep(left);
+                }
+                self.lab.set_switch_port(&host, true)?;
+                taken?;
+                if let Some(d) = seen {
+                    return Ok(Some(format!("while {}'s cable was out: {d}", host.name)));
+                }
+            }
+            Fault::OneWayCut => {
+                let other = self.nodes[j].clone();
+                self.lab.cut_one_way(&host, &other, true)?;
+                std::thread::sleep(Duration::from_secs(2));
+                self.lab.cut_one_way(&host, &other, false)?;
+            }
+            Fault::RestartDuringCut => {
+                let other = self.nodes[j].clone();
+                let at = monotonic_s();
+                self.lab.partition(&host, &other, true)?;
+                std::thread::sleep(Duration::from_secs(3));
+                self.lab.proc(p).signal(libc::SIGTERM)?;
+                let clean = self.lab.proc(p).wait_exit(Duration::from_secs(10))?;
+                self.start_node(i)?;
+                let seen = self.double_owned(25)?;
+                self.lab.partition(&host, &other, false)?;
+                if !clean {
+                    return Ok(Some("a graceful stop exited non-zero".into()));
+                }
+                return Ok(seen.map(|d| {
+                    format!(
+                        "during the cut between {} and {} (from {at:.6}, {} restarted 3 s in): {d}",
+                        host.name, other.name, host.name
+                    )
+                }));
+            }
+            Fault::FreezeDuringCut => {
+                let other = self.nodes[j].clone();
+                let k = (0..self.nodes.len())
+                    .find(|k| *k != i && *k != j)
+                    .expect("three nodes");
+                let witness = self.procs[k];
+                self.lab.partition(&host, &other, true)?;
+                std::thread::sleep(Duration::from_millis(500));
+                self.lab.proc(witness).signal(libc::SIGSTOP)?;
+                std::thread::sleep(Duration::from_secs(1));
+                self.lab.proc(witness).signal(libc::SIGCONT)?;
+                std::thread::sleep(Duration::from_secs(2));
+                self.lab.partition(&host, &other, false)?;
             }
         }
         Ok(None)
