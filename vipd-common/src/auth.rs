@@ -4,7 +4,7 @@
 //! after the header and the state section:
 //!
 //! ```text
-//!  0  header MAC  u64  SipHash-2-4(key, the 56 header bytes), big-endian
+//!  0  header MAC  u64  SipHash-2-4(key, the 64 header bytes), big-endian
 //!  8  full MAC    u64  SipHash-2-4(key, header bytes ‖ state section), big-endian
 //! ```
 //!
@@ -125,8 +125,9 @@ pub fn siphash24_header(key: Key, header: &[u8; HEADER_LEN]) -> u64 {
     s.word(le64(header, 32));
     s.word(le64(header, 40));
     s.word(le64(header, 48));
-    // 56 is a multiple of 8: the last word is the length alone.
-    const _: () = assert!(HEADER_LEN == 56);
+    s.word(le64(header, 56));
+    // 64 is a multiple of 8: the last word is the length alone.
+    const _: () = assert!(HEADER_LEN == 64);
     s.finish((HEADER_LEN as u64) << 56)
 }
 
@@ -292,6 +293,7 @@ mod tests {
             state_len: state_len as u16,
             view_digest: 0x1122_3344_5566_7788,
             hears: 0b11,
+            dead_us: 300_000,
         };
         hb.write((&mut buf[..HEADER_LEN]).try_into().unwrap());
         State::write(&mut buf[HEADER_LEN..], 0xabcd, 3, |i| i == 1, &[(2, 7)]);

@@ -1,12 +1,12 @@
-//! The vipd heartbeat, wire format version 3 (version 2 had no `hears` field, version 1
-//! no echoes in the state section; nodes of different versions do not hear each other:
-//! counted as malformed).
+//! The vipd heartbeat, wire format version 4 (version 3 had no `dead_us` field, version 2
+//! no `hears` field, version 1 no echoes in the state section; nodes of different versions
+//! do not hear each other: counted as malformed).
 //!
 //! A heartbeat is the payload of one UDP datagram, all integers big-endian:
 //!
 //! ```text
 //!  0      magic        u32  0x56495044 ("VIPD")
-//!  4      version      u8   3
+//!  4      version      u8   4
 //!  5      flags        u8   FLAG_LEAVING | FLAG_MATURE | FLAG_PARTIAL
 //!  6      auth_len     u16  length of the MAC trailer that follows the header (0: none)
 //!  8      cluster_id   u32  which cluster this node belongs to (wide: no 8-bit VRID clashes)
@@ -21,7 +21,11 @@
 //!                           order, the sender included) was heard within 1.5 of the
 //!                           sender's intervals when the bits were taken, at most one
 //!                           interval before sending (0: no evidence)
-//! 56      state        [u8; state_len]  which VIPs the sender holds and which peers'
+//! 56      dead_us      u32  the sender's dead interval, microseconds: its peers wait at
+//!                           least this long before taking its VIPs over (it fences itself
+//!                           after it), whatever their own dead interval
+//! 60      reserved     u32  sent as 0, ignored on receipt (room for a later field)
+//! 64      state        [u8; state_len]  which VIPs the sender holds and which peers'
 //!                                        incarnations it hears, see [`State`] (or a chunk
 //!                                        of its VIP list, see [`crate::vip_list`])
 //!  …      auth         [u8; auth_len]   MAC trailer (0 or 16 bytes), see [`crate::auth`]
@@ -36,9 +40,9 @@
 /// "VIPD" in ASCII.
 pub const MAGIC: u32 = 0x5649_5044;
 /// The wire format version this crate reads and writes.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Bytes in the fixed header (everything but the state section and the MAC trailer).
-pub const HEADER_LEN: usize = 56;
+pub const HEADER_LEN: usize = 64;
 /// Longest state section whose MAC trailer the XDP program looks for (a bound the verifier
 /// can see on the trailer's offset; 10,000 VIPs and 64 echoes take 2,036 bytes): a longer
 /// one fails authentication.
@@ -84,6 +88,8 @@ pub struct Heartbeat {
     /// Which members of the sender's view it heard lately (see the module's table): what
     /// peers use as indirect evidence before declaring a silent node lost.
     pub hears: u64,
+    /// The sender's dead interval in microseconds (0: not said, then a peer's own counts).
+    pub dead_us: u32,
 }
 
 /// Why a frame is not a heartbeat of our cluster.
@@ -152,6 +158,7 @@ impl Heartbeat {
             state_len: be16(b, 38),
             view_digest: be64(b, 40),
             hears: be64(b, 48),
+            dead_us: be32(b, 56),
         };
         if payload_len < HEADER_LEN + hb.state_len as usize + hb.auth_len as usize {
             return Err(ParseError::Truncated);
@@ -189,6 +196,8 @@ impl Heartbeat {
         out[38..40].copy_from_slice(&self.state_len.to_be_bytes());
         out[40..48].copy_from_slice(&self.view_digest.to_be_bytes());
         out[48..56].copy_from_slice(&self.hears.to_be_bytes());
+        out[56..60].copy_from_slice(&self.dead_us.to_be_bytes());
+        out[60..64].fill(0);
     }
 
     /// The header in wire format.
@@ -358,6 +367,7 @@ mod tests {
             state_len: 0,
             view_digest: 0xDEAD_BEEF_F00D_CAFE,
             hears: 0b1010,
+            dead_us: 350_000,
         }
     }
 

@@ -240,7 +240,9 @@ pub struct PeerState {
     /// The flags of the last heartbeat (`heartbeat::FLAG_*`).
     pub flags: u8,
     /// Padding.
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// The peer's dead interval, microseconds (0: it did not say).
+    pub dead_us: u32,
 }
 
 /// Most VRRP groups: every VRID, for IPv4 and IPv6.
@@ -568,7 +570,7 @@ mod tests {
             size_of::<XdpConfig>(),
             4 + 4 + 8 + 2 + 1 + 1 + 1 + 3 + 2 * 8 + 2 * 8
         );
-        assert_eq!(size_of::<PeerState>(), 8 * 8 + 4 + 4 + 2 + 6 + 1 + 7);
+        assert_eq!(size_of::<PeerState>(), 8 * 8 + 4 + 4 + 2 + 6 + 1 + 3 + 4);
         assert_eq!(size_of::<PeerEvent>(), 4 * 8 + 4 + 4);
         assert_eq!(size_of::<VrrpGroup>(), 16 + 4 + 4 + 2 + 2 + 2 + 2 + 8);
         assert_eq!(size_of::<VrrpSeen>(), 8 + 8 + 16 + 1 + 1 + 2 + 6 + 6 + 8);

@@ -61,6 +61,7 @@ pub fn record(
             received: 1,
             node_id: hb.node_id,
             interval_us: hb.interval_us,
+            dead_us: hb.dead_us,
             weight: hb.weight,
             mac,
             flags: hb.flags,
@@ -94,6 +95,7 @@ pub fn record(
     next.view_digest = hb.view_digest;
     next.hears = hb.hears;
     next.interval_us = hb.interval_us;
+    next.dead_us = hb.dead_us;
     next.weight = hb.weight;
     next.mac = mac;
     next.flags = hb.flags;

@@ -59,50 +59,49 @@ fn mac_matches(mac: u64, header: &[u8; HEADER_LEN], key: &[u64; 2]) -> bool {
 pub(crate) fn record(ctx: &XdpContext, hb: &Heartbeat, config: &XdpConfig) -> Result<(), Counter> {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let entry = PEERS.get_ptr_mut(hb.node_id);
-    // SAFETY: a valid map value pointer; concurrent writers only race on counts.
+    let entry = PEERS.get_ptr(hb.node_id);
+    // SAFETY: a valid map value pointer, only read: writers replace the whole entry, and
+    // the one read stays valid (RCU) until this program returns.
     let prev = entry.map(|p| unsafe { &*p });
     let prev_sequence = prev.map_or(0, |p| p.sequence);
     let prev_flags = prev.map_or(0, |p| p.flags);
     let mac = eth_source(ctx).unwrap_or_default();
     let (state, kind) = peer::record(prev, hb, mac, now, config)?;
-    match entry {
-        // SAFETY: as above.
-        Some(p) => unsafe { *p = state },
-        None => {
-            if PEERS.insert(hb.node_id, state, 0).is_err() {
-                return Err(Counter::PeerTableFull);
-            }
-            if log_due(now) {
-                info!(
-                    ctx,
-                    "vipd: new peer {} (leaving={}); more are not logged for a second",
-                    hb.node_id,
-                    is_leaving(hb.flags) as u8
-                );
-            }
-        }
+    // Replaced, never written in place: the kernel links a new element and unlinks the
+    // old one (RCU), so the daemon's lookups copy one heartbeat's entry whole, never a
+    // torn mix of two (its `hears` bits with another view's digest).
+    if PEERS.insert(hb.node_id, state, 0).is_err() {
+        return Err(Counter::PeerTableFull);
+    }
+    if prev.is_none() && log_due(now) {
+        info!(
+            ctx,
+            "vipd: new peer {} (leaving={}); more are not logged for a second",
+            hb.node_id,
+            is_leaving(hb.flags) as u8
+        );
     }
     count(Counter::HeartbeatAccepted);
     if let Some(kind) = kind {
-        emit(&PeerEvent {
-            ts_ns: now,
-            incarnation: hb.incarnation,
-            sequence: hb.sequence,
-            prev_sequence,
-            node_id: hb.node_id,
-            kind: kind as u8,
-            flags: hb.flags,
-            prev_flags,
-            _pad: 0,
-        });
+        // Written straight into the ring (no copy on the stack, whose 512 bytes the entry
+        // point and this function share).
+        match EVENTS.reserve(0) {
+            Some(mut slot) => {
+                slot.write(PeerEvent {
+                    ts_ns: now,
+                    incarnation: hb.incarnation,
+                    sequence: hb.sequence,
+                    prev_sequence,
+                    node_id: hb.node_id,
+                    kind: kind as u8,
+                    flags: hb.flags,
+                    prev_flags,
+                    _pad: 0,
+                });
+                slot.submit(0);
+            }
+            None => count(Counter::EventsLost),
+        }
     }
     Ok(())
-}
-
-#[inline(always)]
-fn emit(event: &PeerEvent) {
-    if EVENTS.output(*event, 0).is_err() {
-        count(Counter::EventsLost);
-    }
 }

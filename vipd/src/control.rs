@@ -50,6 +50,9 @@ pub struct Status {
     /// one without it are out, like keepalived's FAULT state).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub carrier: BTreeMap<String, bool>,
+    /// Pool mode: this node's dead interval (ms).
+    #[serde(default)]
+    pub dead_interval_ms: f64,
     /// The view: node ids VIPs are placed on.
     pub view: Vec<u32>,
     /// Whether every member's view digest equals ours (pool mode).
@@ -143,6 +146,10 @@ pub struct PeerStatus {
     /// placed together.
     #[serde(default)]
     pub other_vip_list: bool,
+    /// Its dead interval, as its heartbeats say (ms; 0: not said). This node waits the
+    /// longer of it and its own before it takes the peer's VIPs.
+    #[serde(default)]
+    pub dead_interval_ms: f64,
     /// Heartbeats received, and missed in sequence.
     pub received: u64,
     /// Heartbeats missing from its sequence.
@@ -322,6 +329,7 @@ fn from_pins(instance: &str, config: Option<&Path>) -> anyhow::Result<Status> {
             last_seen_ms_ago: now.saturating_sub(p.last_seen_ns) as f64 / 1e6,
             state: flags.into(),
             weight: p.weight,
+            dead_interval_ms: f64::from(p.dead_us) / 1e3,
             received: p.received,
             missed: p.missed,
             ..PeerStatus::default()
@@ -445,6 +453,19 @@ pub fn table(s: &Status) -> String {
                 ""
             }
         );
+        if p.dead_interval_ms > 0.0
+            && s.dead_interval_ms > 0.0
+            && p.dead_interval_ms != s.dead_interval_ms
+        {
+            let _ = writeln!(
+                t,
+                "{:<6} dead interval {} ms, here {} ms: waited for {} ms",
+                "",
+                p.dead_interval_ms,
+                s.dead_interval_ms,
+                p.dead_interval_ms.max(s.dead_interval_ms)
+            );
+        }
     }
     if !s.vips.is_empty() {
         let _ = writeln!(t, "\n{:<24} owner", "vip");

@@ -107,6 +107,7 @@ fn forged(
         state_len: section.len() as u16,
         view_digest: 0,
         hears: 0,
+        dead_us: 60_000,
     };
     let mut payload = hb.to_bytes().to_vec();
     payload.extend_from_slice(&section);

@@ -21,13 +21,13 @@ fn header() -> impl Strategy<Value = Heartbeat> {
     (
         (any::<u8>(), any::<u16>(), any::<u32>(), 1..=u32::MAX),
         (any::<u64>(), any::<u64>(), any::<u32>(), any::<u16>()),
-        (any::<u16>(), any::<u64>(), any::<u64>()),
+        (any::<u16>(), any::<u64>(), any::<u64>(), any::<u32>()),
     )
         .prop_map(
             |(
                 (flags, auth_len, cluster_id, node_id),
                 (incarnation, sequence, interval_us, weight),
-                (state_len, view_digest, hears),
+                (state_len, view_digest, hears, dead_us),
             )| Heartbeat {
                 flags,
                 auth_len,
@@ -40,6 +40,7 @@ fn header() -> impl Strategy<Value = Heartbeat> {
                 state_len,
                 view_digest,
                 hears,
+                dead_us,
             },
         )
 }
@@ -61,7 +62,9 @@ proptest! {
             bytes[8..12].copy_from_slice(&cluster.to_be_bytes());
         }
         if let Ok(hb) = Heartbeat::parse(&bytes, cluster) {
-            prop_assert_eq!(&hb.to_bytes()[..], &bytes[..HEADER_LEN]);
+            // Everything but the 4 reserved bytes at the end, which are ignored (written 0).
+            prop_assert_eq!(&hb.to_bytes()[..HEADER_LEN - 4], &bytes[..HEADER_LEN - 4]);
+            prop_assert_eq!(&hb.to_bytes()[HEADER_LEN - 4..], &[0u8; 4][..]);
             prop_assert_eq!(hb.cluster_id, cluster);
             prop_assert!(hb.node_id != 0);
             prop_assert!(

@@ -549,6 +549,45 @@ fn a_frozen_daemon_fences_itself_and_yields_on_thaw() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A rolling change of the dead interval caught halfway (n1 still on 250 ms, n2 already
+/// on 3 s): n2, frozen, fences itself only after its own 3 s, so n1 waits that long for it
+/// (heartbeats say the sender's dead interval) and clients never see both answer.
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn a_holder_on_a_longer_dead_interval_is_fenced_before_it_is_replaced() -> anyhow::Result<()> {
+    require_root();
+    let mut p = Pool::new("vd", 2, &["192.0.2.201", "192.0.2.202"])?;
+    p.start(1, "first", &["--hold-down", "300ms"])?;
+    p.start(
+        2,
+        "first",
+        &["--hold-down", "300ms", "--dead-interval", "3s"],
+    )?;
+    let owners = p.wait_counts(&[1, 2], &[1, 1])?;
+    let n2_vip = vip_of(&owners, "n2")?;
+    let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
+    let status = common::status(&p.lab, &n1)?;
+    let peer = status["peers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["id"] == 2))
+        .context("peer 2 listed")?;
+    assert_eq!(peer["dead_interval_ms"], 3000.0, "{status:#}");
+
+    p.lab.proc(p.procs["n2"]).signal(libc::SIGSTOP)?;
+    let frozen = (|| -> anyhow::Result<()> {
+        wait_until("n1 holding n2's VIP", SETTLE, || {
+            p.lab.has_address(&n1, &n2_vip)
+        })?;
+        // Taken only once n2's kernel stopped answering for it.
+        p.only_answers(&n2_vip, &n1, &n2)
+    })();
+    p.lab.proc(p.procs["n2"]).signal(libc::SIGCONT)?;
+    frozen?;
+    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
+    p.wait_answering(&healed)?;
+    Ok(())
+}
+
 #[test]
 #[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program() -> anyhow::Result<()> {

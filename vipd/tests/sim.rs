@@ -4,14 +4,21 @@
 
 use vipd::sim::{Options, Scenario};
 
-/// Runs `seed` and fails with its trace's end if an invariant breaks.
+/// Runs `seed` and fails with its trace's end if an invariant breaks: as drawn today, and
+/// as drawn before rolling dead-interval changes were drawn (the schedule it was kept for).
 fn clean(seed: u64) {
-    let scenario = Scenario::draw(seed, &Options::default());
-    let out = scenario.run(false);
-    if let Some(v) = out.violation {
-        let traced = scenario.shrink().run(true);
-        let tail = traced.trace.len().saturating_sub(40);
-        panic!("seed {seed}: {v}\n{}", traced.trace[tail..].join("\n"));
+    let before = Options {
+        rolling_dead: false,
+        ..Options::default()
+    };
+    for options in [Options::default(), before] {
+        let scenario = Scenario::draw(seed, &options);
+        let out = scenario.run(false);
+        if let Some(v) = out.violation {
+            let traced = scenario.shrink().run(true);
+            let tail = traced.trace.len().saturating_sub(40);
+            panic!("seed {seed}: {v}\n{}", traced.trace[tail..].join("\n"));
+        }
     }
 }
 
@@ -88,6 +95,17 @@ fn when_every_node_sees_in_part_the_lowest_id_takes_an_orphan() {
 #[test]
 fn fresh_seeds_break_no_invariant() {
     for seed in 5000..5010 {
+        clean(seed);
+    }
+}
+
+/// A rolling change of the dead interval caught halfway: a node on the shorter one took
+/// over from a paused holder on the longer one before the holder's XDP program fenced
+/// itself, so clients saw both answer (heartbeats now carry the dead interval, and a peer
+/// is waited for the longer of its own and ours).
+#[test]
+fn a_peer_on_a_longer_dead_interval_is_fenced_before_it_is_replaced() {
+    for seed in [148, 234, 247, 294] {
         clean(seed);
     }
 }

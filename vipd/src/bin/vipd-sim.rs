@@ -1,7 +1,10 @@
 //! `vipd-sim`: the pool's deterministic simulator (`cargo xtask sim` runs it). Runs seeds,
 //! prints a summary as JSON; a failing seed is shrunk and its schedule and trace printed.
 
-use std::time::Instant;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Instant,
+};
 
 use clap::Parser;
 use vipd::sim::{Options, Scenario};
@@ -33,6 +36,18 @@ struct Cli {
     /// Shrink every failing seed and print its faults on one line.
     #[arg(long)]
     shrink: bool,
+    /// Threads running seeds side by side (0: one per CPU). Each seed runs alone on one
+    /// thread, so the results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    jobs: usize,
+}
+
+/// What one thread's seeds did.
+#[derive(Default)]
+struct Runs {
+    virtual_ns: u64,
+    steps: u64,
+    failing: Vec<u64>,
 }
 
 fn range(s: &str) -> anyhow::Result<(usize, usize)> {
@@ -59,29 +74,62 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let (mut virtual_ns, mut steps, mut failing) = (0u64, 0u64, Vec::new());
-    for seed in cli.first..cli.first + cli.seeds {
-        let scenario = Scenario::draw(seed, &options);
-        let out = scenario.run(false);
-        virtual_ns += out.virtual_ns;
-        steps += out.steps;
-        if let Some(v) = out.violation {
-            eprintln!("seed {seed}: {v}");
-            if cli.shrink {
-                let small = scenario.shrink();
-                let kinds: Vec<String> = small.faults.iter().map(|f| f.to_string()).collect();
-                eprintln!(
-                    "  shrunk ({} nodes): {}",
-                    small.params.nodes,
-                    kinds.join(" | ")
-                );
-            }
-            failing.push(seed);
-            if cli.stop_on_failure {
-                show(&scenario.shrink(), false);
-                break;
-            }
-        }
+    let jobs = match cli.jobs {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    } as u64;
+    let stop = AtomicBool::new(false);
+    let runs: Vec<Runs> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|k| {
+                let (options, stop) = (&options, &stop);
+                let (first, seeds, cli) = (cli.first, cli.seeds, &cli);
+                scope.spawn(move || {
+                    let mut runs = Runs::default();
+                    for seed in (first + k..first + seeds).step_by(jobs as usize) {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let scenario = Scenario::draw(seed, options);
+                        let out = scenario.run(false);
+                        runs.virtual_ns += out.virtual_ns;
+                        runs.steps += out.steps;
+                        if let Some(v) = out.violation {
+                            eprintln!("seed {seed}: {v}");
+                            if cli.shrink {
+                                let small = scenario.shrink();
+                                let kinds: Vec<String> =
+                                    small.faults.iter().map(|f| f.to_string()).collect();
+                                eprintln!(
+                                    "  shrunk ({} nodes, longer dead interval on {:?}): {}",
+                                    small.params.nodes,
+                                    small.params.longer_dead,
+                                    kinds.join(" | ")
+                                );
+                            }
+                            runs.failing.push(seed);
+                            if cli.stop_on_failure {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    runs
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a simulator thread panicked"))
+            .collect()
+    });
+    let virtual_ns: u64 = runs.iter().map(|r| r.virtual_ns).sum();
+    let steps: u64 = runs.iter().map(|r| r.steps).sum();
+    let mut failing: Vec<u64> = runs.into_iter().flat_map(|r| r.failing).collect();
+    failing.sort_unstable();
+    if cli.stop_on_failure
+        && let Some(&seed) = failing.first()
+    {
+        show(&Scenario::draw(seed, &options).shrink(), false);
     }
     let summary = serde_json::json!({
         "seeds": cli.seeds,
@@ -108,6 +156,19 @@ fn show(scenario: &Scenario, whole: bool) {
         "seed {}: {} nodes, {} VIPs, faults:",
         scenario.seed, scenario.params.nodes, scenario.params.vips
     );
+    if !scenario.params.longer_dead.is_empty() {
+        eprintln!(
+            "  a rolling change of the dead interval: n{:?} on {} ms, the others on {} ms",
+            scenario
+                .params
+                .longer_dead
+                .iter()
+                .map(|i| i + 1)
+                .collect::<Vec<_>>(),
+            scenario.params.dead_ms * vipd::sim::LONGER_DEAD,
+            scenario.params.dead_ms
+        );
+    }
     for f in &scenario.faults {
         eprintln!("  {f}");
     }

@@ -204,6 +204,9 @@ impl Pool {
     }
 }
 
+/// Longest dead interval (heartbeats carry it as `u32` microseconds).
+const MAX_DEAD_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// `[heartbeat]`'s interval and dead interval, defaulted and checked.
 fn heartbeat_timers(h: &HeartbeatSection) -> Result<(Duration, Duration), String> {
     let interval = h.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
@@ -220,8 +223,11 @@ fn heartbeat_timers(h: &HeartbeatSection) -> Result<(Duration, Duration), String
             "the dead interval ({dead_interval:?}) must be longer than the heartbeat interval ({interval:?})"
         ));
     }
-    if interval > Duration::from_secs(3600) || dead_interval > Duration::from_secs(3 * 3600) {
-        return Err("the heartbeat and dead intervals must be at most an hour or so".into());
+    if dead_interval > MAX_DEAD_INTERVAL {
+        return Err(format!(
+            "the dead interval ({dead_interval:?}) must be at most {MAX_DEAD_INTERVAL:?} \
+             (heartbeats carry it in microseconds, 32 bits)"
+        ));
     }
     Ok((interval, dead_interval))
 }

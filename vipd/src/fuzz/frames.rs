@@ -588,6 +588,7 @@ fn header(
         state_len: state_len as u16,
         view_digest: 0x1234,
         hears: 0b110,
+        dead_us: 60_000,
     }
 }
 

@@ -1158,11 +1158,10 @@ impl Decide {
                 state: match self.vouched.iter().find(|(id, _)| *id == p.node_id) {
                     Some((_, by)) => format!("up (not heard here; node {by} hears it)"),
                     None if returning.contains(&p.node_id) => "returning (heal delay)".into(),
-                    None => {
-                        peer_state(p, now, self.cfg.pool.dead_interval.as_nanos() as u64).into()
-                    }
+                    None => peer_state(p, now, self.membership.dead_for(p)).into(),
                 },
                 weight: p.weight,
+                dead_interval_ms: f64::from(p.dead_us) / 1e3,
                 same_view: p.view_digest == self.view_digest,
                 other_vip_list: self.lists.contains_key(&p.node_id),
                 received: p.received,
@@ -1193,6 +1192,7 @@ impl Decide {
             state: self.state_name().into(),
             view,
             views_agree: Some(self.views_agree),
+            dead_interval_ms: self.cfg.pool.dead_interval.as_secs_f64() * 1e3,
             peers,
             vips,
             ..Status::default()

@@ -209,8 +209,9 @@ impl Membership {
             .map_or(p.state.last_seen_ns, |(at, _)| at.max(p.state.last_seen_ns))
     }
 
-    fn alive_since(&self, at_ns: u64, now_ns: u64) -> bool {
-        now_ns.saturating_sub(at_ns) < self.allowed(at_ns)
+    /// Whether a peer whose entry is `state`, last known alive at `at_ns`, still counts.
+    fn alive_since(&self, state: &PeerState, at_ns: u64, now_ns: u64) -> bool {
+        now_ns.saturating_sub(at_ns) < self.allowed(state, at_ns)
     }
 
     /// Whether member `m`'s `hears` bits say it heard `node_id`: decoded with the view
@@ -273,7 +274,7 @@ impl Membership {
             .peers
             .values()
             .map(|p| &p.state)
-            .filter(|s| now_ns.saturating_sub(s.last_seen_ns) < self.dead_ns)
+            .filter(|s| now_ns.saturating_sub(s.last_seen_ns) < self.dead_for(s))
             .collect();
         heard.sort_by_key(|s| std::cmp::Reverse((s.first_seen_ns, s.node_id)));
         heard
@@ -292,19 +293,28 @@ impl Membership {
         self.stalls.insert(source, (end_ns, len_ns));
     }
 
-    /// The silence a peer last heard at `last_seen_ns` may keep up without being dead.
-    fn allowed(&self, last_seen_ns: u64) -> u64 {
+    /// How long the peer whose entry is `state` may be silent before it is dead: this
+    /// node's dead interval or the peer's own, the longer (a rolling change of the dead
+    /// interval: a peer fences itself only after its own, so nobody may take its VIPs
+    /// sooner).
+    pub fn dead_for(&self, state: &PeerState) -> u64 {
+        self.dead_ns.max(u64::from(state.dead_us) * 1000)
+    }
+
+    /// The silence the peer whose entry is `state`, last known alive at `last_seen_ns`,
+    /// may keep up without being dead.
+    fn allowed(&self, state: &PeerState, last_seen_ns: u64) -> u64 {
         let overlap = self
             .stalls
             .values()
             .map(|&(end, len)| len.min(end.saturating_sub(last_seen_ns)))
             .max()
             .unwrap_or(0);
-        self.dead_ns + overlap
+        self.dead_for(state) + overlap
     }
 
     fn alive(&self, state: &PeerState, now_ns: u64) -> bool {
-        now_ns.saturating_sub(state.last_seen_ns) < self.allowed(state.last_seen_ns)
+        now_ns.saturating_sub(state.last_seen_ns) < self.allowed(state, state.last_seen_ns)
     }
 
     /// Whether `state` qualifies for the view in everything but its silence.
@@ -319,7 +329,7 @@ impl Membership {
     /// only by being heard again (evidence never flaps it back in).
     fn qualifies(&self, p: &Peer, now_ns: u64) -> bool {
         let alive = self.alive(&p.state, now_ns)
-            || (p.in_view && self.alive_since(Self::last_alive(p), now_ns));
+            || (p.in_view && self.alive_since(&p.state, Self::last_alive(p), now_ns));
         let healed = !p.lost
             || p.back_since
                 .is_some_and(|t| now_ns.saturating_sub(t) >= self.heal_ns);
@@ -410,7 +420,7 @@ impl Membership {
                 continue;
             }
             let last_alive = Self::last_alive(&self.peers[&node_id]);
-            let because = if !self.alive_since(last_alive, now_ns) {
+            let because = if !self.alive_since(&state, last_alive, now_ns) {
                 let peer = self.peers.get_mut(&node_id).expect("present");
                 peer.lost = true;
                 peer.back_since = None;
@@ -465,7 +475,7 @@ impl Membership {
     pub fn next_deadline(&self) -> Option<u64> {
         let timeouts = self.peers.values().filter(|p| p.in_view).map(|p| {
             let at = Self::last_alive(p);
-            at + self.allowed(at)
+            at + self.allowed(&p.state, at)
         });
         let heals = self
             .peers
@@ -830,6 +840,38 @@ mod tests {
                 }
             }]
         );
+        assert!(m.view_peers().is_empty());
+    }
+
+    /// A rolling change of the dead interval: a peer whose own is longer fences itself only
+    /// after it, so it is waited for that long; a shorter one changes nothing here.
+    #[test]
+    fn a_peer_with_a_longer_dead_interval_is_waited_for_that_long() {
+        let mut m = Membership::new(DEAD);
+        let slow = PeerState {
+            dead_us: (3 * DEAD / 1000) as u32,
+            ..peer(2, 1000 * MS, FLAG_MATURE)
+        };
+        let quick = PeerState {
+            dead_us: (DEAD / 2000) as u32,
+            ..peer(3, 1000 * MS, FLAG_MATURE)
+        };
+        seen(&mut m, [slow, quick], 1000 * MS);
+        assert_eq!(m.next_deadline(), Some(1000 * MS + DEAD));
+        let t = seen(&mut m, [], 1000 * MS + DEAD);
+        assert_eq!(
+            t,
+            vec![Transition::Left {
+                node_id: 3,
+                because: LeftBecause::Timeout {
+                    last_seen_ns: 1000 * MS
+                }
+            }]
+        );
+        assert_eq!(m.next_deadline(), Some(1000 * MS + 3 * DEAD));
+        assert!(seen(&mut m, [], 1000 * MS + 3 * DEAD - 1).is_empty());
+        assert_eq!(m.view_peers(), vec![2]);
+        assert_eq!(seen(&mut m, [], 1000 * MS + 3 * DEAD).len(), 1);
         assert!(m.view_peers().is_empty());
     }
 

@@ -20,9 +20,9 @@ pub mod plan;
 pub mod slow;
 pub mod told;
 
-use vipd_common::heartbeat::fnv1a64;
+use vipd_common::heartbeat::{Heartbeat, fnv1a64};
 
-use crate::vip::Vip;
+use crate::{config::Config, vip::Vip};
 
 /// Heartbeats that carry the state section after it changes (in case one is lost).
 const STATE_BURST: u8 = 3;
@@ -35,4 +35,19 @@ pub fn pool_digest(vips: &[Vip]) -> u32 {
     let text: Vec<String> = vips.iter().map(ToString::to_string).collect();
     let bytes: Vec<&[u8]> = text.iter().map(String::as_bytes).collect();
     fnv1a64(&bytes) as u32
+}
+
+/// What every heartbeat of this node's incarnation `incarnation` says whatever its moment:
+/// who sends it and its timers (flags, sequence, view and state are filled in per send).
+pub fn heartbeat_template(cfg: &Config, incarnation: u64) -> Heartbeat {
+    let micros = |d: std::time::Duration| d.as_micros().min(u32::MAX as u128) as u32;
+    Heartbeat {
+        cluster_id: cfg.pool.cluster_id,
+        node_id: cfg.node.id,
+        incarnation,
+        interval_us: micros(cfg.pool.interval),
+        dead_us: micros(cfg.pool.dead_interval),
+        weight: cfg.pool.weight,
+        ..Heartbeat::default()
+    }
 }

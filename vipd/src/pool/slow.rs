@@ -84,14 +84,7 @@ pub fn start(
         link.index,
         cfg.pool.port,
         &cfg.pool.destinations(),
-        Heartbeat {
-            cluster_id: cfg.pool.cluster_id,
-            node_id: cfg.node.id,
-            incarnation,
-            interval_us: cfg.pool.interval.as_micros().min(u32::MAX as u128) as u32,
-            weight: cfg.pool.weight,
-            ..Heartbeat::default()
-        },
+        super::heartbeat_template(cfg, incarnation),
         cfg.pool.auth_key,
     )
     .with_context(|| {

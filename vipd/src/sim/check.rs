@@ -2,6 +2,9 @@
 //! - two nodes that hear each other never both answer for a VIP for longer than a dead
 //!   interval (two takers settle it by their state sections), once the faults have been
 //!   still for [`Bounds::two_owners_ns`];
+//! - a paused node's kernel (its daemon stopped) never answers for a VIP a running node on
+//!   the same link answers, beyond [`Bounds::fence_ns`]: it fences itself before its peers
+//!   may take over, whatever their dead intervals;
 //! - a VIP is never answered by nobody while a node that may hold it runs, once the faults
 //!   have been still for [`Bounds::no_owner_ns`];
 //! - after the faults end and a quiet time ([`Bounds::quiet_ns`]), each VIP has exactly
@@ -23,6 +26,9 @@ const MS: u64 = 1_000_000;
 pub struct Bounds {
     /// How long two owners that hear each other may last (a dead interval).
     pub settle_ns: u64,
+    /// How long a paused node and a running one may both answer (a heartbeat interval:
+    /// the fence and the takeover are timed from the same last heartbeat).
+    pub fence_ns: u64,
     pub two_owners_ns: u64,
     pub no_owner_ns: u64,
     pub quiet_ns: u64,
@@ -33,9 +39,10 @@ impl Bounds {
     /// heard again is settled within a few heartbeats, or after its heal delay), and for a
     /// VIP on nobody the hold-down on top (a node that starts waits that long).
     pub fn for_params(p: &Params) -> Self {
-        let (dead, hold) = (p.dead_ms * MS, p.hold_down_ms * MS);
+        let (dead, hold) = (p.longest_dead_ms() * MS, p.hold_down_ms * MS);
         Self {
             settle_ns: dead,
+            fence_ns: p.interval_ms * MS,
             two_owners_ns: 2 * dead + hold + 500 * MS,
             no_owner_ns: 2 * dead + 2 * hold + 1000 * MS,
             quiet_ns: 2 * hold + 5000 * MS,
@@ -63,6 +70,8 @@ pub struct Checker {
     unanswered_since: BTreeMap<IpAddr, u64>,
     /// Since when each VIP has been answered by two nodes that hear each other.
     doubled_since: BTreeMap<(IpAddr, usize, usize), u64>,
+    /// Since when each VIP has been answered by a paused node and a running one beside it.
+    unfenced_since: BTreeMap<(IpAddr, usize, usize), u64>,
 }
 
 impl Checker {
@@ -71,6 +80,7 @@ impl Checker {
             bounds,
             unanswered_since: BTreeMap::new(),
             doubled_since: BTreeMap::new(),
+            unfenced_since: BTreeMap::new(),
         }
     }
 
@@ -98,6 +108,28 @@ impl Checker {
                         at_ns: w.now,
                         what: format!(
                             "{vip} answered by n{} and n{}, which hear each other, for {:.3}s",
+                            w.id(a),
+                            w.id(b),
+                            lasted as f64 / 1e9
+                        ),
+                    });
+                }
+            }
+            let unfenced: Vec<(IpAddr, usize, usize)> = owners
+                .iter()
+                .flat_map(|a| owners.iter().map(move |b| (*vip, *a, *b)))
+                .filter(|(_, a, b)| w.paused_beside(*a, *b))
+                .collect();
+            self.unfenced_since
+                .retain(|(v, a, b), _| v != vip || unfenced.contains(&(*v, *a, *b)));
+            for (v, a, b) in unfenced {
+                let since = *self.unfenced_since.entry((v, a, b)).or_insert(w.now);
+                let lasted = w.now.saturating_sub(since);
+                if lasted > self.bounds.fence_ns {
+                    return Err(Violation {
+                        at_ns: w.now,
+                        what: format!(
+                            "{vip} answered by n{}, paused, and by n{} beside it for {:.3}s",
                             w.id(a),
                             w.id(b),
                             lasted as f64 / 1e9

@@ -20,6 +20,7 @@ pub mod world;
 use check::{Bounds, Checker, Violation};
 use faults::Fault;
 use rng::Rng;
+pub use world::LONGER_DEAD;
 use world::{Params, World};
 
 const MS: u64 = 1_000_000;
@@ -36,6 +37,10 @@ pub struct Options {
     pub interval_ms: u64,
     pub dead_ms: u64,
     pub hold_down_ms: u64,
+    /// Whether some seeds catch a rolling change of the dead interval halfway (some
+    /// nodes on a longer one). Drawn from a stream of its own, so turning it off replays
+    /// the schedules of the builds before it.
+    pub rolling_dead: bool,
 }
 
 impl Default for Options {
@@ -47,6 +52,7 @@ impl Default for Options {
             interval_ms: 50,
             dead_ms: 250,
             hold_down_ms: 1000,
+            rolling_dead: true,
         }
     }
 }
@@ -68,6 +74,14 @@ impl Scenario {
         let vips = rng.range(1, 2 * nodes as u64 + 2) as usize;
         let count = rng.range(o.faults.0 as u64, o.faults.1 as u64 + 1) as usize;
         let faults = faults::draw(&mut rng, nodes, count, o.run_ms);
+        // One seed in four: a rolling change of the dead interval, each node on the old
+        // or the new one.
+        let mut rolling = Rng::new(seed ^ 0x5eed_dead_1e55_0001);
+        let longer_dead = if o.rolling_dead && rolling.chance(0.25) {
+            (0..nodes).filter(|_| rolling.chance(0.5)).collect()
+        } else {
+            Vec::new()
+        };
         Self {
             seed,
             params: Params {
@@ -76,6 +90,7 @@ impl Scenario {
                 interval_ms: o.interval_ms,
                 dead_ms: o.dead_ms,
                 hold_down_ms: o.hold_down_ms,
+                longer_dead,
             },
             faults,
             run_ms: o.run_ms,

@@ -30,6 +30,7 @@ use crate::{
     ifaddr::Outcome,
     pool::{
         decide::{Decide, Edges, FULL_SCAN_NS, Outgoing},
+        heartbeat_template,
         messages::{Command, Report},
         pool_digest,
         told::Told,
@@ -56,9 +57,32 @@ pub struct Params {
     pub interval_ms: u64,
     pub dead_ms: u64,
     pub hold_down_ms: u64,
+    /// Nodes (indexes from 0) whose dead interval is [`LONGER_DEAD`] times `dead_ms`: a
+    /// rolling change of the dead interval caught halfway.
+    pub longer_dead: Vec<usize>,
 }
 
+/// How much longer the dead interval of a node in [`Params::longer_dead`] is.
+pub const LONGER_DEAD: u64 = 3;
+
 impl Params {
+    /// The dead interval of node `i` (index from 0), ms.
+    pub fn dead_ms_of(&self, i: usize) -> u64 {
+        if self.longer_dead.contains(&i) {
+            self.dead_ms * LONGER_DEAD
+        } else {
+            self.dead_ms
+        }
+    }
+
+    /// The longest dead interval of any node, ms.
+    pub fn longest_dead_ms(&self) -> u64 {
+        (0..self.nodes)
+            .map(|i| self.dead_ms_of(i))
+            .max()
+            .unwrap_or(self.dead_ms)
+    }
+
     /// The configuration of node `id` (1-based).
     pub fn config(&self, id: u32) -> Config {
         let vips: Vec<String> = (0..self.vips)
@@ -75,7 +99,7 @@ impl Params {
              [heartbeat]\ninterval = \"{}ms\"\ndead_interval = \"{}ms\"\nhold_down = \"{}ms\"\nauth = \"off\"\n\
              [pool]\nvips = [{}]\n",
             self.interval_ms,
-            self.dead_ms,
+            self.dead_ms_of(id as usize - 1),
             self.hold_down_ms,
             vips.join(", ")
         );
@@ -296,6 +320,18 @@ impl World {
             && matches!(self.link(b, a), Some((l, _)) if l == 0.0)
     }
 
+    /// Whether `a` is paused (its daemon stopped, its kernel running) and `b` runs, on a
+    /// link that works both ways: a client there sees both answer if both do.
+    pub fn paused_beside(&self, a: usize, b: usize) -> bool {
+        let (ha, hb) = (self.health(a), self.health(b));
+        ha.running
+            && ha.paused
+            && hb.running
+            && !hb.paused
+            && matches!(self.link(a, b), Some((l, _)) if l == 0.0)
+            && matches!(self.link(b, a), Some((l, _)) if l == 0.0)
+    }
+
     /// Whether node `i` answers for `vip` now: the address is on its interface, it has
     /// carrier, and its XDP program does not fence it.
     pub fn answers(&self, i: usize, vip: &IpAddr) -> bool {
@@ -303,7 +339,7 @@ impl World {
         n.addrs.contains(vip)
             && self.health(i).carrier
             && !fenced(
-                fence_deadline(n.fence_ns, self.params.dead_ms * MS),
+                fence_deadline(n.fence_ns, self.params.dead_ms_of(i) * MS),
                 self.now,
             )
     }
@@ -336,7 +372,7 @@ impl World {
                     h.paused,
                     h.carrier,
                     n.addrs,
-                    fenced(fence_deadline(n.fence_ns, self.params.dead_ms * MS), self.now),
+                    fenced(fence_deadline(n.fence_ns, self.params.dead_ms_of(i) * MS), self.now),
                     status.as_ref().map(|s| s.state.clone()),
                     status.as_ref().map(|s| s.view.clone()),
                     owners
@@ -564,16 +600,11 @@ impl World {
         let n = &self.nodes[i];
         let hb = Heartbeat {
             flags: out.flags,
-            auth_len: 0,
-            cluster_id: 1,
-            node_id: n.id,
-            incarnation,
             sequence: n.sequence,
-            interval_us: (n.cfg.pool.interval.as_micros()) as u32,
-            weight: n.cfg.pool.weight,
             state_len: out.section.len() as u16,
             view_digest: out.view_digest,
             hears: out.hears,
+            ..heartbeat_template(&n.cfg, incarnation)
         };
         for to in 0..self.nodes.len() {
             if to == i {
