@@ -544,6 +544,18 @@ impl Lab {
         program: &Path,
         args: &[&str],
     ) -> anyhow::Result<usize> {
+        self.spawn_with_env(host, log_name, program, args, &[])
+    }
+
+    /// [`Self::spawn`] with `env` added to the program's environment.
+    pub fn spawn_with_env(
+        &mut self,
+        host: &Host,
+        log_name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<usize> {
         let log = self.dir.join(format!("{log_name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         use std::os::unix::process::CommandExt as _;
@@ -552,6 +564,7 @@ impl Lab {
             .arg(format!("--net=/run/netns/{}", host.netns))
             .arg(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -573,6 +586,20 @@ impl Lab {
         vipd: &Path,
         extra: &[&str],
     ) -> anyhow::Result<usize> {
+        self.spawn_vipd_with_env(host, id, log_name, vipd, extra, &[])
+    }
+
+    /// [`Self::spawn_vipd`] with `env` added to vipd's environment (e.g. a debug build's
+    /// `VIPD_FAULT_*` fault injection).
+    pub fn spawn_vipd_with_env(
+        &mut self,
+        host: &Host,
+        id: u32,
+        log_name: &str,
+        vipd: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<usize> {
         let id = id.to_string();
         let instance = format!("{}-{}", self.prefix, host.name);
         let key = self.key_file()?;
@@ -584,7 +611,7 @@ impl Lab {
             args.extend(["--auth-key-file", &key]);
         }
         args.extend_from_slice(extra);
-        self.spawn(host, log_name, vipd, &args)
+        self.spawn_with_env(host, log_name, vipd, &args, env)
     }
 
     /// Starts keepalived (VRRP only, in the foreground, logging to the console) in `host`

@@ -58,6 +58,8 @@ pub fn take(
     loss_ns: Option<u64>,
     mut between: impl FnMut(),
 ) -> (Vec<Taken>, Vec<(Vip, io::Error)>) {
+    #[cfg(debug_assertions)]
+    crate::fault::stall_before_adding(vips);
     let mut taken = Vec::with_capacity(vips.len());
     let mut failed = Vec::new();
     let result = addrs.add(ifindex, vips, |chunk, outcomes| {

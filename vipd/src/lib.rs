@@ -17,6 +17,8 @@ pub mod conflict;
 pub mod control;
 pub mod daemon;
 pub mod fastpath;
+#[cfg(debug_assertions)]
+pub mod fault;
 pub mod fuzz;
 pub mod health;
 pub mod heartbeat;

@@ -549,6 +549,42 @@ fn a_frozen_daemon_fences_itself_and_yields_on_thaw() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A daemon frozen (SIGSTOP) for longer than the time after which a silent peer is
+/// forgotten (60 s): n2 takes its VIP and forgets it; thawed, n1 finds its peers' entries
+/// stale, gives back what it still holds, and is verified and placed again as a new peer
+/// would be: one owner each, never both answering meanwhile.
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn a_daemon_frozen_past_the_forget_time_returns_to_one_owner() -> anyhow::Result<()> {
+    require_root();
+    let (mut p, n1_vip) = Pool::two_balanced("vz")?;
+    let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
+    p.lab.proc(p.procs["n1"]).signal(libc::SIGSTOP)?;
+    let frozen = (|| -> anyhow::Result<()> {
+        wait_until("n2 holding n1's VIP", SETTLE, || {
+            p.lab.has_address(&n2, &n1_vip)
+        })?;
+        p.only_answers(&n1_vip, &n2, &n1)?;
+        wait_until("n1 forgotten by n2", Duration::from_secs(90), || {
+            std::thread::sleep(Duration::from_millis(500));
+            let status = common::status(&p.lab, &n2)?;
+            Ok(status["peers"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|x| x["id"] != 1)))
+        })?;
+        p.only_answers(&n1_vip, &n2, &n1)
+    })();
+    p.lab.proc(p.procs["n1"]).signal(libc::SIGCONT)?;
+    frozen?;
+    p.lab.proc(p.procs["n1"]).wait_for_line(
+        &["sent no heartbeat for longer than the dead interval"],
+        SETTLE,
+    )?;
+    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
+    p.wait_answering(&healed)?;
+    Ok(())
+}
+
 /// A rolling change of the dead interval caught halfway (n1 still on 250 ms, n2 already
 /// on 3 s): n2, frozen, fences itself only after its own 3 s, so n1 waits that long for it
 /// (heartbeats say the sender's dead interval) and clients never see both answer.
@@ -583,6 +619,59 @@ fn a_holder_on_a_longer_dead_interval_is_fenced_before_it_is_replaced() -> anyho
     })();
     p.lab.proc(p.procs["n2"]).signal(libc::SIGCONT)?;
     frozen?;
+    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
+    p.wait_answering(&healed)?;
+    Ok(())
+}
+
+/// A takeover blocked in netlink past the dead interval (a debug build's fault: n1's add
+/// of n2's VIP stalls 2 s): n2, restarted meanwhile, hears nobody and takes every VIP;
+/// n1, once unblocked, sent no heartbeat for longer than the dead interval, so it gives
+/// back what it holds instead of keeping both VIPs beside n2, and returns: one owner each.
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn a_takeover_blocked_in_netlink_gives_back_what_peers_took() -> anyhow::Result<()> {
+    require_root();
+    let (mut p, n1_vip) = Pool::two_balanced("vn")?;
+    let n2_vip = p
+        .vips
+        .iter()
+        .find(|v| **v != n1_vip)
+        .cloned()
+        .context("n2's VIP")?;
+    // n1 again, with the fault armed for n2's VIP.
+    let pid = p.procs["n1"];
+    p.lab.proc(pid).signal(libc::SIGTERM)?;
+    p.lab.proc(pid).wait_exit(SETTLE)?;
+    let stall = format!("{n2_vip}:2000");
+    let host = p.nodes[0].clone();
+    let mut args = vec!["--interval", "50ms", "--hold-down", "300ms"];
+    for v in &p.vips {
+        args.extend(["--vip", v.as_str()]);
+    }
+    let vipd = Path::new(env!("CARGO_BIN_EXE_vipd"));
+    let env = [("VIPD_FAULT_STALL_ADD", stall.as_str())];
+    let n1 = p
+        .lab
+        .spawn_vipd_with_env(&host, 1, "n1-stalling", vipd, &args, &env)?;
+    p.lab
+        .proc(n1)
+        .wait_for_line(&["XDP program attached"], SETTLE)?;
+    p.procs.insert("n1".into(), n1);
+    p.wait_counts(&[1, 2], &[1, 1])?;
+
+    // n2 stops (n1 takes its VIP and stalls in netlink), and starts again at once.
+    let pid = p.procs["n2"];
+    p.lab.proc(pid).signal(libc::SIGTERM)?;
+    p.lab.proc(pid).wait_exit(SETTLE)?;
+    p.lab
+        .proc(n1)
+        .wait_for_line(&["test fault: the takeover stalls"], SETTLE)?;
+    p.start(2, "second", &["--hold-down", "300ms"])?;
+    p.lab.proc(n1).wait_for_line(
+        &["sent no heartbeat for longer than the dead interval"],
+        SETTLE,
+    )?;
     let healed = p.wait_counts(&[1, 2], &[1, 1])?;
     p.wait_answering(&healed)?;
     Ok(())
