@@ -407,17 +407,8 @@ impl Lab {
     /// ways, unicast and multicast; both still reach every other host, and neither loses
     /// carrier.
     pub fn partition(&self, a: &Host, b: &Host, cut: bool) -> anyhow::Result<()> {
-        const TABLE: &str = "lab_partition";
-        let script = if cut {
-            let (pa, pb) = (format!("p-{}", a.name), format!("p-{}", b.name));
-            format!(
-                "table bridge {TABLE} {{\n chain forward {{\n  type filter hook forward priority 0;\n  \
-                 iifname \"{pa}\" oifname \"{pb}\" drop\n  iifname \"{pb}\" oifname \"{pa}\" drop\n }}\n}}\n"
-            )
-        } else {
-            format!("table bridge {TABLE} {{}}\ndelete table bridge {TABLE}\n")
-        };
-        self.switch_nft(&script)
+        let paths: &[(&Host, &Host)] = if cut { &[(a, b), (b, a)] } else { &[] };
+        self.drop_in_switch("lab_partition", paths)
     }
 
     /// Cuts (or, with `cut` false, heals) the switch path from `from` to `to` only: frames
@@ -425,15 +416,28 @@ impl Lab {
     /// way still flows (a one-way fault, as a bad transceiver or a filter makes). Its own
     /// table, apart from [`partition`](Self::partition)'s.
     pub fn cut_one_way(&self, from: &Host, to: &Host, cut: bool) -> anyhow::Result<()> {
-        const TABLE: &str = "lab_one_way";
-        let script = if cut {
-            let (pa, pb) = (format!("p-{}", from.name), format!("p-{}", to.name));
-            format!(
-                "table bridge {TABLE} {{\n chain forward {{\n  type filter hook forward priority 0;\n  \
-                 iifname \"{pa}\" oifname \"{pb}\" drop\n }}\n}}\n"
-            )
+        let paths: &[(&Host, &Host)] = if cut { &[(from, to)] } else { &[] };
+        self.drop_in_switch("lab_one_way", paths)
+    }
+
+    /// Makes the switch's nftables table `table` drop the frames of each (from, to) path
+    /// of `paths`, or removes the table when there are none.
+    fn drop_in_switch(&self, table: &str, paths: &[(&Host, &Host)]) -> anyhow::Result<()> {
+        let script = if paths.is_empty() {
+            format!("table bridge {table} {{}}\ndelete table bridge {table}\n")
         } else {
-            format!("table bridge {TABLE} {{}}\ndelete table bridge {TABLE}\n")
+            let rules: String = paths
+                .iter()
+                .map(|(from, to)| {
+                    format!(
+                        "  iifname \"p-{}\" oifname \"p-{}\" drop\n",
+                        from.name, to.name
+                    )
+                })
+                .collect();
+            format!(
+                "table bridge {table} {{\n chain forward {{\n  type filter hook forward priority 0;\n{rules} }}\n}}\n"
+            )
         };
         self.switch_nft(&script)
     }

@@ -102,6 +102,38 @@ impl Pool {
         Ok(())
     }
 
+    /// Freezes node `i`'s daemon (SIGSTOP), runs `during`, and thaws it (SIGCONT) whatever
+    /// `during` returned.
+    fn frozen(
+        &mut self,
+        i: usize,
+        during: impl FnOnce(&Self) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let pid = self.procs[&format!("n{i}")];
+        self.lab.proc(pid).signal(libc::SIGSTOP)?;
+        let result = during(self);
+        self.lab.proc(pid).signal(libc::SIGCONT)?;
+        result
+    }
+
+    /// Node `i` says it sent no heartbeat for longer than the dead interval (so it gave back
+    /// what it held), and the two nodes settle one VIP each, answered.
+    fn yields_and_rebalances(&mut self, i: usize) -> anyhow::Result<()> {
+        self.lab.proc(self.procs[&format!("n{i}")]).wait_for_line(
+            &["sent no heartbeat for longer than the dead interval"],
+            SETTLE,
+        )?;
+        let healed = self.wait_counts(&[1, 2], &[1, 1])?;
+        self.wait_answering(&healed)
+    }
+
+    /// Stops node `i`'s daemon gracefully (SIGTERM) and waits for it to exit.
+    fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        let pid = self.procs[&format!("n{i}")];
+        self.lab.proc(pid).signal(libc::SIGTERM)?;
+        self.lab.proc(pid).wait_exit(SETTLE).map(|_| ())
+    }
+
     /// Hard failure of node `i`: SIGKILL and its link cut.
     fn kill(&mut self, i: usize) -> anyhow::Result<()> {
         let host = self.nodes[i - 1].clone();
@@ -516,8 +548,7 @@ fn a_frozen_daemon_fences_itself_and_yields_on_thaw() -> anyhow::Result<()> {
     let (mut p, n1_vip) = Pool::two_balanced("vz")?;
     let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
 
-    p.lab.proc(p.procs["n1"]).signal(libc::SIGSTOP)?;
-    let frozen = (|| -> anyhow::Result<()> {
+    p.frozen(1, |p| {
         wait_until("n2 holding n1's VIP", SETTLE, || {
             p.lab.has_address(&n2, &n1_vip)
         })?;
@@ -527,16 +558,8 @@ fn a_frozen_daemon_fences_itself_and_yields_on_thaw() -> anyhow::Result<()> {
         );
         // The client asks who has it: only n2 answers, n1's kernel is fenced.
         p.only_answers(&n1_vip, &n2, &n1)
-    })();
-    p.lab.proc(p.procs["n1"]).signal(libc::SIGCONT)?;
-    frozen?;
-
-    p.lab.proc(p.procs["n1"]).wait_for_line(
-        &["sent no heartbeat for longer than the dead interval"],
-        SETTLE,
-    )?;
-    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
-    p.wait_answering(&healed)?;
+    })?;
+    p.yields_and_rebalances(1)?;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
         .args(["status", "--json", "--instance"])
         .arg(format!("{}-n1", p.lab.prefix()))
@@ -559,8 +582,7 @@ fn a_daemon_frozen_past_the_forget_time_returns_to_one_owner() -> anyhow::Result
     require_root();
     let (mut p, n1_vip) = Pool::two_balanced("vz")?;
     let (n1, n2) = (p.nodes[0].clone(), p.nodes[1].clone());
-    p.lab.proc(p.procs["n1"]).signal(libc::SIGSTOP)?;
-    let frozen = (|| -> anyhow::Result<()> {
+    p.frozen(1, |p| {
         wait_until("n2 holding n1's VIP", SETTLE, || {
             p.lab.has_address(&n2, &n1_vip)
         })?;
@@ -573,16 +595,8 @@ fn a_daemon_frozen_past_the_forget_time_returns_to_one_owner() -> anyhow::Result
                 .is_some_and(|a| a.iter().all(|x| x["id"] != 1)))
         })?;
         p.only_answers(&n1_vip, &n2, &n1)
-    })();
-    p.lab.proc(p.procs["n1"]).signal(libc::SIGCONT)?;
-    frozen?;
-    p.lab.proc(p.procs["n1"]).wait_for_line(
-        &["sent no heartbeat for longer than the dead interval"],
-        SETTLE,
-    )?;
-    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
-    p.wait_answering(&healed)?;
-    Ok(())
+    })?;
+    p.yields_and_rebalances(1)
 }
 
 /// A rolling change of the dead interval caught halfway (n1 still on 250 ms, n2 already
@@ -609,16 +623,13 @@ fn a_holder_on_a_longer_dead_interval_is_fenced_before_it_is_replaced() -> anyho
         .context("peer 2 listed")?;
     assert_eq!(peer["dead_interval_ms"], 3000.0, "{status:#}");
 
-    p.lab.proc(p.procs["n2"]).signal(libc::SIGSTOP)?;
-    let frozen = (|| -> anyhow::Result<()> {
+    p.frozen(2, |p| {
         wait_until("n1 holding n2's VIP", SETTLE, || {
             p.lab.has_address(&n1, &n2_vip)
         })?;
         // Taken only once n2's kernel stopped answering for it.
         p.only_answers(&n2_vip, &n1, &n2)
-    })();
-    p.lab.proc(p.procs["n2"]).signal(libc::SIGCONT)?;
-    frozen?;
+    })?;
     let healed = p.wait_counts(&[1, 2], &[1, 1])?;
     p.wait_answering(&healed)?;
     Ok(())
@@ -640,9 +651,7 @@ fn a_takeover_blocked_in_netlink_gives_back_what_peers_took() -> anyhow::Result<
         .cloned()
         .context("n2's VIP")?;
     // n1 again, with the fault armed for n2's VIP.
-    let pid = p.procs["n1"];
-    p.lab.proc(pid).signal(libc::SIGTERM)?;
-    p.lab.proc(pid).wait_exit(SETTLE)?;
+    p.stop(1)?;
     let stall = format!("{n2_vip}:2000");
     let host = p.nodes[0].clone();
     let mut args = vec!["--interval", "50ms", "--hold-down", "300ms"];
@@ -661,20 +670,12 @@ fn a_takeover_blocked_in_netlink_gives_back_what_peers_took() -> anyhow::Result<
     p.wait_counts(&[1, 2], &[1, 1])?;
 
     // n2 stops (n1 takes its VIP and stalls in netlink), and starts again at once.
-    let pid = p.procs["n2"];
-    p.lab.proc(pid).signal(libc::SIGTERM)?;
-    p.lab.proc(pid).wait_exit(SETTLE)?;
+    p.stop(2)?;
     p.lab
         .proc(n1)
         .wait_for_line(&["test fault: the takeover stalls"], SETTLE)?;
     p.start(2, "second", &["--hold-down", "300ms"])?;
-    p.lab.proc(n1).wait_for_line(
-        &["sent no heartbeat for longer than the dead interval"],
-        SETTLE,
-    )?;
-    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
-    p.wait_answering(&healed)?;
-    Ok(())
+    p.yields_and_rebalances(1)
 }
 
 #[test]
@@ -825,9 +826,7 @@ fn a_restart_during_a_cut_leaves_no_vip_on_none_or_on_two() -> anyhow::Result<()
 
     p.lab.partition(&n1, &n2, true)?;
     std::thread::sleep(Duration::from_secs(3));
-    let pid = p.procs["n1"];
-    p.lab.proc(pid).signal(libc::SIGTERM)?;
-    p.lab.proc(pid).wait_exit(SETTLE)?;
+    p.stop(1)?;
     p.start(1, "second", &["--hold-down", "300ms"])?;
     // During the cut: every VIP answered, by one of n1 and n3 and one of n2 and n3 at
     // most (n1 and n2 do not hear each other).
@@ -899,7 +898,8 @@ fn a_rolling_vip_list_change_never_doubles_or_drops_a_vip() -> anyhow::Result<()
         )?;
         lists.insert(i, &old);
     }
-    p.wait_placed(&lists)?;
+    // Every node active (past its hold-down) before the change rolls: two VIPs each.
+    p.wait_placed_counts(&lists, Some(&[2, 2, 2]))?;
 
     // n1, then n2, reload the new list; after each step every VIP is placed once.
     let other_list = |p: &Pool, node: usize, peer: u32| -> anyhow::Result<bool> {

@@ -57,8 +57,10 @@ use crate::{
 /// At most one warning about rejected state sections this often.
 const REJECTED_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// While a peer runs another VIP list, this node's list is sent again this often (a peer
-/// that missed a chunk, or started since, gets it).
-const LIST_AGAIN: Duration = Duration::from_secs(10);
+/// that missed a chunk, or started since, gets it): until it has, that peer cannot read
+/// this node's holdings, so a VIP may stay on two nodes (a lost chunk under load once
+/// kept one there 10 s). As often as the state section's refresh.
+const LIST_AGAIN: Duration = Duration::from_nanos(super::STATE_REFRESH_NS);
 
 /// Starts the pool on `link` (the configured interface): heartbeat sockets, shadow
 /// senders, the fast path's thread. Returns the slow side, the fast path's reports and its
