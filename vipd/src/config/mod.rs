@@ -25,7 +25,7 @@ pub use common::Common;
 pub use file::{AttachMode, AuthMode, Dur, File};
 pub use health::{Check, CheckKind, CheckType};
 pub use node::Node;
-pub use pool::{MAX_VIPS, Pool};
+pub use pool::{MAX_DEAD_INTERVAL, MAX_VIPS, Pool};
 pub use vrrp::Vrrp;
 
 use crate::vip::Vip;

@@ -204,8 +204,9 @@ impl Pool {
     }
 }
 
-/// Longest dead interval (heartbeats carry it as `u32` microseconds).
-const MAX_DEAD_INTERVAL: Duration = Duration::from_secs(3600);
+/// Longest dead interval (heartbeats carry it as `u32` microseconds); a peer saying more is
+/// waited for this long.
+pub const MAX_DEAD_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// `[heartbeat]`'s interval and dead interval, defaulted and checked.
 fn heartbeat_timers(h: &HeartbeatSection) -> Result<(Duration, Duration), String> {

@@ -44,6 +44,8 @@ use vipd_common::{
     maps::PeerState,
 };
 
+use crate::config::MAX_DEAD_INTERVAL;
+
 /// The window of a `hears` bit: a member heard within 1.25 of the sender's intervals
 /// (every live member is heard every interval, give or take jitter).
 pub fn hears_window(interval_ns: u64) -> u64 {
@@ -298,7 +300,8 @@ impl Membership {
     /// interval: a peer fences itself only after its own, so nobody may take its VIPs
     /// sooner).
     pub fn dead_for(&self, state: &PeerState) -> u64 {
-        self.dead_ns.max(u64::from(state.dead_us) * 1000)
+        let said = (u64::from(state.dead_us) * 1000).min(MAX_DEAD_INTERVAL.as_nanos() as u64);
+        self.dead_ns.max(said)
     }
 
     /// The silence the peer whose entry is `state`, last known alive at `last_seen_ns`,
@@ -873,6 +876,19 @@ mod tests {
         assert_eq!(m.view_peers(), vec![2]);
         assert_eq!(seen(&mut m, [], 1000 * MS + 3 * DEAD).len(), 1);
         assert!(m.view_peers().is_empty());
+    }
+
+    /// A peer saying a dead interval longer than any this build allows is waited for the
+    /// longest allowed, not for 71 minutes.
+    #[test]
+    fn a_peer_dead_interval_past_the_limit_is_capped() {
+        let m = Membership::new(DEAD);
+        let wild = PeerState {
+            dead_us: u32::MAX,
+            ..peer(2, 1000 * MS, FLAG_MATURE)
+        };
+        assert_eq!(m.dead_for(&wild), MAX_DEAD_INTERVAL.as_nanos() as u64);
+        assert_eq!(m.dead_for(&peer(3, 1000 * MS, FLAG_MATURE)), DEAD);
     }
 
     #[test]
