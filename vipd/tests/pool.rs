@@ -123,6 +123,11 @@ impl Pool {
             &["sent no heartbeat for longer than the dead interval"],
             SETTLE,
         )?;
+        self.one_each()
+    }
+
+    /// The two nodes settle one VIP each, each answered by its holder.
+    fn one_each(&self) -> anyhow::Result<()> {
         let healed = self.wait_counts(&[1, 2], &[1, 1])?;
         self.wait_answering(&healed)
     }
@@ -630,8 +635,7 @@ fn a_holder_on_a_longer_dead_interval_is_fenced_before_it_is_replaced() -> anyho
         // Taken only once n2's kernel stopped answering for it.
         p.only_answers(&n2_vip, &n1, &n2)
     })?;
-    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
-    p.wait_answering(&healed)?;
+    p.one_each()?;
     Ok(())
 }
 
@@ -721,8 +725,7 @@ fn a_crashed_daemon_stays_fenced_and_its_restart_replaces_the_program() -> anyho
     // The restart replaces the program (no "busy"), removes the leftover VIP and takes its
     // share back.
     p.start(1, "second", &["--hold-down", "300ms"])?;
-    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
-    p.wait_answering(&healed)?;
+    p.one_each()?;
     Ok(())
 }
 
@@ -758,8 +761,7 @@ fn a_healed_split_is_settled_at_once_and_rebalanced_after_the_heal_delay() -> an
         .and_then(|a| a.iter().find(|x| x["id"] == 2))
         .context("peer 2 listed")?;
     assert_eq!(peer["state"], "returning (heal delay)", "{status:#}");
-    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
-    p.wait_answering(&healed)?;
+    p.one_each()?;
     Ok(())
 }
 
@@ -789,8 +791,7 @@ fn a_split_longer_than_the_forget_time_heals_to_one_owner() -> anyhow::Result<()
         })?;
     }
     p.lab.partition(&n1, &n2, false)?;
-    let healed = p.wait_counts(&[1, 2], &[1, 1])?;
-    p.wait_answering(&healed)?;
+    p.one_each()?;
     for (node, peer) in [(&n1, 2), (&n2, 1)] {
         let status = common::status(&p.lab, node)?;
         let entry = status["peers"]
