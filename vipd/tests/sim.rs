@@ -111,3 +111,12 @@ fn a_peer_on_a_longer_dead_interval_is_fenced_before_it_is_replaced() {
         clean(seed);
     }
 }
+
+/// The member that saw the whole view could not add the orphan (its adds refused), so the
+/// lowest id took over judging by the members it hears — and its orphan clock restarted
+/// then, although no member it heard had claimed the VIP for seconds: 4.5 s on nobody.
+/// Each basis now keeps its own clock.
+#[test]
+fn a_seer_that_cannot_take_an_orphan_does_not_restart_its_clock() {
+    clean(60334);
+}

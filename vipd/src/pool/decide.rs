@@ -141,6 +141,10 @@ pub struct Decide {
     conflicts: BTreeSet<IpAddr>,
     /// VIPs nobody claims (not this node, no member or returning peer), since when.
     unclaimed_since: BTreeMap<IpAddr, u64>,
+    /// VIPs no member this node hears directly claims (nor this node), since when: the
+    /// orphan clock when no member sees the whole view. Kept beside the other, so a
+    /// change of basis (the member that saw all stops being one) does not restart it.
+    unclaimed_heard_since: BTreeMap<IpAddr, u64>,
     /// Held VIPs taken because nobody claimed them (see [`ORPHAN_NS`]).
     orphans: BTreeSet<IpAddr>,
     /// This node sees the cluster only in part (see [`FLAG_PARTIAL`]), and since when.
@@ -193,6 +197,7 @@ impl Decide {
             added_until: 0,
             conflicts: BTreeSet::new(),
             unclaimed_since: BTreeMap::new(),
+            unclaimed_heard_since: BTreeMap::new(),
             orphans: BTreeSet::new(),
             partial: false,
             partial_since: None,
@@ -892,29 +897,28 @@ impl Decide {
         };
         let seer = members.iter().find(sees_all);
         let taker = seer.or(members.first()).map(|m| m.id);
-        let basis = if seer.is_some() {
-            claimed
+        let since_unclaimed = |basis: &BTreeSet<IpAddr>, since: &mut BTreeMap<IpAddr, u64>| {
+            since.retain(|v, _| !basis.contains(v) && !self.held.contains_key(v));
+            for v in self.pool.iter() {
+                if !basis.contains(v) && !self.held.contains_key(v) {
+                    since.entry(*v).or_insert(now);
+                }
+            }
+        };
+        since_unclaimed(claimed, &mut self.unclaimed_since);
+        since_unclaimed(claimed_heard, &mut self.unclaimed_heard_since);
+        let (basis, since) = if seer.is_some() {
+            (claimed, &self.unclaimed_since)
         } else {
-            claimed_heard
-        }
-        .clone();
-        let unclaimed: Vec<IpAddr> = self
-            .pool
-            .iter()
-            .filter(|v| !basis.contains(v) && !self.held.contains_key(v))
-            .copied()
-            .collect();
-        self.unclaimed_since.retain(|v, _| unclaimed.contains(v));
-        for v in &unclaimed {
-            self.unclaimed_since.entry(*v).or_insert(now);
-        }
+            (claimed_heard, &self.unclaimed_heard_since)
+        };
+        let basis = basis.clone();
         if !self.active() || taker != Some(me) {
             return (BTreeSet::new(), basis);
         }
-        let orphans = self
-            .unclaimed_since
+        let orphans = since
             .iter()
-            .filter(|(_, since)| now.saturating_sub(**since) >= ORPHAN_NS)
+            .filter(|(_, t)| now.saturating_sub(**t) >= ORPHAN_NS)
             .map(|(v, _)| *v)
             .collect();
         (orphans, basis)

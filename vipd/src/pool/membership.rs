@@ -99,6 +99,10 @@ struct Peer {
     /// its last heartbeat here, and that peer (in this incarnation; see
     /// [`Membership::observe`]): it counts like a heartbeat heard through it.
     heard_via: Option<(u64, u32)>,
+    /// When a peer's heartbeat with its `hears` bit for this one set last arrived, and
+    /// that peer: while it still names a view with this one in it, it keeps this one
+    /// (see [`Membership::held`]).
+    held_by: Option<(u64, u32)>,
     /// It left the view by timeout (in this incarnation): its return waits for the heal
     /// delay.
     lost: bool,
@@ -205,6 +209,47 @@ impl Membership {
             .max()
     }
 
+    /// The latest arrival of a live, verified peer's heartbeat with its bit for `p` set,
+    /// later than `p`'s last heartbeat here, and that peer.
+    fn latest_bit(&self, p: &PeerState, witnesses: &[&PeerState]) -> Option<(u64, u32)> {
+        witnesses
+            .iter()
+            .filter(|m| m.node_id != p.node_id && self.bit_for(m, p.node_id))
+            .map(|m| (m.last_seen_ns, m.node_id))
+            .filter(|(at, _)| *at > p.last_seen_ns)
+            .max()
+    }
+
+    /// Until when the member `p`, already kept on a witness's proof past its own silence
+    /// (a link between us is cut, not `p` dead), is kept on the witness's own view, if it
+    /// is now: the witness (live, verified) still names a view of ours with `p` in it, and
+    /// its bit for `p` was set within `p`'s dead interval. A bit proves `p` alive only up
+    /// to its window before the heartbeat, so a few late heartbeats of `p` at the witness
+    /// clear it while the witness, timing `p` by the dead interval, never lost it; the view
+    /// says the witness still keeps `p`. Never on the way to a first timeout (a dead peer
+    /// is declared at its deadline, not when the others' views catch up), and never
+    /// chained: a witness that keeps `p` only on another's word does not hear it, its bits
+    /// stay clear, and the hold ends a dead interval after its last set one.
+    fn held(&self, p: &Peer, now_ns: u64) -> Option<u64> {
+        p.heard_via?;
+        let (at, by) = p.held_by?;
+        let until = at + self.dead_for(&p.state);
+        let witness = &self.peers.get(&by)?.state;
+        let keeps = self.is_verified(by, witness.incarnation)
+            && self.alive(witness, now_ns)
+            && self.names(witness, p.state.node_id);
+        (keeps && now_ns < until).then_some(until)
+    }
+
+    /// Whether member `m`'s latest heartbeat names a view (one of ours) with `node_id` in it.
+    fn names(&self, m: &PeerState, node_id: u32) -> bool {
+        self.views
+            .iter()
+            .rev()
+            .find(|(d, _)| *d == m.view_digest)
+            .is_some_and(|(_, ids)| ids.contains(&node_id))
+    }
+
     /// When `p` was last known alive: heard here, or through another peer.
     fn last_alive(p: &Peer) -> u64 {
         p.heard_via
@@ -253,7 +298,7 @@ impl Membership {
         self.peers
             .iter()
             .filter(|(_, p)| p.in_view && !self.alive(&p.state, now_ns))
-            .filter_map(|(&id, p)| Some((id, p.heard_via?.1)))
+            .filter_map(|(&id, p)| Some((id, p.heard_via.or(p.held_by)?.1)))
             .collect()
     }
 
@@ -332,7 +377,9 @@ impl Membership {
     /// only by being heard again (evidence never flaps it back in).
     fn qualifies(&self, p: &Peer, now_ns: u64) -> bool {
         let alive = self.alive(&p.state, now_ns)
-            || (p.in_view && self.alive_since(&p.state, Self::last_alive(p), now_ns));
+            || (p.in_view
+                && (self.alive_since(&p.state, Self::last_alive(p), now_ns)
+                    || self.held(p, now_ns).is_some()));
         let healed = !p.lost
             || p.back_since
                 .is_some_and(|t| now_ns.saturating_sub(t) >= self.heal_ns);
@@ -354,6 +401,9 @@ impl Membership {
             let heard_via = same
                 .and_then(|p| p.heard_via)
                 .filter(|(at, _)| *at > state.last_seen_ns);
+            let held_by = same
+                .and_then(|p| p.held_by)
+                .filter(|(at, _)| *at > state.last_seen_ns);
             // A restart is no heal: the new incarnation holds down by itself.
             let lost = same.is_some_and(|p| p.lost);
             let back_since = if lost && self.alive(&state, now_ns) {
@@ -367,6 +417,7 @@ impl Membership {
                     state,
                     in_view,
                     heard_via,
+                    held_by,
                     lost,
                     back_since,
                 },
@@ -382,7 +433,8 @@ impl Membership {
             .filter(|(_, p)| p.in_view && !self.alive(&p.state, now_ns))
             .map(|(&id, _)| id)
             .collect();
-        let evidence: Vec<(u32, Option<(u64, u32)>)> = if silent.is_empty() {
+        type Proofs = (Option<(u64, u32)>, Option<(u64, u32)>);
+        let evidence: Vec<(u32, Proofs)> = if silent.is_empty() {
             Vec::new()
         } else {
             let witnesses: Vec<&PeerState> = self
@@ -393,15 +445,21 @@ impl Membership {
                 .collect();
             silent
                 .iter()
-                .map(|id| (*id, self.evidence(&self.peers[id].state, &witnesses)))
+                .map(|id| {
+                    let state = &self.peers[id].state;
+                    let proofs = (
+                        self.evidence(state, &witnesses),
+                        self.latest_bit(state, &witnesses),
+                    );
+                    (*id, proofs)
+                })
                 .collect()
         };
-        for (id, new) in evidence {
+        for (id, (new, bit)) in evidence {
             let p = self.peers.get_mut(&id).expect("present");
-            p.heard_via = p
-                .heard_via
-                .max(new)
-                .filter(|(at, _)| *at > p.state.last_seen_ns);
+            let last = p.state.last_seen_ns;
+            p.heard_via = p.heard_via.max(new).filter(|(at, _)| *at > last);
+            p.held_by = p.held_by.max(bit).filter(|(at, _)| *at > last);
         }
         let mut out = Vec::new();
         let dead_ns = self.dead_ns;
@@ -476,9 +534,16 @@ impl Membership {
     /// deadline: only its next heartbeat can change that (a deadline in the past would
     /// keep the fast path from ever sleeping).
     pub fn next_deadline(&self) -> Option<u64> {
+        let now = self.observed_ns;
         let timeouts = self.peers.values().filter(|p| p.in_view).map(|p| {
             let at = Self::last_alive(p);
-            at + self.allowed(&p.state, at)
+            let timeout = at + self.allowed(&p.state, at);
+            // Kept on a witness's view past its timeout: until the hold ends (a view
+            // change of the witness comes with its heartbeat).
+            match self.held(p, now) {
+                Some(until) if timeout <= now => until,
+                _ => timeout,
+            }
         });
         let heals = self
             .peers
@@ -752,11 +817,15 @@ mod tests {
         assert_eq!(m.next_deadline(), Some(1440 * MS));
         assert!(seen(&mut m, [voucher(1390, 0b011, &[1, 2, 3])], 1400 * MS).is_empty());
         assert_eq!(m.next_deadline(), Some(1540 * MS));
-        // 3 stops hearing it: a dead interval after the last proof (1240 ms), lost, as a
-        // timeout of its last heartbeat here. One bit missing earlier (jitter) does not
-        // undo the proof.
+        // 2's heartbeats reach 3 late for a while (its bit clear), but 3 still names a view
+        // with 2 in it: kept on 3's own view, past the last proof (1240 ms) and its dead
+        // interval; the deadline is the hold's end, a dead interval after the last bit.
         assert!(seen(&mut m, [voucher(1490, 0b001, &[1, 2, 3])], 1500 * MS).is_empty());
-        let t = seen(&mut m, [voucher(1540, 0b001, &[1, 2, 3])], 1540 * MS);
+        assert!(seen(&mut m, [voucher(1540, 0b001, &[1, 2, 3])], 1545 * MS).is_empty());
+        assert_eq!(m.vouched(1545 * MS), vec![(2, 3)]);
+        assert_eq!(m.next_deadline(), Some(1690 * MS));
+        // 3 drops 2 from its view: lost, as a timeout of its last heartbeat here.
+        let t = seen(&mut m, [voucher(1590, 0b001, &[1, 3])], 1590 * MS);
         assert_eq!(
             t,
             vec![Transition::Left {
@@ -766,7 +835,22 @@ mod tests {
                 }
             }]
         );
-        assert!(m.vouched(1540 * MS).is_empty());
+        assert!(m.vouched(1590 * MS).is_empty());
+    }
+
+    #[test]
+    fn a_witness_view_keeps_a_peer_a_dead_interval_past_its_last_bit_at_most() {
+        let mut m = three();
+        seen(&mut m, [voucher(1290, 0b011, &[1, 2, 3])], 1300 * MS);
+        // 3 keeps naming 2 (on yet another's word, say) but stops hearing it: the hold ends
+        // a dead interval after 3's last bit for it (1290 ms), a chain of views is no proof.
+        assert!(seen(&mut m, [voucher(1390, 0b001, &[1, 2, 3])], 1400 * MS).is_empty());
+        assert!(seen(&mut m, [voucher(1490, 0b001, &[1, 2, 3])], 1589 * MS).is_empty());
+        let t = seen(&mut m, [voucher(1590, 0b001, &[1, 2, 3])], 1590 * MS);
+        assert!(
+            matches!(t[..], [Transition::Left { node_id: 2, .. }]),
+            "{t:?}"
+        );
     }
 
     #[test]
@@ -805,8 +889,9 @@ mod tests {
         assert!(seen(&mut m, [voucher(1290, 0b010, &[1, 2, 3])], 1300 * MS).is_empty());
         assert_eq!(m.vouched(1300 * MS), vec![(2, 3)]);
         // In the new view 2 is bit 1 too, 7 bit 3: a bit for 7 is not one for 2, so the
-        // proof of 1140 ms runs out.
-        let t = seen(&mut m, [voucher(1440, 0b1000, &[1, 2, 3, 7])], 1440 * MS);
+        // proof of 1140 ms runs out, and the hold on 3's view a dead interval after 3's
+        // last bit for 2 (1290 ms).
+        let t = seen(&mut m, [voucher(1590, 0b1000, &[1, 2, 3, 7])], 1590 * MS);
         assert!(
             matches!(t[..], [Transition::Left { node_id: 2, .. }]),
             "{t:?}"
