@@ -2,10 +2,12 @@
 //! - two nodes that hear each other never both answer for a VIP for longer than a dead
 //!   interval (two takers settle it by their state sections), once the faults have been
 //!   still for [`Bounds::two_owners_ns`];
-//! - a paused node's kernel (its daemon stopped) never answers for a VIP that a running
-//!   node on the same link took during the pause, beyond [`Bounds::fence_ns`]: it fences
-//!   itself before its peers may take over, whatever their dead intervals (a VIP both
-//!   held across a split is the heal's to settle, as for two running nodes);
+//! - a paused node's kernel (its daemon stopped, or stuck in an address add) never answers
+//!   for a VIP that a running node on the same link took during the pause, beyond
+//!   [`Bounds::fence_ns`]: it fences itself before its peers may take over, whatever their
+//!   dead intervals (a VIP both held across a split — held before the pause, or taken by
+//!   a node its frames no longer reached when the pause began — is the heal's to settle,
+//!   as for two running nodes);
 //! - a VIP is never answered by nobody while a node that may hold it runs, once the faults
 //!   have been still for [`Bounds::no_owner_ns`];
 //! - after the faults end and a quiet time ([`Bounds::quiet_ns`]), each VIP has exactly
@@ -75,8 +77,9 @@ pub struct Checker {
     unfenced_since: BTreeMap<(IpAddr, usize, usize), u64>,
     /// Since when each node has answered for each VIP.
     answering_since: BTreeMap<(IpAddr, usize), u64>,
-    /// Since when each paused node has been paused.
-    paused_since: BTreeMap<usize, u64>,
+    /// Since when each paused node has been paused, and the nodes its frames reached then
+    /// (for the others it was silent before the pause: a split, not the pause).
+    paused_since: BTreeMap<usize, (u64, BTreeSet<usize>)>,
 }
 
 impl Checker {
@@ -96,7 +99,10 @@ impl Checker {
         let still = w.now.saturating_sub(w.last_change);
         for i in 0..w.len() {
             if w.health(i).paused {
-                self.paused_since.entry(i).or_insert(w.now);
+                self.paused_since.entry(i).or_insert_with(|| {
+                    let reached = (0..w.len()).filter(|j| w.reaches(i, *j)).collect();
+                    (w.now, reached)
+                });
             } else {
                 self.paused_since.remove(&i);
             }
@@ -110,10 +116,12 @@ impl Checker {
                 self.answering_since.entry((*vip, *i)).or_insert(w.now);
             }
             let took_during_pause = |a: usize, b: usize| {
-                self.paused_since.get(&a).is_some_and(|paused| {
-                    self.answering_since
-                        .get(&(*vip, b))
-                        .is_some_and(|since| since > paused)
+                self.paused_since.get(&a).is_some_and(|(paused, reached)| {
+                    reached.contains(&b)
+                        && self
+                            .answering_since
+                            .get(&(*vip, b))
+                            .is_some_and(|since| since > paused)
                 })
             };
             let mut doubled = Vec::new();

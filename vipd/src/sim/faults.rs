@@ -28,6 +28,14 @@ pub enum Kind {
     Unhealthy { a: usize },
     /// `a`'s kernel refuses to add addresses.
     AddFails { a: usize },
+    /// An address add on `a` blocks until the fault ends (a netlink call that hangs): its
+    /// daemon is stuck in the middle of a takeover, its kernel and XDP program run.
+    SlowAdd { a: usize },
+    /// `a`'s wall clock is stepped an hour back (or forward), and its daemon restarted
+    /// when the fault ends, under the stepped clock.
+    ClockStep { a: usize, back: bool },
+    /// `a`'s configuration is reloaded with this weight, and back when the fault ends.
+    Reload { a: usize, weight: u16 },
     /// Frames between `a` and `b` are lost with probability `percent` / 100, delayed by up
     /// to `jitter_us` more (reordered), and duplicated with the same probability.
     Lossy {
@@ -93,18 +101,48 @@ pub fn draw(rng: &mut Rng, nodes: usize, count: usize, run_ms: u64) -> Vec<Fault
                 jitter_us: rng.pick(&[0, 500, 5_000, 50_000]) as u32,
             },
         };
-        let len_ms = match rng.range(0, 10) {
-            0..=3 => rng.range(10, 2_000),
-            4..=7 => rng.range(2_000, 30_000),
-            _ => rng.range(60_000, 130_000),
-        };
-        let start_ms = rng.range(2_000, run_ms.saturating_sub(len_ms / 2).max(2_001));
-        faults.push(Fault {
-            kind,
-            start_ms,
-            len_ms,
-        });
+        faults.push(when(rng, kind, run_ms));
     }
     faults.sort_by_key(|f| f.start_ms);
     faults
+}
+
+/// Draws up to two faults of the kinds added after [`draw`]'s (a takeover blocked in the
+/// kernel, a clock step, a reload), from a stream of their own: the schedules [`draw`]
+/// made before them stay as they were.
+pub fn draw_more(rng: &mut Rng, nodes: usize, run_ms: u64) -> Vec<Fault> {
+    let count = rng.range(0, 3);
+    (0..count)
+        .map(|_| {
+            let a = rng.range(0, nodes as u64) as usize;
+            let kind = match rng.range(0, 4) {
+                0 | 1 => Kind::SlowAdd { a },
+                2 => Kind::ClockStep {
+                    a,
+                    back: rng.chance(0.5),
+                },
+                _ => Kind::Reload {
+                    a,
+                    weight: rng.range(2, 4) as u16,
+                },
+            };
+            when(rng, kind, run_ms)
+        })
+        .collect()
+}
+
+/// `kind` over a drawn time: short (a few dead intervals), medium (seconds) or long (past
+/// the forget time).
+fn when(rng: &mut Rng, kind: Kind, run_ms: u64) -> Fault {
+    let len_ms = match rng.range(0, 10) {
+        0..=3 => rng.range(10, 2_000),
+        4..=7 => rng.range(2_000, 30_000),
+        _ => rng.range(60_000, 130_000),
+    };
+    let start_ms = rng.range(2_000, run_ms.saturating_sub(len_ms / 2).max(2_001));
+    Fault {
+        kind,
+        start_ms,
+        len_ms,
+    }
 }

@@ -1,7 +1,8 @@
 //! Deterministic simulation of the pool: the real state machine ([`crate::pool::decide`])
 //! on N nodes, virtual time, a simulated link, and fault schedules drawn from a seed —
 //! partitions of every shape, cuts past the forget time, loss, reordering, duplication,
-//! crashes, graceful restarts, pauses, carrier and health flaps, refused adds — composed
+//! crashes, graceful restarts, pauses, carrier and health flaps, refused adds, takeovers
+//! blocked in the kernel, wall-clock steps, reloads of the weight — composed
 //! freely. The invariants ([`check`]) are checked after every step; a failing seed replays
 //! exactly and shrinks to the few faults that break it.
 //!
@@ -41,6 +42,10 @@ pub struct Options {
     /// nodes on a longer one). Drawn from a stream of its own, so turning it off replays
     /// the schedules of the builds before it.
     pub rolling_dead: bool,
+    /// Whether seeds also draw the later fault kinds (takeovers blocked in the kernel,
+    /// clock steps, reloads): from a stream of their own, so turning it off replays the
+    /// schedules of the builds before them.
+    pub more_faults: bool,
 }
 
 impl Default for Options {
@@ -53,6 +58,7 @@ impl Default for Options {
             dead_ms: 250,
             hold_down_ms: 1000,
             rolling_dead: true,
+            more_faults: true,
         }
     }
 }
@@ -73,7 +79,12 @@ impl Scenario {
         let nodes = rng.range(o.nodes.0 as u64, o.nodes.1 as u64 + 1) as usize;
         let vips = rng.range(1, 2 * nodes as u64 + 2) as usize;
         let count = rng.range(o.faults.0 as u64, o.faults.1 as u64 + 1) as usize;
-        let faults = faults::draw(&mut rng, nodes, count, o.run_ms);
+        let mut faults = faults::draw(&mut rng, nodes, count, o.run_ms);
+        if o.more_faults {
+            let mut more = Rng::new(seed ^ 0x005e_ed0f_fa17_0002);
+            faults.extend(faults::draw_more(&mut more, nodes, o.run_ms));
+            faults.sort_by_key(|f| f.start_ms);
+        }
         // One seed in four: a rolling change of the dead interval, each node on the old
         // or the new one.
         let mut rolling = Rng::new(seed ^ 0x5eed_dead_1e55_0001);

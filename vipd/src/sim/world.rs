@@ -28,6 +28,7 @@ use crate::{
     },
     holder::{Released, Taken},
     ifaddr::Outcome,
+    incarnation,
     pool::{
         decide::{Decide, Edges, FULL_SCAN_NS, Outgoing},
         heartbeat_template,
@@ -62,6 +63,11 @@ pub struct Params {
     pub longer_dead: Vec<usize>,
 }
 
+/// The wall clock at virtual time 0 (ns since the epoch, in 2026).
+const REALTIME_AT_0: u64 = 1_790_000_000_000_000_000;
+/// A wall-clock step ([`Kind::ClockStep`]).
+const CLOCK_STEP_NS: u64 = 3_600_000_000_000;
+
 /// How much longer the dead interval of a node in [`Params::longer_dead`] is.
 pub const LONGER_DEAD: u64 = 3;
 
@@ -83,8 +89,8 @@ impl Params {
             .unwrap_or(self.dead_ms)
     }
 
-    /// The configuration of node `id` (1-based).
-    pub fn config(&self, id: u32) -> Config {
+    /// The configuration of node `id` (1-based), with `weight`.
+    pub fn config(&self, id: u32, weight: u16) -> Config {
         let vips: Vec<String> = (0..self.vips)
             .map(|i| {
                 if i % 3 == 2 {
@@ -95,7 +101,7 @@ impl Params {
             })
             .collect();
         let text = format!(
-            "[node]\nid = {id}\ninterface = \"sim0\"\n\
+            "[node]\nid = {id}\ninterface = \"sim0\"\nweight = {weight}\n\
              [heartbeat]\ninterval = \"{}ms\"\ndead_interval = \"{}ms\"\nhold_down = \"{}ms\"\nauth = \"off\"\n\
              [pool]\nvips = [{}]\n",
             self.interval_ms,
@@ -122,6 +128,8 @@ struct Proc {
     sections: Vec<(Heartbeat, Vec<u8>)>,
     /// The wake-up it asked for.
     asked: Option<u64>,
+    /// Heartbeats decided in the turn an address add blocked, sent when it returns.
+    blocked_out: Vec<Outgoing>,
 }
 
 /// One simulated node: its kernel (peer table, addresses, fence clock) and its daemon.
@@ -137,11 +145,30 @@ struct Node {
     /// The self-fencing clock: the last heartbeat sent.
     fence_ns: u64,
     sequence: u64,
-    incarnations: u64,
+    /// The last incarnation used (kept on disk, as `incarnation::next` does).
+    incarnation: Option<u64>,
+    /// Its wall clock minus virtual time (ns; stepped by [`Kind::ClockStep`]).
+    clock_offset: i64,
+    /// Until when its daemon is stuck in an address add ([`Kind::SlowAdd`]), the
+    /// addresses the call adds when it returns, and those it removes then (decided in the
+    /// same turn).
+    blocked_until: u64,
+    added_after_block: Vec<IpAddr>,
+    removed_after_block: Vec<IpAddr>,
     /// Bumped on each wake-up scheduled, so older ones are void.
     wake_gen: u64,
     /// Wake-ups in the current 10 ms of virtual time, and when those began.
     wakes: (u64, u32),
+}
+
+impl Node {
+    /// Its daemon is no longer stuck in an add (it was killed or stopped: what it was
+    /// still to do is not done).
+    fn unblock(&mut self) {
+        self.blocked_until = 0;
+        self.added_after_block.clear();
+        self.removed_after_block.clear();
+    }
 }
 
 /// Something that happens at a moment of virtual time.
@@ -169,6 +196,8 @@ pub struct Health {
     pub paused: bool,
     pub healthy: bool,
     pub add_fails: bool,
+    /// Until when an address add blocks ([`Kind::SlowAdd`]).
+    pub slow_add: Option<u64>,
     pub isolated: bool,
 }
 
@@ -197,7 +226,7 @@ impl World {
     pub fn new(params: Params, faults: Vec<Fault>, seed: u64) -> Self {
         let nodes = (1..=params.nodes as u32)
             .map(|id| {
-                let cfg = params.config(id);
+                let cfg = params.config(id, 1);
                 let mut pool: Vec<IpAddr> = cfg.pool.vips.iter().map(|v| v.addr).collect();
                 pool.sort();
                 Node {
@@ -209,7 +238,11 @@ impl World {
                     addrs: BTreeSet::new(),
                     fence_ns: 0,
                     sequence: 0,
-                    incarnations: 0,
+                    incarnation: None,
+                    clock_offset: 0,
+                    blocked_until: 0,
+                    added_after_block: Vec::new(),
+                    removed_after_block: Vec::new(),
                     wake_gen: 0,
                     wakes: (0, 0),
                 }
@@ -258,6 +291,8 @@ impl World {
         let mut h = Health {
             carrier: true,
             running: self.nodes[i].proc.is_some(),
+            // A daemon stuck in an add is as stopped as a paused one.
+            paused: self.now < self.nodes[i].blocked_until,
             healthy: true,
             ..Health::default()
         };
@@ -270,6 +305,10 @@ impl World {
                 Kind::Pause { a } if a == i => h.paused = true,
                 Kind::Unhealthy { a } if a == i => h.healthy = false,
                 Kind::AddFails { a } if a == i => h.add_fails = true,
+                Kind::SlowAdd { a } if a == i => {
+                    let end = (f.start_ms + f.len_ms) * MS;
+                    h.slow_add = h.slow_add.max(Some(end));
+                }
                 Kind::Isolate { a } if a == i => h.isolated = true,
                 _ => {}
             }
@@ -305,6 +344,11 @@ impl World {
             }
         }
         Some((loss, jitter))
+    }
+
+    /// Whether frames from `a` reach `b` now (some may be lost).
+    pub fn reaches(&self, a: usize, b: usize) -> bool {
+        a != b && self.link(a, b).is_some()
     }
 
     /// Whether `a` and `b` hear each other cleanly now (both ways, no loss): where two
@@ -493,14 +537,32 @@ impl World {
         let node = match f.kind {
             Kind::Crash { a } | Kind::Stop { a } | Kind::Pause { a } => a,
             Kind::Carrier { a } | Kind::Unhealthy { a } | Kind::AddFails { a } => a,
-            Kind::Isolate { a } => a,
+            Kind::Isolate { a } | Kind::SlowAdd { a } => a,
+            Kind::ClockStep { a, .. } | Kind::Reload { a, .. } => a,
             Kind::Cut { .. } | Kind::OneWay { .. } | Kind::Lossy { .. } => return,
         };
         match (f.kind, start) {
             (Kind::Crash { .. }, true) => {
                 self.nodes[node].proc = None;
+                self.nodes[node].unblock();
             }
             (Kind::Stop { .. }, true) => self.stop(node),
+            (Kind::ClockStep { back, .. }, true) => {
+                let step = CLOCK_STEP_NS as i64;
+                self.nodes[node].clock_offset += if back { -step } else { step };
+            }
+            // A restart under the stepped clock (it is never stepped back: NTP slews).
+            (Kind::ClockStep { .. }, false) if self.nodes[node].proc.is_some() => {
+                self.stop(node);
+                self.start(node);
+            }
+            (Kind::Reload { .. }, _) => self.reload(node),
+            // A blocked add returns when the fault ends (or when the healing does).
+            (Kind::SlowAdd { .. }, false) => {
+                let until = self.health(node).slow_add.unwrap_or(self.now);
+                let n = &mut self.nodes[node];
+                n.blocked_until = n.blocked_until.min(until.max(self.now));
+            }
             // Another fault may have started it already (or keep it stopped).
             (Kind::Crash { .. } | Kind::Stop { .. }, false)
                 if self.nodes[node].proc.is_none() && !self.stopped_by_another(node, i) =>
@@ -511,6 +573,36 @@ impl World {
         }
         // The verdicts changed, or it woke up: it runs now.
         self.schedule(node, self.now);
+    }
+
+    /// Gives node `i` the weight its reload faults on now say (the largest; 1 without
+    /// any), as a reload of its configuration, if that changes it.
+    fn reload(&mut self, i: usize) {
+        let weight = self
+            .faults
+            .iter()
+            .zip(&self.on)
+            .filter_map(|(f, on)| match f.kind {
+                Kind::Reload { a, weight } if *on && a == i => Some(weight),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(1);
+        let n = &mut self.nodes[i];
+        if n.cfg.pool.weight == weight {
+            return;
+        }
+        n.cfg = self.params.config(n.id, weight);
+        if let Some(p) = &mut n.proc {
+            p.commands.push(Command::Reload(Box::new(n.cfg.clone())));
+        }
+        let (id, now) = (n.id, self.now);
+        if let Some(t) = &mut self.trace {
+            t.push(format!(
+                "{:>10.3}s n{id} reloaded, weight {weight}",
+                now as f64 / 1e9
+            ));
+        }
     }
 
     /// Whether another crash or stop fault still keeps node `a` down.
@@ -531,7 +623,10 @@ impl World {
         let now = self.now;
         let h = self.health(i);
         let n = &mut self.nodes[i];
-        n.incarnations += 1;
+        let realtime = (REALTIME_AT_0 + now).saturating_add_signed(n.clock_offset);
+        let incarnation = incarnation::choose(realtime, n.incarnation);
+        n.incarnation = Some(incarnation);
+        n.unblock();
         n.addrs.clear();
         n.table.clear();
         n.sequence = 0;
@@ -539,12 +634,13 @@ impl World {
         n.proc = Some(Proc {
             decide: Decide::new(n.cfg.clone(), now, h.carrier, h.healthy),
             told: Told::default(),
-            incarnation: n.incarnations,
+            incarnation,
             send: Periodic::new(now, interval),
             commands: Vec::new(),
             events: Vec::new(),
             sections: Vec::new(),
             asked: None,
+            blocked_out: Vec::new(),
         });
         let id = n.id;
         self.note(|| format!("n{id} starts"));
@@ -553,6 +649,7 @@ impl World {
 
     /// A graceful stop of node `i`'s daemon: LEAVING, then every VIP released.
     fn stop(&mut self, i: usize) {
+        self.nodes[i].unblock();
         let Some(mut p) = self.nodes[i].proc.take() else {
             return;
         };
@@ -575,6 +672,7 @@ impl World {
             out: &mut out,
             reports: &mut reports,
             add_fails: h.add_fails,
+            slow_add: None,
         };
         p.decide.release_all(&mut fx);
     }
@@ -642,6 +740,9 @@ impl World {
             cluster_id: 1,
             node_id: n.id,
             dead_ns: n.cfg.pool.dead_interval.as_nanos() as u64,
+            // As by default: an earlier incarnation or sequence is a replay, refused (the
+            // signatures themselves are not simulated).
+            auth: 1,
             ..XdpConfig::default()
         };
         let mac = [2, 0, 0, 0, 0, hb.node_id as u8];
@@ -675,8 +776,14 @@ impl World {
         let h = self.health(i);
         let now = self.now;
         if h.paused {
+            let until = self.nodes[i].blocked_until;
+            if until > now {
+                // Stuck in an add: it runs again when the call returns.
+                self.schedule(i, until);
+            }
             return;
         }
+        self.unblocked(i);
         let n = &mut self.nodes[i];
         let Some(mut p) = n.proc.take() else {
             return;
@@ -695,12 +802,16 @@ impl World {
             out: &mut out,
             reports: &mut reports,
             add_fails: h.add_fails,
+            slow_add: h.slow_add,
         };
         if late > STALL_NS {
+            // Woken late (or back from an add that blocked): as the fast path's own
+            // stall, excused.
             d.excuse_stall(0, now, late);
         }
         d.yield_after_silence(&mut fx);
         d.send_if_due(&mut fx);
+        let (sent_before, fence_before) = (fx.out.len(), fx.node.fence_ns);
         let events = std::mem::take(&mut p.events);
         let timer = d.turn(
             &mut fx,
@@ -710,6 +821,18 @@ impl World {
             &events,
         );
         let next = earliest([Some(fx.send.next()), timer]);
+        let blocked = fx.node.blocked_until;
+        if blocked > now {
+            // An add blocked in this turn: what the turn sent after it goes out when the
+            // call returns — unless that is a dead interval after the last heartbeat, as
+            // the fast path's keepalive rule and `yield_after_silence` hold it back.
+            let after = fx.out.split_off(sent_before);
+            fx.node.fence_ns = fence_before;
+            let dead = fx.node.cfg.pool.dead_interval.as_nanos() as u64;
+            if blocked.saturating_sub(fence_before) < dead {
+                p.blocked_out = after;
+            }
+        }
         for r in reports {
             match r {
                 Report::Forgotten(ids) => {
@@ -743,6 +866,10 @@ impl World {
                 _ => {}
             }
         }
+        if blocked > now {
+            let id = n.id;
+            self.note(|| format!("n{id} blocked in an add until {:.3}s", blocked as f64 / 1e9));
+        }
         let incarnation = p.incarnation;
         let next = next.unwrap_or(now + FULL_SCAN_NS).max(now + 1);
         p.asked = Some(next);
@@ -750,7 +877,39 @@ impl World {
         for hb in out {
             self.broadcast(i, incarnation, &hb);
         }
-        self.schedule(i, next);
+        self.schedule(i, next.max(blocked));
+    }
+
+    /// Node `i`'s daemon is back from an add that blocked: the addresses it removed and
+    /// the heartbeats it sent after the add, in that turn, take effect now.
+    fn unblocked(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        if n.blocked_until == 0 {
+            return;
+        }
+        n.blocked_until = 0;
+        let id = n.id;
+        if let Some(t) = &mut self.trace {
+            t.push(format!(
+                "{:>10.3}s n{id} back from the add",
+                self.now as f64 / 1e9
+            ));
+        }
+        let n = &mut self.nodes[i];
+        n.addrs.extend(std::mem::take(&mut n.added_after_block));
+        for v in std::mem::take(&mut n.removed_after_block) {
+            n.addrs.remove(&v);
+        }
+        let Some(p) = &mut n.proc else {
+            return;
+        };
+        let (out, incarnation) = (std::mem::take(&mut p.blocked_out), p.incarnation);
+        if !out.is_empty() {
+            n.fence_ns = self.now;
+        }
+        for hb in out {
+            self.broadcast(i, incarnation, &hb);
+        }
     }
 }
 
@@ -796,6 +955,8 @@ struct Fx<'a> {
     out: &'a mut Vec<Outgoing>,
     reports: &'a mut Vec<Report>,
     add_fails: bool,
+    /// Until when an add blocks, if it does.
+    slow_add: Option<u64>,
 }
 
 impl Edges for Fx<'_> {
@@ -839,12 +1000,23 @@ impl Edges for Fx<'_> {
             let failed = vips.iter().map(|v| (*v, "refused (simulated)".into()));
             return (Vec::new(), failed.collect());
         }
+        if let Some(until) = self.slow_add.filter(|t| *t > self.now) {
+            // The call blocks (waiting for the kernel, as `fault::stall_before_adding`
+            // does): the addresses come when it returns.
+            self.node.blocked_until = self.node.blocked_until.max(until);
+        }
+        let blocked = self.node.blocked_until > self.now;
         let taken = vips
             .iter()
             .map(|v| Taken {
                 vip: *v,
                 added_ns: self.now,
-                already_present: !self.node.addrs.insert(v.addr),
+                already_present: if blocked {
+                    self.node.added_after_block.push(v.addr);
+                    self.node.addrs.contains(&v.addr)
+                } else {
+                    !self.node.addrs.insert(v.addr)
+                },
                 first_announce_ns: Some(self.now),
                 loss_ns,
             })
@@ -853,14 +1025,22 @@ impl Edges for Fx<'_> {
     }
 
     fn remove(&mut self, vips: &[(Vip, Option<u32>)]) -> Vec<Released> {
+        let blocked = self.node.blocked_until > self.now;
         vips.iter()
             .map(|(v, to)| Released {
                 vip: *v,
                 new_owner: *to,
-                outcome: if self.node.addrs.remove(&v.addr) {
+                outcome: if !self.node.addrs.contains(&v.addr)
+                    && !self.node.added_after_block.contains(&v.addr)
+                {
+                    Outcome::Unchanged
+                } else if blocked {
+                    // Decided after an add that blocked: done when it returns.
+                    self.node.removed_after_block.push(v.addr);
                     Outcome::Done
                 } else {
-                    Outcome::Unchanged
+                    self.node.addrs.remove(&v.addr);
+                    Outcome::Done
                 },
             })
             .collect()
