@@ -8,7 +8,8 @@ set -euo pipefail
 
 EBPF_TOOLCHAIN=${EBPF_TOOLCHAIN:-nightly}
 BPF_LINKER_VERSION=${BPF_LINKER_VERSION:-0.13.0}
-APT_PACKAGES=(bpftool iproute2 iputils-ping iputils-arping tcpdump util-linux procps nftables keepalived ucarp stress-ng frr)
+# binutils: objdump, for the package's libc6 dependency (`cargo xtask dist`).
+APT_PACKAGES=(bpftool iproute2 iputils-ping iputils-arping tcpdump util-linux procps nftables keepalived ucarp stress-ng frr binutils)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

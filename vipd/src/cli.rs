@@ -79,6 +79,22 @@ pub enum Command {
         /// Where to write the key [default: print it].
         path: Option<PathBuf>,
     },
+    /// Print a shell completion script
+    ///
+    /// The package installs them; from a source build, e.g.
+    /// `vipd completions bash > /etc/bash_completion.d/vipd`.
+    #[command(after_long_help = "EXAMPLE:\n    vipd completions zsh > ~/.zfunc/_vipd")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (vipd.8 and one per subcommand) into DIR
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
 }
 
 const RUN_EXAMPLES: &str = "EXAMPLES:

@@ -1,10 +1,14 @@
 //! The CLI's commands other than `status` and `keygen`: run the daemon, check a
-//! configuration, print a zone or a capacity plan.
+//! configuration, print a zone or a capacity plan, completions and man pages.
 
+use std::path::Path;
+
+use anyhow::Context as _;
+use clap::CommandFactory as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::{
-    cli::{PlanArgs, RunArgs, ZoneArgs},
+    cli::{Cli, PlanArgs, RunArgs, ZoneArgs},
     clock,
     config::{self, File, MAX_VIPS},
     daemon,
@@ -98,6 +102,34 @@ pub fn print_plan(args: PlanArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&plan.json())?);
     } else {
         print!("{}", plan.table());
+    }
+    Ok(())
+}
+
+/// `vipd completions SHELL`: the completion script, on stdout.
+pub fn print_completions(shell: clap_complete::Shell) {
+    clap_complete::generate(shell, &mut Cli::command(), "vipd", &mut std::io::stdout());
+}
+
+/// `vipd man DIR`: `vipd.8`, and `vipd-<subcommand>.8` for each visible subcommand.
+pub fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let top = Cli::command();
+    let subs = top.get_subcommands().filter(|c| !c.is_hide_set()).map(|c| {
+        c.clone()
+            .display_name(format!("vipd-{}", c.get_name()))
+            .bin_name(format!("vipd {}", c.get_name()))
+            .version(env!("CARGO_PKG_VERSION"))
+    });
+    for cmd in std::iter::once(top.clone()).chain(subs) {
+        let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_string();
+        let path = dir.join(format!("{name}.8"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .section("8")
+            .render(&mut page)
+            .context("rendering a man page")?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -16,6 +16,11 @@ fn main() -> std::process::ExitCode {
         Command::Zone(args) => commands::print_zone(&args),
         Command::Plan(args) => commands::print_plan(args),
         Command::Keygen { path } => auth::keygen(path.as_deref()),
+        Command::Completions { shell } => {
+            commands::print_completions(shell);
+            Ok(())
+        }
+        Command::Man { dir } => commands::write_man_pages(&dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,7 +1,7 @@
 //! Heartbeat authentication in network namespaces: nodes sharing a key are peers, a node
 //! with another key on the same segment never is, and replayed heartbeats are refused.
 //!
-//! These run as root (CI does); elsewhere they print why they skip.
+//! These run as root (CI does); elsewhere they are listed as ignored, with the reason.
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! the VIP never moves or goes unheld. A claim with a live peer's MAC counts as the
 //! peer's only if the peer's own state holds the VIP; a forged one is defended too.
 //!
-//! These run as root (CI does); elsewhere they print why they skip.
+//! These run as root (CI does); elsewhere they are listed as ignored, with the reason.
 
 mod common;
 

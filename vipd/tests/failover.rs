@@ -1,7 +1,7 @@
 //! Two vipd nodes and a client in network namespaces: takeover on a hard failure, handover
 //! on a graceful stop, and the XDP program's pinned maps read back with bpftool.
 //!
-//! These run as root (CI does); elsewhere they print why they skip.
+//! These run as root (CI does); elsewhere they are listed as ignored, with the reason.
 
 use std::{net::UdpSocket, path::Path, time::Duration};
 

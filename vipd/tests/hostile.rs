@@ -2,7 +2,7 @@
 //! router (off-link, sending to a VIP) forge heartbeats; no VIP may move, be left unheld or
 //! be held twice, and every refusal is counted under its name.
 //!
-//! These run as root (CI does); elsewhere they print why they skip.
+//! These run as root (CI does); elsewhere they are listed as ignored, with the reason.
 
 mod common;
 

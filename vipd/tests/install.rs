@@ -56,3 +56,38 @@ fn install_script_stages_binary_unit_and_config() {
     assert_eq!(std::fs::read_to_string(&key).unwrap(), key_text);
     std::fs::remove_dir_all(&dest).unwrap();
 }
+
+/// `cargo xtask dist` packs this build into a `.deb` (unit on /usr/sbin/vipd, the example
+/// configuration as a conffile, man pages, completions) and `--check` runs what it unpacks
+/// with only the system's directories on PATH (no cargo, no rustc, no bpf-linker).
+#[test]
+fn the_package_unpacks_and_runs_without_build_tools() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = std::env::temp_dir().join(format!("vipd-dist-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "dist",
+            "--check",
+        ])
+        .arg("--vipd")
+        .arg(env!("CARGO_BIN_EXE_vipd"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("checked:"));
+}

@@ -1,6 +1,6 @@
 //! Operating vipd: configuration files, status, metrics, health checks, hooks, reload.
 //!
-//! The namespace tests run as root (CI does); elsewhere they print why they skip.
+//! The namespace tests run as root (CI does); elsewhere they are listed as ignored, with the reason.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Pool mode in network namespaces: N VIPs over M nodes, balanced and weighted, with
 //! minimal movement on failures, IPv6, a flapping link, and divergent views converging.
 //!
-//! These run as root (CI does); elsewhere they print why they skip.
+//! These run as root (CI does); elsewhere they are listed as ignored, with the reason.
 
 mod common;
 

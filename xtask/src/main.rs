@@ -8,6 +8,7 @@
 mod bench;
 mod chaos;
 mod demo;
+mod dist;
 mod sim;
 
 use std::{
@@ -73,6 +74,21 @@ enum Task {
     /// refused adds), invariants checked after every step. No root needed; writes
     /// bench/results/<date>-sim.{json,md}; fails on any violation (shrunk and traced).
     Sim(sim::Args),
+    /// A Debian package for real nodes (no Rust toolchain or bpf-linker on them): the
+    /// binary, the systemd unit, the example configuration, man pages, shell completions.
+    /// Writes target/dist/vipd_<version>_<arch>.deb; install it with
+    /// `apt install ./target/dist/vipd_*.deb`.
+    Dist {
+        /// Package this binary instead of building one (release).
+        #[arg(long)]
+        vipd: Option<PathBuf>,
+        /// Where to write the package [default: target/dist].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Then unpack it and run it from there, with no build tool on PATH.
+        #[arg(long)]
+        check: bool,
+    },
     /// (Used by the failover benchmark.) Answer UDP requests to an address with a name.
     #[command(hide = true)]
     Echo {
@@ -234,6 +250,7 @@ fn main() -> anyhow::Result<()> {
         Task::FuzzXdp { frames, seed } => bench::fuzz_xdp(frames, seed),
         Task::Chaos { cycles, seed, vrrp } => chaos::run(cycles, seed, vrrp),
         Task::Sim(args) => sim::run(&args),
+        Task::Dist { vipd, out, check } => dist::run(vipd, out, check).map(|_| ()),
         Task::Echo {
             bind,
             name,
