@@ -863,6 +863,7 @@ fn remove_pins(prefix: &str) {
         ("/run/vipd", ".sock"),
         ("/var/lib/vipd", ".incarnation"),
         ("/var/lib/vipd", ".sysctl"),
+        ("/var/lib/vipd", ".drained"),
     ] {
         let Ok(dir) = std::fs::read_dir(dir) else {
             continue;

@@ -79,6 +79,18 @@ pub enum Command {
         /// Where to write the key [default: print it].
         path: Option<PathBuf>,
     },
+    /// Maintenance mode: give this node's VIPs to its peers and stay out until undrained
+    ///
+    /// The pool's VIPs move to their placement successors and the node leaves its VRRP
+    /// groups, as for a failing health check; it stays out of placement, across restarts
+    /// of vipd, until `vipd undrain`. With --wait, returns once the node holds no VIP and
+    /// is Master of no group.
+    #[command(
+        after_long_help = "EXAMPLES:\n    vipd drain --config /etc/vipd/vipd.toml --wait\n    vipd undrain --config /etc/vipd/vipd.toml"
+    )]
+    Drain(DrainArgs),
+    /// Return a drained node to its pool and groups
+    Undrain(DrainArgs),
     /// Print a shell completion script
     ///
     /// The package installs them; from a source build, e.g.
@@ -335,6 +347,26 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `vipd drain` and `vipd undrain` flags.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The instance (as given to `vipd run`).
+    #[arg(long, required_unless_present = "config")]
+    pub instance: Option<String>,
+
+    /// …or the configuration file it runs with (the instance is derived from it).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+
+    /// Wait until the node holds no VIP and is Master of no VRRP group (drain only).
+    #[arg(long)]
+    pub wait: bool,
+
+    /// How long --wait waits before it fails.
+    #[arg(long, default_value = "30s")]
+    pub timeout: Dur,
 }
 
 /// `vipd zone` flags.

@@ -1,7 +1,9 @@
-//! The control socket (`/run/vipd/<instance>.sock`, root only) and `vipd status`.
+//! The control socket (`/run/vipd/<instance>.sock`, root only), `vipd status` and `vipd
+//! drain`.
 //!
-//! The daemon answers one JSON [`Status`] per connection. When no daemon answers, `vipd
-//! status` falls back to the pinned maps, which outlive a crashed daemon.
+//! A connection asks one [`Request`] and the daemon answers one JSON [`Status`]. When no
+//! daemon answers, `vipd status` falls back to the pinned maps, which outlive a crashed
+//! daemon.
 
 use std::{
     collections::BTreeMap,
@@ -14,7 +16,39 @@ use std::{
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::{cli::StatusArgs, config::File};
+use crate::{
+    cli::{DrainArgs, StatusArgs},
+    config::File,
+};
+
+/// What a control connection asks (one line; anything else, or nothing within a second,
+/// is a status request): each is answered with the status, after the change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    Drain,
+    Undrain,
+}
+
+impl Request {
+    /// The drain state it asks for, if any.
+    pub fn drained(self) -> Option<bool> {
+        match self {
+            Self::Status => None,
+            Self::Drain => Some(true),
+            Self::Undrain => Some(false),
+        }
+    }
+
+    /// The line that asks it.
+    pub fn line(self) -> &'static [u8] {
+        match self {
+            Self::Status => b"status\n",
+            Self::Drain => b"drain\n",
+            Self::Undrain => b"undrain\n",
+        }
+    }
+}
 
 /// Directory of control sockets.
 pub const RUN_DIR: &str = "/run/vipd";
@@ -43,6 +77,9 @@ pub struct Status {
     /// or "off (INSECURE: …)".
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub auth: String,
+    /// Drained by `vipd drain`: out of the pool and the groups until `vipd undrain`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
     /// active, holding-down, withdrawn (health checks), fault (no carrier), degraded
     /// (VRRP mode: some of its interfaces without carrier, see `carrier`).
     pub state: String,
@@ -218,10 +255,10 @@ impl Drop for ControlSocket {
     }
 }
 
-/// `vipd status`.
-pub fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
-    let instance = match (&args.instance, &args.config) {
-        (Some(i), _) => i.clone(),
+/// The instance named, or that of the configuration file given.
+fn instance_of(instance: Option<&String>, config: Option<&PathBuf>) -> anyhow::Result<String> {
+    match (instance, config) {
+        (Some(i), _) => Ok(i.clone()),
         (None, Some(path)) => {
             let cfg = crate::cli::RunArgs {
                 config: Some(path.clone()),
@@ -229,11 +266,16 @@ pub fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
             }
             .load()
             .map_err(|e| anyhow::anyhow!(e))?;
-            cfg.node.instance
+            Ok(cfg.node.instance)
         }
         (None, None) => anyhow::bail!("give --instance or --config"),
-    };
-    let status = match ask(&instance) {
+    }
+}
+
+/// `vipd status`.
+pub fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
+    let instance = instance_of(args.instance.as_ref(), args.config.as_ref())?;
+    let status = match ask(&instance, Request::Status) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
@@ -251,12 +293,64 @@ pub fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ask(instance: &str) -> anyhow::Result<Status> {
+/// `vipd drain` (`drained`) and `vipd undrain`: asks the daemon, then with `--wait` polls
+/// its status until the node holds nothing.
+pub fn drain(args: &DrainArgs, drained: bool) -> anyhow::Result<()> {
+    let instance = instance_of(args.instance.as_ref(), args.config.as_ref())?;
+    let request = if drained {
+        Request::Drain
+    } else {
+        Request::Undrain
+    };
+    let mut status = ask(&instance, request).context("asking the daemon (is it running?)")?;
+    println!(
+        "node {} {}",
+        status.node_id,
+        if drained { "drained" } else { "undrained" }
+    );
+    if !(drained && args.wait) {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + args.timeout.0;
+    loop {
+        let held = holds(&status);
+        if held.is_empty() {
+            println!("node {} holds no VIP", status.node_id);
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "still holding {} after {:?}",
+                held.join(", "),
+                args.timeout.0
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        status = ask(&instance, Request::Status)?;
+    }
+}
+
+/// What the node of `status` holds: the pool's VIPs it owns, the groups it is Master of.
+fn holds(status: &Status) -> Vec<String> {
+    let vips = status
+        .vips
+        .iter()
+        .filter(|v| v.owner == Some(status.node_id))
+        .map(|v| v.vip.clone());
+    let groups = status
+        .vrrp
+        .iter()
+        .filter(|g| g.state == "master")
+        .map(|g| format!("VRRP group {} on {}", g.vrid, g.interface));
+    vips.chain(groups).collect()
+}
+
+fn ask(instance: &str, request: Request) -> anyhow::Result<Status> {
     let path = socket_path(instance);
     let mut s =
         UnixStream::connect(&path).with_context(|| format!("connecting to {}", path.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"status\n")?;
+    s.write_all(request.line())?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     serde_json::from_str(&text).context("reading the daemon's answer")
@@ -357,6 +451,12 @@ pub fn table(s: &Status) -> String {
         .filter(|(_, up)| !**up)
         .map(|(name, _)| name.as_str())
         .collect();
+    if s.drained {
+        let _ = writeln!(
+            t,
+            "drained: holds no VIP and joins no VRRP group until `vipd undrain`"
+        );
+    }
     if !no_carrier.is_empty() {
         let _ = writeln!(
             t,

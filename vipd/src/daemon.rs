@@ -24,7 +24,7 @@ use crate::{
     config::Config,
     conflict::{self, notice_vip},
     control::{self, CheckStatus, Status},
-    health,
+    drain, health,
     holder::Announcements,
     hooks::Hooks,
     metrics::Metrics,
@@ -34,7 +34,7 @@ use crate::{
     pool,
     runtime::{
         Signal, Signals, Stop, answer, check_privileges, claim_interface, clean_up, counters_text,
-        hooks_of, remove_leftovers, serve_metrics,
+        hooks_of, read_request, remove_leftovers, serve_metrics,
     },
     vrrp,
     xdp::{self, LoadedXdp},
@@ -60,6 +60,8 @@ pub struct Shell {
     /// Heartbeats and adverts exempt from connection tracking (removed on drop).
     pub notrack: Notrack,
     pub health: health::Tracker,
+    /// Drained by `vipd drain` (kept across restarts): out of the pool and the groups.
+    pub drained: bool,
     /// Results of other generations of checks (before a reload) are ignored.
     health_generation: u64,
     health_tasks: Vec<JoinHandle<()>>,
@@ -67,6 +69,11 @@ pub struct Shell {
 }
 
 impl Shell {
+    /// Whether this node may hold VIPs: every health check passing, and not drained.
+    pub fn runnable(&self) -> bool {
+        self.health.healthy() && !self.drained
+    }
+
     /// Takes the shared part of a reloaded configuration: hooks, announcement schedule,
     /// health checks (restarted if they changed, their states carried over), the XDP
     /// program's configuration.
@@ -189,6 +196,7 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
     let mut sh = Shell {
         hooks: hooks_of(&cfg, &metrics),
         health: health::Tracker::new(&cfg.common.checks),
+        drained: drain::is_marked(&cfg.node.drain_file()),
         health_generation: 0,
         health_tasks: health::spawn(&cfg.common.checks, 0, health_tx.clone()),
         health_tx,
@@ -255,6 +263,13 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
         v.start_groups(&sh).await;
     }
     let mut buf = vec![0u8; crate::heartbeat::MAX_DATAGRAM];
+    let (requests_tx, mut requests_rx) = tokio::sync::mpsc::unbounded_channel();
+    if sh.drained {
+        warn!(
+            "this node is drained (`vipd drain`): it holds no VIP and joins no VRRP group              until `vipd undrain`"
+        );
+        sh.metrics.drained.set(1);
+    }
 
     let stop_reason = loop {
         tokio::select! {
@@ -316,8 +331,18 @@ pub async fn run(cfg: Config, args: RunArgs) -> anyhow::Result<()> {
             }
             accepted = control.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    answer_status(&sh, pool.as_ref(), vrrp.as_ref(), stream);
+                    // The request is read on the side: a slow client holds nothing up.
+                    let requests = requests_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = requests.send(read_request(stream).await);
+                    });
                 }
+            }
+            Some((request, stream)) = requests_rx.recv() => {
+                if let Some(drained) = request.drained() {
+                    set_drained(&mut sh, pool.as_mut(), vrrp.as_mut(), drained).await;
+                }
+                answer_status(&sh, pool.as_ref(), vrrp.as_ref(), stream);
             }
             _ = refresh.tick() => {
                 sh.held.refresh();
@@ -410,13 +435,46 @@ async fn on_check(
         );
     }
     if let Some(p) = pool {
-        p.on_health(now_healthy);
+        p.on_health(sh.runnable());
     }
     if let Some(v) = vrrp {
         let reason = match now_healthy {
             true => "check_passed",
             false => "check_failed",
         };
+        v.apply_runnable(sh, reason).await;
+    }
+}
+
+/// `vipd drain` / `vipd undrain`: marks the node (so a restart keeps it), then tells both
+/// engines, as a health verdict (the pool's VIPs go to the peers, the groups stop).
+async fn set_drained(
+    sh: &mut Shell,
+    pool: Option<&mut pool::slow::Pool>,
+    vrrp: Option<&mut vrrp::slow::Groups>,
+    drained: bool,
+) {
+    if let Err(e) = drain::mark(&sh.cfg.node.drain_file(), drained) {
+        warn!(
+            file = %sh.cfg.node.drain_file().display(),
+            "cannot record the drain mark ({e}): a restart will not keep it"
+        );
+    }
+    if sh.drained == drained {
+        return;
+    }
+    sh.drained = drained;
+    sh.metrics.drained.set(i64::from(drained));
+    if drained {
+        warn!("drained: giving this node's VIPs to its peers and leaving every VRRP group");
+    } else {
+        info!("undrained: this node takes its share again");
+    }
+    if let Some(p) = pool {
+        p.on_health(sh.runnable());
+    }
+    if let Some(v) = vrrp {
+        let reason = if drained { "drained" } else { "undrained" };
         v.apply_runnable(sh, reason).await;
     }
 }
@@ -524,6 +582,7 @@ fn answer_status(
             .collect(),
         conflicts: sh.watch.status(monotonic_ns()),
         conntrack: sh.notrack.describe(),
+        drained: sh.drained,
         ..Status::default()
     };
     // The groups first: with a pool as well, the pool's state and fast path are the node's.

@@ -16,6 +16,7 @@ pub mod config;
 pub mod conflict;
 pub mod control;
 pub mod daemon;
+pub mod drain;
 pub mod fastpath;
 #[cfg(debug_assertions)]
 pub mod fault;

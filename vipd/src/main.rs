@@ -16,6 +16,8 @@ fn main() -> std::process::ExitCode {
         Command::Zone(args) => commands::print_zone(&args),
         Command::Plan(args) => commands::print_plan(args),
         Command::Keygen { path } => auth::keygen(path.as_deref()),
+        Command::Drain(args) => control::drain(&args, true),
+        Command::Undrain(args) => control::drain(&args, false),
         Command::Completions { shell } => {
             commands::print_completions(shell);
             Ok(())

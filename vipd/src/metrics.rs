@@ -93,6 +93,8 @@ pub struct Metrics {
     pub peers_other_pool: Gauge,
     /// 1 while this node takes VIPs (mature, carrier, healthy).
     pub active: Gauge,
+    /// 1 while the node is drained (`vipd drain`).
+    pub drained: Gauge,
     /// State sections ignored by the daemon, by reason (`bad_auth`, `replayed`).
     pub state_rejected: Family<ReasonLabel, Counter>,
     /// VRRP mode: each group's state (0 initialize, 1 backup, 2 master).
@@ -135,6 +137,7 @@ impl Metrics {
             hook_events_coalesced: Counter::default(),
             peers_other_pool: Gauge::default(),
             active: Gauge::default(),
+            drained: Gauge::default(),
             state_rejected: Family::default(),
             vrrp_state: Family::default(),
             fast_path_realtime: Gauge::default(),
@@ -217,6 +220,12 @@ impl Metrics {
             "active",
             "This node takes VIPs (mature, carrier, healthy)",
             m.active.clone(),
+        );
+        registry.register(
+            "drained",
+            "This node is drained (`vipd drain`): it holds no VIP and joins no VRRP group \
+             until `vipd undrain`",
+            m.drained.clone(),
         );
         registry.register(
             "state_sections_rejected",

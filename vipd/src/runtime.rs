@@ -18,7 +18,7 @@ use tracing::warn;
 
 use crate::{
     config::Config,
-    control::{self, Status},
+    control::{self, Request, Status},
     fastpath::channel::Shared,
     hooks::Hooks,
     metrics::{self, Metrics},
@@ -145,10 +145,24 @@ pub fn counters_text(loaded: &LoadedXdp) -> String {
     words.join(" ")
 }
 
+/// Reads a control connection's request (bounded in size and time).
+pub async fn read_request(mut stream: tokio::net::UnixStream) -> (Request, tokio::net::UnixStream) {
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    let request = match buf[..n].trim_ascii() {
+        b"drain" => Request::Drain,
+        b"undrain" => Request::Undrain,
+        _ => Request::Status,
+    };
+    (request, stream)
+}
+
 /// Answers one control connection with the status, as JSON.
 pub async fn answer(mut stream: tokio::net::UnixStream, status: Status) {
-    let mut request = [0u8; 64];
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut request)).await;
     if let Ok(json) = serde_json::to_vec(&status) {
         let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&json)).await;
     }

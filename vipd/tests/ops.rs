@@ -355,6 +355,51 @@ fn a_failing_check_moves_vips_away_and_hooks_see_every_event() -> anyhow::Result
     Ok(())
 }
 
+/// Two checks: with "web" failing, "api" failing and passing again does not bring n1 back
+/// (the pool was told each check's own state, not the node's); once "web" passes too, it
+/// takes its share again.
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn one_check_passing_again_does_not_return_a_node_another_keeps_out() -> anyhow::Result<()> {
+    require_root();
+    let (mut lab, n1, n2, _client) = two_nodes("ow")?;
+    let check = |name: &str, port: u16| {
+        format!(
+            "[[check]]\nname = \"{name}\"\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\
+             interval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\n\n"
+        )
+    };
+    let checks = format!("{}{}", check("web", 8080), check("api", 8081));
+    let c1 = write_config(&lab, &n1, 1, &n2, &checks)?;
+    let c2 = write_config(&lab, &n2, 2, &n1, "")?;
+    let web = Responder::start(&lab, &n1, "127.0.0.1:8080")?;
+    let api = Responder::start(&lab, &n1, "127.0.0.1:8081")?;
+    let p1 = start(&mut lab, &n1, &c1, &[])?;
+    start(&mut lab, &n2, &c2, &[])?;
+    wait_until("one VIP each", SETTLE, || {
+        Ok(held(&lab, &n1) == 1 && held(&lab, &n2) == 1)
+    })?;
+    drop(web);
+    lab.proc(p1)
+        .wait_for_line(&["health check failing", "check=\"web\""], SETTLE)?;
+    drop(api);
+    lab.proc(p1)
+        .wait_for_line(&["health check failing", "check=\"api\""], SETTLE)?;
+    let _api = Responder::start(&lab, &n1, "127.0.0.1:8081")?;
+    // Its first pass was logged at start-up; this is its return.
+    lab.proc(p1)
+        .wait_for_lines(&["health check passing", "check=\"api\""], 2, SETTLE)?;
+    let status = common::status(&lab, &n1)?;
+    assert_eq!(status["state"], serde_json::json!("withdrawn"), "{status}");
+    wait_until("n2 holding both VIPs", SETTLE, || {
+        Ok(held(&lab, &n1) == 0 && held(&lab, &n2) == 2)
+    })?;
+    let _web = Responder::start(&lab, &n1, "127.0.0.1:8080")?;
+    wait_until("one VIP each again", SETTLE, || {
+        Ok(held(&lab, &n1) == 1 && held(&lab, &n2) == 1)
+    })
+}
+
 #[test]
 #[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
 fn sighup_applies_a_new_pool_and_rejects_a_bad_file() -> anyhow::Result<()> {

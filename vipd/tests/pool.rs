@@ -627,6 +627,7 @@ fn a_holder_on_a_longer_dead_interval_is_fenced_before_it_is_replaced() -> anyho
         .and_then(|a| a.iter().find(|x| x["id"] == 2))
         .context("peer 2 listed")?;
     assert_eq!(peer["dead_interval_ms"], 3000.0, "{status:#}");
+    assert_eq!(status["dead_interval_ms"], 250.0, "its own: {status:#}");
 
     p.frozen(2, |p| {
         wait_until("n1 holding n2's VIP", SETTLE, || {
@@ -1014,4 +1015,51 @@ impl Pool {
         anyhow::ensure!(doubled.is_empty(), "VIPs on two nodes: {doubled:?}");
         Ok(owners)
     }
+}
+
+/// `vipd drain --wait`: n1 gives its VIP to n2 and holds nothing when it returns; it stays
+/// out across a restart of vipd (the mark is kept), and `vipd undrain` brings it back to
+/// one VIP each, answered.
+#[test]
+#[ignore = "needs root (namespaces, XDP): run as root with `cargo test -- --include-ignored`"]
+fn a_drained_node_stays_out_across_a_restart_until_undrained() -> anyhow::Result<()> {
+    require_root();
+    let (mut p, _) = Pool::two_balanced("vd")?;
+    let instance = format!("{}-n1", p.lab.prefix());
+    let vipd = |verb: &str, extra: &[&str]| -> anyhow::Result<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+            .args([verb, "--instance", &instance])
+            .args(extra)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "vipd {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let said = vipd("drain", &["--wait", "--timeout", "10s"])?;
+    assert!(said.contains("holds no VIP"), "{said}");
+    p.wait_counts(&[1, 2], &[0, 2])?;
+    let status = common::status_of(&instance)?;
+    assert_eq!(status["drained"], serde_json::json!(true), "{status}");
+    // A restart keeps it out (past its hold-down: n2 keeps both).
+    p.stop(1)?;
+    p.start(1, "restarted", &["--hold-down", "300ms"])?;
+    p.lab
+        .proc(p.procs["n1"])
+        .wait_for_line(&["this node is drained"], SETTLE)?;
+    p.lab
+        .proc(p.procs["n1"])
+        .wait_for_line(&["hold-down over"], SETTLE)?;
+    // Past its hold-down, a node that may hold VIPs is active at once: this one is not.
+    let status = common::status_of(&instance)?;
+    assert_eq!(status["drained"], serde_json::json!(true), "{status}");
+    assert_eq!(status["state"], serde_json::json!("withdrawn"), "{status}");
+    p.wait_counts(&[1, 2], &[0, 2])?;
+    vipd("undrain", &[])?;
+    p.one_each()?;
+    let status = common::status_of(&instance)?;
+    assert!(status.get("drained").is_none(), "{status}");
+    Ok(())
 }

@@ -127,6 +127,11 @@ impl Node {
             .join(format!("{}.incarnation", self.instance))
     }
 
+    /// The mark of a drained node ([`crate::drain`]).
+    pub fn drain_file(&self) -> PathBuf {
+        self.state_dir.join(format!("{}.drained", self.instance))
+    }
+
     /// Where VRRP groups save the original values of the ARP sysctls they change.
     pub fn sysctl_file(&self) -> PathBuf {
         self.state_dir.join(format!("{}.sysctl", self.instance))

@@ -98,7 +98,7 @@ pub fn start(
     let receiver = heartbeats
         .receiver()
         .context("registering the heartbeat sockets")?;
-    let verdicts = Arc::new(Verdicts::new(link.carrier, sh.health.healthy()));
+    let verdicts = Arc::new(Verdicts::new(link.carrier, sh.runnable()));
     let start_ns = monotonic_ns();
     let interval_ns = cfg.pool.interval.as_nanos() as u64;
     let shadow_period_ns =
@@ -599,7 +599,7 @@ impl Pool {
 
     /// After the shell took a reload: the health verdict as the (maybe new) checks say.
     pub fn reloaded(&mut self, sh: &Shell) {
-        self.on_health(sh.health.healthy());
+        self.on_health(sh.runnable());
     }
 
     /// A live peer whose last state section was signed with a key `new` does not accept.
@@ -704,6 +704,7 @@ impl Pool {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let asked = self.fast.try_ask(Command::Status(tx)).is_ok();
         status.auth = auth_text(&sh.cfg).into();
+        status.dead_interval_ms = sh.cfg.pool.dead_interval.as_secs_f64() * 1e3;
         status.state = "unknown (the fast path did not answer)".into();
         if let Some(groups) = status.fast_path.replace(self.fast.status()) {
             status.vrrp_fast_path = Some(groups);

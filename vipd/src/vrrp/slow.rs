@@ -207,7 +207,7 @@ impl Groups {
             .get(&self.groups[i].ifindex)
             .copied()
             .unwrap_or(false)
-            && sh.health.healthy()
+            && sh.runnable()
     }
 
     /// Asks the fast path to start group `i`.
