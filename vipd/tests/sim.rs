@@ -129,10 +129,15 @@ fn a_seer_that_cannot_take_an_orphan_does_not_restart_its_clock() {
 /// Takeovers blocked in the kernel (an add that returns after the fault): seed 916, a
 /// split during which one side's add blocks, then heals (the other side's takeover is
 /// the split's, not the pause's); seed 416, a hand-over whose taker blocks in the add
-/// (the giver may take the VIP back meanwhile: the address comes when the call returns).
+/// (the giver may take the VIP back meanwhile: the address comes when the call returns);
+/// seed 22015, an isolation shorter than the dead interval, then an add that blocks: the
+/// peer missed the last heartbeats, so it takes over before the blocked node's fence, which
+/// still ends it; seed 37565, a node back from a long isolation takes a VIP of a node
+/// blocked before it could be verified again (its claims do not count yet), until the
+/// fence.
 #[test]
 fn takeovers_blocked_in_the_kernel_leave_one_owner() {
-    for seed in [416, 916] {
+    for seed in [416, 916, 22015, 37565] {
         clean(seed);
     }
 }

@@ -229,6 +229,11 @@ impl Decide {
     }
 
     /// The view digest of the last heartbeat.
+    /// Whether peer `id` is in this node's view.
+    pub fn in_view(&self, id: u32) -> bool {
+        self.view_ids.contains(&id)
+    }
+
     pub fn view_digest(&self) -> u64 {
         self.view_digest
     }

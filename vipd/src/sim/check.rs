@@ -4,10 +4,11 @@
 //!   still for [`Bounds::two_owners_ns`];
 //! - a paused node's kernel (its daemon stopped, or stuck in an address add) never answers
 //!   for a VIP that a running node on the same link took during the pause, beyond
-//!   [`Bounds::fence_ns`]: it fences itself before its peers may take over, whatever their
-//!   dead intervals (a VIP both held across a split — held before the pause, or taken by
-//!   a node its frames no longer reached when the pause began — is the heal's to settle,
-//!   as for two running nodes);
+//!   [`Bounds::fence_ns`] if that node counted on its heartbeats when the pause began
+//!   ([`World::counts_on`]: it fences itself before its peers may take over, whatever
+//!   their dead intervals), beyond its fence otherwise (its last heartbeats were lost, or
+//!   it was no member of the taker's view); a VIP both held across a split, before the
+//!   pause, is the heal's to settle, as for two running nodes;
 //! - a VIP is never answered by nobody while a node that may hold it runs, once the faults
 //!   have been still for [`Bounds::no_owner_ns`];
 //! - after the faults end and a quiet time ([`Bounds::quiet_ns`]), each VIP has exactly
@@ -77,8 +78,8 @@ pub struct Checker {
     unfenced_since: BTreeMap<(IpAddr, usize, usize), u64>,
     /// Since when each node has answered for each VIP.
     answering_since: BTreeMap<(IpAddr, usize), u64>,
-    /// Since when each paused node has been paused, and the nodes its frames reached then
-    /// (for the others it was silent before the pause: a split, not the pause).
+    /// Since when each paused node has been paused, and the nodes that counted on its
+    /// heartbeats then ([`World::counts_on`]).
     paused_since: BTreeMap<usize, (u64, BTreeSet<usize>)>,
 }
 
@@ -100,8 +101,8 @@ impl Checker {
         for i in 0..w.len() {
             if w.health(i).paused {
                 self.paused_since.entry(i).or_insert_with(|| {
-                    let reached = (0..w.len()).filter(|j| w.reaches(i, *j)).collect();
-                    (w.now, reached)
+                    let counting = (0..w.len()).filter(|j| w.counts_on(*j, i)).collect();
+                    (w.now, counting)
                 });
             } else {
                 self.paused_since.remove(&i);
@@ -115,13 +116,19 @@ impl Checker {
             for i in &owners {
                 self.answering_since.entry((*vip, *i)).or_insert(w.now);
             }
-            let took_during_pause = |a: usize, b: usize| {
-                self.paused_since.get(&a).is_some_and(|(paused, reached)| {
-                    reached.contains(&b)
-                        && self
-                            .answering_since
-                            .get(&(*vip, b))
-                            .is_some_and(|since| since > paused)
+            // How long `a`, paused, may answer beside `b`, which took the VIP during the
+            // pause: an interval if `b` counted on `a`'s heartbeats when it stopped (the
+            // fence comes first), else until the fence at the latest (a dead interval of
+            // `a`'s after its last heartbeat); no bound for a VIP held before the pause.
+            let pause_bound = |a: usize, b: usize| {
+                let (paused, counting) = self.paused_since.get(&a)?;
+                let took = self
+                    .answering_since
+                    .get(&(*vip, b))
+                    .is_some_and(|since| since > paused);
+                took.then(|| match counting.contains(&b) {
+                    true => self.bounds.fence_ns,
+                    false => w.params.dead_ms_of(a) * MS + self.bounds.fence_ns,
                 })
             };
             let mut doubled = Vec::new();
@@ -149,17 +156,19 @@ impl Checker {
                     });
                 }
             }
-            let unfenced: Vec<(IpAddr, usize, usize)> = owners
+            let unfenced: Vec<(IpAddr, usize, usize, u64)> = owners
                 .iter()
-                .flat_map(|a| owners.iter().map(move |b| (*vip, *a, *b)))
-                .filter(|(_, a, b)| w.paused_beside(*a, *b) && took_during_pause(*a, *b))
+                .flat_map(|a| owners.iter().map(move |b| (*a, *b)))
+                .filter(|(a, b)| w.paused_beside(*a, *b))
+                .filter_map(|(a, b)| pause_bound(a, b).map(|bound| (*vip, a, b, bound)))
                 .collect();
-            self.unfenced_since
-                .retain(|(v, a, b), _| v != vip || unfenced.contains(&(*v, *a, *b)));
-            for (v, a, b) in unfenced {
+            self.unfenced_since.retain(|(v, a, b), _| {
+                v != vip || unfenced.iter().any(|u| (u.0, u.1, u.2) == (*v, *a, *b))
+            });
+            for (v, a, b, bound) in unfenced {
                 let since = *self.unfenced_since.entry((v, a, b)).or_insert(w.now);
                 let lasted = w.now.saturating_sub(since);
-                if lasted > self.bounds.fence_ns {
+                if lasted > bound {
                     return Err(Violation {
                         at_ns: w.now,
                         what: format!(

@@ -346,9 +346,19 @@ impl World {
         Some((loss, jitter))
     }
 
-    /// Whether frames from `a` reach `b` now (some may be lost).
-    pub fn reaches(&self, a: usize, b: usize) -> bool {
-        a != b && self.link(a, b).is_some()
+    /// Whether node `b` counts on node `a`'s heartbeats now: `a` is in its view and `b`
+    /// heard the last heartbeat `a` sent. (Not so, its silence toward `b` began before
+    /// any pause of `a` — lost frames, a cut — or `b` never took `a`'s claims into
+    /// account: an unverified peer's claims do not count, so a recording cannot hold a VIP.)
+    pub fn counts_on(&self, b: usize, a: usize) -> bool {
+        let (na, nb) = (&self.nodes[a], &self.nodes[b]);
+        a != b
+            && na.fence_ns > 0
+            && nb.proc.as_ref().is_some_and(|p| p.decide.in_view(na.id))
+            && nb
+                .table
+                .get(&na.id)
+                .is_some_and(|s| s.last_seen_ns >= na.fence_ns)
     }
 
     /// Whether `a` and `b` hear each other cleanly now (both ways, no loss): where two
