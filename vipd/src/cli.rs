@@ -333,16 +333,23 @@ impl RunArgs {
     }
 }
 
-/// `vipd status` flags.
+/// Which running daemon a command asks (`status`, `drain`, `undrain`).
 #[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// The instance to ask (as given to `vipd run`).
+pub struct Target {
+    /// The instance (as given to `vipd run`).
     #[arg(long, required_unless_present = "config")]
     pub instance: Option<String>,
 
     /// …or the configuration file it runs with (the instance is derived from it).
     #[arg(short, long)]
     pub config: Option<PathBuf>,
+}
+
+/// `vipd status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
 
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -352,13 +359,8 @@ pub struct StatusArgs {
 /// `vipd drain` and `vipd undrain` flags.
 #[derive(Debug, Args)]
 pub struct DrainArgs {
-    /// The instance (as given to `vipd run`).
-    #[arg(long, required_unless_present = "config")]
-    pub instance: Option<String>,
-
-    /// …or the configuration file it runs with (the instance is derived from it).
-    #[arg(short, long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
 
     /// Wait until the node holds no VIP and is Master of no VRRP group (drain only).
     #[arg(long)]

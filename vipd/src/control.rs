@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cli::{DrainArgs, StatusArgs},
+    cli::{DrainArgs, StatusArgs, Target},
     config::File,
 };
 
@@ -256,8 +256,8 @@ impl Drop for ControlSocket {
 }
 
 /// The instance named, or that of the configuration file given.
-fn instance_of(instance: Option<&String>, config: Option<&PathBuf>) -> anyhow::Result<String> {
-    match (instance, config) {
+fn instance_of(target: &Target) -> anyhow::Result<String> {
+    match (&target.instance, &target.config) {
         (Some(i), _) => Ok(i.clone()),
         (None, Some(path)) => {
             let cfg = crate::cli::RunArgs {
@@ -274,7 +274,7 @@ fn instance_of(instance: Option<&String>, config: Option<&PathBuf>) -> anyhow::R
 
 /// `vipd status`.
 pub fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
-    let instance = instance_of(args.instance.as_ref(), args.config.as_ref())?;
+    let instance = instance_of(&args.target)?;
     let status = match ask(&instance, Request::Status) {
         Ok(s) => s,
         Err(e) => {
@@ -282,7 +282,7 @@ pub fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
                 "vipd: no answer on {} ({e:#}); reading the pinned maps instead",
                 socket_path(&instance).display()
             );
-            from_pins(&instance, args.config.as_deref())?
+            from_pins(&instance, args.target.config.as_deref())?
         }
     };
     if args.json {
@@ -296,7 +296,7 @@ pub fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
 /// `vipd drain` (`drained`) and `vipd undrain`: asks the daemon, then with `--wait` polls
 /// its status until the node holds nothing.
 pub fn drain(args: &DrainArgs, drained: bool) -> anyhow::Result<()> {
-    let instance = instance_of(args.instance.as_ref(), args.config.as_ref())?;
+    let instance = instance_of(&args.target)?;
     let request = if drained {
         Request::Drain
     } else {
